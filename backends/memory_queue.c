@@ -1,0 +1,873 @@
+/*
+ * memory_queue.c - queues living in this process: memory://[name].
+ *
+ * Every handle opened with the same name shares one space (a global list
+ * under a mutex, refcounted; the space goes away with its last handle).
+ * A space holds queues; a queue keeps its computations in four binary heaps,
+ * one per state (ready by priority then sequence, scheduled by run_at,
+ * leased by deadline, dead by burial time), each job knowing its slot so it
+ * can leave any heap in O(log n), plus a hash table from id to job. One
+ * mutex per space serialises producer threads and worker loops; blocked
+ * leases wait on its condition variable, watchers get an eventfd.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "queue.h"
+
+struct mjob {
+	char id[AU_ID_SIZE];
+	char token[AU_TOKEN_SIZE];  /* the current lease, "" when not leased */
+	unsigned char *body;
+	size_t body_len;
+	char *error;                /* last error or bury reason, NULL if none */
+	int priority;
+	uint32_t max_attempts, attempts;
+	enum au_job_state state;
+	uint64_t key, seq;          /* heap order: key, then seq */
+	size_t pos;                 /* slot in its state's heap */
+	struct mjob *next;          /* hash chain */
+};
+
+struct heap {
+	struct mjob **v;
+	size_t n, cap;
+};
+
+struct mqueue {
+	char *name;
+	struct heap heaps[4];       /* indexed by state - 1 */
+	struct mjob **tab;          /* id -> job, chained, power-of-two size */
+	size_t tabsize, njobs;
+	uint64_t seq;
+	int woken;                  /* got ready jobs in the current push */
+	struct mqueue *next;
+};
+
+struct mwatch;
+
+struct mspace {
+	char *name;
+	int refs;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;        /* broadcast when something becomes ready */
+	struct mqueue *queues;
+	struct mwatch *watches;
+	struct mspace *next;
+};
+
+struct mwatch {
+	struct mspace *sp;
+	char *queue;
+	int fd;                     /* eventfd, written by any thread */
+	struct event *ev;
+	au_queue_wake_fn fn;
+	void *arg;
+	struct mwatch *next;
+};
+
+struct mhandle {
+	struct mspace *sp;
+	struct mwatch *watch;
+};
+
+static pthread_mutex_t spaces_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct mspace *spaces;
+
+static int oom(struct au_queue *q)
+{
+	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
+}
+
+static const char *qname(const char *queue)
+{
+	return queue ? queue : "default";
+}
+
+/* ---- heaps ---- */
+
+static int before(const struct mjob *a, const struct mjob *b)
+{
+	return a->key < b->key || (a->key == b->key && a->seq < b->seq);
+}
+
+static void heap_put(struct heap *h, size_t i, struct mjob *j)
+{
+	h->v[i] = j;
+	j->pos = i;
+}
+
+static void heap_up(struct heap *h, size_t i)
+{
+	struct mjob *j = h->v[i];
+
+	while (i > 0 && before(j, h->v[(i - 1) / 2])) {
+		heap_put(h, i, h->v[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_put(h, i, j);
+}
+
+static void heap_down(struct heap *h, size_t i)
+{
+	struct mjob *j = h->v[i];
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= h->n)
+			break;
+		if (c + 1 < h->n && before(h->v[c + 1], h->v[c]))
+			c++;
+		if (!before(h->v[c], j))
+			break;
+		heap_put(h, i, h->v[c]);
+		i = c;
+	}
+	heap_put(h, i, j);
+}
+
+/* Capacity is reserved when jobs are added, so moving a job between heaps
+ * never allocates and never fails. */
+static int heap_reserve(struct heap *h, size_t n)
+{
+	struct mjob **v;
+	size_t cap = h->cap ? h->cap : 64;
+
+	if (n <= h->cap)
+		return 0;
+	while (cap < n)
+		cap *= 2;
+	v = realloc(h->v, cap * sizeof(*v));
+	if (!v)
+		return -1;
+	h->v = v;
+	h->cap = cap;
+	return 0;
+}
+
+static void heap_add(struct heap *h, struct mjob *j)
+{
+	heap_put(h, h->n++, j);
+	heap_up(h, h->n - 1);
+}
+
+static void heap_del(struct heap *h, size_t i)
+{
+	struct mjob *last = h->v[--h->n];
+
+	if (i == h->n)
+		return;
+	heap_put(h, i, last);
+	heap_up(h, i);
+	heap_down(h, last->pos);
+}
+
+static struct mjob *heap_top(const struct heap *h)
+{
+	return h->n ? h->v[0] : NULL;
+}
+
+/* ---- jobs and queues ---- */
+
+static size_t id_hash(const char *id, size_t size)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*id)
+		h = (h ^ (unsigned char)*id++) * 1099511628211ull;
+	return (size_t)h & (size - 1);
+}
+
+static struct mjob **job_slot(struct mqueue *mq, const char *id)
+{
+	struct mjob **p;
+
+	if (!mq || !mq->tabsize)
+		return NULL;
+	for (p = &mq->tab[id_hash(id, mq->tabsize)]; *p; p = &(*p)->next)
+		if (!strcmp((*p)->id, id))
+			return p;
+	return NULL;
+}
+
+static struct mjob *job_find(struct mqueue *mq, const char *id)
+{
+	struct mjob **p = job_slot(mq, id);
+
+	return p ? *p : NULL;
+}
+
+/* Makes room for n more jobs in the table and in every heap. */
+static int queue_reserve(struct mqueue *mq, size_t n)
+{
+	size_t need = mq->njobs + n, i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(mq->heaps); i++)
+		if (heap_reserve(&mq->heaps[i], need) < 0)
+			return -1;
+	if (need > mq->tabsize) {
+		size_t size = mq->tabsize ? mq->tabsize : 64;
+		struct mjob **tab;
+
+		while (size < need)
+			size *= 2;
+		tab = calloc(size, sizeof(*tab));
+		if (!tab)
+			return -1;
+		for (i = 0; i < mq->tabsize; i++)
+			while (mq->tab[i]) {
+				struct mjob *j = mq->tab[i];
+				size_t b = id_hash(j->id, size);
+
+				mq->tab[i] = j->next;
+				j->next = tab[b];
+				tab[b] = j;
+			}
+		free(mq->tab);
+		mq->tab = tab;
+		mq->tabsize = size;
+	}
+	return 0;
+}
+
+static struct heap *heap_of(struct mqueue *mq, enum au_job_state st)
+{
+	return &mq->heaps[st - 1];
+}
+
+/* Moves j to state st, ordered by key, then seq. Ready ones are ordered by
+ * priority, then a fresh sequence number: FIFO within a priority, by the
+ * time they became ready. */
+static void job_move(struct mqueue *mq, struct mjob *j, enum au_job_state st, uint64_t key)
+{
+	if (st == AU_JOB_READY) {
+		key = (uint64_t)(AU_PRIORITY_MAX - j->priority);
+		j->seq = ++mq->seq;
+	}
+	if (j->state)
+		heap_del(heap_of(mq, j->state), j->pos);
+	j->state = st;
+	j->key = key;
+	heap_add(heap_of(mq, st), j);
+}
+
+static void job_free(struct mjob *j)
+{
+	free(j->body);
+	free(j->error);
+	free(j);
+}
+
+static void job_remove(struct mqueue *mq, struct mjob *j)
+{
+	struct mjob **p = job_slot(mq, j->id);
+
+	heap_del(heap_of(mq, j->state), j->pos);
+	*p = j->next;
+	mq->njobs--;
+	job_free(j);
+}
+
+/* Replaces the last error; on OOM the job simply keeps none. */
+static void job_error(struct mjob *j, const char *msg)
+{
+	free(j->error);
+	j->error = au_strdup(msg);
+}
+
+static struct mqueue *queue_find(struct mspace *sp, const char *name)
+{
+	struct mqueue *mq;
+
+	for (mq = sp->queues; mq; mq = mq->next)
+		if (!strcmp(mq->name, name))
+			return mq;
+	return NULL;
+}
+
+static struct mqueue *queue_get(struct mspace *sp, const char *name)
+{
+	struct mqueue *mq = queue_find(sp, name);
+
+	if (mq)
+		return mq;
+	mq = calloc(1, sizeof(*mq));
+	if (!mq || !(mq->name = au_strdup(name))) {
+		free(mq);
+		return NULL;
+	}
+	mq->next = sp->queues;
+	sp->queues = mq;
+	return mq;
+}
+
+static void queue_free(struct mqueue *mq)
+{
+	size_t i;
+
+	for (i = 0; i < mq->tabsize; i++)
+		while (mq->tab[i]) {
+			struct mjob *j = mq->tab[i];
+
+			mq->tab[i] = j->next;
+			job_free(j);
+		}
+	for (i = 0; i < AU_ARRAY_SIZE(mq->heaps); i++)
+		free(mq->heaps[i].v);
+	free(mq->tab);
+	free(mq->name);
+	free(mq);
+}
+
+/* Something became ready in queue: wake blocked leases and watchers. */
+static void notify(struct mspace *sp, const char *queue)
+{
+	static const uint64_t one = 1;
+	struct mwatch *w;
+
+	pthread_cond_broadcast(&sp->cond);
+	for (w = sp->watches; w; w = w->next)
+		if (!strcmp(w->queue, queue) && write(w->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			au_log(AU_LOG_WARN, "cannot wake the watcher of memory queue '%s': %s", queue,
+			       strerror(errno));
+}
+
+/* Due scheduled jobs become ready; returns how many. */
+static size_t promote(struct mqueue *mq, uint64_t now)
+{
+	struct mjob *j;
+	size_t n = 0;
+
+	while ((j = heap_top(heap_of(mq, AU_JOB_SCHEDULED))) && j->key <= now) {
+		job_move(mq, j, AU_JOB_READY, 0);
+		n++;
+	}
+	return n;
+}
+
+static int token_ok(const struct mjob *j, const char *token)
+{
+	return j && j->state == AU_JOB_LEASED && !strcmp(j->token, token);
+}
+
+/* ---- open / close ---- */
+
+static int mem_open(struct au_queue *q, const struct au_url *url)
+{
+	const char *name = url->host ? url->host : "";
+	struct mhandle *h = calloc(1, sizeof(*h));
+	struct mspace *sp;
+
+	if (!h)
+		return oom(q);
+	pthread_mutex_lock(&spaces_mu);
+	for (sp = spaces; sp && strcmp(sp->name, name); sp = sp->next)
+		;
+	if (!sp) {
+		pthread_condattr_t ca;
+
+		sp = calloc(1, sizeof(*sp));
+		if (!sp || !(sp->name = au_strdup(name))) {
+			pthread_mutex_unlock(&spaces_mu);
+			free(sp);
+			free(h);
+			return oom(q);
+		}
+		pthread_mutex_init(&sp->mu, NULL);
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&sp->cond, &ca);
+		pthread_condattr_destroy(&ca);
+		sp->next = spaces;
+		spaces = sp;
+	}
+	sp->refs++;
+	pthread_mutex_unlock(&spaces_mu);
+	h->sp = sp;
+	q->ctx = h;
+	return 0;
+}
+
+static void mem_unwatch(struct au_queue *q);
+
+static void mem_close(struct au_queue *q)
+{
+	struct mhandle *h = q->ctx;
+	struct mspace *sp = h->sp, **p;
+
+	mem_unwatch(q);
+	pthread_mutex_lock(&spaces_mu);
+	if (--sp->refs == 0) {
+		for (p = &spaces; *p != sp; p = &(*p)->next)
+			;
+		*p = sp->next;
+		while (sp->queues) {
+			struct mqueue *mq = sp->queues;
+
+			sp->queues = mq->next;
+			queue_free(mq);
+		}
+		pthread_cond_destroy(&sp->cond);
+		pthread_mutex_destroy(&sp->mu);
+		free(sp->name);
+		free(sp);
+	}
+	pthread_mutex_unlock(&spaces_mu);
+	free(h);
+	q->ctx = NULL;
+}
+
+/* ---- operations ---- */
+
+static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t n)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mjob **jobs = calloc(n ? n : 1, sizeof(*jobs));
+	struct au_buf b = AU_BUF_INIT;
+	uint64_t now = au_now_ms();
+	size_t i;
+	int rc = -1;
+
+	if (!jobs)
+		return oom(q);
+	/* Everything that can fail happens before the first job is added. */
+	for (i = 0; i < n; i++) {
+		if (au_computation_encode(&cs[i], &b, &q->err) < 0)
+			goto out;
+		jobs[i] = calloc(1, sizeof(*jobs[i]));
+		if (!jobs[i]) {
+			oom(q);
+			goto out;
+		}
+		jobs[i]->body = au_buf_detach(&b, &jobs[i]->body_len);
+		memcpy(jobs[i]->id, cs[i].id, AU_ID_SIZE);
+		jobs[i]->priority = cs[i].priority;
+		jobs[i]->max_attempts = cs[i].max_attempts;
+	}
+	pthread_mutex_lock(&sp->mu);
+	for (i = 0; i < n; i++) {
+		struct mqueue *mq = queue_get(sp, qname(cs[i].queue));
+
+		if (!mq || queue_reserve(mq, n) < 0) {
+			pthread_mutex_unlock(&sp->mu);
+			oom(q);
+			goto out;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		struct mqueue *mq = queue_find(sp, qname(cs[i].queue));
+		struct mjob *j = jobs[i];
+		size_t b;
+
+		/* a known id is left alone, so pushing again is harmless */
+		if (job_find(mq, j->id))
+			continue;
+		b = id_hash(j->id, mq->tabsize);
+		j->next = mq->tab[b];
+		mq->tab[b] = j;
+		mq->njobs++;
+		jobs[i] = NULL;
+		if (cs[i].run_at_ms > now) {
+			j->seq = ++mq->seq;
+			job_move(mq, j, AU_JOB_SCHEDULED, cs[i].run_at_ms);
+		} else {
+			job_move(mq, j, AU_JOB_READY, 0);
+			mq->woken = 1;
+		}
+	}
+	/* one wake per queue per push */
+	for (struct mqueue *mq = sp->queues; mq; mq = mq->next)
+		if (mq->woken) {
+			mq->woken = 0;
+			notify(sp, mq->name);
+		}
+	pthread_mutex_unlock(&sp->mu);
+	rc = 0;
+out:
+	for (i = 0; i < n; i++)
+		if (jobs[i])
+			job_free(jobs[i]);
+	free(jobs);
+	au_buf_release(&b);
+	return rc;
+}
+
+/* Leases up to max ready jobs of mq (NULL: an unknown queue, nothing to
+ * lease). When there is none, *next_due_ms gets the time until the next
+ * scheduled job is due, or -1. */
+static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint32_t lease_ms,
+			struct au_lease *out, size_t *n, int64_t *next_due_ms)
+{
+	uint64_t now = au_now_ms();
+	struct mjob *j;
+
+	*n = 0;
+	*next_due_ms = -1;
+	if (!mq)
+		return 0;
+	promote(mq, now);
+	while (*n < max && (j = heap_top(heap_of(mq, AU_JOB_READY)))) {
+		struct au_lease *l = &out[*n];
+
+		l->body = malloc(j->body_len ? j->body_len : 1);
+		if (!l->body) {
+			if (*n)
+				break;
+			return oom(q);
+		}
+		memcpy(l->body, j->body, j->body_len);
+		l->body_len = j->body_len;
+		j->attempts++;
+		au_token_new(j->token, j->attempts);
+		memcpy(l->ref.id, j->id, AU_ID_SIZE);
+		memcpy(l->ref.token, j->token, AU_TOKEN_SIZE);
+		l->attempts = j->attempts;
+		job_move(mq, j, AU_JOB_LEASED, now + lease_ms);
+		(*n)++;
+	}
+	if (!*n && (j = heap_top(heap_of(mq, AU_JOB_SCHEDULED))))
+		*next_due_ms = (int64_t)(j->key - now);
+	return 0;
+}
+
+static int mem_lease(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		     uint32_t block_ms, struct au_lease *out, size_t *n)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	uint64_t deadline = au_mono_us() + (uint64_t)block_ms * 1000;
+	int64_t next_due_ms;
+	int rc;
+
+	pthread_mutex_lock(&sp->mu);
+	for (;;) {
+		uint64_t now, until = deadline;
+		struct timespec ts;
+
+		rc = lease_locked(q, queue_find(sp, qname(queue)), max, lease_ms, out, n, &next_due_ms);
+		if (rc < 0 || *n || !block_ms || (now = au_mono_us()) >= deadline)
+			break;
+		/* a scheduled job falling due wakes nobody: wait only until then */
+		if (next_due_ms >= 0 && now + (uint64_t)next_due_ms * 1000 < until)
+			until = now + (uint64_t)next_due_ms * 1000;
+		ts.tv_sec = (time_t)(until / 1000000);
+		ts.tv_nsec = (long)(until % 1000000) * 1000;
+		pthread_cond_timedwait(&sp->cond, &sp->mu, &ts);
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+enum settle { S_ACK, S_RETRY, S_RELEASE, S_BURY, S_EXTEND };
+
+/* The fenced writes of an attempt: each applies only while refs[i].token
+ * is the job's current lease. */
+static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		  enum settle kind, const uint64_t *delay_ms, const char *const *text,
+		  uint32_t lease_ms, int *applied)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	uint64_t now = au_now_ms();
+	struct mqueue *mq;
+	int woke = 0;
+	size_t i;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, qname(queue));
+	for (i = 0; i < n; i++) {
+		struct mjob *j = mq ? job_find(mq, refs[i].id) : NULL;
+		int ok = token_ok(j, refs[i].token);
+
+		if (applied)
+			applied[i] = ok;
+		if (!ok)
+			continue;
+		if (kind == S_ACK) {
+			job_remove(mq, j);
+			continue;
+		}
+		if (kind == S_EXTEND) {
+			job_move(mq, j, AU_JOB_LEASED, now + lease_ms);
+			continue;
+		}
+		j->token[0] = '\0';
+		if (text && text[i] && (kind == S_BURY || *text[i]))
+			job_error(j, text[i]);
+		if (kind == S_BURY) {
+			job_move(mq, j, AU_JOB_DEAD, now);
+			continue;
+		}
+		if (kind == S_RELEASE && j->attempts)
+			j->attempts--;
+		if (delay_ms && delay_ms[i]) {
+			j->seq = ++mq->seq;
+			job_move(mq, j, AU_JOB_SCHEDULED, now + delay_ms[i]);
+		} else {
+			job_move(mq, j, AU_JOB_READY, 0);
+			woke = 1;
+		}
+	}
+	if (woke)
+		notify(sp, mq->name);
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_ack(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		   int *applied)
+{
+	return settle(q, queue, refs, n, S_ACK, NULL, NULL, 0, applied);
+}
+
+static int mem_retry(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		     const uint64_t *delay_ms, const char *const *error, int *applied)
+{
+	return settle(q, queue, refs, n, S_RETRY, delay_ms, error, 0, applied);
+}
+
+static int mem_release(struct au_queue *q, const char *queue, const struct au_ref *refs,
+		       size_t n, int *applied)
+{
+	return settle(q, queue, refs, n, S_RELEASE, NULL, NULL, 0, applied);
+}
+
+static int mem_bury(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		    const char *const *reason, int *applied)
+{
+	return settle(q, queue, refs, n, S_BURY, NULL, reason, 0, applied);
+}
+
+static int mem_extend(struct au_queue *q, const char *queue, const struct au_ref *refs,
+		      size_t n, uint32_t lease_ms, int *applied)
+{
+	return settle(q, queue, refs, n, S_EXTEND, NULL, NULL, lease_ms, applied);
+}
+
+static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t *requeued,
+		      size_t *buried)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	uint64_t now = au_now_ms();
+	struct mqueue *mq;
+	struct mjob *j;
+
+	*requeued = *buried = 0;
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, qname(queue));
+	while (mq && *requeued + *buried < max && (j = heap_top(heap_of(mq, AU_JOB_LEASED))) &&
+	       j->key <= now) {
+		char msg[64];
+
+		j->token[0] = '\0';
+		if (j->attempts >= j->max_attempts) {
+			snprintf(msg, sizeof(msg), "lease expired after %u attempts", j->attempts);
+			job_move(mq, j, AU_JOB_DEAD, now);
+			++*buried;
+		} else {
+			snprintf(msg, sizeof(msg), "lease expired on attempt %u", j->attempts);
+			job_move(mq, j, AU_JOB_READY, 0);
+			++*requeued;
+		}
+		job_error(j, msg);
+	}
+	if (*requeued)
+		notify(sp, mq->name);
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_cancel(struct au_queue *q, const char *queue, const char *id)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+	struct mjob *j;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, qname(queue));
+	j = mq ? job_find(mq, id) : NULL;
+	if (!j || j->state == AU_JOB_DEAD)
+		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' waiting in queue '%s'", id,
+			       qname(queue));
+	else if (j->state == AU_JOB_LEASED)
+		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);
+	else
+		job_remove(mq, j);
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+static int mem_peek(struct au_queue *q, const char *queue, const char *id,
+		    struct au_job_info *info)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+	struct mjob *j;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, qname(queue));
+	j = mq ? job_find(mq, id) : NULL;
+	if (j) {
+		info->state = j->state;
+		info->attempts = j->attempts;
+		info->max_attempts = j->max_attempts;
+		snprintf(info->error, sizeof(info->error), "%s", j->error ? j->error : "");
+	} else {
+		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
+			       qname(queue));
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+static int mem_stats(struct au_queue *q, const char *queue, struct au_queue_stats *st)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, qname(queue));
+	if (mq) {
+		st->ready = heap_of(mq, AU_JOB_READY)->n;
+		st->scheduled = heap_of(mq, AU_JOB_SCHEDULED)->n;
+		st->leased = heap_of(mq, AU_JOB_LEASED)->n;
+		st->dead = heap_of(mq, AU_JOB_DEAD)->n;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_queues(struct au_queue *q, char ***names, size_t *n)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+	size_t count = 0, i = 0;
+	char **v;
+
+	pthread_mutex_lock(&sp->mu);
+	for (mq = sp->queues; mq; mq = mq->next)
+		count++;
+	v = calloc(count ? count : 1, sizeof(*v));
+	for (mq = sp->queues; v && mq; mq = mq->next, i++)
+		if (!(v[i] = au_strdup(mq->name))) {
+			while (i--)
+				free(v[i]);
+			free(v);
+			v = NULL;
+		}
+	pthread_mutex_unlock(&sp->mu);
+	if (!v)
+		return oom(q);
+	*names = v;
+	*n = count;
+	return 0;
+}
+
+/* ---- watch ---- */
+
+static void watch_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct mwatch *w = arg;
+	uint64_t v;
+
+	(void)what;
+	/* one read resets the counter; fn may unwatch, so it comes last */
+	if (read(fd, &v, sizeof(v)) == sizeof(v))
+		w->fn(w->arg);
+}
+
+static int mem_watch(struct au_queue *q, const char *queue, struct event_base *base,
+		     au_queue_wake_fn fn, void *arg)
+{
+	static const uint64_t one = 1;
+	struct mhandle *h = q->ctx;
+	struct mwatch *w;
+
+	if (h->watch)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->queue = au_strdup(qname(queue))))
+		goto oom;
+	w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->fd < 0) {
+		au_seterr(&q->err, AU_EIO, "cannot watch queue '%s': eventfd: %s", w->queue,
+			  strerror(errno));
+		free(w->queue);
+		free(w);
+		return -1;
+	}
+	w->ev = event_new(base, w->fd, EV_READ | EV_PERSIST, watch_ready, w);
+	if (!w->ev || event_add(w->ev, NULL) < 0) {
+		if (w->ev)
+			event_free(w->ev);
+		close(w->fd);
+		goto oom;
+	}
+	w->sp = h->sp;
+	w->fn = fn;
+	w->arg = arg;
+	pthread_mutex_lock(&w->sp->mu);
+	w->next = w->sp->watches;
+	w->sp->watches = w;
+	pthread_mutex_unlock(&w->sp->mu);
+	h->watch = w;
+	/* a first wake covers whatever arrived before the watch */
+	if (write(w->fd, &one, sizeof(one)) < 0)
+		au_log(AU_LOG_WARN, "cannot wake the watcher of memory queue '%s': %s", w->queue,
+		       strerror(errno));
+	return 0;
+oom:
+	if (w)
+		free(w->queue);
+	free(w);
+	return oom(q);
+}
+
+static void mem_unwatch(struct au_queue *q)
+{
+	struct mhandle *h = q->ctx;
+	struct mwatch *w = h->watch, **p;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->sp->mu);
+	for (p = &w->sp->watches; *p != w; p = &(*p)->next)
+		;
+	*p = w->next;
+	pthread_mutex_unlock(&w->sp->mu);
+	event_free(w->ev);
+	close(w->fd);
+	free(w->queue);
+	free(w);
+	h->watch = NULL;
+}
+
+const struct au_queue_ops au_memory_queue_ops = {
+	.scheme = "memory",
+	.open = mem_open,
+	.close = mem_close,
+	.push = mem_push,
+	.lease = mem_lease,
+	.ack = mem_ack,
+	.retry = mem_retry,
+	.release = mem_release,
+	.bury = mem_bury,
+	.extend = mem_extend,
+	.rescue = mem_rescue,
+	.cancel = mem_cancel,
+	.peek = mem_peek,
+	.stats = mem_stats,
+	.queues = mem_queues,
+	.watch = mem_watch,
+	.unwatch = mem_unwatch,
+};

@@ -1,0 +1,63 @@
+/* registry.c - the queue backends, found by URL scheme. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue.h"
+
+extern const struct au_queue_ops au_redis_queue_ops;
+extern const struct au_queue_ops au_memory_queue_ops;
+
+const struct au_queue_ops *const au_queue_backends[] = {
+	&au_redis_queue_ops,
+	&au_memory_queue_ops,
+	NULL
+};
+
+struct au_queue *au_queue_open(const char *url)
+{
+	struct au_queue *q = calloc(1, sizeof(*q));
+	const struct au_queue_ops *ops = NULL;
+	size_t i;
+
+	if (!q)
+		return NULL;
+	if (au_url_parse(url, &q->url, &q->err) < 0)
+		goto fail;
+	for (i = 0; au_queue_backends[i] && !ops; i++)
+		if (!strcmp(au_queue_backends[i]->scheme, q->url.scheme))
+			ops = au_queue_backends[i];
+	if (!ops) {
+		au_seterr(&q->err, AU_EINVAL, "unknown queue scheme '%s' in '%s'", q->url.scheme,
+			  q->url.text);
+		return q;
+	}
+	/* ops stays NULL unless open succeeds, so close knows what to undo;
+	 * a failed open has released its own state. */
+	if (ops->open(q, &q->url) < 0)
+		goto fail;
+	q->ops = ops;
+	return q;
+fail:
+	if (q->err.code != AU_ENOMEM)
+		return q;
+	au_url_release(&q->url);
+	free(q);
+	return NULL;
+}
+
+void au_queue_close(struct au_queue *q)
+{
+	if (!q)
+		return;
+	if (q->ops)
+		q->ops->close(q);
+	au_url_release(&q->url);
+	free(q);
+}
+
+void au_lease_release(struct au_lease *l)
+{
+	free(l->body);
+	l->body = NULL;
+	l->body_len = 0;
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# run.sh - `make bench`: starts throwaway servers and prints au's figures.
+# BENCH_N (default 20000) sets the number of computations. With PEERS=1 it
+# also runs ../shared/bench/peers (BullMQ etc.) for a same-run comparison.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build/rel}
+export AU_PORT_BASE=${AU_PORT_BASE:-17800}
+. tests/servers.sh
+servers_start redis pg ch || exit 1
+N=${BENCH_N:-20000}
+echo "== au on Redis ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
+"$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
+if [ "${PEERS:-0}" = 1 ] && [ -d ../shared/bench/peers ]; then
+	echo "== peers (../shared/bench/peers, ONLY=${PEERS_ONLY:-bullmq})"
+	(cd ../shared/bench/peers && { [ -d node_modules ] || ./setup.sh; } && ONLY="${PEERS_ONLY:-bullmq}" ./run-all.sh)
+fi

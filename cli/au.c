@@ -1,0 +1,620 @@
+/*
+ * au.c - the `au` command: a thin layer over the client and the worker.
+ * Exit codes (docs/cli.md): 0 ok, 1 failed (the computation or the
+ * command), 2 usage, 3 unknown or expired id, 4 timed out, 5 unreachable.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core.h"
+#include "queue.h"
+
+enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
+
+static const char usage_text[] =
+	"usage: au [--queue-url URL] [--store-url URL] [--clickhouse URL] COMMAND [ARGS]\n"
+	"\n"
+	"  enqueue TASK [--args JSON | --args-file FILE|-] [--queue Q] [--priority P]\n"
+	"          [--delay MS] [--ttl S] [--timeout MS] [--max-attempts N]\n"
+	"          [--header K=V]... [--wait [--wait-timeout MS]] [--json]\n"
+	"  status ID [--queue Q] [--json]\n"
+	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
+	"  result ID [--queue Q] [--json]\n"
+	"  cancel ID [--queue Q]\n"
+	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
+	"         [--grace MS] [--retry-base MS] [--max-jobs N] [--idle-exit MS] [--quiet]\n"
+	"  queues [--json]\n"
+	"  version\n"
+	"\n"
+	"URLs also come from AU_QUEUE, AU_STORE and AU_CLICKHOUSE.\n";
+
+static int usage(const char *fmt, const char *arg)
+{
+	if (fmt) {
+		fprintf(stderr, "au: ");
+		fprintf(stderr, fmt, arg);
+		fprintf(stderr, "\n");
+	}
+	fputs(usage_text, stderr);
+	return EXIT_USAGE;
+}
+
+static int exit_code(const struct au_err *err)
+{
+	switch (err->code) {
+	case AU_ENOTFOUND:
+	case AU_EEXPIRED:
+		return EXIT_UNKNOWN;
+	case AU_ETIMEDOUT:
+		return EXIT_TIMEOUT;
+	case AU_ECONN:
+		return EXIT_CONN;
+	case AU_EINVAL:
+		return EXIT_USAGE;
+	default:
+		return EXIT_FAILED;
+	}
+}
+
+static int fail(const struct au_err *err)
+{
+	fprintf(stderr, "au: %s\n", err->str[0] ? err->str : "unknown error");
+	return exit_code(err);
+}
+
+/* Options shared by every command; one table for getopt_long. */
+struct cli {
+	struct au_config cfg;
+	struct au_enqueue_opts eo;
+	struct au_worker_opts wo;
+	struct au_header headers[AU_MAX_HEADERS];
+	const char *args, *args_file;
+	int json, wait, wait_timeout, timeout, processes;
+};
+
+enum {
+	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
+	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
+	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP
+};
+
+static const struct option options[] = {
+	{ "queue-url", required_argument, NULL, O_QUEUE_URL },
+	{ "store-url", required_argument, NULL, O_STORE_URL },
+	{ "clickhouse", required_argument, NULL, O_CH },
+	{ "args", required_argument, NULL, O_ARGS },
+	{ "args-file", required_argument, NULL, O_ARGS_FILE },
+	{ "queue", required_argument, NULL, O_QUEUE },
+	{ "priority", required_argument, NULL, O_PRIORITY },
+	{ "delay", required_argument, NULL, O_DELAY },
+	{ "ttl", required_argument, NULL, O_TTL },
+	{ "timeout", required_argument, NULL, O_TIMEOUT },
+	{ "max-attempts", required_argument, NULL, O_MAX_ATTEMPTS },
+	{ "header", required_argument, NULL, O_HEADER },
+	{ "wait", no_argument, NULL, O_WAIT },
+	{ "wait-timeout", required_argument, NULL, O_WAIT_TIMEOUT },
+	{ "json", no_argument, NULL, O_JSON },
+	{ "concurrency", required_argument, NULL, O_CONC },
+	{ "batch", required_argument, NULL, O_BATCH },
+	{ "processes", required_argument, NULL, O_PROCS },
+	{ "lease", required_argument, NULL, O_LEASE },
+	{ "grace", required_argument, NULL, O_GRACE },
+	{ "retry-base", required_argument, NULL, O_RETRY_BASE },
+	{ "max-jobs", required_argument, NULL, O_MAX_JOBS },
+	{ "idle-exit", required_argument, NULL, O_IDLE_EXIT },
+	{ "quiet", no_argument, NULL, O_QUIET },
+	{ "help", no_argument, NULL, O_HELP },
+	{ NULL, 0, NULL, 0 }
+};
+
+/* Parses a decimal in [min, max]; -1 on error (message printed). */
+static int number(const char *opt, const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoll(s, &end, 10);
+	if (errno || end == s || *end || *out < min || *out > max) {
+		fprintf(stderr, "au: invalid value '%s' for --%s (expected %lld..%lld)\n", s, opt, min,
+			max);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *option_name(int val)
+{
+	const struct option *o;
+
+	for (o = options; o->name; o++)
+		if (o->val == val)
+			return o->name;
+	return "?";
+}
+
+/* stop_at_command: options before the command only (global ones). */
+static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int *first)
+{
+	long long v;
+	int o;
+
+	optind = 0;   /* 0: glibc re-initialises, needed for the second pass */
+	while ((o = getopt_long(argc, argv, stop_at_command ? "+h" : "h", options, NULL)) != -1) {
+		switch (o) {
+		case O_QUEUE_URL: c->cfg.queue_url = optarg; break;
+		case O_STORE_URL: c->cfg.store_url = optarg; break;
+		case O_CH: c->cfg.clickhouse_url = optarg; break;
+		case O_ARGS: c->args = optarg; break;
+		case O_ARGS_FILE: c->args_file = optarg; break;
+		case O_QUEUE: c->eo.queue = c->wo.queue = optarg; break;
+		case O_HEADER: {
+			char *eq = strchr(optarg, '=');
+
+			if (!eq || eq == optarg || c->eo.nheaders == AU_MAX_HEADERS)
+				return usage("invalid header '%s' (expected KEY=VALUE)", optarg);
+			*eq = '\0';
+			c->headers[c->eo.nheaders].key = optarg;
+			c->headers[c->eo.nheaders++].value = eq + 1;
+			c->eo.headers = c->headers;
+			break;
+		}
+		case O_WAIT: c->wait = 1; break;
+		case O_JSON: c->json = 1; break;
+		case O_QUIET: c->wo.log = 0; break;
+		case O_HELP:
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		case '?':
+			return EXIT_USAGE;
+		default:
+			/* every remaining option takes a number */
+			if (number(option_name(o), optarg,
+				   o == O_PRIORITY ? AU_PRIORITY_MIN : 0,
+				   o == O_PRIORITY ? AU_PRIORITY_MAX : 0x7fffffff, &v) < 0)
+				return EXIT_USAGE;
+			switch (o) {
+			case O_PRIORITY: c->eo.priority = (int)v; break;
+			case O_DELAY: c->eo.delay_ms = (uint64_t)v; break;
+			case O_TTL: c->eo.ttl_s = (uint32_t)v; break;
+			case O_TIMEOUT: c->eo.timeout_ms = (uint32_t)v; c->timeout = (int)v; break;
+			case O_MAX_ATTEMPTS: c->eo.max_attempts = (uint32_t)v; break;
+			case O_WAIT_TIMEOUT: c->wait_timeout = (int)v; break;
+			case O_CONC: c->wo.concurrency = (unsigned)v; break;
+			case O_BATCH: c->wo.batch = (unsigned)v; break;
+			case O_PROCS: c->processes = (int)v; break;
+			case O_LEASE: c->wo.lease_ms = (uint32_t)v; break;
+			case O_GRACE: c->wo.grace_ms = (uint32_t)v; break;
+			case O_RETRY_BASE: c->wo.retry_base_ms = (uint32_t)v; break;
+			case O_MAX_JOBS: c->wo.max_jobs = (uint32_t)v; break;
+			case O_IDLE_EXIT: c->wo.idle_exit_ms = (uint32_t)v; break;
+			}
+		}
+	}
+	*first = optind;
+	return 0;
+}
+
+static json_t *msgpack_json(const unsigned char *buf, size_t len)
+{
+	struct json_t *j = NULL;
+	struct au_err err;
+
+	if (!buf || !len)
+		return json_null();
+	if (au_msgpack_to_jansson(buf, len, &j, &err) < 0)
+		return json_pack("{s:s}", "undecodable", err.str);
+	return j;
+}
+
+static void print_record(const struct au_record *r, int json)
+{
+	json_t *o;
+	char *text;
+
+	if (!json) {
+		if (r->status == AU_COMPLETED) {
+			o = msgpack_json(r->result, r->result_len);
+			text = json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT);
+			printf("%s\n", text ? text : "null");
+			free(text);
+			json_decref(o);
+		} else {
+			fprintf(stderr, "au: computation '%s' %s%s%s\n", r->id, au_status_name(r->status),
+				r->error ? ": " : "", r->error ? r->error : "");
+		}
+		return;
+	}
+	o = json_pack("{s:s,s:s,s:i,s:I,s:I,s:I,s:I}", "id", r->id, "status",
+		      au_status_name(r->status), "attempts", (int)r->attempts, "created_at",
+		      (json_int_t)r->created_at_ms, "started_at", (json_int_t)r->started_at_ms,
+		      "finished_at", (json_int_t)r->finished_at_ms, "expires_at",
+		      (json_int_t)r->expires_at_ms);
+	json_object_set_new(o, "result", msgpack_json(r->result, r->result_len));
+	if (r->error)
+		json_object_set_new(o, "error", json_string(r->error));
+	if (r->task)
+		json_object_set_new(o, "task", json_string(r->task));
+	if (r->queue)
+		json_object_set_new(o, "queue", json_string(r->queue));
+	if (r->worker)
+		json_object_set_new(o, "worker", json_string(r->worker));
+	text = json_dumps(o, JSON_COMPACT);
+	printf("%s\n", text ? text : "{}");
+	free(text);
+	json_decref(o);
+}
+
+static int record_exit(const struct au_record *r)
+{
+	return r->status == AU_COMPLETED ? 0 : EXIT_FAILED;
+}
+
+static struct au_client *connect_client(struct cli *c, int *rc)
+{
+	struct au_client *cl = au_client_new(&c->cfg);
+
+	if (!cl) {
+		fprintf(stderr, "au: out of memory\n");
+		*rc = EXIT_FAILED;
+		return NULL;
+	}
+	if (au_client_err(cl)->code) {
+		*rc = fail(au_client_err(cl));
+		au_client_free(cl);
+		return NULL;
+	}
+	return cl;
+}
+
+/* Reads one JSON value per line of path ("-" = stdin) as msgpack args. */
+static int read_args_file(const char *path, unsigned char ***args, size_t **lens, size_t *n)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	char *line = NULL;
+	size_t cap = 0, alloc = 0, lineno = 0;
+	ssize_t len;
+	int rc = 0;
+
+	*args = NULL;
+	*lens = NULL;
+	*n = 0;
+	if (!f) {
+		fprintf(stderr, "au: unable to open '%s': %s\n", path, strerror(errno));
+		return -1;
+	}
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		struct au_err err;
+
+		lineno++;
+		if (len <= 1 && (len == 0 || line[0] == '\n'))
+			continue;
+		if (*n == alloc) {
+			size_t na = alloc ? alloc * 2 : 256;
+			unsigned char **a = realloc(*args, na * sizeof(*a));
+			size_t *l = a ? realloc(*lens, na * sizeof(*l)) : NULL;
+
+			if (a)
+				*args = a;
+			if (!a || !l) {
+				fprintf(stderr, "au: out of memory\n");
+				rc = -1;
+				break;
+			}
+			*lens = l;
+			alloc = na;
+		}
+		if (au_json_to_msgpack(line, &(*args)[*n], &(*lens)[*n], &err) < 0) {
+			fprintf(stderr, "au: '%s' line %zu: %s\n", path, lineno, err.str);
+			rc = -1;
+			break;
+		}
+		(*n)++;
+	}
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+static int cmd_enqueue(struct cli *c, int argc, char **argv)
+{
+	unsigned char **args = NULL, *one = NULL;
+	size_t *lens = NULL, n = 0, nh = 0, i, done;
+	struct au_handle **hs = NULL;
+	struct au_client *cl = NULL;
+	struct au_err err;
+	int rc = 0;
+
+	if (argc != 1)
+		return usage("enqueue takes one TASK", NULL);
+	if (c->args && c->args_file)
+		return usage("--args and --args-file exclude each other", NULL);
+	if (c->args_file) {
+		if (read_args_file(c->args_file, &args, &lens, &n) < 0) {
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	} else {
+		size_t len;
+
+		if (au_json_to_msgpack(c->args ? c->args : "{}", &one, &len, &err) < 0) {
+			fprintf(stderr, "au: --args: %s\n", err.str);
+			return EXIT_USAGE;
+		}
+		args = malloc(sizeof(*args));
+		lens = malloc(sizeof(*lens));
+		if (!args || !lens) {
+			rc = EXIT_FAILED;
+			goto out;
+		}
+		args[0] = one;
+		lens[0] = len;
+		one = NULL;
+		n = 1;
+	}
+	hs = calloc(n ? n : 1, sizeof(*hs));
+	if (!hs || !(cl = connect_client(c, &rc))) {
+		rc = rc ? rc : EXIT_FAILED;
+		goto out;
+	}
+	for (done = 0; done < n; done += 1000) {
+		size_t chunk = n - done < 1000 ? n - done : 1000;
+
+		if (au_enqueue_batch(cl, argv[0], (const unsigned char *const *)args + done,
+				     lens + done, chunk, &c->eo, hs + done) < 0) {
+			rc = fail(au_client_err(cl));
+			break;
+		}
+		nh = done + chunk;
+	}
+	for (i = 0; i < nh; i++) {   /* the ids of what was enqueued */
+		if (c->wait) {
+			struct au_record rec;
+
+			if (au_handle_wait(hs[i], c->wait_timeout ? c->wait_timeout : -1, &rec) < 0) {
+				rc = fail(au_handle_err(hs[i]));
+				continue;
+			}
+			print_record(&rec, c->json);
+			if (!rc)
+				rc = record_exit(&rec);
+			au_record_release(&rec);
+		} else if (c->json) {
+			printf("{\"id\":\"%s\"}\n", au_handle_id(hs[i]));
+		} else {
+			printf("%s\n", au_handle_id(hs[i]));
+		}
+	}
+out:
+	for (i = 0; i < nh; i++)
+		au_handle_free(hs[i]);
+	free(hs);
+	for (i = 0; i < n; i++)
+		free(args[i]);
+	free(args);
+	free(lens);
+	free(one);
+	au_client_free(cl);
+	return rc;
+}
+
+/* status, wait, result, cancel: one ID each. */
+static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
+{
+	struct au_client *cl;
+	struct au_handle *h;
+	struct au_record rec;
+	enum au_status st;
+	int rc = 0;
+
+	if (argc != 1)
+		return usage("%s takes one computation ID", cmd);
+	if (!au_id_valid(argv[0])) {
+		fprintf(stderr, "au: invalid computation id '%s'\n", argv[0]);
+		return EXIT_USAGE;
+	}
+	if (!(cl = connect_client(c, &rc)))
+		return rc;
+	h = au_handle_new(cl, argv[0], c->eo.queue);
+	if (!h) {
+		au_client_free(cl);
+		return EXIT_FAILED;
+	}
+	au_record_init(&rec);
+	if (!strcmp(cmd, "status")) {
+		if (au_handle_status(h, &st) < 0) {
+			rc = fail(au_handle_err(h));
+		} else if (c->json) {
+			printf("{\"id\":\"%s\",\"status\":\"%s\"}\n", argv[0], au_status_name(st));
+		} else {
+			printf("%s\n", au_status_name(st));
+		}
+		if (st == AU_UNKNOWN)
+			rc = fail(au_handle_err(h));
+	} else if (!strcmp(cmd, "cancel")) {
+		if (au_handle_cancel(h) < 0)
+			rc = fail(au_handle_err(h));
+		else
+			printf("cancelled\n");
+	} else {
+		int r = !strcmp(cmd, "wait") ? au_handle_wait(h, c->timeout ? c->timeout : -1, &rec)
+					     : au_handle_result(h, &rec);
+
+		if (r < 0) {
+			rc = fail(au_handle_err(h));
+		} else {
+			print_record(&rec, c->json);
+			rc = record_exit(&rec);
+		}
+	}
+	au_record_release(&rec);
+	au_handle_free(h);
+	au_client_free(cl);
+	return rc;
+}
+
+static int cmd_queues(struct cli *c)
+{
+	struct au_config conf = c->cfg;
+	struct au_queue *q;
+	char **names = NULL;
+	size_t n = 0, i;
+	int rc = 0;
+
+	au_config_from_env(&conf);
+	q = au_queue_open(conf.queue_url);
+	if (!q)
+		return EXIT_FAILED;
+	if (q->err.code || q->ops->queues(q, &names, &n) < 0) {
+		rc = fail(&q->err);
+		goto out;
+	}
+	if (!c->json)
+		printf("%-24s %10s %10s %10s %10s\n", "queue", "ready", "scheduled", "running", "dead");
+	for (i = 0; i < n; i++) {
+		struct au_queue_stats st;
+
+		if (q->ops->stats(q, names[i], &st) < 0) {
+			rc = fail(&q->err);
+			break;
+		}
+		if (c->json)
+			printf("{\"queue\":\"%s\",\"ready\":%llu,\"scheduled\":%llu,\"running\":%llu,"
+			       "\"dead\":%llu}\n", names[i], (unsigned long long)st.ready,
+			       (unsigned long long)st.scheduled, (unsigned long long)st.leased,
+			       (unsigned long long)st.dead);
+		else
+			printf("%-24s %10llu %10llu %10llu %10llu\n", names[i],
+			       (unsigned long long)st.ready, (unsigned long long)st.scheduled,
+			       (unsigned long long)st.leased, (unsigned long long)st.dead);
+	}
+out:
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	au_queue_close(q);
+	return rc;
+}
+
+static volatile sig_atomic_t forward_sig;
+
+static void remember(int sig)
+{
+	forward_sig = sig;
+}
+
+/* --processes N: N worker processes, one loop each (like nginx); the parent
+ * forwards SIGTERM/SIGINT and waits for them. */
+static int run_processes(struct cli *c, int nproc)
+{
+	pid_t *pids = calloc((size_t)nproc, sizeof(*pids));
+	struct sigaction sa;
+	int i, alive = 0, rc = 0, status;
+
+	if (!pids)
+		return EXIT_FAILED;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = remember;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	for (i = 0; i < nproc; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			struct au_err err = { 0, "" };
+
+			signal(SIGTERM, SIG_DFL);
+			signal(SIGINT, SIG_DFL);
+			_exit(au_worker_run(&c->cfg, &c->wo, NULL, &err) < 0 ? fail(&err) : 0);
+		}
+		if (pids[i] > 0)
+			alive++;
+	}
+	while (alive > 0) {
+		pid_t pid = waitpid(-1, &status, 0);
+
+		if (pid < 0 && errno == EINTR) {
+			for (i = 0; i < nproc; i++)
+				if (pids[i] > 0)
+					kill(pids[i], forward_sig);
+			continue;
+		}
+		if (pid < 0)
+			break;
+		for (i = 0; i < nproc; i++)
+			if (pids[i] == pid)
+				pids[i] = 0;
+		alive--;
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			rc = EXIT_FAILED;
+	}
+	free(pids);
+	return rc;
+}
+
+static int cmd_worker(struct cli *c, int argc)
+{
+	struct au_err err = { 0, "" };
+
+	if (argc)
+		return usage("worker takes no arguments", NULL);
+	if (c->processes > 1)
+		return run_processes(c, c->processes);
+	if (au_worker_run(&c->cfg, &c->wo, NULL, &err) < 0)
+		return fail(&err);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c;
+	const char *cmd;
+	int first, rc;
+
+	memset(&c, 0, sizeof(c));
+	c.wo.log = 1;
+	if ((rc = parse(&c, argc, argv, 1, &first)))
+		return rc;
+	if (first >= argc)
+		return usage(NULL, NULL);
+	cmd = argv[first];
+	/* options may also follow the command */
+	argv += first;
+	argc -= first;
+	if ((rc = parse(&c, argc, argv, 0, &first)))
+		return rc;
+	/* collect the positional arguments after the command */
+	{
+		int i, np = 0;
+
+		for (i = first; i < argc; i++)
+			argv[1 + np++] = argv[i];
+		argc = 1 + np;
+	}
+	if (!strcmp(cmd, "enqueue"))
+		return cmd_enqueue(&c, argc - 1, argv + 1);
+	if (!strcmp(cmd, "status") || !strcmp(cmd, "wait") || !strcmp(cmd, "result") ||
+	    !strcmp(cmd, "cancel"))
+		return cmd_handle(&c, cmd, argc - 1, argv + 1);
+	if (!strcmp(cmd, "worker"))
+		return cmd_worker(&c, argc - 1);
+	if (!strcmp(cmd, "queues"))
+		return cmd_queues(&c);
+	if (!strcmp(cmd, "version")) {
+		printf("au %s (wire format v%d)\n", AU_VERSION, AU_WIRE_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "help")) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	return usage("unknown command '%s'", cmd);
+}

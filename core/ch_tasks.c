@@ -1,0 +1,386 @@
+/*
+ * ch_tasks.c - the built-in ClickHouse tasks ch.query, ch.exec and
+ * ch.insert. Each builds one statement from its arguments (values bound by
+ * au_sql_bind, never pasted), sends it on the worker's loop and turns the
+ * answer into a msgpack result. The building and the conversion need no
+ * server and are public for the tests.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "clickhouse.h"
+
+static const char *const task_names[] = { "ch.query", "ch.exec", "ch.insert" };
+
+/* Statements ch.query accepts: those that answer with rows. */
+static const char *const query_verbs[] = { "SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS" };
+
+/* Prefixes err's message with the task name. */
+static int task_err(const char *task, struct au_err *err)
+{
+	char msg[AU_ERRSTR_SIZE];
+
+	if (!err)
+		return -1;
+	snprintf(msg, sizeof(msg), "%s", err->str);
+	return au_seterr(err, err->code ? err->code : AU_ENOMEM, "%s: %s", task, msg);
+}
+
+static int word_is(const char *t, size_t n, const char *word)
+{
+	return t && strlen(word) == n && !strncasecmp(t, word, n);
+}
+
+/* Binds args.sql with args.params into a new string. */
+static char *bind_args(const char *task, const json_t *args, struct au_err *err)
+{
+	const json_t *sql = json_object_get(args, "sql"), *params = json_object_get(args, "params");
+	char *bound;
+
+	if (!json_is_string(sql) || strlen(json_string_value(sql)) != json_string_length(sql)) {
+		au_seterr(err, AU_EINVAL, "%s: 'sql' must be a string", task);
+		return NULL;
+	}
+	if (params && !json_is_null(params) && !json_is_object(params)) {
+		au_seterr(err, AU_EINVAL, "%s: 'params' must be a map", task);
+		return NULL;
+	}
+	bound = au_sql_bind(json_string_value(sql), json_is_object(params) ? params : NULL, err);
+	if (!bound)
+		task_err(task, err);
+	return bound;
+}
+
+/* ch.query: a statement that returns rows, with FORMAT JSONCompact added
+ * after its last token (so a trailing ';' or -- comment cannot swallow it). */
+static int build_query(const char *task, const char *sql, struct au_buf *out, struct au_err *err)
+{
+	const char *p = sql, *end = sql + strlen(sql), *t, *first = NULL, *prev = NULL, *last = NULL;
+	size_t n, first_n = 0, prev_n = 0, last_n = 0, i;
+
+	while ((t = au_sql_token(p, end, &n)) != NULL) {
+		p = t + n;
+		if ((n == 1 && *t == ';') || (!first && n == 1 && *t == '('))
+			continue;
+		if (!first)
+			first = t, first_n = n;
+		prev = last, prev_n = last_n;
+		last = t, last_n = n;
+	}
+	for (i = 0; i < AU_ARRAY_SIZE(query_verbs); i++)
+		if (word_is(first, first_n, query_verbs[i]))
+			break;
+	if (i == AU_ARRAY_SIZE(query_verbs))
+		return au_seterr(err, AU_EINVAL,
+				 "%s: only SELECT, WITH, SHOW, DESCRIBE and EXISTS statements return rows",
+				 task);
+	if (word_is(prev, prev_n, "FORMAT"))
+		return au_seterr(err, AU_EINVAL, "%s: the sql must not have a FORMAT clause", task);
+	if (au_buf_append(out, sql, (size_t)(last + last_n - sql)) < 0 ||
+	    au_buf_puts(out, " FORMAT JSONCompact") < 0)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	return 0;
+}
+
+static int append_json(const char *p, size_t n, void *arg)
+{
+	return au_buf_append(arg, p, n);
+}
+
+/* ch.insert: the rows as JSONEachRow lines. */
+static int build_insert(const char *task, const json_t *args, struct au_buf *sql,
+			struct au_buf *data, size_t *rows, struct au_err *err)
+{
+	const json_t *list = json_object_get(args, "rows"), *row;
+	char *stmt;
+	size_t i;
+
+	if (!json_is_string(json_object_get(args, "table")))
+		return au_seterr(err, AU_EINVAL, "%s: 'table' must be a string", task);
+	if (!json_is_array(list))
+		return au_seterr(err, AU_EINVAL, "%s: 'rows' must be an array of maps", task);
+	stmt = au_sql_bind("INSERT INTO {table:Identifier} FORMAT JSONEachRow", args, err);
+	if (!stmt)
+		return task_err(task, err);
+	if (au_buf_puts(sql, stmt) < 0) {
+		free(stmt);
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	}
+	free(stmt);
+	json_array_foreach(list, i, row) {
+		if (!json_is_object(row))
+			return au_seterr(err, AU_EINVAL, "%s: row %zu is not a map", task, i);
+		if (json_dump_callback(row, append_json, data, JSON_COMPACT) < 0 ||
+		    au_buf_puts(data, "\n") < 0)
+			return au_seterr(err, AU_ENOMEM, "out of memory");
+	}
+	*rows = json_array_size(list);
+	return 0;
+}
+
+int au_ch_task_request(const char *task, const unsigned char *args, size_t len,
+		       struct au_buf *sql, struct au_buf *data, size_t *rows, struct au_err *err)
+{
+	json_t *j = NULL;
+	char *bound = NULL;
+	int rc = -1;
+
+	*rows = 0;
+	if (len && au_msgpack_to_jansson(args, len, &j, err) < 0)
+		return task_err(task, err);
+	if (!json_is_object(j)) {
+		au_seterr(err, AU_EINVAL, "%s: the arguments must be a map", task);
+	} else if (!strcmp(task, "ch.insert")) {
+		rc = build_insert(task, j, sql, data, rows, err);
+	} else if (!(bound = bind_args(task, j, err))) {
+		rc = -1;
+	} else if (!strcmp(task, "ch.query")) {
+		rc = build_query(task, bound, sql, err);
+	} else if (!strcmp(task, "ch.exec")) {
+		rc = au_buf_puts(sql, bound) < 0 ? au_seterr(err, AU_ENOMEM, "out of memory") : 0;
+	} else {
+		au_seterr(err, AU_ENOTASK, "unknown task '%s'", task);
+	}
+	free(bound);
+	json_decref(j);
+	return rc;
+}
+
+/* ---- results ---- */
+
+/* "Name(inner)" -> inner, for the wrappers that do not change how a value
+ * is written. */
+static void unwrap(const char **type, size_t *n, const char *name)
+{
+	size_t k = strlen(name);
+
+	while (*n > k + 1 && !strncmp(*type, name, k) && (*type)[k] == '(' && (*type)[*n - 1] == ')') {
+		*type += k + 1;
+		*n -= k + 2;
+	}
+}
+
+/* One value of a column of type `type`: ClickHouse writes (U)Int64 as JSON
+ * strings, which become msgpack integers again here. */
+static int put_value(struct au_buf *out, const char *type, size_t tlen, const json_t *v,
+		     struct au_err *err)
+{
+	unwrap(&type, &tlen, "LowCardinality");
+	unwrap(&type, &tlen, "Nullable");
+	if (json_is_string(v) && ((tlen == 5 && !strncmp(type, "Int64", 5)) ||
+				  (tlen == 6 && !strncmp(type, "UInt64", 6)))) {
+		const char *s = json_string_value(v);
+		char *end;
+
+		errno = 0;
+		if (*type == 'U') {
+			unsigned long long x = strtoull(s, &end, 10);
+
+			if (!errno && *s != '-' && end != s && !*end)
+				return au_mp_uint(out, x);
+		} else {
+			long long x = strtoll(s, &end, 10);
+
+			if (!errno && end != s && !*end)
+				return au_mp_int(out, x);
+		}
+	}
+	if (json_is_array(v) && tlen > 7 && !strncmp(type, "Array(", 6) && type[tlen - 1] == ')') {
+		size_t i;
+		const json_t *item;
+
+		if (au_mp_array(out, (uint32_t)json_array_size(v)) < 0)
+			return -1;
+		json_array_foreach(v, i, item)
+			if (put_value(out, type + 6, tlen - 7, item, err) < 0)
+				return -1;
+		return 0;
+	}
+	return au_jansson_to_msgpack(v, out, err);
+}
+
+static int put_strings(struct au_buf *out, const char *key, const json_t *meta, const char *field)
+{
+	size_t i;
+	const json_t *col;
+
+	if (au_mp_str(out, key, strlen(key)) < 0 || au_mp_array(out, (uint32_t)json_array_size(meta)) < 0)
+		return -1;
+	json_array_foreach(meta, i, col) {
+		const json_t *s = json_object_get(col, field);
+
+		if (au_mp_str(out, json_string_value(s), json_string_length(s)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* JSONCompact: {"meta": [{"name", "type"}...], "data": [[...]...], ...} */
+static int query_result(const char *body, size_t len, struct au_buf *out, struct au_err *err)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
+	const json_t *meta = json_object_get(j, "meta"), *data = json_object_get(j, "data"), *row, *col;
+	size_t ncols = json_array_size(meta), i, k;
+	int rc = -1;
+
+	if (!j) {
+		au_seterr(err, AU_EPROTO, "ch.query: unreadable answer from clickhouse: %s", jerr.text);
+		return -1;
+	}
+	if (!json_is_array(meta) || !json_is_array(data))
+		goto bad;
+	json_array_foreach(meta, i, col)
+		if (!json_is_string(json_object_get(col, "name")) ||
+		    !json_is_string(json_object_get(col, "type")))
+			goto bad;
+	if (au_mp_map(out, 3) < 0 || put_strings(out, "columns", meta, "name") < 0 ||
+	    put_strings(out, "types", meta, "type") < 0 || au_mp_str(out, "rows", 4) < 0 ||
+	    au_mp_array(out, (uint32_t)json_array_size(data)) < 0)
+		goto oom;
+	json_array_foreach(data, i, row) {
+		const json_t *v;
+
+		if (!json_is_array(row) || json_array_size(row) != ncols)
+			goto bad;
+		if (au_mp_array(out, (uint32_t)ncols) < 0)
+			goto oom;
+		json_array_foreach(row, k, v) {
+			const json_t *type = json_object_get(json_array_get(meta, k), "type");
+
+			if (put_value(out, json_string_value(type), json_string_length(type), v, err) < 0)
+				goto fail;
+		}
+	}
+	rc = 0;
+	goto done;
+bad:
+	au_seterr(err, AU_EPROTO, "ch.query: unexpected answer from clickhouse");
+	goto done;
+oom:
+	au_seterr(err, AU_ENOMEM, "out of memory");
+	goto done;
+fail:
+	task_err("ch.query", err);
+done:
+	json_decref(j);
+	return rc;
+}
+
+int au_ch_task_result(const char *task, const char *body, size_t len, size_t rows,
+		      struct au_buf *out, struct au_err *err)
+{
+	size_t start = out->len;
+
+	if (!strcmp(task, "ch.query")) {
+		if (query_result(body, len, out, err) < 0)
+			return -1;
+	} else if (!strcmp(task, "ch.exec")) {
+		if (au_mp_map(out, 1) < 0 || au_mp_str(out, "ok", 2) < 0 || au_mp_bool(out, 1) < 0)
+			return au_seterr(err, AU_ENOMEM, "out of memory");
+	} else if (!strcmp(task, "ch.insert")) {
+		if (au_mp_map(out, 1) < 0 || au_mp_str(out, "inserted", 8) < 0 ||
+		    au_mp_uint(out, rows) < 0)
+			return au_seterr(err, AU_ENOMEM, "out of memory");
+	} else {
+		return au_seterr(err, AU_ENOTASK, "unknown task '%s'", task);
+	}
+	if (out->len - start > AU_MAX_RESULT)
+		return au_seterr(err, AU_ETOOBIG, "%s: the result is %zu bytes, over the limit of %u",
+				 task, out->len - start, AU_MAX_RESULT);
+	return 0;
+}
+
+/* ---- the tasks ---- */
+
+/* A task waiting for ClickHouse. */
+struct pending {
+	struct au_task_ctx *ctx;
+	struct au_clickhouse *ch;
+	const char *task;
+	size_t rows;
+};
+
+static void finish(struct au_task_ctx *ctx, const char *task, const char *body, size_t len,
+		   size_t rows)
+{
+	struct au_buf out = AU_BUF_INIT;
+	struct au_err err;
+
+	if (au_ch_task_result(task, body, len, rows, &out, &err) < 0)
+		au_task_fail(ctx, 0, "%s", err.str);
+	else
+		au_task_complete(ctx, out.data, out.len);
+	au_buf_release(&out);
+}
+
+static void on_answer(struct au_ch_response *resp, void *arg)
+{
+	struct pending *p = arg;
+
+	if (resp->err.code)
+		au_task_fail(p->ctx, au_ch_retryable(resp), "%s: %s", p->task, resp->err.str);
+	else
+		finish(p->ctx, p->task, (const char *)resp->body.data, resp->body.len, p->rows);
+	free(p);
+}
+
+/* The worker gave up on the attempt (timeout, shutdown): drop the request
+ * and stop the query, which ClickHouse would otherwise run to its end. */
+static void on_cancel(void *arg)
+{
+	struct pending *p = arg;
+
+	au_ch_cancel(p->ch, on_answer, p);
+	au_ch_kill_query_async(p->ch, au_task_query_id(p->ctx));
+	free(p);
+}
+
+static void run_task(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
+{
+	const char *task = arg;
+	struct au_buf sql = AU_BUF_INIT, data = AU_BUF_INIT;
+	struct au_clickhouse *ch = au_task_clickhouse(ctx);
+	struct au_err err;
+	struct pending *p;
+	struct au_ch_query q = { .timeout_ms = c->timeout_ms };
+	size_t rows;
+
+	if (au_ch_task_request(task, c->args, c->args_len, &sql, &data, &rows, &err) < 0) {
+		au_task_fail(ctx, err.code == AU_ENOMEM, "%s", err.str);
+	} else if (!strcmp(task, "ch.insert") && !rows) {
+		finish(ctx, task, NULL, 0, 0);
+	} else if (!ch) {
+		au_task_fail(ctx, 0, "%s: no clickhouse server configured", task);
+	} else if (!(p = malloc(sizeof(*p)))) {
+		au_task_fail(ctx, 1, "%s: out of memory", task);
+	} else {
+		*p = (struct pending){ ctx, ch, task, rows };
+		q.sql = (const char *)sql.data;
+		q.query_id = au_task_query_id(ctx);
+		if (data.len) {
+			q.data = (const char *)data.data;
+			q.data_len = data.len;
+		}
+		if (au_ch_send(ch, &q, on_answer, p) < 0) {
+			free(p);
+			au_task_fail(ctx, 1, "%s: unable to start the clickhouse request", task);
+		} else {
+			au_task_on_cancel(ctx, on_cancel, p);
+		}
+	}
+	au_buf_release(&sql);
+	au_buf_release(&data);
+}
+
+int au_ch_tasks_register(struct au_registry *reg)
+{
+	for (size_t i = 0; i < AU_ARRAY_SIZE(task_names); i++)
+		if (au_registry_add(reg, task_names[i], run_task, (void *)task_names[i]) < 0)
+			return -1;
+	return 0;
+}

@@ -1,0 +1,618 @@
+/*
+ * clickhouse.c - the ClickHouse HTTP client: one POST per statement, over
+ * keep-alive connections, either blocking (au_ch_query_sync) or many at once
+ * on the caller's libevent loop (curl_multi driven by socket and timer
+ * callbacks). The only file that includes curl.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "clickhouse.h"
+
+/* Curl may give up this long after ClickHouse should have: the server's own
+ * max_execution_time error is more useful than a cut connection. */
+#define CURL_GRACE_MS 2000
+#define CONNECT_TIMEOUT_MS 10000
+#define ADMIN_TIMEOUT_MS 10000   /* our own small statements: version, KILL */
+
+/* One request and its easy handle. Asynchronous ones go to a free list when
+ * they finish, so handles and buffers are reused. */
+struct ch_req {
+	struct au_clickhouse *ch;
+	CURL *easy;
+	struct au_buf url;
+	struct au_buf post;
+	struct au_ch_response resp;
+	int overflow;            /* the answer went over AU_CH_MAX_BODY */
+	uint32_t timeout_ms;
+	au_ch_done_fn done;
+	void *arg;
+	struct ch_req *prev, *next;  /* in flight, or next on the free list */
+};
+
+struct au_clickhouse {
+	struct au_url url;       /* url.text is masked: safe in messages */
+	char *endpoint;          /* scheme://host:port/ */
+	char *database;
+	struct curl_slist *headers;
+	struct ch_req sync;      /* au_ch_query_sync's request, reused */
+	CURLM *multi;
+	struct event_base *base;
+	struct event *timer;
+	struct ch_req *active;   /* in flight */
+	struct ch_req *free_reqs;
+	size_t inflight;
+	size_t connects;         /* new connections, over all requests */
+	char *version;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void)
+{
+	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void au_ch_response_release(struct au_ch_response *r)
+{
+	au_buf_release(&r->body);
+	r->http_status = 0;
+	r->ch_code = 0;
+	au_clearerr(&r->err);
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct ch_req *req = arg;
+
+	n *= size;
+	if (req->resp.body.len + n > AU_CH_MAX_BODY) {
+		req->overflow = 1;
+		return 0;
+	}
+	return au_buf_append(&req->resp.body, p, n) < 0 ? 0 : n;
+}
+
+static int req_init(struct au_clickhouse *ch, struct ch_req *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->ch = ch;
+	req->easy = curl_easy_init();
+	if (!req->easy)
+		return -1;
+	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, ch->headers);
+	curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
+	return 0;
+}
+
+static void req_release(struct ch_req *req)
+{
+	if (req->easy)
+		curl_easy_cleanup(req->easy);
+	au_buf_release(&req->url);
+	au_buf_release(&req->post);
+	au_ch_response_release(&req->resp);
+}
+
+/* Appends &key=value with value URL-escaped. */
+static int add_param(struct au_buf *b, const char *key, const char *value, size_t n)
+{
+	char *esc = curl_easy_escape(NULL, value, (int)n);
+	int rc;
+
+	if (!esc)
+		return -1;
+	rc = au_buf_printf(b, "&%s=%s", key, esc);
+	curl_free(esc);
+	return rc;
+}
+
+/* Sets the easy handle up for q. body is not copied: it must outlive the
+ * transfer. */
+static int req_setup(struct ch_req *req, const struct au_ch_query *q, const void *body,
+		     size_t body_len)
+{
+	struct au_clickhouse *ch = req->ch;
+	struct au_buf *u = &req->url;
+	long curl_timeout = q->timeout_ms ? (long)q->timeout_ms + CURL_GRACE_MS : 0;
+
+	au_buf_reset(u);
+	au_ch_response_release(&req->resp);
+	req->overflow = 0;
+	req->timeout_ms = q->timeout_ms;
+	if (au_buf_puts(u, ch->endpoint) < 0 ||
+	    au_buf_puts(u, "?wait_end_of_query=1") < 0 ||
+	    add_param(u, "database", ch->database, strlen(ch->database)) < 0 ||
+	    (q->query_id && add_param(u, "query_id", q->query_id, strlen(q->query_id)) < 0) ||
+	    (q->timeout_ms && au_buf_printf(u, "&max_execution_time=%u",
+					    (unsigned)((q->timeout_ms + 999) / 1000)) < 0) ||
+	    (q->data && add_param(u, "query", q->sql, strlen(q->sql)) < 0))
+		return au_seterr(&req->resp.err, AU_ENOMEM, "out of memory");
+	curl_easy_setopt(req->easy, CURLOPT_URL, (const char *)u->data);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, curl_timeout);
+	return 0;
+}
+
+/* Copies the displayText of an error body ("Code: 60, e.displayText() =
+ * DB::Exception: Table x doesn't exist., e.what() = DB::Exception") into
+ * out: one line, trimmed, without the final period. */
+static void error_text(const char *body, size_t len, char *out, size_t size)
+{
+	const char *p = body, *end = body + len, *s;
+	size_t n = 0;
+
+	if ((s = strstr(p, "e.displayText() = ")) != NULL)
+		p = s + strlen("e.displayText() = ");
+	if ((s = strstr(p, "DB::Exception: ")) != NULL)
+		p = s + strlen("DB::Exception: ");
+	if ((s = strstr(p, ", e.what() = ")) != NULL || (s = strstr(p, " (version ")) != NULL)
+		end = s;
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	while (end > p && (isspace((unsigned char)end[-1]) || end[-1] == '.'))
+		end--;
+	for (; p < end && n + 1 < size; p++)
+		out[n++] = (*p >= 0 && *p < ' ') || *p == 0x7f ? ' ' : *p;
+	out[n] = '\0';
+}
+
+/* Fills req->resp.err from the curl result and the HTTP answer. */
+static void req_finish(struct ch_req *req, CURLcode rc)
+{
+	struct au_ch_response *r = &req->resp;
+	const char *where = req->ch->url.text;
+	long connects = 0;
+
+	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &r->http_status);
+	curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &connects);
+	req->ch->connects += (size_t)connects;
+	if (au_buf_reserve(&r->body, 0) < 0) {
+		au_seterr(&r->err, AU_ENOMEM, "out of memory");
+		return;
+	}
+	r->body.data[r->body.len] = '\0';   /* a string from here on, even empty */
+	if (rc == CURLE_OPERATION_TIMEDOUT) {
+		au_seterr(&r->err, AU_ETIMEDOUT, "clickhouse request to '%s' timed out after %u ms",
+			  where, req->timeout_ms + CURL_GRACE_MS);
+	} else if (rc == CURLE_WRITE_ERROR && req->overflow) {
+		au_seterr(&r->err, AU_ETOOBIG, "clickhouse answer from '%s' is over %u bytes",
+			  where, AU_CH_MAX_BODY);
+	} else if (rc == CURLE_OUT_OF_MEMORY || rc == CURLE_WRITE_ERROR) {
+		au_seterr(&r->err, AU_ENOMEM, "out of memory");
+	} else if (rc != CURLE_OK) {
+		long os_errno = 0;
+		char why[128];
+
+		curl_easy_getinfo(req->easy, CURLINFO_OS_ERRNO, &os_errno);
+		snprintf(why, sizeof(why), "%s", os_errno ? strerror((int)os_errno) : curl_easy_strerror(rc));
+		why[0] = (char)tolower((unsigned char)why[0]);
+		if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST)
+			au_seterr(&r->err, AU_ECONN, "unable to connect to '%s': %s", where, why);
+		else
+			au_seterr(&r->err, AU_ECONN, "connection to '%s' failed: %s", where, why);
+	} else if (r->http_status != 200) {
+		char text[AU_ERRSTR_SIZE];
+
+		if (sscanf((const char *)r->body.data, "Code: %d", &r->ch_code) != 1)
+			r->ch_code = 0;
+		error_text((const char *)r->body.data, r->body.len, text, sizeof(text));
+		if (r->ch_code)
+			au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse error %d at '%s': %s",
+				  r->ch_code, where, text);
+		else
+			au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse http status %ld at '%s': %s",
+				  r->http_status, where, text);
+	}
+}
+
+int au_ch_retryable(const struct au_ch_response *r)
+{
+	switch (r->err.code) {
+	case AU_ECONN:
+	case AU_ETIMEDOUT:
+		return 1;
+	case AU_ECLICKHOUSE:
+		/* 5xx are runtime failures (timeout, memory, too many queries); a
+		 * cancelled query (394) was killed on purpose. */
+		return r->http_status >= 500 && r->ch_code != 394;
+	default:
+		return 0;
+	}
+}
+
+/* ---- constructor ---- */
+
+struct au_clickhouse *au_ch_new(const char *text, struct au_err *err)
+{
+	struct au_clickhouse *ch;
+	const char *db;
+	int https;
+	char *h;
+
+	pthread_once(&curl_once, curl_init);
+	if (curl_init_rc != CURLE_OK) {
+		au_seterr(err, AU_ENOMEM, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
+		return NULL;
+	}
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		goto oom;
+	if (au_url_parse(text, &ch->url, err) < 0)
+		goto fail;
+	https = !strcmp(ch->url.scheme, "https");
+	if (!https && strcmp(ch->url.scheme, "http") != 0) {
+		au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': scheme must be http or https",
+			  ch->url.text);
+		goto fail;
+	}
+	if (ch->url.query) {
+		au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': query parameters are not supported",
+			  ch->url.text);
+		goto fail;
+	}
+	db = ch->url.path && *ch->url.path ? ch->url.path : "default";
+	if (!au_sql_identifier_valid(db) || strchr(db, '.')) {
+		au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': bad database name", ch->url.text);
+		goto fail;
+	}
+	/* an IPv6 address goes back into brackets */
+	h = ch->url.host;
+	ch->endpoint = au_asprintf(strchr(h, ':') ? "%s://[%s]:%d/" : "%s://%s:%d/", ch->url.scheme,
+				   h, ch->url.port ? ch->url.port : https ? 8443 : 8123);
+	ch->database = au_strdup(db);
+	if (!ch->endpoint || !ch->database)
+		goto oom;
+
+	/* Credentials travel in headers, never in the URL (which may be logged
+	 * by proxies); "Expect:" stops curl waiting for 100-continue. */
+	if (!(ch->headers = curl_slist_append(NULL, "Expect:")))
+		goto oom;
+	if (ch->url.user) {
+		char *line = au_asprintf("X-ClickHouse-User: %s", ch->url.user);
+		struct curl_slist *l = line ? curl_slist_append(ch->headers, line) : NULL;
+
+		free(line);
+		if (!l)
+			goto oom;
+	}
+	if (ch->url.password && *ch->url.password) {
+		char *line = au_asprintf("X-ClickHouse-Key: %s", ch->url.password);
+		struct curl_slist *l = line ? curl_slist_append(ch->headers, line) : NULL;
+
+		free(line);
+		if (!l)
+			goto oom;
+	}
+	if (req_init(ch, &ch->sync) < 0)
+		goto oom;
+	return ch;
+
+oom:
+	au_seterr(err, AU_ENOMEM, "out of memory");
+fail:
+	au_ch_free(ch);
+	return NULL;
+}
+
+void au_ch_free(struct au_clickhouse *ch)
+{
+	struct ch_req *req;
+
+	if (!ch)
+		return;
+	/* requests still in flight are dropped without a callback */
+	while ((req = ch->active) != NULL) {
+		ch->active = req->next;
+		curl_multi_remove_handle(ch->multi, req->easy);
+		req_release(req);
+		free(req);
+	}
+	if (ch->multi)
+		curl_multi_cleanup(ch->multi);   /* frees the socket events via on_socket_change */
+	while ((req = ch->free_reqs) != NULL) {
+		ch->free_reqs = req->next;
+		req_release(req);
+		free(req);
+	}
+	if (ch->timer)
+		event_free(ch->timer);
+	req_release(&ch->sync);
+	curl_slist_free_all(ch->headers);
+	au_url_release(&ch->url);
+	free(ch->endpoint);
+	free(ch->database);
+	free(ch->version);
+	free(ch);
+}
+
+/* ---- blocking requests ---- */
+
+int au_ch_query_sync(struct au_clickhouse *ch, const struct au_ch_query *q,
+		     struct au_ch_response *resp)
+{
+	struct ch_req *req = &ch->sync;
+	const char *body = q->data ? q->data : q->sql;
+	size_t len = q->data ? q->data_len : strlen(q->sql);
+
+	memset(resp, 0, sizeof(*resp));
+	if (req_setup(req, q, body, len) < 0) {
+		*resp = req->resp;
+		memset(&req->resp, 0, sizeof(req->resp));
+		return -1;
+	}
+	req_finish(req, curl_easy_perform(req->easy));
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, NULL);
+	*resp = req->resp;          /* the caller takes the body */
+	memset(&req->resp, 0, sizeof(req->resp));
+	return resp->err.code ? -1 : 0;
+}
+
+const char *au_ch_server_version(struct au_clickhouse *ch, struct au_err *err)
+{
+	struct au_ch_query q = { .sql = "SELECT version()", .timeout_ms = ADMIN_TIMEOUT_MS };
+	struct au_ch_response r;
+	char *v;
+	size_t n;
+
+	if (ch->version)
+		return ch->version;
+	if (au_ch_query_sync(ch, &q, &r) < 0) {
+		if (err)
+			*err = r.err;
+		au_ch_response_release(&r);
+		return NULL;
+	}
+	v = (char *)au_buf_detach(&r.body, &n);
+	while (n && isspace((unsigned char)v[n - 1]))
+		v[--n] = '\0';
+	ch->version = v;
+	if (!v)
+		au_seterr(err, AU_ENOMEM, "out of memory");
+	return v;
+}
+
+static int kill_sql(struct au_buf *sql, const char *query_id, int sync)
+{
+	return au_buf_puts(sql, "KILL QUERY WHERE query_id = ") < 0 ||
+	       au_sql_quote(sql, query_id, strlen(query_id)) < 0 ||
+	       (sync && au_buf_puts(sql, " SYNC") < 0) ? -1 : 0;
+}
+
+int au_ch_kill_query(struct au_clickhouse *ch, const char *query_id, struct au_err *err)
+{
+	struct au_buf sql = AU_BUF_INIT;
+	struct au_ch_query q = { .timeout_ms = ADMIN_TIMEOUT_MS };
+	struct au_ch_response r;
+	int rc;
+
+	if (kill_sql(&sql, query_id, 1) < 0) {
+		au_buf_release(&sql);
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	}
+	q.sql = (const char *)sql.data;
+	rc = au_ch_query_sync(ch, &q, &r);
+	if (rc < 0 && err)
+		*err = r.err;
+	au_ch_response_release(&r);
+	au_buf_release(&sql);
+	return rc;
+}
+
+/* ---- curl_multi on libevent ---- */
+
+static void req_unlink(struct au_clickhouse *ch, struct ch_req *req)
+{
+	curl_multi_remove_handle(ch->multi, req->easy);
+	if (req->prev)
+		req->prev->next = req->next;
+	else
+		ch->active = req->next;
+	if (req->next)
+		req->next->prev = req->prev;
+	ch->inflight--;
+}
+
+static void req_recycle(struct au_clickhouse *ch, struct ch_req *req)
+{
+	au_ch_response_release(&req->resp);
+	au_buf_reset(&req->post);
+	req->next = ch->free_reqs;
+	ch->free_reqs = req;
+}
+
+static void check_done(struct au_clickhouse *ch)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(ch->multi, &left)) != NULL) {
+		struct ch_req *req;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&req);
+		/* msg is invalid once the handle is removed: take the result first */
+		req_finish(req, msg->data.result);
+		req_unlink(ch, req);
+		req->done(&req->resp, req->arg);
+		req_recycle(ch, req);
+	}
+}
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	struct au_clickhouse *ch = arg;
+	int running, action = (what & EV_READ ? CURL_CSELECT_IN : 0) |
+			      (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+
+	curl_multi_socket_action(ch->multi, fd, action, &running);
+	check_done(ch);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct au_clickhouse *ch = arg;
+	int running;
+
+	(void)fd;
+	(void)what;
+	curl_multi_socket_action(ch->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done(ch);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: one persistent event per socket, stored with
+ * curl_multi_assign. */
+static int on_socket_change(CURL *easy, curl_socket_t s, int what, void *arg, void *sockp)
+{
+	struct au_clickhouse *ch = arg;
+	struct event *ev = sockp;
+	short kind;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (ev)
+			event_free(ev);
+		curl_multi_assign(ch->multi, s, NULL);
+		return 0;
+	}
+	kind = (short)(EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) |
+		       (what & CURL_POLL_OUT ? EV_WRITE : 0));
+	if (ev) {
+		event_del(ev);
+		event_assign(ev, ch->base, s, kind, on_socket, ch);
+	} else {
+		ev = event_new(ch->base, s, kind, on_socket, ch);
+		if (!ev)
+			return -1;
+		curl_multi_assign(ch->multi, s, ev);
+	}
+	return event_add(ev, NULL);
+}
+
+/* CURLMOPT_TIMERFUNCTION: one evtimer; -1 stops it. */
+static int on_timer_change(CURLM *multi, long timeout_ms, void *arg)
+{
+	struct au_clickhouse *ch = arg;
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+	(void)multi;
+	if (timeout_ms < 0)
+		return evtimer_del(ch->timer);
+	return evtimer_add(ch->timer, &tv);
+}
+
+int au_ch_attach(struct au_clickhouse *ch, struct event_base *base)
+{
+	if (ch->multi)
+		AU_BUG("au_ch_attach called twice");
+	ch->base = base;
+	ch->timer = evtimer_new(base, on_timer, ch);
+	ch->multi = curl_multi_init();
+	if (!ch->timer || !ch->multi)
+		return -1;
+	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETFUNCTION, on_socket_change);
+	curl_multi_setopt(ch->multi, CURLMOPT_SOCKETDATA, ch);
+	curl_multi_setopt(ch->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+	curl_multi_setopt(ch->multi, CURLMOPT_TIMERDATA, ch);
+	curl_multi_setopt(ch->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)AU_CH_MAX_CONNECTIONS);
+	/* by default the idle cache shrinks with the handles in use, closing
+	 * connections just when a quiet moment ends */
+	curl_multi_setopt(ch->multi, CURLMOPT_MAXCONNECTS, (long)AU_CH_MAX_CONNECTIONS);
+	return 0;
+}
+
+int au_ch_send(struct au_clickhouse *ch, const struct au_ch_query *q, au_ch_done_fn done,
+	       void *arg)
+{
+	struct ch_req *req = ch->free_reqs;
+
+	if (!ch->multi)
+		AU_BUG("au_ch_send without au_ch_attach");
+	if (req) {
+		ch->free_reqs = req->next;
+	} else {
+		req = malloc(sizeof(*req));
+		if (!req)
+			return -1;
+		if (req_init(ch, req) < 0) {
+			free(req);
+			return -1;
+		}
+	}
+	if (au_buf_append(&req->post, q->data ? q->data : q->sql,
+			  q->data ? q->data_len : strlen(q->sql)) < 0 ||
+	    req_setup(req, q, req->post.data, req->post.len) < 0 ||
+	    curl_multi_add_handle(ch->multi, req->easy) != CURLM_OK) {
+		req_recycle(ch, req);
+		return -1;
+	}
+	req->done = done;
+	req->arg = arg;
+	req->prev = NULL;
+	req->next = ch->active;
+	if (ch->active)
+		ch->active->prev = req;
+	ch->active = req;
+	ch->inflight++;
+	return 0;
+}
+
+int au_ch_cancel(struct au_clickhouse *ch, au_ch_done_fn done, void *arg)
+{
+	struct ch_req *req;
+
+	for (req = ch->active; req; req = req->next)
+		if (req->done == done && req->arg == arg)
+			break;
+	if (!req)
+		return -1;
+	req_unlink(ch, req);   /* a half-done transfer closes its connection */
+	req_recycle(ch, req);
+	return 0;
+}
+
+static void ignore_answer(struct au_ch_response *resp, void *arg)
+{
+	(void)resp;
+	(void)arg;
+}
+
+int au_ch_kill_query_async(struct au_clickhouse *ch, const char *query_id)
+{
+	struct au_buf sql = AU_BUF_INIT;
+	struct au_ch_query q = { .timeout_ms = ADMIN_TIMEOUT_MS };
+	int rc = -1;
+
+	if (kill_sql(&sql, query_id, 0) == 0) {
+		q.sql = (const char *)sql.data;
+		rc = au_ch_send(ch, &q, ignore_answer, NULL);
+	}
+	au_buf_release(&sql);
+	return rc;
+}
+
+size_t au_ch_inflight(const struct au_clickhouse *ch)
+{
+	return ch->inflight;
+}
+
+size_t au_ch_connects(const struct au_clickhouse *ch)
+{
+	return ch->connects;
+}

@@ -1,0 +1,132 @@
+/*
+ * clickhouse.h - the ClickHouse HTTP client (libcurl) and the SQL helpers
+ * the built-in tasks use. Only core/clickhouse.c includes curl.
+ *
+ * One `struct au_clickhouse` holds the server settings from the URL
+ * (http://user:pass@host:port/database) and a curl multi handle. Attached to
+ * an event_base it runs many requests at once on that loop over reused
+ * keep-alive connections; without one, au_ch_query_sync() does a blocking
+ * request (CLI, tests, set-up).
+ */
+#ifndef AU_CLICKHOUSE_H
+#define AU_CLICKHOUSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+struct event_base;
+struct au_clickhouse;
+
+/* One request. Strings are copied by au_ch_send/au_ch_query_sync. */
+struct au_ch_query {
+	const char *sql;          /* the whole statement (sent as the POST body) */
+	const char *query_id;     /* NULL = none */
+	uint32_t timeout_ms;      /* 0 = none; sets max_execution_time too */
+	const char *data;         /* for INSERT ... FORMAT X: rows after the sql */
+	size_t data_len;
+};
+
+struct au_ch_response {
+	long http_status;         /* 0 if no answer */
+	int ch_code;              /* "Code: N" of an error body, 0 otherwise */
+	struct au_buf body;
+	struct au_err err;        /* AU_ECONN, AU_ETIMEDOUT, AU_ECLICKHOUSE */
+};
+void au_ch_response_release(struct au_ch_response *r);
+
+/* Called once per request on the loop; resp is valid during the call. */
+typedef void (*au_ch_done_fn)(struct au_ch_response *resp, void *arg);
+
+/* NULL on OOM; err set and NULL for a bad URL. */
+struct au_clickhouse *au_ch_new(const char *url, struct au_err *err);
+/* Drops requests in flight without calling their done. Call it before
+ * freeing the event_base, and never from a done callback. */
+void au_ch_free(struct au_clickhouse *ch);
+/* Enables au_ch_send on base. Call once. */
+int au_ch_attach(struct au_clickhouse *ch, struct event_base *base);
+/* Starts a request on the attached loop. -1 only if it could not start
+ * (then done is not called). */
+int au_ch_send(struct au_clickhouse *ch, const struct au_ch_query *q,
+	       au_ch_done_fn done, void *arg);
+/* Abandons the request started with exactly (done, arg): it is dropped
+ * without calling done. ClickHouse may still run the query; kill it by its
+ * query_id. 0, or -1 when no such request is in flight. */
+int au_ch_cancel(struct au_clickhouse *ch, au_ch_done_fn done, void *arg);
+/* Requests in flight. */
+size_t au_ch_inflight(const struct au_clickhouse *ch);
+/* Connections opened so far by finished requests, sync and async (curl's
+ * CURLINFO_NUM_CONNECTS summed): far fewer than requests when keep-alive
+ * works. */
+size_t au_ch_connects(const struct au_clickhouse *ch);
+/* Blocking request; 0 when the server answered 200, else -1 with resp->err.
+ * resp is initialised by the call; release it in both cases. */
+int au_ch_query_sync(struct au_clickhouse *ch, const struct au_ch_query *q,
+		     struct au_ch_response *resp);
+/* Server version string, e.g. "18.16.1" (cached after the first call). */
+const char *au_ch_server_version(struct au_clickhouse *ch, struct au_err *err);
+
+/* Connections au_ch_send opens to the server at most; further requests wait
+ * in curl for a free one (the server caps concurrent queries too). */
+#define AU_CH_MAX_CONNECTIONS 32
+/* Largest answer kept in memory; a larger one fails with AU_ETOOBIG. */
+#define AU_CH_MAX_BODY (4u * AU_MAX_RESULT)
+
+/* 1 if a failed request may succeed when sent again: connection errors,
+ * curl timeouts, HTTP 5xx except a cancelled query (394). 0 for 4xx
+ * (syntax, unknown table or function, auth) and local errors. */
+int au_ch_retryable(const struct au_ch_response *r);
+/* Blocking `KILL QUERY WHERE query_id = '...' SYNC`; 0 also when no such
+ * query runs. */
+int au_ch_kill_query(struct au_clickhouse *ch, const char *query_id, struct au_err *err);
+/* The same without SYNC on the attached loop, not waiting: the answer is
+ * ignored. -1 only if the request could not start. */
+int au_ch_kill_query_async(struct au_clickhouse *ch, const char *query_id);
+
+/* ---- SQL helpers (core/sql.c) ---- */
+
+/* Limits on SQL text we send: the server's max_query_size is 256 KiB and a
+ * deeply nested expression can crash an 18.16 server. */
+#define AU_SQL_MAX_BYTES (256u * 1024)
+#define AU_SQL_MAX_DEPTH 64        /* nested ( and [ */
+#define AU_SQL_MAX_OPERATORS 2000  /* binary operators outside literals */
+
+/*
+ * Substitutes {name:Type} placeholders in sql with the values of params (a
+ * jansson object), formatted and quoted for Type: (U)Int8..64, Float32/64,
+ * String, FixedString(N), Date, DateTime, UUID, Bool, Nullable(T), Array(T),
+ * Identifier. Values are type-checked (range, format); placeholders inside
+ * quoted literals and comments are left alone. Then checks the result
+ * against the limits above. Returns a malloc'ed string or NULL with err.
+ */
+char *au_sql_bind(const char *sql, const struct json_t *params, struct au_err *err);
+/* Checks size, nesting and operator count of a statement. */
+int au_sql_check(const char *sql, size_t len, struct au_err *err);
+/* Appends s as a ClickHouse string literal ('...' with escapes). */
+int au_sql_quote(struct au_buf *out, const char *s, size_t n);
+/* 1 if s is a plain identifier or db.identifier ([A-Za-z_][A-Za-z0-9_]*). */
+int au_sql_identifier_valid(const char *s);
+/* The next token of p..end after spaces and comments: a word
+ * ([A-Za-z0-9_]+), a quoted literal or identifier, or one other character.
+ * Sets *n to its length; NULL when only spaces and comments are left. */
+const char *au_sql_token(const char *p, const char *end, size_t *n);
+
+/* Registers ch.query, ch.exec, ch.insert (core/ch_tasks.c). */
+int au_ch_tasks_register(struct au_registry *reg);
+/*
+ * The halves of those tasks that need no server (docs/clickhouse.md).
+ * au_ch_task_request: from the task's msgpack args, the statement into sql
+ * (NUL-terminated) and, for ch.insert, the JSONEachRow rows into data and
+ * their count into *rows. AU_EINVAL / AU_ETOOBIG, message prefixed with the
+ * task name. au_ch_task_result: the task's msgpack result from the answer
+ * body: ch.query {"columns", "types", "rows"}, ch.exec {"ok": true},
+ * ch.insert {"inserted": rows}. Both append to their buffers.
+ */
+int au_ch_task_request(const char *task, const unsigned char *args, size_t len,
+		       struct au_buf *sql, struct au_buf *data, size_t *rows,
+		       struct au_err *err);
+int au_ch_task_result(const char *task, const char *body, size_t len, size_t rows,
+		      struct au_buf *out, struct au_err *err);
+
+#endif

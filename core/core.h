@@ -1,0 +1,138 @@
+/*
+ * core.h - private helpers shared by every part of au: errors, buffers,
+ * clocks, URLs, the wire codec, logging. Not installed.
+ */
+#ifndef AU_CORE_H
+#define AU_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "au.h"
+
+#define AU_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- errors (core/error.c) ---- */
+
+/* Sets err (may be NULL) and returns -1, so `return au_seterr(...)` works. */
+int au_seterr(struct au_err *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void au_clearerr(struct au_err *err);
+/* Programmer error: prints and aborts. */
+void au_bug(const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4), noreturn));
+#define AU_BUG(...) au_bug(__FILE__, __LINE__, __VA_ARGS__)
+
+/* malloc family that abort on OOM is NOT used: allocation failures are
+ * reported. These are thin wrappers that return NULL. */
+char *au_strdup(const char *s);          /* au_strdup(NULL) == NULL */
+char *au_strndup(const char *s, size_t n);
+char *au_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- growable byte buffer (core/buf.c) ---- */
+
+struct au_buf {
+	unsigned char *data;
+	size_t len;
+	size_t cap;
+};
+#define AU_BUF_INIT { NULL, 0, 0 }
+
+int au_buf_reserve(struct au_buf *b, size_t extra);     /* -1 on OOM */
+int au_buf_append(struct au_buf *b, const void *p, size_t n);
+int au_buf_puts(struct au_buf *b, const char *s);
+int au_buf_printf(struct au_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void au_buf_reset(struct au_buf *b);                     /* len = 0, keeps memory */
+void au_buf_release(struct au_buf *b);
+/* Hands the data to the caller (NUL-terminated), leaves b empty. */
+unsigned char *au_buf_detach(struct au_buf *b, size_t *len);
+
+/* ---- clocks (core/clock.c) ---- */
+
+uint64_t au_now_ms(void);        /* CLOCK_REALTIME, unix ms */
+uint64_t au_mono_us(void);       /* CLOCK_MONOTONIC, microseconds */
+/* Uniform random 64 bits from the kernel (getrandom). */
+uint64_t au_random64(void);
+
+/* ---- URLs (core/url.c) ---- */
+
+/*
+ * scheme://[user[:password]@]host[:port][/path][?query]
+ * file:///abs/path and memory://[name] are accepted too. Percent-escapes in
+ * user, password and path are decoded. All strings owned by the struct.
+ */
+struct au_url {
+	char *scheme;
+	char *user;        /* NULL when absent */
+	char *password;    /* NULL when absent */
+	char *host;        /* NULL for file:// */
+	int port;          /* 0 when absent */
+	char *path;        /* without the leading '/' for network schemes
+			      ("0" for redis db 0, "default" for a database);
+			      the absolute path for file:// */
+	char *query;       /* raw, without '?', NULL when absent */
+	char *text;        /* the URL as given, for messages (password masked) */
+};
+
+int au_url_parse(const char *text, struct au_url *url, struct au_err *err);
+void au_url_release(struct au_url *url);
+/* Value of key in the query string (decoded, malloc'ed) or NULL. */
+char *au_url_param(const struct au_url *url, const char *key);
+
+/* ---- wire codec (core/codec.c) ---- */
+
+/*
+ * Checks that buf holds exactly one well-formed msgpack value no deeper than
+ * max_depth, whose every container count fits in the bytes left. Run before
+ * handing untrusted bytes to msgpack-c (which reserves memory by declared
+ * count). 0 or -1 with AU_EPROTO / AU_ETOOBIG.
+ */
+int au_msgpack_check(const unsigned char *buf, size_t len, unsigned max_depth,
+		     struct au_err *err);
+
+/* Encodes c (wire format v1) into out (appended). */
+int au_computation_encode(const struct au_computation *c, struct au_buf *out,
+			  struct au_err *err);
+/* Decodes an untrusted message into c (init'ed by the call; release after). */
+int au_computation_decode(const unsigned char *buf, size_t len,
+			  struct au_computation *c, struct au_err *err);
+
+int au_record_encode(const struct au_record *r, struct au_buf *out, struct au_err *err);
+int au_record_decode(const unsigned char *buf, size_t len, struct au_record *r,
+		     struct au_err *err);
+
+/* Appends msgpack encodings of simple values (results built by tasks). */
+int au_mp_nil(struct au_buf *b);
+int au_mp_bool(struct au_buf *b, int v);
+int au_mp_int(struct au_buf *b, int64_t v);
+int au_mp_uint(struct au_buf *b, uint64_t v);
+int au_mp_double(struct au_buf *b, double v);
+int au_mp_str(struct au_buf *b, const char *s, size_t n);
+int au_mp_array(struct au_buf *b, uint32_t n);
+int au_mp_map(struct au_buf *b, uint32_t n);
+
+/* ---- jansson bridge (core/json.c) ---- */
+/* json_t is jansson's; kept opaque here so that only users include it. */
+struct json_t;
+/* msgpack value -> new json_t reference (bin becomes a string if UTF-8). */
+int au_msgpack_to_jansson(const unsigned char *buf, size_t len, struct json_t **out,
+			  struct au_err *err);
+/* json_t -> msgpack appended to out. Integers stay integers, reals doubles. */
+int au_jansson_to_msgpack(const struct json_t *j, struct au_buf *out, struct au_err *err);
+
+/* ---- logging (core/log.c) ---- */
+
+enum au_loglevel { AU_LOG_DEBUG, AU_LOG_INFO, AU_LOG_WARN, AU_LOG_ERROR, AU_LOG_QUIET };
+void au_log_set_level(enum au_loglevel lvl);
+enum au_loglevel au_log_level(void);
+void au_log(enum au_loglevel lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- misc ---- */
+
+/* Constant-time comparison of two NUL-terminated secrets. 1 if equal. */
+int au_secret_equal(const char *a, const char *b);
+/* "host:pid" of this process, cached. */
+const char *au_worker_name(void);
+
+#endif

@@ -1,0 +1,94 @@
+/* error.c - errors, small string helpers, logging. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+int au_seterr(struct au_err *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return -1;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->str, sizeof(err->str), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+void au_clearerr(struct au_err *err)
+{
+	if (err) {
+		err->code = AU_OK;
+		err->str[0] = '\0';
+	}
+}
+
+void au_bug(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "BUG: %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+char *au_strdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+char *au_strndup(const char *s, size_t n)
+{
+	char *p = malloc(n + 1);
+
+	if (p) {
+		memcpy(p, s, n);
+		p[n] = '\0';
+	}
+	return p;
+}
+
+char *au_asprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return r < 0 ? NULL : s;
+}
+
+static enum au_loglevel log_level = AU_LOG_INFO;
+
+void au_log_set_level(enum au_loglevel lvl)
+{
+	log_level = lvl;
+}
+
+enum au_loglevel au_log_level(void)
+{
+	return log_level;
+}
+
+void au_log(enum au_loglevel lvl, const char *fmt, ...)
+{
+	static const char *const names[] = { "debug", "info", "warning", "error" };
+	va_list ap;
+
+	if (lvl < log_level || lvl >= AU_LOG_QUIET)
+		return;
+	fprintf(stderr, "au: %s: ", names[lvl]);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}

@@ -1,0 +1,332 @@
+/*
+ * au.h - the whole public C API of au.
+ *
+ * au runs computations on ClickHouse for many client programs at once. A
+ * client enqueues a computation (a task name plus msgpack-encoded arguments)
+ * onto a queue (redis://, postgres://, memory://); a worker leases it, runs
+ * it through a middleware chain against ClickHouse and writes the outcome to
+ * a result store (file://, redis://, postgres://, memory://) whose records
+ * expire after a TTL. The client keeps a handle and polls or waits on it.
+ *
+ * Conventions: functions return 0 on success and -1 on error; objects carry
+ * the last error as `struct au_err` (code + lowercase message naming the
+ * subject). Constructors return NULL only when memory runs out. `_free(NULL)`
+ * does nothing.
+ */
+#ifndef AU_H
+#define AU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AU_VERSION "0.1.0"
+#define AU_WIRE_VERSION 1
+
+#define AU_ID_SIZE 33     /* 32 lowercase hex digits (128 random bits) + NUL */
+#define AU_TOKEN_SIZE 40  /* lease token: "<attempt>-<16 hex>" + NUL */
+#define AU_ERRSTR_SIZE 256
+
+#define AU_PRIORITY_MIN (-100)
+#define AU_PRIORITY_MAX 100
+
+/* Limits applied to every computation read from a queue or built by a client. */
+#define AU_MAX_MESSAGE (1u << 20)   /* encoded computation, bytes */
+#define AU_MAX_RESULT (16u << 20)   /* encoded result record, bytes */
+#define AU_MAX_DEPTH 32             /* msgpack nesting */
+#define AU_MAX_HEADERS 32
+
+/* Error codes carried in struct au_err.code. */
+enum au_errcode {
+	AU_OK = 0,
+	AU_ENOMEM,     /* out of memory */
+	AU_EINVAL,     /* bad argument, bad URL, bad JSON */
+	AU_ECONN,      /* a server could not be reached or dropped the connection */
+	AU_EPROTO,     /* malformed computation, record or reply */
+	AU_ETOOBIG,    /* payload over a limit */
+	AU_ENOTFOUND,  /* no such computation, record or queue */
+	AU_EEXPIRED,   /* the record existed and its TTL ran out */
+	AU_ETIMEDOUT,  /* a wait or a query ran out of time */
+	AU_ESTATE,     /* operation not allowed in the current state */
+	AU_ESTALE,     /* lease token no longer current (fencing) */
+	AU_ENOTASK,    /* unknown task */
+	AU_ECLICKHOUSE,/* ClickHouse answered with an error */
+	AU_EIO         /* local I/O error (file store, ...) */
+};
+
+struct au_err {
+	int code;                     /* enum au_errcode */
+	char str[AU_ERRSTR_SIZE];     /* lowercase, names the subject */
+};
+
+/* Computation statuses. The order matters: everything >= AU_COMPLETED is
+ * terminal. */
+enum au_status {
+	AU_PENDING = 0,
+	AU_SCHEDULED,   /* waiting for run_at */
+	AU_RUNNING,
+	AU_RETRYING,    /* failed an attempt, waiting for the next one */
+	AU_COMPLETED,
+	AU_FAILED,
+	AU_CANCELLED,
+	AU_UNKNOWN
+};
+
+const char *au_status_name(enum au_status st);   /* "pending", ... */
+int au_status_parse(const char *name, enum au_status *out);
+static inline int au_status_terminal(enum au_status st)
+{
+	return st == AU_COMPLETED || st == AU_FAILED || st == AU_CANCELLED;
+}
+
+struct au_header {
+	char *key;
+	char *value;
+};
+
+/*
+ * A computation as it travels (docs/wire-format.md). Strings and buffers
+ * belong to the struct and are freed by au_computation_release().
+ */
+struct au_computation {
+	char id[AU_ID_SIZE];
+	char *task;
+	unsigned char *args;      /* one msgpack value (usually a map) */
+	size_t args_len;
+	char *queue;
+	int priority;             /* AU_PRIORITY_MIN..MAX, higher runs first */
+	uint64_t run_at_ms;       /* unix ms; 0 or past = now */
+	uint32_t max_attempts;    /* >= 1 */
+	uint32_t timeout_ms;      /* 0 = no limit */
+	uint32_t ttl_s;           /* result TTL, counted from the terminal write */
+	uint64_t created_at_ms;
+	struct au_header *headers;
+	size_t nheaders;
+	uint32_t attempts;        /* not on the wire: set by the queue on lease */
+};
+
+void au_computation_init(struct au_computation *c);
+void au_computation_release(struct au_computation *c);
+
+/*
+ * A result record, as the store keeps it. `result` is one msgpack value
+ * (COMPLETED), `error` a message (FAILED, CANCELLED).
+ */
+struct au_record {
+	char id[AU_ID_SIZE];
+	enum au_status status;
+	unsigned char *result;
+	size_t result_len;
+	char *error;
+	char *task;
+	char *queue;
+	char *worker;
+	uint32_t attempts;
+	uint32_t ttl_s;           /* used by put: expiry = write time + ttl_s */
+	uint64_t created_at_ms;
+	uint64_t started_at_ms;
+	uint64_t finished_at_ms;
+	uint64_t expires_at_ms;   /* set by the store */
+};
+
+void au_record_init(struct au_record *r);
+void au_record_release(struct au_record *r);
+
+/* Fresh random 128-bit id, as 32 lowercase hex digits. */
+void au_id_new(char out[AU_ID_SIZE]);
+/* 1 if s is 32 lowercase hex digits, else 0. */
+int au_id_valid(const char *s);
+
+/* JSON <-> msgpack, the human mirror of the wire format. The returned buffer
+ * is malloc'ed; the caller frees it. */
+int au_json_to_msgpack(const char *json, unsigned char **out, size_t *len,
+		       struct au_err *err);
+/* Returns a malloc'ed JSON text or NULL (err set). */
+char *au_msgpack_to_json(const unsigned char *buf, size_t len, struct au_err *err);
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                        */
+
+struct au_config {
+	const char *queue_url;       /* AU_QUEUE, default redis://127.0.0.1:6379 */
+	const char *store_url;       /* AU_STORE, default file:///tmp/au-results */
+	const char *clickhouse_url;  /* AU_CLICKHOUSE, default http://127.0.0.1:8123/default */
+};
+
+/* Fills unset fields from the environment, then from the defaults. */
+void au_config_from_env(struct au_config *cfg);
+
+/* ------------------------------------------------------------------ */
+/* Client (producer) and handles                                        */
+
+struct au_client;
+struct au_handle;
+
+/* Options for one enqueue. Zero-initialise, then set what you need. */
+struct au_enqueue_opts {
+	const char *queue;        /* default "default" */
+	int priority;
+	uint64_t delay_ms;        /* run no sooner than now + delay */
+	uint32_t max_attempts;    /* default 3 */
+	uint32_t timeout_ms;      /* default 0 = none */
+	uint32_t ttl_s;           /* default 86400 */
+	const struct au_header *headers;
+	size_t nheaders;
+};
+
+/* Connects to the queue and the store named by cfg. NULL only on OOM; check
+ * au_client_err() for a connection error. */
+struct au_client *au_client_new(const struct au_config *cfg);
+void au_client_free(struct au_client *cl);
+const struct au_err *au_client_err(const struct au_client *cl);
+
+/* Enqueue one computation: task name, msgpack-encoded arguments. On success
+ * *out is a new handle (free with au_handle_free). */
+int au_enqueue(struct au_client *cl, const char *task,
+	       const unsigned char *args, size_t args_len,
+	       const struct au_enqueue_opts *opts, struct au_handle **out);
+
+/* Enqueue n computations sharing opts in one round trip. out[] receives n
+ * handles. Either all are enqueued or none (-1). */
+int au_enqueue_batch(struct au_client *cl, const char *task,
+		     const unsigned char *const *args, const size_t *args_len,
+		     size_t n, const struct au_enqueue_opts *opts,
+		     struct au_handle **out);
+
+/* A handle for an existing id (e.g. from the CLI). queue may be NULL
+ * ("default"). */
+struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char *queue);
+void au_handle_free(struct au_handle *h);
+const char *au_handle_id(const struct au_handle *h);
+const struct au_err *au_handle_err(const struct au_handle *h);
+
+/* Current status (AU_UNKNOWN when neither queue nor store know the id;
+ * the handle's err then says unknown or expired). */
+int au_handle_status(struct au_handle *h, enum au_status *out);
+/* Waits up to timeout_ms (-1 = forever) for a terminal status; fills rec
+ * (release with au_record_release). -1 with AU_ETIMEDOUT on timeout. */
+int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec);
+/* The stored record, if terminal. */
+int au_handle_result(struct au_handle *h, struct au_record *rec);
+/* Cancels a pending or scheduled computation: it will never run. A running
+ * one gives AU_ESTATE, a finished one AU_ESTATE. */
+int au_handle_cancel(struct au_handle *h);
+
+/* ------------------------------------------------------------------ */
+/* Tasks                                                                */
+
+struct au_task_ctx;
+struct au_clickhouse;
+struct event_base;
+
+/*
+ * A task runs on the worker's event loop and must not block: it finishes by
+ * calling au_task_complete() or au_task_fail() exactly once, now or later
+ * (e.g. from a ClickHouse callback). Arguments are c->args (msgpack).
+ */
+typedef void (*au_task_fn)(struct au_task_ctx *ctx, const struct au_computation *c,
+			   void *arg);
+
+struct au_registry;
+struct au_registry *au_registry_new(void);     /* holds the built-in tasks */
+void au_registry_free(struct au_registry *reg);
+int au_registry_add(struct au_registry *reg, const char *name, au_task_fn fn, void *arg);
+
+/* result: one msgpack value, copied. */
+void au_task_complete(struct au_task_ctx *ctx, const unsigned char *result, size_t len);
+/* retryable = 0 fails the computation for good. */
+void au_task_fail(struct au_task_ctx *ctx, int retryable, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx);
+struct event_base *au_task_base(struct au_task_ctx *ctx);
+/* "<id>-<attempt>": the ClickHouse query_id of this attempt. */
+const char *au_task_query_id(struct au_task_ctx *ctx);
+/*
+ * Registers fn(arg), called if the worker abandons the attempt before the
+ * task finished (timeout, shutdown): the task must then release what it
+ * holds and never call au_task_complete/au_task_fail for this ctx. A task
+ * that registers nothing is waited for: its late completion is ignored.
+ */
+void au_task_on_cancel(struct au_task_ctx *ctx, void (*fn)(void *arg), void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Middleware                                                           */
+
+/* What a middleware sees of one attempt. */
+struct au_run {
+	const struct au_computation *c;
+	const char *worker;
+	uint64_t started_at_us;      /* monotonic */
+	uint64_t finished_at_us;
+	enum au_status status;       /* outcome so far: AU_RUNNING, then terminal or AU_RETRYING */
+	const unsigned char *result; /* after: msgpack value */
+	size_t result_len;
+	const char *error;           /* on_error: the message */
+};
+
+/*
+ * Hooks run in order for before, in reverse order for after/on_error.
+ * before() returning -1 fails the attempt with the message in errbuf.
+ */
+struct au_middleware_ops {
+	const char *name;
+	int (*before)(void *ctx, struct au_run *run, char *errbuf, size_t errlen);
+	void (*after)(void *ctx, struct au_run *run);
+	void (*on_error)(void *ctx, struct au_run *run);
+	void (*free)(void *ctx);
+};
+
+/* The built-in logging middleware: one line per computation to stream. */
+extern const struct au_middleware_ops au_logging_middleware;
+
+/* ------------------------------------------------------------------ */
+/* Worker                                                               */
+
+struct au_worker_opts {
+	const char *queue;          /* default "default" */
+	unsigned concurrency;       /* computations in flight, default 16 */
+	unsigned batch;             /* max leased per round trip, default 64 */
+	uint32_t lease_ms;          /* default 30000 */
+	uint32_t grace_ms;          /* on SIGTERM, default 10000 */
+	int log;                    /* 1 = logging middleware on (default in CLI) */
+	uint32_t max_jobs;          /* stop after this many (0 = never), for tests */
+	uint32_t idle_exit_ms;      /* stop after idle this long (0 = never) */
+	uint32_t retry_base_ms;     /* first retry delay, doubled per attempt, default 1000 */
+	uint32_t retry_max_ms;      /* cap on the retry delay, default 300000 */
+	uint32_t poll_ms;           /* fallback poll when idle, default 1000 */
+};
+
+struct au_worker;
+
+/* The worker attaches to base; the caller owns the loop. reg may be NULL
+ * for the built-in tasks only (the worker does not take ownership). */
+struct au_worker *au_worker_new(const struct au_config *cfg,
+				const struct au_worker_opts *opts,
+				struct au_registry *reg, struct event_base *base);
+void au_worker_free(struct au_worker *w);
+const struct au_err *au_worker_err(const struct au_worker *w);
+/* Adds a middleware at the end of the chain (ctx is passed to hooks). */
+int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx);
+/* Starts leasing; returns at once. Use event_base_dispatch(base) to run. */
+int au_worker_start(struct au_worker *w);
+/* Graceful stop: stop leasing, finish in-flight work within grace_ms, release
+ * the rest, then leave the loop. */
+void au_worker_stop(struct au_worker *w);
+/* Counters. */
+struct au_worker_stats {
+	uint64_t leased, completed, failed, retried, buried, released;
+};
+void au_worker_stats(const struct au_worker *w, struct au_worker_stats *st);
+
+/* Runs a worker with its own loop until SIGTERM/SIGINT (or max_jobs /
+ * idle_exit_ms). Returns 0 on a clean stop. */
+int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts,
+		  struct au_registry *reg, struct au_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,409 @@
+/*
+ * producer.c - the client side: enqueue computations, follow them through
+ * their handles (status, wait, result, cancel).
+ *
+ * A computation's state lives in two places: the queue knows it while it
+ * waits or runs, the store once it is over. Reads ask the store first, then
+ * the queue, then the store again (a worker writes the record before it
+ * acks, so a computation can leave the queue between our two looks, but it
+ * is never in neither).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "queue.h"
+#include "store.h"
+
+struct au_client {
+	struct au_queue *q;
+	struct au_store *store;
+	struct au_err err;
+};
+
+struct au_handle {
+	struct au_client *cl;
+	char id[AU_ID_SIZE];
+	char *queue;
+	struct au_err err;
+};
+
+struct au_client *au_client_new(const struct au_config *cfg)
+{
+	struct au_client *cl = calloc(1, sizeof(*cl));
+	struct au_config conf = *cfg;
+
+	if (!cl)
+		return NULL;
+	au_config_from_env(&conf);
+	cl->q = au_queue_open(conf.queue_url);
+	cl->store = au_store_open(conf.store_url);
+	if (!cl->q || !cl->store) {
+		au_client_free(cl);
+		return NULL;
+	}
+	if (cl->q->err.code)
+		cl->err = cl->q->err;
+	else if (cl->store->err.code)
+		cl->err = cl->store->err;
+	return cl;
+}
+
+void au_client_free(struct au_client *cl)
+{
+	if (!cl)
+		return;
+	if (cl->q)
+		au_queue_close(cl->q);
+	if (cl->store)
+		au_store_close(cl->store);
+	free(cl);
+}
+
+const struct au_err *au_client_err(const struct au_client *cl)
+{
+	return &cl->err;
+}
+
+struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char *queue)
+{
+	struct au_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->cl = cl;
+	snprintf(h->id, sizeof(h->id), "%s", id ? id : "");
+	h->queue = au_strdup(queue && *queue ? queue : "default");
+	if (!h->queue) {
+		free(h);
+		return NULL;
+	}
+	if (!au_id_valid(h->id))
+		au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "");
+	return h;
+}
+
+void au_handle_free(struct au_handle *h)
+{
+	if (!h)
+		return;
+	free(h->queue);
+	free(h);
+}
+
+const char *au_handle_id(const struct au_handle *h)
+{
+	return h->id;
+}
+
+const struct au_err *au_handle_err(const struct au_handle *h)
+{
+	return &h->err;
+}
+
+/* Fills c from the options, without task and args. */
+static int prepare(struct au_computation *c, const char *task, const struct au_enqueue_opts *o,
+		   uint64_t now, struct au_err *err)
+{
+	static const struct au_enqueue_opts defaults;
+	size_t i;
+
+	if (!o)
+		o = &defaults;
+	au_computation_init(c);
+	if (!task || !*task)
+		return au_seterr(err, AU_EINVAL, "missing task name");
+	if (o->priority < AU_PRIORITY_MIN || o->priority > AU_PRIORITY_MAX)
+		return au_seterr(err, AU_EINVAL, "priority %d out of range %d..%d", o->priority,
+				 AU_PRIORITY_MIN, AU_PRIORITY_MAX);
+	if (o->nheaders > AU_MAX_HEADERS)
+		return au_seterr(err, AU_EINVAL, "too many headers: %zu (limit %d)", o->nheaders,
+				 AU_MAX_HEADERS);
+	au_id_new(c->id);
+	c->task = au_strdup(task);
+	c->queue = au_strdup(o->queue && *o->queue ? o->queue : "default");
+	c->priority = o->priority;
+	c->created_at_ms = now;
+	c->run_at_ms = o->delay_ms ? now + o->delay_ms : 0;
+	c->max_attempts = o->max_attempts ? o->max_attempts : 3;
+	c->timeout_ms = o->timeout_ms;
+	c->ttl_s = o->ttl_s ? o->ttl_s : 86400;
+	if (o->nheaders) {
+		c->headers = calloc(o->nheaders, sizeof(*c->headers));
+		if (!c->headers)
+			goto oom;
+		for (i = 0; i < o->nheaders; i++) {
+			c->headers[i].key = au_strdup(o->headers[i].key);
+			c->headers[i].value = au_strdup(o->headers[i].value);
+			c->nheaders++;
+			if (!c->headers[i].key || !c->headers[i].value)
+				goto oom;
+		}
+	}
+	if (!c->task || !c->queue)
+		goto oom;
+	return 0;
+oom:
+	au_computation_release(c);
+	return au_seterr(err, AU_ENOMEM, "out of memory");
+}
+
+int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char *const *args,
+		     const size_t *args_len, size_t n, const struct au_enqueue_opts *opts,
+		     struct au_handle **out)
+{
+	struct au_computation *cs = calloc(n ? n : 1, sizeof(*cs));
+	struct au_buf probe = AU_BUF_INIT;
+	uint64_t now = au_now_ms();
+	size_t i;
+	int rc = -1;
+
+	au_clearerr(&cl->err);
+	if (!cs)
+		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
+	for (i = 0; i < n; i++) {
+		if (prepare(&cs[i], task, opts, now, &cl->err) < 0)
+			goto out;
+		if (args_len[i] && au_msgpack_check(args[i], args_len[i], AU_MAX_DEPTH, &cl->err) < 0)
+			goto out;
+		cs[i].args = malloc(args_len[i] ? args_len[i] : 1);
+		if (!cs[i].args) {
+			au_seterr(&cl->err, AU_ENOMEM, "out of memory");
+			goto out;
+		}
+		memcpy(cs[i].args, args[i], args_len[i]);
+		cs[i].args_len = args_len[i];
+		/* The size limit applies to the whole message, as workers see it. */
+		au_buf_reset(&probe);
+		if (au_computation_encode(&cs[i], &probe, &cl->err) < 0)
+			goto out;
+		if (probe.len > AU_MAX_MESSAGE) {
+			au_seterr(&cl->err, AU_ETOOBIG, "computation too large: %zu bytes (limit %u)",
+				  probe.len, AU_MAX_MESSAGE);
+			goto out;
+		}
+	}
+	if (cl->q->ops->push(cl->q, cs, n) < 0) {
+		cl->err = cl->q->err;
+		goto out;
+	}
+	for (i = 0; i < n && out; i++) {
+		out[i] = au_handle_new(cl, cs[i].id, cs[i].queue);
+		if (!out[i]) {
+			while (i--)
+				au_handle_free(out[i]);
+			au_seterr(&cl->err, AU_ENOMEM, "out of memory (the computations were enqueued)");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	for (i = 0; i < n; i++)
+		au_computation_release(&cs[i]);
+	free(cs);
+	au_buf_release(&probe);
+	return rc;
+}
+
+int au_enqueue(struct au_client *cl, const char *task, const unsigned char *args, size_t args_len,
+	       const struct au_enqueue_opts *opts, struct au_handle **out)
+{
+	return au_enqueue_batch(cl, task, &args, &args_len, 1, opts, out);
+}
+
+/* The record from the store: 1 found, 0 absent, -1 error (h->err). */
+static int stored(struct au_handle *h, struct au_record *rec)
+{
+	struct au_store *s = h->cl->store;
+
+	au_record_init(rec);
+	if (s->ops->get(s, h->id, rec) == 0)
+		return 1;
+	if (s->err.code == AU_ENOTFOUND || s->err.code == AU_EEXPIRED) {
+		h->err = s->err;
+		return 0;
+	}
+	h->err = s->err;
+	return -1;
+}
+
+/* Status from the queue's view: 1 known, 0 unknown, -1 error. */
+static int queued(struct au_handle *h, enum au_status *st, struct au_job_info *info)
+{
+	struct au_queue *q = h->cl->q;
+
+	if (q->ops->peek(q, h->queue, h->id, info) < 0) {
+		if (q->err.code == AU_ENOTFOUND)
+			return 0;
+		h->err = q->err;
+		return -1;
+	}
+	switch (info->state) {
+	case AU_JOB_READY:
+		*st = info->attempts ? AU_RETRYING : AU_PENDING;
+		break;
+	case AU_JOB_SCHEDULED:
+		*st = info->attempts ? AU_RETRYING : AU_SCHEDULED;
+		break;
+	case AU_JOB_LEASED:
+		*st = AU_RUNNING;
+		break;
+	case AU_JOB_DEAD:
+		*st = AU_FAILED;
+		break;
+	}
+	return 1;
+}
+
+/* One look: fills rec for terminal states (a dead-lettered computation that
+ * left no record gets one made from the queue's reason). */
+static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
+{
+	struct au_job_info info;
+	struct au_err first;
+	int r;
+
+	au_record_init(rec);
+	if (!au_id_valid(h->id))
+		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
+	if ((r = stored(h, rec)) != 0) {
+		if (r > 0)
+			*st = rec->status;
+		return r < 0 ? -1 : 0;
+	}
+	first = h->err;
+	if ((r = queued(h, st, &info)) < 0)
+		return -1;
+	if (r > 0) {
+		if (*st == AU_FAILED) {
+			memcpy(rec->id, h->id, AU_ID_SIZE);
+			rec->status = AU_FAILED;
+			rec->attempts = info.attempts;
+			rec->queue = au_strdup(h->queue);
+			rec->error = au_strdup(info.error);
+		}
+		au_clearerr(&h->err);
+		return 0;
+	}
+	if ((r = stored(h, rec)) != 0) {
+		if (r > 0)
+			*st = rec->status;
+		return r < 0 ? -1 : 0;
+	}
+	*st = AU_UNKNOWN;
+	if (first.code == AU_EEXPIRED)
+		h->err = first;
+	else if (h->err.code != AU_EEXPIRED)
+		au_seterr(&h->err, AU_ENOTFOUND, "unknown computation '%s' on queue '%s'", h->id,
+			  h->queue);
+	return 0;
+}
+
+int au_handle_status(struct au_handle *h, enum au_status *out)
+{
+	struct au_record rec;
+	int r;
+
+	au_clearerr(&h->err);
+	r = look(h, out, &rec);
+	au_record_release(&rec);
+	return r;
+}
+
+int au_handle_result(struct au_handle *h, struct au_record *rec)
+{
+	enum au_status st;
+
+	au_clearerr(&h->err);
+	if (look(h, &st, rec) < 0)
+		return -1;
+	if (au_status_terminal(st))
+		return 0;
+	au_record_release(rec);
+	if (st == AU_UNKNOWN)
+		return -1;   /* err says unknown or expired */
+	return au_seterr(&h->err, AU_ESTATE, "computation '%s' is %s: no result yet", h->id,
+			 au_status_name(st));
+}
+
+int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec)
+{
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : au_now_ms() + (uint64_t)timeout_ms;
+	struct au_store *s = h->cl->store;
+	enum au_status st;
+
+	for (;;) {
+		uint64_t now;
+		int slice;
+
+		au_clearerr(&h->err);
+		if (look(h, &st, rec) < 0)
+			return -1;
+		if (au_status_terminal(st))
+			return 0;
+		au_record_release(rec);
+		if (st == AU_UNKNOWN)
+			return -1;
+		now = au_now_ms();
+		if (now >= deadline)
+			return au_seterr(&h->err, AU_ETIMEDOUT,
+					 "timed out waiting for computation '%s' (%s)", h->id,
+					 au_status_name(st));
+		/* Wait on the store's notification; look at the queue again now
+		 * and then, for computations that die without a record. */
+		slice = deadline - now > 1000 ? 1000 : (int)(deadline - now);
+		if (s->ops->wait(s, h->id, slice, rec) == 0)
+			return 0;
+		au_record_release(rec);
+		if (s->err.code != AU_ETIMEDOUT && s->err.code != AU_ENOTFOUND) {
+			h->err = s->err;
+			return -1;
+		}
+	}
+}
+
+int au_handle_cancel(struct au_handle *h)
+{
+	struct au_queue *q = h->cl->q;
+	char reason[] = "cancelled by client";
+	struct au_record rec;
+	enum au_status st;
+	int applied = 0;
+
+	au_clearerr(&h->err);
+	if (!au_id_valid(h->id))
+		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
+	if (q->ops->cancel(q, h->queue, h->id) == 0) {
+		/* It left the queue: it will never run. Record the outcome. */
+		au_record_init(&rec);
+		memcpy(rec.id, h->id, AU_ID_SIZE);
+		rec.status = AU_CANCELLED;
+		rec.error = reason;
+		rec.queue = h->queue;
+		rec.ttl_s = 86400;
+		rec.finished_at_ms = au_now_ms();
+		if (h->cl->store->ops->put(h->cl->store, &rec, 1, &applied) < 0) {
+			h->err = h->cl->store->err;
+			return -1;
+		}
+		return 0;
+	}
+	if (q->err.code == AU_ESTATE)
+		return au_seterr(&h->err, AU_ESTATE,
+				 "computation '%s' is running: it cannot be cancelled yet", h->id);
+	if (q->err.code != AU_ENOTFOUND) {
+		h->err = q->err;
+		return -1;
+	}
+	if (look(h, &st, &rec) < 0)
+		return -1;
+	au_record_release(&rec);
+	if (au_status_terminal(st))
+		return au_seterr(&h->err, AU_ESTATE, "computation '%s' is already %s", h->id,
+				 au_status_name(st));
+	if (st == AU_UNKNOWN)
+		return -1;
+	return au_seterr(&h->err, AU_ESTATE, "computation '%s' is %s: it cannot be cancelled",
+			 h->id, au_status_name(st));
+}

@@ -1,0 +1,62 @@
+/* registry.c - the result stores, found by URL scheme. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+extern const struct au_store_ops au_file_store_ops;
+extern const struct au_store_ops au_redis_store_ops;
+extern const struct au_store_ops au_memory_store_ops;
+
+const struct au_store_ops *const au_store_backends[] = {
+	&au_file_store_ops,
+	&au_redis_store_ops,
+	&au_memory_store_ops,
+	NULL
+};
+
+struct au_store *au_store_open(const char *url)
+{
+	struct au_store *s = calloc(1, sizeof(*s));
+	const struct au_store_ops *const *ops;
+
+	if (!s)
+		return NULL;
+	if (au_url_parse(url, &s->url, &s->err) < 0) {
+		if (s->err.code == AU_ENOMEM) {
+			free(s);
+			return NULL;
+		}
+		return s;
+	}
+	for (ops = au_store_backends; *ops; ops++)
+		if (!strcmp((*ops)->scheme, s->url.scheme))
+			break;
+	if (!*ops) {
+		au_seterr(&s->err, AU_EINVAL, "unknown store scheme '%s' in '%s'",
+			  s->url.scheme, s->url.text);
+		return s;
+	}
+	if ((*ops)->open(s, &s->url) < 0) {
+		if (s->err.code == AU_ENOMEM) {
+			au_url_release(&s->url);
+			free(s);
+			return NULL;
+		}
+		return s;
+	}
+	s->ops = *ops;
+	return s;
+}
+
+void au_store_close(struct au_store *s)
+{
+	if (!s)
+		return;
+	/* ops is set only once open succeeded, so a failed store has no
+	 * backend state to release. */
+	if (s->ops)
+		s->ops->close(s);
+	au_url_release(&s->url);
+	free(s);
+}

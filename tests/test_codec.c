@@ -1,0 +1,885 @@
+/* test_codec.c - the wire codec: round trips, defaults, every malformed and
+ * hostile input we can think of, a mutation fuzz loop, and the JSON mirror. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "harness.h"
+
+static const char ID[] = "0123456789abcdef0123456789abcdef";
+
+static int has(const char *s, const char *part)
+{
+	return strstr(s, part) != NULL;
+}
+
+/* msgpack from JSON, for building test messages; aborts the test on error. */
+static unsigned char *mp(const char *json, size_t *len)
+{
+	struct au_err err = { 0 };
+	unsigned char *out;
+
+	if (au_json_to_msgpack(json, &out, len, &err) < 0) {
+		T_OK(0, "test json '%s' converts: %s", json, err.str);
+		exit(t_done());
+	}
+	return out;
+}
+
+/* Decodes the computation written as JSON; 0/-1 and err. */
+static int decode_json(const char *json, struct au_computation *c, struct au_err *err)
+{
+	size_t len;
+	unsigned char *buf = mp(json, &len);
+	int rc = au_computation_decode(buf, len, c, err);
+
+	free(buf);
+	return rc;
+}
+
+/* A message {"v":1,"id":ID,"task":"t", ...extra pairs} whose extra pairs the
+ * caller appends as raw msgpack. */
+static void base(struct au_buf *b, uint32_t extra)
+{
+	au_mp_map(b, 3 + extra);
+	au_mp_str(b, "v", 1);
+	au_mp_uint(b, 1);
+	au_mp_str(b, "id", 2);
+	au_mp_str(b, ID, 32);
+	au_mp_str(b, "task", 4);
+	au_mp_str(b, "t", 1);
+}
+
+static void fill_computation(struct au_computation *c, struct au_header *h)
+{
+	/* args: {"sql": "SELECT 1", "blob": bin "a\0b"} */
+	static const unsigned char args[] = {
+		0x82, 0xa3, 's', 'q', 'l', 0xa8, 'S', 'E', 'L', 'E', 'C', 'T', ' ', '1',
+		0xa4, 'b', 'l', 'o', 'b', 0xc4, 0x03, 'a', 0x00, 'b',
+	};
+
+	au_computation_init(c);
+	au_id_new(c->id);
+	c->task = (char *)"clickhouse.query";
+	c->args = (unsigned char *)args;
+	c->args_len = sizeof(args);
+	c->queue = (char *)"reports.daily:v1-x_";
+	c->priority = AU_PRIORITY_MIN;
+	c->run_at_ms = UINT64_MAX;
+	c->max_attempts = 1000;
+	c->timeout_ms = UINT32_MAX;
+	c->ttl_s = 86400;
+	c->created_at_ms = 1700000000123ull;
+	h[0].key = (char *)"trace-id";
+	h[0].value = (char *)"abc";
+	h[1].key = (char *)"empty";
+	h[1].value = (char *)"";
+	c->headers = h;
+	c->nheaders = 2;
+}
+
+static void test_computation_roundtrip(void)
+{
+	struct au_computation in, out;
+	struct au_header h[2];
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+
+	fill_computation(&in, h);
+	au_buf_puts(&b, "xyz");   /* encode appends */
+	T_OK(au_computation_encode(&in, &b, &err) == 0, "encode full computation: %s", err.str);
+	T_OK(!memcmp(b.data, "xyz", 3), "encode keeps what the buffer held");
+	T_OK(au_computation_decode(b.data + 3, b.len - 3, &out, &err) == 0, "decode full computation: %s",
+	     err.str);
+	T_EQ_STR(out.id, in.id, "id");
+	T_EQ_STR(out.task, "clickhouse.query", "task");
+	T_OK(out.args_len == in.args_len && !memcmp(out.args, in.args, in.args_len),
+	     "args come back byte for byte, NUL included");
+	T_EQ_STR(out.queue, in.queue, "queue");
+	T_EQ_INT(out.priority, AU_PRIORITY_MIN, "priority");
+	T_OK(out.run_at_ms == UINT64_MAX, "run_at keeps uint64 max");
+	T_EQ_INT(out.max_attempts, 1000, "max_attempts");
+	T_OK(out.timeout_ms == UINT32_MAX, "timeout_ms keeps uint32 max");
+	T_EQ_INT(out.ttl_s, 86400, "ttl_s");
+	T_OK(out.created_at_ms == 1700000000123ull, "created_at");
+	T_EQ_INT(out.nheaders, 2, "two headers");
+	if (out.nheaders == 2) {
+		T_EQ_STR(out.headers[0].key, "trace-id", "header key");
+		T_EQ_STR(out.headers[0].value, "abc", "header value");
+		T_EQ_STR(out.headers[1].value, "", "empty header value");
+	}
+	T_EQ_INT(out.attempts, 0, "attempts are not on the wire");
+
+	/* encoding what was decoded gives the same bytes */
+	{
+		struct au_buf b2 = AU_BUF_INIT;
+
+		T_OK(au_computation_encode(&out, &b2, &err) == 0 && b2.len == b.len - 3 &&
+		     !memcmp(b2.data, b.data + 3, b2.len), "re-encoding is byte-identical");
+		au_buf_release(&b2);
+	}
+	au_computation_release(&out);
+	T_OK(out.task == NULL && out.args == NULL && out.headers == NULL, "release clears the struct");
+
+	/* no args, no queue, no headers: args read as nil, queue as default */
+	in.args = NULL;
+	in.args_len = 0;
+	in.queue = NULL;
+	in.nheaders = 0;
+	au_buf_reset(&b);
+	T_OK(au_computation_encode(&in, &b, &err) == 0, "encode without args");
+	T_OK(au_computation_decode(b.data, b.len, &out, &err) == 0, "decode without args");
+	T_OK(out.args_len == 1 && out.args[0] == 0xc0, "missing args decode as nil");
+	T_EQ_STR(out.queue, "default", "missing queue encodes as default");
+	T_EQ_INT(out.nheaders, 0, "no headers");
+	au_computation_release(&out);
+	au_buf_release(&b);
+}
+
+static void test_computation_defaults(void)
+{
+	struct au_computation c;
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+
+	base(&b, 0);
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == 0, "minimal computation decodes: %s",
+	     err.str);
+	T_EQ_STR(c.id, ID, "id");
+	T_EQ_STR(c.task, "t", "task");
+	T_EQ_STR(c.queue, "default", "queue defaults to 'default'");
+	T_EQ_INT(c.priority, 0, "priority defaults to 0");
+	T_EQ_INT(c.max_attempts, 1, "max_attempts defaults to 1");
+	T_OK(c.run_at_ms == 0 && c.created_at_ms == 0 && c.timeout_ms == 0 && c.ttl_s == 0,
+	     "times default to 0");
+	T_OK(c.args_len == 1 && c.args[0] == 0xc0, "args default to nil");
+	au_computation_release(&c);
+
+	/* unknown keys are skipped, whatever they hold */
+	T_OK(decode_json("{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"task\":\"t\","
+			 "\"future\":[1,{\"a\":null},\"x\"],\"priority\":-5}", &c, &err) == 0,
+	     "unknown keys are ignored: %s", err.str);
+	T_EQ_INT(c.priority, -5, "negative priority");
+	au_computation_release(&c);
+
+	/* integers in a signed or wider encoding than needed are still integers,
+	 * and args keep their exact bytes */
+	au_buf_reset(&b);
+	base(&b, 2);
+	au_mp_str(&b, "max_attempts", 12);
+	au_buf_append(&b, "\xd0\x05", 2);             /* int8 5 */
+	au_mp_str(&b, "args", 4);
+	au_buf_append(&b, "\xd1\x00\x07", 3);         /* int16 7 */
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == 0, "signed encodings decode: %s",
+	     err.str);
+	T_EQ_INT(c.max_attempts, 5, "int8 max_attempts");
+	T_OK(c.args_len == 3 && !memcmp(c.args, "\xd1\x00\x07", 3), "non-canonical args kept as sent");
+	au_computation_release(&c);
+	au_buf_release(&b);
+}
+
+static void expect_decode_error(const char *json, const char *msg)
+{
+	struct au_computation c;
+	struct au_err err = { 0 };
+
+	T_OK(decode_json(json, &c, &err) == -1 && err.code == AU_EPROTO, "rejected: %s", json);
+	T_EQ_STR(err.str, msg, "message");
+	T_OK(c.task == NULL && c.args == NULL && c.queue == NULL, "nothing is left allocated");
+}
+
+#define MSG(extra) "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"task\":\"t\"" extra "}"
+
+static void test_computation_errors(void)
+{
+	static const struct {
+		const char *json, *msg;
+	} cases[] = {
+		{ "{\"id\":\"0123456789abcdef0123456789abcdef\",\"task\":\"t\"}",
+		  "malformed computation: missing 'v'" },
+		{ "{\"v\":1,\"task\":\"t\"}", "malformed computation: missing 'id'" },
+		{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\"}",
+		  "malformed computation: missing 'task'" },
+		{ "{\"v\":2,\"id\":\"0123456789abcdef0123456789abcdef\",\"task\":\"t\"}",
+		  "unsupported wire version 2" },
+		{ "{\"v\":2}", "unsupported wire version 2" },
+		{ "{\"v\":\"1\"}", "malformed computation: 'v' must be an integer" },
+		{ "[1,2]", "malformed computation: not a map" },
+		{ "\"v\"", "malformed computation: not a map" },
+		{ MSG(",\"id\":5"), "malformed computation: 'id' must be 32 lowercase hex digits" },
+		{ MSG(",\"id\":\"0123456789ABCDEF0123456789abcdef\""),
+		  "malformed computation: 'id' must be 32 lowercase hex digits" },
+		{ MSG(",\"id\":\"0123456789abcdef\""),
+		  "malformed computation: 'id' must be 32 lowercase hex digits" },
+		{ MSG(",\"task\":5"), "malformed computation: 'task' must be a string" },
+		{ MSG(",\"task\":\"\""), "malformed computation: 'task' must be 1 to 200 bytes long" },
+		{ MSG(",\"task\":\"a b\""),
+		  "malformed computation: 'task' may only hold printable ascii without spaces" },
+		{ MSG(",\"task\":\"caf\\u00e9\""),
+		  "malformed computation: 'task' may only hold printable ascii without spaces" },
+		{ MSG(",\"task\":\"a\\u0000b\""), "malformed computation: 'task' must not contain NUL bytes" },
+		{ MSG(",\"queue\":null"), "malformed computation: 'queue' must be a string" },
+		{ MSG(",\"queue\":\"\""), "malformed computation: 'queue' must be 1 to 100 bytes long" },
+		{ MSG(",\"queue\":\"a/b\""),
+		  "malformed computation: 'queue' may only hold letters, digits and _.:-" },
+		{ MSG(",\"priority\":\"x\""), "malformed computation: 'priority' must be an integer" },
+		{ MSG(",\"priority\":1.0"), "malformed computation: 'priority' must be an integer" },
+		{ MSG(",\"priority\":101"), "malformed computation: 'priority' must be between -100 and 100" },
+		{ MSG(",\"priority\":-101"), "malformed computation: 'priority' must be between -100 and 100" },
+		{ MSG(",\"priority\":99999999999"), "malformed computation: 'priority' out of range" },
+		{ MSG(",\"run_at\":-1"),
+		  "malformed computation: 'run_at' must be between 0 and 18446744073709551615" },
+		{ MSG(",\"run_at\":true"), "malformed computation: 'run_at' must be an integer" },
+		{ MSG(",\"max_attempts\":0"), "malformed computation: 'max_attempts' must be between 1 and 1000" },
+		{ MSG(",\"max_attempts\":1001"),
+		  "malformed computation: 'max_attempts' must be between 1 and 1000" },
+		{ MSG(",\"max_attempts\":[]"), "malformed computation: 'max_attempts' must be an integer" },
+		{ MSG(",\"timeout_ms\":4294967296"),
+		  "malformed computation: 'timeout_ms' must be between 0 and 4294967295" },
+		{ MSG(",\"ttl_s\":{}"), "malformed computation: 'ttl_s' must be an integer" },
+		{ MSG(",\"created_at\":\"now\""), "malformed computation: 'created_at' must be an integer" },
+		{ MSG(",\"headers\":[]"), "malformed computation: 'headers' must be a map" },
+		{ MSG(",\"headers\":{\"a\":1}"), "malformed computation: a header value must be a string" },
+		{ MSG(",\"headers\":{\"a\":\"x\\u0000\"}"),
+		  "malformed computation: a header value must not contain NUL bytes" },
+		{ MSG(",\"headers\":{\"\":\"x\"}"),
+		  "malformed computation: a header key must be 1 to 1024 bytes long" },
+	};
+	struct au_computation c;
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	char *json;
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(cases); i++)
+		expect_decode_error(cases[i].json, cases[i].msg);
+
+	/* lengths at and over the limits */
+	json = malloc(5000);
+	snprintf(json, 5000, MSG(",\"task\":\"%0200d\",\"queue\":\"%0100d\""), 0, 0);
+	T_OK(decode_json(json, &c, &err) == 0, "200-byte task and 100-byte queue are fine");
+	au_computation_release(&c);
+	snprintf(json, 5000, MSG(",\"task\":\"%0201d\""), 0);
+	expect_decode_error(json, "malformed computation: 'task' must be 1 to 200 bytes long");
+	snprintf(json, 5000, MSG(",\"queue\":\"%0101d\""), 0);
+	expect_decode_error(json, "malformed computation: 'queue' must be 1 to 100 bytes long");
+	snprintf(json, 5000, MSG(",\"headers\":{\"k\":\"%01024d\"}"), 0);
+	T_OK(decode_json(json, &c, &err) == 0, "1024-byte header value is fine");
+	au_computation_release(&c);
+	snprintf(json, 5000, MSG(",\"headers\":{\"k\":\"%01025d\"}"), 0);
+	expect_decode_error(json, "malformed computation: a header value must be 0 to 1024 bytes long");
+	strcpy(json, MSG(",\"headers\":{"));
+	json[strlen(json) - 1] = '\0';   /* drop the closing brace */
+	for (i = 0; i < AU_MAX_HEADERS + 1; i++)
+		sprintf(json + strlen(json), "%s\"h%zu\":\"v\"", i ? "," : "", i);
+	strcat(json, "}}");
+	expect_decode_error(json, "malformed computation: 'headers' may hold at most 32 entries");
+	free(json);
+
+	/* map keys that are not strings, duplicate keys */
+	base(&b, 1);
+	au_mp_uint(&b, 7);
+	au_mp_nil(&b);
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == -1 &&
+	     !strcmp(err.str, "malformed computation: map keys must be strings"), "integer key: %s",
+	     err.str);
+	au_buf_reset(&b);
+	base(&b, 1);
+	au_mp_str(&b, "task", 4);
+	au_mp_str(&b, "u", 1);
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == -1 &&
+	     !strcmp(err.str, "malformed computation: duplicate key 'task'"), "duplicate key: %s",
+	     err.str);
+	au_buf_release(&b);
+}
+
+static void test_computation_encode_errors(void)
+{
+	struct au_computation c;
+	struct au_header h[2];
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	unsigned char *big;
+
+	au_buf_puts(&b, "keep");
+	fill_computation(&c, h);
+	strcpy(c.id, "nothex");
+	T_OK(au_computation_encode(&c, &b, &err) == -1 && err.code == AU_EINVAL, "bad id refused");
+	T_EQ_STR(err.str, "invalid computation: 'id' must be 32 lowercase hex digits", "message");
+	T_OK(b.len == 4, "a failed encode appends nothing");
+
+	fill_computation(&c, h);
+	c.task = NULL;
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "no task refused");
+	T_EQ_STR(err.str, "invalid computation: missing 'task'", "message");
+
+	fill_computation(&c, h);
+	c.queue = (char *)"no spaces";
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "bad queue refused");
+	T_EQ_STR(err.str, "invalid computation: 'queue' may only hold letters, digits and _.:-", "message");
+
+	fill_computation(&c, h);
+	c.max_attempts = 0;
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "max_attempts 0 refused");
+	fill_computation(&c, h);
+	c.priority = 101;
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "priority 101 refused");
+	fill_computation(&c, h);
+	h[1].value = NULL;
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "NULL header value refused");
+	T_EQ_STR(err.str, "invalid computation: missing a header value", "message");
+
+	fill_computation(&c, h);
+	c.args = (unsigned char *)"\xc1";
+	c.args_len = 1;
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "malformed args refused");
+	T_EQ_STR(err.str, "invalid computation: invalid byte 0xc1 at byte 0", "message");
+	c.args = (unsigned char *)"\x01\x02";
+	c.args_len = 2;
+	T_OK(au_computation_encode(&c, &b, &err) == -1, "two values as args refused");
+	T_EQ_STR(err.str, "invalid computation: trailing bytes at byte 1", "message");
+
+	/* args of 1.1 MB: the message is over AU_MAX_MESSAGE */
+	big = malloc(1100000);
+	big[0] = 0xc6;   /* bin32 */
+	big[1] = 0x00;
+	big[2] = 0x10;
+	big[3] = 0xc8;
+	big[4] = 0xdb;   /* 1099995 */
+	memset(big + 5, 'x', 1100000 - 5);
+	fill_computation(&c, h);
+	c.args = big;
+	c.args_len = 1100000;
+	T_OK(au_computation_encode(&c, &b, &err) == -1 && err.code == AU_ETOOBIG, "1.1 MB args refused");
+	T_OK(has(err.str, "computation too large: ") && has(err.str, "(limit 1048576)"), "message: %s",
+	     err.str);
+	T_OK(b.len == 4, "nothing appended");
+	free(big);
+	au_buf_release(&b);
+}
+
+/* Nested arrays around a 1: depth containers. */
+static void nested(struct au_buf *b, unsigned depth)
+{
+	unsigned i;
+
+	for (i = 0; i < depth; i++)
+		au_mp_array(b, 1);
+	au_mp_uint(b, 1);
+}
+
+static void test_hostile(void)
+{
+	static const struct {
+		const char *bytes;
+		size_t len;
+		const char *msg;
+	} cases[] = {
+		{ "\xdd\x02\xfa\xf0\x80", 5, "malformed msgpack: array of 50000000 elements in 5 bytes" },
+		{ "\xdd\xff\xff\xff\xff", 5, "malformed msgpack: array of 4294967295 elements in 5 bytes" },
+		{ "\xdf\xff\xff\xff\xff", 5, "malformed msgpack: map of 4294967295 elements in 5 bytes" },
+		{ "\x82\xc0\xc0\xc0", 4, "malformed msgpack: map of 2 elements in 4 bytes" },
+		{ "\xdb\xff\xff\xff\xff" "a", 6, "malformed msgpack: truncated at byte 6" },
+		{ "\xc6\xff\xff\xff\xff" "a", 6, "malformed msgpack: truncated at byte 6" },
+		{ "\xc9\xff\xff\xff\xff\x01", 6, "malformed msgpack: truncated at byte 6" },
+		{ "\xd8\x01", 2, "malformed msgpack: truncated at byte 2" },
+		{ "\xcf\x00\x00", 3, "malformed msgpack: truncated at byte 3" },
+		{ "", 0, "malformed msgpack: truncated at byte 0" },
+		{ "\xc1", 1, "malformed msgpack: invalid byte 0xc1 at byte 0" },
+		{ "\x92\x01\xc1", 3, "malformed msgpack: invalid byte 0xc1 at byte 2" },
+		{ "\xc0\xc0", 2, "malformed msgpack: trailing bytes at byte 1" },
+	};
+	struct au_computation c;
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	unsigned char *big;
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(cases); i++) {
+		const unsigned char *p = (const unsigned char *)cases[i].bytes;
+
+		T_OK(au_msgpack_check(p, cases[i].len, AU_MAX_DEPTH, &err) == -1 && err.code == AU_EPROTO,
+		     "check rejects hostile input %zu", i);
+		T_EQ_STR(err.str, cases[i].msg, "message");
+		T_OK(au_computation_decode(p, cases[i].len, &c, &err) == -1 && err.code == AU_EPROTO &&
+		     has(err.str, "malformed computation: "), "decode rejects it: %s", err.str);
+	}
+	T_OK(au_msgpack_check((const unsigned char *)"\xd4\x01\x02", 3, AU_MAX_DEPTH, &err) == 0 &&
+	     au_msgpack_check((const unsigned char *)"\xc7\x00\x05", 3, AU_MAX_DEPTH, &err) == 0 &&
+	     au_msgpack_check((const unsigned char *)"\x92\x90\x80", 3, AU_MAX_DEPTH, &err) == 0,
+	     "ext and empty containers are well-formed");
+
+	/* nesting: msgpack-c takes 32 levels and no more, and so do we */
+	nested(&b, 32);
+	T_OK(au_msgpack_check(b.data, b.len, AU_MAX_DEPTH, &err) == 0, "32 levels pass the check");
+	{
+		char *json = au_msgpack_to_json(b.data, b.len, &err);
+
+		T_OK(json && json[0] == '[' && json[31] == '[' && json[32] == '1',
+		     "msgpack-c unpacks 32 levels too");
+		free(json);
+	}
+	T_OK(au_msgpack_check(b.data, b.len, 31, &err) == -1, "32 levels fail a check at 31");
+	T_EQ_STR(err.str, "malformed msgpack: nesting deeper than 31", "message");
+	au_buf_reset(&b);
+	nested(&b, 33);
+	T_OK(au_msgpack_check(b.data, b.len, AU_MAX_DEPTH, &err) == -1, "33 levels rejected");
+	T_EQ_STR(err.str, "malformed msgpack: nesting deeper than 32", "message");
+	T_OK(au_msgpack_check(b.data, b.len, 1000, &err) == -1, "max_depth is capped at 32");
+	au_buf_reset(&b);
+	for (i = 0; i < 33; i++)
+		au_mp_array(&b, 0 + (i < 32));
+	T_OK(au_msgpack_check(b.data, b.len, AU_MAX_DEPTH, &err) == -1,
+	     "an empty innermost array counts as a level");
+
+	/* in a computation, args sit at level 2: 31 levels of args fit */
+	au_buf_reset(&b);
+	base(&b, 1);
+	au_mp_str(&b, "args", 4);
+	nested(&b, 31);
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == 0, "args 31 deep decode: %s", err.str);
+	au_computation_release(&c);
+	au_buf_reset(&b);
+	base(&b, 1);
+	au_mp_str(&b, "args", 4);
+	nested(&b, 32);
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == -1, "args 32 deep rejected");
+	T_EQ_STR(err.str, "malformed computation: nesting deeper than 32", "message");
+
+	/* a huge declared string inside an otherwise fine message */
+	au_buf_reset(&b);
+	base(&b, 1);
+	au_mp_str(&b, "args", 4);
+	au_buf_append(&b, "\xdb\x7f\xff\xff\xff" "abc", 8);
+	T_OK(au_computation_decode(b.data, b.len, &c, &err) == -1, "str32 with a 2 GB length rejected");
+	T_OK(has(err.str, "truncated at byte"), "message: %s", err.str);
+
+	/* a message over the limit is refused before it is read */
+	big = calloc(2000000, 1);
+	T_OK(au_computation_decode(big, 2000000, &c, &err) == -1 && err.code == AU_ETOOBIG,
+	     "2 MB computation refused");
+	T_EQ_STR(err.str, "computation too large: 2000000 bytes (limit 1048576)", "message");
+	free(big);
+
+	/* a big but honest array is fine */
+	au_buf_reset(&b);
+	au_mp_array(&b, 100000);
+	for (i = 0; i < 100000; i++)
+		au_mp_nil(&b);
+	T_OK(au_msgpack_check(b.data, b.len, AU_MAX_DEPTH, &err) == 0, "100000 nils in 100005 bytes");
+	au_buf_release(&b);
+}
+
+static void test_truncation(void)
+{
+	struct au_computation c;
+	struct au_record r;
+	struct au_header h[2];
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	size_t n, rejected = 0;
+
+	fill_computation(&c, h);
+	au_computation_encode(&c, &b, &err);
+	for (n = 0; n < b.len; n++) {
+		/* a fresh heap copy, so that ASan sees any read past its end */
+		unsigned char *p = malloc(n ? n : 1);
+
+		memcpy(p, b.data, n);
+		if (au_computation_decode(p, n, &c, &err) == -1 && err.code == AU_EPROTO &&
+		    au_msgpack_check(p, n, AU_MAX_DEPTH, &err) == -1 &&
+		    au_record_decode(p, n, &r, &err) == -1)
+			rejected++;
+		free(p);
+	}
+	T_EQ_INT(rejected, b.len, "every proper prefix of a computation is rejected");
+	au_buf_release(&b);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+/* Mutates a copy of msg[0..len) with 1 to 4 flips, sets, inserts, deletes. */
+static size_t mutate(const unsigned char *msg, size_t len, unsigned char *out)
+{
+	unsigned k, edits = 1 + rng() % 4;
+	size_t n = len, at;
+
+	memcpy(out, msg, len);
+	for (k = 0; k < edits; k++) {
+		at = n ? rng() % n : 0;
+		switch (rng() % 4) {
+		case 0:
+			if (n)
+				out[at] ^= (unsigned char)(1u << (rng() % 8));
+			break;
+		case 1:
+			if (n)
+				out[at] = (unsigned char)rng();
+			break;
+		case 2:
+			memmove(out + at + 1, out + at, n - at);
+			out[at] = (unsigned char)rng();
+			n++;
+			break;
+		default:
+			if (n) {
+				memmove(out + at, out + at + 1, n - at - 1);
+				n--;
+			}
+		}
+	}
+	return n;
+}
+
+static void test_fuzz(void)
+{
+	struct au_computation c, c2;
+	struct au_record r, r2, in;
+	struct au_header h[2];
+	struct au_buf msg = AU_BUF_INIT, rec = AU_BUF_INIT, again = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	unsigned long ok = 0, bad = 0, odd = 0, i;
+
+	fill_computation(&c, h);
+	au_record_init(&in);
+	memcpy(in.id, ID, sizeof(ID));
+	in.status = AU_COMPLETED;
+	in.result = (unsigned char *)"\x92\xa2hi\xcb\x3f\xf8\0\0\0\0\0\0";
+	in.result_len = 13;
+	in.task = (char *)"t";
+	in.worker = (char *)"host:1";
+	in.finished_at_ms = 1;
+	T_OK(au_computation_encode(&c, &msg, &err) == 0 && au_record_encode(&in, &rec, &err) == 0,
+	     "fuzz seeds encode: %s", err.str);
+
+	for (i = 0; i < 200000; i++) {
+		int is_record = i % 4 == 3;
+		const struct au_buf *src = is_record ? &rec : &msg;
+		unsigned char *p = malloc(src->len + 8);
+		size_t n = mutate(src->data, src->len, p);
+		char *json;
+
+		if (is_record ? au_record_decode(p, n, &r, &err) == 0
+			      : au_computation_decode(p, n, &c, &err) == 0) {
+			ok++;
+			au_buf_reset(&again);
+			/* whatever decodes must encode and decode again */
+			if (is_record) {
+				if (au_record_encode(&r, &again, &err) < 0 ||
+				    au_record_decode(again.data, again.len, &r2, &err) < 0)
+					odd++;
+				else
+					au_record_release(&r2);
+				au_record_release(&r);
+			} else {
+				if (au_computation_encode(&c, &again, &err) < 0 ||
+				    au_computation_decode(again.data, again.len, &c2, &err) < 0)
+					odd++;
+				else
+					au_computation_release(&c2);
+				au_computation_release(&c);
+			}
+		} else {
+			bad++;
+			if (err.code != AU_EPROTO || !err.str[0])
+				odd++;
+		}
+		/* a mutant that passes the check must unpack in msgpack-c too */
+		json = au_msgpack_to_json(p, n, &err);
+		if (!json && err.code == AU_ENOMEM)
+			odd++;
+		free(json);
+		free(p);
+	}
+	T_OK(ok > 1000 && bad > 1000, "fuzz: %lu mutants decoded, %lu rejected", ok, bad);
+	T_EQ_INT(odd, 0, "fuzz: decoded mutants re-encode, rejections are AU_EPROTO, checked ones unpack");
+	au_buf_release(&msg);
+	au_buf_release(&rec);
+	au_buf_release(&again);
+}
+
+static void test_record(void)
+{
+	struct au_record in, out;
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	unsigned char *big;
+
+	au_record_init(&in);
+	au_id_new(in.id);
+	in.status = AU_COMPLETED;
+	in.result = (unsigned char *)"\xc4\x03" "a\0b";
+	in.result_len = 5;
+	in.error = (char *)"previous attempt: timeout";
+	in.task = (char *)"clickhouse.query";
+	in.queue = (char *)"q";
+	in.worker = (char *)"host:42";
+	in.attempts = 3;
+	in.ttl_s = UINT32_MAX;
+	in.created_at_ms = 1;
+	in.started_at_ms = 2;
+	in.finished_at_ms = 3;
+	in.expires_at_ms = UINT64_MAX;
+	T_OK(au_record_encode(&in, &b, &err) == 0, "encode full record: %s", err.str);
+	T_OK(au_record_decode(b.data, b.len, &out, &err) == 0, "decode full record: %s", err.str);
+	T_EQ_STR(out.id, in.id, "id");
+	T_EQ_INT(out.status, AU_COMPLETED, "status");
+	T_OK(out.result_len == 5 && !memcmp(out.result, in.result, 5), "binary result with NUL kept");
+	T_EQ_STR(out.error, in.error, "error");
+	T_EQ_STR(out.task, in.task, "task");
+	T_EQ_STR(out.queue, "q", "queue");
+	T_EQ_STR(out.worker, "host:42", "worker");
+	T_EQ_INT(out.attempts, 3, "attempts");
+	T_OK(out.ttl_s == UINT32_MAX, "ttl_s");
+	T_OK(out.created_at_ms == 1 && out.started_at_ms == 2 && out.finished_at_ms == 3 &&
+	     out.expires_at_ms == UINT64_MAX, "timestamps");
+	au_record_release(&out);
+
+	/* a minimal record: no result, no strings */
+	au_buf_reset(&b);
+	au_record_init(&in);
+	memcpy(in.id, ID, sizeof(ID));
+	in.status = AU_RUNNING;
+	T_OK(au_record_encode(&in, &b, &err) == 0 && au_record_decode(b.data, b.len, &out, &err) == 0,
+	     "minimal record round trip");
+	T_OK(out.status == AU_RUNNING && !out.result && !out.result_len && !out.error && !out.task &&
+	     !out.worker && !out.queue, "absent fields stay NULL");
+	au_record_release(&out);
+	au_buf_release(&b);
+
+	{
+		static const struct {
+			const char *json, *msg;
+		} cases[] = {
+			{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\"}", "malformed record: missing 'status'" },
+			{ "{\"v\":1,\"status\":\"failed\"}", "malformed record: missing 'id'" },
+			{ "{\"status\":\"failed\"}", "malformed record: missing 'v'" },
+			{ "{\"v\":3,\"status\":\"failed\"}", "unsupported wire version 3" },
+			{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"bogus\"}",
+			  "malformed record: 'status' must be a status name, not 'bogus'" },
+			{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":2}",
+			  "malformed record: 'status' must be a string" },
+			{ "{\"v\":1,\"id\":\"x\",\"status\":\"failed\"}",
+			  "malformed record: 'id' must be 32 lowercase hex digits" },
+			{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"failed\",\"error\":1}",
+			  "malformed record: 'error' must be a string" },
+			{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"failed\","
+			  "\"attempts\":-1}", "malformed record: 'attempts' must be between 0 and 4294967295" },
+			{ "{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"status\":\"failed\","
+			  "\"expires_at\":1.5}", "malformed record: 'expires_at' must be an integer" },
+		};
+		size_t i, len;
+
+		for (i = 0; i < AU_ARRAY_SIZE(cases); i++) {
+			unsigned char *p = mp(cases[i].json, &len);
+
+			T_OK(au_record_decode(p, len, &out, &err) == -1 && err.code == AU_EPROTO,
+			     "record rejected: %s", cases[i].json);
+			T_EQ_STR(err.str, cases[i].msg, "message");
+			free(p);
+		}
+	}
+
+	/* limits */
+	au_record_init(&in);
+	memcpy(in.id, ID, sizeof(ID));
+	in.status = 42;
+	T_OK(au_record_encode(&in, &b, &err) == -1 && err.code == AU_EINVAL, "bad status refused: %s",
+	     err.str);
+	in.status = AU_COMPLETED;
+	in.result = (unsigned char *)"\x01\x02";
+	in.result_len = 2;
+	T_OK(au_record_encode(&in, &b, &err) == -1 && b.len == 0, "two values as a result refused");
+	big = malloc(AU_MAX_RESULT + 100);
+	memset(big, 0, AU_MAX_RESULT + 100);
+	big[0] = 0xc6;   /* bin32 of AU_MAX_RESULT + 95 bytes */
+	big[1] = 0x01;
+	big[2] = 0x00;
+	big[3] = 0x00;
+	big[4] = 95;
+	in.result = big;
+	in.result_len = AU_MAX_RESULT + 100;
+	T_OK(au_record_encode(&in, &b, &err) == -1 && err.code == AU_ETOOBIG, "17 MB record refused");
+	T_OK(has(err.str, "record too large: ") && has(err.str, "(limit 16777216)"), "message: %s",
+	     err.str);
+	T_OK(au_record_decode(big, AU_MAX_RESULT + 100, &out, &err) == -1 && err.code == AU_ETOOBIG,
+	     "17 MB record not decoded");
+	/* a result just under the limit is fine */
+	big[4] = 0;
+	in.result_len = AU_MAX_RESULT - 200;
+	big[1] = (unsigned char)((in.result_len - 5) >> 24);
+	big[2] = (unsigned char)((in.result_len - 5) >> 16);
+	big[3] = (unsigned char)((in.result_len - 5) >> 8);
+	big[4] = (unsigned char)(in.result_len - 5);
+	T_OK(au_record_encode(&in, &b, &err) == 0 && au_record_decode(b.data, b.len, &out, &err) == 0 &&
+	     out.result_len == in.result_len, "a 16 MB - 200 result round-trips: %s", err.str);
+	au_record_release(&out);
+	free(big);
+	au_buf_release(&b);
+}
+
+static void expect_bytes(const struct au_buf *b, const char *hex, const char *name)
+{
+	char got[128] = "";
+	size_t i;
+
+	for (i = 0; i < b->len && i < 60; i++)
+		sprintf(got + 2 * i, "%02x", b->data[i]);
+	T_EQ_STR(got, hex, name);
+}
+
+static void test_mp_helpers(void)
+{
+	struct au_buf b = AU_BUF_INIT;
+
+	au_mp_nil(&b);
+	au_mp_bool(&b, 1);
+	au_mp_bool(&b, 0);
+	expect_bytes(&b, "c0c3c2", "nil true false");
+	au_buf_reset(&b);
+	au_mp_int(&b, -1);
+	au_mp_int(&b, -129);
+	au_mp_int(&b, 5);
+	expect_bytes(&b, "ffd1ff7f05", "ints");
+	au_buf_reset(&b);
+	au_mp_uint(&b, UINT64_MAX);
+	expect_bytes(&b, "cfffffffffffffffff", "uint64 max");
+	au_buf_reset(&b);
+	au_mp_double(&b, 1.5);
+	expect_bytes(&b, "cb3ff8000000000000", "double");
+	au_buf_reset(&b);
+	au_mp_str(&b, "a\0b", 3);
+	au_mp_str(&b, NULL, 0);
+	expect_bytes(&b, "a3610062a0", "strings");
+	au_buf_reset(&b);
+	au_mp_array(&b, 3);
+	au_mp_map(&b, 70000);
+	expect_bytes(&b, "93df00011170", "array and map headers");
+	au_buf_release(&b);
+}
+
+static void test_json(void)
+{
+	static const struct {
+		const char *json, *hex;
+	} good[] = {
+		{ "{\"a\":[1,-2,1.5,\"x\",true,false,null]}",
+		  "81a16197" "01" "fe" "cb3ff8000000000000" "a178" "c3" "c2" "c0" },
+		{ "42", "2a" },
+		{ "\"a\\u0000b\"", "a3610062" },
+		{ "[]", "90" },
+		{ "{}", "80" },
+		{ "-9223372036854775808", "d38000000000000000" },
+		{ "9223372036854775807", "cf7fffffffffffffff" },
+	};
+	static const struct {
+		const char *hex, *json;
+	} to_json[] = {
+		{ "c4026869", "\"hi\"" },                 /* bin that is text */
+		{ "ca3fc00000", "1.5" },                  /* float32 */
+		{ "d0fb", "-5" },
+		{ "82a17a01a16180", "{\"z\":1,\"a\":{}}" }, /* key order kept */
+		{ "a2c3a9", "\"\xc3\xa9\"" },
+	};
+	static const struct {
+		const char *hex, *msg;
+	} bad[] = {
+		{ "cfffffffffffffffff",
+		  "unable to convert msgpack to json: integer 18446744073709551615 out of range" },
+		{ "d40100", "unable to convert msgpack to json: ext values have no json form" },
+		{ "810102", "unable to convert msgpack to json: map keys must be strings" },
+		{ "c401ff", "unable to convert msgpack to json: binary value is not valid utf-8" },
+		{ "a1ff", "unable to convert msgpack to json: string is not valid utf-8" },
+		{ "81a1ff01", "unable to convert msgpack to json: map key is not valid utf-8" },
+		{ "cb7ff8000000000000", "unable to convert msgpack to json: float is not finite" },
+		{ "c1", "malformed msgpack: invalid byte 0xc1 at byte 0" },
+	};
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	unsigned char *out;
+	size_t i, len;
+	char *s, deep[200];
+
+	for (i = 0; i < AU_ARRAY_SIZE(good); i++) {
+		T_OK(au_json_to_msgpack(good[i].json, &out, &len, &err) == 0, "json %s converts: %s",
+		     good[i].json, err.str);
+		au_buf_reset(&b);
+		au_buf_append(&b, out, len);
+		expect_bytes(&b, good[i].hex, good[i].json);
+		s = au_msgpack_to_json(out, len, &err);
+		T_EQ_STR(s, good[i].json, "and back to the same json");
+		free(s);
+		free(out);
+	}
+	for (i = 0; i < AU_ARRAY_SIZE(to_json); i++) {
+		unsigned char raw[32];
+		size_t j, n = strlen(to_json[i].hex) / 2;
+
+		for (j = 0; j < n; j++)
+			sscanf(to_json[i].hex + 2 * j, "%2hhx", &raw[j]);
+		s = au_msgpack_to_json(raw, n, &err);
+		T_EQ_STR(s, to_json[i].json, to_json[i].hex);
+		free(s);
+	}
+	for (i = 0; i < AU_ARRAY_SIZE(bad); i++) {
+		unsigned char raw[32];
+		size_t j, n = strlen(bad[i].hex) / 2;
+
+		for (j = 0; j < n; j++)
+			sscanf(bad[i].hex + 2 * j, "%2hhx", &raw[j]);
+		s = au_msgpack_to_json(raw, n, &err);
+		T_OK(!s && err.code != AU_OK, "msgpack %s has no json", bad[i].hex);
+		T_EQ_STR(err.str, bad[i].msg, "message");
+		free(s);
+	}
+
+	T_OK(au_json_to_msgpack("{\"a\":", &out, &len, &err) == -1 && err.code == AU_EINVAL && !out,
+	     "truncated json refused");
+	T_OK(has(err.str, "invalid json at line 1 column 5: "), "message: %s", err.str);
+	T_OK(au_json_to_msgpack("[1,\n2,,3]", &out, &len, &err) == -1, "bad json refused");
+	T_OK(has(err.str, "invalid json at line 2 column "), "message: %s", err.str);
+	T_OK(au_json_to_msgpack("18446744073709551616", &out, &len, &err) == -1,
+	     "integer over int64 refused: %s", err.str);
+
+	/* nesting: 32 levels fine, 33 refused */
+	memset(deep, '[', 32);
+	memset(deep + 32, ']', 32);
+	deep[64] = '\0';
+	T_OK(au_json_to_msgpack(deep, &out, &len, &err) == 0 && len == 32, "json 32 deep converts");
+	free(out);
+	memset(deep, '[', 33);
+	memset(deep + 33, ']', 33);
+	deep[66] = '\0';
+	T_OK(au_json_to_msgpack(deep, &out, &len, &err) == -1 && err.code == AU_EINVAL,
+	     "json 33 deep refused");
+	T_EQ_STR(err.str, "json nested deeper than 32", "message");
+	strcpy(deep, "{\"a\":");
+	for (i = 0; i < 40; i++)
+		strcat(deep, "[");
+	T_OK(au_json_to_msgpack(deep, &out, &len, &err) == -1, "unterminated deep json refused");
+	au_buf_release(&b);
+}
+
+int main(void)
+{
+	test_computation_roundtrip();
+	test_computation_defaults();
+	test_computation_errors();
+	test_computation_encode_errors();
+	test_hostile();
+	test_truncation();
+	test_record();
+	test_mp_helpers();
+	test_json();
+	test_fuzz();
+	return t_done();
+}

@@ -1,0 +1,1053 @@
+/*
+ * test_queue_conformance.c - one suite, run unchanged on every queue backend
+ * named on the command line (default: $AU_TEST_REDIS and
+ * memory://conformance), against the real thing. Each case works on a queue
+ * of its own; the Redis backend also gets cases that write its layout by
+ * hand, kill its connections and flush its scripts.
+ *
+ *   test_queue_conformance [url...]
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <hiredis.h>
+
+#include "harness.h"
+#include "queue.h"
+
+#define LONG_LEASE 30000
+
+/* T_EQ_INT evaluates its arguments twice; calls go through this */
+#define EQ(a, b, name) do { \
+		long long a_ = (long long)(a), b_ = (long long)(b); \
+		T_EQ_INT(a_, b_, name); \
+	} while (0)
+
+static const char *url;           /* the backend under test */
+
+static struct au_queue *open_queue(void)
+{
+	struct au_queue *q = au_queue_open(url);
+
+	if (!T_OK(q && q->err.code == AU_OK, "open '%s' (%s)", url, q ? q->err.str : "oom")) {
+		au_queue_close(q);
+		exit(t_done());
+	}
+	return q;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static uint64_t ms_since(uint64_t t0_us)
+{
+	return (au_mono_us() - t0_us) / 1000;
+}
+
+/* A queue name of its own for each case. */
+static void fresh(char name[64], const char *what)
+{
+	snprintf(name, 64, "conf-%s-%08llx", what, (unsigned long long)(au_random64() & 0xffffffff));
+}
+
+/* A computation for queue with args [i]. */
+static void make(struct au_computation *c, const char *queue, int i)
+{
+	struct au_buf b = AU_BUF_INIT;
+
+	au_computation_init(c);
+	au_id_new(c->id);
+	c->task = au_strdup("noop");
+	c->queue = au_strdup(queue);
+	au_mp_array(&b, 1);
+	au_mp_int(&b, i);
+	c->args = au_buf_detach(&b, &c->args_len);
+	c->max_attempts = 3;
+	c->ttl_s = 60;
+	c->created_at_ms = au_now_ms();
+}
+
+static void release_all(struct au_computation *cs, size_t n)
+{
+	while (n--)
+		au_computation_release(&cs[n]);
+}
+
+static int push1(struct au_queue *q, const struct au_computation *c)
+{
+	return q->ops->push(q, c, 1);
+}
+
+/* Leases and checks that the call itself worked. */
+static size_t lease(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		    uint32_t block_ms, struct au_lease *out)
+{
+	size_t n = 0;
+	int rc = q->ops->lease(q, queue, max, lease_ms, block_ms, out, &n);
+
+	if (rc < 0)
+		T_OK(0, "lease from '%s': %s", queue, q->err.str);
+	return n;
+}
+
+static void leases_release(struct au_lease *l, size_t n)
+{
+	while (n--)
+		au_lease_release(&l[n]);
+}
+
+/* The applied flag of one fenced write, named by op; -1 if the call failed. */
+static int applied1(struct au_queue *q, const char *queue, const struct au_ref *ref,
+		    const char *op)
+{
+	int applied = -1, rc = -1;
+	uint64_t delay = 0;
+	const char *text = "stale";
+
+	if (!strcmp(op, "ack"))
+		rc = q->ops->ack(q, queue, ref, 1, &applied);
+	else if (!strcmp(op, "retry"))
+		rc = q->ops->retry(q, queue, ref, 1, &delay, &text, &applied);
+	else if (!strcmp(op, "release"))
+		rc = q->ops->release(q, queue, ref, 1, &applied);
+	else if (!strcmp(op, "bury"))
+		rc = q->ops->bury(q, queue, ref, 1, &text, &applied);
+	else if (!strcmp(op, "extend"))
+		rc = q->ops->extend(q, queue, ref, 1, LONG_LEASE, &applied);
+	return rc < 0 ? -1 : applied;
+}
+
+/* The state of id, or minus the error code. */
+static int peek(struct au_queue *q, const char *queue, const char *id, struct au_job_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	return q->ops->peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+}
+
+static struct au_queue_stats stats(struct au_queue *q, const char *queue)
+{
+	struct au_queue_stats st = { 0, 0, 0, 0 };
+
+	if (q->ops->stats(q, queue, &st) < 0)
+		T_OK(0, "stats of '%s': %s", queue, q->err.str);
+	return st;
+}
+
+/* ---- cases ---- */
+
+static void test_roundtrip(struct au_queue *q)
+{
+	char k1[] = "trace", v1[] = "abc", k2[] = "user", v2[] = "ann";
+	struct au_header h[] = { { k1, v1 }, { k2, v2 } };
+	struct au_computation c, d;
+	struct au_lease l[4];
+	struct au_job_info info;
+	struct au_err err;
+	char name[64];
+	size_t n;
+	int applied = -1;
+
+	fresh(name, "roundtrip");
+	make(&c, name, 42);
+	c.priority = 7;
+	c.timeout_ms = 1500;
+	c.headers = h;
+	c.nheaders = 2;
+	T_OK(push1(q, &c) == 0, "push one (%s)", q->err.str);
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	EQ(n, 1, "lease gets it");
+	if (n == 1) {
+		T_EQ_STR(l[0].ref.id, c.id, "leased id");
+		EQ(l[0].attempts, 1, "first attempt");
+		T_OK(strlen(l[0].ref.token) > 0, "a token '%s'", l[0].ref.token);
+		T_OK(au_computation_decode(l[0].body, l[0].body_len, &d, &err) == 0, "body decodes");
+		T_EQ_STR(d.task, "noop", "task");
+		T_EQ_STR(d.queue, name, "queue");
+		T_OK(d.args_len == c.args_len && !memcmp(d.args, c.args, c.args_len), "args bytes");
+		EQ(d.priority, 7, "priority");
+		EQ(d.max_attempts, 3, "max_attempts");
+		EQ(d.timeout_ms, 1500, "timeout_ms");
+		EQ(d.created_at_ms, c.created_at_ms, "created_at");
+		T_OK(d.nheaders == 2 && !strcmp(d.headers[1].key, "user") &&
+		     !strcmp(d.headers[1].value, "ann"), "headers");
+		au_computation_release(&d);
+		EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "peek: leased");
+		T_OK(q->ops->ack(q, name, &l[0].ref, 1, &applied) == 0 && applied == 1, "ack applies");
+		EQ(peek(q, name, c.id, &info), -AU_ENOTFOUND, "acked: gone");
+		EQ(stats(q, name).leased, 0, "nothing leased after the ack");
+		EQ(lease(q, name, 4, LONG_LEASE, 0, l), 0, "nothing left to lease");
+	}
+	leases_release(l, n);
+	c.headers = NULL;
+	c.nheaders = 0;
+	au_computation_release(&c);
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Pushes n computations (batches of batch), their sorted ids into ids. */
+static void push_many(struct au_queue *q, const char *name, size_t n, size_t batch,
+		      char (*ids)[AU_ID_SIZE])
+{
+	struct au_computation *cs = calloc(batch, sizeof(*cs));
+	size_t i, k;
+
+	for (i = 0; i < n; i += batch) {
+		size_t m = n - i < batch ? n - i : batch;
+
+		for (k = 0; k < m; k++) {
+			make(&cs[k], name, (int)(i + k));
+			memcpy(ids[i + k], cs[k].id, AU_ID_SIZE);
+		}
+		if (!T_OK(q->ops->push(q, cs, m) == 0, "push %zu (%s)", m, q->err.str))
+			i = n;
+		release_all(cs, m);
+	}
+	qsort(ids, n, AU_ID_SIZE, id_cmp);
+	free(cs);
+}
+
+static void test_batch(struct au_queue *q)
+{
+	enum { N = 1000 };
+	static char ids[N][AU_ID_SIZE];
+	static int seen[N];
+	struct au_lease l[100];
+	struct au_ref refs[100];
+	int applied[100];
+	char name[64];
+	size_t n, i, total = 0, twice = 0, acked = 0;
+
+	fresh(name, "batch");
+	memset(seen, 0, sizeof(seen));
+	push_many(q, name, N, N, ids);
+	EQ(stats(q, name).ready, N, "1000 ready after one batch push");
+	while ((n = lease(q, name, 100, LONG_LEASE, 0, l)) > 0) {
+		T_OK(n <= 100, "a lease gives at most max");
+		for (i = 0; i < n; i++) {
+			char (*hit)[AU_ID_SIZE] = bsearch(l[i].ref.id, ids, N, AU_ID_SIZE, id_cmp);
+
+			if (hit && seen[hit - ids]++)
+				twice++;
+			refs[i] = l[i].ref;
+		}
+		total += n;
+		if (q->ops->ack(q, name, refs, n, applied) == 0)
+			for (i = 0; i < n; i++)
+				acked += applied[i] == 1;
+		leases_release(l, n);
+		if (total > N)
+			break;
+	}
+	EQ(total, N, "leased 1000 in batches of 100");
+	EQ(twice, 0, "none twice");
+	for (i = 0; i < N && seen[i] == 1; i++)
+		;
+	EQ(i, N, "each exactly once");
+	EQ(acked, N, "all acked");
+	EQ(stats(q, name).leased, 0, "none leased at the end");
+}
+
+static void test_order(struct au_queue *q)
+{
+	static const int prio[] = { 0, 5, -3, 5, 0, 100, -100 };
+	/* indexes of prio[] in the expected order, then the late 5 (index 7) */
+	static const int want[] = { 5, 1, 3, 7, 0, 4, 2, 6 };
+	struct au_computation cs[8];
+	struct au_lease l[3];
+	char name[64];
+	size_t i, k, got = 0, n;
+	int ok = 1;
+
+	fresh(name, "order");
+	for (i = 0; i < 8; i++) {
+		make(&cs[i], name, (int)i);
+		cs[i].priority = i < 7 ? prio[i] : 5;
+	}
+	T_OK(q->ops->push(q, cs, 7) == 0 && push1(q, &cs[7]) == 0, "push mixed priorities");
+	while ((n = lease(q, name, 3, LONG_LEASE, 0, l)) > 0) {
+		for (k = 0; k < n; k++, got++)
+			if (got >= 8 || strcmp(l[k].ref.id, cs[want[got]].id))
+				ok = 0;
+		leases_release(l, n);
+	}
+	EQ(got, 8, "all leased");
+	T_OK(ok, "priority order (high first), FIFO within a priority, across lease calls");
+	release_all(cs, 8);
+}
+
+static void test_scheduled(struct au_queue *q)
+{
+	enum { LATER = 20 };
+	struct au_computation later[LATER], now;
+	struct au_lease l[LATER + 1];
+	struct au_job_info info;
+	uint64_t t0, run_at = au_now_ms() + 400;
+	char name[64];
+	size_t n, i;
+	int fifo = 1;
+
+	fresh(name, "sched");
+	for (i = 0; i < LATER; i++) {
+		make(&later[i], name, (int)i);
+		later[i].run_at_ms = run_at;
+	}
+	make(&now, name, -1);
+	T_OK(q->ops->push(q, later, LATER) == 0 && push1(q, &now) == 0,
+	     "push 20 due in the same millisecond and a ready one");
+	n = lease(q, name, LATER + 1, LONG_LEASE, 0, l);
+	T_OK(n == 1 && !strcmp(l[0].ref.id, now.id), "only the ready one is leased");
+	leases_release(l, n);
+	EQ(peek(q, name, later[0].id, &info), AU_JOB_SCHEDULED, "peek: scheduled");
+	EQ(stats(q, name).scheduled, LATER, "stats: 20 scheduled");
+	t0 = au_mono_us();
+	n = lease(q, name, LATER + 1, LONG_LEASE, 5000, l);
+	T_OK(ms_since(t0) >= 300 && ms_since(t0) < 1500,
+	     "a blocking lease returns when run_at comes (%llu ms)", (unsigned long long)ms_since(t0));
+	EQ(n, LATER, "all leased once due");
+	for (i = 0; i < n; i++)
+		fifo &= !strcmp(l[i].ref.id, later[i].id);
+	T_OK(n == LATER && fifo, "in the order they were pushed");
+	leases_release(l, n);
+	release_all(later, LATER);
+	au_computation_release(&now);
+}
+
+struct pusher {
+	const char *name;
+	unsigned delay_ms;
+	uint64_t start_us, done_us;
+	atomic_int *pushed;     /* set just before pushing, if set */
+};
+
+static void *pusher_main(void *arg)
+{
+	struct pusher *p = arg;
+	struct au_queue *q = au_queue_open(url);
+	struct au_computation c;
+
+	sleep_ms(p->delay_ms);
+	make(&c, p->name, 0);
+	if (p->pushed)
+		*p->pushed = 1;
+	p->start_us = au_mono_us();
+	if (q && !q->err.code)
+		push1(q, &c);
+	p->done_us = au_mono_us();
+	au_computation_release(&c);
+	au_queue_close(q);
+	return NULL;
+}
+
+static void test_block(struct au_queue *q)
+{
+	struct pusher p = { NULL, 200, 0, 0, NULL };
+	struct au_lease l[4];
+	char name[64];
+	pthread_t th;
+	uint64_t t0, t1;
+	size_t n;
+
+	fresh(name, "block");
+	t0 = au_mono_us();
+	n = lease(q, name, 4, LONG_LEASE, 300, l);
+	t1 = ms_since(t0);
+	EQ(n, 0, "a blocking lease on an empty queue gets nothing");
+	T_OK(t1 >= 280 && t1 < 800, "... after block_ms (%llu ms for 300)", (unsigned long long)t1);
+
+	p.name = name;
+	pthread_create(&th, NULL, pusher_main, &p);
+	n = lease(q, name, 4, LONG_LEASE, 5000, l);
+	t1 = au_mono_us();
+	pthread_join(th, NULL);
+	EQ(n, 1, "a blocking lease gets what another thread pushes");
+	T_OK(p.done_us && t1 >= p.start_us && t1 < p.done_us + 100000,
+	     "... promptly (%lld ms after the push returned)",
+	     (long long)((int64_t)t1 - (int64_t)p.done_us) / 1000);
+	leases_release(l, n);
+}
+
+static void test_stale(struct au_queue *q)
+{
+	static const char *const ops[] = { "ack", "retry", "release", "bury", "extend" };
+	struct au_computation c;
+	struct au_lease l[2];
+	struct au_job_info info;
+	struct au_ref old, wrong;
+	char name[64];
+	size_t i, n;
+	int changed = 0;
+
+	fresh(name, "stale");
+	make(&c, name, 0);
+	push1(q, &c);
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	EQ(n, 1, "leased");
+	if (n != 1)
+		goto out;
+	old = l[0].ref;
+	wrong = old;
+	snprintf(wrong.token, sizeof(wrong.token), "1-%016llx", 0x1234ull);
+	for (i = 0; i < AU_ARRAY_SIZE(ops); i++)
+		EQ(applied1(q, name, &wrong, ops[i]), 0, ops[i]);
+	EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "wrong tokens changed nothing");
+	EQ(applied1(q, name, &old, "retry"), 1, "retry with the right token");
+	leases_release(l, n);
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && l[0].attempts == 2, "leased again, attempt 2");
+	if (n != 1)
+		goto out;
+	T_OK(strcmp(l[0].ref.token, old.token) != 0, "a new token (%s, was %s)", l[0].ref.token,
+	     old.token);
+	for (i = 0; i < AU_ARRAY_SIZE(ops); i++)
+		if (applied1(q, name, &old, ops[i]) != 0)
+			changed++;
+	EQ(changed, 0, "the previous attempt's token applies to nothing");
+	T_OK(peek(q, name, c.id, &info) == AU_JOB_LEASED && info.attempts == 2,
+	     "state unchanged: leased, attempt 2");
+	EQ(applied1(q, name, &l[0].ref, "ack"), 1, "the current token acks");
+out:
+	leases_release(l, n);
+	au_computation_release(&c);
+}
+
+static void test_retry_delay(struct au_queue *q)
+{
+	struct au_computation c;
+	struct au_lease l[2];
+	struct au_job_info info;
+	const char *err = "boom";
+	uint64_t delay = 300, t0;
+	char name[64];
+	size_t n;
+	int applied = -1;
+
+	fresh(name, "retry");
+	make(&c, name, 0);
+	push1(q, &c);
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && q->ops->retry(q, name, &l[0].ref, 1, &delay, &err, &applied) == 0 &&
+	     applied == 1, "retry after 300 ms");
+	leases_release(l, n);
+	EQ(peek(q, name, c.id, &info), AU_JOB_SCHEDULED, "retrying: scheduled");
+	T_EQ_STR(info.error, "boom", "the error is kept");
+	EQ(info.attempts, 1, "the attempt counted");
+	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "not leased before the delay");
+	t0 = au_mono_us();
+	n = lease(q, name, 2, LONG_LEASE, 3000, l);
+	T_OK(n == 1 && l[0].attempts == 2, "leased after the delay, attempt 2");
+	T_OK(ms_since(t0) >= 150, "... not before (%llu ms)", (unsigned long long)ms_since(t0));
+	leases_release(l, n);
+	au_computation_release(&c);
+}
+
+static void test_release(struct au_queue *q)
+{
+	struct au_computation c;
+	struct au_lease l[2];
+	struct au_job_info info;
+	char name[64];
+	size_t n;
+
+	fresh(name, "release");
+	make(&c, name, 0);
+	push1(q, &c);
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && applied1(q, name, &l[0].ref, "release") == 1, "release applies");
+	leases_release(l, n);
+	T_OK(peek(q, name, c.id, &info) == AU_JOB_READY && info.attempts == 0,
+	     "released: ready, the attempt does not count (%u)", info.attempts);
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && l[0].attempts == 1, "leased again as attempt 1");
+	leases_release(l, n);
+	au_computation_release(&c);
+}
+
+static void test_bury(struct au_queue *q)
+{
+	struct au_computation c;
+	struct au_lease l[2];
+	struct au_job_info info;
+	const char *reason = "bad input: no table 'x'";
+	char name[64];
+	size_t n;
+	int applied = -1;
+
+	fresh(name, "bury");
+	make(&c, name, 0);
+	push1(q, &c);
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && q->ops->bury(q, name, &l[0].ref, 1, &reason, &applied) == 0 && applied == 1,
+	     "bury applies");
+	leases_release(l, n);
+	EQ(peek(q, name, c.id, &info), AU_JOB_DEAD, "buried: dead");
+	T_EQ_STR(info.error, reason, "the reason is kept");
+	EQ(stats(q, name).dead, 1, "stats: 1 dead");
+	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "the dead are not leased");
+	T_OK(q->ops->cancel(q, name, c.id) < 0 && q->err.code == AU_ENOTFOUND,
+	     "cancel of a dead one: not found");
+	au_computation_release(&c);
+}
+
+static void test_extend(struct au_queue *q)
+{
+	struct au_computation c;
+	struct au_lease l[2];
+	struct au_job_info info;
+	char name[64];
+	size_t n, requeued = 9, buried = 9;
+	int applied = -1;
+
+	fresh(name, "extend");
+	make(&c, name, 0);
+	push1(q, &c);
+	n = lease(q, name, 2, 300, 0, l);
+	T_OK(n == 1 && q->ops->extend(q, name, &l[0].ref, 1, 5000, &applied) == 0 && applied == 1,
+	     "extend a 300 ms lease to 5 s");
+	sleep_ms(600);
+	T_OK(q->ops->rescue(q, name, 100, &requeued, &buried) == 0 && requeued == 0 && buried == 0,
+	     "not rescued after 600 ms");
+	EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "still leased");
+	EQ(n == 1 ? applied1(q, name, &l[0].ref, "ack") : -1, 1, "and the token still acks");
+	leases_release(l, n);
+	au_computation_release(&c);
+}
+
+static void test_rescue(struct au_queue *q)
+{
+	struct au_computation a, b;
+	struct au_lease l[4], l2[4];
+	struct au_job_info info;
+	struct au_ref old = { "", "" };
+	char name[64];
+	size_t n, n2 = 0, requeued = 0, buried = 0, i;
+
+	fresh(name, "rescue");
+	make(&a, name, 1);
+	a.max_attempts = 2;
+	make(&b, name, 2);
+	b.max_attempts = 1;
+	T_OK(push1(q, &a) == 0 && push1(q, &b) == 0, "push two");
+	n = lease(q, name, 4, 200, 0, l);
+	EQ(n, 2, "lease both for 200 ms");
+	for (i = 0; i < n; i++)
+		if (!strcmp(l[i].ref.id, a.id))
+			old = l[i].ref;
+	leases_release(l, n);
+	sleep_ms(450);
+	EQ(stats(q, name).leased, 2, "expired leases stay until rescued");
+	T_OK(q->ops->rescue(q, name, 100, &requeued, &buried) == 0, "rescue (%s)", q->err.str);
+	EQ(requeued, 1, "one requeued");
+	EQ(buried, 1, "one at max_attempts buried");
+	EQ(peek(q, name, b.id, &info), AU_JOB_DEAD, "the buried one is dead");
+	T_EQ_STR(info.error, "lease expired after 1 attempts", "with the reason");
+	EQ(peek(q, name, a.id, &info), AU_JOB_READY, "the other is ready again");
+	n2 = lease(q, name, 4, LONG_LEASE, 0, l2);
+	T_OK(n2 == 1 && !strcmp(l2[0].ref.id, a.id) && l2[0].attempts == 2,
+	     "leased again as attempt 2");
+	EQ(applied1(q, name, &old, "ack"), 0, "the expired attempt cannot ack");
+	EQ(n2 == 1 ? applied1(q, name, &l2[0].ref, "ack") : -1, 1, "the new one can");
+	leases_release(l2, n2);
+	au_computation_release(&a);
+	au_computation_release(&b);
+}
+
+static void test_cancel(struct au_queue *q)
+{
+	struct au_computation run, wait, later;
+	struct au_lease l[4];
+	struct au_job_info info;
+	char name[64], unknown[AU_ID_SIZE];
+	size_t n;
+
+	fresh(name, "cancel");
+	make(&run, name, 0);
+	make(&wait, name, 1);
+	make(&later, name, 2);
+	later.run_at_ms = au_now_ms() + 60000;
+	push1(q, &run);
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	EQ(n, 1, "one running");
+	T_OK(push1(q, &wait) == 0 && push1(q, &later) == 0, "push a pending and a scheduled one");
+	T_OK(q->ops->cancel(q, name, wait.id) == 0, "cancel pending (%s)", q->err.str);
+	T_OK(q->ops->cancel(q, name, later.id) == 0, "cancel scheduled (%s)", q->err.str);
+	T_OK(q->ops->cancel(q, name, run.id) < 0 && q->err.code == AU_ESTATE,
+	     "cancel running: AU_ESTATE (%s)", q->err.str);
+	au_id_new(unknown);
+	T_OK(q->ops->cancel(q, name, unknown) < 0 && q->err.code == AU_ENOTFOUND,
+	     "cancel unknown: AU_ENOTFOUND (%s)", q->err.str);
+	T_OK(q->ops->cancel(q, name, wait.id) < 0 && q->err.code == AU_ENOTFOUND,
+	     "cancel twice: AU_ENOTFOUND");
+	EQ(peek(q, name, wait.id, &info), -AU_ENOTFOUND, "cancelled: gone");
+	EQ(lease(q, name, 4, LONG_LEASE, 0, l + n), 0, "cancelled ones are never leased");
+	EQ(peek(q, name, run.id, &info), AU_JOB_LEASED, "the running one is untouched");
+	leases_release(l, n);
+	au_computation_release(&run);
+	au_computation_release(&wait);
+	au_computation_release(&later);
+}
+
+static void test_stats_queues(struct au_queue *q)
+{
+	struct au_computation cs[4];
+	struct au_queue_stats st;
+	struct au_lease l[2];
+	const char *reason = "no";
+	char name[64], **names = NULL;
+	size_t i, n, nnames = 0;
+	int found = 0, applied;
+
+	fresh(name, "stats");
+	for (i = 0; i < 4; i++)
+		make(&cs[i], name, (int)i);
+	cs[3].run_at_ms = au_now_ms() + 60000;
+	T_OK(q->ops->push(q, cs, 4) == 0, "push 3 ready, 1 scheduled");
+	T_OK(q->ops->push(q, cs, 1) == 0, "push a known id again");
+	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	EQ(n, 2, "lease 2");
+	if (n)
+		q->ops->bury(q, name, &l[0].ref, 1, &reason, &applied);
+	leases_release(l, n);
+	st = stats(q, name);
+	T_OK(st.ready == 1 && st.scheduled == 1 && st.leased == 1 && st.dead == 1,
+	     "stats ready/scheduled/leased/dead = %llu/%llu/%llu/%llu (want 1/1/1/1)",
+	     (unsigned long long)st.ready, (unsigned long long)st.scheduled,
+	     (unsigned long long)st.leased, (unsigned long long)st.dead);
+	T_OK(q->ops->queues(q, &names, &nnames) == 0, "queues");
+	for (i = 0; i < nnames; i++) {
+		found |= !strcmp(names[i], name);
+		free(names[i]);
+	}
+	free(names);
+	T_OK(found, "queues lists '%s'", name);
+	st = stats(q, "conf-never-used");
+	T_OK(!st.ready && !st.scheduled && !st.leased && !st.dead, "an unknown queue is empty");
+	release_all(cs, 4);
+}
+
+struct waker {
+	struct event_base *base;
+	atomic_int calls, pushed, after_push;
+};
+
+static void on_wake(void *arg)
+{
+	struct waker *w = arg;
+
+	w->calls++;
+	if (w->pushed)
+		w->after_push++;
+	event_base_loopbreak(w->base);
+}
+
+/* Runs the loop until *v reaches want or ms pass. */
+static int run_until(struct waker *w, atomic_int *v, int want, unsigned ms)
+{
+	uint64_t t0 = au_mono_us();
+
+	while (*v < want && ms_since(t0) < ms) {
+		struct timeval tv = { 0, 100000 };
+
+		event_base_loopexit(w->base, &tv);
+		event_base_dispatch(w->base);
+	}
+	return *v >= want;
+}
+
+/* Pushes one computation to name from another thread, with w->pushed set
+ * first, and waits for the loop to see it. */
+static int wake_by_push(struct waker *w, const char *name)
+{
+	struct pusher p = { name, 50, 0, 0, &w->pushed };
+	int before = w->after_push, ok;
+	pthread_t th;
+
+	pthread_create(&th, NULL, pusher_main, &p);
+	ok = run_until(w, &w->after_push, before + 1, 5000);
+	pthread_join(th, NULL);
+	return ok;
+}
+
+static void test_watch(struct au_queue *q)
+{
+	struct waker w = { event_base_new(), 0, 0, 0 };
+	char name[64];
+
+	fresh(name, "watch");
+	if (!q->ops->watch) {
+		T_OK(0, "watch is implemented");
+		return;
+	}
+	T_OK(q->ops->watch(q, name, w.base, on_wake, &w) == 0, "watch (%s)", q->err.str);
+	T_OK(q->ops->watch(q, name, w.base, on_wake, &w) < 0 && q->err.code == AU_ESTATE,
+	     "one watch per handle");
+	T_OK(run_until(&w, &w.calls, 1, 5000), "a first wake once watching");
+	T_OK(wake_by_push(&w, name), "a push from another thread wakes the loop");
+	q->ops->unwatch(q);
+	q->ops->unwatch(q);
+	event_base_free(w.base);
+}
+
+struct leaser {
+	const char *name;
+	char (*ids)[AU_ID_SIZE];
+	atomic_int *seen;
+	size_t n, got, errors;
+};
+
+static void *leaser_main(void *arg)
+{
+	struct leaser *t = arg;
+	struct au_queue *q = au_queue_open(url);
+	struct au_lease l[25];
+	struct au_ref refs[25];
+	size_t n, i;
+
+	if (!q || q->err.code) {
+		t->errors++;
+		au_queue_close(q);
+		return NULL;
+	}
+	while (q->ops->lease(q, t->name, 25, LONG_LEASE, 0, l, &n) == 0 && n) {
+		for (i = 0; i < n; i++) {
+			char (*hit)[AU_ID_SIZE] = bsearch(l[i].ref.id, t->ids, t->n, AU_ID_SIZE, id_cmp);
+
+			if (hit)
+				t->seen[hit - t->ids]++;
+			else
+				t->errors++;
+			refs[i] = l[i].ref;
+		}
+		t->got += n;
+		if (q->ops->ack(q, t->name, refs, n, NULL) < 0)
+			t->errors++;
+		leases_release(l, n);
+	}
+	au_queue_close(q);
+	return NULL;
+}
+
+static void test_concurrent(struct au_queue *q)
+{
+	enum { N = 2000, T = 4 };
+	static char ids[N][AU_ID_SIZE];
+	static atomic_int seen[N];
+	struct leaser t[T];
+	pthread_t th[T];
+	char name[64];
+	size_t i, total = 0, errors = 0, once = 0;
+
+	fresh(name, "concurrent");
+	push_many(q, name, N, 500, ids);
+	for (i = 0; i < N; i++)
+		seen[i] = 0;
+	for (i = 0; i < T; i++) {
+		t[i] = (struct leaser){ name, ids, seen, N, 0, 0 };
+		pthread_create(&th[i], NULL, leaser_main, &t[i]);
+	}
+	for (i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		total += t[i].got;
+		errors += t[i].errors;
+	}
+	for (i = 0; i < N; i++)
+		once += seen[i] == 1;
+	EQ(errors, 0, "4 threads: no errors");
+	EQ(total, N, "4 threads leased 2000 in all");
+	EQ(once, N, "each exactly once");
+	EQ(stats(q, name).leased, 0, "all acked");
+}
+
+/* ---- the Redis layout, by hand ---- */
+
+static redisContext *raw_connect(const struct au_url *u)
+{
+	redisContext *c = redisConnect(u->host, u->port ? u->port : 6379);
+
+	if (!T_OK(c && !c->err, "raw connection to '%s'", u->text)) {
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Runs a command, 0 unless it failed or answered an error. */
+static int raw(redisContext *c, const char *fmt, ...)
+{
+	redisReply *r;
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	rc = r && r->type != REDIS_REPLY_ERROR ? 0 : -1;
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
+/* Entries written by hand: a garbage body and an id without a body. */
+static void test_redis_garbage(struct au_queue *q, redisContext *c)
+{
+	struct au_computation good, d;
+	struct au_lease l[4];
+	struct au_err err;
+	char name[64], bad[AU_ID_SIZE], ghost[AU_ID_SIZE];
+	size_t n, i;
+	int got_bad = 0, got_good = 0;
+
+	fresh(name, "garbage");
+	au_id_new(bad);
+	au_id_new(ghost);
+	T_OK(raw(c, "HSET au:{%s}:body %s xx", name, bad) == 0 &&
+	     raw(c, "RPUSH au:{%s}:ready:0 %s %s", name, bad, ghost) == 0 &&
+	     raw(c, "ZADD au:{%s}:prios 0 0", name) == 0, "garbage body and a ghost id by hand");
+	make(&good, name, 0);
+	push1(q, &good);
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	for (i = 0; i < n; i++) {
+		if (!strcmp(l[i].ref.id, bad)) {
+			got_bad = l[i].body_len == 2 && !memcmp(l[i].body, "xx", 2);
+			T_OK(au_computation_decode(l[i].body, l[i].body_len, &d, &err) < 0,
+			     "the garbage does not decode (%s)", err.str);
+		}
+		got_good |= !strcmp(l[i].ref.id, good.id);
+	}
+	EQ(n, 2, "the ghost id is dropped, the rest leased");
+	T_OK(got_bad, "the garbage body is leased as is (the worker dead-letters it)");
+	T_OK(got_good, "the good one is leased");
+	EQ(stats(q, name).ready, 0, "the ghost is gone from ready");
+	leases_release(l, n);
+	au_computation_release(&good);
+}
+
+/* Enqueued with plain commands, as docs/redis-layout.md tells other
+ * languages to. */
+static void test_redis_by_hand(struct au_queue *q, redisContext *c)
+{
+	struct au_computation hand, lib;
+	struct au_buf body = AU_BUF_INIT;
+	struct au_lease l[4];
+	struct au_err err;
+	char name[64];
+	size_t n;
+
+	fresh(name, "hand");
+	make(&hand, name, 7);
+	hand.priority = 5;
+	make(&lib, name, 8);
+	push1(q, &lib);
+	au_computation_encode(&hand, &body, &err);
+	T_OK(raw(c, "MULTI") == 0 &&
+	     raw(c, "HSET au:{%s}:body %s %b", name, hand.id, body.data, body.len) == 0 &&
+	     raw(c, "RPUSH au:{%s}:ready:5 %s", name, hand.id) == 0 &&
+	     raw(c, "ZADD au:{%s}:prios -5 5", name) == 0 && raw(c, "EXEC") == 0 &&
+	     raw(c, "PUBLISH au:{%s}:wake 1", name) == 0 &&
+	     raw(c, "SADD au:queues %s", name) == 0, "enqueue by hand");
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	T_OK(n == 2 && !strcmp(l[0].ref.id, hand.id) && l[0].attempts == 1,
+	     "the hand-made one is leased, first (priority 5)");
+	T_OK(n == 2 && l[0].body_len == body.len && !memcmp(l[0].body, body.data, body.len),
+	     "with its body");
+	leases_release(l, n);
+	au_buf_release(&body);
+	au_computation_release(&hand);
+	au_computation_release(&lib);
+}
+
+static long long raw_int(redisContext *c, const char *fmt, const char *name)
+{
+	redisReply *r = redisCommand(c, fmt, name);
+	long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+/* Done computations leave nothing behind but the pins. */
+static void test_redis_clean(struct au_queue *q, redisContext *c)
+{
+	struct au_computation cs[2];
+	struct au_lease l[4];
+	struct au_ref refs[2];
+	uint64_t delay[2] = { 0, 0 };
+	const char *err[2] = { "once", "twice" };
+	char name[64];
+	size_t n, i;
+
+	fresh(name, "clean");
+	for (i = 0; i < 2; i++)
+		make(&cs[i], name, (int)i);
+	q->ops->push(q, cs, 2);
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	for (i = 0; i < n; i++)
+		refs[i] = l[i].ref;
+	leases_release(l, n);
+	T_OK(n == 2 && q->ops->retry(q, name, refs, 2, delay, err, NULL) == 0, "retry both");
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	for (i = 0; i < n; i++)
+		refs[i] = l[i].ref;
+	leases_release(l, n);
+	T_OK(n == 2 && q->ops->ack(q, name, refs, 2, NULL) == 0, "ack both");
+	EQ(raw_int(c, "HLEN au:{%s}:body", name), 0, "no body left");
+	EQ(raw_int(c, "HLEN au:{%s}:att", name), 0, "no attempts left");
+	EQ(raw_int(c, "HLEN au:{%s}:err", name), 0, "no errors left");
+	EQ(raw_int(c, "HLEN au:{%s}:tok", name), 1, "only the pin in tok");
+	EQ(raw_int(c, "ZCARD au:{%s}:leased", name), 1, "only the pin in leased");
+	release_all(cs, 2);
+}
+
+/* A server that lost its scripts, then our connection. */
+static void test_redis_recovery(struct au_queue *q, redisContext *c)
+{
+	struct au_computation comp;
+	struct au_lease l[4];
+	char name[64];
+	size_t n;
+
+	fresh(name, "recovery");
+	make(&comp, name, 1);
+	T_OK(raw(c, "SCRIPT FLUSH") == 0, "script flush");
+	T_OK(push1(q, &comp) == 0, "push after SCRIPT FLUSH (%s)", q->err.str);
+	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	EQ(n, 1, "lease after SCRIPT FLUSH");
+	leases_release(l, n);
+	T_OK(raw(c, "CLIENT KILL TYPE normal SKIPME yes") == 0, "kill the backend's connection");
+	T_OK(q->ops->cancel(q, name, comp.id) < 0 && q->err.code == AU_ESTATE,
+	     "a non-idempotent call after the kill works (%s)", q->err.str);
+	au_computation_release(&comp);
+}
+
+/* Eviction would lose computations. */
+static void test_redis_eviction(struct au_queue *q, redisContext *c)
+{
+	struct au_queue *lru;
+	char want[200];
+
+	if (!T_OK(raw(c, "CONFIG SET maxmemory-policy allkeys-lru") == 0, "CONFIG SET maxmemory-policy"))
+		return;
+	lru = au_queue_open(q->url.text);
+	snprintf(want, sizeof(want), "redis at '%s' uses maxmemory-policy 'allkeys-lru': au needs 'noeviction'",
+		 q->url.text);
+	T_OK(lru && lru->err.code == AU_ESTATE, "allkeys-lru is refused");
+	T_EQ_STR(lru ? lru->err.str : "", want, "with a message");
+	au_queue_close(lru);
+	T_OK(raw(c, "CONFIG SET maxmemory-policy noeviction") == 0, "policy restored");
+}
+
+/* The watch connection is killed: it comes back and wakes again. */
+static void test_redis_watch(struct au_queue *q, redisContext *c)
+{
+	struct waker w = { event_base_new(), 0, 0, 0 };
+	char name[64];
+	int calls;
+
+	fresh(name, "rewatch");
+	q->ops->watch(q, name, w.base, on_wake, &w);
+	T_OK(run_until(&w, &w.calls, 1, 5000), "redis watch: subscribed");
+	T_OK(raw(c, "CLIENT KILL TYPE pubsub") == 0, "redis watch: connection killed");
+	calls = w.calls;
+	T_OK(run_until(&w, &w.calls, calls + 1, 5000), "redis watch: subscribed again");
+	T_OK(wake_by_push(&w, name), "redis watch: a push wakes the loop after the reconnect");
+	q->ops->unwatch(q);
+	event_base_free(w.base);
+}
+
+static void test_redis(struct au_queue *q)
+{
+	redisContext *c = raw_connect(&q->url);
+
+	if (!c)
+		return;
+	test_redis_garbage(q, c);
+	test_redis_by_hand(q, c);
+	test_redis_clean(q, c);
+	test_redis_recovery(q, c);
+	test_redis_eviction(q, c);
+	test_redis_watch(q, c);
+	redisFree(c);
+}
+
+static void test_redis_down(void)
+{
+	struct au_queue *down = au_queue_open("redis://127.0.0.1:1");
+
+	T_OK(down && down->err.code == AU_ECONN, "redis: server down gives AU_ECONN");
+	T_EQ_STR(down ? down->err.str : "", "unable to connect to 'redis://127.0.0.1:1': connection refused",
+		 "redis: the message");
+	au_queue_close(down);
+}
+
+static void test_registry(void)
+{
+	struct au_queue *q = au_queue_open("foo://x");
+
+	T_OK(q && q->err.code == AU_EINVAL, "unknown scheme: AU_EINVAL");
+	T_EQ_STR(q ? q->err.str : "", "unknown queue scheme 'foo' in 'foo://x'", "unknown scheme: message");
+	au_queue_close(q);
+	q = au_queue_open("redis:/oops");
+	T_OK(q && q->err.code == AU_EINVAL, "bad url: AU_EINVAL (%s)", q ? q->err.str : "oom");
+	au_queue_close(q);
+}
+
+static void run_suite(const char *u)
+{
+	struct au_queue *q;
+
+	url = u;
+	printf("# queue '%s'\n", u);
+	q = open_queue();
+	test_roundtrip(q);
+	test_batch(q);
+	test_order(q);
+	test_scheduled(q);
+	test_block(q);
+	test_stale(q);
+	test_retry_delay(q);
+	test_release(q);
+	test_bury(q);
+	test_extend(q);
+	test_rescue(q);
+	test_cancel(q);
+	test_stats_queues(q);
+	test_watch(q);
+	test_concurrent(q);
+	if (!strcmp(q->url.scheme, "redis"))
+		test_redis(q);
+	au_queue_close(q);
+}
+
+int main(int argc, char **argv)
+{
+	/* hiredis writes to sockets the server may have closed. */
+	signal(SIGPIPE, SIG_IGN);
+	test_registry();
+	test_redis_down();
+	if (argc > 1) {
+		for (int i = 1; i < argc; i++)
+			run_suite(argv[i]);
+	} else {
+		run_suite(t_env("AU_TEST_REDIS"));
+		run_suite("memory://conformance");
+	}
+	return t_done();
+}

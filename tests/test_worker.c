@@ -1,0 +1,204 @@
+/*
+ * test_worker.c - the worker embedded in a program: memory:// queue and
+ * store, the caller's event loop, a task of the program's own, the
+ * middleware chain (order of hooks, a before hook refusing), retries with
+ * their delays, timeouts that cancel the task, stop with work in flight.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "core.h"
+#include "harness.h"
+
+static char trace[4096];
+static char name_a[] = "a", name_b[] = "b";
+
+static void note(const char *fmt, const char *s)
+{
+	size_t n = strlen(trace);
+
+	snprintf(trace + n, sizeof(trace) - n, fmt, s);
+}
+
+static int mw_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	note("before:%s ", ctx);
+	for (size_t i = 0; i < run->c->nheaders; i++)
+		if (!strcmp(run->c->headers[i].key, "deny") && !strcmp(ctx, "a")) {
+			snprintf(errbuf, errlen, "denied by policy");
+			return -1;
+		}
+	return 0;
+}
+
+static void mw_after(void *ctx, struct au_run *run)
+{
+	note("after:%s ", ctx);
+	T_OK(run->status == AU_COMPLETED && run->result_len > 0, "after hook sees the result (%s)",
+	     (char *)ctx);
+}
+
+static void mw_error(void *ctx, struct au_run *run)
+{
+	note("error:%s ", ctx);
+	note("(%s) ", au_status_name(run->status));
+}
+
+static const struct au_middleware_ops mw = {
+	.name = "trace", .before = mw_before, .after = mw_after, .on_error = mw_error,
+};
+
+/* "double" task: {"x": n} -> 2n, completing on the loop later. */
+struct later {
+	struct au_task_ctx *ctx;
+	struct event *ev;
+	long long x;
+};
+
+static void double_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct later *l = arg;
+	struct au_buf b = AU_BUF_INIT;
+
+	(void)fd;
+	(void)what;
+	au_mp_int(&b, 2 * l->x);
+	event_free(l->ev);
+	au_task_complete(l->ctx, b.data, b.len);
+	au_buf_release(&b);
+	free(l);
+}
+
+static void task_double(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
+{
+	struct later *l = calloc(1, sizeof(*l));
+	struct timeval tv = { 0, 1000 };
+	char *json = au_msgpack_to_json(c->args, c->args_len, NULL);
+
+	(void)arg;
+	l->ctx = ctx;
+	l->x = json ? strtoll(strchr(json, ':') + 1, NULL, 10) : 0;
+	free(json);
+	l->ev = evtimer_new(au_task_base(ctx), double_done, l);
+	evtimer_add(l->ev, &tv);
+}
+
+static struct au_handle *submit(struct au_client *cl, const char *task, const char *json,
+				const struct au_enqueue_opts *eo)
+{
+	struct au_handle *h = NULL;
+	unsigned char *args;
+	size_t len;
+
+	if (au_json_to_msgpack(json, &args, &len, NULL) < 0)
+		return NULL;
+	au_enqueue(cl, task, args, len, eo, &h);
+	free(args);
+	return h;
+}
+
+static void stop_soon(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	au_worker_stop(arg);
+}
+
+int main(void)
+{
+	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
+	struct event_base *base = event_base_new();
+	struct au_registry *reg = au_registry_new();
+	struct au_client *cl = au_client_new(&cfg);
+	struct au_worker_opts wo = { 0 };
+	struct au_enqueue_opts eo = { 0 };
+	struct au_header deny = { (char *)"deny", (char *)"1" };
+	struct au_handle *ok, *denied, *flaky, *slow, *never;
+	struct au_worker *w;
+	struct au_worker_stats st;
+	struct au_record rec;
+	struct event *stopper;
+	struct timeval tv = { 3, 0 };
+	uint64_t t0;
+
+	au_log_set_level(AU_LOG_ERROR);
+	T_OK(cl && !au_client_err(cl)->code, "client on memory:// opens");
+	T_OK(au_registry_add(reg, "test.double", task_double, NULL) == 0, "task registered");
+
+	ok = submit(cl, "test.double", "{\"x\":21}", NULL);
+	eo.headers = &deny;
+	eo.nheaders = 1;
+	denied = submit(cl, "test.double", "{\"x\":1}", &eo);
+	memset(&eo, 0, sizeof(eo));
+	eo.max_attempts = 3;
+	flaky = submit(cl, "au.fail", "{\"message\":\"flaky\",\"retryable\":true}", &eo);
+	eo.timeout_ms = 100;
+	eo.max_attempts = 1;
+	slow = submit(cl, "au.sleep", "{\"ms\":60000}", &eo);
+	memset(&eo, 0, sizeof(eo));
+	eo.delay_ms = 600000;
+	never = submit(cl, "au.echo", "{}", &eo);
+	T_OK(ok && denied && flaky && slow && never, "five computations enqueued");
+
+	wo.concurrency = 4;
+	wo.batch = 2;
+	wo.retry_base_ms = 20;
+	w = au_worker_new(&cfg, &wo, reg, base);
+	T_OK(w && !au_worker_err(w)->code, "worker attaches to the caller's loop");
+	au_worker_use(w, &mw, name_a);
+	au_worker_use(w, &mw, name_b);
+	stopper = evtimer_new(base, stop_soon, w);
+	evtimer_add(stopper, &tv);
+	T_OK(au_worker_start(w) == 0, "worker starts");
+	t0 = au_mono_us();
+	event_base_dispatch(base);
+	T_OK(au_mono_us() - t0 < 6000000, "loop exits after stop");
+
+	T_OK(au_handle_result(ok, &rec) == 0 && rec.status == AU_COMPLETED, "own task completed");
+	{
+		char *json = au_msgpack_to_json(rec.result, rec.result_len, NULL);
+
+		T_EQ_STR(json, "42", "own task's result");
+		free(json);
+	}
+	au_record_release(&rec);
+	T_OK(strstr(trace, "before:a before:b after:b after:a") != NULL,
+	     "before hooks in order, after hooks in reverse");
+	T_OK(au_handle_result(denied, &rec) == 0 && rec.status == AU_FAILED && rec.error &&
+	     !strcmp(rec.error, "denied by policy"), "a before hook refuses with its message");
+	T_OK(strstr(trace, "before:a error:b (failed) error:a (failed)") != NULL,
+	     "refusal stops the chain and runs on_error");
+	au_record_release(&rec);
+	T_OK(au_handle_result(flaky, &rec) == 0 && rec.status == AU_FAILED && rec.attempts == 3,
+	     "retryable failure: 3 attempts then failed");
+	T_OK(rec.error && strstr(rec.error, "failed after 3 attempts: flaky"), "last error kept");
+	au_record_release(&rec);
+	T_OK(strstr(trace, "(retrying)") != NULL, "on_error sees the retrying attempts");
+	T_OK(au_handle_result(slow, &rec) == 0 && rec.status == AU_FAILED && rec.error &&
+	     strstr(rec.error, "timed out after 100 ms"), "timeout fails the attempt");
+	au_record_release(&rec);
+	{
+		enum au_status s;
+
+		T_OK(au_handle_status(never, &s) == 0 && s == AU_SCHEDULED, "delayed one still waits");
+	}
+	au_worker_stats(w, &st);
+	T_EQ_INT(st.completed, 1, "stats: completed");
+	T_EQ_INT(st.failed, 3, "stats: failed");
+	T_EQ_INT(st.retried, 2, "stats: retried");
+
+	event_free(stopper);
+	au_worker_free(w);
+	au_handle_free(ok);
+	au_handle_free(denied);
+	au_handle_free(flaky);
+	au_handle_free(slow);
+	au_handle_free(never);
+	au_client_free(cl);
+	au_registry_free(reg);
+	event_base_free(base);
+	return t_done();
+}
