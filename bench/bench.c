@@ -48,22 +48,19 @@ static void task_inc(struct au_task_ctx *ctx, const struct au_computation *c, vo
 	size_t n = c->args_len;
 
 	(void)arg;
-	/* [uint i] or [uint i, uint t] with small encodings: fixarray, uint64 */
+	/* [uint i] or [uint i, uint t]: fixint or uint8/16/32/64 */
 	if (n >= 2 && (p[0] == 0x91 || p[0] == 0x92)) {
 		size_t k = 1;
 
 		for (int e = 0; e < (p[0] & 0x0f) && k < n; e++) {
-			uint64_t v = 0;
+			size_t width = p[k] < 0x80 ? 0 : p[k] >= 0xcc && p[k] <= 0xcf ? 1u << (p[k] - 0xcc) : 9;
+			uint64_t v = p[k] < 0x80 ? p[k] : 0;
 
-			if (p[k] < 0x80) {
-				v = p[k++];
-			} else if (p[k] == 0xcf && k + 9 <= n) {
-				for (int b = 1; b <= 8; b++)
-					v = v << 8 | p[k + b];
-				k += 9;
-			} else {
+			if (width == 9 || k + 1 + width > n)
 				break;
-			}
+			for (size_t b = 1; b <= width; b++)
+				v = v << 8 | p[k + b];
+			k += 1 + width;
 			if (e == 0)
 				i = v;
 			else
@@ -192,6 +189,7 @@ static double pct(const double *v, size_t n, double p)
 
 struct raw_arg {
 	const char *url;
+	const char *sql;
 	long requests;
 	long ok;
 };
@@ -209,7 +207,7 @@ static void *raw_loop(void *p)
 	CURL *h = curl_easy_init();
 
 	curl_easy_setopt(h, CURLOPT_URL, a->url);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, "SELECT 1");
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, a->sql);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
 	for (long i = 0; i < a->requests; i++) {
 		long code = 0;
@@ -222,7 +220,10 @@ static void *raw_loop(void *p)
 	return NULL;
 }
 
-static double raw_rate(const char *ch_url, int conns, long total)
+/* conns threads, one keep-alive connection each, posting sql to ch_url
+ * with the given query string (may be ""). */
+static double raw_rate(const char *ch_url, const char *params, const char *sql, int conns,
+		       long total)
 {
 	pthread_t th[16];
 	struct raw_arg args[16];
@@ -233,11 +234,11 @@ static double raw_rate(const char *ch_url, int conns, long total)
 
 	if (au_url_parse(ch_url, &u, NULL) < 0)
 		return 0;
-	snprintf(url, sizeof(url), "http://%s:%d/", u.host, u.port ? u.port : 8123);
+	snprintf(url, sizeof(url), "http://%s:%d/%s", u.host, u.port ? u.port : 8123, params);
 	au_url_release(&u);
 	t0 = mono_ns();
 	for (int i = 0; i < conns; i++) {
-		args[i] = (struct raw_arg){ url, total / conns, 0 };
+		args[i] = (struct raw_arg){ url, sql, total / conns, 0 };
 		pthread_create(&th[i], NULL, raw_loop, &args[i]);
 	}
 	for (int i = 0; i < conns; i++) {
@@ -366,39 +367,53 @@ int main(int argc, char **argv)
 	printf("%-44s %7.3f ms p50, %.3f ms p99 (%zu samples)\n", "enqueue -> start at 200/s",
 	       pct(lat, nlat, 50), pct(lat, nlat, 99), nlat);
 
-	/* 4. ch.query SELECT 1 next to a raw libcurl loop, 4 connections each */
+	/* 4. ch.query SELECT 1 next to a raw libcurl loop, 4 connections each.
+	 * The raw loop sends what ch.query sends (same statement and URL
+	 * parameters, one per line below), and also the bare `SELECT 1`. */
 	{
-		size_t m = 5000;
-		struct au_enqueue_opts eo = { 0 };
+		static const struct { const char *label; int procs, conc; } runs[] = {
+			{ "ch.query SELECT 1, 1 worker x 4 in flight", 1, 4 },
+			{ "ch.query SELECT 1, 2 workers x 2 in flight", 2, 2 },
+		};
+		size_t m = 4000;
 		unsigned char *a;
 		size_t alen;
 		const unsigned char **args = calloc(m, sizeof(*args));
 		size_t *lens = calloc(m, sizeof(*lens));
-		double raw;
+		double bare, same;
 
 		au_json_to_msgpack("{\"sql\":\"SELECT 1\"}", &a, &alen, NULL);
 		for (i = 0; i < m; i++) {
 			args[i] = a;
 			lens[i] = alen;
 		}
-		snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));
-		eo.queue = queue;
-		eo.ttl_s = 3600;
-		raw = raw_rate(argv[3], 4, (long)m);
-		pids[0] = start_worker(&cfg, queue, 2, 2);
-		pids[1] = start_worker(&cfg, queue, 2, 2);
-		usleep(300000);
-		t0 = mono_ns();
-		for (i = 0; i < m; i += 1000)
-			au_enqueue_batch(cl, "ch.query", args + i, lens + i, m - i < 1000 ? m - i : 1000,
-					 &eo, NULL);
-		drained(q, queue, mono_ns() + 300000000000ull);
-		t1 = mono_ns();
-		stop_workers(pids, 2);
-		printf("%-44s %10.0f /s\n", "raw libcurl keep-alive SELECT 1, 4 conns", raw);
-		printf("%-44s %10.0f /s  (%.2fx raw)\n", "ch.query SELECT 1, 2 workers x 2 in flight",
-		       (double)m / ((double)(t1 - t0) / 1e9),
-		       (double)m / ((double)(t1 - t0) / 1e9) / raw);
+		bare = raw_rate(argv[3], "", "SELECT 1", 4, (long)m);
+		same = raw_rate(argv[3], "?database=default&wait_end_of_query=1",
+				"SELECT 1 FORMAT JSONCompact", 4, (long)m);
+		printf("%-44s %10.0f /s\n", "raw libcurl SELECT 1, 4 keep-alive conns", bare);
+		printf("%-44s %10.0f /s\n", "  same, with ch.query's statement and params", same);
+		for (size_t r = 0; r < AU_ARRAY_SIZE(runs); r++) {
+			struct au_enqueue_opts eo = { 0 };
+
+			snprintf(queue, sizeof(queue), "bench-%llx",
+				 (unsigned long long)(au_random64() & 0xffffff));
+			eo.queue = queue;
+			eo.ttl_s = 3600;
+			for (int k = 0; k < runs[r].procs; k++)
+				pids[k] = start_worker(&cfg, queue, (unsigned)runs[r].conc,
+						       (unsigned)runs[r].conc);
+			usleep(300000);
+			t0 = mono_ns();
+			for (i = 0; i < m; i += 1000)
+				au_enqueue_batch(cl, "ch.query", args + i, lens + i,
+						 m - i < 1000 ? m - i : 1000, &eo, NULL);
+			drained(q, queue, mono_ns() + 300000000000ull);
+			t1 = mono_ns();
+			stop_workers(pids, runs[r].procs);
+			printf("%-44s %10.0f /s  (%.2fx the same raw loop)\n", runs[r].label,
+			       (double)m / ((double)(t1 - t0) / 1e9),
+			       (double)m / ((double)(t1 - t0) / 1e9) / same);
+		}
 		free(a);
 		free(args);
 		free(lens);

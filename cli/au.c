@@ -223,7 +223,7 @@ static void print_record(const struct au_record *r, int json)
 	if (!json) {
 		if (r->status == AU_COMPLETED) {
 			o = msgpack_json(r->result, r->result_len);
-			text = json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT);
+			text = json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
 			printf("%s\n", text ? text : "null");
 			free(text);
 			json_decref(o);
@@ -247,7 +247,7 @@ static void print_record(const struct au_record *r, int json)
 		json_object_set_new(o, "queue", json_string(r->queue));
 	if (r->worker)
 		json_object_set_new(o, "worker", json_string(r->worker));
-	text = json_dumps(o, JSON_COMPACT);
+	text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	printf("%s\n", text ? text : "{}");
 	free(text);
 	json_decref(o);

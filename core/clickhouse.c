@@ -541,6 +541,7 @@ int au_ch_send(struct au_clickhouse *ch, const struct au_ch_query *q, au_ch_done
 	       void *arg)
 {
 	struct ch_req *req = ch->free_reqs;
+	int running;
 
 	if (!ch->multi)
 		AU_BUG("au_ch_send without au_ch_attach");
@@ -570,6 +571,11 @@ int au_ch_send(struct au_clickhouse *ch, const struct au_ch_query *q, au_ch_done
 		ch->active->prev = req;
 	ch->active = req;
 	ch->inflight++;
+	/* Send now rather than on the next turn of the loop: the caller may
+	 * block on other servers before the loop turns. What finished
+	 * meanwhile is collected by the timer's callback, made due at once. */
+	curl_multi_socket_action(ch->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	event_active(ch->timer, EV_TIMEOUT, 0);
 	return 0;
 }
 

@@ -1,5 +1,6 @@
 /* clock.c - clocks, randomness, ids, tokens, names. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,18 +101,29 @@ int au_secret_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
+static char worker_name[300];
+
+static void forget_worker_name(void)
+{
+	worker_name[0] = '\0';
+}
+
+static void watch_forks(void)
+{
+	pthread_atfork(NULL, NULL, forget_worker_name);
+}
+
 const char *au_worker_name(void)
 {
-	static char name[300];
-	static pid_t named_pid;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-	/* Recomputed after a fork: each worker process has its own name. */
-	if (named_pid != getpid()) {
+	/* Each process has its own name: a forked child names itself anew. */
+	pthread_once(&once, watch_forks);
+	if (!worker_name[0]) {
 		char host[256] = "localhost";
 
 		gethostname(host, sizeof(host) - 1);
-		named_pid = getpid();
-		snprintf(name, sizeof(name), "%s:%d", host, (int)named_pid);
+		snprintf(worker_name, sizeof(worker_name), "%s:%d", host, (int)getpid());
 	}
-	return name;
+	return worker_name;
 }

@@ -23,17 +23,6 @@
 #define CONNECT_TIMEOUT_S 5
 #define COMMAND_TIMEOUT_S 10
 
-/* First terminal write wins; the write and its wake-up are one step. */
-static const char put_script[] =
-	"local ok\n"
-	"if ARGV[2] == '0' then\n"
-	"  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
-	"else\n"
-	"  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])\n"
-	"end\n"
-	"if ok then redis.call('PUBLISH', KEYS[1], '1') return 1 end\n"
-	"return 0\n";
-
 struct redis_store {
 	redisContext *c;     /* commands; NULL after a drop until reconnected */
 	redisContext *sub;   /* subscriptions of wait, opened on first use */
@@ -204,11 +193,17 @@ static int put_batch(struct au_store *s, const struct au_record *recs, size_t n,
 	int rc = 0;
 	size_t i;
 
+	/* Per record, pipelined: SET NX (first terminal write wins) and a
+	 * PUBLISH for waiters. The PUBLISH goes out even when the SET did not
+	 * apply: a woken waiter reads the record that is there. Plain commands
+	 * rather than a script: EVAL per record cost Redis 4x the time. */
 	for (i = 0; i < n; i++) {
 		struct au_record w = recs[i];
 		char key[KEY_SIZE], ttl[16];
-		const char *argv[] = { "EVAL", put_script, "1", key, NULL, ttl };
-		size_t lens[] = { 4, sizeof(put_script) - 1, 1, KEY_SIZE - 1, 0, 0 };
+		const char *argv[] = { "SET", key, NULL, "NX", "EX", ttl };
+		size_t lens[] = { 3, KEY_SIZE - 1, 0, 2, 2, 0 };
+		const char *pub[] = { "PUBLISH", key, "1" };
+		size_t publens[] = { 7, KEY_SIZE - 1, 1 };
 
 		/* Redis enforces the TTL with its own clock; the expiry in the
 		 * record tells readers when to expect it. */
@@ -220,17 +215,18 @@ static int put_batch(struct au_store *s, const struct au_record *recs, size_t n,
 			return -1;
 		}
 		make_key(key, recs[i].id);
-		argv[4] = (const char *)rs->buf.data;
-		lens[4] = rs->buf.len;
+		argv[2] = (const char *)rs->buf.data;
+		lens[2] = rs->buf.len;
 		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "%u", recs[i].ttl_s);
-		if (redisAppendCommandArgv(rs->c, 6, argv, lens) != REDIS_OK) {
+		if (redisAppendCommandArgv(rs->c, recs[i].ttl_s ? 6 : 4, argv, lens) != REDIS_OK ||
+		    redisAppendCommandArgv(rs->c, 3, pub, publens) != REDIS_OK) {
 			drop(&rs->c);
 			return au_seterr(&s->err, AU_ENOMEM, "out of memory");
 		}
 	}
 	/* Every reply is read, even after an error reply, so the connection
 	 * stays in step. */
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < 2 * n; i++) {
 		redisReply *r;
 
 		if (redisGetReply(rs->c, (void **)&r) != REDIS_OK) {
@@ -238,11 +234,11 @@ static int put_batch(struct au_store *s, const struct au_record *recs, size_t n,
 			drop(&rs->c);
 			return -1;
 		}
-		if (r->type == REDIS_REPLY_INTEGER) {
-			if (applied)
-				applied[i] = r->integer == 1;
-		} else if (rc == 0) {
-			rc = reply_fail(s, r);
+		if (r->type == REDIS_REPLY_ERROR) {
+			if (rc == 0)
+				rc = reply_fail(s, r);
+		} else if (i % 2 == 0 && applied) {
+			applied[i / 2] = r->type == REDIS_REPLY_STATUS;   /* OK, or nil if present */
 		}
 		freeReplyObject(r);
 	}

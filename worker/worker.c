@@ -108,6 +108,7 @@ static void list_del(struct job_list *l, struct au_task_ctx *j)
 	l->n--;
 }
 
+/* Attempts not yet written back. */
 static size_t inflight(const struct au_worker *w)
 {
 	return w->running.n + w->done.n;
@@ -367,6 +368,7 @@ static void start(struct au_worker *w, struct au_lease *l)
 }
 
 static void stop_now(struct au_worker *w);
+static void pump_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Writes records, then acks / retries / buries, for every finished attempt. */
 static void flush(struct au_worker *w)
@@ -484,6 +486,10 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/* Lease and start the next computations first, so that their
+	 * ClickHouse requests run while this batch's results are written. */
+	if (!w->stopping)
+		pump_cb(-1, 0, w);
 	flush(w);
 	if (w->stopping) {
 		if (!inflight(w))
@@ -504,9 +510,10 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (w->stopping || inflight(w) >= w->opts.concurrency)
+	/* Finished attempts waiting for flush() hold no slot. */
+	if (w->stopping || w->running.n >= w->opts.concurrency)
 		return;
-	room = w->opts.concurrency - inflight(w);
+	room = w->opts.concurrency - w->running.n;
 	if (room > w->opts.batch)
 		room = w->opts.batch;
 	if (w->opts.max_jobs) {
@@ -525,7 +532,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < n; i++)
 		start(w, &w->leases[i]);
 	/* A full batch means more may be waiting. */
-	if (n == room && inflight(w) < w->opts.concurrency)
+	if (n == room && w->running.n < w->opts.concurrency)
 		event_active(w->pump_ev, 0, 0);
 }
 
