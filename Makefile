@@ -65,7 +65,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(BUILD)/libau.a
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libau.a
 	@$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-au.pc: Makefile
+au.pc: FORCE
 	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: au\nDescription: computations on ClickHouse through a queue\nVersion: 0.1.0\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lau\n' \
 		'$(PREFIX)' '$(PKGS)' > $@
 
@@ -94,3 +94,5 @@ install: all
 
 clean:
 	rm -rf build au au.pc
+
+FORCE:

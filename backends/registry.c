@@ -6,10 +6,14 @@
 
 extern const struct au_queue_ops au_redis_queue_ops;
 extern const struct au_queue_ops au_memory_queue_ops;
+extern const struct au_queue_ops au_pg_queue_ops;
+extern const struct au_queue_ops au_postgresql_queue_ops;
 
 const struct au_queue_ops *const au_queue_backends[] = {
 	&au_redis_queue_ops,
 	&au_memory_queue_ops,
+	&au_pg_queue_ops,
+	&au_postgresql_queue_ops,
 	NULL
 };
 

@@ -12,6 +12,11 @@ N=${BENCH_N:-20000}
 echo "== au on Redis ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
 "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
 if [ "${PEERS:-0}" = 1 ] && [ -d ../shared/bench/peers ]; then
-	echo "== peers (../shared/bench/peers, ONLY=${PEERS_ONLY:-bullmq})"
-	(cd ../shared/bench/peers && { [ -d node_modules ] || ./setup.sh; } && ONLY="${PEERS_ONLY:-bullmq}" ./run-all.sh)
+	# ../shared is read-only: the peers run from a copy with their npm packages.
+	peers=${PEERS_DIR:-/tmp/au-peers}
+	mkdir -p "$peers" && cp -r ../shared/bench/peers/. "$peers/"
+	echo "== peers ($peers, ONLY=${PEERS_ONLY:-bullmq graphile})"
+	servers_stop   # the peers start their own servers
+	(cd "$peers" && { [ -d node_modules ] || npm install --no-audit --no-fund >/dev/null; } &&
+		ONLY="${PEERS_ONLY:-bullmq graphile}" ./run-all.sh)
 fi

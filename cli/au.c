@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "core.h"
+#include "pg_schema.h"
 #include "queue.h"
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
@@ -32,6 +33,7 @@ static const char usage_text[] =
 	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
 	"         [--grace MS] [--retry-base MS] [--max-jobs N] [--idle-exit MS] [--quiet]\n"
 	"  queues [--json]\n"
+	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
 	"  version\n"
 	"\n"
 	"URLs also come from AU_QUEUE, AU_STORE and AU_CLICKHOUSE.\n";
@@ -77,13 +79,14 @@ struct cli {
 	struct au_worker_opts wo;
 	struct au_header headers[AU_MAX_HEADERS];
 	const char *args, *args_file;
-	int json, wait, wait_timeout, timeout, processes;
+	int json, wait, wait_timeout, timeout, processes, dry_run;
 };
 
 enum {
 	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
 	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
-	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP
+	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
+	O_DRY_RUN
 };
 
 static const struct option options[] = {
@@ -112,6 +115,7 @@ static const struct option options[] = {
 	{ "idle-exit", required_argument, NULL, O_IDLE_EXIT },
 	{ "quiet", no_argument, NULL, O_QUIET },
 	{ "help", no_argument, NULL, O_HELP },
+	{ "dry-run", no_argument, NULL, O_DRY_RUN },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -169,6 +173,7 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 		case O_WAIT: c->wait = 1; break;
 		case O_JSON: c->json = 1; break;
 		case O_QUIET: c->wo.log = 0; break;
+		case O_DRY_RUN: c->dry_run = 1; break;
 		case O_HELP:
 		case 'h':
 			fputs(usage_text, stdout);
@@ -505,6 +510,38 @@ out:
 	return rc;
 }
 
+static int is_postgres(const char *url)
+{
+	return !strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13);
+}
+
+/* The PostgreSQL schema behind the queue and the store, whichever use it. */
+static int cmd_migrate(struct cli *c, int argc)
+{
+	struct au_config conf = c->cfg;
+	const char *urls[2];
+	int n = 0, i;
+
+	if (argc)
+		return usage("migrate takes no arguments", NULL);
+	au_config_from_env(&conf);
+	if (is_postgres(conf.queue_url))
+		urls[n++] = conf.queue_url;
+	if (is_postgres(conf.store_url) && !(n && !strcmp(conf.store_url, urls[0])))
+		urls[n++] = conf.store_url;
+	if (!n) {
+		fprintf(stderr, "au: nothing to migrate: neither the queue nor the store is on PostgreSQL\n");
+		return EXIT_USAGE;
+	}
+	for (i = 0; i < n; i++) {
+		struct au_err err = { 0, "" };
+
+		if (au_pg_migrate(urls[i], c->dry_run, stdout, &err) < 0)
+			return fail(&err);
+	}
+	return 0;
+}
+
 static volatile sig_atomic_t forward_sig;
 
 static void remember(int sig)
@@ -608,6 +645,8 @@ int main(int argc, char **argv)
 		return cmd_worker(&c, argc - 1);
 	if (!strcmp(cmd, "queues"))
 		return cmd_queues(&c);
+	if (!strcmp(cmd, "migrate"))
+		return cmd_migrate(&c, argc - 1);
 	if (!strcmp(cmd, "version")) {
 		printf("au %s (wire format v%d)\n", AU_VERSION, AU_WIRE_VERSION);
 		return 0;

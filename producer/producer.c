@@ -74,6 +74,8 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 		return NULL;
 	h->cl = cl;
 	snprintf(h->id, sizeof(h->id), "%s", id ? id : "");
+	if (!cl->q->ops || !cl->store->ops)   /* the client never connected */
+		h->err = cl->err;
 	h->queue = au_strdup(queue && *queue ? queue : "default");
 	if (!h->queue) {
 		free(h);
@@ -159,6 +161,10 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 	size_t i;
 	int rc = -1;
 
+	if (!cl->q->ops || !cl->store->ops) {   /* the client never connected */
+		free(cs);
+		return -1;
+	}
 	au_clearerr(&cl->err);
 	if (!cs)
 		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
@@ -265,6 +271,10 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 	int r;
 
 	au_record_init(rec);
+	if (!h->cl->q->ops || !h->cl->store->ops) {
+		h->err = h->cl->err;
+		return -1;
+	}
 	if (!au_id_valid(h->id))
 		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
 	if ((r = stored(h, rec)) != 0) {
@@ -372,6 +382,10 @@ int au_handle_cancel(struct au_handle *h)
 	int applied = 0;
 
 	au_clearerr(&h->err);
+	if (!q->ops || !h->cl->store->ops) {
+		h->err = h->cl->err;
+		return -1;
+	}
 	if (!au_id_valid(h->id))
 		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
 	if (q->ops->cancel(q, h->queue, h->id) == 0) {

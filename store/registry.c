@@ -7,11 +7,15 @@
 extern const struct au_store_ops au_file_store_ops;
 extern const struct au_store_ops au_redis_store_ops;
 extern const struct au_store_ops au_memory_store_ops;
+extern const struct au_store_ops au_pg_store_ops;
+extern const struct au_store_ops au_postgresql_store_ops;
 
 const struct au_store_ops *const au_store_backends[] = {
 	&au_file_store_ops,
 	&au_redis_store_ops,
 	&au_memory_store_ops,
+	&au_pg_store_ops,
+	&au_postgresql_store_ops,
 	NULL
 };
 

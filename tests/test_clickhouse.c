@@ -343,7 +343,14 @@ static void test_query_id_and_kill(void)
 	/* au_ch_cancel drops a request; the async kill stops the query */
 	q.query_id = "au-test-cancel";
 	T_OK(au_ch_send(ch, &q, not_called, &called) == 0, "long query sent");
-	event_base_loop(base, EVLOOP_NONBLOCK);
+	/* a KILL that reaches the server before the query does finds nothing */
+	t0 = au_mono_us();
+	do {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(10000);
+	} while (strcmp(scalar(ch, "SELECT count() FROM system.processes "
+			       "WHERE query_id = 'au-test-cancel'"), "1") != 0 &&
+		 au_mono_us() - t0 < 5000000);
 	rc = au_ch_cancel(ch, not_called, &called);
 	T_EQ_INT(rc, 0, "au_ch_cancel");
 	rc = au_ch_cancel(ch, not_called, &called);

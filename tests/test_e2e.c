@@ -1,8 +1,9 @@
 /*
  * test_e2e.c - end to end on the real servers: 1,000 ch.query computations
  * (half from the C API, half from the `au` CLI) run by 2 worker processes;
- * every result is found in the store with the right value. Runs once per
- * store (file, redis) and queue given by the environment.
+ * every result is found in the store with the right value. Runs on the
+ * Redis queue with the file and Redis stores, on PostgreSQL for both, and
+ * mixed (PostgreSQL queue, Redis store).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -53,7 +54,7 @@ static void run(const char *queue_url, const char *store_url, const char *ch_url
 	struct au_config cfg = { queue_url, store_url, ch_url };
 	struct au_client *cl = au_client_new(&cfg);
 	struct au_handle *hs[N] = { 0 };
-	char queue[64], path[512], line[128], cmd[1024], *workers[N] = { 0 };
+	char queue[64], path[512], line[128], cmd[1024], *workers[N] = { 0 }, *tmp;
 	struct au_enqueue_opts eo = { 0 };
 	unsigned char *args[N / 2];
 	size_t lens[N / 2], i, ok = 0, distinct = 0;
@@ -86,7 +87,9 @@ static void run(const char *queue_url, const char *store_url, const char *ch_url
 		free(args[i]);
 
 	/* half from the CLI, one JSON args value per line */
-	snprintf(path, sizeof(path), "%s/args.jsonl", t_tmpdir("e2e"));
+	tmp = t_tmpdir("e2e");
+	snprintf(path, sizeof(path), "%s/args.jsonl", tmp);
+	free(tmp);
 	f = fopen(path, "w");
 	for (i = N / 2; i < N; i++)
 		fprintf(f, "{\"sql\":\"SELECT v FROM au_e2e WHERE id = {id:UInt32}\",\"params\":{\"id\":%zu}}\n", i);
@@ -148,12 +151,12 @@ static void run(const char *queue_url, const char *store_url, const char *ch_url
 int main(void)
 {
 	const char *redis = t_env("AU_TEST_REDIS"), *ch_url = t_env("AU_TEST_CH");
+	const char *pg = t_env("AU_TEST_PG");
 	const char *bin = t_env("AU_BIN");
 	struct au_clickhouse *ch = au_ch_new(ch_url, NULL);
 	struct au_ch_response resp = { 0 };
 	struct au_ch_query q = { 0 };
 	char file_store[600];
-	const char *extra_queue = getenv("AU_TEST_E2E_QUEUE");
 
 	q.sql = "DROP TABLE IF EXISTS au_e2e";
 	T_OK(ch && au_ch_query_sync(ch, &q, &resp) == 0, "drop table");
@@ -165,10 +168,13 @@ int main(void)
 	au_ch_response_release(&resp);
 	au_ch_free(ch);
 
-	snprintf(file_store, sizeof(file_store), "file://%s", t_tmpdir("e2e-store"));
+	char *store_dir = t_tmpdir("e2e-store");
+
+	snprintf(file_store, sizeof(file_store), "file://%s", store_dir);
+	free(store_dir);
 	run(redis, file_store, ch_url, bin);
 	run(redis, redis, ch_url, bin);
-	if (extra_queue)   /* e.g. postgres:// */
-		run(extra_queue, redis, ch_url, bin);
+	run(pg, pg, ch_url, bin);
+	run(pg, redis, ch_url, bin);   /* mixed: PostgreSQL queue, Redis store */
 	return t_done();
 }

@@ -1048,6 +1048,7 @@ int main(int argc, char **argv)
 	} else {
 		run_suite(t_env("AU_TEST_REDIS"));
 		run_suite("memory://conformance");
+		run_suite(t_env("AU_TEST_PG"));
 	}
 	return t_done();
 }

@@ -33,6 +33,8 @@ static const struct traits all_traits[] = {
 	{ "file", 0, 1 },
 	{ "redis", 1, 0 },
 	{ "memory", 0, 1 },
+	{ "postgres", 0, 1 },
+	{ "postgresql", 0, 1 },
 };
 
 /* T_EQ_INT evaluates its arguments twice; this evaluates once. */
@@ -722,6 +724,7 @@ int main(int argc, char **argv)
 		run_suite(file_url);
 		run_suite(t_env("AU_TEST_REDIS"));
 		run_suite("memory://conformance");
+		run_suite(t_env("AU_TEST_PG"));
 		remove_dir(dir);
 		rmdir(tmp);
 		free(file_url);

@@ -1,0 +1,871 @@
+/*
+ * pg_queue.c - queues in PostgreSQL: postgres://[user[:password]@]host[:port]/db
+ * (postgresql:// too, libpq's query parameters pass through, ?migrate=1
+ * upgrades an older schema on open).
+ *
+ * One row of au_jobs per computation (backends/pg_schema.c has the tables,
+ * docs/postgres.md the why). Every operation is one statement, so a batch
+ * is applied whole or not at all, with its arrays sent in binary: a batch
+ * costs one round trip whatever its size. Writes of an attempt are fenced
+ * on (id, token), the token carrying the attempt number. Whatever makes
+ * computations ready sends the queue's name on the channel au_queue in the
+ * same statement: blocked leases and watchers wake on it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "pg_schema.h"
+#include "queue.h"
+
+#define WATCH_RETRY_S 1
+
+/*
+ * The fence of an attempt, shared by the statements that settle one: the
+ * rows are found through the primary key, and only a leased row has a
+ * token. No "state = 1" here: with it the planner chose to walk all of
+ * au_jobs_leased for the queue, dead entries included, rather than the
+ * primary key.
+ */
+#define FENCE "j.id = ANY($2::uuid[]) AND j.id = r.id AND j.token = r.token AND j.queue = $1"
+
+enum stmt {
+	S_PUSH, S_LEASE, S_ACK, S_REQUEUE, S_BURY, S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS,
+	S_QUEUES, S_NEXT_DUE
+};
+
+static const struct au_pg_stmt stmts[] = {
+	[S_PUSH] = { "au_push",
+		"WITH q AS (INSERT INTO au_queues (name) SELECT DISTINCT unnest($2::text[])"
+		" ON CONFLICT DO NOTHING),"
+		" j AS (INSERT INTO au_jobs (id, queue, priority, run_at, max_attempts, body)"
+		" SELECT id, queue, priority,"
+		" greatest(now(), 'epoch'::timestamptz + run_at_ms * interval '1 ms'), max_attempts, body"
+		" FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::int4[], $6::bytea[])"
+		" AS t(id, queue, priority, run_at_ms, max_attempts, body)"
+		" ON CONFLICT (id) DO NOTHING RETURNING queue, run_at)"
+		" SELECT pg_notify('" AU_PG_QUEUE_CHANNEL "', queue) FROM j WHERE run_at <= now()"
+		" GROUP BY queue" },
+	/*
+	 * The rows are picked (and locked) first, then updated by their
+	 * physical address: an array cannot be joined wrongly (a CTE join
+	 * hashed the whole table under our session settings, 30x slower),
+	 * never holds more than $2 rows, and a TID scan saves a descent of
+	 * the primary key per row. The rows are ours until the statement
+	 * ends, so their addresses stay put; "state = 0" is checked again all
+	 * the same. Rescue works the same way.
+	 */
+	[S_LEASE] = { "au_lease",
+		"WITH l AS (UPDATE au_jobs SET state = 1, attempts = attempts + 1,"
+		" lease_until = now() + $3::int8 * interval '1 ms',"
+		" token = (attempts + 1) || '-' ||"
+		" lpad(to_hex((random() * 4294967295)::int8), 8, '0') ||"
+		" lpad(to_hex((random() * 4294967295)::int8), 8, '0')"
+		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state = 0 AND run_at <= now()"
+		" ORDER BY priority DESC, run_at, seq LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
+		" AND state = 0"
+		" RETURNING id, token, attempts, body, priority, run_at, seq)"
+		" SELECT id, token, attempts, body FROM l ORDER BY priority DESC, run_at, seq" },
+	[S_ACK] = { "au_ack",
+		"DELETE FROM au_jobs j USING unnest($2::uuid[], $3::text[])"
+		" WITH ORDINALITY AS r(id, token, i) WHERE " FENCE " RETURNING r.i" },
+	/* retry ($6 false) and release ($6 true: the attempt does not count) */
+	[S_REQUEUE] = { "au_requeue",
+		"WITH u AS (UPDATE au_jobs j SET state = 0, run_at = now() + r.delay * interval '1 ms',"
+		" attempts = j.attempts - CASE WHEN $6::bool AND j.attempts > 0 THEN 1 ELSE 0 END,"
+		" token = NULL, lease_until = NULL, error = coalesce(nullif(r.error, ''), j.error)"
+		" FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::text[])"
+		" WITH ORDINALITY AS r(id, token, delay, error, i) WHERE " FENCE
+		" RETURNING r.i, r.delay)"
+		" SELECT i FROM u UNION ALL SELECT 0::int8 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
+		" WHERE EXISTS (SELECT FROM u WHERE delay = 0)" },
+	[S_BURY] = { "au_bury",
+		"UPDATE au_jobs j SET state = 2, token = NULL, lease_until = NULL,"
+		" error = coalesce(r.reason, j.error)"
+		" FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS r(id, token, reason, i)"
+		" WHERE " FENCE " RETURNING r.i" },
+	[S_EXTEND] = { "au_extend",
+		"UPDATE au_jobs j SET lease_until = now() + $4::int8 * interval '1 ms'"
+		" FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS r(id, token, i)"
+		" WHERE " FENCE " RETURNING r.i" },
+	[S_RESCUE] = { "au_rescue",
+		"WITH u AS (UPDATE au_jobs SET"
+		" state = CASE WHEN attempts >= max_attempts THEN 2 ELSE 0 END,"
+		" run_at = now(), token = NULL, lease_until = NULL,"
+		" error = CASE WHEN attempts >= max_attempts"
+		" THEN 'lease expired after ' || attempts || ' attempts'"
+		" ELSE 'lease expired on attempt ' || attempts END"
+		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state = 1 AND lease_until <= now()"
+		" ORDER BY lease_until LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
+		" AND state = 1 RETURNING state)"
+		" SELECT state::int4 FROM u UNION ALL SELECT -1 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
+		" WHERE EXISTS (SELECT FROM u WHERE state = 0)" },
+	/* the deleted row, or the state of one that was not waiting */
+	[S_CANCEL] = { "au_cancel",
+		"WITH d AS (DELETE FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state = 0"
+		" RETURNING state)"
+		" SELECT state::int4 FROM d UNION ALL"
+		" SELECT state::int4 FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state <> 0" },
+	[S_PEEK] = { "au_peek",
+		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4"
+		" WHEN run_at > now() THEN 2 ELSE 1 END, attempts, max_attempts, coalesce(error, '')"
+		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
+	[S_STATS] = { "au_stats",
+		"SELECT count(*) FILTER (WHERE run_at <= now()), count(*) FILTER (WHERE run_at > now()),"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 1),"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2)"
+		" FROM au_jobs WHERE queue = $1 AND state = 0" },
+	[S_QUEUES] = { "au_queues", "SELECT name FROM au_queues ORDER BY name" },
+	/* ms until the first scheduled computation is due, NULL if none */
+	[S_NEXT_DUE] = { "au_next_due",
+		"SELECT (extract(epoch FROM min(run_at) - now()) * 1000)::int8 FROM au_jobs"
+		" WHERE queue = $1 AND state = 0" },
+};
+
+struct pg_watch;
+
+struct pgq {
+	struct au_pg pg;
+	struct au_buf params;       /* binary parameters, reused */
+	struct pg_watch *watch;
+};
+
+static const char *qname(const char *queue)
+{
+	return queue ? queue : "default";
+}
+
+static int oom(struct au_queue *q)
+{
+	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
+}
+
+static PGresult *run(struct au_queue *q, enum stmt s, int n, const char *const *vals,
+		     const int *lens)
+{
+	return au_pg_exec(&((struct pgq *)q->ctx)->pg, s, n, vals, lens, &q->err);
+}
+
+/* Runs a statement whose only parameters are the queue and (if id is not
+ * NULL) a uuid; NULL result and AU_ENOTFOUND for an id that cannot exist. */
+static PGresult *run_id(struct au_queue *q, enum stmt s, const char *queue, const char *id)
+{
+	unsigned char uuid[16];
+	const char *vals[] = { qname(queue), (const char *)uuid };
+	int lens[] = { (int)strlen(vals[0]), 16 };
+
+	if (id && au_pg_uuid(uuid, id) < 0) {
+		au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
+			  qname(queue));
+		return NULL;
+	}
+	return run(q, s, id ? 2 : 1, vals, lens);
+}
+
+static int pgq_open(struct au_queue *q, const struct au_url *url)
+{
+	struct pgq *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return oom(q);
+	if (au_pg_open(&p->pg, url, stmts, AU_ARRAY_SIZE(stmts), &q->err) < 0) {
+		free(p);
+		return -1;
+	}
+	q->ctx = p;
+	return 0;
+}
+
+static void pgq_unwatch(struct au_queue *q);
+
+static void pgq_close(struct au_queue *q)
+{
+	struct pgq *p = q->ctx;
+
+	pgq_unwatch(q);
+	au_pg_close(&p->pg);
+	au_buf_release(&p->params);
+	free(p);
+	q->ctx = NULL;
+}
+
+/* ---- push ---- */
+
+static int add_u16(struct au_buf *b, int v)
+{
+	unsigned char x[2] = { (unsigned char)((unsigned)v >> 8), (unsigned char)v };
+
+	return au_pg_array_add(b, x, 2);
+}
+
+static int add_u32(struct au_buf *b, uint32_t v)
+{
+	unsigned char x[4];
+
+	au_pg_put_u32(x, v);
+	return au_pg_array_add(b, x, 4);
+}
+
+static int add_u64(struct au_buf *b, uint64_t v)
+{
+	unsigned char x[8];
+
+	au_pg_put_u64(x, v);
+	return au_pg_array_add(b, x, 8);
+}
+
+static int add_text(struct au_buf *b, const char *s)
+{
+	return s ? au_pg_array_add(b, s, (int)strlen(s)) : au_pg_array_add(b, NULL, -1);
+}
+
+static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t n)
+{
+	struct pgq *p = q->ctx;
+	struct au_buf *b = &p->params;
+	size_t at[6], i;
+	const char *vals[6];
+	int lens[6], rc = 0;
+	PGresult *r;
+
+	if (!n)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!au_id_valid(cs[i].id))
+			return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", cs[i].id);
+	au_buf_reset(b);
+	at[0] = b->len;
+	rc |= au_pg_array(b, AU_PG_UUID, n);
+	for (i = 0; i < n; i++) {
+		unsigned char uuid[16];
+
+		au_pg_uuid(uuid, cs[i].id);
+		rc |= au_pg_array_add(b, uuid, 16);
+	}
+	at[1] = b->len;
+	rc |= au_pg_array(b, AU_PG_TEXT, n);
+	for (i = 0; i < n; i++)
+		rc |= add_text(b, qname(cs[i].queue));
+	at[2] = b->len;
+	rc |= au_pg_array(b, AU_PG_INT2, n);
+	for (i = 0; i < n; i++)
+		rc |= add_u16(b, cs[i].priority);
+	at[3] = b->len;
+	rc |= au_pg_array(b, AU_PG_INT8, n);
+	for (i = 0; i < n; i++)
+		rc |= add_u64(b, cs[i].run_at_ms);
+	at[4] = b->len;
+	rc |= au_pg_array(b, AU_PG_INT4, n);
+	for (i = 0; i < n; i++)
+		rc |= add_u32(b, cs[i].max_attempts ? cs[i].max_attempts : 1);
+	at[5] = b->len;
+	rc |= au_pg_array(b, AU_PG_BYTEA, n);
+	/* bodies are encoded in place, straight into the parameter */
+	for (i = 0; i < n && rc == 0; i++) {
+		size_t el;
+
+		if (au_pg_array_open(b, &el) < 0)
+			return oom(q);
+		if (au_computation_encode(&cs[i], b, &q->err) < 0)
+			return -1;
+		au_pg_array_close(b, el);
+	}
+	if (rc)
+		return oom(q);
+	for (i = 0; i < 6; i++) {
+		vals[i] = (const char *)b->data + at[i];
+		lens[i] = (int)((i < 5 ? at[i + 1] : b->len) - at[i]);
+	}
+	r = run(q, S_PUSH, 6, vals, lens);
+	PQclear(r);
+	return r ? 0 : -1;
+}
+
+/* ---- lease ---- */
+
+static void leases_release(struct au_lease *out, size_t n)
+{
+	while (n)
+		au_lease_release(&out[--n]);
+}
+
+/* One lease statement; *n gets the number leased. */
+static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		      struct au_lease *out, size_t *n)
+{
+	unsigned char lim[8], ms[8];
+	const char *vals[] = { qname(queue), (const char *)lim, (const char *)ms };
+	int lens[] = { (int)strlen(vals[0]), 8, 8 }, rows, i;
+	PGresult *r;
+
+	au_pg_put_u64(lim, max);
+	au_pg_put_u64(ms, lease_ms);
+	*n = 0;
+	if (!(r = run(q, S_LEASE, 3, vals, lens)))
+		return -1;
+	rows = PQntuples(r);
+	for (i = 0; i < rows; i++) {
+		struct au_lease *l = &out[i];
+		int tlen = PQgetlength(r, i, 1), blen = PQgetlength(r, i, 3);
+
+		au_pg_id(l->ref.id, (const unsigned char *)PQgetvalue(r, i, 0));
+		snprintf(l->ref.token, sizeof(l->ref.token), "%.*s", tlen, PQgetvalue(r, i, 1));
+		l->attempts = au_pg_get_u32(PQgetvalue(r, i, 2));
+		l->body_len = (size_t)blen;
+		if (!(l->body = malloc(blen ? (size_t)blen : 1))) {
+			/* what is leased comes back after the lease runs out */
+			leases_release(out, (size_t)i);
+			PQclear(r);
+			return oom(q);
+		}
+		memcpy(l->body, PQgetvalue(r, i, 3), (size_t)blen);
+	}
+	*n = (size_t)rows;
+	PQclear(r);
+	return 0;
+}
+
+/* ms until a scheduled computation of queue falls due, or -1. */
+static int64_t next_due(struct au_queue *q, const char *queue)
+{
+	PGresult *r = run_id(q, S_NEXT_DUE, queue, NULL);
+	int64_t ms = -1;
+
+	if (r && PQntuples(r) && !PQgetisnull(r, 0, 0)) {
+		ms = (int64_t)au_pg_get_u64(PQgetvalue(r, 0, 0));
+		if (ms < 0)
+			ms = 0;
+	}
+	PQclear(r);
+	return ms;
+}
+
+/* The blocking part of a lease: listen, then look again (a push in between
+ * is seen either way), then wait for a push or for a scheduled
+ * computation to fall due. */
+static int lease_wait(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		      uint64_t deadline, struct au_lease *out, size_t *n)
+{
+	struct au_pg *pg = &((struct pgq *)q->ctx)->pg;
+	uint64_t now, until;
+	int64_t due;
+
+	if (au_pg_command(pg, "LISTEN " AU_PG_QUEUE_CHANNEL, &q->err) < 0)
+		return -1;
+	for (;;) {
+		if (lease_once(q, queue, max, lease_ms, out, n) < 0)
+			return -1;
+		if (*n || (now = au_mono_us()) >= deadline)
+			return 0;
+		due = next_due(q, queue);
+		until = due >= 0 && now + (uint64_t)due * 1000 < deadline ? now + (uint64_t)due * 1000 + 1000
+									  : deadline;
+		/* a lost connection is reset by LISTEN, or the lease fails */
+		if (au_pg_wait(pg, AU_PG_QUEUE_CHANNEL, qname(queue), until, &q->err) < 0 &&
+		    au_pg_command(pg, "LISTEN " AU_PG_QUEUE_CHANNEL, &q->err) < 0)
+			return -1;
+	}
+}
+
+static int pgq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		     uint32_t block_ms, struct au_lease *out, size_t *n)
+{
+	struct au_pg *pg = &((struct pgq *)q->ctx)->pg;
+	struct au_err ignored;
+	int rc;
+
+	*n = 0;
+	if (!max)
+		return 0;
+	/* A busy queue costs one round trip: no LISTEN unless it must wait. */
+	if (lease_once(q, queue, max, lease_ms, out, n) < 0)
+		return -1;
+	if (*n || !block_ms)
+		return 0;
+	rc = lease_wait(q, queue, max, lease_ms, au_mono_us() + (uint64_t)block_ms * 1000, out, n);
+	/* A connection left listening would be sent every push of the
+	 * database, read or not. */
+	if (PQstatus(pg->c) == CONNECTION_OK)
+		au_pg_command(pg, "UNLISTEN " AU_PG_QUEUE_CHANNEL, &ignored);
+	return rc;
+}
+
+/* ---- settling an attempt ---- */
+
+/* Starts the parameters of a fenced statement in b: $1 queue, $2 ids, $3
+ * tokens (an id that cannot exist is a NULL, which matches nothing), their
+ * offsets in at[0..3). The caller adds its own. -1 on OOM. */
+static int fence_params(struct au_buf *b, const char *queue, const struct au_ref *refs, size_t n,
+			size_t *at)
+{
+	int rc = 0;
+	size_t i;
+
+	au_buf_reset(b);
+	at[0] = b->len;
+	rc |= au_buf_puts(b, qname(queue));
+	at[1] = b->len;
+	rc |= au_pg_array(b, AU_PG_UUID, n);
+	for (i = 0; i < n; i++) {
+		unsigned char uuid[16];
+
+		if (au_pg_uuid(uuid, refs[i].id) < 0)
+			rc |= au_pg_array_add(b, NULL, -1);
+		else
+			rc |= au_pg_array_add(b, uuid, 16);
+	}
+	at[2] = b->len;
+	rc |= au_pg_array(b, AU_PG_TEXT, n);
+	for (i = 0; i < n; i++)
+		rc |= au_pg_array_add(b, refs[i].token, (int)strnlen(refs[i].token, AU_TOKEN_SIZE));
+	return rc ? -1 : 0;
+}
+
+/* Runs a fenced statement over b (parameters starting at at[0..np)) and
+ * sets applied[] from the ordinals it returns. */
+static int settle(struct au_queue *q, enum stmt s, size_t n, const size_t *at, int np,
+		  int *applied)
+{
+	struct au_buf *b = &((struct pgq *)q->ctx)->params;
+	const char *vals[6];
+	int lens[6], i;
+	PGresult *r;
+
+	for (i = 0; i < np; i++) {
+		vals[i] = (const char *)b->data + at[i];
+		lens[i] = (int)((i + 1 < np ? at[i + 1] : b->len) - at[i]);
+	}
+	if (!(r = run(q, s, np, vals, lens)))
+		return -1;
+	if (applied) {
+		memset(applied, 0, n * sizeof(*applied));
+		for (i = 0; i < PQntuples(r); i++) {
+			uint64_t k = au_pg_get_u64(PQgetvalue(r, i, 0));
+
+			if (k >= 1 && k <= n)
+				applied[k - 1] = 1;
+		}
+	}
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_ack(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		   int *applied)
+{
+	size_t at[3];
+
+	if (!n)
+		return 0;
+	if (fence_params(&((struct pgq *)q->ctx)->params, queue, refs, n, at) < 0)
+		return oom(q);
+	return settle(q, S_ACK, n, at, 3, applied);
+}
+
+static int requeue(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		   const uint64_t *delay_ms, const char *const *error, int uncount, int *applied)
+{
+	struct au_buf *b = &((struct pgq *)q->ctx)->params;
+	size_t at[6], i;
+	int rc;
+
+	if (!n)
+		return 0;
+	rc = fence_params(b, queue, refs, n, at);
+	at[3] = b->len;
+	rc |= au_pg_array(b, AU_PG_INT8, n);
+	for (i = 0; i < n; i++)
+		rc |= add_u64(b, delay_ms ? delay_ms[i] : 0);
+	at[4] = b->len;
+	rc |= au_pg_array(b, AU_PG_TEXT, n);
+	for (i = 0; i < n; i++)
+		rc |= add_text(b, error ? error[i] : NULL);
+	at[5] = b->len;
+	rc |= au_buf_append(b, uncount ? "\1" : "\0", 1);
+	if (rc)
+		return oom(q);
+	return settle(q, S_REQUEUE, n, at, 6, applied);
+}
+
+static int pgq_retry(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		     const uint64_t *delay_ms, const char *const *error, int *applied)
+{
+	return requeue(q, queue, refs, n, delay_ms, error, 0, applied);
+}
+
+static int pgq_release(struct au_queue *q, const char *queue, const struct au_ref *refs,
+		       size_t n, int *applied)
+{
+	return requeue(q, queue, refs, n, NULL, NULL, 1, applied);
+}
+
+static int pgq_bury(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		    const char *const *reason, int *applied)
+{
+	struct au_buf *b = &((struct pgq *)q->ctx)->params;
+	size_t at[4], i;
+	int rc;
+
+	if (!n)
+		return 0;
+	rc = fence_params(b, queue, refs, n, at);
+	at[3] = b->len;
+	rc |= au_pg_array(b, AU_PG_TEXT, n);
+	for (i = 0; i < n; i++)
+		rc |= add_text(b, reason ? reason[i] : NULL);
+	if (rc)
+		return oom(q);
+	return settle(q, S_BURY, n, at, 4, applied);
+}
+
+static int pgq_extend(struct au_queue *q, const char *queue, const struct au_ref *refs,
+		      size_t n, uint32_t lease_ms, int *applied)
+{
+	struct au_buf *b = &((struct pgq *)q->ctx)->params;
+	unsigned char ms[8];
+	size_t at[4];
+	int rc;
+
+	if (!n)
+		return 0;
+	rc = fence_params(b, queue, refs, n, at);
+	at[3] = b->len;
+	au_pg_put_u64(ms, lease_ms);
+	rc |= au_buf_append(b, ms, 8);
+	if (rc)
+		return oom(q);
+	return settle(q, S_EXTEND, n, at, 4, applied);
+}
+
+/* ---- housekeeping and inspection ---- */
+
+static int pgq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *requeued,
+		      size_t *buried)
+{
+	unsigned char lim[8];
+	const char *vals[] = { qname(queue), (const char *)lim };
+	int lens[] = { (int)strlen(vals[0]), 8 }, i;
+	PGresult *r;
+
+	*requeued = *buried = 0;
+	if (!max)
+		return 0;
+	au_pg_put_u64(lim, max);
+	if (!(r = run(q, S_RESCUE, 2, vals, lens)))
+		return -1;
+	for (i = 0; i < PQntuples(r); i++) {
+		int32_t st = (int32_t)au_pg_get_u32(PQgetvalue(r, i, 0));
+
+		*requeued += st == 0;
+		*buried += st == 2;
+	}
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_cancel(struct au_queue *q, const char *queue, const char *id)
+{
+	PGresult *r = run_id(q, S_CANCEL, queue, id);
+	int rc = 0, st;
+
+	if (!r && q->err.code != AU_ENOTFOUND)
+		return -1;
+	st = r && PQntuples(r) ? (int)au_pg_get_u32(PQgetvalue(r, 0, 0)) : -1;
+	PQclear(r);
+	if (st == 1)
+		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);
+	else if (st != 0)
+		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' waiting in queue '%s'", id,
+			       qname(queue));
+	return rc;
+}
+
+static int pgq_peek(struct au_queue *q, const char *queue, const char *id,
+		    struct au_job_info *info)
+{
+	PGresult *r = run_id(q, S_PEEK, queue, id);
+
+	if (!r)
+		return -1;
+	if (!PQntuples(r)) {
+		PQclear(r);
+		return au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
+				 qname(queue));
+	}
+	info->state = (enum au_job_state)au_pg_get_u32(PQgetvalue(r, 0, 0));
+	info->attempts = au_pg_get_u32(PQgetvalue(r, 0, 1));
+	info->max_attempts = au_pg_get_u32(PQgetvalue(r, 0, 2));
+	snprintf(info->error, sizeof(info->error), "%.*s", PQgetlength(r, 0, 3),
+		 PQgetvalue(r, 0, 3));
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_stats(struct au_queue *q, const char *queue, struct au_queue_stats *st)
+{
+	PGresult *r = run_id(q, S_STATS, queue, NULL);
+
+	if (!r)
+		return -1;
+	st->ready = au_pg_get_u64(PQgetvalue(r, 0, 0));
+	st->scheduled = au_pg_get_u64(PQgetvalue(r, 0, 1));
+	st->leased = au_pg_get_u64(PQgetvalue(r, 0, 2));
+	st->dead = au_pg_get_u64(PQgetvalue(r, 0, 3));
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
+{
+	PGresult *r = run(q, S_QUEUES, 0, NULL, NULL);
+	size_t rows, i;
+	char **v;
+
+	if (!r)
+		return -1;
+	rows = (size_t)PQntuples(r);
+	v = calloc(rows ? rows : 1, sizeof(*v));
+	for (i = 0; v && i < rows; i++)
+		if (!(v[i] = au_strndup(PQgetvalue(r, (int)i, 0), (size_t)PQgetlength(r, (int)i, 0)))) {
+			while (i--)
+				free(v[i]);
+			free(v);
+			v = NULL;
+		}
+	PQclear(r);
+	if (!v)
+		return oom(q);
+	*names = v;
+	*n = rows;
+	return 0;
+}
+
+/* ---- watch ---- */
+
+/*
+ * A second connection LISTENs on the loop. When it drops (a server
+ * restart), it is opened again without blocking the loop: PQconnectStart,
+ * then PQconnectPoll each time the socket is ready, with a fresh event each
+ * step since the socket may change. Failed attempts are retried every
+ * WATCH_RETRY_S. Once the server confirms the new LISTEN, the worker is
+ * woken, as computations may have arrived while nobody listened.
+ */
+struct pg_watch {
+	char *conninfo;
+	char *queue;
+	const struct au_url *url;
+	struct event_base *base;
+	PGconn *c;
+	struct event *ev;           /* on c's socket */
+	struct event *timer;        /* first wake, then retries of the connection */
+	int connecting;
+	au_queue_wake_fn fn;
+	void *arg;
+};
+
+static void watch_socket(evutil_socket_t fd, short what, void *arg);
+
+/* Waits for what on c's current socket. */
+static int watch_arm(struct pg_watch *w, short what)
+{
+	if (w->ev)
+		event_free(w->ev);
+	w->ev = event_new(w->base, PQsocket(w->c), what, watch_socket, w);
+	return w->ev && event_add(w->ev, NULL) == 0 ? 0 : -1;
+}
+
+static void watch_drop(struct pg_watch *w)
+{
+	struct timeval retry = { WATCH_RETRY_S, 0 };
+
+	if (w->ev)
+		event_free(w->ev);
+	w->ev = NULL;
+	PQfinish(w->c);
+	w->c = NULL;
+	w->connecting = 0;
+	evtimer_add(w->timer, &retry);
+}
+
+
+static void watch_connect_step(struct pg_watch *w)
+{
+	switch (PQconnectPoll(w->c)) {
+	case PGRES_POLLING_READING:
+		if (watch_arm(w, EV_READ) == 0)
+			return;
+		break;
+	case PGRES_POLLING_WRITING:
+		if (watch_arm(w, EV_WRITE) == 0)
+			return;
+		break;
+	case PGRES_POLLING_OK:
+		/* the reply to LISTEN comes to watch_socket */
+		w->connecting = 0;
+		if (PQsendQuery(w->c, "LISTEN " AU_PG_QUEUE_CHANNEL) &&
+		    PQsetnonblocking(w->c, 1) == 0 && watch_arm(w, EV_READ | EV_PERSIST) == 0)
+			return;
+		break;
+	default:
+		break;
+	}
+	watch_drop(w);
+}
+
+static void watch_socket(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_watch *w = arg;
+	PGresult *r;
+	PGnotify *n;
+	int woken = 0;
+
+	(void)fd;
+	(void)what;
+	if (w->connecting) {
+		watch_connect_step(w);
+		return;
+	}
+	if (!PQconsumeInput(w->c) || PQstatus(w->c) != CONNECTION_OK) {
+		char why[AU_ERRSTR_SIZE];
+
+		snprintf(why, sizeof(why), "%s", PQerrorMessage(w->c));
+		why[strcspn(why, "\n")] = '\0';
+		au_log(AU_LOG_WARN, "lost the connection watching queue '%s' on '%s' (%s): reconnecting",
+		       w->queue, w->url->text, why);
+		watch_drop(w);
+		return;
+	}
+	/* the reply to the LISTEN of a new connection */
+	while (!PQisBusy(w->c) && (r = PQgetResult(w->c))) {
+		if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+			au_log(AU_LOG_INFO, "watching queue '%s' on '%s' again", w->queue,
+			       w->url->text);
+			woken = 1;
+		}
+		PQclear(r);
+	}
+	while ((n = PQnotifies(w->c))) {
+		woken |= !strcmp(n->extra, w->queue);
+		PQfreemem(n);
+	}
+	/* last: fn may unwatch */
+	if (woken)
+		w->fn(w->arg);
+}
+
+static void watch_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_watch *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (w->c) {                 /* the first wake */
+		w->fn(w->arg);
+		return;
+	}
+	w->c = PQconnectStart(w->conninfo);
+	au_pg_notices(w->c);
+	if (!w->c || PQstatus(w->c) == CONNECTION_BAD) {
+		watch_drop(w);
+		return;
+	}
+	/* libpq's protocol: poll once the socket is writable */
+	w->connecting = 1;
+	if (watch_arm(w, EV_WRITE) < 0)
+		watch_drop(w);
+}
+
+static void watch_free(struct pg_watch *w)
+{
+	if (w->ev)
+		event_free(w->ev);
+	if (w->timer)
+		event_free(w->timer);
+	PQfinish(w->c);
+	free(w->conninfo);
+	free(w->queue);
+	free(w);
+}
+
+static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *base,
+		     au_queue_wake_fn fn, void *arg)
+{
+	struct pgq *p = q->ctx;
+	struct timeval now = { 0, 0 };
+	struct pg_watch *w;
+	PGresult *r;
+	int ok;
+
+	if (p->watch)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
+	if (!(w = calloc(1, sizeof(*w))))
+		return oom(q);
+	w->url = &q->url;
+	w->base = base;
+	w->fn = fn;
+	w->arg = arg;
+	if (!(w->queue = au_strdup(qname(queue))) || !(w->conninfo = strdup(p->pg.conninfo)) ||
+	    !(w->timer = evtimer_new(base, watch_timer, w))) {
+		watch_free(w);
+		return oom(q);
+	}
+	/* The first connection is made here, so a bad one is reported, and
+	 * the LISTEN has taken effect when watch returns. */
+	w->c = PQconnectdb(w->conninfo);
+	au_pg_notices(w->c);
+	if (PQstatus(w->c) != CONNECTION_OK) {
+		au_pg_connect_error(&q->err, &q->url, w->c);
+		watch_free(w);
+		return -1;
+	}
+	r = PQexec(w->c, "LISTEN " AU_PG_QUEUE_CHANNEL);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if (!ok || PQsetnonblocking(w->c, 1) < 0 || watch_arm(w, EV_READ | EV_PERSIST) < 0) {
+		au_seterr(&q->err, AU_ECONN, "cannot listen on '%s'", q->url.text);
+		watch_free(w);
+		return -1;
+	}
+	/* a first wake covers what arrived before the watch */
+	evtimer_add(w->timer, &now);
+	p->watch = w;
+	return 0;
+}
+
+static void pgq_unwatch(struct au_queue *q)
+{
+	struct pgq *p = q->ctx;
+
+	if (!p->watch)
+		return;
+	watch_free(p->watch);
+	p->watch = NULL;
+}
+
+#define PG_QUEUE_OPS(name) {               \
+	.scheme = name,                    \
+	.open = pgq_open,                  \
+	.close = pgq_close,                \
+	.push = pgq_push,                  \
+	.lease = pgq_lease,                \
+	.ack = pgq_ack,                    \
+	.retry = pgq_retry,                \
+	.release = pgq_release,            \
+	.bury = pgq_bury,                  \
+	.extend = pgq_extend,              \
+	.rescue = pgq_rescue,              \
+	.cancel = pgq_cancel,              \
+	.peek = pgq_peek,                  \
+	.stats = pgq_stats,                \
+	.queues = pgq_queues,              \
+	.watch = pgq_watch,                \
+	.unwatch = pgq_unwatch,            \
+}
+
+/* libpq takes both spellings of the scheme; so does au. */
+const struct au_queue_ops au_pg_queue_ops = PG_QUEUE_OPS("postgres");
+const struct au_queue_ops au_postgresql_queue_ops = PG_QUEUE_OPS("postgresql");

@@ -1,0 +1,739 @@
+/*
+ * pg_schema.c - the PostgreSQL schema of au and its migrations, and the
+ * libpq plumbing the queue and the store share (pg_schema.h).
+ *
+ * The schema is a list of numbered steps below. The database records the
+ * steps it has in au_schema_version; each step runs in its own transaction
+ * under a transaction-level advisory lock, and re-reads the version once
+ * it holds the lock, so workers starting together migrate once.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "pg_schema.h"
+
+/* pg_advisory_xact_lock key of migrations: "au_migr" in ASCII. */
+#define MIGRATE_LOCK_KEY "32199251564587378"
+#define CONNECT_TIMEOUT_S "10"
+
+/*
+ * Every session of au plans without sequential scans, bitmap scans and
+ * nested loops. A prepared statement switches to a cached generic plan
+ * after five runs, and one made while au_jobs was small (or its statistics
+ * stale) can scan the whole table on every lease and acknowledgement. Even
+ * the first, custom plans misjudge a batch: they took the ids of an ack for
+ * one row and joined them in a nested loop, 256 x 256 comparisons (30 ms
+ * instead of 1.5). With these settings every statement of au walks an
+ * index bounded by its batch, whatever the statistics say, and joins by
+ * hashing. plan_cache_mode=force_custom_plan would leave the second trap
+ * and re-plan every call (3-30% slower in queue-limits.md).
+ */
+#define SESSION_OPTIONS "-c enable_seqscan=off -c enable_bitmapscan=off -c enable_nestloop=off"
+
+static const struct step {
+	int version;
+	const char *what;
+	const char *sql;
+} steps[] = {
+	{ 1, "queue",
+	  "CREATE TABLE au_schema_version (\n"
+	  "\tversion int PRIMARY KEY,\n"
+	  "\tapplied_at timestamptz NOT NULL DEFAULT now()\n"
+	  ");\n"
+	  "-- state: 0 waiting (ready once run_at <= now()), 1 leased, 2 dead.\n"
+	  "-- body is the computation in au's wire format (docs/wire-format.md).\n"
+	  "CREATE TABLE au_jobs (\n"
+	  "\tid uuid PRIMARY KEY,\n"
+	  "\tpriority smallint NOT NULL DEFAULT 0,\n"
+	  "\tstate smallint NOT NULL DEFAULT 0,\n"
+	  "\tattempts int NOT NULL DEFAULT 0,\n"
+	  "\tmax_attempts int NOT NULL DEFAULT 1,\n"
+	  "\tseq bigint GENERATED ALWAYS AS IDENTITY (CACHE 100),\n"
+	  "\trun_at timestamptz NOT NULL DEFAULT now(),\n"
+	  "\tlease_until timestamptz,\n"
+	  "\tcreated_at timestamptz NOT NULL DEFAULT now(),\n"
+	  "\tqueue text COLLATE \"C\" NOT NULL,\n"
+	  "\ttoken text,\n"
+	  "\terror text,\n"
+	  "\tbody bytea NOT NULL\n"
+	  ");\n"
+	  "-- The lease walks this index from its head; seq keeps one push FIFO.\n"
+	  "CREATE INDEX au_jobs_ready ON au_jobs (queue, priority DESC, run_at, seq)"
+	  " WHERE state = 0;\n"
+	  "CREATE INDEX au_jobs_leased ON au_jobs (queue, lease_until) WHERE state = 1;\n" },
+	{ 2, "result store",
+	  "-- record is the result record in au's wire format.\n"
+	  "CREATE TABLE au_results (\n"
+	  "\tid uuid PRIMARY KEY,\n"
+	  "\texpires_at timestamptz NOT NULL,\n"
+	  "\trecord bytea NOT NULL\n"
+	  ");\n"
+	  "CREATE INDEX au_results_expires ON au_results (expires_at);\n" },
+	{ 3, "queue list, dead letter index, vacuum settings",
+	  "CREATE TABLE au_queues (\n"
+	  "\tname text COLLATE \"C\" PRIMARY KEY,\n"
+	  "\tcreated_at timestamptz NOT NULL DEFAULT now()\n"
+	  ");\n"
+	  "INSERT INTO au_queues (name) SELECT DISTINCT queue FROM au_jobs;\n"
+	  "CREATE INDEX au_jobs_dead ON au_jobs (queue) WHERE state = 2;\n"
+	  "-- Every computation inserts, updates and deletes a row of au_jobs:\n"
+	  "-- vacuum soon after each wave rather than after a fifth of the table.\n"
+	  "-- (No fillfactor: a lease changes indexed columns, so no update is\n"
+	  "-- HOT and room left on pages would only make the table bigger.)\n"
+	  "ALTER TABLE au_jobs SET (autovacuum_vacuum_scale_factor = 0.01,\n"
+	  "\tautovacuum_vacuum_threshold = 1000, autovacuum_vacuum_insert_scale_factor = 0.01,\n"
+	  "\tautovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);\n"
+	  "ALTER TABLE au_results SET (autovacuum_vacuum_scale_factor = 0.05,\n"
+	  "\tautovacuum_vacuum_cost_delay = 0);\n" },
+};
+
+/* ---- messages ---- */
+
+/* libpq's message reduced to au's style: its first line, after "...
+ * failed: " and the severity, starting lowercase. */
+static void tidy(char *out, size_t n, const char *msg)
+{
+	const char *p = msg ? msg : "", *f;
+	size_t len;
+
+	len = strcspn(p, "\n");
+	if ((f = strstr(p, "failed: ")) && f < p + len) {
+		p = f + 8;
+		len = strcspn(p, "\n");
+	}
+	while (!strncmp(p, "FATAL:  ", 8) || !strncmp(p, "ERROR:  ", 8)) {
+		p += 8;
+		len = strcspn(p, "\n");
+	}
+	while (len && isspace((unsigned char)p[len - 1]))
+		len--;
+	if (!len) {
+		p = "connection error";
+		len = strlen(p);
+	}
+	snprintf(out, n, "%.*s", (int)len, p);
+	out[0] = (char)tolower((unsigned char)out[0]);
+}
+
+int au_pg_connect_error(struct au_err *err, const struct au_url *url, PGconn *c)
+{
+	char why[AU_ERRSTR_SIZE];
+
+	if (!c)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	tidy(why, sizeof(why), PQerrorMessage(c));
+	return au_seterr(err, AU_ECONN, "unable to connect to '%s': %s", url->text, why);
+}
+
+/* A failed statement: a dropped connection is AU_ECONN, anything the server
+ * said AU_EPROTO. */
+static int query_error(struct au_err *err, const struct au_url *url, PGconn *c,
+		       const PGresult *r)
+{
+	const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	char why[AU_ERRSTR_SIZE];
+
+	if (PQstatus(c) == CONNECTION_BAD) {
+		tidy(why, sizeof(why), PQerrorMessage(c));
+		return au_seterr(err, AU_ECONN, "lost connection to '%s': %s", url->text, why);
+	}
+	if (!r)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	tidy(why, sizeof(why), primary ? primary : PQresultErrorMessage(r));
+	return au_seterr(err, AU_EPROTO, "postgres error from '%s': %s", url->text, why);
+}
+
+static void notice(void *arg, const char *msg)
+{
+	(void)arg;
+	au_log(AU_LOG_DEBUG, "postgres: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+void au_pg_notices(PGconn *c)
+{
+	if (c)
+		PQsetNoticeProcessor(c, notice, NULL);
+}
+
+/* ---- connection strings ---- */
+
+static int conninfo_add(struct au_buf *b, const char *key, const char *val)
+{
+	int rc = au_buf_printf(b, "%s%s='", b->len ? " " : "", key);
+
+	for (; *val && rc == 0; val++) {
+		if (*val == '\'' || *val == '\\')
+			rc = au_buf_append(b, "\\", 1);
+		if (rc == 0)
+			rc = au_buf_append(b, val, 1);
+	}
+	return rc < 0 ? -1 : au_buf_puts(b, "'");
+}
+
+/* Our own URL parameters; libpq would refuse them. */
+static int au_param(const char *key, size_t len)
+{
+	return len == 7 && !strncmp(key, "migrate", 7);
+}
+
+char *au_pg_conninfo(const struct au_url *url, struct au_err *err)
+{
+	struct au_buf b = AU_BUF_INIT;
+	char *options = NULL, *val, port[16];
+	const char *p = url->query;
+	int rc = 0, app_name = 0, timeout = 0;
+
+	if (strcmp(url->scheme, "postgres") && strcmp(url->scheme, "postgresql")) {
+		au_seterr(err, AU_EINVAL, "not a postgres url '%s'", url->text);
+		return NULL;
+	}
+	rc |= conninfo_add(&b, "host", url->host);
+	if (url->port) {
+		snprintf(port, sizeof(port), "%d", url->port);
+		rc |= conninfo_add(&b, "port", port);
+	}
+	if (url->user)
+		rc |= conninfo_add(&b, "user", url->user);
+	if (url->password)
+		rc |= conninfo_add(&b, "password", url->password);
+	if (url->path && *url->path)
+		rc |= conninfo_add(&b, "dbname", url->path);
+	/* The other query parameters are libpq's (sslmode=, host=/socket/dir) */
+	while (p && *p && rc == 0) {
+		size_t klen = strcspn(p, "=&"), i;
+		char key[64];
+
+		for (i = 0; i < klen; i++)
+			if (!islower((unsigned char)p[i]) && p[i] != '_')
+				break;
+		if (i < klen || klen == 0 || klen >= sizeof(key)) {
+			au_seterr(err, AU_EINVAL, "invalid url '%s': bad parameter '%.*s'", url->text,
+				  (int)klen, p);
+			goto fail;
+		}
+		memcpy(key, p, klen);
+		key[klen] = '\0';
+		p += strcspn(p, "&");
+		p += *p == '&';
+		if (au_param(key, klen))
+			continue;
+		if (!(val = au_url_param(url, key)))
+			goto oom;
+		if (!strcmp(key, "options")) {
+			free(options);
+			options = val;
+			continue;
+		}
+		app_name |= !strcmp(key, "application_name");
+		timeout |= !strcmp(key, "connect_timeout");
+		rc |= conninfo_add(&b, key, val);
+		free(val);
+	}
+	if (!app_name)
+		rc |= conninfo_add(&b, "application_name", "au");
+	if (!timeout)
+		rc |= conninfo_add(&b, "connect_timeout", CONNECT_TIMEOUT_S);
+	/* the user's options come last, so they may override ours */
+	if (!(val = au_asprintf("%s%s%s", SESSION_OPTIONS, options ? " " : "", options ? options : "")))
+		goto oom;
+	rc |= conninfo_add(&b, "options", val);
+	free(val);
+	if (rc)
+		goto oom;
+	free(options);
+	return (char *)au_buf_detach(&b, NULL);
+oom:
+	au_seterr(err, AU_ENOMEM, "out of memory");
+fail:
+	free(options);
+	au_buf_release(&b);
+	return NULL;
+}
+
+/* ---- versions and migrations ---- */
+
+/* Runs sql (no parameters); the single value of its first row, if any, goes
+ * to *val (NULL: not wanted). */
+static int simple(PGconn *c, const struct au_url *url, const char *sql, int *val,
+		  struct au_err *err)
+{
+	PGresult *r = PQexec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+	int rc = 0;
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		rc = query_error(err, url, c, r);
+	else if (val)
+		*val = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? atoi(PQgetvalue(r, 0, 0)) : 0;
+	PQclear(r);
+	return rc;
+}
+
+static int db_version(PGconn *c, const struct au_url *url, int *version, struct au_err *err)
+{
+	int exists;
+
+	if (simple(c, url, "SELECT count(*) FROM pg_catalog.pg_class"
+		   " WHERE oid = to_regclass('au_schema_version')", &exists, err) < 0)
+		return -1;
+	*version = 0;
+	return exists ? simple(c, url, "SELECT max(version) FROM au_schema_version", version, err)
+		      : 0;
+}
+
+static int version_error(struct au_err *err, int version)
+{
+	if (version > AU_PG_SCHEMA_VERSION)
+		return au_seterr(err, AU_ESTATE, "database schema is at v%d, this au expects v%d: upgrade au",
+				 version, AU_PG_SCHEMA_VERSION);
+	return au_seterr(err, AU_ESTATE, "database schema is at v%d, this au expects v%d: run 'au migrate'",
+			 version, AU_PG_SCHEMA_VERSION);
+}
+
+/* What step s runs once it holds the lock. The planner may scan whole
+ * tables here (the backfill of v3). */
+static char *step_body(const struct step *s)
+{
+	return au_asprintf("SET LOCAL enable_seqscan = on;\n"
+			   "SET LOCAL enable_bitmapscan = on;\n"
+			   "SET LOCAL enable_nestloop = on;\n"
+			   "%s"
+			   "INSERT INTO au_schema_version (version) VALUES (%d);\n",
+			   s->sql, s->version);
+}
+
+#define STEP_BEGIN "BEGIN;\nSELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");\n"
+
+/* Applies step s unless another process did while we waited for the lock. */
+static int apply_step(PGconn *c, const struct au_url *url, const struct step *s, FILE *out,
+		      struct au_err *err)
+{
+	char *body = step_body(s);
+	int version, rc, applied = 0;
+
+	if (!body)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	rc = simple(c, url, STEP_BEGIN, NULL, err);
+	if (rc == 0)
+		rc = db_version(c, url, &version, err);
+	if (rc == 0 && version < s->version) {
+		rc = simple(c, url, body, NULL, err);
+		applied = 1;
+	}
+	if (rc == 0)
+		rc = simple(c, url, "COMMIT", NULL, err);
+	else if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
+		PQclear(PQexec(c, "ROLLBACK"));
+	if (rc == 0 && applied && out)
+		fprintf(out, "migrated to v%d: %s\n", s->version, s->what);
+	free(body);
+	return rc;
+}
+
+/* The steps after version up to target: applied, or printed (dry_run). */
+static int run_steps(PGconn *c, const struct au_url *url, int version, int target, int dry_run,
+		     FILE *out, struct au_err *err)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(steps); i++) {
+		const struct step *s = &steps[i];
+
+		if (s->version <= version || s->version > target)
+			continue;
+		if (dry_run) {
+			char *body = step_body(s);
+
+			if (!body)
+				return au_seterr(err, AU_ENOMEM, "out of memory");
+			if (out)
+				fprintf(out, "\n-- v%d: %s\n" STEP_BEGIN "%sCOMMIT;\n", s->version,
+					s->what, body);
+			free(body);
+		} else if (apply_step(c, url, s, out, err) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Migrates the database behind c to target (at most AU_PG_SCHEMA_VERSION);
+ * with only_empty, only a database without au. Besides the lock of each
+ * step, a real run holds the lock for the session, so a process arriving
+ * meanwhile waits and then sees where the run ended, not a step between.
+ */
+static int migrate(PGconn *c, const struct au_url *url, int target, int dry_run, int only_empty,
+		   FILE *out, struct au_err *err)
+{
+	int version, rc;
+
+	if (!dry_run && simple(c, url, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL, err) < 0)
+		return -1;
+	rc = db_version(c, url, &version, err);
+	if (rc == 0 && version > AU_PG_SCHEMA_VERSION)
+		rc = version_error(err, version);
+	else if (rc == 0 && version > target)
+		rc = au_seterr(err, AU_ESTATE, "database schema is at v%d: cannot go back to v%d",
+			       version, target);
+	if (rc == 0 && dry_run && out)
+		fprintf(out, "-- database schema is at v%d, this au expects v%d%s\n", version, target,
+			version == target ? ": nothing to do" : "");
+	if (rc == 0 && (!only_empty || version == 0))
+		rc = run_steps(c, url, version, target, dry_run, out, err);
+	if (!dry_run && PQstatus(c) == CONNECTION_OK)
+		PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
+	return rc;
+}
+
+/* Connects for a one-off job (migrate, version). */
+static PGconn *connect_url(const char *text, struct au_url *url, struct au_err *err)
+{
+	char *conninfo;
+	PGconn *c;
+
+	if (au_url_parse(text, url, err) < 0)
+		return NULL;
+	if (!(conninfo = au_pg_conninfo(url, err)))
+		goto fail;
+	c = PQconnectdb(conninfo);
+	au_pg_notices(c);
+	free(conninfo);
+	if (PQstatus(c) == CONNECTION_OK)
+		return c;
+	au_pg_connect_error(err, url, c);
+	PQfinish(c);
+fail:
+	au_url_release(url);
+	return NULL;
+}
+
+int au_pg_migrate_to(const char *text, int version, int dry_run, FILE *out, struct au_err *err)
+{
+	struct au_url url;
+	PGconn *c;
+	int rc;
+
+	if (version < 1 || version > AU_PG_SCHEMA_VERSION)
+		return au_seterr(err, AU_EINVAL, "no schema version %d (this au knows 1 to %d)", version,
+				 AU_PG_SCHEMA_VERSION);
+	if (!(c = connect_url(text, &url, err)))
+		return -1;
+	rc = migrate(c, &url, version, dry_run, 0, out, err);
+	PQfinish(c);
+	au_url_release(&url);
+	return rc;
+}
+
+int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err)
+{
+	return au_pg_migrate_to(url, AU_PG_SCHEMA_VERSION, dry_run, out, err);
+}
+
+int au_pg_schema_version(const char *text, int *db_version_out, int *binary_version,
+			 struct au_err *err)
+{
+	struct au_url url;
+	PGconn *c;
+	int rc;
+
+	if (!(c = connect_url(text, &url, err)))
+		return -1;
+	rc = db_version(c, &url, db_version_out, err);
+	*binary_version = AU_PG_SCHEMA_VERSION;
+	PQfinish(c);
+	au_url_release(&url);
+	return rc;
+}
+
+int au_pg_schema_check(PGconn *c, struct au_err *err)
+{
+	struct au_url url = { .text = au_asprintf("postgres://%s:%s/%s", PQhost(c), PQport(c),
+						  PQdb(c)) };
+	int version, rc;
+
+	if (!url.text)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	rc = db_version(c, &url, &version, err);
+	if (rc == 0 && version != AU_PG_SCHEMA_VERSION)
+		rc = version_error(err, version);
+	free(url.text);
+	return rc;
+}
+
+/* ---- connections ---- */
+
+int au_pg_open(struct au_pg *pg, const struct au_url *url, const struct au_pg_stmt *stmts,
+	       size_t nstmts, struct au_err *err)
+{
+	char *want = au_url_param(url, "migrate");
+	int version, rc = -1;
+
+	memset(pg, 0, sizeof(*pg));
+	pg->url = url;
+	pg->stmts = stmts;
+	pg->nstmts = nstmts;
+	if (!(pg->conninfo = au_pg_conninfo(url, err)))
+		goto out;
+	pg->c = PQconnectdb(pg->conninfo);
+	au_pg_notices(pg->c);
+	if (PQstatus(pg->c) != CONNECTION_OK) {
+		au_pg_connect_error(err, url, pg->c);
+		goto out;
+	}
+	/* A database without au gets its tables; an older schema is only
+	 * upgraded when asked, since other programs may still use it. */
+	if (db_version(pg->c, url, &version, err) < 0)
+		goto out;
+	if (version < AU_PG_SCHEMA_VERSION &&
+	    (migrate(pg->c, url, AU_PG_SCHEMA_VERSION, 0, !want || !strcmp(want, "0"), NULL, err) < 0 ||
+	     db_version(pg->c, url, &version, err) < 0))
+		goto out;
+	rc = version == AU_PG_SCHEMA_VERSION ? 0 : version_error(err, version);
+out:
+	free(want);
+	if (rc < 0)
+		au_pg_close(pg);
+	return rc;
+}
+
+void au_pg_close(struct au_pg *pg)
+{
+	PQfinish(pg->c);
+	free(pg->conninfo);
+	pg->c = NULL;
+	pg->conninfo = NULL;
+}
+
+/* A connection found broken is reset once per call; what the old session
+ * had (prepared statements, LISTEN) is gone with it. */
+static int ensure(struct au_pg *pg, struct au_err *err)
+{
+	if (PQstatus(pg->c) == CONNECTION_OK)
+		return 0;
+	PQreset(pg->c);
+	pg->prepared = 0;
+	if (PQstatus(pg->c) == CONNECTION_OK)
+		return 0;
+	return au_pg_connect_error(err, pg->url, pg->c);
+}
+
+static void drop_notifies(PGconn *c)
+{
+	PGnotify *n;
+
+	while ((n = PQnotifies(c)))
+		PQfreemem(n);
+}
+
+/* 1 if the failed result r is worth one more try: the connection broke, or
+ * the session lost our prepared statements. */
+static int retryable(struct au_pg *pg, const PGresult *r)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+	if (PQstatus(pg->c) == CONNECTION_BAD)
+		return 1;
+	if (state && !strcmp(state, "26000")) {   /* invalid_sql_statement_name */
+		pg->prepared = 0;
+		return 1;
+	}
+	return 0;
+}
+
+PGresult *au_pg_exec(struct au_pg *pg, int stmt, int nparams, const char *const *vals,
+		     const int *lens, struct au_err *err)
+{
+	static const int binary[16] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+	const struct au_pg_stmt *s;
+	uint64_t bit;
+	int attempt;
+
+	if (stmt < 0 || (size_t)stmt >= pg->nstmts || stmt >= 64 ||
+	    nparams > (int)AU_ARRAY_SIZE(binary))
+		AU_BUG("statement %d of %zu with %d parameters", stmt, pg->nstmts, nparams);
+	s = &pg->stmts[stmt];
+	bit = (uint64_t)1 << stmt;
+	for (attempt = 0; attempt < 2; attempt++) {
+		PGresult *r = NULL;
+		ExecStatusType st;
+
+		if (ensure(pg, err) < 0)
+			return NULL;
+		drop_notifies(pg->c);
+		if (!(pg->prepared & bit)) {
+			r = PQprepare(pg->c, s->name, s->sql, 0, NULL);
+			if (PQresultStatus(r) != PGRES_COMMAND_OK)
+				goto failed;
+			PQclear(r);
+			pg->prepared |= bit;
+		}
+		r = PQexecPrepared(pg->c, s->name, nparams, vals, lens, binary, 1);
+		st = PQresultStatus(r);
+		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+			return r;
+failed:
+		if (attempt == 0 && retryable(pg, r)) {
+			PQclear(r);
+			continue;
+		}
+		query_error(err, pg->url, pg->c, r);
+		PQclear(r);
+		return NULL;
+	}
+	return NULL;
+}
+
+int au_pg_command(struct au_pg *pg, const char *sql, struct au_err *err)
+{
+	int attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		PGresult *r;
+
+		if (ensure(pg, err) < 0)
+			return -1;
+		r = PQexec(pg->c, sql);
+		if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+			PQclear(r);
+			return 0;
+		}
+		if (attempt == 0 && retryable(pg, r)) {
+			PQclear(r);
+			continue;
+		}
+		query_error(err, pg->url, pg->c, r);
+		PQclear(r);
+	}
+	return -1;
+}
+
+int au_pg_wait(struct au_pg *pg, const char *channel, const char *payload, uint64_t deadline_us,
+	       struct au_err *err)
+{
+	for (;;) {
+		struct pollfd pfd = { .fd = PQsocket(pg->c), .events = POLLIN };
+		uint64_t now, left;
+		PGnotify *n;
+		int ms = -1;
+
+		while ((n = PQnotifies(pg->c))) {
+			int hit = !strcmp(n->relname, channel) && (!payload || !strcmp(n->extra, payload));
+
+			PQfreemem(n);
+			if (hit)
+				return 1;
+		}
+		if (deadline_us) {
+			if ((now = au_mono_us()) >= deadline_us)
+				return 0;
+			left = (deadline_us - now + 999) / 1000;
+			/* poll takes an int: an hour at a time */
+			ms = left < 3600000 ? (int)left : 3600000;
+		}
+		if (pfd.fd < 0)
+			return query_error(err, pg->url, pg->c, NULL);
+		if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
+			return au_seterr(err, AU_EIO, "cannot wait for '%s': %s", pg->url->text,
+					 strerror(errno));
+		if (pfd.revents && !PQconsumeInput(pg->c))
+			return query_error(err, pg->url, pg->c, NULL);
+	}
+}
+
+/* ---- binary values ---- */
+
+void au_pg_put_u32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+void au_pg_put_u64(unsigned char *p, uint64_t v)
+{
+	au_pg_put_u32(p, (uint32_t)(v >> 32));
+	au_pg_put_u32(p + 4, (uint32_t)v);
+}
+
+uint32_t au_pg_get_u32(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+uint64_t au_pg_get_u64(const char *p)
+{
+	return (uint64_t)au_pg_get_u32(p) << 32 | au_pg_get_u32(p + 4);
+}
+
+/* The wire format of a one-dimensional array (array_recv): ndim, has-null
+ * flag (informative), element type, then size and lower bound of the
+ * dimension; each element is its length (-1 for NULL) and its bytes. */
+int au_pg_array(struct au_buf *b, unsigned elem, size_t n)
+{
+	unsigned char h[20];
+
+	au_pg_put_u32(h, n ? 1 : 0);
+	au_pg_put_u32(h + 4, 0);
+	au_pg_put_u32(h + 8, elem);
+	au_pg_put_u32(h + 12, (uint32_t)n);
+	au_pg_put_u32(h + 16, 1);
+	return au_buf_append(b, h, n ? 20 : 12);
+}
+
+int au_pg_array_add(struct au_buf *b, const void *p, int len)
+{
+	unsigned char h[4];
+
+	au_pg_put_u32(h, (uint32_t)len);
+	if (au_buf_append(b, h, 4) < 0)
+		return -1;
+	return len > 0 ? au_buf_append(b, p, (size_t)len) : 0;
+}
+
+int au_pg_array_open(struct au_buf *b, size_t *at)
+{
+	*at = b->len;
+	return au_buf_append(b, "\0\0\0\0", 4);
+}
+
+void au_pg_array_close(struct au_buf *b, size_t at)
+{
+	au_pg_put_u32(b->data + at, (uint32_t)(b->len - at - 4));
+}
+
+static int hexval(int c)
+{
+	return c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+int au_pg_uuid(unsigned char out[16], const char *id)
+{
+	int i;
+
+	if (!au_id_valid(id))
+		return -1;
+	for (i = 0; i < 16; i++)
+		out[i] = (unsigned char)(hexval(id[2 * i]) << 4 | hexval(id[2 * i + 1]));
+	return 0;
+}
+
+void au_pg_id(char out[AU_ID_SIZE], const unsigned char *uuid)
+{
+	static const char digits[] = "0123456789abcdef";
+	int i;
+
+	for (i = 0; i < 16; i++) {
+		out[2 * i] = digits[uuid[i] >> 4];
+		out[2 * i + 1] = digits[uuid[i] & 15];
+	}
+	out[32] = '\0';
+}

@@ -1,0 +1,575 @@
+/*
+ * test_pg_migrate.c - the PostgreSQL schema and its migrations, and what
+ * only the PostgreSQL backends do: plain-SQL producers, connections the
+ * server drops. Each case works in a database of its own (au_mig_<random>)
+ * on the server of $AU_TEST_PG.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "harness.h"
+#include "pg_schema.h"
+#include "queue.h"
+#include "store.h"
+
+/* T_EQ_INT evaluates its arguments twice; calls go through this */
+#define EQ(a, b, name) do { \
+		long long a_ = (long long)(a), b_ = (long long)(b); \
+		T_EQ_INT(a_, b_, name); \
+	} while (0)
+
+static struct au_url server;      /* $AU_TEST_PG */
+static PGconn *admin;             /* to its own database */
+
+/* ---- databases ---- */
+
+static PGconn *connect_to(const char *url)
+{
+	PGconn *c = PQconnectdb(url);
+
+	if (PQstatus(c) != CONNECTION_OK) {
+		T_OK(0, "connect to '%s': %s", url, PQerrorMessage(c));
+		PQfinish(c);
+		exit(t_done());
+	}
+	return c;
+}
+
+/* Runs sql on c; the first value of the first row (malloc'ed) or NULL. */
+static char *sql(PGconn *c, const char *text)
+{
+	PGresult *r = PQexec(c, text);
+	ExecStatusType st = PQresultStatus(r);
+	char *v = NULL;
+
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+		T_OK(0, "sql '%s': %s", text, PQresultErrorMessage(r));
+	else if (st == PGRES_TUPLES_OK && PQntuples(r) && !PQgetisnull(r, 0, 0))
+		v = au_strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return v;
+}
+
+static long sql_int(PGconn *c, const char *text)
+{
+	char *v = sql(c, text);
+	long n = v ? strtol(v, NULL, 10) : -1;
+
+	free(v);
+	return n;
+}
+
+/* A fresh database; its URL (malloc'ed) points at it. */
+static char *fresh_db(void)
+{
+	char name[64], cmd[128];
+
+	snprintf(name, sizeof(name), "au_mig_%016llx", (unsigned long long)au_random64());
+	snprintf(cmd, sizeof(cmd), "CREATE DATABASE %s", name);
+	free(sql(admin, cmd));
+	return au_asprintf("postgres://%s@%s:%d/%s", server.user ? server.user : "postgres",
+			   server.host, server.port ? server.port : 5432, name);
+}
+
+static void drop_db(char *url)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "DROP DATABASE %s WITH (FORCE)", strrchr(url, '/') + 1);
+	free(sql(admin, cmd));
+	free(url);
+}
+
+static int db_version(const char *url)
+{
+	struct au_err err;
+	int db = -1, bin = -1;
+
+	if (au_pg_schema_version(url, &db, &bin, &err) < 0)
+		T_OK(0, "schema version of '%s': %s", url, err.str);
+	return db;
+}
+
+static int has_table(PGconn *c, const char *table)
+{
+	char q[128], *v;
+	int yes;
+
+	snprintf(q, sizeof(q), "SELECT to_regclass('%s') IS NOT NULL", table);
+	v = sql(c, q);
+	yes = v && *v == 't';
+	free(v);
+	return yes;
+}
+
+/* The error of opening a queue and a store on url: 0 when both open. */
+static int open_error(const char *url, char *msg, size_t len)
+{
+	struct au_queue *q = au_queue_open(url);
+	struct au_store *s = au_store_open(url);
+	int code = q ? q->err.code : AU_ENOMEM;
+
+	snprintf(msg, len, "%s", q ? q->err.str : "out of memory");
+	if (!s || s->err.code != code || strcmp(s->err.str, msg))
+		T_OK(0, "the store opens like the queue (%s)", s ? s->err.str : "oom");
+	au_queue_close(q);
+	au_store_close(s);
+	return code;
+}
+
+/* A computation of queue "q" in the wire format, as a SQL bytea literal. */
+static char *job_literal(struct au_computation *c, const char *queue)
+{
+	struct au_buf b = AU_BUF_INIT, hex = AU_BUF_INIT;
+	struct au_err err;
+	char *out;
+	size_t i;
+
+	au_computation_init(c);
+	au_id_new(c->id);
+	c->task = au_strdup("noop");
+	c->queue = au_strdup(queue);
+	c->max_attempts = 2;
+	au_computation_encode(c, &b, &err);
+	au_buf_puts(&hex, "'\\x");
+	for (i = 0; i < b.len; i++)
+		au_buf_printf(&hex, "%02x", b.data[i]);
+	au_buf_puts(&hex, "'");
+	out = (char *)au_buf_detach(&hex, NULL);
+	au_buf_release(&b);
+	return out;
+}
+
+/* ---- cases ---- */
+
+static void test_fresh(void)
+{
+	char *url = fresh_db(), *printed = NULL;
+	struct au_err err;
+	size_t len;
+	FILE *out;
+	PGconn *c;
+
+	EQ(db_version(url), 0, "fresh: no schema");
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate(url, 0, out, &err) == 0, "fresh: migrate (%s)", err.str);
+	fclose(out);
+	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "fresh: at the latest version");
+	T_OK(printed && strstr(printed, "migrated to v1: queue") &&
+	     strstr(printed, "migrated to v3:"), "fresh: every step reported");
+	free(printed);
+	c = connect_to(url);
+	T_OK(has_table(c, "au_jobs") && has_table(c, "au_results") && has_table(c, "au_queues"),
+	     "fresh: the tables exist");
+	EQ(sql_int(c, "SELECT count(*) FROM au_schema_version"), AU_PG_SCHEMA_VERSION,
+	   "fresh: one version row per step");
+	PQfinish(c);
+	printed = NULL;
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate(url, 0, out, &err) == 0, "fresh: migrating again works");
+	fclose(out);
+	T_OK(printed && !*printed, "... and does nothing");
+	free(printed);
+	drop_db(url);
+
+	/* an empty database is migrated by the first open */
+	url = fresh_db();
+	{
+		char msg[AU_ERRSTR_SIZE];
+
+		EQ(open_error(url, msg, sizeof(msg)), AU_OK, "fresh: queue and store open an empty database");
+	}
+	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "fresh: ... and migrate it");
+	drop_db(url);
+}
+
+static void test_dry_run(void)
+{
+	char *url = fresh_db(), *printed = NULL;
+	struct au_err err;
+	size_t len;
+	FILE *out;
+	PGconn *c;
+
+	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) == 0, "dry run: a database at v1 (%s)", err.str);
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate(url, 1, out, &err) == 0, "dry run (%s)", err.str);
+	fclose(out);
+	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v3") &&
+	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
+	     strstr(printed, "VALUES (3);\nCOMMIT;") && !strstr(printed, "CREATE TABLE au_jobs"),
+	     "dry run: prints the SQL of v2 and v3 only");
+	free(printed);
+	EQ(db_version(url), 1, "dry run: the version is unchanged");
+	c = connect_to(url);
+	T_OK(!has_table(c, "au_results") && !has_table(c, "au_queues"), "dry run: no table created");
+	EQ(sql_int(c, "SELECT count(*) FROM au_schema_version"), 1, "dry run: one version row");
+	PQfinish(c);
+	drop_db(url);
+}
+
+static void test_upgrade(void)
+{
+	char *url = fresh_db(), *lit, *cmd, *migrate_url, msg[AU_ERRSTR_SIZE];
+	struct au_computation c, d;
+	struct au_queue *q;
+	struct au_lease l[2];
+	struct au_err err;
+	char **names = NULL;
+	size_t n = 0, nn = 0, i;
+	PGconn *pc;
+
+	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) == 0, "upgrade: a database at v1 (%s)", err.str);
+	pc = connect_to(url);
+	lit = job_literal(&c, "old");
+	cmd = au_asprintf("INSERT INTO au_jobs (id, queue, max_attempts, body) VALUES ('%s', 'old', 2, %s)",
+			  c.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	free(lit);
+	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "upgrade: an older schema is not used");
+	T_EQ_STR(msg, "database schema is at v1, this au expects v3: run 'au migrate'",
+		 "upgrade: the message");
+	EQ(db_version(url), 1, "upgrade: opening changed nothing");
+
+	migrate_url = au_asprintf("%s?migrate=1", url);
+	q = au_queue_open(migrate_url);
+	T_OK(q && !q->err.code, "upgrade: ?migrate=1 upgrades on open (%s)", q ? q->err.str : "oom");
+	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "upgrade: at the latest version");
+	T_OK(q && q->ops->queues(q, &names, &nn) == 0 && nn == 1 && !strcmp(names[0], "old"),
+	     "upgrade: the queue of the old job is listed (v3 backfill)");
+	for (i = 0; i < nn; i++)
+		free(names[i]);
+	free(names);
+	if (q && !q->err.code && q->ops->lease(q, "old", 2, 30000, 0, l, &n) == 0 && n == 1) {
+		T_OK(!strcmp(l[0].ref.id, c.id) && au_computation_decode(l[0].body, l[0].body_len, &d,
+									  &err) == 0,
+		     "upgrade: the job pushed at v1 is leased and decodes");
+		au_computation_release(&d);
+		au_lease_release(&l[0]);
+	} else {
+		T_OK(0, "upgrade: lease the old job (%s)", q ? q->err.str : "oom");
+	}
+	au_queue_close(q);
+	free(migrate_url);
+	au_computation_release(&c);
+	PQfinish(pc);
+	drop_db(url);
+
+	/* the same from v2 with au_pg_migrate (what `au migrate` runs) */
+	url = fresh_db();
+	au_pg_migrate_to(url, 2, 0, NULL, &err);
+	EQ(db_version(url), 2, "upgrade: a database at v2");
+	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
+	     "upgrade: au migrate brings v2 to v3");
+	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
+	     "upgrade: no way back (%s)", err.str);
+	drop_db(url);
+}
+
+static void test_ahead(void)
+{
+	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
+	const char *want = "database schema is at v5, this au expects v3: upgrade au";
+	struct au_err err;
+	PGconn *c;
+
+	au_pg_migrate(url, 0, NULL, &err);
+	c = connect_to(url);
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (4), (5)"));
+	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
+	T_EQ_STR(msg, want, "ahead: the message");
+	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");
+	T_OK(au_pg_migrate(url, 0, NULL, &err) < 0 && !strcmp(err.str, want), "ahead: migrate refuses");
+	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 5, "ahead: left alone");
+	PQfinish(c);
+	drop_db(url);
+}
+
+/* Children wait for the parent to close the pipe, then run fn(url). */
+static int race(const char *url, int n, int (*fn)(const char *url))
+{
+	int fds[2], ok = 0, i, status;
+	pid_t pids[8];
+	char b;
+
+	if (pipe(fds) < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			close(fds[1]);
+			while (read(fds[0], &b, 1) > 0)
+				;
+			_exit(fn(url) == 0 ? 0 : 1);
+		}
+	}
+	close(fds[0]);
+	close(fds[1]);
+	for (i = 0; i < n; i++)
+		if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i] && WIFEXITED(status) &&
+		    WEXITSTATUS(status) == 0)
+			ok++;
+	return ok;
+}
+
+static int run_migrate(const char *url)
+{
+	struct au_err err;
+
+	if (au_pg_migrate(url, 0, NULL, &err) == 0)
+		return 0;
+	fprintf(stderr, "migrate: %s\n", err.str);
+	return -1;
+}
+
+static int run_open(const char *url)
+{
+	struct au_queue *q = au_queue_open(url);
+	int rc = q && !q->err.code ? 0 : -1;
+
+	if (rc)
+		fprintf(stderr, "open: %s\n", q ? q->err.str : "oom");
+	au_queue_close(q);
+	return rc;
+}
+
+static void test_concurrent(void)
+{
+	char *url = fresh_db();
+	PGconn *c;
+
+	EQ(race(url, 6, run_migrate), 6, "concurrent: 6 processes migrate at once, all succeed");
+	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "concurrent: at the latest version");
+	c = connect_to(url);
+	EQ(sql_int(c, "SELECT count(*) FROM au_schema_version"), AU_PG_SCHEMA_VERSION,
+	   "concurrent: each step applied once");
+	PQfinish(c);
+	drop_db(url);
+
+	url = fresh_db();
+	EQ(race(url, 6, run_open), 6, "concurrent: 6 processes open an empty database at once");
+	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "concurrent: ... which is migrated once");
+	drop_db(url);
+}
+
+static void test_errors(void)
+{
+	const char *down = "postgres://postgres:secret@127.0.0.1:1/postgres";
+	const char *want = "unable to connect to 'postgres://postgres:***@127.0.0.1:1/postgres': "
+			   "connection refused";
+	char msg[AU_ERRSTR_SIZE];
+	struct au_err err;
+
+	EQ(open_error(down, msg, sizeof(msg)), AU_ECONN, "errors: server down gives AU_ECONN");
+	T_EQ_STR(msg, want, "errors: the message masks the password");
+	T_OK(au_pg_migrate(down, 0, NULL, &err) < 0 && err.code == AU_ECONN && !strcmp(err.str, want),
+	     "errors: migrate says the same");
+	T_OK(au_pg_migrate("redis://127.0.0.1:1", 0, NULL, &err) < 0 && err.code == AU_EINVAL,
+	     "errors: not a postgres url (%s)", err.str);
+	EQ(open_error("postgres://127.0.0.1:1/x?nonsense=1", msg, sizeof(msg)), AU_ECONN,
+	   "errors: libpq refuses an unknown parameter");
+	T_OK(strstr(msg, "nonsense") != NULL, "errors: ... naming it (%s)", msg);
+}
+
+/* A producer in another language: plain SQL, as docs/postgres.md shows. */
+static void test_plain_sql(void)
+{
+	char *url = fresh_db(), *lit, *cmd;
+	struct au_computation c;
+	struct au_record rec, out;
+	struct au_queue *q = au_queue_open(url);
+	struct au_store *s = au_store_open(url);
+	struct au_lease l[2];
+	uint64_t t0;
+	size_t n = 0;
+	PGconn *pc = connect_to(url);
+
+	if (!T_OK(q && s && !q->err.code && !s->err.code, "plain sql: open"))
+		goto out;
+	lit = job_literal(&c, "reports");
+	cmd = au_asprintf("BEGIN;"
+			  " INSERT INTO au_queues (name) VALUES ('reports') ON CONFLICT DO NOTHING;"
+			  " INSERT INTO au_jobs (id, queue, priority, max_attempts, body)"
+			  " VALUES ('%s', 'reports', 0, 2, %s);"
+			  " SELECT pg_notify('au_queue', 'reports');"
+			  " COMMIT;", c.id, lit);
+	/* the lease below blocks; the insert arrives 200 ms later */
+	if (fork() == 0) {
+		PGconn *p = connect_to(url);
+
+		usleep(200000);
+		free(sql(p, cmd));
+		PQfinish(p);
+		_exit(0);
+	}
+	t0 = au_mono_us();
+	T_OK(q->ops->lease(q, "reports", 2, 30000, 5000, l, &n) == 0 && n == 1 &&
+	     !strcmp(l[0].ref.id, c.id), "plain sql: a blocked lease gets the inserted job");
+	T_OK(au_mono_us() - t0 < 1500000, "plain sql: woken by the notification (%llu ms)",
+	     (unsigned long long)(au_mono_us() - t0) / 1000);
+	wait(NULL);
+	free(cmd);
+	free(lit);
+
+	au_record_init(&rec);
+	memcpy(rec.id, c.id, AU_ID_SIZE);
+	rec.status = AU_COMPLETED;
+	rec.ttl_s = 60;
+	T_OK(s->ops->put(s, &rec, 1, NULL) == 0, "plain sql: the worker's result is stored");
+	cmd = au_asprintf("SELECT length(record) FROM au_results WHERE id = '%s' AND expires_at > now()",
+			  c.id);
+	T_OK(sql_int(pc, cmd) > 0, "plain sql: and reads back with SELECT");
+	free(cmd);
+	au_record_init(&out);
+	T_OK(s->ops->get(s, c.id, &out) == 0 && out.status == AU_COMPLETED, "plain sql: get");
+	au_record_release(&out);
+	if (n)
+		au_lease_release(&l[0]);
+	au_computation_release(&c);
+out:
+	PQfinish(pc);
+	au_queue_close(q);
+	au_store_close(s);
+	drop_db(url);
+}
+
+/* Ends every other session on the database of url (what a restart does to
+ * the clients). */
+static void kill_sessions(PGconn *c)
+{
+	long n = sql_int(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+			 " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+
+	T_OK(n > 0, "reconnect: terminated %ld sessions", n);
+	usleep(100000);
+}
+
+struct wakes {
+	struct event_base *base;
+	int calls;
+};
+
+static void on_wake(void *arg)
+{
+	struct wakes *w = arg;
+
+	w->calls++;
+	event_base_loopbreak(w->base);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(arg);
+}
+
+/* Runs the loop until a wake or ms pass; 1 if woken. (Not loopexit: its
+ * timer would outlive a loop broken early.) */
+static int woken_within(struct wakes *w, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct event *t = evtimer_new(w->base, on_timeout, w->base);
+	int before = w->calls;
+
+	evtimer_add(t, &tv);
+	event_base_dispatch(w->base);
+	event_free(t);
+	return w->calls > before;
+}
+
+static void test_reconnect(void)
+{
+	char *url = fresh_db();
+	struct au_queue *q = au_queue_open(url), *other = au_queue_open(url);
+	struct au_store *s = au_store_open(url);
+	struct wakes w = { event_base_new(), 0 };
+	struct au_computation c;
+	struct au_record rec, out;
+	struct au_lease l[2];
+	PGconn *pc = connect_to(url);
+	size_t n = 0;
+	int applied = 0;
+
+	if (!T_OK(q && other && s && !q->err.code && !other->err.code && !s->err.code,
+		  "reconnect: open"))
+		goto out;
+	T_OK(q->ops->watch(q, "r", w.base, on_wake, &w) == 0, "reconnect: watch (%s)", q->err.str);
+	T_OK(woken_within(&w, 1000), "reconnect: the first wake");
+	au_computation_init(&c);
+	au_id_new(c.id);
+	c.task = au_strdup("noop");
+	c.queue = au_strdup("r");
+	T_OK(q->ops->push(q, &c, 1) == 0, "reconnect: push");
+	T_OK(woken_within(&w, 1000), "reconnect: the push wakes the watch");
+
+	kill_sessions(pc);
+	T_OK(q->ops->lease(q, "r", 2, 30000, 0, l, &n) == 0 && n == 1,
+	     "reconnect: the queue reconnects and leases (%s)", q->err.str);
+	kill_sessions(pc);
+	T_OK(n == 1 && q->ops->ack(q, "r", &l[0].ref, 1, &applied) == 0 && applied == 1,
+	     "reconnect: and acks after another drop (%s)", q->err.str);
+	au_record_init(&rec);
+	memcpy(rec.id, c.id, AU_ID_SIZE);
+	rec.status = AU_COMPLETED;
+	rec.ttl_s = 60;
+	T_OK(s->ops->put(s, &rec, 1, NULL) == 0, "reconnect: the store reconnects (%s)", s->err.str);
+	au_record_init(&out);
+	T_OK(s->ops->wait(s, c.id, 1000, &out) == 0, "reconnect: wait finds the record");
+	au_record_release(&out);
+
+	/* the watch's connection died with the others: it comes back by
+	 * itself, wakes once, and then wakes on pushes again */
+	T_OK(woken_within(&w, 3000), "reconnect: the watch reconnects and wakes");
+	au_computation_release(&c);
+	au_computation_init(&c);
+	au_id_new(c.id);
+	c.task = au_strdup("noop");
+	c.queue = au_strdup("r");
+	T_OK(other->ops->push(other, &c, 1) == 0, "reconnect: push from another handle (%s)",
+	     other->err.str);
+	T_OK(woken_within(&w, 1000), "reconnect: the watch wakes on it");
+	q->ops->unwatch(q);
+	if (n)
+		au_lease_release(&l[0]);
+	au_computation_release(&c);
+out:
+	PQfinish(pc);
+	event_base_free(w.base);
+	au_queue_close(q);
+	au_queue_close(other);
+	au_store_close(s);
+	drop_db(url);
+}
+
+int main(void)
+{
+	struct au_err err;
+	const char *url = t_env("AU_TEST_PG");
+
+	signal(SIGPIPE, SIG_IGN);
+	if (au_url_parse(url, &server, &err) < 0) {
+		T_OK(0, "AU_TEST_PG '%s': %s", url, err.str);
+		return t_done();
+	}
+	admin = connect_to(url);
+	test_fresh();
+	test_dry_run();
+	test_upgrade();
+	test_ahead();
+	test_concurrent();
+	test_errors();
+	test_plain_sql();
+	test_reconnect();
+	PQfinish(admin);
+	au_url_release(&server);
+	return t_done();
+}
