@@ -132,6 +132,7 @@ struct pgq {
 	struct au_pg pg;
 	struct au_buf params;       /* binary parameters, reused */
 	struct pg_watch *watch;
+	int worker_session;         /* leased once: commits need not wait for the disk */
 };
 
 static const char *qname(const char *queue)
@@ -142,6 +143,42 @@ static const char *qname(const char *queue)
 static int oom(struct au_queue *q)
 {
 	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
+}
+
+/*
+ * A handle that leases is a worker's, and a worker's commits need not wait
+ * for the WAL to reach the disk: a lease, result, ack or retry lost in a
+ * server crash only puts the computation back where it was, and WAL order
+ * means a later commit never survives without the earlier ones (no ack
+ * without its result). Enqueues are a producer's commits and stay
+ * synchronous. The setting goes into the connection string too, so a
+ * reconnected session keeps it.
+ */
+static int become_worker_session(struct au_queue *q)
+{
+	struct pgq *p = q->ctx;
+	char *conninfo, *opts;
+
+	if (p->worker_session)
+		return 0;
+	/* options='...' is always there (the plan guard); ours go first, so
+	 * a user's own options still override them */
+	opts = strstr(p->pg.conninfo, "options='");
+	if (!opts)
+		AU_BUG("connection string without options: %s", p->pg.conninfo);
+	opts += strlen("options='");
+	conninfo = au_asprintf("%.*s-c synchronous_commit=off %s", (int)(opts - p->pg.conninfo),
+			       p->pg.conninfo, opts);
+	if (!conninfo)
+		return oom(q);
+	if (au_pg_command(&p->pg, "SET synchronous_commit = off", &q->err) < 0) {
+		free(conninfo);
+		return -1;
+	}
+	free(p->pg.conninfo);
+	p->pg.conninfo = conninfo;
+	p->worker_session = 1;
+	return 0;
 }
 
 static PGresult *run(struct au_queue *q, enum stmt s, int n, const char *const *vals,
@@ -381,6 +418,8 @@ static int pgq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 	*n = 0;
 	if (!max)
 		return 0;
+	if (become_worker_session(q) < 0)
+		return -1;
 	/* A busy queue costs one round trip: no LISTEN unless it must wait. */
 	if (lease_once(q, queue, max, lease_ms, out, n) < 0)
 		return -1;

@@ -3,14 +3,17 @@
  *
  * Layout (docs/redis-layout.md): every key of queue q carries the hash tag
  * {q}, so one queue lives in one Cluster slot.
- *   au:{q}:ready:<p> LIST ids waiting to run at priority p, oldest first
+ *   au:{q}:ready:<p> LIST entries waiting to run at priority p, oldest first:
+ *                  "<id>", or "<id> <a>" after a finished attempts
  *   au:{q}:prios   ZSET p -> -p: the priorities with a ready list
  *   au:{q}:sched   ZSET id -> run_at ms (delayed and retry-delayed)
  *   au:{q}:order   HASH id -> "<priority> <seq>" while scheduled
- *   au:{q}:leased  ZSET id -> lease deadline ms (server clock)
+ *   au:{q}:batch:<token> SET ids leased by one lease call with that token
+ *   au:{q}:batches ZSET token -> lease deadline ms (server clock) of its batch
+ *   au:{q}:tok     HASH id -> token, for leases extended on their own
+ *   au:{q}:leased  ZSET id -> lease deadline ms, for the same
  *   au:{q}:dead    ZSET id -> burial time ms
  *   au:{q}:body    HASH id -> the computation (wire format)
- *   au:{q}:tok     HASH id -> token of the current lease, "<attempt>-<hex>"
  *   au:{q}:att     HASH id -> attempts of finished leases (absent: 0)
  *   au:{q}:err     HASH id -> last error or bury reason
  *   au:{q}:seq     STRING counter: FIFO among scheduled ones due together
@@ -47,23 +50,37 @@
 
 /*
  * Every script gets the same KEYS (key_names below, in this order; the last
- * one is the prefix of the ready lists) and ARGV[1], the queue's wake
- * channel.
+ * two are prefixes: of the ready lists, of the batch sets) and ARGV[1], the
+ * queue's wake channel.
  *
- * Why the layout looks the way it does (all measured on Redis 7.0):
+ * Why the layout looks the way it does (all measured on Redis 7.0, where
+ * moving a value between Lua and Redis costs about as much as the command
+ * that uses it: the hot paths hand whole ARGV ranges and replies on with
+ * unpack(), loop over them only to test them, and keep bodies out of Lua):
+ * - A push is one MULTI: the script gets the ids only, and a plain HSET
+ *   after it writes the bodies. A lease of more than 16 returns ids only,
+ *   and its caller reads the bodies with a plain HMGET (for fewer, that
+ *   second round trip costs more than it saves).
  * - Ready computations wait in one LIST per priority: RPUSH and LPOP cost a
  *   fraction of ZADD and ZPOPMIN, which also convert 16-digit scores.
  *   Cancelling a ready one is an LREM from the tail (recent ones are found
- *   at once, old ones cost a walk of their list).
- * - One hash per column (body, tok, ...) keyed by id rather than one hash
+ *   at once, old ones cost a walk of their list). An entry carries the
+ *   attempts already made, so a lease never reads att.
+ * - A lease call records its computations as one SET named by their token
+ *   (one SADD), with one deadline for all of them in batches. The token is
+ *   "<attempt>-<random>", one per lease call and attempt count; ack and the
+ *   other fenced writes check their ids with one SMISMEMBER, remove them
+ *   with one SREM and leave the whole reply to string.rep when all apply.
+ *   A per-id token and deadline (tok, leased) cost a ZADD, HSET, ZREM and
+ *   HDEL per computation and a Lua loop to build and check them; only
+ *   extend uses them, for the ids it gives a deadline of their own.
+ * - One hash per column (body, att, ...) keyed by id rather than one hash
  *   per computation: a batch costs a few redis.call()s whatever its size,
  *   where per-computation keys cost several calls per computation.
  * - Small hashes and sorted sets are listpacks, where every access walks
- *   the whole thing; the in-flight ones (tok, leased) would stay there. A
- *   pin entry of 80 bytes ("~" * 80; at +inf in leased) makes Redis convert
- *   them to hash tables and skiplists for good.
- * - A lease token is "<attempt>-<random>": the attempt count is written to
- *   att only when a lease ends other than by ack.
+ *   the whole thing; tok and leased would stay there. A pin entry of 80
+ *   bytes ("~" * 80; at +inf in leased), written by the first lease, makes
+ *   Redis convert them to a hash table and a skiplist for good.
  * - Priority and max_attempts are read from the body (cmsgpack) on the rare
  *   paths that need them (retry, release, rescue, cancel, peek), so a push
  *   writes one hash field and one list entry per computation.
@@ -75,9 +92,11 @@
 	"local kprios, ksched, kleased, kdead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n" \
 	"local kseq, krescue, kbody, katt = KEYS[5], KEYS[6], KEYS[7], KEYS[8]\n" \
 	"local ktok, kerr, korder, kready = KEYS[9], KEYS[10], KEYS[11], KEYS[12]\n" \
-	"local t = redis.call('TIME')\n" \
-	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" \
-	"local pin = string.rep('~', 80)\n" \
+	"local kbatches, kbatch = KEYS[13], KEYS[14]\n" \
+	"local function clock()\n" \
+	"  local t = redis.call('TIME')\n" \
+	"  return t[1] * 1000 + math.floor(t[2] / 1000)\n" \
+	"end\n" \
 	"local function meta(body)\n" \
 	"  local ok, c = pcall(cmsgpack.unpack, body or '')\n" \
 	"  if ok and type(c) == 'table' then\n" \
@@ -88,20 +107,34 @@
 	"local function attempts(token)\n" \
 	"  return tonumber(string.match(token or '', '^(%d+)-'))\n" \
 	"end\n" \
-	"local function add(groups, p, id)\n" \
+	"local function entry(id, a)\n" \
+	"  if a and a > 0 then return id .. ' ' .. a end\n" \
+	"  return id\n" \
+	"end\n" \
+	"local function waiting(id)\n" \
+	"  return entry(id, tonumber(redis.call('HGET', katt, id) or ''))\n" \
+	"end\n" \
+	"local function lease_of(id)\n" \
+	"  local token = redis.call('HGET', ktok, id)\n" \
+	"  if token then return token end\n" \
+	"  for _, b in ipairs(redis.call('ZRANGE', kbatches, 0, -1)) do\n" \
+	"    if redis.call('SISMEMBER', kbatch .. b, id) == 1 then return b end\n" \
+	"  end\n" \
+	"end\n" \
+	"local function add(groups, p, e)\n" \
 	"  local g = groups[p]\n" \
 	"  if not g then\n" \
 	"    g = {}\n" \
 	"    groups[p] = g\n" \
 	"  end\n" \
-	"  g[#g + 1] = id\n" \
+	"  g[#g + 1] = e\n" \
 	"end\n" \
 	"local function enqueue(groups)\n" \
 	"  local n = 0\n" \
-	"  for p, ids in pairs(groups) do\n" \
-	"    redis.call('RPUSH', kready .. p, unpack(ids))\n" \
+	"  for p, es in pairs(groups) do\n" \
+	"    redis.call('RPUSH', kready .. p, unpack(es))\n" \
 	"    redis.call('ZADD', kprios, -p, p)\n" \
-	"    n = n + #ids\n" \
+	"    n = n + #es\n" \
 	"  end\n" \
 	"  if n > 0 then redis.call('PUBLISH', ARGV[1], n) end\n" \
 	"  return n\n" \
@@ -110,66 +143,88 @@
 enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_COUNT };
 
 static const char *const scripts[SC_COUNT] = {
-	/* push: ARGV[2..] = id, body, priority, run_at per item. Ids the queue
-	 * knows are left alone, so sending a push again is harmless: HSET
-	 * counts the new fields, and only when some were known does the
-	 * script look each id up (a ready one by LPOS from the tail of its
+	/* push: runs in a MULTI just before the HSET of the bodies, so these
+	 * never pass through Lua. ARGV[2] priority, ARGV[3] n, ARGV[4] 'check'
+	 * or 'fresh' (the caller knows none of the ids has a body), then n ids,
+	 * then (only when some have a run_at) n run_at ms. Ids the queue knows
+	 * are left alone, so sending a push again is harmless: only ids that
+	 * have a body are looked up (a ready one by LPOS from the tail of its
 	 * list, where a push sent again finds it at once). Returns how many
 	 * became ready. */
 	[SC_PUSH] = LUA_PRELUDE
-	"local n, body = (#ARGV - 1) / 4, {}\n"
-	"for i = 2, #ARGV, 4 do\n"
-	"  body[i / 2], body[i / 2 + 1] = ARGV[i], ARGV[i + 1]\n"
-	"end\n"
-	"local fresh = redis.call('HSET', kbody, unpack(body)) == n\n"
-	"local s = redis.call('INCRBY', kseq, n) - n\n"
-	"local groups, sched, order, ns = {}, {}, {}, 0\n"
-	"for i = 2, #ARGV, 4 do\n"
-	"  local id, p = ARGV[i], tonumber(ARGV[i + 2]) or 0\n"
-	"  if fresh or not (redis.call('HEXISTS', ktok, id) == 1 or\n"
-	"                   redis.call('ZSCORE', ksched, id) or redis.call('ZSCORE', kdead, id) or\n"
-	"                   redis.call('LPOS', kready .. p, id, 'RANK', -1)) then\n"
-	"    s = s + 1\n"
-	"    if tonumber(ARGV[i + 3]) > now then\n"
-	"      sched[ns + 1], sched[ns + 2] = ARGV[i + 3], id\n"
-	"      order[ns + 1], order[ns + 2], ns = id, p .. ' ' .. s, ns + 2\n"
-	"    else\n"
-	"      add(groups, p, id)\n"
+	"local p, n, fresh = ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'fresh'\n"
+	"local timed, known = #ARGV > 4 + n, {}\n"
+	"local now = timed and clock() or 0\n"
+	"if not fresh then\n"
+	"  known, fresh = redis.call('HMGET', kbody, unpack(ARGV, 5, 4 + n)), true\n"
+	"  for i = 1, n do\n"
+	"    if known[i] then\n"
+	"      fresh = false\n"
+	"      break\n"
 	"    end\n"
 	"  end\n"
 	"end\n"
-	"if ns > 0 then\n"
+	"if fresh and not timed then\n"
+	"  redis.call('RPUSH', kready .. p, unpack(ARGV, 5, 4 + n))\n"
+	"  redis.call('ZADD', kprios, -p, p)\n"
+	"  redis.call('PUBLISH', ARGV[1], n)\n"
+	"  return n\n"
+	"end\n"
+	"local ready, sched, order, s = {}, {}, {}, nil\n"
+	"for i = 1, n do\n"
+	"  local id, at = ARGV[4 + i], timed and tonumber(ARGV[4 + n + i]) or 0\n"
+	"  if not known[i] or not (lease_of(id) or redis.call('ZSCORE', ksched, id) or\n"
+	"                          redis.call('ZSCORE', kdead, id) or\n"
+	"                          redis.call('LPOS', kready .. p, waiting(id), 'RANK', -1)) then\n"
+	"    if at > now then\n"
+	"      s = (s or redis.call('INCRBY', kseq, n) - n) + 1\n"
+	"      sched[#sched + 1], sched[#sched + 2] = ARGV[4 + n + i], id\n"
+	"      order[#order + 1], order[#order + 2] = id, p .. ' ' .. s\n"
+	"    else\n"
+	"      ready[#ready + 1] = id\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"if #sched > 0 then\n"
 	"  redis.call('ZADD', ksched, unpack(sched))\n"
 	"  redis.call('HSET', korder, unpack(order))\n"
 	"end\n"
-	"return enqueue(groups)\n",
+	"if #ready > 0 then\n"
+	"  redis.call('RPUSH', kready .. p, unpack(ready))\n"
+	"  redis.call('ZADD', kprios, -p, p)\n"
+	"  redis.call('PUBLISH', ARGV[1], #ready)\n"
+	"end\n"
+	"return #ready\n",
 
 	/* lease: ARGV[2] max, ARGV[3] lease ms, ARGV[4] random hex for the
 	 * tokens ("<attempt>-<hex>"). Due scheduled ones (up to 1000, in
 	 * run_at then push order) become ready first.
 	 * Returns {dropped, ms until the next scheduled one or -1 (only when
-	 * nothing was leased), then id, body, attempt per lease}: the token is
-	 * "<attempt>-<ARGV[4]>". An id without a body is dropped, one that is
-	 * no id is buried. */
+	 * nothing was popped)}, then when some were: {ids}, {attempts} ({} when
+	 * all are first attempts) and, for up to 16 ids, {bodies}. For more,
+	 * the caller reads the bodies with HMGET; it drops the ids without
+	 * one. An entry that is no id is dropped here, and buried if it has a
+	 * body. */
 	[SC_LEASE] = LUA_PRELUDE
-	"local max = tonumber(ARGV[2])\n"
+	"local max, now = tonumber(ARGV[2]), clock()\n"
 	"local due = redis.call('ZRANGEBYSCORE', ksched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)\n"
 	"if #due > 0 then\n"
-	"  local ids, at, pr, sq, groups = {}, {}, {}, {}, {}\n"
+	"  local ids, at, pr, sq, na, groups = {}, {}, {}, {}, {}, {}\n"
 	"  for i = 1, #due, 2 do\n"
 	"    ids[#ids + 1] = due[i]\n"
 	"    at[due[i]] = tonumber(due[i + 1])\n"
 	"  end\n"
-	"  local ord = redis.call('HMGET', korder, unpack(ids))\n"
+	"  local ord, att = redis.call('HMGET', korder, unpack(ids)), {}\n"
+	"  if redis.call('EXISTS', katt) == 1 then att = redis.call('HMGET', katt, unpack(ids)) end\n"
 	"  for i, id in ipairs(ids) do\n"
 	"    local p, s = string.match(ord[i] or '', '^(%-?%d+) (%d+)$')\n"
-	"    pr[id], sq[id] = tonumber(p) or 0, tonumber(s) or 0\n"
+	"    pr[id], sq[id], na[id] = tonumber(p) or 0, tonumber(s) or 0, tonumber(att[i] or '')\n"
 	"  end\n"
 	"  table.sort(ids, function(a, b)\n"
 	"    if at[a] ~= at[b] then return at[a] < at[b] end\n"
 	"    return sq[a] < sq[b]\n"
 	"  end)\n"
-	"  for _, id in ipairs(ids) do add(groups, pr[id], id) end\n"
+	"  for _, id in ipairs(ids) do add(groups, pr[id], entry(id, na[id])) end\n"
 	"  redis.call('ZREM', ksched, unpack(ids))\n"
 	"  redis.call('HDEL', korder, unpack(ids))\n"
 	"  enqueue(groups)\n"
@@ -180,159 +235,205 @@ static const char *const scripts[SC_COUNT] = {
 	"  if not top then break end\n"
 	"  local part = redis.call('LPOP', kready .. top, max - got)\n"
 	"  if not part or #part < max - got then redis.call('ZREM', kprios, top) end\n"
-	"  if part then\n"
+	"  if part and got == 0 then\n"
+	"    ids, got = part, #part\n"
+	"  elseif part then\n"
 	"    for i = 1, #part do ids[got + i] = part[i] end\n"
 	"    got = got + #part\n"
 	"  end\n"
 	"end\n"
-	"local out = {0, -1}\n"
 	"if got == 0 then\n"
 	"  local first = redis.call('ZRANGE', ksched, 0, 0, 'WITHSCORES')\n"
-	"  if first[2] then out[2] = math.max(tonumber(first[2]) - now, 0) end\n"
-	"  return out\n"
+	"  return {0, first[2] and math.max(tonumber(first[2]) - now, 0) or -1}\n"
 	"end\n"
-	"local bodies = redis.call('HMGET', kbody, unpack(ids))\n"
-	"local atts = {}\n"
-	"if redis.call('EXISTS', katt) == 1 then atts = redis.call('HMGET', katt, unpack(ids)) end\n"
-	"local deadline, first = tostring(now + tonumber(ARGV[3])), '1-' .. ARGV[4]\n"
-	"local tok, leased, dead, why = {pin, pin}, {'+inf', pin}, {}, {}\n"
-	"local nt, no, nd = 2, 2, 0\n"
+	"local deadline, hex = now + tonumber(ARGV[3]), ARGV[4]\n"
+	"if redis.call('EXISTS', kleased) == 0 then\n"
+	"  local pin = string.rep('~', 80)\n"
+	"  redis.call('ZADD', kleased, '+inf', pin)\n"
+	"  redis.call('HSET', ktok, pin, pin)\n"
+	"end\n"
+	"local plain = true\n"
 	"for i = 1, got do\n"
-	"  local id, body = ids[i], bodies[i]\n"
-	"  if body and #id == 32 then\n"
-	"    local a, token = 1, first\n"
-	"    if atts[i] then\n"
-	"      a = (tonumber(atts[i]) or 0) + 1\n"
-	"      token = a .. '-' .. ARGV[4]\n"
-	"    end\n"
-	"    tok[nt + 1], tok[nt + 2] = id, token\n"
-	"    leased[nt + 1], leased[nt + 2], nt = deadline, id, nt + 2\n"
-	"    out[no + 1], out[no + 2], out[no + 3], no = id, body, a, no + 3\n"
-	"  else\n"
-	"    out[1] = out[1] + 1\n"
-	"    if body then\n"
-	"      dead[nd + 1], dead[nd + 2] = now, id\n"
-	"      why[nd + 1], why[nd + 2], nd = id, 'invalid id', nd + 2\n"
-	"    end\n"
+	"  if #ids[i] ~= 32 then\n"
+	"    plain = false\n"
+	"    break\n"
 	"  end\n"
 	"end\n"
-	"if nt > 2 then\n"
-	"  redis.call('HSET', ktok, unpack(tok))\n"
-	"  redis.call('ZADD', kleased, unpack(leased))\n"
+	"if plain then\n"
+	"  redis.call('SADD', kbatch .. '1-' .. hex, unpack(ids))\n"
+	"  redis.call('ZADD', kbatches, deadline, '1-' .. hex)\n"
+	"  return {0, -1, ids, {}, got <= 16 and redis.call('HMGET', kbody, unpack(ids)) or nil}\n"
 	"end\n"
-	"if nd > 0 then\n"
-	"  redis.call('ZADD', kdead, unpack(dead))\n"
-	"  redis.call('HSET', kerr, unpack(why))\n"
+	"local oid, oatt, groups, bad = {}, {}, {}, {}\n"
+	"for _, e in ipairs(ids) do\n"
+	"  local id, a = string.match(e, '^(%x+) (%d+)$')\n"
+	"  if #e == 32 then\n"
+	"    id, a = e, 1\n"
+	"  elseif id and #id == 32 and #a < 10 then\n"
+	"    a = tonumber(a) + 1\n"
+	"  else\n"
+	"    id, bad[#bad + 1] = nil, e\n"
+	"  end\n"
+	"  if id then\n"
+	"    oid[#oid + 1], oatt[#oatt + 1] = id, a\n"
+	"    add(groups, a, id)\n"
+	"  end\n"
 	"end\n"
-	"return out\n",
+	"for a, g in pairs(groups) do\n"
+	"  redis.call('SADD', kbatch .. a .. '-' .. hex, unpack(g))\n"
+	"  redis.call('ZADD', kbatches, deadline, a .. '-' .. hex)\n"
+	"end\n"
+	"if #bad > 0 then\n"
+	"  local bodies, dead, why = redis.call('HMGET', kbody, unpack(bad)), {}, {}\n"
+	"  for i, e in ipairs(bad) do\n"
+	"    if bodies[i] then\n"
+	"      dead[#dead + 1], dead[#dead + 2] = now, e\n"
+	"      why[#why + 1], why[#why + 2] = e, 'invalid id'\n"
+	"    end\n"
+	"  end\n"
+	"  if #dead > 0 then\n"
+	"    redis.call('ZADD', kdead, unpack(dead))\n"
+	"    redis.call('HSET', kerr, unpack(why))\n"
+	"  end\n"
+	"end\n"
+	"return {#bad, -1, oid, oatt, #oid > 0 and #oid <= 16 and redis.call('HMGET', kbody, unpack(oid)) or nil}\n",
 
-	/* settle: the fenced writes of attempts. ARGV[2] mode, ARGV[3] lease
-	 * ms (extend), then per item: id, token (ack, release, extend); id,
-	 * token, delay ms, error or '' (retry); id, token, reason (bury).
-	 * Returns '1' (applied) or '0' (stale token) per item. */
+	/* settle: the fenced writes of attempts. ARGV[2] mode (ack, retry,
+	 * release, bury, extend, or drop: only ends the lease, of an id the
+	 * lease found without a body), ARGV[3] lease ms (extend), then per
+	 * token: the token, n, n ids, then per id its delay ms and (after
+	 * those) its error or '' (retry), or its reason (bury). An id applies if
+	 * it is in the token's batch or (extended) has the token in tok.
+	 * Returns '1' (applied) or '0' (stale token) per id. */
 	[SC_SETTLE] = LUA_PRELUDE
-	"local mode, ids, n = ARGV[2], {}, 0\n"
-	"local stride = (mode == 'retry' and 4) or (mode == 'bury' and 3) or 2\n"
-	"for i = 4, #ARGV, stride do\n"
-	"  n = n + 1\n"
-	"  ids[n] = ARGV[i]\n"
-	"end\n"
-	"local cur = redis.call('HMGET', ktok, unpack(ids))\n"
-	"local out, done, at, nd = {}, {}, {}, 0\n"
-	"for j = 1, n do\n"
-	"  local i = 4 + (j - 1) * stride\n"
-	"  if cur[j] and cur[j] == ARGV[i + 1] then\n"
-	"    out[j], nd = '1', nd + 1\n"
-	"    done[nd], at[nd] = ids[j], i\n"
+	"local mode, flags, i = ARGV[2], {}, 4\n"
+	"local extra = (mode == 'retry' and 2) or (mode == 'bury' and 1) or 0\n"
+	"while i <= #ARGV do\n"
+	"  local token, n = ARGV[i], tonumber(ARGV[i + 1])\n"
+	"  local first, last, kb, a = i + 2, i + 1 + n, kbatch .. ARGV[i], attempts(ARGV[i]) or 1\n"
+	"  local inset, all = redis.call('SMISMEMBER', kb, unpack(ARGV, first, last)), true\n"
+	"  local done, at, single = {}, nil, {}\n"
+	"  for j = 1, n do\n"
+	"    if inset[j] ~= 1 then\n"
+	"      all = false\n"
+	"      break\n"
+	"    end\n"
+	"  end\n"
+	"  if all then\n"
+	"    done = {unpack(ARGV, first, last)}\n"
+	"    flags[#flags + 1] = string.rep('1', n)\n"
 	"  else\n"
-	"    out[j] = '0'\n"
+	"    local cur, f = redis.call('HMGET', ktok, unpack(ARGV, first, last)), {}\n"
+	"    at = {}\n"
+	"    for j = 1, n do\n"
+	"      f[j] = '0'\n"
+	"      if inset[j] == 1 or cur[j] == token then\n"
+	"        f[j], done[#done + 1], at[#at + 1] = '1', ARGV[first + j - 1], j\n"
+	"        if inset[j] ~= 1 then single[#single + 1] = ARGV[first + j - 1] end\n"
+	"      end\n"
+	"    end\n"
+	"    flags[#flags + 1] = table.concat(f)\n"
 	"  end\n"
-	"end\n"
-	"if nd == 0 then return table.concat(out) end\n"
-	"if mode == 'extend' then\n"
-	"  local deadline, ext = tostring(now + tonumber(ARGV[3])), {}\n"
-	"  for j = 1, nd do\n"
-	"    ext[2 * j - 1], ext[2 * j] = deadline, done[j]\n"
+	"  if #done > #single and redis.call('SREM', kb, unpack(done)) > 0 and\n"
+	"     redis.call('EXISTS', kb) == 0 then\n"
+	"    redis.call('ZREM', kbatches, token)\n"
 	"  end\n"
-	"  redis.call('ZADD', kleased, 'XX', unpack(ext))\n"
-	"  return table.concat(out)\n"
-	"end\n"
-	"redis.call('ZREM', kleased, unpack(done))\n"
-	"redis.call('HDEL', ktok, unpack(done))\n"
-	"if mode == 'ack' then\n"
-	"  redis.call('HDEL', kbody, unpack(done))\n"
-	"  local again = {}\n"
-	"  for j = 1, nd do\n"
-	"    if string.sub(ARGV[at[j] + 1], 1, 2) ~= '1-' then again[#again + 1] = done[j] end\n"
+	"  if #single > 0 and mode ~= 'extend' then\n"
+	"    redis.call('HDEL', ktok, unpack(single))\n"
+	"    redis.call('ZREM', kleased, unpack(single))\n"
 	"  end\n"
-	"  if #again > 0 then\n"
-	"    redis.call('HDEL', katt, unpack(again))\n"
-	"    redis.call('HDEL', kerr, unpack(again))\n"
-	"  end\n"
-	"  return table.concat(out)\n"
-	"end\n"
-	"local att, why, dead, sched, order, groups = {}, {}, {}, {}, {}, {}\n"
-	"local bodies = redis.call('HMGET', kbody, unpack(done))\n"
-	"local s = redis.call('INCRBY', kseq, nd) - nd\n"
-	"for j = 1, nd do\n"
-	"  local id, i, p = done[j], at[j], meta(bodies[j])\n"
-	"  if mode ~= 'release' then\n"
-	"    att[#att + 1] = id\n"
-	"    att[#att + 1] = attempts(ARGV[i + 1]) or 1\n"
-	"  end\n"
-	"  if mode == 'bury' or (mode == 'retry' and ARGV[i + 3] ~= '') then\n"
-	"    why[#why + 1] = id\n"
-	"    why[#why + 1] = ARGV[i + stride - 1]\n"
-	"  end\n"
-	"  if mode == 'bury' then\n"
-	"    dead[#dead + 1] = now\n"
-	"    dead[#dead + 1] = id\n"
-	"  elseif mode == 'retry' and tonumber(ARGV[i + 2]) > 0 then\n"
-	"    sched[#sched + 1] = now + tonumber(ARGV[i + 2])\n"
-	"    sched[#sched + 1] = id\n"
-	"    order[#order + 1] = id\n"
-	"    order[#order + 1] = p .. ' ' .. (s + j)\n"
+	"  if #done == 0 or mode == 'drop' then\n"
+	"  elseif mode == 'ack' then\n"
+	"    redis.call('HDEL', kbody, unpack(done))\n"
+	"    if a ~= 1 then\n"
+	"      redis.call('HDEL', katt, unpack(done))\n"
+	"      redis.call('HDEL', kerr, unpack(done))\n"
+	"    end\n"
+	"  elseif mode == 'extend' then\n"
+	"    local d, tok, dl = clock() + tonumber(ARGV[3]), {}, {}\n"
+	"    for k, id in ipairs(done) do\n"
+	"      tok[2 * k - 1], tok[2 * k] = id, token\n"
+	"      dl[2 * k - 1], dl[2 * k] = d, id\n"
+	"    end\n"
+	"    redis.call('HSET', ktok, unpack(tok))\n"
+	"    redis.call('ZADD', kleased, unpack(dl))\n"
 	"  else\n"
-	"    add(groups, p, id)\n"
+	"    local att, why, dead, sched, order, groups = {}, {}, {}, {}, {}, {}\n"
+	"    local now = clock()\n"
+	"    local bodies = redis.call('HMGET', kbody, unpack(done))\n"
+	"    local s = redis.call('INCRBY', kseq, #done) - #done\n"
+	"    for k, id in ipairs(done) do\n"
+	"      local j, p = at and at[k] or k, meta(bodies[k])\n"
+	"      local delay = mode == 'retry' and tonumber(ARGV[last + j]) or 0\n"
+	"      local text = (mode == 'retry' and ARGV[last + n + j]) or\n"
+	"                   (mode == 'bury' and ARGV[last + j]) or ''\n"
+	"      if mode ~= 'release' then\n"
+	"        att[#att + 1], att[#att + 2] = id, a\n"
+	"      end\n"
+	"      if mode == 'bury' or text ~= '' then\n"
+	"        why[#why + 1], why[#why + 2] = id, text\n"
+	"      end\n"
+	"      if mode == 'bury' then\n"
+	"        dead[#dead + 1], dead[#dead + 2] = now, id\n"
+	"      elseif delay > 0 then\n"
+	"        sched[#sched + 1], sched[#sched + 2] = now + delay, id\n"
+	"        order[#order + 1], order[#order + 2] = id, p .. ' ' .. (s + k)\n"
+	"      else\n"
+	"        add(groups, p, entry(id, mode == 'release' and a - 1 or a))\n"
+	"      end\n"
+	"    end\n"
+	"    if #att > 0 then redis.call('HSET', katt, unpack(att)) end\n"
+	"    if #why > 0 then redis.call('HSET', kerr, unpack(why)) end\n"
+	"    if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end\n"
+	"    if #sched > 0 then\n"
+	"      redis.call('ZADD', ksched, unpack(sched))\n"
+	"      redis.call('HSET', korder, unpack(order))\n"
+	"    end\n"
+	"    enqueue(groups)\n"
 	"  end\n"
+	"  i = last + 1 + extra * n\n"
 	"end\n"
-	"if #att > 0 then redis.call('HSET', katt, unpack(att)) end\n"
-	"if #why > 0 then redis.call('HSET', kerr, unpack(why)) end\n"
-	"if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end\n"
-	"if #sched > 0 then\n"
-	"  redis.call('ZADD', ksched, unpack(sched))\n"
-	"  redis.call('HSET', korder, unpack(order))\n"
-	"end\n"
-	"enqueue(groups)\n"
-	"return table.concat(out)\n",
+	"return table.concat(flags)\n",
 
 	/* rescue: ARGV[2] max, ARGV[3] throttle ms (a full sweep lifts it).
 	 * Returns {requeued, buried}. */
 	[SC_RESCUE] = LUA_PRELUDE
 	"if not redis.call('SET', krescue, '1', 'NX', 'PX', ARGV[3]) then return {0, 0} end\n"
-	"local max = tonumber(ARGV[2])\n"
-	"local exp = redis.call('ZRANGEBYSCORE', kleased, '-inf', now, 'LIMIT', 0, max)\n"
-	"if #exp == max then redis.call('DEL', krescue) end\n"
-	"if #exp == 0 then return {0, 0} end\n"
-	"local toks = redis.call('HMGET', ktok, unpack(exp))\n"
-	"local bodies = redis.call('HMGET', kbody, unpack(exp))\n"
-	"local att, why, dead, groups = {}, {}, {}, {}\n"
-	"for i, id in ipairs(exp) do\n"
-	"  local a, p, m = attempts(toks[i]) or 1, meta(bodies[i])\n"
-	"  att[#att + 1] = id\n"
-	"  att[#att + 1] = a\n"
-	"  why[#why + 1] = id\n"
-	"  if a >= m then\n"
-	"    why[#why + 1] = 'lease expired after ' .. a .. ' attempts'\n"
-	"    dead[#dead + 1] = now\n"
-	"    dead[#dead + 1] = id\n"
-	"  else\n"
-	"    why[#why + 1] = 'lease expired on attempt ' .. a\n"
-	"    add(groups, p, id)\n"
+	"local max, now, ids, toks = tonumber(ARGV[2]), clock(), {}, {}\n"
+	"for _, b in ipairs(redis.call('ZRANGEBYSCORE', kbatches, '-inf', now, 'LIMIT', 0, max)) do\n"
+	"  if #ids < max then\n"
+	"    for _, id in ipairs(redis.call('SPOP', kbatch .. b, max - #ids)) do\n"
+	"      ids[#ids + 1], toks[#toks + 1] = id, b\n"
+	"    end\n"
+	"    if redis.call('EXISTS', kbatch .. b) == 0 then redis.call('ZREM', kbatches, b) end\n"
 	"  end\n"
 	"end\n"
-	"redis.call('ZREM', kleased, unpack(exp))\n"
-	"redis.call('HDEL', ktok, unpack(exp))\n"
+	"if #ids < max then\n"
+	"  local exp = redis.call('ZRANGEBYSCORE', kleased, '-inf', now, 'LIMIT', 0, max - #ids)\n"
+	"  if #exp > 0 then\n"
+	"    local cur = redis.call('HMGET', ktok, unpack(exp))\n"
+	"    redis.call('ZREM', kleased, unpack(exp))\n"
+	"    redis.call('HDEL', ktok, unpack(exp))\n"
+	"    for i, id in ipairs(exp) do\n"
+	"      ids[#ids + 1], toks[#toks + 1] = id, cur[i]\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"if #ids == max then redis.call('DEL', krescue) end\n"
+	"if #ids == 0 then return {0, 0} end\n"
+	"local bodies = redis.call('HMGET', kbody, unpack(ids))\n"
+	"local att, why, dead, groups = {}, {}, {}, {}\n"
+	"for i, id in ipairs(ids) do\n"
+	"  local a, p, m = attempts(toks[i]) or 1, meta(bodies[i])\n"
+	"  att[#att + 1], att[#att + 2] = id, a\n"
+	"  if a >= m then\n"
+	"    why[#why + 1], why[#why + 2] = id, 'lease expired after ' .. a .. ' attempts'\n"
+	"    dead[#dead + 1], dead[#dead + 2] = now, id\n"
+	"  else\n"
+	"    why[#why + 1], why[#why + 2] = id, 'lease expired on attempt ' .. a\n"
+	"    add(groups, p, entry(id, a))\n"
+	"  end\n"
+	"end\n"
 	"redis.call('HSET', katt, unpack(att))\n"
 	"redis.call('HSET', kerr, unpack(why))\n"
 	"if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end\n"
@@ -343,10 +444,10 @@ static const char *const scripts[SC_COUNT] = {
 	"local id = ARGV[2]\n"
 	"local removed = redis.call('ZREM', ksched, id) == 1\n"
 	"if not removed then\n"
-	"  if redis.call('HEXISTS', ktok, id) == 1 then return 2 end\n"
+	"  if lease_of(id) then return 2 end\n"
 	"  local body = redis.call('HGET', kbody, id)\n"
 	"  if not body or redis.call('ZSCORE', kdead, id) then return 0 end\n"
-	"  removed = redis.call('LREM', kready .. meta(body), -1, id) > 0\n"
+	"  removed = redis.call('LREM', kready .. meta(body), -1, waiting(id)) > 0\n"
 	"end\n"
 	"if removed then\n"
 	"  for _, k in ipairs({kbody, katt, kerr, korder}) do redis.call('HDEL', k, id) end\n"
@@ -358,7 +459,7 @@ static const char *const scripts[SC_COUNT] = {
 	 * attempts, max_attempts, last error}. */
 	[SC_PEEK] = LUA_PRELUDE
 	"local id, st = ARGV[2], 0\n"
-	"local token, body = redis.call('HGET', ktok, id), redis.call('HGET', kbody, id)\n"
+	"local token, body = lease_of(id), redis.call('HGET', kbody, id)\n"
 	"if token then\n"
 	"  st = 3\n"
 	"elseif redis.call('ZSCORE', ksched, id) then\n"
@@ -370,22 +471,24 @@ static const char *const scripts[SC_COUNT] = {
 	"end\n"
 	"if st == 0 then return {0, 0, 0, ''} end\n"
 	"local _, m = meta(body)\n"
-	"return {st, attempts(token) or tonumber(redis.call('HGET', katt, id)) or 0, m,\n"
+	"return {st, attempts(token) or tonumber(redis.call('HGET', katt, id) or '') or 0, m,\n"
 	"        redis.call('HGET', kerr, id) or ''}\n",
 
 	/* stats: {ready, scheduled, leased, dead}. */
 	[SC_STATS] = LUA_PRELUDE
-	"local ready = 0\n"
+	"local ready, leased = 0, redis.call('ZCOUNT', kleased, '-inf', '(+inf')\n"
 	"for _, p in ipairs(redis.call('ZRANGE', kprios, 0, -1)) do\n"
 	"  ready = ready + redis.call('LLEN', kready .. p)\n"
 	"end\n"
-	"return {ready, redis.call('ZCARD', ksched),\n"
-	"        redis.call('ZCOUNT', kleased, '-inf', '(+inf'), redis.call('ZCARD', kdead)}\n",
+	"for _, b in ipairs(redis.call('ZRANGE', kbatches, 0, -1)) do\n"
+	"  leased = leased + redis.call('SCARD', kbatch .. b)\n"
+	"end\n"
+	"return {ready, redis.call('ZCARD', ksched), leased, redis.call('ZCARD', kdead)}\n",
 };
 
 static const char *const key_names[] = {
 	"prios", "sched", "leased", "dead", "seq", "rescue",
-	"body", "att", "tok", "err", "order", "ready:"
+	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:"
 };
 
 /* ---- state ---- */
@@ -400,6 +503,7 @@ struct arg {
 struct cmd {
 	size_t first;       /* index of its first argument */
 	int script;         /* SC_*, or -1 for a plain command */
+	int eval;           /* send the script's text: its EVALSHA failed in a MULTI */
 };
 
 struct rwatch;
@@ -498,7 +602,7 @@ static void p_cmd(struct rq *r, int script)
 		r->rep = rep;
 		r->cmdcap = cap;
 	}
-	r->cmds[r->ncmds++] = (struct cmd){ r->nargs, script };
+	r->cmds[r->ncmds++] = (struct cmd){ r->nargs, script, 0 };
 	if (script >= 0) {
 		p_push(r, NULL, 0, 0);
 		p_push(r, NULL, 0, 0);
@@ -681,7 +785,7 @@ static int conn_ready(struct rq *r)
 
 static void set_script(struct rq *r, const struct cmd *c, int eval)
 {
-	eval = eval || !r->sha[c->script][0];
+	eval = eval || c->eval || !r->sha[c->script][0];
 	r->argv[c->first] = eval ? "EVAL" : "EVALSHA";
 	r->argvlen[c->first] = strlen(r->argv[c->first]);
 	r->argv[c->first + 1] = eval ? scripts[c->script] : r->sha[c->script];
@@ -850,15 +954,115 @@ static void rq_close(struct au_queue *q)
 
 /* ---- push ---- */
 
+/* Whether b goes in the same script call as a: same queue and priority, and
+ * with a run_at or without, like a. */
+static int same_group(const struct au_computation *a, const struct au_computation *b)
+{
+	return a->priority == b->priority && !a->run_at_ms == !b->run_at_ms &&
+	       !strcmp(qname(a->queue), qname(b->queue));
+}
+
+/*
+ * The push as one MULTI: per queue and priority (and LUA_BATCH items; those
+ * with a run_at apart), the script with the ids, then the HSET of their
+ * bodies, so the bodies never pass through Lua; then the SADD to au:queues.
+ * fresh[k] (or NULL) tells the k-th script call that none of its ids has a
+ * body; eval sends the scripts' text.
+ */
+static void push_build(struct rq *r, const struct au_computation *cs, size_t n,
+		       const struct au_buf *bodies, const size_t *off, size_t *grp, char *done,
+		       const char *fresh, int eval)
+{
+	size_t i, k, g, ng, m, call = 0;
+
+	p_reset(r);
+	memset(done, 0, n);
+	p_cmd(r, -1);
+	p_str(r, "MULTI");
+	for (i = 0; i < n; i++) {
+		if (done[i])
+			continue;
+		for (k = i, ng = 0; k < n; k++)
+			if (!done[k] && same_group(&cs[i], &cs[k])) {
+				grp[ng++] = k;
+				done[k] = 1;
+			}
+		for (g = 0; g < ng; g += m, call++) {
+			m = ng - g < LUA_BATCH ? ng - g : LUA_BATCH;
+			p_cmd(r, SC_PUSH);
+			r->cmds[r->ncmds - 1].eval = eval;
+			p_keys(r, qname(cs[i].queue));
+			p_i64(r, cs[i].priority);
+			p_i64(r, (int64_t)m);
+			p_str(r, fresh && fresh[call] ? "fresh" : "check");
+			for (k = g; k < g + m; k++)
+				p_str(r, cs[grp[k]].id);
+			for (k = g; cs[i].run_at_ms && k < g + m; k++)
+				p_i64(r, (int64_t)cs[grp[k]].run_at_ms);
+			p_cmd(r, -1);
+			p_str(r, "HSET");
+			p_key(r, qname(cs[i].queue), "body");
+			for (k = g; k < g + m; k++) {
+				p_str(r, cs[grp[k]].id);
+				p_bin(r, bodies->data + off[grp[k]], off[grp[k] + 1] - off[grp[k]]);
+			}
+		}
+	}
+	p_cmd(r, -1);
+	p_str(r, "SADD");
+	p_str(r, "au:queues");
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < i && strcmp(qname(cs[k].queue), qname(cs[i].queue)); k++)
+			;
+		if (k == i)
+			p_str(r, qname(cs[i].queue));
+	}
+	p_cmd(r, -1);
+	p_str(r, "EXEC");
+}
+
+/*
+ * Checks the EXEC reply of push_build's MULTI. A script the server lost fails
+ * alone in a MULTI (NOSCRIPT) while the HSET after it runs: *again is set
+ * (send it as EVAL) and fresh[k] tells whether the k-th call's HSET found
+ * all its ids new, as they were before that HSET.
+ */
+static int push_check(struct rq *r, char *fresh, int *again)
+{
+	const redisReply *exec = r->rep[r->ncmds - 1];
+	size_t i, call = 0;
+
+	*again = 0;
+	if (exec->type != REDIS_REPLY_ARRAY || exec->elements != r->ncmds - 2)
+		return bad_reply(r, "push");
+	for (i = 0; i < exec->elements; i++) {
+		const redisReply *e = exec->element[i];
+		const struct cmd *c = &r->cmds[i + 1];
+
+		if (c->script >= 0 && !c->eval && noscript_reply(e)) {
+			const redisReply *hset = exec->element[i + 1];
+			size_t fields = r->cmds[i + 3].first - c[1].first - 2;
+
+			fresh[call] = hset->type == REDIS_REPLY_INTEGER &&
+				      (size_t)hset->integer * 2 == fields;
+			*again = 1;
+		} else if (e->type == REDIS_REPLY_ERROR) {
+			return reply_error(r, e);
+		}
+		call += c->script >= 0;
+	}
+	return 0;
+}
+
 static int rq_push(struct au_queue *q, const struct au_computation *cs, size_t n)
 {
 	struct rq *r = q->ctx;
 	struct au_buf bodies = AU_BUF_INIT;
-	size_t *off = malloc((n + 1) * sizeof(*off)), i, k, count;
-	char *done = calloc(n + 1, 1);
-	int rc = -1;
+	size_t *off = malloc((n + 1) * sizeof(*off)), *grp = malloc((n + 1) * sizeof(*grp)), i;
+	char *done = malloc(n + 1), *fresh = calloc(n + 1, 1);
+	int rc = -1, again = 0, checked, tries;
 
-	if (!off || !done) {
+	if (!off || !grp || !done || !fresh) {
 		oom(q);
 		goto out;
 	}
@@ -868,60 +1072,86 @@ static int rq_push(struct au_queue *q, const struct au_computation *cs, size_t n
 			goto out;
 	}
 	off[n] = bodies.len;
-	p_reset(r);
-	/* one script call per queue (and LUA_BATCH items), in the order queues
-	 * first appear */
-	for (i = 0; i < n; i++) {
-		const char *name = qname(cs[i].queue);
-
-		if (done[i])
-			continue;
-		for (k = i, count = 0; k < n; k++) {
-			if (done[k] || strcmp(qname(cs[k].queue), name))
-				continue;
-			if (count++ % LUA_BATCH == 0) {
-				p_cmd(r, SC_PUSH);
-				p_keys(r, name);
-			}
-			p_str(r, cs[k].id);
-			p_bin(r, bodies.data + off[k], off[k + 1] - off[k]);
-			p_i64(r, cs[k].priority);
-			p_i64(r, (int64_t)cs[k].run_at_ms);
-			done[k] = 1;
-		}
-	}
-	if (n) {
-		p_cmd(r, -1);
-		p_str(r, "SADD");
-		p_str(r, "au:queues");
-		for (i = 0; i < n; i++) {
-			for (k = 0; k < i && strcmp(qname(cs[k].queue), qname(cs[i].queue)); k++)
-				;
-			if (k == i)
-				p_str(r, qname(cs[i].queue));
-		}
+	for (tries = 0; n && (!tries || again); tries++) {
+		push_build(r, cs, n, &bodies, off, grp, done, tries ? fresh : NULL, tries);
 		/* pushing again is harmless: known ids are left alone */
 		if (roundtrip(r, 1) < 0)
 			goto out;
+		checked = push_check(r, fresh, &again);
 		replies_free(r, 0, r->ncmds);
+		if (checked < 0)
+			goto out;
 	}
 	rc = 0;
 out:
 	au_buf_release(&bodies);
 	free(off);
+	free(grp);
 	free(done);
+	free(fresh);
 	return rc;
 }
 
 /* ---- lease ---- */
 
-static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t lease_ms,
-		      struct au_lease *out, size_t *n, int64_t *next_due_ms)
+static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
+		  const char *mode, const uint64_t *delay_ms, const char *const *text,
+		  uint32_t lease_ms, int idempotent, int *applied);
+
+/* The lease script's reply: ids, attempts (NULL: all 1), bodies (NULL: not
+ * sent; an element is nil for an id without a body). */
+static int lease_lists(const redisReply *rep, size_t max, redisReply ***ids, redisReply ***atts,
+		       redisReply ***bodies, size_t *n)
 {
-	char rnd[17];
-	redisReply *rep;
 	size_t i;
 
+	*n = 0;
+	*ids = *atts = *bodies = NULL;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 || rep->elements == 3 ||
+	    rep->elements > 5 || rep->element[0]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[1]->type != REDIS_REPLY_INTEGER)
+		return -1;
+	if (rep->elements == 2)
+		return 0;
+	for (i = 2; i < rep->elements; i++)
+		if (rep->element[i]->type != REDIS_REPLY_ARRAY)
+			return -1;
+	*n = rep->element[2]->elements;
+	*ids = rep->element[2]->element;
+	if (rep->element[3]->elements)
+		*atts = rep->element[3]->element;
+	if (rep->elements == 5)
+		*bodies = rep->element[4]->element;
+	if ((*atts && rep->element[3]->elements != *n) ||
+	    (*bodies && rep->element[4]->elements != *n) || *n > max)
+		return -1;
+	for (i = 0; i < *n; i++)
+		if ((*ids)[i]->type != REDIS_REPLY_STRING || (*ids)[i]->len >= AU_ID_SIZE ||
+		    (*atts && ((*atts)[i]->type != REDIS_REPLY_INTEGER || (*atts)[i]->integer < 1 ||
+			       (*atts)[i]->integer > UINT32_MAX)) ||
+		    (*bodies && (*bodies)[i]->type != REDIS_REPLY_STRING &&
+		     (*bodies)[i]->type != REDIS_REPLY_NIL))
+			return -1;
+	return 0;
+}
+
+/*
+ * One lease: the script leases the ids and returns their bodies when there
+ * are few; otherwise an HMGET reads them (a second round trip, but passing
+ * many bodies through Lua costs Redis more). An id found without a body
+ * (written by hand, or whose data was deleted) is dropped: its lease ends
+ * with a fenced 'drop'.
+ */
+static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t lease_ms,
+		      struct au_lease *out, size_t *n, int64_t *next_due_ms, long long *dropped)
+{
+	char rnd[17];
+	redisReply *lr, **ids, **atts, **bodies;
+	struct au_ref *ghosts = NULL;
+	size_t i, got, nghosts = 0;
+	int rc = -1, fetched = 0;
+
+	*n = 0;
 	snprintf(rnd, sizeof(rnd), "%016llx", (unsigned long long)au_random64());
 	p_reset(r);
 	p_cmd(r, SC_LEASE);
@@ -931,47 +1161,82 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 	p_str(r, rnd);
 	if (roundtrip(r, 0) < 0)
 		return -1;
-	rep = r->rep[0];
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 || (rep->elements - 2) % 3 ||
-	    (rep->elements - 2) / 3 > max || rep->element[0]->type != REDIS_REPLY_INTEGER ||
-	    rep->element[1]->type != REDIS_REPLY_INTEGER)
-		goto bad;
-	for (i = 2; i < rep->elements; i += 3) {
-		redisReply **e = rep->element + i;
-
-		if (e[0]->type != REDIS_REPLY_STRING || e[0]->len >= AU_ID_SIZE ||
-		    e[1]->type != REDIS_REPLY_STRING || e[2]->type != REDIS_REPLY_INTEGER ||
-		    e[2]->integer < 1 || e[2]->integer > UINT32_MAX)
-			goto bad;
+	lr = r->rep[0];
+	r->rep[0] = NULL;
+	if (lease_lists(lr, max, &ids, &atts, &bodies, &got) < 0) {
+		freeReplyObject(lr);
+		return bad_reply(r, "lease");
 	}
-	if (rep->element[0]->integer)
-		au_log(AU_LOG_WARN, "dropped %lld entries without a valid job from queue '%s' of '%s'",
-		       rep->element[0]->integer, queue, r->q->url.text);
-	*next_due_ms = rep->element[1]->integer;
-	for (*n = 0, i = 2; i < rep->elements; i += 3, ++*n) {
-		redisReply **e = rep->element + i;
-		struct au_lease *l = &out[*n];
+	*dropped = lr->element[0]->integer;
+	*next_due_ms = lr->element[1]->integer;
+	if (got && !bodies) {
+		const redisReply *br;
 
-		/* the rest stay leased on the server and come back by rescue */
-		l->body = malloc(e[1]->len ? e[1]->len : 1);
-		if (!l->body) {
-			while (*n)
-				au_lease_release(&out[--*n]);
-			replies_free(r, 0, 1);
-			return oom(r->q);
+		p_reset(r);
+		p_cmd(r, -1);
+		p_str(r, "HMGET");
+		p_key(r, queue, "body");
+		for (i = 0; i < got; i++)
+			p_bin(r, ids[i]->str, ids[i]->len);
+		if (roundtrip(r, 1) < 0) {
+			/* the leases come back by rescue */
+			freeReplyObject(lr);
+			return -1;
 		}
-		memcpy(l->body, e[1]->str, e[1]->len);
-		l->body_len = e[1]->len;
-		memcpy(l->ref.id, e[0]->str, e[0]->len + 1);
-		l->attempts = (uint32_t)e[2]->integer;
-		/* as the script wrote it to tok */
-		snprintf(l->ref.token, sizeof(l->ref.token), "%u-%s", l->attempts, rnd);
+		br = r->rep[0];
+		if (br->type != REDIS_REPLY_ARRAY || br->elements != got) {
+			replies_free(r, 0, 1);
+			freeReplyObject(lr);
+			return bad_reply(r, "lease");
+		}
+		bodies = br->element;
+		fetched = 1;
 	}
-	replies_free(r, 0, 1);
-	return 0;
-bad:
-	replies_free(r, 0, 1);
-	return bad_reply(r, "lease");
+	for (i = 0; i < got; i++) {
+		const redisReply *b = bodies[i];
+		uint32_t attempts = atts ? (uint32_t)atts[i]->integer : 1;
+		struct au_ref *ref;
+
+		if (b->type == REDIS_REPLY_STRING) {
+			out[*n].body = malloc(b->len ? b->len : 1);
+			if (!out[*n].body)
+				break;
+			memcpy(out[*n].body, b->str, b->len);
+			out[*n].body_len = b->len;
+			out[*n].attempts = attempts;
+			ref = &out[(*n)++].ref;
+		} else {
+			if (!ghosts && !(ghosts = malloc(got * sizeof(*ghosts))))
+				break;
+			ref = &ghosts[nghosts++];
+		}
+		memcpy(ref->id, ids[i]->str, ids[i]->len + 1);
+		/* as the script named its batch */
+		snprintf(ref->token, sizeof(ref->token), "%u-%s", attempts, rnd);
+	}
+	if (fetched)
+		replies_free(r, 0, 1);
+	freeReplyObject(lr);
+	if (i < got) {
+		/* the rest stay leased on the server and come back by rescue */
+		while (*n)
+			au_lease_release(&out[--*n]);
+		oom(r->q);
+		goto out;
+	}
+	*dropped += (long long)nghosts;
+	if (nghosts && settle(r->q, queue, ghosts, nghosts, "drop", NULL, NULL, 0, 1, NULL) < 0) {
+		while (*n)
+			au_lease_release(&out[--*n]);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (*dropped)
+		au_log(AU_LOG_WARN, "dropped %lld entries without a valid job from queue '%s' of '%s'",
+		       *dropped, queue, r->q->url.text);
+	free(ghosts);
+	return rc;
 }
 
 static void sub_drop(struct rq *r)
@@ -1038,13 +1303,19 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 		max = LUA_BATCH;
 	while (max) {
 		int64_t next_due_ms = -1, wait_ms;
+		long long dropped = 0;
 		uint64_t now;
 
 		/* wake-ups sent before this lease are answered by it; draining
 		 * them also keeps them from piling up between calls */
 		sub_read(r, 0);
-		if ((rc = lease_once(r, queue, max, lease_ms, out, n, &next_due_ms)) < 0 ||
-		    *n || !block_ms || (now = au_mono_us()) >= deadline)
+		if ((rc = lease_once(r, queue, max, lease_ms, out, n, &next_due_ms, &dropped)) < 0 ||
+		    *n)
+			break;
+		/* only entries without a job came: more may wait behind them */
+		if (dropped)
+			continue;
+		if (!block_ms || (now = au_mono_us()) >= deadline)
 			break;
 		if (!channel && !(channel = au_asprintf("au:{%s}:wake", queue))) {
 			rc = oom(q);
@@ -1068,46 +1339,76 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 
 /* ---- fenced writes ---- */
 
+/* Orders refs by token, then as given. */
+static int by_token(const void *a, const void *b)
+{
+	const struct au_ref *x = *(const struct au_ref *const *)a, *y = *(const struct au_ref *const *)b;
+	int c = strcmp(x->token, y->token);
+
+	return c ? c : (x > y) - (x < y);
+}
+
+/*
+ * The ids of one token go to the script together, so it checks them with one
+ * command; refs are sorted by token for that, and applied[] is filled back
+ * in the caller's order.
+ */
 static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		  const char *mode, const uint64_t *delay_ms, const char *const *text,
 		  uint32_t lease_ms, int idempotent, int *applied)
 {
 	struct rq *r = q->ctx;
-	size_t i, k;
+	const struct au_ref **by;
+	int retry = !strcmp(mode, "retry"), bury = !strcmp(mode, "bury"), rc = -1;
+	size_t i, k, g, e, end;
 
 	if (!n)
 		return 0;
+	if (!(by = malloc(n * sizeof(*by))))
+		return oom(q);
+	for (i = 0; i < n; i++)
+		by[i] = &refs[i];
+	qsort(by, n, sizeof(*by), by_token);
 	queue = qname(queue);
 	p_reset(r);
-	for (i = 0; i < n; i++) {
-		if (i % LUA_BATCH == 0) {
-			p_cmd(r, SC_SETTLE);
-			p_keys(r, queue);
-			p_str(r, mode);
-			p_i64(r, lease_ms);
+	for (i = 0; i < n; i += LUA_BATCH) {
+		end = n - i < LUA_BATCH ? n : i + LUA_BATCH;
+		p_cmd(r, SC_SETTLE);
+		p_keys(r, queue);
+		p_str(r, mode);
+		p_i64(r, lease_ms);
+		for (g = i; g < end; g = e) {
+			for (e = g + 1; e < end && !strcmp(by[e]->token, by[g]->token); e++)
+				;
+			p_str(r, by[g]->token);
+			p_i64(r, (int64_t)(e - g));
+			for (k = g; k < e; k++)
+				p_str(r, by[k]->id);
+			for (k = g; retry && k < e; k++)
+				p_i64(r, delay_ms ? (int64_t)delay_ms[by[k] - refs] : 0);
+			for (k = g; (retry || bury) && k < e; k++)
+				p_str(r, text && text[by[k] - refs] ? text[by[k] - refs] : "");
 		}
-		p_str(r, refs[i].id);
-		p_str(r, refs[i].token);
-		if (!strcmp(mode, "retry"))
-			p_i64(r, delay_ms ? (int64_t)delay_ms[i] : 0);
-		if (!strcmp(mode, "retry") || !strcmp(mode, "bury"))
-			p_str(r, text && text[i] ? text[i] : "");
 	}
 	if (roundtrip(r, idempotent) < 0)
-		return -1;
+		goto out;
 	for (k = 0; k < r->ncmds; k++) {
 		const redisReply *rep = r->rep[k];
 		size_t first = k * LUA_BATCH, len = n - first < LUA_BATCH ? n - first : LUA_BATCH;
 
 		if (rep->type != REDIS_REPLY_STRING || rep->len != len) {
 			replies_free(r, 0, r->ncmds);
-			return bad_reply(r, mode);
+			bad_reply(r, mode);
+			goto out;
 		}
 		for (i = 0; applied && i < len; i++)
-			applied[first + i] = rep->str[i] == '1';
+			applied[by[first + i] - refs] = rep->str[i] == '1';
 	}
 	replies_free(r, 0, r->ncmds);
-	return 0;
+	rc = 0;
+out:
+	free(by);
+	return rc;
 }
 
 static int rq_ack(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,

@@ -9,7 +9,7 @@
  *   ch.query  `SELECT 1` computations/s next to a raw libcurl keep-alive
  *             loop with the same number of connections
  *
- * Usage: bench QUEUE_URL STORE_URL CLICKHOUSE_URL [N]
+ * Usage: bench QUEUE_URL STORE_URL CLICKHOUSE_URL|- [N]   ("-" skips ch.query)
  */
 #include <pthread.h>
 #include <signal.h>
@@ -259,17 +259,21 @@ int main(int argc, char **argv)
 	size_t n = argc > 4 ? strtoul(argv[4], NULL, 10) : 20000, i, good = 0;
 	char queue[64], latfile[256];
 	struct au_handle **hs;
-	pid_t pids[2];
+	pid_t pids[8];
+	int nworkers = getenv("BENCH_WORKERS") ? atoi(getenv("BENCH_WORKERS")) : 2;
+	unsigned batch = getenv("BENCH_BATCH") ? (unsigned)atoi(getenv("BENCH_BATCH")) : 256;
 	uint64_t t0, t1;
 	double lat[LAT_SAMPLES];
 	size_t nlat = 0;
 	FILE *f;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: bench QUEUE_URL STORE_URL CLICKHOUSE_URL [N]\n");
+		fprintf(stderr, "usage: bench QUEUE_URL STORE_URL CLICKHOUSE_URL|- [N]\n");
 		return 2;
 	}
-	cfg = (struct au_config){ argv[1], argv[2], argv[3] };
+	/* Without ClickHouse, workers get an address nothing will be sent to. */
+	cfg = (struct au_config){ argv[1], argv[2],
+				  strcmp(argv[3], "-") ? argv[3] : "http://127.0.0.1:9/default" };
 	cl = au_client_new(&cfg);
 	q = au_queue_open(argv[1]);
 	store = au_store_open(argv[2]);
@@ -279,7 +283,12 @@ int main(int argc, char **argv)
 	}
 	au_log_set_level(AU_LOG_WARN);
 	hs = calloc(n, sizeof(*hs));
-	printf("queue %s, store %s, N = %zu, 2 worker processes\n", q->url.text, store->url.text, n);
+	if (nworkers < 1 || nworkers > 8)
+		nworkers = 2;
+	if (batch < 1 || batch > 1000)
+		batch = 256;
+	printf("queue %s, store %s, N = %zu, %d worker process%s, batches of %u\n", q->url.text,
+	       store->url.text, n, nworkers, nworkers > 1 ? "es" : "", batch);
 
 	/* 1. enqueue into an idle queue */
 	snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));
@@ -291,15 +300,18 @@ int main(int argc, char **argv)
 	t1 = mono_ns();
 	printf("%-44s %10.0f /s\n", "enqueue (batches of 1000, idle queue)",
 	       (double)n / ((double)(t1 - t0) / 1e9));
-	pids[0] = start_worker(&cfg, queue, 512, 256);
-	pids[1] = start_worker(&cfg, queue, 512, 256);
-	drained(q, queue, mono_ns() + 120000000000ull);
-	stop_workers(pids, 2);
+	t0 = mono_ns();
+	for (int k = 0; k < nworkers; k++)
+		pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
+	drained(q, queue, mono_ns() + 300000000000ull);
+	printf("%-44s %10.0f /s\n", "drain of that backlog (workers started cold)",
+	       (double)n / ((double)(mono_ns() - t0) / 1e9));
+	stop_workers(pids, nworkers);
 
 	/* 2. drain while enqueueing, workers warm */
 	snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));
-	pids[0] = start_worker(&cfg, queue, 512, 256);
-	pids[1] = start_worker(&cfg, queue, 512, 256);
+	for (int k = 0; k < nworkers; k++)
+		pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
 	usleep(300000);
 	t0 = mono_ns();
 	if (enqueue_n(cl, queue, n, hs) < 0) {
@@ -333,9 +345,9 @@ int main(int argc, char **argv)
 	snprintf(latfile, sizeof(latfile), "/tmp/au-bench-lat.%d", (int)getpid());
 	unlink(latfile);
 	lat_path = latfile;   /* inherited by the next workers */
-	stop_workers(pids, 2);
-	pids[0] = start_worker(&cfg, queue, 512, 256);
-	pids[1] = start_worker(&cfg, queue, 512, 256);
+	stop_workers(pids, nworkers);
+	for (int k = 0; k < nworkers; k++)
+		pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
 	usleep(300000);
 	{
 		struct au_enqueue_opts eo = { 0 };
@@ -356,7 +368,7 @@ int main(int argc, char **argv)
 	}
 	drained(q, queue, mono_ns() + 30000000000ull);
 	usleep(100000);
-	stop_workers(pids, 2);
+	stop_workers(pids, nworkers);
 	f = fopen(latfile, "r");
 	while (f && nlat < LAT_SAMPLES && fscanf(f, "%lf", &lat[nlat]) == 1)
 		nlat++;
@@ -370,7 +382,7 @@ int main(int argc, char **argv)
 	/* 4. ch.query SELECT 1 next to a raw libcurl loop, 4 connections each.
 	 * The raw loop sends what ch.query sends (same statement and URL
 	 * parameters, one per line below), and also the bare `SELECT 1`. */
-	{
+	if (strcmp(argv[3], "-") != 0) {
 		static const struct { const char *label; int procs, conc; } runs[] = {
 			{ "ch.query SELECT 1, 1 worker x 4 in flight", 1, 4 },
 			{ "ch.query SELECT 1, 2 workers x 2 in flight", 2, 2 },

@@ -6,11 +6,18 @@ set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
 export AU_PORT_BASE=${AU_PORT_BASE:-17800}
+export AU_PG_DURABLE=1   # fsync and synchronous_commit on, as the peers ran
 . tests/servers.sh
 servers_start redis pg ch || exit 1
 N=${BENCH_N:-20000}
 echo "== au on Redis ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
 "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
+echo
+echo "== au on PostgreSQL (queue and store; synchronous_commit on)"
+"$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "$N"
+echo
+echo "== au on PostgreSQL, ${BENCH_N_LONG:-200000} computations (does leasing hold up as the table churns?)"
+"$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
 if [ "${PEERS:-0}" = 1 ] && [ -d ../shared/bench/peers ]; then
 	# ../shared is read-only: the peers run from a copy with their npm packages.
 	peers=${PEERS_DIR:-/tmp/au-peers}

@@ -8,6 +8,7 @@
 # Exports AU_TEST_REDIS (redis://127.0.0.1:P), AU_TEST_PG (postgres://...),
 # AU_TEST_CH (http://127.0.0.1:P/default), AU_TEST_TMP (scratch directory).
 # AU_PORT_BASE (default 17300) picks the ports: redis +0, pg +1, ch +2..+4.
+# AU_PG_DURABLE=1 starts PostgreSQL with fsync and synchronous_commit on.
 
 AU_PORT_BASE=${AU_PORT_BASE:-17300}
 AU_TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/au-servers.XXXXXX")
@@ -76,8 +77,12 @@ servers_start_pg() {
 	fi
 	$_au_pg_user $bin/initdb -D "$dir/data" -A trust -U postgres -E UTF8 --no-locale --no-sync >"$dir/initdb.log" 2>&1 ||
 		{ servers_log "initdb failed: $(tail -3 "$dir/initdb.log")"; return 1; }
+	# Tests trade durability for speed; AU_PG_DURABLE=1 (benchmarks) keeps
+	# fsync and synchronous_commit on, as the peers are measured.
+	local opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+	[ "${AU_PG_DURABLE:-0}" = 1 ] && opts="-c shared_buffers=512MB -c autovacuum_naptime=10s"
 	$_au_pg_user $bin/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o \
-		"-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+		"-p $port -k $dir -c listen_addresses=127.0.0.1 $opts -c max_connections=200" \
 		start >/dev/null || { servers_log "postgres failed: $(tail -3 "$dir/server.log")"; return 1; }
 	_au_pg_data="$dir/data"
 	export AU_TEST_PG="postgres://postgres@127.0.0.1:$port/postgres"

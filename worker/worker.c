@@ -81,6 +81,7 @@ struct au_worker {
 	uint64_t last_active_ms;
 	uint64_t last_sweep_ms;
 	char last_error[AU_ERRSTR_SIZE];
+	uint64_t last_report_us;
 	struct au_worker_stats stats;
 };
 
@@ -114,13 +115,18 @@ static size_t inflight(const struct au_worker *w)
 	return w->running.n + w->done.n;
 }
 
-/* Logs a failing server operation once per distinct message. */
+/* Logs a failing server operation: a new message at most once a second,
+ * the same one again every 10 s, so an outage does not flood the log. */
 static void report(struct au_worker *w, const struct au_err *err)
 {
-	if (strcmp(w->last_error, err->str) != 0) {
-		au_log(AU_LOG_ERROR, "%s", err->str);
-		snprintf(w->last_error, sizeof(w->last_error), "%s", err->str);
-	}
+	uint64_t now = au_mono_us();
+	int same = strcmp(w->last_error, err->str) == 0;
+
+	if (now - w->last_report_us < (same ? 10000000u : 1000000u))
+		return;
+	w->last_report_us = now;
+	au_log(AU_LOG_ERROR, "%s", err->str);
+	snprintf(w->last_error, sizeof(w->last_error), "%s", err->str);
 }
 
 static void recovered(struct au_worker *w)
