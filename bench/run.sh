@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run.sh - `make bench`: starts throwaway servers and prints au's figures.
-# BENCH_N (default 20000) sets the number of computations. With PEERS=1 it
-# also runs ../shared/bench/peers (BullMQ etc.) for a same-run comparison.
+# BENCH_N (default 20000) sets the number of computations; BENCH_WORKERS
+# (2), BENCH_BATCH_REDIS (1000) and BENCH_BATCH_PG (500) the workers. With
+# PEERS=1 it also runs ../shared/bench/peers (BullMQ, graphile-worker) for a
+# same-run comparison.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
@@ -11,13 +13,13 @@ export AU_PG_DURABLE=1   # fsync and synchronous_commit on, as the peers ran
 servers_start redis pg ch || exit 1
 N=${BENCH_N:-20000}
 echo "== au on Redis ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
-"$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
+BENCH_BATCH=${BENCH_BATCH_REDIS:-1000} "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
 echo
 echo "== au on PostgreSQL (queue and store; synchronous_commit on)"
-"$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "$N"
+BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "$N"
 echo
 echo "== au on PostgreSQL, ${BENCH_N_LONG:-200000} computations (does leasing hold up as the table churns?)"
-"$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
+BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
 if [ "${PEERS:-0}" = 1 ] && [ -d ../shared/bench/peers ]; then
 	# ../shared is read-only: the peers run from a copy with their npm packages.
 	peers=${PEERS_DIR:-/tmp/au-peers}
