@@ -321,18 +321,27 @@ int au_handle_status(struct au_handle *h, enum au_status *out)
 	return r;
 }
 
+/* One look for a terminal outcome: 1 with rec filled, 0 while it is still
+ * on its way (*st says where; rec empty), -1 on an error or an unknown id
+ * (h->err says which). */
+static int outcome(struct au_handle *h, enum au_status *st, struct au_record *rec)
+{
+	au_clearerr(&h->err);
+	if (look(h, st, rec) < 0)
+		return -1;
+	if (au_status_terminal(*st))
+		return 1;
+	au_record_release(rec);
+	return *st == AU_UNKNOWN ? -1 : 0;
+}
+
 int au_handle_result(struct au_handle *h, struct au_record *rec)
 {
 	enum au_status st;
+	int r = outcome(h, &st, rec);
 
-	au_clearerr(&h->err);
-	if (look(h, &st, rec) < 0)
-		return -1;
-	if (au_status_terminal(st))
-		return 0;
-	au_record_release(rec);
-	if (st == AU_UNKNOWN)
-		return -1;   /* err says unknown or expired */
+	if (r)
+		return r > 0 ? 0 : -1;
 	return au_seterr(&h->err, AU_ESTATE, "computation '%s' is %s: no result yet", h->id,
 			 au_status_name(st));
 }
@@ -345,16 +354,10 @@ int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec)
 
 	for (;;) {
 		uint64_t now;
-		int slice;
+		int slice, r = outcome(h, &st, rec);
 
-		au_clearerr(&h->err);
-		if (look(h, &st, rec) < 0)
-			return -1;
-		if (au_status_terminal(st))
-			return 0;
-		au_record_release(rec);
-		if (st == AU_UNKNOWN)
-			return -1;
+		if (r)
+			return r > 0 ? 0 : -1;
 		now = au_now_ms();
 		if (now >= deadline)
 			return au_seterr(&h->err, AU_ETIMEDOUT,
