@@ -60,9 +60,7 @@ static const struct au_pg_stmt stmts[] = {
 	[S_LEASE] = { "au_lease",
 		"WITH l AS (UPDATE au_jobs SET state = 1, attempts = attempts + 1,"
 		" lease_until = now() + $3::int8 * interval '1 ms',"
-		" token = (attempts + 1) || '-' ||"
-		" lpad(to_hex((random() * 4294967295)::int8), 8, '0') ||"
-		" lpad(to_hex((random() * 4294967295)::int8), 8, '0')"
+		" token = (attempts + 1) || '-' || $4::text"
 		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 0 AND run_at <= now()"
 		" ORDER BY priority DESC, run_at, seq LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
@@ -335,14 +333,18 @@ static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_
 		      struct au_lease *out, size_t *n)
 {
 	unsigned char lim[8], ms[8];
-	const char *vals[] = { qname(queue), (const char *)lim, (const char *)ms };
-	int lens[] = { (int)strlen(vals[0]), 8, 8 }, rows, i;
+	char rnd[17];
+	const char *vals[] = { qname(queue), (const char *)lim, (const char *)ms, rnd };
+	int lens[] = { (int)strlen(vals[0]), 8, 8, 16 }, rows, i;
 	PGresult *r;
 
+	/* One random part per lease call: with the attempt number in front,
+	 * the token still differs between attempts of a computation. */
+	snprintf(rnd, sizeof(rnd), "%016llx", (unsigned long long)au_random64());
 	au_pg_put_u64(lim, max);
 	au_pg_put_u64(ms, lease_ms);
 	*n = 0;
-	if (!(r = run(q, S_LEASE, 3, vals, lens)))
+	if (!(r = run(q, S_LEASE, 4, vals, lens)))
 		return -1;
 	rows = PQntuples(r);
 	for (i = 0; i < rows; i++) {
