@@ -34,7 +34,7 @@ TEST_COMMON := $(BUILD)/tests/harness.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test demo bench deps install clean
+.PHONY: all test demo bench soak deps install clean
 .SECONDARY:
 all: $(BUILD)/libau.a $(BUILD)/libau.so $(BUILD)/au au au.pc $(TEST_BIN) $(BENCH_BIN)
 
@@ -83,6 +83,10 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
+
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bench/soak.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# soak.sh - does a worker stay flat? One worker on a Redis queue and store
+# runs ROUNDS x 50,000 computations (default 6); after each round it prints
+# the worker's RSS and open descriptors, which should not grow.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build/rel}
+au="$PWD/$BUILD/au"
+export AU_PORT_BASE=${AU_PORT_BASE:-17860}
+. tests/servers.sh
+servers_start redis >/dev/null || exit 1
+export AU_QUEUE=$AU_TEST_REDIS AU_STORE=$AU_TEST_REDIS
+seq 1 1000 | sed 's/.*/[&]/' >"$AU_TEST_TMP/args.jsonl"
+"$au" worker --queue soak --quiet --concurrency 512 --batch 256 2>/dev/null &
+wpid=$!
+sleep 0.3
+for round in $(seq 1 "${ROUNDS:-6}"); do
+	for _ in $(seq 1 50); do
+		"$au" enqueue au.echo --queue soak --ttl 60 --args-file "$AU_TEST_TMP/args.jsonl" >/dev/null || exit 1
+	done
+	until "$au" queues --json | grep -q '"queue":"soak","ready":0,"scheduled":0,"running":0'; do
+		sleep 0.2
+	done
+	echo "after $((round * 50000)) computations: worker RSS $(awk '/VmRSS/{print $2}' /proc/$wpid/status) kB, $(ls /proc/$wpid/fd | wc -l) descriptors"
+done
+kill -TERM $wpid
+wait $wpid
