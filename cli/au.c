@@ -418,7 +418,7 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	struct au_client *cl;
 	struct au_handle *h;
 	struct au_record rec;
-	enum au_status st;
+	enum au_status st = AU_PENDING;
 	int rc = 0;
 
 	if (argc != 1)
@@ -438,13 +438,15 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	if (!strcmp(cmd, "status")) {
 		if (au_handle_status(h, &st) < 0) {
 			rc = fail(au_handle_err(h));
-		} else if (c->json) {
-			printf("{\"id\":\"%s\",\"status\":\"%s\"}\n", argv[0], au_status_name(st));
 		} else {
-			printf("%s\n", au_status_name(st));
+			if (c->json)
+				printf("{\"id\":\"%s\",\"status\":\"%s\"}\n", argv[0],
+				       au_status_name(st));
+			else
+				printf("%s\n", au_status_name(st));
+			if (st == AU_UNKNOWN)
+				rc = fail(au_handle_err(h));
 		}
-		if (st == AU_UNKNOWN)
-			rc = fail(au_handle_err(h));
 	} else if (!strcmp(cmd, "cancel")) {
 		if (au_handle_cancel(h) < 0)
 			rc = fail(au_handle_err(h));
@@ -542,57 +544,61 @@ static int cmd_migrate(struct cli *c, int argc)
 	return 0;
 }
 
-static volatile sig_atomic_t forward_sig;
-
-static void remember(int sig)
-{
-	forward_sig = sig;
-}
-
-/* --processes N: N worker processes, one loop each (like nginx); the parent
- * forwards SIGTERM/SIGINT and waits for them. */
+/* --processes N: N worker processes, one loop each (like nginx). The parent
+ * takes SIGTERM/SIGINT/SIGCHLD synchronously (sigwaitinfo), so a signal
+ * that arrives while it forks or reaps is not lost: it forwards the stop
+ * and waits for every child. */
 static int run_processes(struct cli *c, int nproc)
 {
 	pid_t *pids = calloc((size_t)nproc, sizeof(*pids));
-	struct sigaction sa;
+	sigset_t set, old;
 	int i, alive = 0, rc = 0, status;
 
 	if (!pids)
 		return EXIT_FAILED;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = remember;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
 	for (i = 0; i < nproc; i++) {
 		pids[i] = fork();
 		if (pids[i] == 0) {
 			struct au_err err = { 0, "" };
 
-			signal(SIGTERM, SIG_DFL);
-			signal(SIGINT, SIG_DFL);
+			sigprocmask(SIG_SETMASK, &old, NULL);
 			_exit(au_worker_run(&c->cfg, &c->wo, NULL, &err) < 0 ? fail(&err) : 0);
 		}
-		if (pids[i] > 0)
+		if (pids[i] < 0) {
+			fprintf(stderr, "au: unable to start worker process: %s\n", strerror(errno));
+			rc = EXIT_FAILED;
+			pids[i] = 0;
+		} else {
 			alive++;
+		}
 	}
 	while (alive > 0) {
-		pid_t pid = waitpid(-1, &status, 0);
+		siginfo_t si;
+		pid_t pid;
 
-		if (pid < 0 && errno == EINTR) {
+		if (sigwaitinfo(&set, &si) < 0)
+			continue;
+		if (si.si_signo != SIGCHLD) {
 			for (i = 0; i < nproc; i++)
 				if (pids[i] > 0)
-					kill(pids[i], forward_sig);
+					kill(pids[i], si.si_signo);
 			continue;
 		}
-		if (pid < 0)
-			break;
-		for (i = 0; i < nproc; i++)
-			if (pids[i] == pid)
-				pids[i] = 0;
-		alive--;
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			rc = EXIT_FAILED;
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			for (i = 0; i < nproc; i++)
+				if (pids[i] == pid)
+					pids[i] = 0;
+			alive--;
+			if (!WIFEXITED(status) || WEXITSTATUS(status))
+				rc = EXIT_FAILED;
+		}
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	free(pids);
 	return rc;
 }

@@ -401,9 +401,15 @@ int au_handle_cancel(struct au_handle *h)
 		rec.ttl_s = 86400;
 		rec.finished_at_ms = au_now_ms();
 		if (h->cl->store->ops->put(h->cl->store, &rec, 1, &applied) < 0) {
-			h->err = h->cl->store->err;
+			/* It will never run, but nothing says so: tell the caller. */
+			au_seterr(&h->err, h->cl->store->err.code,
+				  "computation '%s' was cancelled but its record was not stored: %s",
+				  h->id, h->cl->store->err.str);
 			return -1;
 		}
+		if (!applied)   /* a worker that lost its lease stored an outcome first */
+			return au_seterr(&h->err, AU_ESTATE,
+					 "computation '%s' already has an outcome", h->id);
 		return 0;
 	}
 	if (q->err.code == AU_ESTATE)

@@ -56,6 +56,13 @@ out=$("$au" wait "$id" --queue "$Q" --timeout 10000 --json 2>&1)
 t_match "timeout fails the attempt" "$out" '"status":"failed".*timed out after 300 ms'
 kill -TERM $wpid; wait $wpid
 
+# --- --max-jobs counts attempts: a retried computation does not keep it alive
+Q=$(q)
+"$au" enqueue au.fail --queue "$Q" --max-attempts 2 --args '{"retryable":true}' >/dev/null
+"$au" enqueue au.noop --queue "$Q" >/dev/null
+timeout 20 "$au" worker --queue "$Q" --quiet --retry-base 50 --max-jobs 3 2>/dev/null
+t_eq "worker with --max-jobs stops after that many attempts" "$?" 0
+
 # --- cancel of a pending computation: it never runs
 Q=$(q)
 id=$("$au" enqueue au.echo --queue "$Q" --delay 600000)

@@ -86,6 +86,23 @@ static void task_double(struct au_task_ctx *ctx, const struct au_computation *c,
 	evtimer_add(l->ev, &tv);
 }
 
+/* "big": a result of nearly AU_MAX_RESULT bytes (a msgpack bin 32). */
+static void task_big(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
+{
+	size_t n = AU_MAX_RESULT - 100;
+	unsigned char *b = calloc(1, n);
+
+	(void)c;
+	(void)arg;
+	b[0] = 0xc6;
+	b[1] = (unsigned char)((n - 5) >> 24);
+	b[2] = (unsigned char)((n - 5) >> 16);
+	b[3] = (unsigned char)((n - 5) >> 8);
+	b[4] = (unsigned char)(n - 5);
+	au_task_complete(ctx, b, n);
+	free(b);
+}
+
 static struct au_handle *submit(struct au_client *cl, const char *task, const char *json,
 				const struct au_enqueue_opts *eo)
 {
@@ -116,7 +133,7 @@ int main(void)
 	struct au_worker_opts wo = { 0 };
 	struct au_enqueue_opts eo = { 0 };
 	struct au_header deny = { (char *)"deny", (char *)"1" };
-	struct au_handle *ok, *denied, *flaky, *slow, *never;
+	struct au_handle *ok, *denied, *flaky, *slow, *never, *big;
 	struct au_worker *w;
 	struct au_worker_stats st;
 	struct au_record rec;
@@ -127,6 +144,7 @@ int main(void)
 	au_log_set_level(AU_LOG_ERROR);
 	T_OK(cl && !au_client_err(cl)->code, "client on memory:// opens");
 	T_OK(au_registry_add(reg, "test.double", task_double, NULL) == 0, "task registered");
+	au_registry_add(reg, "test.big", task_big, NULL);
 
 	ok = submit(cl, "test.double", "{\"x\":21}", NULL);
 	eo.headers = &deny;
@@ -141,7 +159,9 @@ int main(void)
 	memset(&eo, 0, sizeof(eo));
 	eo.delay_ms = 600000;
 	never = submit(cl, "au.echo", "{}", &eo);
-	T_OK(ok && denied && flaky && slow && never, "five computations enqueued");
+	memset(&eo, 0, sizeof(eo));
+	big = submit(cl, "test.big", "{}", &eo);
+	T_OK(ok && denied && flaky && slow && never && big, "six computations enqueued");
 
 	wo.concurrency = 4;
 	wo.batch = 2;
@@ -165,8 +185,8 @@ int main(void)
 		free(json);
 	}
 	au_record_release(&rec);
-	T_OK(strstr(trace, "before:a before:b after:b after:a") != NULL,
-	     "before hooks in order, after hooks in reverse");
+	T_OK(strstr(trace, "before:a before:b ") && strstr(trace, "after:b after:a ") &&
+	     !strstr(trace, "after:a after:b"), "before hooks in order, after hooks in reverse");
 	T_OK(au_handle_result(denied, &rec) == 0 && rec.status == AU_FAILED && rec.error &&
 	     !strcmp(rec.error, "denied by policy"), "a before hook refuses with its message");
 	T_OK(strstr(trace, "before:a error:b (failed) error:a (failed)") != NULL,
@@ -185,9 +205,12 @@ int main(void)
 
 		T_OK(au_handle_status(never, &s) == 0 && s == AU_SCHEDULED, "delayed one still waits");
 	}
+	T_OK(au_handle_result(big, &rec) == 0 && rec.status == AU_FAILED && rec.error &&
+	     strstr(rec.error, "result too large"), "an oversized result fails the computation");
+	au_record_release(&rec);
 	au_worker_stats(w, &st);
 	T_EQ_INT(st.completed, 1, "stats: completed");
-	T_EQ_INT(st.failed, 3, "stats: failed");
+	T_EQ_INT(st.failed, 4, "stats: failed");
 	T_EQ_INT(st.retried, 2, "stats: retried");
 
 	event_free(stopper);
@@ -197,6 +220,7 @@ int main(void)
 	au_handle_free(flaky);
 	au_handle_free(slow);
 	au_handle_free(never);
+	au_handle_free(big);
 	au_client_free(cl);
 	au_registry_free(reg);
 	event_base_free(base);

@@ -74,11 +74,12 @@ struct au_worker {
 	struct job_list zombies;      /* flushed, task still running (timed out) */
 	struct au_lease *leases;
 
-	struct event *pump_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev;
+	struct event *pump_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev, *drain_ev;
+	uint64_t drain_deadline_us;
 	int watching;
 	int stopping;
 	int exited;
-	uint64_t last_active_ms;
+	uint64_t last_active_us;       /* monotonic: last lease or finish */
 	uint64_t last_sweep_ms;
 	char last_error[AU_ERRSTR_SIZE];
 	uint64_t last_report_us;
@@ -158,7 +159,8 @@ static uint64_t retry_delay(const struct au_worker *w, uint32_t attempt)
 	if (d > w->opts.retry_max_ms)
 		d = w->opts.retry_max_ms;
 	/* +-20% jitter so that a burst of failures does not retry in step */
-	return d - d / 5 + (d ? au_random64() % (2 * (d / 5) + 1) : 0);
+	d = d - d / 5 + (d ? au_random64() % (2 * (d / 5) + 1) : 0);
+	return d > w->opts.retry_max_ms ? w->opts.retry_max_ms : d;
 }
 
 /* Decides what happens to a finished attempt and queues it for flush(). */
@@ -171,6 +173,7 @@ static void finish(struct au_task_ctx *j, enum au_status status)
 	if (j->timer)
 		evtimer_del(j->timer);
 	j->run.finished_at_us = au_mono_us();
+	w->last_active_us = j->run.finished_at_us;
 	j->write_record = 1;
 	if (status == AU_COMPLETED) {
 		j->action = ACT_ACK;
@@ -232,8 +235,10 @@ void au_task_complete(struct au_task_ctx *j, const unsigned char *result, size_t
 		late_call(j);
 		return;
 	}
-	if (len > AU_MAX_RESULT) {
-		j->error = au_asprintf("result too large: %zu bytes (limit %u)", len, AU_MAX_RESULT);
+	/* the record around the result needs room too */
+	if (len > AU_MAX_RESULT - 4096) {
+		j->error = au_asprintf("result too large: %zu bytes (limit %u)", len,
+				       AU_MAX_RESULT - 4096);
 		finish(j, AU_FAILED);
 		return;
 	}
@@ -307,8 +312,10 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (j->finished)
 		return;
+	j->finished = 1;   /* a hook calling back at once finds it settled */
 	abandon(j);
 	j->error = au_asprintf("timed out after %u ms", j->c.timeout_ms);
+	j->finished = 0;
 	finish(j, AU_RETRYING);
 }
 
@@ -335,7 +342,7 @@ static void start(struct au_worker *w, struct au_lease *l)
 	j->started_at_ms = au_now_ms();
 	list_add(&w->running, j);
 	w->stats.leased++;
-	w->last_active_ms = j->started_at_ms;
+	w->last_active_us = j->run.started_at_us;
 
 	if (au_computation_decode(j->lease.body, j->lease.body_len, &j->c, &err) < 0) {
 		au_computation_init(&j->c);
@@ -375,6 +382,41 @@ static void start(struct au_worker *w, struct au_lease *l)
 
 static void stop_now(struct au_worker *w);
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * A batch of records failed to store. Each is tried alone, so one bad record
+ * (too large, say) does not hold back the others. An attempt whose record
+ * cannot be stored must not be acked: a completed one is tried again while
+ * it has attempts left (the store may be down), anything else goes to the
+ * dead letter set with the reason.
+ */
+static void unstored(struct au_worker *w, struct au_task_ctx **jobs, size_t n,
+		     const struct au_record *recs)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		struct au_task_ctx *j = jobs[i];
+		char *why;
+
+		if (!j->write_record)
+			continue;
+		if (w->store->ops->put(w->store, &recs[k++], 1, NULL) == 0)
+			continue;
+		if (j->run.status == AU_COMPLETED && w->store->err.code == AU_ECONN &&
+		    j->lease.attempts < j->c.max_attempts) {
+			j->action = ACT_RETRY;
+			j->retry_delay_ms = retry_delay(w, j->lease.attempts);
+			continue;
+		}
+		why = au_asprintf("result not stored: %s", w->store->err.str);
+		if (why) {
+			free(j->error);
+			j->error = why;
+		}
+		j->action = ACT_BURY;
+	}
+}
 
 /* Writes records, then acks / retries / buries, for every finished attempt. */
 static void flush(struct au_worker *w)
@@ -427,13 +469,8 @@ static void flush(struct au_worker *w)
 			(j->run.finished_at_us - j->run.started_at_us) / 1000;
 	}
 	if (nrec && w->store->ops->put(w->store, recs, nrec, NULL) < 0) {
-		/* No result stored: nothing may be acked. Try the attempt again. */
 		report(w, &w->store->err);
-		for (i = 0; i < n; i++)
-			if (jobs[i]->write_record && jobs[i]->action != ACT_BURY) {
-				jobs[i]->action = ACT_RETRY;
-				jobs[i]->retry_delay_ms = 1000;
-			}
+		unstored(w, jobs, n, recs);
 	}
 
 	for (i = 0; i < n; i++) {
@@ -459,12 +496,17 @@ static void flush(struct au_worker *w)
 			break;
 		}
 	}
-	if ((nack && w->q->ops->ack(w->q, w->queue_name, acks, nack, applied) < 0) ||
-	    (nretry && w->q->ops->retry(w->q, w->queue_name, retries, nretry, delays, rerrors,
-					applied) < 0) ||
-	    (nbury && w->q->ops->bury(w->q, w->queue_name, buries, nbury, reasons, applied) < 0) ||
-	    (nrel && w->q->ops->release(w->q, w->queue_name, rels, nrel, applied) < 0))
-		report(w, &w->q->err);   /* the leases run out and are rescued */
+	/* Each call on its own: what fails here runs out its lease and is
+	 * rescued, and must not hold back the others. */
+	if (nack && w->q->ops->ack(w->q, w->queue_name, acks, nack, applied) < 0)
+		report(w, &w->q->err);
+	if (nretry && w->q->ops->retry(w->q, w->queue_name, retries, nretry, delays, rerrors,
+				       applied) < 0)
+		report(w, &w->q->err);
+	if (nbury && w->q->ops->bury(w->q, w->queue_name, buries, nbury, reasons, applied) < 0)
+		report(w, &w->q->err);
+	if (nrel && w->q->ops->release(w->q, w->queue_name, rels, nrel, applied) < 0)
+		report(w, &w->q->err);
 
 	while ((j = w->done.head)) {
 		list_del(&w->done, j);
@@ -502,7 +544,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 			stop_now(w);
 		return;
 	}
-	if (w->opts.max_jobs && w->stats.completed + w->stats.failed >= w->opts.max_jobs) {
+	/* max_jobs counts attempts leased: stop once they are all written back */
+	if (w->opts.max_jobs && w->stats.leased >= w->opts.max_jobs && !inflight(w)) {
 		au_worker_stop(w);
 		return;
 	}
@@ -516,10 +559,11 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	/* Finished attempts waiting for flush() hold no slot. */
-	if (w->stopping || w->running.n >= w->opts.concurrency)
+	/* Finished attempts waiting for flush() hold no slot; tasks that timed
+	 * out but still run (no cancel hook) do. */
+	if (w->stopping || w->running.n + w->zombies.n >= w->opts.concurrency)
 		return;
-	room = w->opts.concurrency - w->running.n;
+	room = w->opts.concurrency - w->running.n - w->zombies.n;
 	if (room > w->opts.batch)
 		room = w->opts.batch;
 	if (w->opts.max_jobs) {
@@ -538,7 +582,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < n; i++)
 		start(w, &w->leases[i]);
 	/* A full batch means more may be waiting. */
-	if (n == room && w->running.n < w->opts.concurrency)
+	if (n == room && w->running.n + w->zombies.n < w->opts.concurrency)
 		event_active(w->pump_ev, 0, 0);
 }
 
@@ -552,11 +596,11 @@ static void wake_cb(void *arg)
 static void poll_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
-	uint64_t now = au_now_ms();
 
 	(void)fd;
 	(void)what;
-	if (w->opts.idle_exit_ms && !inflight(w) && now - w->last_active_ms >= w->opts.idle_exit_ms) {
+	if (w->opts.idle_exit_ms && !inflight(w) &&
+	    au_mono_us() - w->last_active_us >= (uint64_t)w->opts.idle_exit_ms * 1000) {
 		au_worker_stop(w);
 		return;
 	}
@@ -624,6 +668,21 @@ static void rescue_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Leaves the loop once ClickHouse requests still under way (the KILLs of
+ * abandoned queries, above all) are done, or after 2 s. */
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct au_worker *w = arg;
+	struct timeval tick = { 0, 20000 };
+
+	(void)fd;
+	(void)what;
+	if (!w->ch || !au_ch_inflight(w->ch) || au_mono_us() >= w->drain_deadline_us)
+		event_base_loopexit(w->base, NULL);
+	else
+		evtimer_add(w->drain_ev, &tick);
+}
+
 static void stop_now(struct au_worker *w)
 {
 	if (w->exited)
@@ -633,7 +692,8 @@ static void stop_now(struct au_worker *w)
 	event_del(w->extend_ev);
 	event_del(w->rescue_ev);
 	event_del(w->grace_ev);
-	event_base_loopexit(w->base, NULL);
+	w->drain_deadline_us = au_mono_us() + 2000000;
+	drain_cb(-1, 0, w);
 }
 
 /* Grace period over: what still runs goes back to the queue unharmed. */
@@ -645,8 +705,8 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	while ((j = w->running.head)) {
-		abandon(j);
 		j->finished = 1;
+		abandon(j);
 		j->write_record = 0;
 		j->action = ACT_RELEASE;
 		w->stats.released++;
@@ -726,10 +786,11 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->extend_ev = timer(w, extend_cb, EV_PERSIST);
 	w->rescue_ev = timer(w, rescue_cb, EV_PERSIST);
 	w->grace_ev = timer(w, grace_cb, 0);
+	w->drain_ev = timer(w, drain_cb, 0);
 	w->q = au_queue_open(conf.queue_url);
 	w->store = au_store_open(conf.store_url);
 	if (!w->queue_name || !w->reg || !w->leases || !w->pump_ev || !w->flush_ev || !w->poll_ev ||
-	    !w->extend_ev || !w->rescue_ev || !w->grace_ev || !w->q || !w->store) {
+	    !w->extend_ev || !w->rescue_ev || !w->grace_ev || !w->drain_ev || !w->q || !w->store) {
 		au_worker_free(w);
 		return NULL;
 	}
@@ -768,8 +829,8 @@ int au_worker_start(struct au_worker *w)
 {
 	if (w->err.code)
 		return -1;
-	w->last_active_ms = au_now_ms();
-	w->last_sweep_ms = w->last_active_ms;
+	w->last_active_us = au_mono_us();
+	w->last_sweep_ms = au_now_ms();
 	if (w->q->ops->watch && w->q->ops->watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : 50);
@@ -827,6 +888,8 @@ void au_worker_free(struct au_worker *w)
 		event_free(w->rescue_ev);
 	if (w->grace_ev)
 		event_free(w->grace_ev);
+	if (w->drain_ev)
+		event_free(w->drain_ev);
 	if (w->q)
 		au_queue_close(w->q);
 	if (w->store)
