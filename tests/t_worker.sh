@@ -98,6 +98,19 @@ kill -TERM $wpid; wait $wpid
 t_eq "worker exits 0 after the grace period" "$?" 0
 t_ok "computation is pending again" status_is "$id" "$Q" pending
 
+# --- --processes: several loops; SIGTERM to the parent stops them all
+Q=$(q)
+"$au" worker --queue "$Q" --quiet --processes 2 2>/dev/null &
+ppid_=$!
+ids=$(for i in 1 2 3 4; do "$au" enqueue au.echo --queue "$Q" --args "[$i]"; done)
+n=0
+for id in $ids; do [ "$("$au" wait "$id" --queue "$Q" --timeout 10000)" ] && n=$((n + 1)); done
+t_eq "--processes 2 runs computations" "$n" 4
+t_eq "two worker processes" "$(pgrep -P $ppid_ | wc -l)" 2
+kill -TERM $ppid_; wait $ppid_
+t_eq "parent and children stop on SIGTERM with 0" "$?" 0
+t_eq "no worker process left" "$(pgrep -f "worker --queue $Q" | wc -l)" 0
+
 # --- SIGKILL mid-computation: the lease runs out, another worker finishes it
 Q=$(q)
 worker "$Q" --lease 1000
