@@ -226,6 +226,7 @@ static int stored(struct au_handle *h, struct au_record *rec)
 	au_record_init(rec);
 	if (s->ops->get(s, h->id, rec) == 0)
 		return 1;
+	au_record_release(rec);   /* whatever a failed read left */
 	if (s->err.code == AU_ENOTFOUND || s->err.code == AU_EEXPIRED) {
 		h->err = s->err;
 		return 0;
