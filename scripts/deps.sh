@@ -4,7 +4,7 @@
 # everything is present.
 set -eu
 
-pkgs=(build-essential pkg-config curl
+pkgs=(build-essential pkg-config curl procps
       libhiredis-dev libmsgpack-dev libpq-dev libevent-dev libcurl4-openssl-dev
       libjansson-dev uuid-dev libssl-dev
       redis-server postgresql-15 clickhouse-server clickhouse-client)
