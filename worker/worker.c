@@ -116,6 +116,13 @@ static size_t inflight(const struct au_worker *w)
 	return w->running.n + w->done.n;
 }
 
+/* Slots taken: finished attempts waiting for flush() hold none; tasks that
+ * timed out but still run (no cancel hook) do. */
+static size_t busy(const struct au_worker *w)
+{
+	return w->running.n + w->zombies.n;
+}
+
 /* Logs a failing server operation: a new message at most once a second,
  * the same one again every 10 s, so an outage does not flood the log. */
 static void report(struct au_worker *w, const struct au_err *err)
@@ -156,8 +163,6 @@ static uint64_t retry_delay(const struct au_worker *w, uint32_t attempt)
 
 	for (i = 1; i < attempt && d < w->opts.retry_max_ms; i++)
 		d *= 2;
-	if (d > w->opts.retry_max_ms)
-		d = w->opts.retry_max_ms;
 	/* +-20% jitter so that a burst of failures does not retry in step */
 	d = d - d / 5 + (d ? au_random64() % (2 * (d / 5) + 1) : 0);
 	return d > w->opts.retry_max_ms ? w->opts.retry_max_ms : d;
@@ -315,7 +320,6 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	j->finished = 1;   /* a hook calling back at once finds it settled */
 	abandon(j);
 	j->error = au_asprintf("timed out after %u ms", j->c.timeout_ms);
-	j->finished = 0;
 	finish(j, AU_RETRYING);
 }
 
@@ -559,11 +563,9 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	/* Finished attempts waiting for flush() hold no slot; tasks that timed
-	 * out but still run (no cancel hook) do. */
-	if (w->stopping || w->running.n + w->zombies.n >= w->opts.concurrency)
+	if (w->stopping || busy(w) >= w->opts.concurrency)
 		return;
-	room = w->opts.concurrency - w->running.n - w->zombies.n;
+	room = w->opts.concurrency - busy(w);
 	if (room > w->opts.batch)
 		room = w->opts.batch;
 	if (w->opts.max_jobs) {
@@ -582,7 +584,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < n; i++)
 		start(w, &w->leases[i]);
 	/* A full batch means more may be waiting. */
-	if (n == room && w->running.n + w->zombies.n < w->opts.concurrency)
+	if (n == room && busy(w) < w->opts.concurrency)
 		event_active(w->pump_ev, 0, 0);
 }
 
