@@ -1,20 +1,22 @@
-# au - one GNU Makefile. `make`, `make test`, `make demo`, `make bench`,
-# `make deps`, `make install PREFIX=... DESTDIR=...`, `make clean`.
+# au - one GNU Makefile. `make`, `make test`, `make unit`, `make demo`,
+# `make bench`, `make soak`, `make check-layers`, `make deps`,
+# `make install PREFIX=... DESTDIR=...`, `make clean`.
 # Any target takes SANITIZE=address,undefined.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
-PKGS := hiredis msgpack libpq libevent libcurl jansson uuid libcrypto
+PKGS := hiredis msgpack libpq libevent libcurl jansson
 
 O ?= -O2
 CFLAGS ?= $(O) -g
 WARN := -Wall -Wextra -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
-        -Wwrite-strings -Wvla -Werror -Wno-format-nonliteral
+        -Wwrite-strings -Wvla -Werror
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CPPFLAGS += -Iinclude -Icore -Ibackends -Istore -Imiddleware -Iproducer -Iworker \
-            -D_GNU_SOURCE
+# The library's folders, lowest layer first (docs/architecture.md).
+LAYERS := core clickhouse redis postgres backends store middleware tasks producer worker
+CPPFLAGS += -Iinclude $(LAYERS:%=-I%) -I$(BUILD)/gen -D_GNU_SOURCE
 ALL_CFLAGS = -std=c11 -fPIC $(WARN) $(CFLAGS) $(PKG_CFLAGS)
 LDLIBS += $(PKG_LIBS) -lpthread -lm
 
@@ -26,7 +28,8 @@ else
 BUILD := build/rel
 endif
 
-LIB_SRC := $(wildcard core/*.c backends/*.c store/*.c middleware/*.c producer/*.c worker/*.c)
+LIB_SRC := $(foreach d,$(LAYERS),$(wildcard $(d)/*.c))
+HEADERS := $(wildcard include/*.h tests/*.h $(LAYERS:%=%/*.h))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -34,7 +37,10 @@ TEST_COMMON := $(BUILD)/tests/harness.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test demo bench soak deps install clean
+# Tests that need no server: `make unit`.
+UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc
+
+.PHONY: all test unit check-layers demo bench soak deps install clean
 .SECONDARY:
 all: $(BUILD)/libau.a $(BUILD)/libau.so $(BUILD)/au au au.pc $(TEST_BIN) $(BENCH_BIN)
 
@@ -42,7 +48,16 @@ all: $(BUILD)/libau.a $(BUILD)/libau.so $(BUILD)/au au au.pc $(TEST_BIN) $(BENCH
 au: $(BUILD)/au
 	@ln -sf $(BUILD)/au au
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h core/*.h backends/*.h store/*.h middleware/*.h producer/*.h worker/*.h tests/*.h)
+# The Redis queue's Lua scripts, one .lua file each, become C strings at
+# build time, checked by luac -p where a Lua compiler is installed.
+LUA_SRC := $(sort $(wildcard backends/redis_scripts/*.lua))
+$(BUILD)/gen/redis_scripts.h: $(LUA_SRC) scripts/embed.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN $@"
+	@scripts/embed.sh $@ $(LUA_SRC)
+$(BUILD)/backends/redis_queue.o: $(BUILD)/gen/redis_scripts.h
+
+$(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
@@ -75,6 +90,14 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) tests/run.sh
+
+unit: all
+	@BUILD=$(BUILD) tests/run.sh --unit $(UNIT_TESTS)
+
+# No file includes a header from a folder above its own, and no object
+# calls a function defined above it (scripts/check-layers.sh).
+check-layers: all
+	@BUILD=$(BUILD) scripts/check-layers.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -87,11 +87,6 @@ static int oom(struct au_queue *q)
 	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
 }
 
-static const char *qname(const char *queue)
-{
-	return queue ? queue : "default";
-}
-
 /* ---- heaps ---- */
 
 static int before(const struct mjob *a, const struct mjob *b)
@@ -455,7 +450,7 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	}
 	pthread_mutex_lock(&sp->mu);
 	for (i = 0; i < n; i++) {
-		struct mqueue *mq = queue_get(sp, qname(cs[i].queue));
+		struct mqueue *mq = queue_get(sp, au_queue_name(cs[i].queue));
 
 		if (!mq || queue_reserve(mq, n) < 0) {
 			pthread_mutex_unlock(&sp->mu);
@@ -464,7 +459,7 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		}
 	}
 	for (i = 0; i < n; i++) {
-		struct mqueue *mq = queue_find(sp, qname(cs[i].queue));
+		struct mqueue *mq = queue_find(sp, au_queue_name(cs[i].queue));
 		struct mjob *j = jobs[i];
 		size_t b;
 
@@ -552,7 +547,7 @@ static int mem_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 		uint64_t now, until = deadline;
 		struct timespec ts;
 
-		rc = lease_locked(q, queue_find(sp, qname(queue)), max, lease_ms, out, n, &next_due_ms);
+		rc = lease_locked(q, queue_find(sp, au_queue_name(queue)), max, lease_ms, out, n, &next_due_ms);
 		if (rc < 0 || *n || !block_ms || (now = au_mono_us()) >= deadline)
 			break;
 		/* a scheduled job falling due wakes nobody: wait only until then */
@@ -581,7 +576,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 	size_t i;
 
 	pthread_mutex_lock(&sp->mu);
-	mq = queue_find(sp, qname(queue));
+	mq = queue_find(sp, au_queue_name(queue));
 	for (i = 0; i < n; i++) {
 		struct mjob *j = mq ? job_find(mq, refs[i].id) : NULL;
 		int ok = token_ok(j, refs[i].token);
@@ -661,7 +656,7 @@ static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 
 	*requeued = *buried = 0;
 	pthread_mutex_lock(&sp->mu);
-	mq = queue_find(sp, qname(queue));
+	mq = queue_find(sp, au_queue_name(queue));
 	while (mq && *requeued + *buried < max && (j = heap_top(heap_of(mq, AU_JOB_LEASED))) &&
 	       j->key <= now) {
 		char msg[64];
@@ -692,11 +687,11 @@ static int mem_cancel(struct au_queue *q, const char *queue, const char *id)
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->mu);
-	mq = queue_find(sp, qname(queue));
+	mq = queue_find(sp, au_queue_name(queue));
 	j = mq ? job_find(mq, id) : NULL;
 	if (!j || j->state == AU_JOB_DEAD)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' waiting in queue '%s'", id,
-			       qname(queue));
+			       au_queue_name(queue));
 	else if (j->state == AU_JOB_LEASED)
 		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);
 	else
@@ -714,7 +709,7 @@ static int mem_peek(struct au_queue *q, const char *queue, const char *id,
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->mu);
-	mq = queue_find(sp, qname(queue));
+	mq = queue_find(sp, au_queue_name(queue));
 	j = mq ? job_find(mq, id) : NULL;
 	if (j) {
 		info->state = j->state;
@@ -723,7 +718,7 @@ static int mem_peek(struct au_queue *q, const char *queue, const char *id,
 		snprintf(info->error, sizeof(info->error), "%s", j->error ? j->error : "");
 	} else {
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
-			       qname(queue));
+			       au_queue_name(queue));
 	}
 	pthread_mutex_unlock(&sp->mu);
 	return rc;
@@ -736,7 +731,7 @@ static int mem_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&sp->mu);
-	mq = queue_find(sp, qname(queue));
+	mq = queue_find(sp, au_queue_name(queue));
 	if (mq) {
 		st->ready = heap_of(mq, AU_JOB_READY)->n;
 		st->scheduled = heap_of(mq, AU_JOB_SCHEDULED)->n;
@@ -796,7 +791,7 @@ static int mem_watch(struct au_queue *q, const char *queue, struct event_base *b
 	if (h->watch)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
 	w = calloc(1, sizeof(*w));
-	if (!w || !(w->queue = au_strdup(qname(queue))))
+	if (!w || !(w->queue = au_strdup(au_queue_name(queue))))
 		goto oom;
 	w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->fd < 0) {
@@ -854,6 +849,7 @@ static void mem_unwatch(struct au_queue *q)
 
 const struct au_queue_ops au_memory_queue_ops = {
 	.scheme = "memory",
+	.features = AU_QUEUE_WATCH,
 	.open = mem_open,
 	.close = mem_close,
 	.push = mem_push,

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
+#include "pg_client.h"
 #include "pg_schema.h"
 #include "queue.h"
 
@@ -133,11 +134,6 @@ struct pgq {
 	int worker_session;         /* leased once: commits need not wait for the disk */
 };
 
-static const char *qname(const char *queue)
-{
-	return queue ? queue : "default";
-}
-
 static int oom(struct au_queue *q)
 {
 	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
@@ -190,12 +186,12 @@ static PGresult *run(struct au_queue *q, enum stmt s, int n, const char *const *
 static PGresult *run_id(struct au_queue *q, enum stmt s, const char *queue, const char *id)
 {
 	unsigned char uuid[16];
-	const char *vals[] = { qname(queue), (const char *)uuid };
+	const char *vals[] = { au_queue_name(queue), (const char *)uuid };
 	int lens[] = { (int)strlen(vals[0]), 16 };
 
 	if (id && au_pg_uuid(uuid, id) < 0) {
 		au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
-			  qname(queue));
+			  au_queue_name(queue));
 		return NULL;
 	}
 	return run(q, s, id ? 2 : 1, vals, lens);
@@ -284,7 +280,7 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	at[1] = b->len;
 	rc |= au_pg_array(b, AU_PG_TEXT, n);
 	for (i = 0; i < n; i++)
-		rc |= add_text(b, qname(cs[i].queue));
+		rc |= add_text(b, au_queue_name(cs[i].queue));
 	at[2] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT2, n);
 	for (i = 0; i < n; i++)
@@ -334,7 +330,7 @@ static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_
 {
 	unsigned char lim[8], ms[8];
 	char rnd[17];
-	const char *vals[] = { qname(queue), (const char *)lim, (const char *)ms, rnd };
+	const char *vals[] = { au_queue_name(queue), (const char *)lim, (const char *)ms, rnd };
 	int lens[] = { (int)strlen(vals[0]), 8, 8, 16 }, rows, i;
 	PGresult *r;
 
@@ -404,7 +400,7 @@ static int lease_wait(struct au_queue *q, const char *queue, size_t max, uint32_
 		until = due >= 0 && now + (uint64_t)due * 1000 < deadline ? now + (uint64_t)due * 1000 + 1000
 									  : deadline;
 		/* a lost connection is reset by LISTEN, or the lease fails */
-		if (au_pg_wait(pg, AU_PG_QUEUE_CHANNEL, qname(queue), until, &q->err) < 0 &&
+		if (au_pg_wait(pg, AU_PG_QUEUE_CHANNEL, au_queue_name(queue), until, &q->err) < 0 &&
 		    au_pg_command(pg, "LISTEN " AU_PG_QUEUE_CHANNEL, &q->err) < 0)
 			return -1;
 	}
@@ -448,7 +444,7 @@ static int fence_params(struct au_buf *b, const char *queue, const struct au_ref
 
 	au_buf_reset(b);
 	at[0] = b->len;
-	rc |= au_buf_puts(b, qname(queue));
+	rc |= au_buf_puts(b, au_queue_name(queue));
 	at[1] = b->len;
 	rc |= au_pg_array(b, AU_PG_UUID, n);
 	for (i = 0; i < n; i++) {
@@ -588,7 +584,7 @@ static int pgq_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 		      size_t *buried)
 {
 	unsigned char lim[8];
-	const char *vals[] = { qname(queue), (const char *)lim };
+	const char *vals[] = { au_queue_name(queue), (const char *)lim };
 	int lens[] = { (int)strlen(vals[0]), 8 }, i;
 	PGresult *r;
 
@@ -621,7 +617,7 @@ static int pgq_cancel(struct au_queue *q, const char *queue, const char *id)
 		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);
 	else if (st != 0)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' waiting in queue '%s'", id,
-			       qname(queue));
+			       au_queue_name(queue));
 	return rc;
 }
 
@@ -635,7 +631,7 @@ static int pgq_peek(struct au_queue *q, const char *queue, const char *id,
 	if (!PQntuples(r)) {
 		PQclear(r);
 		return au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
-				 qname(queue));
+				 au_queue_name(queue));
 	}
 	info->state = (enum au_job_state)au_pg_get_u32(PQgetvalue(r, 0, 0));
 	info->attempts = au_pg_get_u32(PQgetvalue(r, 0, 1));
@@ -849,7 +845,7 @@ static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *b
 	w->base = base;
 	w->fn = fn;
 	w->arg = arg;
-	if (!(w->queue = au_strdup(qname(queue))) || !(w->conninfo = strdup(p->pg.conninfo)) ||
+	if (!(w->queue = au_strdup(au_queue_name(queue))) || !(w->conninfo = strdup(p->pg.conninfo)) ||
 	    !(w->timer = evtimer_new(base, watch_timer, w))) {
 		watch_free(w);
 		return oom(q);
@@ -887,26 +883,25 @@ static void pgq_unwatch(struct au_queue *q)
 	p->watch = NULL;
 }
 
-#define PG_QUEUE_OPS(name) {               \
-	.scheme = name,                    \
-	.open = pgq_open,                  \
-	.close = pgq_close,                \
-	.push = pgq_push,                  \
-	.lease = pgq_lease,                \
-	.ack = pgq_ack,                    \
-	.retry = pgq_retry,                \
-	.release = pgq_release,            \
-	.bury = pgq_bury,                  \
-	.extend = pgq_extend,              \
-	.rescue = pgq_rescue,              \
-	.cancel = pgq_cancel,              \
-	.peek = pgq_peek,                  \
-	.stats = pgq_stats,                \
-	.queues = pgq_queues,              \
-	.watch = pgq_watch,                \
-	.unwatch = pgq_unwatch,            \
-}
-
 /* libpq takes both spellings of the scheme; so does au. */
-const struct au_queue_ops au_pg_queue_ops = PG_QUEUE_OPS("postgres");
-const struct au_queue_ops au_postgresql_queue_ops = PG_QUEUE_OPS("postgresql");
+const struct au_queue_ops au_pg_queue_ops = {
+	.scheme = "postgres",
+	.alias = "postgresql",
+	.features = AU_QUEUE_WATCH | AU_QUEUE_SHARED,
+	.open = pgq_open,
+	.close = pgq_close,
+	.push = pgq_push,
+	.lease = pgq_lease,
+	.ack = pgq_ack,
+	.retry = pgq_retry,
+	.release = pgq_release,
+	.bury = pgq_bury,
+	.extend = pgq_extend,
+	.rescue = pgq_rescue,
+	.cancel = pgq_cancel,
+	.peek = pgq_peek,
+	.stats = pgq_stats,
+	.queues = pgq_queues,
+	.watch = pgq_watch,
+	.unwatch = pgq_unwatch,
+};

@@ -58,8 +58,17 @@ struct au_queue;
 /* Called on the loop when computations may have arrived on the queue. */
 typedef void (*au_queue_wake_fn)(void *arg);
 
+/* What a backend can do beyond the contract (au_queue_ops.features). */
+enum au_queue_feature {
+	AU_QUEUE_WATCH = 1 << 0,    /* watch() wakes an idle worker when work arrives */
+	AU_QUEUE_SHARED = 1 << 1,   /* held by a server: other processes and machines
+				       share it, and it outlives the process */
+};
+
 struct au_queue_ops {
 	const char *scheme;
+	const char *alias;          /* a second scheme for the same backend, or NULL */
+	unsigned features;          /* enum au_queue_feature bits */
 
 	int (*open)(struct au_queue *q, const struct au_url *url);
 	void (*close)(struct au_queue *q);
@@ -109,8 +118,8 @@ struct au_queue_ops {
 	int (*queues)(struct au_queue *q, char ***names, size_t *n);
 
 	/* Calls fn(arg) on base when computations may have arrived in queue.
-	 * One watch per queue handle. NULL if the backend cannot (the worker
-	 * then polls). */
+	 * One watch per queue handle. NULL when the backend cannot (no
+	 * AU_QUEUE_WATCH: the worker then polls). */
 	int (*watch)(struct au_queue *q, const char *queue, struct event_base *base,
 		     au_queue_wake_fn fn, void *arg);
 	void (*unwatch)(struct au_queue *q);
@@ -123,14 +132,124 @@ struct au_queue {
 	struct au_err err;
 };
 
-/* Opens the backend named by the URL's scheme (backends/registry.c).
- * NULL only on OOM; check q->err.code. */
+/* Opens the backend named by the URL's scheme or alias
+ * (backends/queue_registry.c). NULL only on OOM; check q->err.code. */
 struct au_queue *au_queue_open(const char *url);
 void au_queue_close(struct au_queue *q);
 /* The table of backends, NULL-terminated. */
 extern const struct au_queue_ops *const au_queue_backends[];
 
-/* Fresh lease token for an attempt. */
-void au_token_new(char out[AU_TOKEN_SIZE], uint32_t attempt);
+/*
+ * Callers go through these, never through q->ops: they name the default
+ * queue when queue is NULL or empty, refuse ids that are not ids before a
+ * backend sees them, and stand in for the optional operations.
+ */
+static inline const char *au_queue_name(const char *queue)
+{
+	return queue && *queue ? queue : AU_DEFAULT_QUEUE;
+}
+
+static inline int au_queue_bad_id(struct au_queue *q, const char *id)
+{
+	return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
+}
+
+static inline int au_queue_push(struct au_queue *q, const struct au_computation *cs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!au_id_valid(cs[i].id))
+			return au_queue_bad_id(q, cs[i].id);
+	return q->ops->push(q, cs, n);
+}
+
+static inline int au_queue_lease(struct au_queue *q, const char *queue, size_t max,
+				 uint32_t lease_ms, uint32_t block_ms, struct au_lease *out,
+				 size_t *n)
+{
+	*n = 0;
+	return q->ops->lease(q, au_queue_name(queue), max, lease_ms, block_ms, out, n);
+}
+
+static inline int au_queue_ack(struct au_queue *q, const char *queue, const struct au_ref *refs,
+			       size_t n, int *applied)
+{
+	return q->ops->ack(q, au_queue_name(queue), refs, n, applied);
+}
+
+static inline int au_queue_retry(struct au_queue *q, const char *queue,
+				 const struct au_ref *refs, size_t n, const uint64_t *delay_ms,
+				 const char *const *error, int *applied)
+{
+	return q->ops->retry(q, au_queue_name(queue), refs, n, delay_ms, error, applied);
+}
+
+static inline int au_queue_release(struct au_queue *q, const char *queue,
+				   const struct au_ref *refs, size_t n, int *applied)
+{
+	return q->ops->release(q, au_queue_name(queue), refs, n, applied);
+}
+
+static inline int au_queue_bury(struct au_queue *q, const char *queue, const struct au_ref *refs,
+				size_t n, const char *const *reason, int *applied)
+{
+	return q->ops->bury(q, au_queue_name(queue), refs, n, reason, applied);
+}
+
+static inline int au_queue_extend(struct au_queue *q, const char *queue,
+				  const struct au_ref *refs, size_t n, uint32_t lease_ms,
+				  int *applied)
+{
+	return q->ops->extend(q, au_queue_name(queue), refs, n, lease_ms, applied);
+}
+
+static inline int au_queue_rescue(struct au_queue *q, const char *queue, size_t max,
+				  size_t *requeued, size_t *buried)
+{
+	*requeued = *buried = 0;
+	return q->ops->rescue(q, au_queue_name(queue), max, requeued, buried);
+}
+
+static inline int au_queue_cancel(struct au_queue *q, const char *queue, const char *id)
+{
+	if (!au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	return q->ops->cancel(q, au_queue_name(queue), id);
+}
+
+static inline int au_queue_peek(struct au_queue *q, const char *queue, const char *id,
+				struct au_job_info *info)
+{
+	if (!au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	return q->ops->peek(q, au_queue_name(queue), id, info);
+}
+
+static inline int au_queue_stats(struct au_queue *q, const char *queue,
+				 struct au_queue_stats *st)
+{
+	return q->ops->stats(q, au_queue_name(queue), st);
+}
+
+static inline int au_queue_list(struct au_queue *q, char ***names, size_t *n)
+{
+	*names = NULL;
+	*n = 0;
+	return q->ops->queues(q, names, n);
+}
+
+/* -1 with AU_ESTATE when the backend cannot watch (the caller polls). */
+static inline int au_queue_watch(struct au_queue *q, const char *queue, struct event_base *base,
+				 au_queue_wake_fn fn, void *arg)
+{
+	if (!q->ops->watch)
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' cannot watch", q->url.text);
+	return q->ops->watch(q, au_queue_name(queue), base, fn, arg);
+}
+
+static inline void au_queue_unwatch(struct au_queue *q)
+{
+	if (q->ops->unwatch)
+		q->ops->unwatch(q);
+}
 
 #endif

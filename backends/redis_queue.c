@@ -544,11 +544,6 @@ static int oom(struct au_queue *q)
 	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
 }
 
-static const char *qname(const char *queue)
-{
-	return queue ? queue : "default";
-}
-
 static int port_of(const struct au_url *url)
 {
 	return url->port ? url->port : 6379;
@@ -959,7 +954,7 @@ static void rq_close(struct au_queue *q)
 static int same_group(const struct au_computation *a, const struct au_computation *b)
 {
 	return a->priority == b->priority && !a->run_at_ms == !b->run_at_ms &&
-	       !strcmp(qname(a->queue), qname(b->queue));
+	       !strcmp(au_queue_name(a->queue), au_queue_name(b->queue));
 }
 
 /*
@@ -991,7 +986,7 @@ static void push_build(struct rq *r, const struct au_computation *cs, size_t n,
 			m = ng - g < LUA_BATCH ? ng - g : LUA_BATCH;
 			p_cmd(r, SC_PUSH);
 			r->cmds[r->ncmds - 1].eval = eval;
-			p_keys(r, qname(cs[i].queue));
+			p_keys(r, au_queue_name(cs[i].queue));
 			p_i64(r, cs[i].priority);
 			p_i64(r, (int64_t)m);
 			p_str(r, fresh && fresh[call] ? "fresh" : "check");
@@ -1001,7 +996,7 @@ static void push_build(struct rq *r, const struct au_computation *cs, size_t n,
 				p_i64(r, (int64_t)cs[grp[k]].run_at_ms);
 			p_cmd(r, -1);
 			p_str(r, "HSET");
-			p_key(r, qname(cs[i].queue), "body");
+			p_key(r, au_queue_name(cs[i].queue), "body");
 			for (k = g; k < g + m; k++) {
 				p_str(r, cs[grp[k]].id);
 				p_bin(r, bodies->data + off[grp[k]], off[grp[k] + 1] - off[grp[k]]);
@@ -1012,10 +1007,10 @@ static void push_build(struct rq *r, const struct au_computation *cs, size_t n,
 	p_str(r, "SADD");
 	p_str(r, "au:queues");
 	for (i = 0; i < n; i++) {
-		for (k = 0; k < i && strcmp(qname(cs[k].queue), qname(cs[i].queue)); k++)
+		for (k = 0; k < i && strcmp(au_queue_name(cs[k].queue), au_queue_name(cs[i].queue)); k++)
 			;
 		if (k == i)
-			p_str(r, qname(cs[i].queue));
+			p_str(r, au_queue_name(cs[i].queue));
 	}
 	p_cmd(r, -1);
 	p_str(r, "EXEC");
@@ -1298,7 +1293,7 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 	int rc = 0;
 
 	*n = 0;
-	queue = qname(queue);
+	queue = au_queue_name(queue);
 	if (max > LUA_BATCH)
 		max = LUA_BATCH;
 	while (max) {
@@ -1369,7 +1364,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 	for (i = 0; i < n; i++)
 		by[i] = &refs[i];
 	qsort(by, n, sizeof(*by), by_token);
-	queue = qname(queue);
+	queue = au_queue_name(queue);
 	p_reset(r);
 	for (i = 0; i < n; i += LUA_BATCH) {
 		end = n - i < LUA_BATCH ? n : i + LUA_BATCH;
@@ -1455,7 +1450,7 @@ static int rq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *
 		return 0;
 	p_reset(r);
 	p_cmd(r, SC_RESCUE);
-	p_keys(r, qname(queue));
+	p_keys(r, au_queue_name(queue));
 	p_i64(r, (int64_t)(max < LUA_BATCH ? max : LUA_BATCH));
 	p_i64(r, RESCUE_THROTTLE_MS);
 	if (roundtrip(r, 0) < 0)
@@ -1478,7 +1473,7 @@ static int rq_cancel(struct au_queue *q, const char *queue, const char *id)
 	struct rq *r = q->ctx;
 	long long v;
 
-	queue = qname(queue);
+	queue = au_queue_name(queue);
 	p_reset(r);
 	p_cmd(r, SC_CANCEL);
 	p_keys(r, queue);
@@ -1504,7 +1499,7 @@ static int rq_peek(struct au_queue *q, const char *queue, const char *id,
 	const redisReply *rep;
 	int rc = 0;
 
-	queue = qname(queue);
+	queue = au_queue_name(queue);
 	p_reset(r);
 	p_cmd(r, SC_PEEK);
 	p_keys(r, queue);
@@ -1541,7 +1536,7 @@ static int rq_stats(struct au_queue *q, const char *queue, struct au_queue_stats
 
 	p_reset(r);
 	p_cmd(r, SC_STATS);
-	p_keys(r, qname(queue));
+	p_keys(r, au_queue_name(queue));
 	if (roundtrip(r, 1) < 0)
 		return -1;
 	rep = r->rep[0];
@@ -1709,7 +1704,7 @@ static int rq_watch(struct au_queue *q, const char *queue, struct event_base *ba
 	if (r->watch)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
 	w = calloc(1, sizeof(*w));
-	if (!w || !(w->queue = au_strdup(qname(queue))) ||
+	if (!w || !(w->queue = au_strdup(au_queue_name(queue))) ||
 	    !(w->channel = au_asprintf("au:{%s}:wake", w->queue)) ||
 	    !(w->timer = evtimer_new(base, watch_timer, w))) {
 		if (w) {
@@ -1749,6 +1744,7 @@ static void rq_unwatch(struct au_queue *q)
 
 const struct au_queue_ops au_redis_queue_ops = {
 	.scheme = "redis",
+	.features = AU_QUEUE_WATCH | AU_QUEUE_SHARED,
 	.open = rq_open,
 	.close = rq_close,
 	.push = rq_push,

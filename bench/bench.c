@@ -119,7 +119,7 @@ static int drained(struct au_queue *q, const char *queue, uint64_t deadline_ns)
 	struct au_queue_stats st;
 
 	while (mono_ns() < deadline_ns) {
-		if (q->ops->stats(q, queue, &st) == 0 && !st.ready && !st.scheduled && !st.leased)
+		if (au_queue_stats(q, queue, &st) == 0 && !st.ready && !st.scheduled && !st.leased)
 			return 0;
 		usleep(5000);   /* as the peers poll: 5-10 ms */
 	}

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,11 +39,18 @@ static const char usage_text[] =
 	"\n"
 	"URLs also come from AU_QUEUE, AU_STORE and AU_CLICKHOUSE.\n";
 
-static int usage(const char *fmt, const char *arg)
+/* Prints "au: <message>" (when fmt is not NULL) and the usage; the exit
+ * code of a usage error. */
+static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage(const char *fmt, ...)
 {
+	va_list ap;
+
 	if (fmt) {
 		fprintf(stderr, "au: ");
-		fprintf(stderr, fmt, arg);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
 		fprintf(stderr, "\n");
 	}
 	fputs(usage_text, stderr);
@@ -189,7 +197,7 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 			switch (o) {
 			case O_PRIORITY: c->eo.priority = (int)v; break;
 			case O_DELAY: c->eo.delay_ms = (uint64_t)v; break;
-			case O_TTL: c->eo.ttl_s = (uint32_t)v; break;
+			case O_TTL: c->eo.ttl_s = v ? (uint32_t)v : AU_TTL_NEVER; break;
 			case O_TIMEOUT: c->eo.timeout_ms = (uint32_t)v; c->timeout = (int)v; break;
 			case O_MAX_ATTEMPTS: c->eo.max_attempts = (uint32_t)v; break;
 			case O_WAIT_TIMEOUT: c->wait_timeout = (int)v; break;
@@ -340,9 +348,9 @@ static int cmd_enqueue(struct cli *c, int argc, char **argv)
 	int rc = 0;
 
 	if (argc != 1)
-		return usage("enqueue takes one TASK", NULL);
+		return usage("enqueue takes one TASK");
 	if (c->args && c->args_file)
-		return usage("--args and --args-file exclude each other", NULL);
+		return usage("--args and --args-file exclude each other");
 	if (c->args_file) {
 		if (read_args_file(c->args_file, &args, &lens, &n) < 0) {
 			rc = EXIT_USAGE;
@@ -481,7 +489,7 @@ static int cmd_queues(struct cli *c)
 	q = au_queue_open(conf.queue_url);
 	if (!q)
 		return EXIT_FAILED;
-	if (q->err.code || q->ops->queues(q, &names, &n) < 0) {
+	if (q->err.code || au_queue_list(q, &names, &n) < 0) {
 		rc = fail(&q->err);
 		goto out;
 	}
@@ -490,7 +498,7 @@ static int cmd_queues(struct cli *c)
 	for (i = 0; i < n; i++) {
 		struct au_queue_stats st;
 
-		if (q->ops->stats(q, names[i], &st) < 0) {
+		if (au_queue_stats(q, names[i], &st) < 0) {
 			rc = fail(&q->err);
 			break;
 		}
@@ -525,7 +533,7 @@ static int cmd_migrate(struct cli *c, int argc)
 	int n = 0, i;
 
 	if (argc)
-		return usage("migrate takes no arguments", NULL);
+		return usage("migrate takes no arguments");
 	au_config_from_env(&conf);
 	if (is_postgres(conf.queue_url))
 		urls[n++] = conf.queue_url;
@@ -608,7 +616,7 @@ static int cmd_worker(struct cli *c, int argc)
 	struct au_err err = { 0, "" };
 
 	if (argc)
-		return usage("worker takes no arguments", NULL);
+		return usage("worker takes no arguments");
 	if (c->processes > 1)
 		return run_processes(c, c->processes);
 	if (au_worker_run(&c->cfg, &c->wo, NULL, &err) < 0)
@@ -627,7 +635,7 @@ int main(int argc, char **argv)
 	if ((rc = parse(&c, argc, argv, 1, &first)))
 		return rc;
 	if (first >= argc)
-		return usage(NULL, NULL);
+		return usage(NULL);
 	cmd = argv[first];
 	/* options may also follow the command */
 	argv += first;

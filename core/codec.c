@@ -505,7 +505,7 @@ int au_computation_encode(const struct au_computation *c, struct au_buf *out, st
 	rc |= pack_text(&pk, k[C_V]) | msgpack_pack_uint32(&pk, AU_WIRE_VERSION);
 	rc |= pack_text(&pk, k[C_ID]) | pack_text(&pk, c->id);
 	rc |= pack_text(&pk, k[C_TASK]) | pack_text(&pk, c->task);
-	rc |= pack_text(&pk, k[C_QUEUE]) | pack_text(&pk, c->queue ? c->queue : "default");
+	rc |= pack_text(&pk, k[C_QUEUE]) | pack_text(&pk, c->queue ? c->queue : AU_DEFAULT_QUEUE);
 	rc |= pack_text(&pk, k[C_PRIORITY]) | msgpack_pack_int(&pk, c->priority);
 	rc |= pack_text(&pk, k[C_RUN_AT]) | msgpack_pack_uint64(&pk, c->run_at_ms);
 	rc |= pack_text(&pk, k[C_MAX_ATTEMPTS]) | msgpack_pack_uint32(&pk, c->max_attempts);
@@ -592,7 +592,7 @@ int au_computation_decode(const unsigned char *buf, size_t len, struct au_comput
 		goto fail;
 	c->run_at_ms = run_at;
 	c->created_at_ms = created_at;
-	if (!c->queue && !(c->queue = au_strdup("default")))
+	if (!c->queue && !(c->queue = au_strdup(AU_DEFAULT_QUEUE)))
 		goto nomem;
 	/* absent args read as nil: a task always gets one msgpack value */
 	if (!c->args) {

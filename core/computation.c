@@ -1,4 +1,4 @@
-/* computation.c - the computation and record models, statuses, config. */
+/* computation.c - the computation and record models, statuses. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,17 +69,4 @@ void au_record_release(struct au_record *r)
 	free(r->queue);
 	free(r->worker);
 	au_record_init(r);
-}
-
-void au_config_from_env(struct au_config *cfg)
-{
-	const char *v;
-
-	if (!cfg->queue_url)
-		cfg->queue_url = (v = getenv("AU_QUEUE")) && *v ? v : "redis://127.0.0.1:6379";
-	if (!cfg->store_url)
-		cfg->store_url = (v = getenv("AU_STORE")) && *v ? v : "file:///tmp/au-results";
-	if (!cfg->clickhouse_url)
-		cfg->clickhouse_url = (v = getenv("AU_CLICKHOUSE")) && *v ? v
-								  : "http://127.0.0.1:8123/default";
 }

@@ -13,7 +13,7 @@
 
 #define AU_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-/* ---- errors (core/error.c) ---- */
+/* ---- errors and strings (core/error.c) ---- */
 
 /* Sets err (may be NULL) and returns -1, so `return au_seterr(...)` works. */
 int au_seterr(struct au_err *err, int code, const char *fmt, ...)
@@ -52,8 +52,17 @@ unsigned char *au_buf_detach(struct au_buf *b, size_t *len);
 
 uint64_t au_now_ms(void);        /* CLOCK_REALTIME, unix ms */
 uint64_t au_mono_us(void);       /* CLOCK_MONOTONIC, microseconds */
+
+/* ---- randomness, ids, tokens, names (core/ids.c; au_id_new in au.h) ---- */
+
 /* Uniform random 64 bits from the kernel (getrandom). */
 uint64_t au_random64(void);
+/* Fresh lease token for an attempt: "<attempt>-<16 hex digits>". */
+void au_token_new(char out[AU_TOKEN_SIZE], uint32_t attempt);
+/* Constant-time comparison of two NUL-terminated secrets. 1 if equal. */
+int au_secret_equal(const char *a, const char *b);
+/* "host:pid" of this process, cached; a forked child names itself anew. */
+const char *au_worker_name(void);
 
 /* ---- URLs (core/url.c) ---- */
 
@@ -127,12 +136,5 @@ enum au_loglevel { AU_LOG_DEBUG, AU_LOG_INFO, AU_LOG_WARN, AU_LOG_ERROR, AU_LOG_
 void au_log_set_level(enum au_loglevel lvl);
 enum au_loglevel au_log_level(void);
 void au_log(enum au_loglevel lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* ---- misc ---- */
-
-/* Constant-time comparison of two NUL-terminated secrets. 1 if equal. */
-int au_secret_equal(const char *a, const char *b);
-/* "host:pid" of this process, cached. */
-const char *au_worker_name(void);
 
 #endif

@@ -33,6 +33,23 @@ extern "C" {
 #define AU_PRIORITY_MIN (-100)
 #define AU_PRIORITY_MAX 100
 
+/* Defaults, where a caller, a message or a URL leaves a value out. */
+#define AU_DEFAULT_QUEUE "default"                      /* queue name */
+#define AU_DEFAULT_QUEUE_URL "redis://127.0.0.1:6379"   /* AU_QUEUE */
+#define AU_DEFAULT_STORE_URL "file:///tmp/au-results"   /* AU_STORE */
+#define AU_DEFAULT_CLICKHOUSE_URL "http://127.0.0.1:8123/default" /* AU_CLICKHOUSE */
+#define AU_DEFAULT_TTL_S 86400u          /* result TTL: one day */
+#define AU_TTL_NEVER UINT32_MAX          /* au_enqueue_opts.ttl_s: keep the result until deleted */
+#define AU_DEFAULT_MAX_ATTEMPTS 3u
+#define AU_DEFAULT_LEASE_MS 30000u       /* a lease runs out unless extended */
+#define AU_HEARTBEAT_DIVISOR 3u          /* leases are extended every lease_ms / 3 */
+#define AU_DEFAULT_GRACE_MS 10000u       /* on SIGTERM, for work in flight */
+#define AU_DEFAULT_CONCURRENCY 16u
+#define AU_DEFAULT_BATCH 64u
+#define AU_DEFAULT_RETRY_BASE_MS 1000u
+#define AU_DEFAULT_RETRY_MAX_MS 300000u
+#define AU_DEFAULT_POLL_MS 1000u         /* fallback poll when a wake-up is lost */
+
 /* Limits applied to every computation read from a queue or built by a client. */
 #define AU_MAX_MESSAGE (1u << 20)   /* encoded computation, bytes */
 #define AU_MAX_RESULT (16u << 20)   /* encoded result record, bytes */
@@ -62,8 +79,9 @@ struct au_err {
 	char str[AU_ERRSTR_SIZE];     /* lowercase, names the subject */
 };
 
-/* Computation statuses. The order matters: everything >= AU_COMPLETED is
- * terminal. */
+/* Computation statuses. AU_COMPLETED, AU_FAILED and AU_CANCELLED are
+ * terminal (au_status_terminal); AU_UNKNOWN means neither the queue nor the
+ * store knows the id, which is no outcome. */
 enum au_status {
 	AU_PENDING = 0,
 	AU_SCHEDULED,   /* waiting for run_at */
@@ -101,7 +119,8 @@ struct au_computation {
 	uint64_t run_at_ms;       /* unix ms; 0 or past = now */
 	uint32_t max_attempts;    /* >= 1 */
 	uint32_t timeout_ms;      /* 0 = no limit */
-	uint32_t ttl_s;           /* result TTL, counted from the terminal write */
+	uint32_t ttl_s;           /* result TTL in seconds, counted from the terminal
+				     write; 0 = never expires */
 	uint64_t created_at_ms;
 	struct au_header *headers;
 	size_t nheaders;
@@ -125,7 +144,7 @@ struct au_record {
 	char *queue;
 	char *worker;
 	uint32_t attempts;
-	uint32_t ttl_s;           /* used by put: expiry = write time + ttl_s */
+	uint32_t ttl_s;           /* used by put: expiry = write time + ttl_s; 0 = never */
 	uint64_t created_at_ms;
 	uint64_t started_at_ms;
 	uint64_t finished_at_ms;
@@ -151,12 +170,15 @@ char *au_msgpack_to_json(const unsigned char *buf, size_t len, struct au_err *er
 /* Configuration                                                        */
 
 struct au_config {
-	const char *queue_url;       /* AU_QUEUE, default redis://127.0.0.1:6379 */
-	const char *store_url;       /* AU_STORE, default file:///tmp/au-results */
-	const char *clickhouse_url;  /* AU_CLICKHOUSE, default http://127.0.0.1:8123/default */
+	const char *queue_url;       /* AU_QUEUE, default AU_DEFAULT_QUEUE_URL */
+	const char *store_url;       /* AU_STORE, default AU_DEFAULT_STORE_URL */
+	const char *clickhouse_url;  /* AU_CLICKHOUSE, default AU_DEFAULT_CLICKHOUSE_URL */
 };
 
-/* Fills unset fields from the environment, then from the defaults. */
+/* Fills unset (NULL) fields from the environment, then from the defaults.
+ * The strings stay owned by where they came from: the caller's own, the
+ * process environment (valid until the variable changes) or static
+ * defaults. Nothing is allocated and nothing needs freeing. */
 void au_config_from_env(struct au_config *cfg);
 
 /* ------------------------------------------------------------------ */
@@ -167,12 +189,13 @@ struct au_handle;
 
 /* Options for one enqueue. Zero-initialise, then set what you need. */
 struct au_enqueue_opts {
-	const char *queue;        /* default "default" */
+	const char *queue;        /* default AU_DEFAULT_QUEUE */
 	int priority;
 	uint64_t delay_ms;        /* run no sooner than now + delay */
-	uint32_t max_attempts;    /* default 3 */
+	uint32_t max_attempts;    /* default AU_DEFAULT_MAX_ATTEMPTS */
 	uint32_t timeout_ms;      /* default 0 = none */
-	uint32_t ttl_s;           /* default 86400 */
+	uint32_t ttl_s;           /* result TTL; 0 = AU_DEFAULT_TTL_S, AU_TTL_NEVER
+				     = kept until deleted */
 	const struct au_header *headers;
 	size_t nheaders;
 };
@@ -197,7 +220,8 @@ int au_enqueue_batch(struct au_client *cl, const char *task,
 		     struct au_handle **out);
 
 /* A handle for an existing id (e.g. from the CLI). queue may be NULL
- * ("default"). */
+ * (AU_DEFAULT_QUEUE). A handle borrows its client: free every handle before
+ * the client, and use a handle only from the thread that uses its client. */
 struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char *queue);
 void au_handle_free(struct au_handle *h);
 const char *au_handle_id(const struct au_handle *h);
@@ -230,8 +254,15 @@ struct event_base;
 typedef void (*au_task_fn)(struct au_task_ctx *ctx, const struct au_computation *c,
 			   void *arg);
 
+/*
+ * A table of tasks by name. A worker always knows the built-in tasks (au.noop,
+ * au.echo, au.sleep, au.fail, ch.query, ch.exec, ch.insert); the registry
+ * given to au_worker_new adds yours, and a task added under a built-in's
+ * name takes its place. au_registry_add copies name; arg stays the caller's
+ * and is passed to fn on every call. Adding a name again replaces it.
+ */
 struct au_registry;
-struct au_registry *au_registry_new(void);     /* holds the built-in tasks */
+struct au_registry *au_registry_new(void);     /* empty; NULL on OOM */
 void au_registry_free(struct au_registry *reg);
 int au_registry_add(struct au_registry *reg, const char *name, au_task_fn fn, void *arg);
 
@@ -286,29 +317,33 @@ extern const struct au_middleware_ops au_logging_middleware;
 /* Worker                                                               */
 
 struct au_worker_opts {
-	const char *queue;          /* default "default" */
-	unsigned concurrency;       /* computations in flight, default 16 */
-	unsigned batch;             /* max leased per round trip, default 64 */
-	uint32_t lease_ms;          /* default 30000 */
-	uint32_t grace_ms;          /* on SIGTERM, default 10000 */
+	const char *queue;          /* default AU_DEFAULT_QUEUE */
+	unsigned concurrency;       /* computations in flight, default AU_DEFAULT_CONCURRENCY */
+	unsigned batch;             /* max leased per round trip, default AU_DEFAULT_BATCH */
+	uint32_t lease_ms;          /* default AU_DEFAULT_LEASE_MS */
+	uint32_t grace_ms;          /* on SIGTERM, default AU_DEFAULT_GRACE_MS */
 	int log;                    /* 1 = logging middleware on (default in CLI) */
 	uint32_t max_jobs;          /* stop after this many (0 = never), for tests */
 	uint32_t idle_exit_ms;      /* stop after idle this long (0 = never) */
-	uint32_t retry_base_ms;     /* first retry delay, doubled per attempt, default 1000 */
-	uint32_t retry_max_ms;      /* cap on the retry delay, default 300000 */
-	uint32_t poll_ms;           /* fallback poll when idle, default 1000 */
+	uint32_t retry_base_ms;     /* first retry delay, doubled per attempt,
+				       default AU_DEFAULT_RETRY_BASE_MS */
+	uint32_t retry_max_ms;      /* cap on the retry delay, default AU_DEFAULT_RETRY_MAX_MS */
+	uint32_t poll_ms;           /* fallback poll when idle, default AU_DEFAULT_POLL_MS */
 };
 
 struct au_worker;
 
 /* The worker attaches to base; the caller owns the loop. reg may be NULL
- * for the built-in tasks only (the worker does not take ownership). */
+ * for the built-in tasks only; the worker borrows it (free it after
+ * au_worker_free). */
 struct au_worker *au_worker_new(const struct au_config *cfg,
 				const struct au_worker_opts *opts,
 				struct au_registry *reg, struct event_base *base);
 void au_worker_free(struct au_worker *w);
 const struct au_err *au_worker_err(const struct au_worker *w);
-/* Adds a middleware at the end of the chain (ctx is passed to hooks). */
+/* Adds a middleware at the end of the chain (ctx is passed to hooks). The
+ * worker owns ctx from then on: ops->free(ctx), if set, runs in
+ * au_worker_free (also when au_worker_use itself fails). */
 int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx);
 /* Starts leasing; returns at once. Use event_base_dispatch(base) to run. */
 int au_worker_start(struct au_worker *w);

@@ -9,8 +9,11 @@ int au_chain_add(struct au_chain *ch, const struct au_middleware_ops *ops, void 
 {
 	struct au_chain_entry *e = realloc(ch->entries, (ch->n + 1) * sizeof(*e));
 
-	if (!e)
+	if (!e) {
+		if (ops->free)   /* the chain owns ctx from the call on */
+			ops->free(ctx);
 		return -1;
+	}
 	ch->entries = e;
 	e[ch->n].ops = ops;
 	e[ch->n].ctx = ctx;

@@ -20,7 +20,8 @@ struct au_chain {
 	size_t n;
 };
 
-/* Appends ops (with its ctx) to the chain. */
+/* Appends ops (with its ctx) to the chain, which owns ctx from then on:
+ * ops->free(ctx) runs in au_chain_release, or at once when this fails. */
 int au_chain_add(struct au_chain *ch, const struct au_middleware_ops *ops, void *ctx);
 /* Calls every ops->free(ctx), then frees the chain's memory. */
 void au_chain_release(struct au_chain *ch);

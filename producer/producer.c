@@ -76,7 +76,7 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 	snprintf(h->id, sizeof(h->id), "%s", id ? id : "");
 	if (!cl->q->ops || !cl->store->ops)   /* the client never connected */
 		h->err = cl->err;
-	h->queue = au_strdup(queue && *queue ? queue : "default");
+	h->queue = au_strdup(au_queue_name(queue));
 	if (!h->queue) {
 		free(h);
 		return NULL;
@@ -124,13 +124,14 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 				 AU_MAX_HEADERS);
 	au_id_new(c->id);
 	c->task = au_strdup(task);
-	c->queue = au_strdup(o->queue && *o->queue ? o->queue : "default");
+	c->queue = au_strdup(au_queue_name(o->queue));
 	c->priority = o->priority;
 	c->created_at_ms = now;
 	c->run_at_ms = o->delay_ms ? now + o->delay_ms : 0;
-	c->max_attempts = o->max_attempts ? o->max_attempts : 3;
+	c->max_attempts = o->max_attempts ? o->max_attempts : AU_DEFAULT_MAX_ATTEMPTS;
 	c->timeout_ms = o->timeout_ms;
-	c->ttl_s = o->ttl_s ? o->ttl_s : 86400;
+	/* on the wire 0 means never expires */
+	c->ttl_s = o->ttl_s == AU_TTL_NEVER ? 0 : o->ttl_s ? o->ttl_s : AU_DEFAULT_TTL_S;
 	if (o->nheaders) {
 		c->headers = calloc(o->nheaders, sizeof(*c->headers));
 		if (!c->headers)
@@ -190,7 +191,7 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 			goto out;
 		}
 	}
-	if (cl->q->ops->push(cl->q, cs, n) < 0) {
+	if (au_queue_push(cl->q, cs, n) < 0) {
 		cl->err = cl->q->err;
 		goto out;
 	}
@@ -224,7 +225,7 @@ static int stored(struct au_handle *h, struct au_record *rec)
 	struct au_store *s = h->cl->store;
 
 	au_record_init(rec);
-	if (s->ops->get(s, h->id, rec) == 0)
+	if (au_store_get(s, h->id, rec) == 0)
 		return 1;
 	au_record_release(rec);   /* whatever a failed read left */
 	if (s->err.code == AU_ENOTFOUND || s->err.code == AU_EEXPIRED) {
@@ -240,7 +241,7 @@ static int queued(struct au_handle *h, enum au_status *st, struct au_job_info *i
 {
 	struct au_queue *q = h->cl->q;
 
-	if (q->ops->peek(q, h->queue, h->id, info) < 0) {
+	if (au_queue_peek(q, h->queue, h->id, info) < 0) {
 		if (q->err.code == AU_ENOTFOUND)
 			return 0;
 		h->err = q->err;
@@ -367,7 +368,7 @@ int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec)
 		/* Wait on the store's notification; look at the queue again now
 		 * and then, for computations that die without a record. */
 		slice = deadline - now > 1000 ? 1000 : (int)(deadline - now);
-		if (s->ops->wait(s, h->id, slice, rec) == 0)
+		if (au_store_wait(s, h->id, slice, rec) == 0)
 			return 0;
 		au_record_release(rec);
 		if (s->err.code != AU_ETIMEDOUT && s->err.code != AU_ENOTFOUND) {
@@ -392,16 +393,16 @@ int au_handle_cancel(struct au_handle *h)
 	}
 	if (!au_id_valid(h->id))
 		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
-	if (q->ops->cancel(q, h->queue, h->id) == 0) {
+	if (au_queue_cancel(q, h->queue, h->id) == 0) {
 		/* It left the queue: it will never run. Record the outcome. */
 		au_record_init(&rec);
 		memcpy(rec.id, h->id, AU_ID_SIZE);
 		rec.status = AU_CANCELLED;
 		rec.error = reason;
 		rec.queue = h->queue;
-		rec.ttl_s = 86400;
+		rec.ttl_s = AU_DEFAULT_TTL_S;
 		rec.finished_at_ms = au_now_ms();
-		if (h->cl->store->ops->put(h->cl->store, &rec, 1, &applied) < 0) {
+		if (au_store_put(h->cl->store, &rec, 1, &applied) < 0) {
 			/* It will never run, but nothing says so: tell the caller. */
 			au_seterr(&h->err, h->cl->store->err.code,
 				  "computation '%s' was cancelled but its record was not stored: %s",

@@ -6,6 +6,10 @@
  * then link()ed to its final name: link fails with EEXIST when the id already
  * has a record (create-if-absent without a lock), and a kill at any moment
  * leaves either no record or a whole one, never a truncated one.
+ *
+ * Ids arrive through the au_store_* wrappers of store.h, which refuse
+ * anything but 32 hex digits: a name here is always a plain file name in
+ * the directory, never a path.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -48,13 +52,6 @@ static int sys_fail(struct au_err *err, const char *what, const char *subject, i
 	snprintf(why, sizeof(why), "%s", strerror(e));
 	why[0] = (char)tolower((unsigned char)why[0]);
 	return au_seterr(err, AU_EIO, "%s '%s': %s", what, subject, why);
-}
-
-static int check_id(struct au_store *s, const char *id)
-{
-	if (au_id_valid(id))
-		return 0;
-	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
 }
 
 static int expired(const struct au_record *r, uint64_t now)
@@ -296,9 +293,6 @@ static int file_put(struct au_store *s, const struct au_record *recs, size_t n, 
 	int rc = 0, linked = 0;
 	size_t i;
 
-	for (i = 0; i < n; i++)
-		if (check_id(s, recs[i].id) < 0)
-			return -1;
 	for (i = 0; i < n && rc == 0; i += SYNC_BATCH)
 		rc = put_batch(s, fs, recs + i, n - i < SYNC_BATCH ? n - i : SYNC_BATCH,
 			       applied ? applied + i : NULL, now, &linked);
@@ -313,7 +307,7 @@ static int file_get(struct au_store *s, const char *id, struct au_record *out)
 	struct file_store *fs = s->ctx;
 	struct au_record r;
 
-	if (check_id(s, id) < 0 || load(fs, id, &r, &s->err) < 0)
+	if (load(fs, id, &r, &s->err) < 0)
 		return -1;
 	if (expired(&r, au_now_ms())) {
 		au_record_release(&r);
@@ -328,8 +322,6 @@ static int file_del(struct au_store *s, const char *id)
 {
 	struct file_store *fs = s->ctx;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	if (unlinkat(fs->dirfd, id, 0) < 0 && errno != ENOENT)
 		return sys_fail(&s->err, "unable to delete the record of computation", id, errno);
 	return 0;
@@ -428,8 +420,6 @@ static int file_wait(struct au_store *s, const char *id, int timeout_ms, struct 
 	uint64_t deadline = timeout_ms < 0 ? 0 : au_mono_us() + (uint64_t)timeout_ms * 1000;
 	int in, left, backoff_ms = 1, rc;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	/* The watch is on before the first look, so a write in between is
 	 * not missed; what it queued before now is stale. */
 	in = watch(s, fs);
@@ -463,6 +453,7 @@ static int file_wait(struct au_store *s, const char *id, int timeout_ms, struct 
 
 const struct au_store_ops au_file_store_ops = {
 	.scheme = "file",
+	.features = AU_STORE_TELLS_EXPIRED | AU_STORE_SHARED,
 	.open = file_open,
 	.close = file_close,
 	.put = file_put,

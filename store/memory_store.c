@@ -38,13 +38,6 @@ static struct mem_table *tables;
 
 #define MIN_BUCKETS 64
 
-static int check_id(struct au_store *s, const char *id)
-{
-	if (au_id_valid(id))
-		return 0;
-	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
-}
-
 static int expired(const struct mem_rec *r, uint64_t now)
 {
 	return r->expires_at_ms && now >= r->expires_at_ms;
@@ -186,9 +179,6 @@ static int memory_put(struct au_store *s, const struct au_record *recs, size_t n
 	int wrote = 0, rc = 0;
 	size_t i;
 
-	for (i = 0; i < n; i++)
-		if (check_id(s, recs[i].id) < 0)
-			return -1;
 	made = calloc(n ? n : 1, sizeof(*made));
 	if (!made)
 		return au_seterr(&s->err, AU_ENOMEM, "out of memory");
@@ -261,8 +251,6 @@ static int memory_get(struct au_store *s, const char *id, struct au_record *out)
 	struct mem_table *t = s->ctx;
 	int rc;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	pthread_mutex_lock(&t->lock);
 	rc = lookup(s, t, id, out);
 	pthread_mutex_unlock(&t->lock);
@@ -274,8 +262,6 @@ static int memory_del(struct au_store *s, const char *id)
 	struct mem_table *t = s->ctx;
 	struct mem_rec **p;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	pthread_mutex_lock(&t->lock);
 	p = slot(t, id);
 	if (*p)
@@ -315,8 +301,6 @@ static int memory_wait(struct au_store *s, const char *id, int timeout_ms, struc
 	struct timespec deadline;
 	int rc, timed_out = 0;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	if (timeout_ms > 0) {
 		deadline.tv_sec += timeout_ms / 1000;
@@ -344,6 +328,7 @@ static int memory_wait(struct au_store *s, const char *id, int timeout_ms, struc
 
 const struct au_store_ops au_memory_store_ops = {
 	.scheme = "memory",
+	.features = AU_STORE_TELLS_EXPIRED,
 	.open = memory_open,
 	.close = memory_close,
 	.put = memory_put,

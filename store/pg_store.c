@@ -15,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "pg_client.h"
 #include "pg_schema.h"
 #include "store.h"
 
@@ -56,13 +57,6 @@ struct slot {
 	unsigned char uuid[16];
 	size_t i;
 };
-
-static int check_id(struct au_store *s, const char *id)
-{
-	if (au_id_valid(id))
-		return 0;
-	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
-}
 
 static int oom(struct au_store *s)
 {
@@ -184,9 +178,6 @@ static int pgs_put(struct au_store *s, const struct au_record *recs, size_t n, i
 	int lens[3], rc = -1;
 	PGresult *r = NULL;
 
-	for (i = 0; i < n; i++)
-		if (check_id(s, recs[i].id) < 0)
-			return -1;
 	if (!n)
 		return 0;
 	sorted = malloc(n * sizeof(*sorted));
@@ -239,8 +230,6 @@ static int pgs_get(struct au_store *s, const char *id, struct au_record *out)
 	int lens[] = { 16 }, rc;
 	PGresult *r;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	au_pg_uuid(uuid, id);
 	if (!(r = run(s, S_GET, 1, vals, lens)))
 		return -1;
@@ -269,8 +258,6 @@ static int pgs_del(struct au_store *s, const char *id)
 	int lens[] = { 16 };
 	PGresult *r;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	au_pg_uuid(uuid, id);
 	r = run(s, S_DEL, 1, vals, lens);
 	PQclear(r);
@@ -317,8 +304,6 @@ static int pgs_wait(struct au_store *s, const char *id, int timeout_ms, struct a
 	int rc, got, listening = 0, lost = 0;
 	struct au_err ignored;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	/* present already: one round trip */
 	rc = pgs_get(s, id, out);
 	if (rc == 0 || s->err.code != AU_ENOTFOUND)
@@ -356,17 +341,16 @@ static int pgs_wait(struct au_store *s, const char *id, int timeout_ms, struct a
 	return rc;
 }
 
-#define PG_STORE_OPS(name) {       \
-	.scheme = name,            \
-	.open = pgs_open,          \
-	.close = pgs_close,        \
-	.put = pgs_put,            \
-	.get = pgs_get,            \
-	.del = pgs_del,            \
-	.sweep = pgs_sweep,        \
-	.wait = pgs_wait,          \
-}
-
 /* libpq takes both spellings of the scheme; so does au. */
-const struct au_store_ops au_pg_store_ops = PG_STORE_OPS("postgres");
-const struct au_store_ops au_postgresql_store_ops = PG_STORE_OPS("postgresql");
+const struct au_store_ops au_pg_store_ops = {
+	.scheme = "postgres",
+	.alias = "postgresql",
+	.features = AU_STORE_TELLS_EXPIRED | AU_STORE_SHARED,
+	.open = pgs_open,
+	.close = pgs_close,
+	.put = pgs_put,
+	.get = pgs_get,
+	.del = pgs_del,
+	.sweep = pgs_sweep,
+	.wait = pgs_wait,
+};

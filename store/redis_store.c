@@ -30,13 +30,6 @@ struct redis_store {
 	struct au_buf buf;   /* encode scratch, reused */
 };
 
-static int check_id(struct au_store *s, const char *id)
-{
-	if (au_id_valid(id))
-		return 0;
-	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
-}
-
 static void make_key(char key[KEY_SIZE], const char *id)
 {
 	snprintf(key, KEY_SIZE, KEY_PREFIX "%s", id);
@@ -248,12 +241,8 @@ static int put_batch(struct au_store *s, const struct au_record *recs, size_t n,
 static int redis_put(struct au_store *s, const struct au_record *recs, size_t n, int *applied)
 {
 	struct redis_store *rs = s->ctx;
-	size_t i;
 	int attempt;
 
-	for (i = 0; i < n; i++)
-		if (check_id(s, recs[i].id) < 0)
-			return -1;
 	if (n == 0)
 		return 0;
 	/* After a drop the batch is sent again: records the first try
@@ -276,8 +265,6 @@ static int redis_get(struct au_store *s, const char *id, struct au_record *out)
 	redisReply *r;
 	int rc;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	make_key(key, id);
 	if (!(r = command(s, 2, argv, NULL)))
 		return -1;
@@ -302,8 +289,6 @@ static int redis_del(struct au_store *s, const char *id)
 	redisReply *r;
 	int rc = 0;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	make_key(key, id);
 	if (!(r = command(s, 2, argv, NULL)))
 		return -1;
@@ -428,8 +413,6 @@ static int redis_wait(struct au_store *s, const char *id, int timeout_ms, struct
 	char key[KEY_SIZE];
 	int rc, got, resubscribed = 0;
 
-	if (check_id(s, id) < 0)
-		return -1;
 	make_key(key, id);
 	/* Subscribe before the first GET, so a write in between is seen. */
 	if (subscribe(s, key) < 0)
@@ -458,6 +441,7 @@ static int redis_wait(struct au_store *s, const char *id, int timeout_ms, struct
 
 const struct au_store_ops au_redis_store_ops = {
 	.scheme = "redis",
+	.features = AU_STORE_NATIVE_EXPIRY | AU_STORE_SHARED,
 	.open = redis_open,
 	.close = redis_close,
 	.put = redis_put,

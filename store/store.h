@@ -18,8 +18,20 @@
 
 struct au_store;
 
+/* What a store does beyond the contract (au_store_ops.features). */
+enum au_store_feature {
+	AU_STORE_NATIVE_EXPIRY = 1 << 0,  /* the server drops expired records itself:
+					     sweep finds none */
+	AU_STORE_TELLS_EXPIRED = 1 << 1,  /* get of an expired record says AU_EEXPIRED,
+					     not AU_ENOTFOUND */
+	AU_STORE_SHARED = 1 << 2,         /* other processes and machines read the same
+					     records, which outlive the process */
+};
+
 struct au_store_ops {
 	const char *scheme;
+	const char *alias;          /* a second scheme for the same store, or NULL */
+	unsigned features;          /* enum au_store_feature bits */
 
 	int (*open)(struct au_store *s, const struct au_url *url);
 	void (*close)(struct au_store *s);
@@ -46,10 +58,59 @@ struct au_store {
 	struct au_err err;
 };
 
-/* Opens the store named by the URL's scheme. NULL only on OOM; check
- * s->err.code. */
+/* Opens the store named by the URL's scheme or alias
+ * (store/store_registry.c). NULL only on OOM; check s->err.code. */
 struct au_store *au_store_open(const char *url);
 void au_store_close(struct au_store *s);
 extern const struct au_store_ops *const au_store_backends[];
+
+/*
+ * Callers go through these, never through s->ops: they refuse ids that are
+ * not ids (so no store sees one, and none can become a path or a key
+ * outside the store) and stand in for the optional operations.
+ */
+static inline int au_store_bad_id(struct au_store *s, const char *id)
+{
+	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
+}
+
+static inline int au_store_put(struct au_store *s, const struct au_record *recs, size_t n,
+			       int *applied)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!au_id_valid(recs[i].id))
+			return au_store_bad_id(s, recs[i].id);
+	return s->ops->put(s, recs, n, applied);
+}
+
+static inline int au_store_get(struct au_store *s, const char *id, struct au_record *out)
+{
+	if (!au_id_valid(id))
+		return au_store_bad_id(s, id);
+	return s->ops->get(s, id, out);
+}
+
+static inline int au_store_del(struct au_store *s, const char *id)
+{
+	if (!au_id_valid(id))
+		return au_store_bad_id(s, id);
+	return s->ops->del(s, id);
+}
+
+static inline int au_store_sweep(struct au_store *s, size_t max, size_t *removed)
+{
+	*removed = 0;
+	if (!s->ops->sweep)
+		return 0;
+	return s->ops->sweep(s, max, removed);
+}
+
+static inline int au_store_wait(struct au_store *s, const char *id, int timeout_ms,
+				struct au_record *out)
+{
+	if (!au_id_valid(id))
+		return au_store_bad_id(s, id);
+	return s->ops->wait(s, id, timeout_ms, out);
+}
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "clickhouse.h"
 #include "harness.h"
+#include "tasks.h"
 
 static const char *url;          /* AU_TEST_CH */
 static struct au_clickhouse *ch;

@@ -243,12 +243,12 @@ static void test_upgrade(void)
 	q = au_queue_open(migrate_url);
 	T_OK(q && !q->err.code, "upgrade: ?migrate=1 upgrades on open (%s)", q ? q->err.str : "oom");
 	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "upgrade: at the latest version");
-	T_OK(q && q->ops->queues(q, &names, &nn) == 0 && nn == 1 && !strcmp(names[0], "old"),
+	T_OK(q && au_queue_list(q, &names, &nn) == 0 && nn == 1 && !strcmp(names[0], "old"),
 	     "upgrade: the queue of the old job is listed (v3 backfill)");
 	for (i = 0; i < nn; i++)
 		free(names[i]);
 	free(names);
-	if (q && !q->err.code && q->ops->lease(q, "old", 2, 30000, 0, l, &n) == 0 && n == 1) {
+	if (q && !q->err.code && au_queue_lease(q, "old", 2, 30000, 0, l, &n) == 0 && n == 1) {
 		T_OK(!strcmp(l[0].ref.id, c.id) && au_computation_decode(l[0].body, l[0].body_len, &d,
 									  &err) == 0,
 		     "upgrade: the job pushed at v1 is leased and decodes");
@@ -411,7 +411,7 @@ static void test_plain_sql(void)
 		_exit(0);
 	}
 	t0 = au_mono_us();
-	T_OK(q->ops->lease(q, "reports", 2, 30000, 5000, l, &n) == 0 && n == 1 &&
+	T_OK(au_queue_lease(q, "reports", 2, 30000, 5000, l, &n) == 0 && n == 1 &&
 	     !strcmp(l[0].ref.id, c.id), "plain sql: a blocked lease gets the inserted job");
 	T_OK(au_mono_us() - t0 < 1500000, "plain sql: woken by the notification (%llu ms)",
 	     (unsigned long long)(au_mono_us() - t0) / 1000);
@@ -423,13 +423,13 @@ static void test_plain_sql(void)
 	memcpy(rec.id, c.id, AU_ID_SIZE);
 	rec.status = AU_COMPLETED;
 	rec.ttl_s = 60;
-	T_OK(s->ops->put(s, &rec, 1, NULL) == 0, "plain sql: the worker's result is stored");
+	T_OK(au_store_put(s, &rec, 1, NULL) == 0, "plain sql: the worker's result is stored");
 	cmd = au_asprintf("SELECT length(record) FROM au_results WHERE id = '%s' AND expires_at > now()",
 			  c.id);
 	T_OK(sql_int(pc, cmd) > 0, "plain sql: and reads back with SELECT");
 	free(cmd);
 	au_record_init(&out);
-	T_OK(s->ops->get(s, c.id, &out) == 0 && out.status == AU_COMPLETED, "plain sql: get");
+	T_OK(au_store_get(s, c.id, &out) == 0 && out.status == AU_COMPLETED, "plain sql: get");
 	au_record_release(&out);
 	if (n)
 		au_lease_release(&l[0]);
@@ -502,28 +502,28 @@ static void test_reconnect(void)
 	if (!T_OK(q && other && s && !q->err.code && !other->err.code && !s->err.code,
 		  "reconnect: open"))
 		goto out;
-	T_OK(q->ops->watch(q, "r", w.base, on_wake, &w) == 0, "reconnect: watch (%s)", q->err.str);
+	T_OK(au_queue_watch(q, "r", w.base, on_wake, &w) == 0, "reconnect: watch (%s)", q->err.str);
 	T_OK(woken_within(&w, 1000), "reconnect: the first wake");
 	au_computation_init(&c);
 	au_id_new(c.id);
 	c.task = au_strdup("noop");
 	c.queue = au_strdup("r");
-	T_OK(q->ops->push(q, &c, 1) == 0, "reconnect: push");
+	T_OK(au_queue_push(q, &c, 1) == 0, "reconnect: push");
 	T_OK(woken_within(&w, 1000), "reconnect: the push wakes the watch");
 
 	kill_sessions(pc);
-	T_OK(q->ops->lease(q, "r", 2, 30000, 0, l, &n) == 0 && n == 1,
+	T_OK(au_queue_lease(q, "r", 2, 30000, 0, l, &n) == 0 && n == 1,
 	     "reconnect: the queue reconnects and leases (%s)", q->err.str);
 	kill_sessions(pc);
-	T_OK(n == 1 && q->ops->ack(q, "r", &l[0].ref, 1, &applied) == 0 && applied == 1,
+	T_OK(n == 1 && au_queue_ack(q, "r", &l[0].ref, 1, &applied) == 0 && applied == 1,
 	     "reconnect: and acks after another drop (%s)", q->err.str);
 	au_record_init(&rec);
 	memcpy(rec.id, c.id, AU_ID_SIZE);
 	rec.status = AU_COMPLETED;
 	rec.ttl_s = 60;
-	T_OK(s->ops->put(s, &rec, 1, NULL) == 0, "reconnect: the store reconnects (%s)", s->err.str);
+	T_OK(au_store_put(s, &rec, 1, NULL) == 0, "reconnect: the store reconnects (%s)", s->err.str);
 	au_record_init(&out);
-	T_OK(s->ops->wait(s, c.id, 1000, &out) == 0, "reconnect: wait finds the record");
+	T_OK(au_store_wait(s, c.id, 1000, &out) == 0, "reconnect: wait finds the record");
 	au_record_release(&out);
 
 	/* the watch's connection died with the others: it comes back by
@@ -534,10 +534,10 @@ static void test_reconnect(void)
 	au_id_new(c.id);
 	c.task = au_strdup("noop");
 	c.queue = au_strdup("r");
-	T_OK(other->ops->push(other, &c, 1) == 0, "reconnect: push from another handle (%s)",
+	T_OK(au_queue_push(other, &c, 1) == 0, "reconnect: push from another handle (%s)",
 	     other->err.str);
 	T_OK(woken_within(&w, 1000), "reconnect: the watch wakes on it");
-	q->ops->unwatch(q);
+	au_queue_unwatch(q);
 	if (n)
 		au_lease_release(&l[0]);
 	au_computation_release(&c);

@@ -88,7 +88,7 @@ static void release_all(struct au_computation *cs, size_t n)
 
 static int push1(struct au_queue *q, const struct au_computation *c)
 {
-	return q->ops->push(q, c, 1);
+	return au_queue_push(q, c, 1);
 }
 
 /* Leases and checks that the call itself worked. */
@@ -96,7 +96,7 @@ static size_t lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 		    uint32_t block_ms, struct au_lease *out)
 {
 	size_t n = 0;
-	int rc = q->ops->lease(q, queue, max, lease_ms, block_ms, out, &n);
+	int rc = au_queue_lease(q, queue, max, lease_ms, block_ms, out, &n);
 
 	if (rc < 0)
 		T_OK(0, "lease from '%s': %s", queue, q->err.str);
@@ -118,15 +118,15 @@ static int applied1(struct au_queue *q, const char *queue, const struct au_ref *
 	const char *text = "stale";
 
 	if (!strcmp(op, "ack"))
-		rc = q->ops->ack(q, queue, ref, 1, &applied);
+		rc = au_queue_ack(q, queue, ref, 1, &applied);
 	else if (!strcmp(op, "retry"))
-		rc = q->ops->retry(q, queue, ref, 1, &delay, &text, &applied);
+		rc = au_queue_retry(q, queue, ref, 1, &delay, &text, &applied);
 	else if (!strcmp(op, "release"))
-		rc = q->ops->release(q, queue, ref, 1, &applied);
+		rc = au_queue_release(q, queue, ref, 1, &applied);
 	else if (!strcmp(op, "bury"))
-		rc = q->ops->bury(q, queue, ref, 1, &text, &applied);
+		rc = au_queue_bury(q, queue, ref, 1, &text, &applied);
 	else if (!strcmp(op, "extend"))
-		rc = q->ops->extend(q, queue, ref, 1, LONG_LEASE, &applied);
+		rc = au_queue_extend(q, queue, ref, 1, LONG_LEASE, &applied);
 	return rc < 0 ? -1 : applied;
 }
 
@@ -134,14 +134,14 @@ static int applied1(struct au_queue *q, const char *queue, const struct au_ref *
 static int peek(struct au_queue *q, const char *queue, const char *id, struct au_job_info *info)
 {
 	memset(info, 0, sizeof(*info));
-	return q->ops->peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
 }
 
 static struct au_queue_stats stats(struct au_queue *q, const char *queue)
 {
 	struct au_queue_stats st = { 0, 0, 0, 0 };
 
-	if (q->ops->stats(q, queue, &st) < 0)
+	if (au_queue_stats(q, queue, &st) < 0)
 		T_OK(0, "stats of '%s': %s", queue, q->err.str);
 	return st;
 }
@@ -185,7 +185,7 @@ static void test_roundtrip(struct au_queue *q)
 		     !strcmp(d.headers[1].value, "ann"), "headers");
 		au_computation_release(&d);
 		EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "peek: leased");
-		T_OK(q->ops->ack(q, name, &l[0].ref, 1, &applied) == 0 && applied == 1, "ack applies");
+		T_OK(au_queue_ack(q, name, &l[0].ref, 1, &applied) == 0 && applied == 1, "ack applies");
 		EQ(peek(q, name, c.id, &info), -AU_ENOTFOUND, "acked: gone");
 		EQ(stats(q, name).leased, 0, "nothing leased after the ack");
 		EQ(lease(q, name, 4, LONG_LEASE, 0, l), 0, "nothing left to lease");
@@ -215,7 +215,7 @@ static void push_many(struct au_queue *q, const char *name, size_t n, size_t bat
 			make(&cs[k], name, (int)(i + k));
 			memcpy(ids[i + k], cs[k].id, AU_ID_SIZE);
 		}
-		if (!T_OK(q->ops->push(q, cs, m) == 0, "push %zu (%s)", m, q->err.str))
+		if (!T_OK(au_queue_push(q, cs, m) == 0, "push %zu (%s)", m, q->err.str))
 			i = n;
 		release_all(cs, m);
 	}
@@ -248,7 +248,7 @@ static void test_batch(struct au_queue *q)
 			refs[i] = l[i].ref;
 		}
 		total += n;
-		if (q->ops->ack(q, name, refs, n, applied) == 0)
+		if (au_queue_ack(q, name, refs, n, applied) == 0)
 			for (i = 0; i < n; i++)
 				acked += applied[i] == 1;
 		leases_release(l, n);
@@ -280,7 +280,7 @@ static void test_order(struct au_queue *q)
 		make(&cs[i], name, (int)i);
 		cs[i].priority = i < 7 ? prio[i] : 5;
 	}
-	T_OK(q->ops->push(q, cs, 7) == 0 && push1(q, &cs[7]) == 0, "push mixed priorities");
+	T_OK(au_queue_push(q, cs, 7) == 0 && push1(q, &cs[7]) == 0, "push mixed priorities");
 	while ((n = lease(q, name, 3, LONG_LEASE, 0, l)) > 0) {
 		for (k = 0; k < n; k++, got++)
 			if (got >= 8 || strcmp(l[k].ref.id, cs[want[got]].id))
@@ -309,7 +309,7 @@ static void test_scheduled(struct au_queue *q)
 		later[i].run_at_ms = run_at;
 	}
 	make(&now, name, -1);
-	T_OK(q->ops->push(q, later, LATER) == 0 && push1(q, &now) == 0,
+	T_OK(au_queue_push(q, later, LATER) == 0 && push1(q, &now) == 0,
 	     "push 20 due in the same millisecond and a ready one");
 	n = lease(q, name, LATER + 1, LONG_LEASE, 0, l);
 	T_OK(n == 1 && !strcmp(l[0].ref.id, now.id), "only the ready one is leased");
@@ -442,7 +442,7 @@ static void test_retry_delay(struct au_queue *q)
 	make(&c, name, 0);
 	push1(q, &c);
 	n = lease(q, name, 2, LONG_LEASE, 0, l);
-	T_OK(n == 1 && q->ops->retry(q, name, &l[0].ref, 1, &delay, &err, &applied) == 0 &&
+	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &delay, &err, &applied) == 0 &&
 	     applied == 1, "retry after 300 ms");
 	leases_release(l, n);
 	EQ(peek(q, name, c.id, &info), AU_JOB_SCHEDULED, "retrying: scheduled");
@@ -493,14 +493,14 @@ static void test_bury(struct au_queue *q)
 	make(&c, name, 0);
 	push1(q, &c);
 	n = lease(q, name, 2, LONG_LEASE, 0, l);
-	T_OK(n == 1 && q->ops->bury(q, name, &l[0].ref, 1, &reason, &applied) == 0 && applied == 1,
+	T_OK(n == 1 && au_queue_bury(q, name, &l[0].ref, 1, &reason, &applied) == 0 && applied == 1,
 	     "bury applies");
 	leases_release(l, n);
 	EQ(peek(q, name, c.id, &info), AU_JOB_DEAD, "buried: dead");
 	T_EQ_STR(info.error, reason, "the reason is kept");
 	EQ(stats(q, name).dead, 1, "stats: 1 dead");
 	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "the dead are not leased");
-	T_OK(q->ops->cancel(q, name, c.id) < 0 && q->err.code == AU_ENOTFOUND,
+	T_OK(au_queue_cancel(q, name, c.id) < 0 && q->err.code == AU_ENOTFOUND,
 	     "cancel of a dead one: not found");
 	au_computation_release(&c);
 }
@@ -518,10 +518,10 @@ static void test_extend(struct au_queue *q)
 	make(&c, name, 0);
 	push1(q, &c);
 	n = lease(q, name, 2, 300, 0, l);
-	T_OK(n == 1 && q->ops->extend(q, name, &l[0].ref, 1, 5000, &applied) == 0 && applied == 1,
+	T_OK(n == 1 && au_queue_extend(q, name, &l[0].ref, 1, 5000, &applied) == 0 && applied == 1,
 	     "extend a 300 ms lease to 5 s");
 	sleep_ms(600);
-	T_OK(q->ops->rescue(q, name, 100, &requeued, &buried) == 0 && requeued == 0 && buried == 0,
+	T_OK(au_queue_rescue(q, name, 100, &requeued, &buried) == 0 && requeued == 0 && buried == 0,
 	     "not rescued after 600 ms");
 	EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "still leased");
 	EQ(n == 1 ? applied1(q, name, &l[0].ref, "ack") : -1, 1, "and the token still acks");
@@ -552,7 +552,7 @@ static void test_rescue(struct au_queue *q)
 	leases_release(l, n);
 	sleep_ms(450);
 	EQ(stats(q, name).leased, 2, "expired leases stay until rescued");
-	T_OK(q->ops->rescue(q, name, 100, &requeued, &buried) == 0, "rescue (%s)", q->err.str);
+	T_OK(au_queue_rescue(q, name, 100, &requeued, &buried) == 0, "rescue (%s)", q->err.str);
 	EQ(requeued, 1, "one requeued");
 	EQ(buried, 1, "one at max_attempts buried");
 	EQ(peek(q, name, b.id, &info), AU_JOB_DEAD, "the buried one is dead");
@@ -585,14 +585,14 @@ static void test_cancel(struct au_queue *q)
 	n = lease(q, name, 4, LONG_LEASE, 0, l);
 	EQ(n, 1, "one running");
 	T_OK(push1(q, &wait) == 0 && push1(q, &later) == 0, "push a pending and a scheduled one");
-	T_OK(q->ops->cancel(q, name, wait.id) == 0, "cancel pending (%s)", q->err.str);
-	T_OK(q->ops->cancel(q, name, later.id) == 0, "cancel scheduled (%s)", q->err.str);
-	T_OK(q->ops->cancel(q, name, run.id) < 0 && q->err.code == AU_ESTATE,
+	T_OK(au_queue_cancel(q, name, wait.id) == 0, "cancel pending (%s)", q->err.str);
+	T_OK(au_queue_cancel(q, name, later.id) == 0, "cancel scheduled (%s)", q->err.str);
+	T_OK(au_queue_cancel(q, name, run.id) < 0 && q->err.code == AU_ESTATE,
 	     "cancel running: AU_ESTATE (%s)", q->err.str);
 	au_id_new(unknown);
-	T_OK(q->ops->cancel(q, name, unknown) < 0 && q->err.code == AU_ENOTFOUND,
+	T_OK(au_queue_cancel(q, name, unknown) < 0 && q->err.code == AU_ENOTFOUND,
 	     "cancel unknown: AU_ENOTFOUND (%s)", q->err.str);
-	T_OK(q->ops->cancel(q, name, wait.id) < 0 && q->err.code == AU_ENOTFOUND,
+	T_OK(au_queue_cancel(q, name, wait.id) < 0 && q->err.code == AU_ENOTFOUND,
 	     "cancel twice: AU_ENOTFOUND");
 	EQ(peek(q, name, wait.id, &info), -AU_ENOTFOUND, "cancelled: gone");
 	EQ(lease(q, name, 4, LONG_LEASE, 0, l + n), 0, "cancelled ones are never leased");
@@ -617,19 +617,19 @@ static void test_stats_queues(struct au_queue *q)
 	for (i = 0; i < 4; i++)
 		make(&cs[i], name, (int)i);
 	cs[3].run_at_ms = au_now_ms() + 60000;
-	T_OK(q->ops->push(q, cs, 4) == 0, "push 3 ready, 1 scheduled");
-	T_OK(q->ops->push(q, cs, 1) == 0, "push a known id again");
+	T_OK(au_queue_push(q, cs, 4) == 0, "push 3 ready, 1 scheduled");
+	T_OK(au_queue_push(q, cs, 1) == 0, "push a known id again");
 	n = lease(q, name, 2, LONG_LEASE, 0, l);
 	EQ(n, 2, "lease 2");
 	if (n)
-		q->ops->bury(q, name, &l[0].ref, 1, &reason, &applied);
+		au_queue_bury(q, name, &l[0].ref, 1, &reason, &applied);
 	leases_release(l, n);
 	st = stats(q, name);
 	T_OK(st.ready == 1 && st.scheduled == 1 && st.leased == 1 && st.dead == 1,
 	     "stats ready/scheduled/leased/dead = %llu/%llu/%llu/%llu (want 1/1/1/1)",
 	     (unsigned long long)st.ready, (unsigned long long)st.scheduled,
 	     (unsigned long long)st.leased, (unsigned long long)st.dead);
-	T_OK(q->ops->queues(q, &names, &nnames) == 0, "queues");
+	T_OK(au_queue_list(q, &names, &nnames) == 0, "queues");
 	for (i = 0; i < nnames; i++) {
 		found |= !strcmp(names[i], name);
 		free(names[i]);
@@ -694,13 +694,13 @@ static void test_watch(struct au_queue *q)
 		T_OK(0, "watch is implemented");
 		return;
 	}
-	T_OK(q->ops->watch(q, name, w.base, on_wake, &w) == 0, "watch (%s)", q->err.str);
-	T_OK(q->ops->watch(q, name, w.base, on_wake, &w) < 0 && q->err.code == AU_ESTATE,
+	T_OK(au_queue_watch(q, name, w.base, on_wake, &w) == 0, "watch (%s)", q->err.str);
+	T_OK(au_queue_watch(q, name, w.base, on_wake, &w) < 0 && q->err.code == AU_ESTATE,
 	     "one watch per handle");
 	T_OK(run_until(&w, &w.calls, 1, 5000), "a first wake once watching");
 	T_OK(wake_by_push(&w, name), "a push from another thread wakes the loop");
-	q->ops->unwatch(q);
-	q->ops->unwatch(q);
+	au_queue_unwatch(q);
+	au_queue_unwatch(q);
 	event_base_free(w.base);
 }
 
@@ -724,7 +724,7 @@ static void *leaser_main(void *arg)
 		au_queue_close(q);
 		return NULL;
 	}
-	while (q->ops->lease(q, t->name, 25, LONG_LEASE, 0, l, &n) == 0 && n) {
+	while (au_queue_lease(q, t->name, 25, LONG_LEASE, 0, l, &n) == 0 && n) {
 		for (i = 0; i < n; i++) {
 			char (*hit)[AU_ID_SIZE] = bsearch(l[i].ref.id, t->ids, t->n, AU_ID_SIZE, id_cmp);
 
@@ -735,7 +735,7 @@ static void *leaser_main(void *arg)
 			refs[i] = l[i].ref;
 		}
 		t->got += n;
-		if (q->ops->ack(q, t->name, refs, n, NULL) < 0)
+		if (au_queue_ack(q, t->name, refs, n, NULL) < 0)
 			t->errors++;
 		leases_release(l, n);
 	}
@@ -897,17 +897,17 @@ static void test_redis_clean(struct au_queue *q, redisContext *c)
 	fresh(name, "clean");
 	for (i = 0; i < 2; i++)
 		make(&cs[i], name, (int)i);
-	q->ops->push(q, cs, 2);
+	au_queue_push(q, cs, 2);
 	n = lease(q, name, 4, LONG_LEASE, 0, l);
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
 	leases_release(l, n);
-	T_OK(n == 2 && q->ops->retry(q, name, refs, 2, delay, err, NULL) == 0, "retry both");
+	T_OK(n == 2 && au_queue_retry(q, name, refs, 2, delay, err, NULL) == 0, "retry both");
 	n = lease(q, name, 4, LONG_LEASE, 0, l);
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
 	leases_release(l, n);
-	T_OK(n == 2 && q->ops->ack(q, name, refs, 2, NULL) == 0, "ack both");
+	T_OK(n == 2 && au_queue_ack(q, name, refs, 2, NULL) == 0, "ack both");
 	EQ(raw_int(c, "HLEN au:{%s}:body", name), 0, "no body left");
 	EQ(raw_int(c, "HLEN au:{%s}:att", name), 0, "no attempts left");
 	EQ(raw_int(c, "HLEN au:{%s}:err", name), 0, "no errors left");
@@ -932,7 +932,7 @@ static void test_redis_recovery(struct au_queue *q, redisContext *c)
 	EQ(n, 1, "lease after SCRIPT FLUSH");
 	leases_release(l, n);
 	T_OK(raw(c, "CLIENT KILL TYPE normal SKIPME yes") == 0, "kill the backend's connection");
-	T_OK(q->ops->cancel(q, name, comp.id) < 0 && q->err.code == AU_ESTATE,
+	T_OK(au_queue_cancel(q, name, comp.id) < 0 && q->err.code == AU_ESTATE,
 	     "a non-idempotent call after the kill works (%s)", q->err.str);
 	au_computation_release(&comp);
 }
@@ -962,13 +962,13 @@ static void test_redis_watch(struct au_queue *q, redisContext *c)
 	int calls;
 
 	fresh(name, "rewatch");
-	q->ops->watch(q, name, w.base, on_wake, &w);
+	au_queue_watch(q, name, w.base, on_wake, &w);
 	T_OK(run_until(&w, &w.calls, 1, 5000), "redis watch: subscribed");
 	T_OK(raw(c, "CLIENT KILL TYPE pubsub") == 0, "redis watch: connection killed");
 	calls = w.calls;
 	T_OK(run_until(&w, &w.calls, calls + 1, 5000), "redis watch: subscribed again");
 	T_OK(wake_by_push(&w, name), "redis watch: a push wakes the loop after the reconnect");
-	q->ops->unwatch(q);
+	au_queue_unwatch(q);
 	event_base_free(w.base);
 }
 

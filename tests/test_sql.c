@@ -8,6 +8,7 @@
 
 #include "clickhouse.h"
 #include "harness.h"
+#include "tasks.h"
 
 /* Binds sql with params given as JSON text; returns the result or the
  * error message (static buffer), and the error code in *code. */

@@ -84,7 +84,7 @@ static int put1(struct au_store *s, const struct au_record *r)
 {
 	int applied = -1;
 
-	if (s->ops->put(s, r, 1, &applied) < 0)
+	if (au_store_put(s, r, 1, &applied) < 0)
 		return -1;
 	return applied;
 }
@@ -95,7 +95,7 @@ static int get_code(struct au_store *s, const char *id)
 	struct au_record r;
 
 	au_record_init(&r);
-	if (s->ops->get(s, id, &r) < 0)
+	if (au_store_get(s, id, &r) < 0)
 		return s->err.code;
 	au_record_release(&r);
 	return AU_OK;
@@ -128,7 +128,7 @@ static void test_round_trip(struct au_store *s)
 	EQ(put1(s, &r), 1, "round trip: put applies");
 	after = au_now_ms();
 	au_record_init(&out);
-	if (!T_OK(s->ops->get(s, r.id, &out) == 0, "round trip: get (%s)", s->err.str))
+	if (!T_OK(au_store_get(s, r.id, &out) == 0, "round trip: get (%s)", s->err.str))
 		return;
 	T_EQ_STR(out.id, r.id, "round trip: id");
 	T_EQ_INT(out.status, AU_COMPLETED, "round trip: status");
@@ -151,7 +151,7 @@ static void test_round_trip(struct au_store *s)
 
 	fresh(&bare, AU_CANCELLED, 60);
 	EQ(put1(s, &bare), 1, "round trip: put a record without optional fields");
-	if (T_OK(s->ops->get(s, bare.id, &out) == 0, "round trip: get it (%s)", s->err.str)) {
+	if (T_OK(au_store_get(s, bare.id, &out) == 0, "round trip: get it (%s)", s->err.str)) {
 		T_EQ_INT(out.status, AU_CANCELLED, "round trip: bare status");
 		T_OK(!out.task && !out.queue && !out.worker && !out.error && !out.result_len,
 		     "round trip: absent fields stay absent");
@@ -176,7 +176,7 @@ static void test_batch(struct au_store *s)
 		recs[i].attempts = (uint32_t)i;
 		applied[i] = -1;
 	}
-	T_OK(s->ops->put(s, recs, N, applied) == 0, "batch: put %d records (%s)", N, s->err.str);
+	T_OK(au_store_put(s, recs, N, applied) == 0, "batch: put %d records (%s)", N, s->err.str);
 	for (i = 0; i < N; i++)
 		all &= applied[i] == 1;
 	T_OK(all, "batch: every record applied");
@@ -184,7 +184,7 @@ static void test_batch(struct au_store *s)
 		struct au_record out;
 
 		au_record_init(&out);
-		if (s->ops->get(s, recs[i].id, &out) == 0 && !strcmp(out.id, recs[i].id) &&
+		if (au_store_get(s, recs[i].id, &out) == 0 && !strcmp(out.id, recs[i].id) &&
 		    out.attempts == i && same_bytes(out.result, out.result_len, vals[i].data, vals[i].len))
 			good++;
 		au_record_release(&out);
@@ -214,7 +214,7 @@ static void test_first_write_wins(struct au_store *s)
 	again.worker = (char *)"w2";
 	EQ(put1(s, &again), 0, "second write of the same id: not applied");
 	au_record_init(&out);
-	if (T_OK(s->ops->get(s, a.id, &out) == 0, "first write: readable (%s)", s->err.str)) {
+	if (T_OK(au_store_get(s, a.id, &out) == 0, "first write: readable (%s)", s->err.str)) {
 		T_EQ_INT(out.status, AU_COMPLETED, "first write: status unchanged");
 		T_OK(same_bytes(out.result, out.result_len, first, 1) && !out.error,
 		     "first write: result unchanged");
@@ -224,7 +224,7 @@ static void test_first_write_wins(struct au_store *s)
 	fresh(&b, AU_FAILED, 600);
 	batch[0] = again;
 	batch[1] = b;
-	rc = s->ops->put(s, batch, 2, applied);
+	rc = au_store_put(s, batch, 2, applied);
 	T_OK(rc == 0 && applied[0] == 0 && applied[1] == 1,
 	     "batch of an existing and a new id: applied = [%d, %d]", applied[0], applied[1]);
 }
@@ -236,7 +236,7 @@ static void test_unknown(struct au_store *s)
 
 	fresh(&r, AU_COMPLETED, 60);
 	au_record_init(&out);
-	T_OK(s->ops->get(s, r.id, &out) < 0 && s->err.code == AU_ENOTFOUND,
+	T_OK(au_store_get(s, r.id, &out) < 0 && s->err.code == AU_ENOTFOUND,
 	     "get unknown: AU_ENOTFOUND (%d)", s->err.code);
 	snprintf(want, sizeof(want), "no result for computation '%s'", r.id);
 	T_OK(!strncmp(s->err.str, want, strlen(want)), "get unknown: message '%s'", s->err.str);
@@ -276,15 +276,15 @@ static void test_ttl_and_sweep(struct au_store *s)
 		T_EQ_STR(s->err.str, want, "ttl: expired message");
 	}
 
-	code = s->ops->sweep(s, 2, &removed);
+	code = au_store_sweep(s, 2, &removed);
 	T_OK(code == 0, "sweep: bounded sweep runs");
 	T_EQ_INT(removed, traits.native_expiry ? 0 : 2, "sweep: removes at most max");
 	removed = 99;
-	code = s->ops->sweep(s, 1000, &removed);
+	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0, "sweep: second sweep runs");
 	T_EQ_INT(removed, traits.native_expiry ? 0 : 1, "sweep: removes the rest");
 	removed = 99;
-	code = s->ops->sweep(s, 1000, &removed);
+	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0 && removed == 0, "sweep: nothing left to remove (%zu)", removed);
 	for (i = 0; i < 3; i++) {
 		code = get_code(s, swept[i].id);
@@ -300,9 +300,9 @@ static void test_del(struct au_store *s)
 
 	fresh(&r, AU_COMPLETED, 600);
 	EQ(put1(s, &r), 1, "del: put");
-	T_OK(s->ops->del(s, r.id) == 0, "del: deletes (%s)", s->err.str);
+	T_OK(au_store_del(s, r.id) == 0, "del: deletes (%s)", s->err.str);
 	EQ(get_code(s, r.id), AU_ENOTFOUND, "del: record gone");
-	T_OK(s->ops->del(s, r.id) == 0, "del: deleting an absent id is fine");
+	T_OK(au_store_del(s, r.id) == 0, "del: deleting an absent id is fine");
 	EQ(put1(s, &r), 1, "del: the id can be written again");
 }
 
@@ -339,7 +339,7 @@ static void wait_for_writer(struct au_store *s, int timeout_ms)
 	au_record_init(&out);
 	t0 = au_mono_us();
 	pthread_create(&th, NULL, writer_main, &w);
-	rc = s->ops->wait(s, w.rec.id, timeout_ms, &out);
+	rc = au_store_wait(s, w.rec.id, timeout_ms, &out);
 	ret = au_mono_us();
 	pthread_join(th, NULL);
 	T_OK(rc == 0 && !strcmp(out.id, w.rec.id), "wait(%d): gets the record put by another thread (%s)",
@@ -363,7 +363,7 @@ static void test_wait(struct au_store *s)
 	put1(s, &r);
 	au_record_init(&out);
 	t0 = au_mono_us();
-	rc = s->ops->wait(s, r.id, 5000, &out);
+	rc = au_store_wait(s, r.id, 5000, &out);
 	ms = ms_since(t0);
 	T_OK(rc == 0 && out.task && !strcmp(out.task, "present"), "wait: present record (%s)",
 	     rc ? s->err.str : "ok");
@@ -372,13 +372,13 @@ static void test_wait(struct au_store *s)
 
 	fresh(&r, AU_COMPLETED, 600);
 	t0 = au_mono_us();
-	rc = s->ops->wait(s, r.id, 300, &out);
+	rc = au_store_wait(s, r.id, 300, &out);
 	ms = ms_since(t0);
 	T_OK(rc < 0 && s->err.code == AU_ETIMEDOUT, "wait: absent times out with AU_ETIMEDOUT (%s)",
 	     s->err.str);
 	T_OK(ms >= 300 && ms < 450, "wait: timeout after ~300 ms (%llu ms)", (unsigned long long)ms);
 	t0 = au_mono_us();
-	rc = s->ops->wait(s, r.id, 0, &out);
+	rc = au_store_wait(s, r.id, 0, &out);
 	T_OK(rc < 0 && s->err.code == AU_ETIMEDOUT && ms_since(t0) < 50,
 	     "wait: timeout 0 only looks");
 
@@ -402,28 +402,28 @@ static void test_invalid_ids(struct au_store *s)
 		au_record_init(&out);
 		if (strlen(bad[i]) < sizeof(r.id)) {
 			strcpy(r.id, bad[i]);
-			refused &= s->ops->put(s, &r, 1, NULL) < 0 && s->err.code == AU_EINVAL;
+			refused &= au_store_put(s, &r, 1, NULL) < 0 && s->err.code == AU_EINVAL;
 		}
-		refused &= s->ops->get(s, bad[i], &out) < 0 && s->err.code == AU_EINVAL;
-		refused &= s->ops->del(s, bad[i]) < 0 && s->err.code == AU_EINVAL;
-		refused &= s->ops->wait(s, bad[i], 10, &out) < 0 && s->err.code == AU_EINVAL;
+		refused &= au_store_get(s, bad[i], &out) < 0 && s->err.code == AU_EINVAL;
+		refused &= au_store_del(s, bad[i]) < 0 && s->err.code == AU_EINVAL;
+		refused &= au_store_wait(s, bad[i], 10, &out) < 0 && s->err.code == AU_EINVAL;
 		if (!refused) {
 			T_OK(0, "invalid id '%s' refused (%s)", bad[i], s->err.str);
 			return;
 		}
 	}
 	T_OK(refused, "invalid ids: put, get, del and wait refuse them with AU_EINVAL");
-	T_OK(s->ops->get(s, NULL, &out) < 0 && s->err.code == AU_EINVAL, "invalid ids: NULL refused");
+	T_OK(au_store_get(s, NULL, &out) < 0 && s->err.code == AU_EINVAL, "invalid ids: NULL refused");
 	fresh(&r, AU_COMPLETED, 60);
 	strcpy(r.id, "../evil");
-	s->ops->put(s, &r, 1, NULL);
+	au_store_put(s, &r, 1, NULL);
 	snprintf(want, sizeof(want), "invalid computation id '../evil'");
 	T_EQ_STR(s->err.str, want, "invalid ids: message");
 	/* A batch is checked whole before anything is written. */
 	fresh(&ok, AU_COMPLETED, 60);
 	batch[0] = ok;
 	batch[1] = r;
-	T_OK(s->ops->put(s, batch, 2, NULL) < 0 && get_code(s, ok.id) == AU_ENOTFOUND,
+	T_OK(au_store_put(s, batch, 2, NULL) < 0 && get_code(s, ok.id) == AU_ENOTFOUND,
 	     "invalid ids: a batch with one is refused whole");
 }
 
@@ -508,7 +508,7 @@ static void test_file_kill_mid_write(const char *dir)
 			fresh(&r, AU_COMPLETED, 600);
 			r.result = big.data;
 			r.result_len = big.len;
-			s->ops->put(s, &r, 1, NULL);
+			au_store_put(s, &r, 1, NULL);
 		}
 	}
 	sleep_ms(200);
@@ -557,11 +557,11 @@ static void test_file_store(struct au_store *s)
 	au_id_new(id);
 	write_file(dir, id, "garbage", 7);
 	au_record_init(&out);
-	T_OK(s->ops->get(s, id, &out) < 0 && s->err.code == AU_EPROTO, "file: garbage file gives AU_EPROTO (%s)",
+	T_OK(au_store_get(s, id, &out) < 0 && s->err.code == AU_EPROTO, "file: garbage file gives AU_EPROTO (%s)",
 	     s->err.str);
-	T_OK(s->ops->wait(s, id, 1000, &out) < 0 && s->err.code == AU_EPROTO,
+	T_OK(au_store_wait(s, id, 1000, &out) < 0 && s->err.code == AU_EPROTO,
 	     "file: wait on a garbage file gives AU_EPROTO");
-	T_OK(s->ops->sweep(s, 1000, &removed) == 0 && removed == 0, "file: sweep skips a garbage file");
+	T_OK(au_store_sweep(s, 1000, &removed) == 0 && removed == 0, "file: sweep skips a garbage file");
 	fresh(&r, AU_COMPLETED, 600);
 	memcpy(r.id, id, sizeof(id));
 	EQ(put1(s, &r), 1, "file: a put replaces an unreadable record");
@@ -584,7 +584,7 @@ static void test_file_store(struct au_store *s)
 	write_file(dir, ".tmp.fresh", "x", 1);
 	snprintf(path, sizeof(path), "%s/.tmp.stale", dir);
 	utimensat(AT_FDCWD, path, old, 0);
-	s->ops->sweep(s, 1000, &removed);
+	au_store_sweep(s, 1000, &removed);
 	T_OK(access(path, F_OK) < 0, "file: sweep removes a temporary file older than a minute");
 	snprintf(path, sizeof(path), "%s/.tmp.fresh", dir);
 	T_OK(access(path, F_OK) == 0, "file: sweep keeps a fresh temporary file");
@@ -640,7 +640,7 @@ static void test_redis_store(struct au_store *s)
 	EQ(get_code(s, r.id), AU_OK, "redis: get reconnects after a drop");
 	T_OK(kill_clients(&s->url) == 0, "redis: killed them again");
 	au_record_init(&out);
-	rc = s->ops->wait(s, r.id, 1000, &out);
+	rc = au_store_wait(s, r.id, 1000, &out);
 	T_OK(rc == 0, "redis: wait reconnects after a drop (%s)", rc ? s->err.str : "ok");
 	au_record_release(&out);
 	wait_for_writer(s, 2000);

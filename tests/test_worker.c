@@ -4,6 +4,7 @@
  * middleware chain (order of hooks, a before hook refusing), retries with
  * their delays, timeouts that cancel the task, stop with work in flight.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,16 +17,20 @@
 static char trace[4096];
 static char name_a[] = "a", name_b[] = "b";
 
-static void note(const char *fmt, const char *s)
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
 {
 	size_t n = strlen(trace);
+	va_list ap;
 
-	snprintf(trace + n, sizeof(trace) - n, fmt, s);
+	va_start(ap, fmt);
+	vsnprintf(trace + n, sizeof(trace) - n, fmt, ap);
+	va_end(ap);
 }
 
 static int mw_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 {
-	note("before:%s ", ctx);
+	note("before:%s ", (char *)ctx);
 	for (size_t i = 0; i < run->c->nheaders; i++)
 		if (!strcmp(run->c->headers[i].key, "deny") && !strcmp(ctx, "a")) {
 			snprintf(errbuf, errlen, "denied by policy");
@@ -36,14 +41,14 @@ static int mw_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 
 static void mw_after(void *ctx, struct au_run *run)
 {
-	note("after:%s ", ctx);
+	note("after:%s ", (char *)ctx);
 	T_OK(run->status == AU_COMPLETED && run->result_len > 0, "after hook sees the result (%s)",
 	     (char *)ctx);
 }
 
 static void mw_error(void *ctx, struct au_run *run)
 {
-	note("error:%s ", ctx);
+	note("error:%s ", (char *)ctx);
 	note("(%s) ", au_status_name(run->status));
 }
 

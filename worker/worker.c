@@ -1,18 +1,27 @@
 /*
  * worker.c - the worker: one libevent loop leasing computations in batches,
- * running them through the middleware chain, writing outcomes to the store
- * and then acking, extending leases while they run, rescuing expired leases
- * of crashed workers, stopping gracefully.
+ * running each attempt through the middleware chain, writing outcomes to the
+ * store and then telling the queue, extending leases while attempts run,
+ * rescuing expired leases of crashed workers, stopping gracefully.
  *
- * Flow of one batch: pump() leases up to `batch` computations (no more than
- * the free concurrency), starts each task; tasks finish now or later on the
- * loop; finished attempts wait in `done` until flush() writes their records
- * in one store call and their acks/retries/buries in one queue call each.
- * The result is written before the ack, so a crash between the two re-runs
- * the computation but never loses its result (the store keeps the first).
+ * One attempt moves through three states, each a list of the worker:
+ *
+ *   running ──decide()──▶ decided ──flush()──▶ freed
+ *                                       └────▶ zombie ──task calls back──▶ freed
+ *
+ * decide() is the one place an outcome becomes a disposition (ack, retry,
+ * bury, release); complete, fail, timeout, reject and the end of the grace
+ * period all go through it, and it runs the after/on_error hooks. flush()
+ * writes the records of decided attempts in one store call, then tells the
+ * queue in one call per disposition. A record that cannot be stored turns
+ * its attempt into a retry or a dead letter, and the on_error hooks hear of
+ * that second outcome too (include/au.h, struct au_run). The result is written
+ * before the ack, so a crash between the two re-runs the computation but
+ * never loses its result (the store keeps the first). A zombie timed out
+ * while its task, which has no cancel hook, still runs: it holds its slot
+ * until the task calls back.
  */
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,38 +32,73 @@
 #include "core.h"
 #include "middleware.h"
 #include "queue.h"
-#include "registry.h"
 #include "store.h"
+#include "task.h"
+#include "tasks.h"
 
-enum action { ACT_NONE, ACT_ACK, ACT_RETRY, ACT_BURY, ACT_RELEASE };
-
-struct job_list {
-	struct au_task_ctx *head;
-	size_t n;
+enum attempt_state {
+	ATTEMPT_RUNNING,    /* the task has not reported; holds a slot */
+	ATTEMPT_DECIDED,    /* outcome known, waiting for flush() */
+	ATTEMPT_ZOMBIE,     /* written back, the task still runs; holds a slot */
+	ATTEMPT_NSTATES
 };
 
-/* One attempt in flight; also the task's context. */
-struct au_task_ctx {
+/* What the queue is told of a decided attempt. */
+enum disposition {
+	DISPOSE_ACK,        /* done: completed, or failed for good */
+	DISPOSE_RETRY,      /* again after a delay; the attempt counts */
+	DISPOSE_BURY,       /* to the dead letter set with the error as reason */
+	DISPOSE_RELEASE,    /* back unharmed; the attempt does not count */
+	DISPOSE_N
+};
+
+/* What an attempt came to, as decide() is told it. */
+enum verdict {
+	VERDICT_COMPLETED,  /* the task's result */
+	VERDICT_FAILED,     /* the computation's own permanent error */
+	VERDICT_RETRYABLE,  /* may succeed again: retried while attempts remain */
+	VERDICT_REJECTED,   /* cannot run at all: malformed, unknown task */
+	VERDICT_RELEASED,   /* the worker lets go (grace over) */
+};
+
+struct attempt {
+	struct au_task_ctx task;      /* first: what the task holds */
 	struct au_worker *w;
+	enum attempt_state state;
+	enum disposition disposition; /* set by decide() */
+	int task_busy;                /* the task has neither called back nor been cancelled */
+	int lost;                     /* the lease was taken over (extend refused) */
 	struct au_lease lease;
 	struct au_computation c;
 	struct au_run run;
-	char query_id[AU_ID_SIZE + 16];
 	uint64_t started_at_ms;
-	struct event *timer;          /* timeout */
-	void (*cancel_fn)(void *);
-	void *cancel_arg;
-	int task_running;             /* the task has not called back yet */
-	int finished;                 /* outcome decided */
-	int lost;                     /* lease taken over (extend refused) */
-	enum action action;
+	struct event *timer;          /* the computation's timeout */
 	uint64_t retry_delay_ms;
-	int write_record;
 	unsigned char *result;
 	size_t result_len;
 	char *error;
-	struct job_list *list;        /* the list it is on */
-	struct au_task_ctx *prev, *next;
+	struct attempt *prev, *next;
+};
+
+struct attempt_list {
+	struct attempt *head;
+	size_t n;
+};
+
+/*
+ * Scratch space of flush() and the heartbeat, sized once for `cap`
+ * attempts: flush() writes back at most cap attempts per round, and no more
+ * than the concurrency run at once.
+ */
+struct scratch {
+	size_t cap;
+	struct attempt **attempts;
+	struct au_record *recs;
+	struct au_ref *refs[DISPOSE_N];
+	uint64_t *delays;
+	const char **errors;          /* of retries */
+	const char **reasons;         /* of buries */
+	int *applied;
 };
 
 struct au_worker {
@@ -64,63 +108,73 @@ struct au_worker {
 	struct au_queue *q;
 	struct au_store *store;
 	struct au_clickhouse *ch;
-	struct au_registry *reg;
-	int own_reg;
+	struct au_registry *reg;       /* the caller's tasks, may be NULL */
+	struct au_registry *builtins;
 	struct au_chain chain;
 	struct au_err err;
 
-	struct job_list running;      /* task not finished */
-	struct job_list done;         /* outcome decided, not yet flushed */
-	struct job_list zombies;      /* flushed, task still running (timed out) */
+	struct attempt_list lists[ATTEMPT_NSTATES];
 	struct au_lease *leases;
+	struct scratch scratch;
 
 	struct event *pump_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev, *drain_ev;
 	uint64_t drain_deadline_us;
 	int watching;
 	int stopping;
 	int exited;
-	uint64_t last_active_us;       /* monotonic: last lease or finish */
+	uint64_t last_active_us;       /* monotonic: last lease or decision */
 	uint64_t last_sweep_ms;
 	char last_error[AU_ERRSTR_SIZE];
 	uint64_t last_report_us;
 	struct au_worker_stats stats;
 };
 
-static void list_add(struct job_list *l, struct au_task_ctx *j)
+static const struct au_task_ops attempt_task_ops;
+
+static void list_add(struct attempt_list *l, struct attempt *a)
 {
-	j->list = l;
-	j->prev = NULL;
-	j->next = l->head;
+	a->prev = NULL;
+	a->next = l->head;
 	if (l->head)
-		l->head->prev = j;
-	l->head = j;
+		l->head->prev = a;
+	l->head = a;
 	l->n++;
 }
 
-static void list_del(struct job_list *l, struct au_task_ctx *j)
+static void list_del(struct attempt_list *l, struct attempt *a)
 {
-	if (j->prev)
-		j->prev->next = j->next;
+	if (a->prev)
+		a->prev->next = a->next;
 	else
-		l->head = j->next;
-	if (j->next)
-		j->next->prev = j->prev;
-	j->prev = j->next = NULL;
-	j->list = NULL;
+		l->head = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	a->prev = a->next = NULL;
 	l->n--;
+}
+
+static void set_state(struct attempt *a, enum attempt_state st)
+{
+	list_del(&a->w->lists[a->state], a);
+	a->state = st;
+	list_add(&a->w->lists[st], a);
+}
+
+static size_t count(const struct au_worker *w, enum attempt_state st)
+{
+	return w->lists[st].n;
 }
 
 /* Attempts not yet written back. */
 static size_t inflight(const struct au_worker *w)
 {
-	return w->running.n + w->done.n;
+	return count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_DECIDED);
 }
 
-/* Slots taken: finished attempts waiting for flush() hold none; tasks that
- * timed out but still run (no cancel hook) do. */
+/* Slots taken: decided attempts waiting for flush() hold none; zombies do. */
 static size_t busy(const struct au_worker *w)
 {
-	return w->running.n + w->zombies.n;
+	return count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_ZOMBIE);
 }
 
 /* Logs a failing server operation: a new message at most once a second,
@@ -145,15 +199,16 @@ static void recovered(struct au_worker *w)
 	}
 }
 
-static void job_free(struct au_task_ctx *j)
+static void attempt_free(struct attempt *a)
 {
-	if (j->timer)
-		event_free(j->timer);
-	au_lease_release(&j->lease);
-	au_computation_release(&j->c);
-	free(j->result);
-	free(j->error);
-	free(j);
+	list_del(&a->w->lists[a->state], a);
+	if (a->timer)
+		event_free(a->timer);
+	au_lease_release(&a->lease);
+	au_computation_release(&a->c);
+	free(a->result);
+	free(a->error);
+	free(a);
 }
 
 static uint64_t retry_delay(const struct au_worker *w, uint32_t attempt)
@@ -168,224 +223,245 @@ static uint64_t retry_delay(const struct au_worker *w, uint32_t attempt)
 	return d > w->opts.retry_max_ms ? w->opts.retry_max_ms : d;
 }
 
-/* Decides what happens to a finished attempt and queues it for flush(). */
-static void finish(struct au_task_ctx *j, enum au_status status)
+/* The after (completed) or on_error hooks, with the outcome as it stands. */
+static void run_hooks(struct au_worker *w, struct attempt *a)
 {
-	struct au_worker *w = j->w;
-	const struct au_computation *c = &j->c;
+	a->run.result = a->run.status == AU_COMPLETED ? a->result : NULL;
+	a->run.result_len = a->run.status == AU_COMPLETED ? a->result_len : 0;
+	a->run.error = a->error;
+	au_chain_finish(&w->chain, &a->run);
+}
 
-	j->finished = 1;
-	if (j->timer)
-		evtimer_del(j->timer);
-	j->run.finished_at_us = au_mono_us();
-	w->last_active_us = j->run.finished_at_us;
-	j->write_record = 1;
-	if (status == AU_COMPLETED) {
-		j->action = ACT_ACK;
-		w->stats.completed++;
-	} else if (status == AU_RETRYING && j->lease.attempts < c->max_attempts) {
-		j->action = ACT_RETRY;
-		j->write_record = 0;
-		j->retry_delay_ms = retry_delay(w, j->lease.attempts);
-		w->stats.retried++;
-	} else if (status == AU_RETRYING) {
-		char *e = au_asprintf("failed after %u attempts: %s", j->lease.attempts,
-				      j->error ? j->error : "");
+/*
+ * Settles a running attempt: what the queue will be told and what the
+ * record will say. Takes error (may be NULL). A settled attempt stays
+ * settled: a second decision (a task calling back after its timeout) is
+ * dropped.
+ */
+static void decide(struct attempt *a, enum verdict v, char *error)
+{
+	struct au_worker *w = a->w;
+	enum au_status status = AU_FAILED;
 
-		if (e) {
-			free(j->error);
-			j->error = e;
-		}
-		status = AU_FAILED;
-		j->action = ACT_BURY;
-		w->stats.failed++;
-	} else {
-		j->action = ACT_ACK;
-		w->stats.failed++;
+	if (a->state != ATTEMPT_RUNNING) {
+		free(error);
+		return;
 	}
-	j->run.status = status;
-	j->run.result = j->result;
-	j->run.result_len = j->result_len;
-	j->run.error = j->error;
-	au_chain_finish(&w->chain, &j->run);
-	list_del(&w->running, j);
-	list_add(&w->done, j);
+	free(a->error);
+	a->error = error;
+	if (a->timer)
+		evtimer_del(a->timer);
+	a->run.finished_at_us = au_mono_us();
+	w->last_active_us = a->run.finished_at_us;
+	switch (v) {
+	case VERDICT_COMPLETED:
+		a->disposition = DISPOSE_ACK;
+		status = AU_COMPLETED;
+		w->stats.completed++;
+		break;
+	case VERDICT_FAILED:
+		a->disposition = DISPOSE_ACK;
+		w->stats.failed++;
+		break;
+	case VERDICT_RETRYABLE:
+		if (a->lease.attempts < a->c.max_attempts) {
+			a->disposition = DISPOSE_RETRY;
+			a->retry_delay_ms = retry_delay(w, a->lease.attempts);
+			status = AU_RETRYING;
+			w->stats.retried++;
+		} else {
+			char *e = au_asprintf("failed after %u attempts: %s", a->lease.attempts,
+					      a->error ? a->error : "");
+
+			if (e) {
+				free(a->error);
+				a->error = e;
+			}
+			a->disposition = DISPOSE_BURY;
+			w->stats.failed++;
+		}
+		break;
+	case VERDICT_REJECTED:
+		a->disposition = DISPOSE_BURY;
+		w->stats.failed++;
+		break;
+	case VERDICT_RELEASED:
+		a->disposition = DISPOSE_RELEASE;
+		status = AU_RUNNING;   /* no outcome: another attempt will have one */
+		w->stats.released++;
+		break;
+	}
+	a->run.status = status;
+	if (v != VERDICT_RELEASED)
+		run_hooks(w, a);
+	set_state(a, ATTEMPT_DECIDED);
 	event_active(w->flush_ev, 0, 0);
 }
 
-/* A computation that cannot run at all (malformed, unknown task): it fails
- * for good and goes to the dead letter set with the reason. */
-static void reject(struct au_task_ctx *j, const char *reason)
+/* Ack and bury are terminal: they leave a record. */
+static int writes_record(const struct attempt *a)
 {
-	j->error = au_strdup(reason);
-	j->run.status = AU_FAILED;
-	finish(j, AU_FAILED);
-	j->action = ACT_BURY;
+	return a->disposition == DISPOSE_ACK || a->disposition == DISPOSE_BURY;
 }
 
-/* A call from a task the worker already gave up on (timeout): if the attempt
- * was flushed, the context only waited for this call. */
-static void late_call(struct au_task_ctx *j)
+/* The task called back: 1 if its call still decides the attempt, 0 if the
+ * worker gave up on it already (a zombie is then done with). */
+static int task_returned(struct attempt *a)
 {
-	if (j->list == &j->w->zombies) {
-		list_del(&j->w->zombies, j);
-		job_free(j);
-	}
+	a->task_busy = 0;
+	if (a->state == ATTEMPT_RUNNING)
+		return 1;
+	if (a->state == ATTEMPT_ZOMBIE)
+		attempt_free(a);
+	return 0;
 }
 
-void au_task_complete(struct au_task_ctx *j, const unsigned char *result, size_t len)
+static void attempt_complete(struct au_task_ctx *ctx, const unsigned char *result, size_t len)
 {
-	j->task_running = 0;
-	if (j->finished) {
-		late_call(j);
+	struct attempt *a = (struct attempt *)ctx;
+
+	if (!task_returned(a))
 		return;
-	}
 	/* the record around the result needs room too */
 	if (len > AU_MAX_RESULT - 4096) {
-		j->error = au_asprintf("result too large: %zu bytes (limit %u)", len,
-				       AU_MAX_RESULT - 4096);
-		finish(j, AU_FAILED);
+		decide(a, VERDICT_FAILED, au_asprintf("result too large: %zu bytes (limit %u)", len,
+						      AU_MAX_RESULT - 4096));
 		return;
 	}
-	j->result = malloc(len ? len : 1);
-	if (!j->result) {
-		j->error = au_strdup("out of memory");
-		finish(j, AU_RETRYING);
+	if (!(a->result = malloc(len ? len : 1))) {
+		decide(a, VERDICT_RETRYABLE, au_strdup("out of memory"));
 		return;
 	}
-	memcpy(j->result, result, len);
-	j->result_len = len;
-	finish(j, AU_COMPLETED);
+	memcpy(a->result, result, len);
+	a->result_len = len;
+	decide(a, VERDICT_COMPLETED, NULL);
 }
 
-void au_task_fail(struct au_task_ctx *j, int retryable, const char *fmt, ...)
+static void attempt_fail(struct au_task_ctx *ctx, int retryable, const char *msg)
 {
-	va_list ap;
-	char msg[1024];
+	struct attempt *a = (struct attempt *)ctx;
 
-	j->task_running = 0;
-	if (j->finished) {
-		late_call(j);
+	if (task_returned(a))
+		decide(a, retryable ? VERDICT_RETRYABLE : VERDICT_FAILED, au_strdup(msg));
+}
+
+static const struct au_task_ops attempt_task_ops = {
+	.complete = attempt_complete,
+	.fail = attempt_fail,
+};
+
+/* Tells a still-running task to let go. Without a cancel hook it is
+ * waited for, and becomes a zombie once written back. */
+static void abandon(struct attempt *a)
+{
+	if (!a->task_busy || !a->task.cancel_fn)
 		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	j->error = au_strdup(msg);
-	finish(j, retryable ? AU_RETRYING : AU_FAILED);
-}
-
-struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *j)
-{
-	return j->w->ch;
-}
-
-struct event_base *au_task_base(struct au_task_ctx *j)
-{
-	return j->w->base;
-}
-
-const char *au_task_query_id(struct au_task_ctx *j)
-{
-	return j->query_id;
-}
-
-void au_task_on_cancel(struct au_task_ctx *j, void (*fn)(void *arg), void *arg)
-{
-	j->cancel_fn = fn;
-	j->cancel_arg = arg;
-}
-
-/* Tells a still-running task to let go; returns 1 if it did (or had
- * nothing to let go of), 0 if it must be waited for. */
-static int abandon(struct au_task_ctx *j)
-{
-	if (!j->task_running)
-		return 1;
-	if (!j->cancel_fn)
-		return 0;
-	j->cancel_fn(j->cancel_arg);
-	j->task_running = 0;
-	return 1;
+	a->task_busy = 0;
+	a->task.cancel_fn(a->task.cancel_arg);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
-	struct au_task_ctx *j = arg;
+	struct attempt *a = arg;
 
 	(void)fd;
 	(void)what;
-	if (j->finished)
-		return;
-	j->finished = 1;   /* a hook calling back at once finds it settled */
-	abandon(j);
-	j->error = au_asprintf("timed out after %u ms", j->c.timeout_ms);
-	finish(j, AU_RETRYING);
+	/* decided first, so a cancel hook that calls back at once finds the
+	 * attempt settled */
+	decide(a, VERDICT_RETRYABLE, au_asprintf("timed out after %u ms", a->c.timeout_ms));
+	abandon(a);
+}
+
+static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn, void **arg)
+{
+	return (w->reg && au_registry_find(w->reg, name, fn, arg) == 0) ||
+	       au_registry_find(w->builtins, name, fn, arg) == 0 ? 0 : -1;
 }
 
 static void start(struct au_worker *w, struct au_lease *l)
 {
-	struct au_task_ctx *j = calloc(1, sizeof(*j));
+	struct attempt *a = calloc(1, sizeof(*a));
 	struct au_err err = { 0, "" };
 	au_task_fn fn;
 	void *arg;
 	char errbuf[512];
 
-	if (!j) {
+	if (!a) {
 		au_log(AU_LOG_ERROR, "out of memory starting computation '%s'", l->ref.id);
 		au_lease_release(l);   /* the lease runs out and another worker takes it */
 		return;
 	}
-	j->w = w;
-	j->lease = *l;
+	a->w = w;
+	a->task.ops = &attempt_task_ops;
+	a->task.base = w->base;
+	a->task.ch = w->ch;
+	a->lease = *l;
 	memset(l, 0, sizeof(*l));
-	j->run.c = &j->c;
-	j->run.worker = au_worker_name();
-	j->run.started_at_us = au_mono_us();
-	j->run.status = AU_RUNNING;
-	j->started_at_ms = au_now_ms();
-	list_add(&w->running, j);
+	a->run.c = &a->c;
+	a->run.worker = au_worker_name();
+	a->run.started_at_us = au_mono_us();
+	a->run.status = AU_RUNNING;
+	a->started_at_ms = au_now_ms();
+	a->state = ATTEMPT_RUNNING;
+	list_add(&w->lists[ATTEMPT_RUNNING], a);
 	w->stats.leased++;
-	w->last_active_us = j->run.started_at_us;
+	w->last_active_us = a->run.started_at_us;
 
-	if (au_computation_decode(j->lease.body, j->lease.body_len, &j->c, &err) < 0) {
-		au_computation_init(&j->c);
-		memcpy(j->c.id, j->lease.ref.id, AU_ID_SIZE);
-		j->c.queue = au_strdup(w->queue_name);
-		j->c.attempts = j->lease.attempts;
-		reject(j, err.str);
+	if (au_computation_decode(a->lease.body, a->lease.body_len, &a->c, &err) < 0) {
+		au_computation_init(&a->c);
+		memcpy(a->c.id, a->lease.ref.id, AU_ID_SIZE);
+		a->c.queue = au_strdup(w->queue_name);
+		a->c.attempts = a->lease.attempts;
+		decide(a, VERDICT_REJECTED, au_strdup(err.str));
 		return;
 	}
-	j->c.attempts = j->lease.attempts;
-	snprintf(j->query_id, sizeof(j->query_id), "%s-%u", j->c.id, j->lease.attempts);
-	if (strcmp(j->c.id, j->lease.ref.id) != 0) {
-		reject(j, "malformed computation: id does not match the queue's");
+	a->c.attempts = a->lease.attempts;
+	snprintf(a->task.query_id, sizeof(a->task.query_id), "%s-%u", a->c.id, a->lease.attempts);
+	if (strcmp(a->c.id, a->lease.ref.id) != 0) {
+		decide(a, VERDICT_REJECTED,
+		       au_strdup("malformed computation: id does not match the queue's"));
 		return;
 	}
-	if (au_registry_find(w->reg, j->c.task, &fn, &arg) < 0) {
-		snprintf(errbuf, sizeof(errbuf), "unknown task '%s'", j->c.task);
-		reject(j, errbuf);
+	if (find_task(w, a->c.task, &fn, &arg) < 0) {
+		decide(a, VERDICT_REJECTED, au_asprintf("unknown task '%s'", a->c.task));
 		return;
 	}
-	if (au_chain_before(&w->chain, &j->run, errbuf, sizeof(errbuf)) < 0) {
-		j->error = au_strdup(errbuf);
-		finish(j, AU_FAILED);
+	if (au_chain_before(&w->chain, &a->run, errbuf, sizeof(errbuf)) < 0) {
+		decide(a, VERDICT_FAILED, au_strdup(errbuf));
 		return;
 	}
-	if (j->c.timeout_ms) {
-		struct timeval tv = { (time_t)(j->c.timeout_ms / 1000),
-				      (suseconds_t)(j->c.timeout_ms % 1000) * 1000 };
+	if (a->c.timeout_ms) {
+		struct timeval tv = { (time_t)(a->c.timeout_ms / 1000),
+				      (suseconds_t)(a->c.timeout_ms % 1000) * 1000 };
 
-		j->timer = evtimer_new(w->base, on_timeout, j);
-		if (j->timer)
-			evtimer_add(j->timer, &tv);
+		a->timer = evtimer_new(w->base, on_timeout, a);
+		if (a->timer)
+			evtimer_add(a->timer, &tv);
 	}
-	j->task_running = 1;
-	fn(j, &j->c, arg);
+	a->task_busy = 1;
+	fn(&a->task, &a->c, arg);
 }
 
 static void stop_now(struct au_worker *w);
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
+
+static void record_of(const struct attempt *a, struct au_record *r)
+{
+	memset(r, 0, sizeof(*r));
+	memcpy(r->id, a->c.id, AU_ID_SIZE);
+	r->status = a->run.status;
+	r->result = a->result;
+	r->result_len = a->result_len;
+	r->error = a->error;
+	r->task = a->c.task;
+	r->queue = a->c.queue;
+	r->worker = (char *)a->run.worker;
+	r->attempts = a->lease.attempts;
+	r->ttl_s = a->c.ttl_s;   /* 0: never expires */
+	r->created_at_ms = a->c.created_at_ms;
+	r->started_at_ms = a->started_at_ms;
+	r->finished_at_ms = a->started_at_ms + (a->run.finished_at_us - a->run.started_at_us) / 1000;
+}
 
 /*
  * A batch of records failed to store. Each is tried alone, so one bad record
@@ -394,142 +470,108 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg);
  * it has attempts left (the store may be down), anything else goes to the
  * dead letter set with the reason.
  */
-static void unstored(struct au_worker *w, struct au_task_ctx **jobs, size_t n,
+static void unstored(struct au_worker *w, struct attempt **as, size_t n,
 		     const struct au_record *recs)
 {
 	size_t i, k = 0;
 
 	for (i = 0; i < n; i++) {
-		struct au_task_ctx *j = jobs[i];
+		struct attempt *a = as[i];
 		char *why;
 
-		if (!j->write_record)
+		if (!writes_record(a))
 			continue;
-		if (w->store->ops->put(w->store, &recs[k++], 1, NULL) == 0)
+		if (au_store_put(w->store, &recs[k++], 1, NULL) == 0)
 			continue;
-		if (j->run.status == AU_COMPLETED && w->store->err.code == AU_ECONN &&
-		    j->lease.attempts < j->c.max_attempts) {
-			j->action = ACT_RETRY;
-			j->retry_delay_ms = retry_delay(w, j->lease.attempts);
-			continue;
-		}
 		why = au_asprintf("result not stored: %s", w->store->err.str);
 		if (why) {
-			free(j->error);
-			j->error = why;
+			free(a->error);
+			a->error = why;
 		}
-		j->action = ACT_BURY;
+		if (a->run.status == AU_COMPLETED && w->store->err.code == AU_ECONN &&
+		    a->lease.attempts < a->c.max_attempts) {
+			a->disposition = DISPOSE_RETRY;
+			a->retry_delay_ms = retry_delay(w, a->lease.attempts);
+			a->run.status = AU_RETRYING;
+		} else {
+			a->disposition = DISPOSE_BURY;
+			a->run.status = AU_FAILED;
+		}
+		run_hooks(w, a);
 	}
 }
 
-/* Writes records, then acks / retries / buries, for every finished attempt. */
-static void flush(struct au_worker *w)
+/* Writes back up to scratch.cap decided attempts: records first, then one
+ * queue call per disposition. */
+static void flush_some(struct au_worker *w)
 {
-	size_t n = w->done.n, nrec = 0, nack = 0, nretry = 0, nbury = 0, nrel = 0, i;
-	struct au_record *recs;
-	struct au_ref *acks, *retries, *buries, *rels;
-	uint64_t *delays;
-	const char **rerrors, **reasons;
-	struct au_task_ctx **jobs, *j;
-	int *applied;
+	struct scratch *s = &w->scratch;
+	size_t n = 0, nrec = 0, cnt[DISPOSE_N] = { 0 }, i;
+	struct attempt *a;
+	int rc;
 
-	if (!n)
-		return;
-	recs = calloc(n, sizeof(*recs));
-	acks = calloc(n, sizeof(*acks));
-	retries = calloc(n, sizeof(*retries));
-	buries = calloc(n, sizeof(*buries));
-	rels = calloc(n, sizeof(*rels));
-	delays = calloc(n, sizeof(*delays));
-	rerrors = calloc(n, sizeof(*rerrors));
-	reasons = calloc(n, sizeof(*reasons));
-	jobs = calloc(n, sizeof(*jobs));
-	applied = calloc(n, sizeof(*applied));
-	if (!recs || !acks || !retries || !buries || !rels || !delays || !rerrors || !reasons ||
-	    !jobs || !applied) {
-		au_log(AU_LOG_ERROR, "out of memory flushing %zu computations", n);
-		goto out;   /* retried on the next flush */
-	}
-
-	for (i = 0, j = w->done.head; j; j = j->next, i++) {
-		jobs[i] = j;
-		if (!j->write_record)
-			continue;
-		struct au_record *r = &recs[nrec++];
-
-		memcpy(r->id, j->c.id, AU_ID_SIZE);
-		r->status = j->run.status;
-		r->result = j->result;
-		r->result_len = j->result_len;
-		r->error = j->error;
-		r->task = j->c.task;
-		r->queue = j->c.queue;
-		r->worker = (char *)j->run.worker;
-		r->attempts = j->lease.attempts;
-		r->ttl_s = j->c.ttl_s ? j->c.ttl_s : 86400;
-		r->created_at_ms = j->c.created_at_ms;
-		r->started_at_ms = j->started_at_ms;
-		r->finished_at_ms = j->started_at_ms +
-			(j->run.finished_at_us - j->run.started_at_us) / 1000;
-	}
-	if (nrec && w->store->ops->put(w->store, recs, nrec, NULL) < 0) {
+	for (a = w->lists[ATTEMPT_DECIDED].head; a && n < s->cap; a = a->next)
+		s->attempts[n++] = a;
+	for (i = 0; i < n; i++)
+		if (writes_record(s->attempts[i]))
+			record_of(s->attempts[i], &s->recs[nrec++]);
+	if (nrec && au_store_put(w->store, s->recs, nrec, NULL) < 0) {
 		report(w, &w->store->err);
-		unstored(w, jobs, n, recs);
+		unstored(w, s->attempts, n, s->recs);
 	}
 
 	for (i = 0; i < n; i++) {
-		j = jobs[i];
-		switch (j->action) {
-		case ACT_ACK:
-			acks[nack++] = j->lease.ref;
-			break;
-		case ACT_RETRY:
-			delays[nretry] = j->retry_delay_ms;
-			rerrors[nretry] = j->error;
-			retries[nretry++] = j->lease.ref;
-			break;
-		case ACT_BURY:
-			reasons[nbury] = j->error ? j->error : "failed";
-			buries[nbury++] = j->lease.ref;
+		enum disposition d;
+
+		a = s->attempts[i];
+		d = a->disposition;
+		if (d == DISPOSE_RETRY) {
+			s->delays[cnt[d]] = a->retry_delay_ms;
+			s->errors[cnt[d]] = a->error;
+		} else if (d == DISPOSE_BURY) {
+			s->reasons[cnt[d]] = a->error ? a->error : "failed";
 			w->stats.buried++;
-			break;
-		case ACT_RELEASE:
-			rels[nrel++] = j->lease.ref;
-			break;
-		case ACT_NONE:
-			break;
 		}
+		s->refs[d][cnt[d]++] = a->lease.ref;
 	}
 	/* Each call on its own: what fails here runs out its lease and is
 	 * rescued, and must not hold back the others. */
-	if (nack && w->q->ops->ack(w->q, w->queue_name, acks, nack, applied) < 0)
-		report(w, &w->q->err);
-	if (nretry && w->q->ops->retry(w->q, w->queue_name, retries, nretry, delays, rerrors,
-				       applied) < 0)
-		report(w, &w->q->err);
-	if (nbury && w->q->ops->bury(w->q, w->queue_name, buries, nbury, reasons, applied) < 0)
-		report(w, &w->q->err);
-	if (nrel && w->q->ops->release(w->q, w->queue_name, rels, nrel, applied) < 0)
-		report(w, &w->q->err);
-
-	while ((j = w->done.head)) {
-		list_del(&w->done, j);
-		if (j->task_running)
-			list_add(&w->zombies, j);
-		else
-			job_free(j);
+	for (i = 0; i < DISPOSE_N; i++) {
+		if (!cnt[i])
+			continue;
+		switch ((enum disposition)i) {
+		case DISPOSE_ACK:
+			rc = au_queue_ack(w->q, w->queue_name, s->refs[i], cnt[i], s->applied);
+			break;
+		case DISPOSE_RETRY:
+			rc = au_queue_retry(w->q, w->queue_name, s->refs[i], cnt[i], s->delays,
+					    s->errors, s->applied);
+			break;
+		case DISPOSE_BURY:
+			rc = au_queue_bury(w->q, w->queue_name, s->refs[i], cnt[i], s->reasons,
+					   s->applied);
+			break;
+		default:
+			rc = au_queue_release(w->q, w->queue_name, s->refs[i], cnt[i], s->applied);
+			break;
+		}
+		if (rc < 0)
+			report(w, &w->q->err);
 	}
-out:
-	free(recs);
-	free(acks);
-	free(retries);
-	free(buries);
-	free(rels);
-	free(delays);
-	free(rerrors);
-	free(reasons);
-	free(jobs);
-	free(applied);
+
+	for (i = 0; i < n; i++) {
+		a = s->attempts[i];
+		if (a->task_busy)
+			set_state(a, ATTEMPT_ZOMBIE);
+		else
+			attempt_free(a);
+	}
+}
+
+static void flush(struct au_worker *w)
+{
+	while (count(w, ATTEMPT_DECIDED))
+		flush_some(w);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -576,7 +618,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 		if (!room)
 			return;
 	}
-	if (w->q->ops->lease(w->q, w->queue_name, room, w->opts.lease_ms, 0, w->leases, &n) < 0) {
+	if (au_queue_lease(w->q, w->queue_name, room, w->opts.lease_ms, 0, w->leases, &n) < 0) {
 		report(w, &w->q->err);
 		return;   /* the poll timer tries again */
 	}
@@ -613,37 +655,29 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
 static void extend_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
-	size_t n = w->running.n, i = 0;
-	struct au_ref *refs;
-	struct au_task_ctx **jobs, *j;
-	int *applied;
+	struct scratch *s = &w->scratch;
+	struct au_ref *refs = s->refs[DISPOSE_ACK];
+	size_t n = 0, i;
+	struct attempt *a;
 
 	(void)fd;
 	(void)what;
+	for (a = w->lists[ATTEMPT_RUNNING].head; a && n < s->cap; a = a->next) {
+		refs[n] = a->lease.ref;
+		s->attempts[n++] = a;
+	}
 	if (!n)
 		return;
-	refs = calloc(n, sizeof(*refs));
-	jobs = calloc(n, sizeof(*jobs));
-	applied = calloc(n, sizeof(*applied));
-	if (refs && jobs && applied) {
-		for (j = w->running.head; j; j = j->next, i++) {
-			refs[i] = j->lease.ref;
-			jobs[i] = j;
-		}
-		if (w->q->ops->extend(w->q, w->queue_name, refs, n, w->opts.lease_ms, applied) < 0) {
-			report(w, &w->q->err);
-		} else {
-			for (i = 0; i < n; i++)
-				if (!applied[i] && !jobs[i]->lost) {
-					jobs[i]->lost = 1;
-					au_log(AU_LOG_WARN, "lease of computation '%s' was lost",
-					       jobs[i]->c.id);
-				}
-		}
+	if (au_queue_extend(w->q, w->queue_name, refs, n, w->opts.lease_ms, s->applied) < 0) {
+		report(w, &w->q->err);
+		return;
 	}
-	free(refs);
-	free(jobs);
-	free(applied);
+	for (i = 0; i < n; i++)
+		if (!s->applied[i] && !s->attempts[i]->lost) {
+			s->attempts[i]->lost = 1;
+			au_log(AU_LOG_WARN, "lease of computation '%s' was lost",
+			       s->attempts[i]->c.id);
+		}
 }
 
 /* Housekeeping: expired leases of crashed workers go back to the queue;
@@ -656,7 +690,7 @@ static void rescue_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (w->q->ops->rescue(w->q, w->queue_name, 1000, &requeued, &buried) < 0)
+	if (au_queue_rescue(w->q, w->queue_name, 1000, &requeued, &buried) < 0)
 		report(w, &w->q->err);
 	else if (requeued || buried)
 		au_log(AU_LOG_WARN, "rescued %zu expired leases on queue '%s' (%zu dead-lettered)",
@@ -665,7 +699,7 @@ static void rescue_cb(evutil_socket_t fd, short what, void *arg)
 		event_active(w->pump_ev, 0, 0);
 	if (now - w->last_sweep_ms >= 60000) {
 		w->last_sweep_ms = now;
-		if (w->store->ops->sweep(w->store, 10000, &swept) < 0)
+		if (au_store_sweep(w->store, 10000, &swept) < 0)
 			report(w, &w->store->err);
 	}
 }
@@ -702,18 +736,13 @@ static void stop_now(struct au_worker *w)
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
-	struct au_task_ctx *j;
+	struct attempt *a;
 
 	(void)fd;
 	(void)what;
-	while ((j = w->running.head)) {
-		j->finished = 1;
-		abandon(j);
-		j->write_record = 0;
-		j->action = ACT_RELEASE;
-		w->stats.released++;
-		list_del(&w->running, j);
-		list_add(&w->done, j);
+	while ((a = w->lists[ATTEMPT_RUNNING].head)) {
+		decide(a, VERDICT_RELEASED, NULL);
+		abandon(a);
 	}
 	flush(w);
 	stop_now(w);
@@ -726,8 +755,8 @@ void au_worker_stop(struct au_worker *w)
 	if (w->stopping)
 		return;
 	w->stopping = 1;
-	if (w->watching && w->q->ops->unwatch)
-		w->q->ops->unwatch(w->q);
+	if (w->watching)
+		au_queue_unwatch(w->q);
 	w->watching = 0;
 	event_del(w->poll_ev);
 	if (!inflight(w)) {
@@ -746,6 +775,40 @@ static struct event *timer(struct au_worker *w, event_callback_fn fn, short flag
 	return event_new(w->base, -1, flags, fn, w);
 }
 
+static int scratch_init(struct scratch *s, size_t cap)
+{
+	size_t i;
+
+	s->cap = cap;
+	s->attempts = calloc(cap, sizeof(*s->attempts));
+	s->recs = calloc(cap, sizeof(*s->recs));
+	s->delays = calloc(cap, sizeof(*s->delays));
+	s->errors = calloc(cap, sizeof(*s->errors));
+	s->reasons = calloc(cap, sizeof(*s->reasons));
+	s->applied = calloc(cap, sizeof(*s->applied));
+	for (i = 0; i < DISPOSE_N; i++)
+		s->refs[i] = calloc(cap, sizeof(*s->refs[i]));
+	for (i = 0; i < DISPOSE_N; i++)
+		if (!s->refs[i])
+			return -1;
+	return s->attempts && s->recs && s->delays && s->errors && s->reasons && s->applied ? 0
+												   : -1;
+}
+
+static void scratch_release(struct scratch *s)
+{
+	size_t i;
+
+	free(s->attempts);
+	free(s->recs);
+	free(s->delays);
+	free(s->errors);
+	free(s->reasons);
+	free(s->applied);
+	for (i = 0; i < DISPOSE_N; i++)
+		free(s->refs[i]);
+}
+
 struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_worker_opts *opts,
 				struct au_registry *reg, struct event_base *base)
 {
@@ -759,28 +822,25 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	if (opts)
 		w->opts = *opts;
 	if (!w->opts.concurrency)
-		w->opts.concurrency = 16;
+		w->opts.concurrency = AU_DEFAULT_CONCURRENCY;
 	if (!w->opts.batch)
-		w->opts.batch = 64;
+		w->opts.batch = AU_DEFAULT_BATCH;
 	if (w->opts.batch > w->opts.concurrency)
 		w->opts.batch = w->opts.concurrency;
 	if (!w->opts.lease_ms)
-		w->opts.lease_ms = 30000;
+		w->opts.lease_ms = AU_DEFAULT_LEASE_MS;
 	if (!w->opts.grace_ms)
-		w->opts.grace_ms = 10000;
+		w->opts.grace_ms = AU_DEFAULT_GRACE_MS;
 	if (!w->opts.retry_base_ms)
-		w->opts.retry_base_ms = 1000;
+		w->opts.retry_base_ms = AU_DEFAULT_RETRY_BASE_MS;
 	if (!w->opts.retry_max_ms)
-		w->opts.retry_max_ms = 300000;
+		w->opts.retry_max_ms = AU_DEFAULT_RETRY_MAX_MS;
 	if (!w->opts.poll_ms)
-		w->opts.poll_ms = 1000;
-	w->queue_name = au_strdup(w->opts.queue ? w->opts.queue : "default");
+		w->opts.poll_ms = AU_DEFAULT_POLL_MS;
+	w->queue_name = au_strdup(au_queue_name(w->opts.queue));
 	w->opts.queue = w->queue_name;
 	w->reg = reg;
-	if (!reg) {
-		w->reg = au_registry_new();
-		w->own_reg = 1;
-	}
+	w->builtins = au_registry_new();
 	w->leases = calloc(w->opts.batch, sizeof(*w->leases));
 	w->pump_ev = timer(w, pump_cb, 0);
 	w->flush_ev = timer(w, flush_cb, 0);
@@ -791,8 +851,10 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->drain_ev = timer(w, drain_cb, 0);
 	w->q = au_queue_open(conf.queue_url);
 	w->store = au_store_open(conf.store_url);
-	if (!w->queue_name || !w->reg || !w->leases || !w->pump_ev || !w->flush_ev || !w->poll_ev ||
-	    !w->extend_ev || !w->rescue_ev || !w->grace_ev || !w->drain_ev || !w->q || !w->store) {
+	if (!w->queue_name || !w->builtins || au_tasks_add_builtins(w->builtins) < 0 ||
+	    !w->leases || scratch_init(&w->scratch, w->opts.concurrency) < 0 || !w->pump_ev ||
+	    !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
+	    !w->drain_ev || !w->q || !w->store) {
 		au_worker_free(w);
 		return NULL;
 	}
@@ -829,14 +891,17 @@ static void set_timer(struct event *ev, uint32_t ms)
 
 int au_worker_start(struct au_worker *w)
 {
+	uint32_t beat = w->opts.lease_ms / AU_HEARTBEAT_DIVISOR;
+
 	if (w->err.code)
 		return -1;
 	w->last_active_us = au_mono_us();
 	w->last_sweep_ms = au_now_ms();
-	if (w->q->ops->watch && w->q->ops->watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
+	if ((w->q->ops->features & AU_QUEUE_WATCH) &&
+	    au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : 50);
-	set_timer(w->extend_ev, w->opts.lease_ms / 3 ? w->opts.lease_ms / 3 : 1);
+	set_timer(w->extend_ev, beat ? beat : 1);
 	set_timer(w->rescue_ev, 1000);
 	event_active(w->pump_ev, 0, 0);
 	return 0;
@@ -847,37 +912,30 @@ void au_worker_stats(const struct au_worker *w, struct au_worker_stats *st)
 	*st = w->stats;
 }
 
-static void free_list(struct job_list *l)
-{
-	struct au_task_ctx *j;
-
-	while ((j = l->head)) {
-		list_del(l, j);
-		abandon(j);
-		job_free(j);
-	}
-}
-
 void au_worker_free(struct au_worker *w)
 {
+	struct attempt *a;
 	size_t i;
 
 	if (!w)
 		return;
-	if (w->watching && w->q->ops->unwatch)
-		w->q->ops->unwatch(w->q);
+	if (w->watching)
+		au_queue_unwatch(w->q);
 	/* Running tasks let go first (their cancel hooks may use the
 	 * ClickHouse client); then the client drops what is still pending
 	 * without calling back. */
-	free_list(&w->running);
-	free_list(&w->done);
-	free_list(&w->zombies);
+	for (i = 0; i < ATTEMPT_NSTATES; i++)
+		while ((a = w->lists[i].head)) {
+			abandon(a);
+			attempt_free(a);
+		}
 	au_ch_free(w->ch);
 	au_chain_release(&w->chain);
 	if (w->leases)
 		for (i = 0; i < w->opts.batch; i++)
 			au_lease_release(&w->leases[i]);
 	free(w->leases);
+	scratch_release(&w->scratch);
 	if (w->pump_ev)
 		event_free(w->pump_ev);
 	if (w->flush_ev)
@@ -896,8 +954,7 @@ void au_worker_free(struct au_worker *w)
 		au_queue_close(w->q);
 	if (w->store)
 		au_store_close(w->store);
-	if (w->own_reg)
-		au_registry_free(w->reg);
+	au_registry_free(w->builtins);
 	free(w->queue_name);
 	free(w);
 }

@@ -1,4 +1,4 @@
-/* registry.c - the queue backends, found by URL scheme. */
+/* queue_registry.c - the queue backends, found by URL scheme. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,13 +7,11 @@
 extern const struct au_queue_ops au_redis_queue_ops;
 extern const struct au_queue_ops au_memory_queue_ops;
 extern const struct au_queue_ops au_pg_queue_ops;
-extern const struct au_queue_ops au_postgresql_queue_ops;
 
 const struct au_queue_ops *const au_queue_backends[] = {
 	&au_redis_queue_ops,
 	&au_memory_queue_ops,
 	&au_pg_queue_ops,
-	&au_postgresql_queue_ops,
 	NULL
 };
 
@@ -28,7 +26,8 @@ struct au_queue *au_queue_open(const char *url)
 	if (au_url_parse(url, &q->url, &q->err) < 0)
 		goto fail;
 	for (i = 0; au_queue_backends[i] && !ops; i++)
-		if (!strcmp(au_queue_backends[i]->scheme, q->url.scheme))
+		if (!strcmp(au_queue_backends[i]->scheme, q->url.scheme) ||
+		    (au_queue_backends[i]->alias && !strcmp(au_queue_backends[i]->alias, q->url.scheme)))
 			ops = au_queue_backends[i];
 	if (!ops) {
 		au_seterr(&q->err, AU_EINVAL, "unknown queue scheme '%s' in '%s'", q->url.scheme,

@@ -1,6 +1,6 @@
 /*
- * clickhouse.h - the ClickHouse HTTP client (libcurl) and the SQL helpers
- * the built-in tasks use. Only core/clickhouse.c includes curl.
+ * clickhouse.h - the ClickHouse HTTP client (libcurl) and SQL binding
+ * (clickhouse/sql.c). Only clickhouse/clickhouse.c includes curl.
  *
  * One `struct au_clickhouse` holds the server settings from the URL
  * (http://user:pass@host:port/database) and a curl multi handle. Attached to
@@ -84,7 +84,7 @@ int au_ch_kill_query(struct au_clickhouse *ch, const char *query_id, struct au_e
  * ignored. -1 only if the request could not start. */
 int au_ch_kill_query_async(struct au_clickhouse *ch, const char *query_id);
 
-/* ---- SQL helpers (core/sql.c) ---- */
+/* ---- SQL binding (clickhouse/sql.c) ---- */
 
 /* Limits on SQL text we send: the server's max_query_size is 256 KiB and a
  * deeply nested expression can crash an 18.16 server. */
@@ -111,22 +111,5 @@ int au_sql_identifier_valid(const char *s);
  * ([A-Za-z0-9_]+), a quoted literal or identifier, or one other character.
  * Sets *n to its length; NULL when only spaces and comments are left. */
 const char *au_sql_token(const char *p, const char *end, size_t *n);
-
-/* Registers ch.query, ch.exec, ch.insert (core/ch_tasks.c). */
-int au_ch_tasks_register(struct au_registry *reg);
-/*
- * The halves of those tasks that need no server (docs/clickhouse.md).
- * au_ch_task_request: from the task's msgpack args, the statement into sql
- * (NUL-terminated) and, for ch.insert, the JSONEachRow rows into data and
- * their count into *rows. AU_EINVAL / AU_ETOOBIG, message prefixed with the
- * task name. au_ch_task_result: the task's msgpack result from the answer
- * body: ch.query {"columns", "types", "rows"}, ch.exec {"ok": true},
- * ch.insert {"inserted": rows}. Both append to their buffers.
- */
-int au_ch_task_request(const char *task, const unsigned char *args, size_t len,
-		       struct au_buf *sql, struct au_buf *data, size_t *rows,
-		       struct au_err *err);
-int au_ch_task_result(const char *task, const char *body, size_t len, size_t rows,
-		      struct au_buf *out, struct au_err *err);
 
 #endif

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "clickhouse.h"
+#include "tasks.h"
 
 static const char *const task_names[] = { "ch.query", "ch.exec", "ch.insert" };
 
@@ -377,7 +378,7 @@ static void run_task(struct au_task_ctx *ctx, const struct au_computation *c, vo
 	au_buf_release(&data);
 }
 
-int au_ch_tasks_register(struct au_registry *reg)
+int au_ch_tasks_add(struct au_registry *reg)
 {
 	for (size_t i = 0; i < AU_ARRAY_SIZE(task_names); i++)
 		if (au_registry_add(reg, task_names[i], run_task, (void *)task_names[i]) < 0)

@@ -1,11 +1,8 @@
 /*
- * pg_schema.c - the PostgreSQL schema of au and its migrations, and the
- * libpq plumbing the queue and the store share (pg_schema.h).
- *
- * The schema is a list of numbered steps below. The database records the
- * steps it has in au_schema_version; each step runs in its own transaction
- * under a transaction-level advisory lock, and re-reads the version once
- * it holds the lock, so workers starting together migrate once.
+ * pg_client.c - how au talks to PostgreSQL, for the queue and the store
+ * alike (pg_client.h): connection strings from au URLs, connections that
+ * survive a server restart, messages in au's style, waiting for a
+ * notification, binary parameters.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -15,10 +12,9 @@
 
 #include <libpq-fe.h>
 
+#include "pg_client.h"
 #include "pg_schema.h"
 
-/* pg_advisory_xact_lock key of migrations: "au_migr" in ASCII. */
-#define MIGRATE_LOCK_KEY "32199251564587378"
 #define CONNECT_TIMEOUT_S "10"
 
 /*
@@ -34,63 +30,6 @@
  * and re-plan every call (3-30% slower in queue-limits.md).
  */
 #define SESSION_OPTIONS "-c enable_seqscan=off -c enable_bitmapscan=off -c enable_nestloop=off"
-
-static const struct step {
-	int version;
-	const char *what;
-	const char *sql;
-} steps[] = {
-	{ 1, "queue",
-	  "CREATE TABLE au_schema_version (\n"
-	  "\tversion int PRIMARY KEY,\n"
-	  "\tapplied_at timestamptz NOT NULL DEFAULT now()\n"
-	  ");\n"
-	  "-- state: 0 waiting (ready once run_at <= now()), 1 leased, 2 dead.\n"
-	  "-- body is the computation in au's wire format (docs/wire-format.md).\n"
-	  "CREATE TABLE au_jobs (\n"
-	  "\tid uuid PRIMARY KEY,\n"
-	  "\tpriority smallint NOT NULL DEFAULT 0,\n"
-	  "\tstate smallint NOT NULL DEFAULT 0,\n"
-	  "\tattempts int NOT NULL DEFAULT 0,\n"
-	  "\tmax_attempts int NOT NULL DEFAULT 1,\n"
-	  "\tseq bigint GENERATED ALWAYS AS IDENTITY (CACHE 100),\n"
-	  "\trun_at timestamptz NOT NULL DEFAULT now(),\n"
-	  "\tlease_until timestamptz,\n"
-	  "\tcreated_at timestamptz NOT NULL DEFAULT now(),\n"
-	  "\tqueue text COLLATE \"C\" NOT NULL,\n"
-	  "\ttoken text,\n"
-	  "\terror text,\n"
-	  "\tbody bytea NOT NULL\n"
-	  ");\n"
-	  "-- The lease walks this index from its head; seq keeps one push FIFO.\n"
-	  "CREATE INDEX au_jobs_ready ON au_jobs (queue, priority DESC, run_at, seq)"
-	  " WHERE state = 0;\n"
-	  "CREATE INDEX au_jobs_leased ON au_jobs (queue, lease_until) WHERE state = 1;\n" },
-	{ 2, "result store",
-	  "-- record is the result record in au's wire format.\n"
-	  "CREATE TABLE au_results (\n"
-	  "\tid uuid PRIMARY KEY,\n"
-	  "\texpires_at timestamptz NOT NULL,\n"
-	  "\trecord bytea NOT NULL\n"
-	  ");\n"
-	  "CREATE INDEX au_results_expires ON au_results (expires_at);\n" },
-	{ 3, "queue list, dead letter index, vacuum settings",
-	  "CREATE TABLE au_queues (\n"
-	  "\tname text COLLATE \"C\" PRIMARY KEY,\n"
-	  "\tcreated_at timestamptz NOT NULL DEFAULT now()\n"
-	  ");\n"
-	  "INSERT INTO au_queues (name) SELECT DISTINCT queue FROM au_jobs;\n"
-	  "CREATE INDEX au_jobs_dead ON au_jobs (queue) WHERE state = 2;\n"
-	  "-- Every computation inserts, updates and deletes a row of au_jobs:\n"
-	  "-- vacuum soon after each wave rather than after a fifth of the table.\n"
-	  "-- (No fillfactor: a lease changes indexed columns, so no update is\n"
-	  "-- HOT and room left on pages would only make the table bigger.)\n"
-	  "ALTER TABLE au_jobs SET (autovacuum_vacuum_scale_factor = 0.01,\n"
-	  "\tautovacuum_vacuum_threshold = 1000, autovacuum_vacuum_insert_scale_factor = 0.01,\n"
-	  "\tautovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);\n"
-	  "ALTER TABLE au_results SET (autovacuum_vacuum_scale_factor = 0.05,\n"
-	  "\tautovacuum_vacuum_cost_delay = 0);\n" },
-};
 
 /* ---- messages ---- */
 
@@ -132,8 +71,8 @@ int au_pg_connect_error(struct au_err *err, const struct au_url *url, PGconn *c)
 
 /* A failed statement: a dropped connection is AU_ECONN, anything the server
  * said AU_EPROTO. */
-static int query_error(struct au_err *err, const struct au_url *url, PGconn *c,
-		       const PGresult *r)
+int au_pg_query_error(struct au_err *err, const struct au_url *url, PGconn *c,
+		      const PGresult *r)
 {
 	const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	char why[AU_ERRSTR_SIZE];
@@ -159,7 +98,6 @@ void au_pg_notices(PGconn *c)
 	if (c)
 		PQsetNoticeProcessor(c, notice, NULL);
 }
-
 /* ---- connection strings ---- */
 
 static int conninfo_add(struct au_buf *b, const char *key, const char *val)
@@ -254,225 +192,13 @@ fail:
 	au_buf_release(&b);
 	return NULL;
 }
-
-/* ---- versions and migrations ---- */
-
-/* Runs sql (no parameters); the single value of its first row, if any, goes
- * to *val (NULL: not wanted). */
-static int simple(PGconn *c, const struct au_url *url, const char *sql, int *val,
-		  struct au_err *err)
-{
-	PGresult *r = PQexec(c, sql);
-	ExecStatusType st = PQresultStatus(r);
-	int rc = 0;
-
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-		rc = query_error(err, url, c, r);
-	else if (val)
-		*val = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? atoi(PQgetvalue(r, 0, 0)) : 0;
-	PQclear(r);
-	return rc;
-}
-
-static int db_version(PGconn *c, const struct au_url *url, int *version, struct au_err *err)
-{
-	int exists;
-
-	if (simple(c, url, "SELECT count(*) FROM pg_catalog.pg_class"
-		   " WHERE oid = to_regclass('au_schema_version')", &exists, err) < 0)
-		return -1;
-	*version = 0;
-	return exists ? simple(c, url, "SELECT max(version) FROM au_schema_version", version, err)
-		      : 0;
-}
-
-static int version_error(struct au_err *err, int version)
-{
-	if (version > AU_PG_SCHEMA_VERSION)
-		return au_seterr(err, AU_ESTATE, "database schema is at v%d, this au expects v%d: upgrade au",
-				 version, AU_PG_SCHEMA_VERSION);
-	return au_seterr(err, AU_ESTATE, "database schema is at v%d, this au expects v%d: run 'au migrate'",
-			 version, AU_PG_SCHEMA_VERSION);
-}
-
-/* What step s runs once it holds the lock. The planner may scan whole
- * tables here (the backfill of v3). */
-static char *step_body(const struct step *s)
-{
-	return au_asprintf("SET LOCAL enable_seqscan = on;\n"
-			   "SET LOCAL enable_bitmapscan = on;\n"
-			   "SET LOCAL enable_nestloop = on;\n"
-			   "%s"
-			   "INSERT INTO au_schema_version (version) VALUES (%d);\n",
-			   s->sql, s->version);
-}
-
-#define STEP_BEGIN "BEGIN;\nSELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");\n"
-
-/* Applies step s unless another process did while we waited for the lock. */
-static int apply_step(PGconn *c, const struct au_url *url, const struct step *s, FILE *out,
-		      struct au_err *err)
-{
-	char *body = step_body(s);
-	int version, rc, applied = 0;
-
-	if (!body)
-		return au_seterr(err, AU_ENOMEM, "out of memory");
-	rc = simple(c, url, STEP_BEGIN, NULL, err);
-	if (rc == 0)
-		rc = db_version(c, url, &version, err);
-	if (rc == 0 && version < s->version) {
-		rc = simple(c, url, body, NULL, err);
-		applied = 1;
-	}
-	if (rc == 0)
-		rc = simple(c, url, "COMMIT", NULL, err);
-	else if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
-		PQclear(PQexec(c, "ROLLBACK"));
-	if (rc == 0 && applied && out)
-		fprintf(out, "migrated to v%d: %s\n", s->version, s->what);
-	free(body);
-	return rc;
-}
-
-/* The steps after version up to target: applied, or printed (dry_run). */
-static int run_steps(PGconn *c, const struct au_url *url, int version, int target, int dry_run,
-		     FILE *out, struct au_err *err)
-{
-	size_t i;
-
-	for (i = 0; i < AU_ARRAY_SIZE(steps); i++) {
-		const struct step *s = &steps[i];
-
-		if (s->version <= version || s->version > target)
-			continue;
-		if (dry_run) {
-			char *body = step_body(s);
-
-			if (!body)
-				return au_seterr(err, AU_ENOMEM, "out of memory");
-			if (out)
-				fprintf(out, "\n-- v%d: %s\n" STEP_BEGIN "%sCOMMIT;\n", s->version,
-					s->what, body);
-			free(body);
-		} else if (apply_step(c, url, s, out, err) < 0) {
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/*
- * Migrates the database behind c to target (at most AU_PG_SCHEMA_VERSION);
- * with only_empty, only a database without au. Besides the lock of each
- * step, a real run holds the lock for the session, so a process arriving
- * meanwhile waits and then sees where the run ended, not a step between.
- */
-static int migrate(PGconn *c, const struct au_url *url, int target, int dry_run, int only_empty,
-		   FILE *out, struct au_err *err)
-{
-	int version, rc;
-
-	if (!dry_run && simple(c, url, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL, err) < 0)
-		return -1;
-	rc = db_version(c, url, &version, err);
-	if (rc == 0 && version > AU_PG_SCHEMA_VERSION)
-		rc = version_error(err, version);
-	else if (rc == 0 && version > target)
-		rc = au_seterr(err, AU_ESTATE, "database schema is at v%d: cannot go back to v%d",
-			       version, target);
-	if (rc == 0 && dry_run && out)
-		fprintf(out, "-- database schema is at v%d, this au expects v%d%s\n", version, target,
-			version == target ? ": nothing to do" : "");
-	if (rc == 0 && (!only_empty || version == 0))
-		rc = run_steps(c, url, version, target, dry_run, out, err);
-	if (!dry_run && PQstatus(c) == CONNECTION_OK)
-		PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
-	return rc;
-}
-
-/* Connects for a one-off job (migrate, version). */
-static PGconn *connect_url(const char *text, struct au_url *url, struct au_err *err)
-{
-	char *conninfo;
-	PGconn *c;
-
-	if (au_url_parse(text, url, err) < 0)
-		return NULL;
-	if (!(conninfo = au_pg_conninfo(url, err)))
-		goto fail;
-	c = PQconnectdb(conninfo);
-	au_pg_notices(c);
-	free(conninfo);
-	if (PQstatus(c) == CONNECTION_OK)
-		return c;
-	au_pg_connect_error(err, url, c);
-	PQfinish(c);
-fail:
-	au_url_release(url);
-	return NULL;
-}
-
-int au_pg_migrate_to(const char *text, int version, int dry_run, FILE *out, struct au_err *err)
-{
-	struct au_url url;
-	PGconn *c;
-	int rc;
-
-	if (version < 1 || version > AU_PG_SCHEMA_VERSION)
-		return au_seterr(err, AU_EINVAL, "no schema version %d (this au knows 1 to %d)", version,
-				 AU_PG_SCHEMA_VERSION);
-	if (!(c = connect_url(text, &url, err)))
-		return -1;
-	rc = migrate(c, &url, version, dry_run, 0, out, err);
-	PQfinish(c);
-	au_url_release(&url);
-	return rc;
-}
-
-int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err)
-{
-	return au_pg_migrate_to(url, AU_PG_SCHEMA_VERSION, dry_run, out, err);
-}
-
-int au_pg_schema_version(const char *text, int *db_version_out, int *binary_version,
-			 struct au_err *err)
-{
-	struct au_url url;
-	PGconn *c;
-	int rc;
-
-	if (!(c = connect_url(text, &url, err)))
-		return -1;
-	rc = db_version(c, &url, db_version_out, err);
-	*binary_version = AU_PG_SCHEMA_VERSION;
-	PQfinish(c);
-	au_url_release(&url);
-	return rc;
-}
-
-int au_pg_schema_check(PGconn *c, struct au_err *err)
-{
-	struct au_url url = { .text = au_asprintf("postgres://%s:%s/%s", PQhost(c), PQport(c),
-						  PQdb(c)) };
-	int version, rc;
-
-	if (!url.text)
-		return au_seterr(err, AU_ENOMEM, "out of memory");
-	rc = db_version(c, &url, &version, err);
-	if (rc == 0 && version != AU_PG_SCHEMA_VERSION)
-		rc = version_error(err, version);
-	free(url.text);
-	return rc;
-}
-
 /* ---- connections ---- */
 
 int au_pg_open(struct au_pg *pg, const struct au_url *url, const struct au_pg_stmt *stmts,
 	       size_t nstmts, struct au_err *err)
 {
 	char *want = au_url_param(url, "migrate");
-	int version, rc = -1;
+	int rc = -1;
 
 	memset(pg, 0, sizeof(*pg));
 	pg->url = url;
@@ -486,15 +212,7 @@ int au_pg_open(struct au_pg *pg, const struct au_url *url, const struct au_pg_st
 		au_pg_connect_error(err, url, pg->c);
 		goto out;
 	}
-	/* A database without au gets its tables; an older schema is only
-	 * upgraded when asked, since other programs may still use it. */
-	if (db_version(pg->c, url, &version, err) < 0)
-		goto out;
-	if (version < AU_PG_SCHEMA_VERSION &&
-	    (migrate(pg->c, url, AU_PG_SCHEMA_VERSION, 0, !want || !strcmp(want, "0"), NULL, err) < 0 ||
-	     db_version(pg->c, url, &version, err) < 0))
-		goto out;
-	rc = version == AU_PG_SCHEMA_VERSION ? 0 : version_error(err, version);
+	rc = au_pg_schema_ensure(pg->c, url, want && strcmp(want, "0"), err);
 out:
 	free(want);
 	if (rc < 0)
@@ -582,7 +300,7 @@ failed:
 			PQclear(r);
 			continue;
 		}
-		query_error(err, pg->url, pg->c, r);
+		au_pg_query_error(err, pg->url, pg->c, r);
 		PQclear(r);
 		return NULL;
 	}
@@ -607,7 +325,7 @@ int au_pg_command(struct au_pg *pg, const char *sql, struct au_err *err)
 			PQclear(r);
 			continue;
 		}
-		query_error(err, pg->url, pg->c, r);
+		au_pg_query_error(err, pg->url, pg->c, r);
 		PQclear(r);
 	}
 	return -1;
@@ -637,12 +355,12 @@ int au_pg_wait(struct au_pg *pg, const char *channel, const char *payload, uint6
 			ms = left < 3600000 ? (int)left : 3600000;
 		}
 		if (pfd.fd < 0)
-			return query_error(err, pg->url, pg->c, NULL);
+			return au_pg_query_error(err, pg->url, pg->c, NULL);
 		if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
 			return au_seterr(err, AU_EIO, "cannot wait for '%s': %s", pg->url->text,
 					 strerror(errno));
 		if (pfd.revents && !PQconsumeInput(pg->c))
-			return query_error(err, pg->url, pg->c, NULL);
+			return au_pg_query_error(err, pg->url, pg->c, NULL);
 	}
 }
 

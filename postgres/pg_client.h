@@ -1,53 +1,17 @@
 /*
- * pg_schema.h - what the PostgreSQL queue (backends/pg_queue.c) and result
- * store (store/pg_store.c) share: connecting from an au URL, one connection
- * that survives server restarts, binary parameters, waiting for a
- * notification, and the versioned schema with its migrations
- * (docs/postgres.md). Only the PostgreSQL files include libpq-fe.h
- * (before this header).
+ * pg_client.h - how au talks to PostgreSQL, shared by the queue
+ * (backends/pg_queue.c) and the store (store/pg_store.c): connecting from an
+ * au URL, one connection that survives server restarts, binary parameters,
+ * waiting for a notification, messages in au's style. Only the PostgreSQL
+ * files include libpq-fe.h (before this header).
  */
-#ifndef AU_PG_SCHEMA_H
-#define AU_PG_SCHEMA_H
-
-#include <stdio.h>
+#ifndef AU_PG_CLIENT_H
+#define AU_PG_CLIENT_H
 
 #include "core.h"
 
-/* libpq's handles, declared as libpq-fe.h declares them, so that a caller
- * of the migration API (the CLI) need not include libpq. */
 typedef struct pg_conn PGconn;
 typedef struct pg_result PGresult;
-
-/* The schema version this build reads and writes. */
-#define AU_PG_SCHEMA_VERSION 3
-
-/* Channels: a push, retry, release or rescue that makes computations of a
- * queue ready sends the queue's name on AU_PG_QUEUE_CHANNEL; a result write
- * notifies AU_PG_RESULT_CHANNEL<id> (empty payload). */
-#define AU_PG_QUEUE_CHANNEL "au_queue"
-#define AU_PG_RESULT_CHANNEL "au_r_"
-
-/* ---- migrations ---- */
-
-/*
- * Brings the database at url to AU_PG_SCHEMA_VERSION, one step per
- * transaction under an advisory lock (and the whole run under the same lock
- * for the session), so concurrent migrations are safe. Progress lines go
- * to out (may be NULL). With dry_run, prints the SQL it would run to out
- * and changes nothing. A database ahead of this build is an AU_ESTATE
- * error with the message of au_pg_schema_check.
- */
-int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err);
-/* Same, to an older version (tests build databases at old versions). */
-int au_pg_migrate_to(const char *url, int version, int dry_run, FILE *out,
-		     struct au_err *err);
-/* *db_version (0: no au schema) and *binary_version (AU_PG_SCHEMA_VERSION). */
-int au_pg_schema_version(const char *url, int *db_version, int *binary_version,
-			 struct au_err *err);
-/* 0 if the database behind c is at AU_PG_SCHEMA_VERSION, else -1 with
- * AU_ESTATE: "database schema is at v1, this au expects v3: run 'au
- * migrate'" or "... at v5, this au expects v3: upgrade au". */
-int au_pg_schema_check(PGconn *c, struct au_err *err);
 
 /* ---- connections ---- */
 
@@ -107,6 +71,11 @@ void au_pg_notices(PGconn *c);
 /* Sets err from a failed connection attempt: "unable to connect to
  * '<url>': connection refused". Returns -1. */
 int au_pg_connect_error(struct au_err *err, const struct au_url *url, PGconn *c);
+/* Sets err from a failed statement (r may be NULL): a dropped connection
+ * is AU_ECONN "lost connection to '<url>': ...", anything the server said
+ * AU_EPROTO "postgres error from '<url>': ...". Returns -1. */
+int au_pg_query_error(struct au_err *err, const struct au_url *url, PGconn *c,
+		      const PGresult *r);
 
 /* ---- binary values ---- */
 

@@ -1,28 +1,15 @@
 /*
- * registry.c - the task registry and the built-in tasks that need no server:
- * au.noop, au.echo, au.sleep, au.fail (tests, benchmarks, health checks).
- * The ClickHouse tasks live in core/ch_tasks.c.
+ * builtin_tasks.c - the built-in tasks that need no server: au.noop, au.echo,
+ * au.sleep, au.fail (tests, benchmarks, health checks). The ClickHouse tasks
+ * are in tasks/ch_tasks.c.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "clickhouse.h"
 #include "core.h"
-#include "registry.h"
-
-struct task_entry {
-	char *name;
-	au_task_fn fn;
-	void *arg;
-};
-
-struct au_registry {
-	struct task_entry *tasks;
-	size_t n, cap;
-};
+#include "tasks.h"
 
 static void task_noop(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
 {
@@ -127,75 +114,13 @@ static void task_fail(struct au_task_ctx *ctx, const struct au_computation *c, v
 	json_decref(j);
 }
 
-struct au_registry *au_registry_new(void)
+int au_tasks_add_builtins(struct au_registry *reg)
 {
-	struct au_registry *reg = calloc(1, sizeof(*reg));
-
-	if (!reg)
-		return NULL;
 	if (au_registry_add(reg, "au.noop", task_noop, NULL) < 0 ||
 	    au_registry_add(reg, "au.echo", task_echo, NULL) < 0 ||
 	    au_registry_add(reg, "au.sleep", task_sleep, NULL) < 0 ||
 	    au_registry_add(reg, "au.fail", task_fail, NULL) < 0 ||
-	    au_ch_tasks_register(reg) < 0) {
-		au_registry_free(reg);
-		return NULL;
-	}
-	return reg;
-}
-
-void au_registry_free(struct au_registry *reg)
-{
-	size_t i;
-
-	if (!reg)
-		return;
-	for (i = 0; i < reg->n; i++)
-		free(reg->tasks[i].name);
-	free(reg->tasks);
-	free(reg);
-}
-
-int au_registry_add(struct au_registry *reg, const char *name, au_task_fn fn, void *arg)
-{
-	size_t i;
-
-	if (!name || !*name || !fn)
+	    au_ch_tasks_add(reg) < 0)
 		return -1;
-	for (i = 0; i < reg->n; i++)
-		if (!strcmp(reg->tasks[i].name, name)) {  /* re-registering replaces */
-			reg->tasks[i].fn = fn;
-			reg->tasks[i].arg = arg;
-			return 0;
-		}
-	if (reg->n == reg->cap) {
-		size_t cap = reg->cap ? reg->cap * 2 : 16;
-		struct task_entry *t = realloc(reg->tasks, cap * sizeof(*t));
-
-		if (!t)
-			return -1;
-		reg->tasks = t;
-		reg->cap = cap;
-	}
-	reg->tasks[reg->n].name = strdup(name);
-	if (!reg->tasks[reg->n].name)
-		return -1;
-	reg->tasks[reg->n].fn = fn;
-	reg->tasks[reg->n].arg = arg;
-	reg->n++;
 	return 0;
-}
-
-int au_registry_find(const struct au_registry *reg, const char *name, au_task_fn *fn,
-		     void **arg)
-{
-	size_t i;
-
-	for (i = 0; i < reg->n; i++)
-		if (!strcmp(reg->tasks[i].name, name)) {
-			*fn = reg->tasks[i].fn;
-			*arg = reg->tasks[i].arg;
-			return 0;
-		}
-	return -1;
 }

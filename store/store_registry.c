@@ -1,4 +1,4 @@
-/* registry.c - the result stores, found by URL scheme. */
+/* store_registry.c - the result stores, found by URL scheme. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,14 +8,12 @@ extern const struct au_store_ops au_file_store_ops;
 extern const struct au_store_ops au_redis_store_ops;
 extern const struct au_store_ops au_memory_store_ops;
 extern const struct au_store_ops au_pg_store_ops;
-extern const struct au_store_ops au_postgresql_store_ops;
 
 const struct au_store_ops *const au_store_backends[] = {
 	&au_file_store_ops,
 	&au_redis_store_ops,
 	&au_memory_store_ops,
 	&au_pg_store_ops,
-	&au_postgresql_store_ops,
 	NULL
 };
 
@@ -34,7 +32,8 @@ struct au_store *au_store_open(const char *url)
 		return s;
 	}
 	for (ops = au_store_backends; *ops; ops++)
-		if (!strcmp((*ops)->scheme, s->url.scheme))
+		if (!strcmp((*ops)->scheme, s->url.scheme) ||
+		    ((*ops)->alias && !strcmp((*ops)->alias, s->url.scheme)))
 			break;
 	if (!*ops) {
 		au_seterr(&s->err, AU_EINVAL, "unknown store scheme '%s' in '%s'",

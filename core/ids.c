@@ -1,0 +1,111 @@
+/* ids.c - randomness, computation ids, lease tokens, secrets, the worker's name. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core.h"
+
+static void random_bytes(void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	while (n) {
+		ssize_t r = getrandom(p, n, 0);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			AU_BUG("getrandom failed: %s", strerror(errno));
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+uint64_t au_random64(void)
+{
+	uint64_t v;
+
+	random_bytes(&v, sizeof(v));
+	return v;
+}
+
+static void hex(char *out, const unsigned char *in, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+void au_id_new(char out[AU_ID_SIZE])
+{
+	unsigned char raw[16];
+
+	random_bytes(raw, sizeof(raw));
+	hex(out, raw, sizeof(raw));
+}
+
+int au_id_valid(const char *s)
+{
+	size_t i;
+
+	if (!s)
+		return 0;
+	for (i = 0; i < AU_ID_SIZE - 1; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return s[i] == '\0';
+}
+
+void au_token_new(char out[AU_TOKEN_SIZE], uint32_t attempt)
+{
+	snprintf(out, AU_TOKEN_SIZE, "%u-%016llx", attempt,
+		 (unsigned long long)au_random64());
+}
+
+int au_secret_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i;
+	unsigned char diff = la != lb;
+
+	/* Walk the expected secret's length whatever the input is. */
+	for (i = 0; i < lb; i++)
+		diff |= (unsigned char)(b[i] ^ (i < la ? a[i] : 0));
+	return diff == 0;
+}
+
+static char worker_name[300];
+
+static void forget_worker_name(void)
+{
+	worker_name[0] = '\0';
+}
+
+static void watch_forks(void)
+{
+	pthread_atfork(NULL, NULL, forget_worker_name);
+}
+
+const char *au_worker_name(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	/* Each process has its own name: a forked child names itself anew. */
+	pthread_once(&once, watch_forks);
+	if (!worker_name[0]) {
+		char host[256] = "localhost";
+
+		gethostname(host, sizeof(host) - 1);
+		snprintf(worker_name, sizeof(worker_name), "%s:%d", host, (int)getpid());
+	}
+	return worker_name;
+}

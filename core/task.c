@@ -1,0 +1,45 @@
+/*
+ * task.c - the calls a task makes on its attempt, forwarded to whoever runs
+ * it (core/task.h).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "task.h"
+
+void au_task_complete(struct au_task_ctx *ctx, const unsigned char *result, size_t len)
+{
+	ctx->ops->complete(ctx, result, len);
+}
+
+void au_task_fail(struct au_task_ctx *ctx, int retryable, const char *fmt, ...)
+{
+	va_list ap;
+	char msg[1024];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ctx->ops->fail(ctx, retryable, msg);
+}
+
+struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx)
+{
+	return ctx->ch;
+}
+
+struct event_base *au_task_base(struct au_task_ctx *ctx)
+{
+	return ctx->base;
+}
+
+const char *au_task_query_id(struct au_task_ctx *ctx)
+{
+	return ctx->query_id;
+}
+
+void au_task_on_cancel(struct au_task_ctx *ctx, void (*fn)(void *arg), void *arg)
+{
+	ctx->cancel_fn = fn;
+	ctx->cancel_arg = arg;
+}

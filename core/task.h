@@ -1,0 +1,40 @@
+/*
+ * task.h - what a task sees of the attempt that runs it, and the plain task
+ * table. The public side (au_task_complete, au_task_fail, ...) is declared
+ * in au.h; this is the side a runner fills in.
+ *
+ * A runner (the worker, or a test driving one task) embeds a struct
+ * au_task_ctx in its own per-attempt state, sets ops to its table of
+ * callbacks and fills base, ch and query_id. Tasks only call the au_task_*
+ * functions (core/task.c), so they know nothing of who runs them: this is
+ * what lets tasks/ sit below worker/.
+ */
+#ifndef AU_TASK_H
+#define AU_TASK_H
+
+#include <stddef.h>
+
+#include "au.h"
+
+struct au_task_ops {
+	/* The task's outcome, at most once per attempt; the runner decides
+	 * what a call after the attempt was abandoned means. result is
+	 * borrowed for the call. */
+	void (*complete)(struct au_task_ctx *ctx, const unsigned char *result, size_t len);
+	void (*fail)(struct au_task_ctx *ctx, int retryable, const char *msg);
+};
+
+struct au_task_ctx {
+	const struct au_task_ops *ops;
+	struct event_base *base;           /* the loop the task runs on */
+	struct au_clickhouse *ch;          /* NULL when none is configured */
+	char query_id[AU_ID_SIZE + 16];    /* "<id>-<attempt>" */
+	void (*cancel_fn)(void *arg);      /* set by au_task_on_cancel */
+	void *cancel_arg;
+};
+
+/* Finds a task by name; 0 and fills fn/arg, or -1. */
+int au_registry_find(const struct au_registry *reg, const char *name, au_task_fn *fn,
+		     void **arg);
+
+#endif

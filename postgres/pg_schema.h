@@ -1,0 +1,53 @@
+/*
+ * pg_schema.h - au's versioned PostgreSQL schema and its migrations
+ * (docs/postgres.md): the tables of the queue and of the store, the
+ * notification channels, `au migrate`. Only the PostgreSQL files include
+ * libpq-fe.h (before this header).
+ */
+#ifndef AU_PG_SCHEMA_H
+#define AU_PG_SCHEMA_H
+
+#include <stdio.h>
+
+#include "core.h"
+
+/* libpq's handle, declared as libpq-fe.h declares it, so that a caller
+ * of the migration API (the CLI) need not include libpq. */
+typedef struct pg_conn PGconn;
+
+/* The schema version this build reads and writes. */
+#define AU_PG_SCHEMA_VERSION 3
+
+/* Channels: a push, retry, release or rescue that makes computations of a
+ * queue ready sends the queue's name on AU_PG_QUEUE_CHANNEL; a result write
+ * notifies AU_PG_RESULT_CHANNEL<id> (empty payload). */
+#define AU_PG_QUEUE_CHANNEL "au_queue"
+#define AU_PG_RESULT_CHANNEL "au_r_"
+
+/* ---- migrations ---- */
+
+/*
+ * Brings the database at url to AU_PG_SCHEMA_VERSION, one step per
+ * transaction under an advisory lock (and the whole run under the same lock
+ * for the session), so concurrent migrations are safe. Progress lines go
+ * to out (may be NULL). With dry_run, prints the SQL it would run to out
+ * and changes nothing. A database ahead of this build is an AU_ESTATE
+ * error with the message of au_pg_schema_check.
+ */
+int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err);
+/* Same, to an older version (tests build databases at old versions). */
+int au_pg_migrate_to(const char *url, int version, int dry_run, FILE *out,
+		     struct au_err *err);
+/* *db_version (0: no au schema) and *binary_version (AU_PG_SCHEMA_VERSION). */
+int au_pg_schema_version(const char *url, int *db_version, int *binary_version,
+			 struct au_err *err);
+/* 0 if the database behind c is at AU_PG_SCHEMA_VERSION, else -1 with
+ * AU_ESTATE: "database schema is at v1, this au expects v3: run 'au
+ * migrate'" or "... at v5, this au expects v3: upgrade au". */
+int au_pg_schema_check(PGconn *c, struct au_err *err);
+/* On a fresh connection to url: a database without au tables is migrated at
+ * once, an older schema only with upgrade (?migrate=1); 0 when the schema
+ * is then current, else -1 with the message of au_pg_schema_check. */
+int au_pg_schema_ensure(PGconn *c, const struct au_url *url, int upgrade, struct au_err *err);
+
+#endif

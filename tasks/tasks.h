@@ -1,0 +1,34 @@
+/*
+ * tasks.h - the built-in tasks (tasks/builtin_tasks.c, tasks/ch_tasks.c).
+ * Tasks see their attempt only through the au_task_* calls of au.h
+ * (core/task.h), so they run under the worker or under a test alike.
+ */
+#ifndef AU_TASKS_H
+#define AU_TASKS_H
+
+#include <stddef.h>
+
+#include "core.h"
+
+/* Adds every built-in task to reg: au.noop, au.echo, au.sleep, au.fail and
+ * the ClickHouse tasks. -1 on OOM. */
+int au_tasks_add_builtins(struct au_registry *reg);
+/* Adds ch.query, ch.exec, ch.insert. */
+int au_ch_tasks_add(struct au_registry *reg);
+
+/*
+ * The halves of those tasks that need no server (docs/clickhouse.md).
+ * au_ch_task_request: from the task's msgpack args, the statement into sql
+ * (NUL-terminated) and, for ch.insert, the JSONEachRow rows into data and
+ * their count into *rows. AU_EINVAL / AU_ETOOBIG, message prefixed with the
+ * task name. au_ch_task_result: the task's msgpack result from the answer
+ * body: ch.query {"columns", "types", "rows"}, ch.exec {"ok": true},
+ * ch.insert {"inserted": rows}. Both append to their buffers.
+ */
+int au_ch_task_request(const char *task, const unsigned char *args, size_t len,
+		       struct au_buf *sql, struct au_buf *data, size_t *rows,
+		       struct au_err *err);
+int au_ch_task_result(const char *task, const char *body, size_t len, size_t rows,
+		      struct au_buf *out, struct au_err *err);
+
+#endif
