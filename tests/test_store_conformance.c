@@ -22,21 +22,6 @@
 #include "harness.h"
 #include "store.h"
 
-/* What the suite expects of a store beyond the contract. */
-struct traits {
-	const char *scheme;
-	int native_expiry;   /* the server drops expired records: sweep finds none */
-	int tells_expired;   /* get of an expired record says AU_EEXPIRED */
-};
-
-static const struct traits all_traits[] = {
-	{ "file", 0, 1 },
-	{ "redis", 1, 0 },
-	{ "memory", 0, 1 },
-	{ "postgres", 0, 1 },
-	{ "postgresql", 0, 1 },
-};
-
 /* T_EQ_INT evaluates its arguments twice; this evaluates once. */
 #define EQ(expr, want, name) \
 	do { \
@@ -45,7 +30,6 @@ static const struct traits all_traits[] = {
 	} while (0)
 
 static const char *url;           /* the store under test */
-static struct traits traits;
 
 static struct au_store *open_store(const char *u)
 {
@@ -264,7 +248,7 @@ static void test_ttl_and_sweep(struct au_store *s)
 		sleep_ms(1200 - (unsigned)ms_since(t0));
 
 	code = get_code(s, gone.id);
-	if (traits.tells_expired)
+	if (s->ops->features & AU_STORE_TELLS_EXPIRED)
 		T_EQ_INT(code, AU_EEXPIRED, "ttl: gone after 1.2 s, as AU_EEXPIRED");
 	else
 		T_OK(code == AU_ENOTFOUND || code == AU_EEXPIRED,
@@ -278,11 +262,11 @@ static void test_ttl_and_sweep(struct au_store *s)
 
 	code = au_store_sweep(s, 2, &removed);
 	T_OK(code == 0, "sweep: bounded sweep runs");
-	T_EQ_INT(removed, traits.native_expiry ? 0 : 2, "sweep: removes at most max");
+	T_EQ_INT(removed, (s->ops->features & AU_STORE_NATIVE_EXPIRY) ? 0 : 2, "sweep: removes at most max");
 	removed = 99;
 	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0, "sweep: second sweep runs");
-	T_EQ_INT(removed, traits.native_expiry ? 0 : 1, "sweep: removes the rest");
+	T_EQ_INT(removed, (s->ops->features & AU_STORE_NATIVE_EXPIRY) ? 0 : 1, "sweep: removes the rest");
 	removed = 99;
 	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0 && removed == 0, "sweep: nothing left to remove (%zu)", removed);
@@ -662,14 +646,9 @@ static void test_memory_store(struct au_store *s)
 static void run_suite(const char *u)
 {
 	struct au_store *s;
-	size_t i;
 
 	url = u;
 	s = open_store(u);
-	memset(&traits, 0, sizeof(traits));
-	for (i = 0; i < AU_ARRAY_SIZE(all_traits); i++)
-		if (!strcmp(all_traits[i].scheme, s->url.scheme))
-			traits = all_traits[i];
 	printf("# store %s\n", s->url.text);
 	test_round_trip(s);
 	test_batch(s);
