@@ -19,7 +19,7 @@ int au_buf_reserve(struct au_buf *b, size_t extra)
 	cap = b->cap ? b->cap : 64;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	p = realloc(b->data, cap);
+	p = au_realloc(b->data, cap);
 	if (!p)
 		return -1;
 	b->data = p;

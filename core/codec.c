@@ -403,7 +403,7 @@ static int get_raw(const struct slice *f, const struct ctx *x, unsigned char **o
 {
 	if (!f->p)
 		return 0;
-	*out = malloc(f->len);
+	*out = au_malloc(f->len);
 	if (!*out)
 		return oom(x->err);
 	memcpy(*out, f->p, f->len);
@@ -544,7 +544,7 @@ static int get_headers(const struct slice *f, const struct ctx *x, struct au_com
 		return fail(x, "'headers' may hold at most %d entries", AU_MAX_HEADERS);
 	if (!v.n)
 		return 0;
-	c->headers = calloc(v.n, sizeof(*c->headers));
+	c->headers = au_calloc(v.n, sizeof(*c->headers));
 	if (!c->headers)
 		return oom(x->err);
 	for (; c->nheaders < v.n; c->nheaders++) {
@@ -596,7 +596,7 @@ int au_computation_decode(const unsigned char *buf, size_t len, struct au_comput
 		goto nomem;
 	/* absent args read as nil: a task always gets one msgpack value */
 	if (!c->args) {
-		if (!(c->args = malloc(1)))
+		if (!(c->args = au_malloc(1)))
 			goto nomem;
 		c->args[0] = 0xc0;
 		c->args_len = 1;

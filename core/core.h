@@ -24,8 +24,25 @@ void au_bug(const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4), noreturn));
 #define AU_BUG(...) au_bug(__FILE__, __LINE__, __VA_ARGS__)
 
-/* malloc family that abort on OOM is NOT used: allocation failures are
- * reported. These are thin wrappers that return NULL. */
+/* ---- the allocator seam (core/alloc.c) ---- */
+
+/*
+ * Allocation failures are reported, never fatal. core/ and the memory store
+ * allocate through these, which call libc unless a test installed its own
+ * functions to make chosen allocations fail. Free with free().
+ */
+struct au_allocator {
+	void *(*malloc)(size_t n);
+	void *(*calloc)(size_t n, size_t size);
+	void *(*realloc)(void *p, size_t n);
+};
+/* Installs a (NULL restores libc's). Call it while no other thread runs. */
+void au_set_allocator(const struct au_allocator *a);
+void *au_malloc(size_t n);
+void *au_calloc(size_t n, size_t size);
+void *au_realloc(void *p, size_t n);
+
+/* Strings, through the seam; NULL on OOM. */
 char *au_strdup(const char *s);          /* au_strdup(NULL) == NULL */
 char *au_strndup(const char *s, size_t n);
 char *au_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

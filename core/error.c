@@ -41,12 +41,12 @@ void au_bug(const char *file, int line, const char *fmt, ...)
 
 char *au_strdup(const char *s)
 {
-	return s ? strdup(s) : NULL;
+	return s ? au_strndup(s, strlen(s)) : NULL;
 }
 
 char *au_strndup(const char *s, size_t n)
 {
-	char *p = malloc(n + 1);
+	char *p = au_malloc(n + 1);
 
 	if (p) {
 		memcpy(p, s, n);
@@ -59,10 +59,15 @@ char *au_asprintf(const char *fmt, ...)
 {
 	va_list ap;
 	char *s;
-	int r;
+	int n;
 
 	va_start(ap, fmt);
-	r = vasprintf(&s, fmt, ap);
+	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	return r < 0 ? NULL : s;
+	if (n < 0 || !(s = au_malloc((size_t)n + 1)))
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return s;
 }

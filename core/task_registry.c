@@ -21,7 +21,7 @@ struct au_registry {
 
 struct au_registry *au_registry_new(void)
 {
-	return calloc(1, sizeof(struct au_registry));
+	return au_calloc(1, sizeof(struct au_registry));
 }
 
 void au_registry_free(struct au_registry *reg)
@@ -50,14 +50,14 @@ int au_registry_add(struct au_registry *reg, const char *name, au_task_fn fn, vo
 		}
 	if (reg->n == reg->cap) {
 		size_t cap = reg->cap ? reg->cap * 2 : 16;
-		struct task_entry *t = realloc(reg->tasks, cap * sizeof(*t));
+		struct task_entry *t = au_realloc(reg->tasks, cap * sizeof(*t));
 
 		if (!t)
 			return -1;
 		reg->tasks = t;
 		reg->cap = cap;
 	}
-	reg->tasks[reg->n].name = strdup(name);
+	reg->tasks[reg->n].name = au_strdup(name);
 	if (!reg->tasks[reg->n].name)
 		return -1;
 	reg->tasks[reg->n].fn = fn;

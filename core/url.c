@@ -19,7 +19,7 @@ static int hexval(int c)
  * escape (*bad set). */
 static char *decode(const char *s, size_t n, int *bad)
 {
-	char *out = malloc(n + 1), *o = out;
+	char *out = au_malloc(n + 1), *o = out;
 	size_t i;
 
 	if (!out)

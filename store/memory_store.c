@@ -84,7 +84,7 @@ static void grow(struct mem_table *t)
 	size_t n = t->nbuckets * 2, i;
 	struct mem_rec **b, *r, *next;
 
-	if (t->count < t->nbuckets || !(b = calloc(n, sizeof(*b))))
+	if (t->count < t->nbuckets || !(b = au_calloc(n, sizeof(*b))))
 		return;
 	for (i = 0; i < t->nbuckets; i++)
 		for (r = t->buckets[i]; r; r = next) {
@@ -113,13 +113,13 @@ static void table_free(struct mem_table *t)
 
 static struct mem_table *table_new(const char *name)
 {
-	struct mem_table *t = calloc(1, sizeof(*t));
+	struct mem_table *t = au_calloc(1, sizeof(*t));
 	pthread_condattr_t ca;
 
 	if (!t)
 		return NULL;
 	t->nbuckets = MIN_BUCKETS;
-	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+	t->buckets = au_calloc(t->nbuckets, sizeof(*t->buckets));
 	t->name = au_strdup(name);
 	if (!t->buckets || !t->name) {
 		free(t->buckets);
@@ -179,7 +179,7 @@ static int memory_put(struct au_store *s, const struct au_record *recs, size_t n
 	int wrote = 0, rc = 0;
 	size_t i;
 
-	made = calloc(n ? n : 1, sizeof(*made));
+	made = au_calloc(n ? n : 1, sizeof(*made));
 	if (!made)
 		return au_seterr(&s->err, AU_ENOMEM, "out of memory");
 	/* Encode outside the lock: it allocates and may fail, and then
@@ -189,7 +189,7 @@ static int memory_put(struct au_store *s, const struct au_record *recs, size_t n
 		struct au_buf b = AU_BUF_INIT;
 
 		w.expires_at_ms = w.ttl_s ? now + (uint64_t)w.ttl_s * 1000 : 0;
-		made[i] = calloc(1, sizeof(*made[i]));
+		made[i] = au_calloc(1, sizeof(*made[i]));
 		if (!made[i])
 			rc = au_seterr(&s->err, AU_ENOMEM, "out of memory");
 		else if (au_record_encode(&w, &b, &s->err) < 0)

@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # run.sh - the whole test suite: starts Redis, PostgreSQL and ClickHouse,
-# runs every test binary and every tests/t_*.sh script against them, and
-# ends with one line "N passed, N failed".
-# Usage: tests/run.sh [name-filter]   (BUILD picks the build directory)
+# checks the layers (scripts/check-layers.sh), runs every test binary and
+# every tests/t_*.sh script against the servers, and ends with one line
+# "N passed, N failed".
+# Usage: tests/run.sh [name-filter]      (BUILD picks the build directory)
+#        tests/run.sh --unit TEST...     (those binaries only, no servers)
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
-filter=${1:-}
+unit=
+if [ "${1:-}" = --unit ]; then
+	shift
+	unit="$*"
+	filter=
+else
+	filter=${1:-}
+fi
 export AU_PORT_BASE=${AU_PORT_BASE:-17300}
-. tests/servers.sh
-servers_start redis pg ch || { echo "0 passed, 1 failed"; exit 1; }
+if [ -n "$unit" ]; then
+	AU_TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/au-unit.XXXXXX")
+	export AU_TEST_TMP
+	trap 'rm -rf "$AU_TEST_TMP"' EXIT
+else
+	. tests/servers.sh
+	servers_start redis pg ch || { echo "0 passed, 1 failed"; exit 1; }
+fi
 export AU_BIN="$PWD/$BUILD/au" AU_BUILD="$PWD/$BUILD"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 
@@ -35,6 +50,17 @@ run_one() { # name, command...
 	printf '== %s\n%s\n' "$name" "$out" >>"$log"
 }
 
+if [ -z "$filter" ] || [[ layers == *"$filter"* ]]; then
+	run_one layers env BUILD="$BUILD" scripts/check-layers.sh
+fi
+if [ -n "$unit" ]; then
+	for name in $unit; do
+		run_one "$name" "$BUILD/tests/$name"
+	done
+	echo "$passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+	exit
+fi
 for t in "$BUILD"/tests/test_*; do
 	name=$(basename "$t")
 	case "$name" in *.o) continue ;; esac

@@ -897,8 +897,8 @@ int au_worker_start(struct au_worker *w)
 		return -1;
 	w->last_active_us = au_mono_us();
 	w->last_sweep_ms = au_now_ms();
-	if ((w->q->ops->features & AU_QUEUE_WATCH) &&
-	    au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
+	/* a queue that cannot watch is polled */
+	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : 50);
 	set_timer(w->extend_ev, beat ? beat : 1);
