@@ -138,6 +138,8 @@ struct au_queue *au_queue_open(const char *url);
 void au_queue_close(struct au_queue *q);
 /* The table of backends, NULL-terminated. */
 extern const struct au_queue_ops *const au_queue_backends[];
+/* The backend whose scheme or alias is scheme, or NULL. */
+const struct au_queue_ops *au_queue_backend(const char *scheme);
 
 /*
  * Callers go through these, never through q->ops: they name the default

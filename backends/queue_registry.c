@@ -15,21 +15,26 @@ const struct au_queue_ops *const au_queue_backends[] = {
 	NULL
 };
 
+const struct au_queue_ops *au_queue_backend(const char *scheme)
+{
+	const struct au_queue_ops *const *ops;
+
+	for (ops = au_queue_backends; *ops; ops++)
+		if (!strcmp((*ops)->scheme, scheme) || ((*ops)->alias && !strcmp((*ops)->alias, scheme)))
+			return *ops;
+	return NULL;
+}
+
 struct au_queue *au_queue_open(const char *url)
 {
 	struct au_queue *q = calloc(1, sizeof(*q));
-	const struct au_queue_ops *ops = NULL;
-	size_t i;
+	const struct au_queue_ops *ops;
 
 	if (!q)
 		return NULL;
 	if (au_url_parse(url, &q->url, &q->err) < 0)
 		goto fail;
-	for (i = 0; au_queue_backends[i] && !ops; i++)
-		if (!strcmp(au_queue_backends[i]->scheme, q->url.scheme) ||
-		    (au_queue_backends[i]->alias && !strcmp(au_queue_backends[i]->alias, q->url.scheme)))
-			ops = au_queue_backends[i];
-	if (!ops) {
+	if (!(ops = au_queue_backend(q->url.scheme))) {
 		au_seterr(&q->err, AU_EINVAL, "unknown queue scheme '%s' in '%s'", q->url.scheme,
 			  q->url.text);
 		return q;

@@ -63,6 +63,8 @@ struct au_store {
 struct au_store *au_store_open(const char *url);
 void au_store_close(struct au_store *s);
 extern const struct au_store_ops *const au_store_backends[];
+/* The store whose scheme or alias is scheme, or NULL. */
+const struct au_store_ops *au_store_backend(const char *scheme);
 
 /*
  * Callers go through these, never through s->ops: they refuse ids that are

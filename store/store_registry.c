@@ -17,10 +17,20 @@ const struct au_store_ops *const au_store_backends[] = {
 	NULL
 };
 
+const struct au_store_ops *au_store_backend(const char *scheme)
+{
+	const struct au_store_ops *const *ops;
+
+	for (ops = au_store_backends; *ops; ops++)
+		if (!strcmp((*ops)->scheme, scheme) || ((*ops)->alias && !strcmp((*ops)->alias, scheme)))
+			return *ops;
+	return NULL;
+}
+
 struct au_store *au_store_open(const char *url)
 {
 	struct au_store *s = calloc(1, sizeof(*s));
-	const struct au_store_ops *const *ops;
+	const struct au_store_ops *ops;
 
 	if (!s)
 		return NULL;
@@ -31,16 +41,12 @@ struct au_store *au_store_open(const char *url)
 		}
 		return s;
 	}
-	for (ops = au_store_backends; *ops; ops++)
-		if (!strcmp((*ops)->scheme, s->url.scheme) ||
-		    ((*ops)->alias && !strcmp((*ops)->alias, s->url.scheme)))
-			break;
-	if (!*ops) {
+	if (!(ops = au_store_backend(s->url.scheme))) {
 		au_seterr(&s->err, AU_EINVAL, "unknown store scheme '%s' in '%s'",
 			  s->url.scheme, s->url.text);
 		return s;
 	}
-	if ((*ops)->open(s, &s->url) < 0) {
+	if (ops->open(s, &s->url) < 0) {
 		if (s->err.code == AU_ENOMEM) {
 			au_url_release(&s->url);
 			free(s);
@@ -48,7 +54,7 @@ struct au_store *au_store_open(const char *url)
 		}
 		return s;
 	}
-	s->ops = *ops;
+	s->ops = ops;
 	return s;
 }
 

@@ -1,10 +1,12 @@
 /* test_url.c - URL parsing, query parameters, ids, tokens, secrets. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
 #include "harness.h"
 #include "queue.h"
+#include "store.h"
 
 static void expect_str(const char *got, const char *want, const char *name)
 {
@@ -171,11 +173,62 @@ static void test_ids(void)
 	T_OK(!au_secret_equal("", "abc"), "empty guess");
 }
 
+/* URL schemes pick plug points: aliases name the same table, the feature
+ * bits agree with the operations present, the wrappers refuse bad ids. */
+static void test_schemes(void)
+{
+	const struct au_queue_ops *const *qo;
+	const struct au_store_ops *const *so;
+	struct au_queue *q;
+	struct au_store *s;
+	struct au_record rec;
+	int watch_agrees = 1;
+
+	T_OK(au_queue_backend("postgres") && au_queue_backend("postgresql") == au_queue_backend("postgres"),
+	     "postgresql:// is the postgres queue, not a second table");
+	T_OK(au_store_backend("postgres") && au_store_backend("postgresql") == au_store_backend("postgres"),
+	     "postgresql:// is the postgres store, not a second table");
+	T_OK(!au_queue_backend("foo") && !au_store_backend("foo"), "an unknown scheme names nothing");
+	for (qo = au_queue_backends; *qo; qo++) {
+		T_OK(au_queue_backend((*qo)->scheme) == *qo, "queue '%s' found by its scheme", (*qo)->scheme);
+		watch_agrees &= !((*qo)->features & AU_QUEUE_WATCH) == !(*qo)->watch;
+	}
+	T_OK(watch_agrees, "AU_QUEUE_WATCH is set exactly where watch() is");
+	for (so = au_store_backends; *so; so++)
+		T_OK(au_store_backend((*so)->scheme) == *so, "store '%s' found by its scheme", (*so)->scheme);
+	T_EQ_STR(au_queue_name(NULL), AU_DEFAULT_QUEUE, "no queue name: the default");
+	T_EQ_STR(au_queue_name(""), AU_DEFAULT_QUEUE, "an empty queue name: the default");
+	T_EQ_STR(au_queue_name("reports"), "reports", "a queue name stays");
+
+	q = au_queue_open("memory://schemes");
+	T_OK(q && !q->err.code, "memory queue opens");
+	if (q) {
+		T_OK(au_queue_cancel(q, NULL, "../etc/passwd") < 0 && q->err.code == AU_EINVAL,
+		     "cancel refuses a bad id");
+		T_EQ_STR(q->err.str, "invalid computation id '../etc/passwd'", "cancel: message");
+		T_OK(au_queue_peek(q, NULL, NULL, NULL) < 0 && q->err.code == AU_EINVAL,
+		     "peek refuses no id");
+	}
+	au_queue_close(q);
+	s = au_store_open("memory://schemes");
+	T_OK(s && !s->err.code, "memory store opens");
+	if (s) {
+		au_record_init(&rec);
+		snprintf(rec.id, sizeof(rec.id), "%s", "0123456789ABCDEF0123456789abcdef");
+		T_OK(au_store_put(s, &rec, 1, NULL) < 0 && s->err.code == AU_EINVAL,
+		     "put refuses an id with capitals");
+		T_OK(au_store_get(s, "..", &rec) < 0 && s->err.code == AU_EINVAL, "get refuses '..'");
+		T_EQ_STR(s->err.str, "invalid computation id '..'", "get: message");
+	}
+	au_store_close(s);
+}
+
 int main(void)
 {
 	test_good();
 	test_bad();
 	test_params();
 	test_ids();
+	test_schemes();
 	return t_done();
 }
