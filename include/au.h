@@ -292,7 +292,8 @@ struct au_run {
 	const char *worker;
 	uint64_t started_at_us;      /* monotonic */
 	uint64_t finished_at_us;
-	enum au_status status;       /* outcome so far: AU_RUNNING, then terminal or AU_RETRYING */
+	enum au_status status;       /* AU_RUNNING in before; then AU_COMPLETED,
+					AU_FAILED or AU_RETRYING */
 	const unsigned char *result; /* after: msgpack value */
 	size_t result_len;
 	const char *error;           /* on_error: the message */
@@ -300,7 +301,14 @@ struct au_run {
 
 /*
  * Hooks run in order for before, in reverse order for after/on_error.
- * before() returning -1 fails the attempt with the message in errbuf.
+ * before() runs on the loop just before the task; returning -1 fails the
+ * attempt for good with the message in errbuf (on_error then runs).
+ * after() (status AU_COMPLETED) or on_error() (AU_RETRYING, AU_FAILED) runs
+ * once the outcome is decided, before the record is written to the store.
+ * If that write then fails, the attempt is retried or dead-lettered instead
+ * and on_error() runs a second time with that outcome (error "result not
+ * stored: ..."). An attempt released at shutdown runs neither. Hooks run on
+ * the loop and must not block; `run` is valid during the call only.
  */
 struct au_middleware_ops {
 	const char *name;
