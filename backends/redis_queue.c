@@ -1,5 +1,5 @@
 /*
- * redis_queue.c - the Redis queue backend: redis://[:password@]host[:port][/db].
+ * redis_queue.c - the Redis queue backend: redis://[[user]:password@]host[:port][/db].
  *
  * Layout (docs/redis-layout.md): every key of queue q carries the hash tag
  * {q}, so one queue lives in one Cluster slot.
@@ -22,11 +22,11 @@
  *   au:{q}:wake    pub/sub channel, published when something became ready
  *
  * Every operation is one round trip per batch: a Lua script (EVALSHA, EVAL
- * when the server lost its script cache) or a pipeline. Times come from
- * redis.call('TIME'). Only this file and the Redis store include hiredis.
+ * when the server lost its script cache) or a pipeline. The scripts are the
+ * files of backends/redis_scripts/, built in as C strings. Times come from
+ * redis.call('TIME'). Connections, AUTH, SELECT and messages are those of
+ * redis/redis_client.h, shared with the Redis store.
  */
-#include <ctype.h>
-#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +39,9 @@
 #include <adapters/libevent.h>
 
 #include "queue.h"
+#include "redis_client.h"
+#include "redis_scripts.h"
 
-#define CONNECT_TIMEOUT_MS 2000
-#define COMMAND_TIMEOUT_MS 10000
 #define RESCUE_THROTTLE_MS 1000  /* one sweep per queue per second, cluster-wide */
 #define REWATCH_MS 500           /* delay before the watch connection is retried */
 #define LUA_BATCH 1000           /* items per script call: unpack() stays far below Lua's limit */
@@ -51,7 +51,7 @@
 /*
  * Every script gets the same KEYS (key_names below, in this order; the last
  * two are prefixes: of the ready lists, of the batch sets) and ARGV[1], the
- * queue's wake channel.
+ * queue's wake channel; redis_scripts/prelude.lua names them.
  *
  * Why the layout looks the way it does (all measured on Redis 7.0, where
  * moving a value between Lua and Redis costs about as much as the command
@@ -88,402 +88,18 @@
  * written by hand cannot make a script fail half way (Redis does not roll
  * back a failed script).
  */
-#define LUA_PRELUDE \
-	"local kprios, ksched, kleased, kdead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n" \
-	"local kseq, krescue, kbody, katt = KEYS[5], KEYS[6], KEYS[7], KEYS[8]\n" \
-	"local ktok, kerr, korder, kready = KEYS[9], KEYS[10], KEYS[11], KEYS[12]\n" \
-	"local kbatches, kbatch = KEYS[13], KEYS[14]\n" \
-	"local function clock()\n" \
-	"  local t = redis.call('TIME')\n" \
-	"  return t[1] * 1000 + math.floor(t[2] / 1000)\n" \
-	"end\n" \
-	"local function meta(body)\n" \
-	"  local ok, c = pcall(cmsgpack.unpack, body or '')\n" \
-	"  if ok and type(c) == 'table' then\n" \
-	"    return tonumber(c.priority) or 0, tonumber(c.max_attempts) or 1\n" \
-	"  end\n" \
-	"  return 0, 1\n" \
-	"end\n" \
-	"local function attempts(token)\n" \
-	"  return tonumber(string.match(token or '', '^(%d+)-'))\n" \
-	"end\n" \
-	"local function entry(id, a)\n" \
-	"  if a and a > 0 then return id .. ' ' .. a end\n" \
-	"  return id\n" \
-	"end\n" \
-	"local function waiting(id)\n" \
-	"  return entry(id, tonumber(redis.call('HGET', katt, id) or ''))\n" \
-	"end\n" \
-	"local function lease_of(id)\n" \
-	"  local token = redis.call('HGET', ktok, id)\n" \
-	"  if token then return token end\n" \
-	"  for _, b in ipairs(redis.call('ZRANGE', kbatches, 0, -1)) do\n" \
-	"    if redis.call('SISMEMBER', kbatch .. b, id) == 1 then return b end\n" \
-	"  end\n" \
-	"end\n" \
-	"local function add(groups, p, e)\n" \
-	"  local g = groups[p]\n" \
-	"  if not g then\n" \
-	"    g = {}\n" \
-	"    groups[p] = g\n" \
-	"  end\n" \
-	"  g[#g + 1] = e\n" \
-	"end\n" \
-	"local function enqueue(groups)\n" \
-	"  local n = 0\n" \
-	"  for p, es in pairs(groups) do\n" \
-	"    redis.call('RPUSH', kready .. p, unpack(es))\n" \
-	"    redis.call('ZADD', kprios, -p, p)\n" \
-	"    n = n + #es\n" \
-	"  end\n" \
-	"  if n > 0 then redis.call('PUBLISH', ARGV[1], n) end\n" \
-	"  return n\n" \
-	"end\n"
-
 enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_COUNT };
 
-static const char *const scripts[SC_COUNT] = {
-	/* push: runs in a MULTI just before the HSET of the bodies, so these
-	 * never pass through Lua. ARGV[2] priority, ARGV[3] n, ARGV[4] 'check'
-	 * or 'fresh' (the caller knows none of the ids has a body), then n ids,
-	 * then (only when some have a run_at) n run_at ms. Ids the queue knows
-	 * are left alone, so sending a push again is harmless: only ids that
-	 * have a body are looked up (a ready one by LPOS from the tail of its
-	 * list, where a push sent again finds it at once). Returns how many
-	 * became ready. */
-	[SC_PUSH] = LUA_PRELUDE
-	"local p, n, fresh = ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'fresh'\n"
-	"local timed, known = #ARGV > 4 + n, {}\n"
-	"local now = timed and clock() or 0\n"
-	"if not fresh then\n"
-	"  known, fresh = redis.call('HMGET', kbody, unpack(ARGV, 5, 4 + n)), true\n"
-	"  for i = 1, n do\n"
-	"    if known[i] then\n"
-	"      fresh = false\n"
-	"      break\n"
-	"    end\n"
-	"  end\n"
-	"end\n"
-	"if fresh and not timed then\n"
-	"  redis.call('RPUSH', kready .. p, unpack(ARGV, 5, 4 + n))\n"
-	"  redis.call('ZADD', kprios, -p, p)\n"
-	"  redis.call('PUBLISH', ARGV[1], n)\n"
-	"  return n\n"
-	"end\n"
-	"local ready, sched, order, s = {}, {}, {}, nil\n"
-	"for i = 1, n do\n"
-	"  local id, at = ARGV[4 + i], timed and tonumber(ARGV[4 + n + i]) or 0\n"
-	"  if not known[i] or not (lease_of(id) or redis.call('ZSCORE', ksched, id) or\n"
-	"                          redis.call('ZSCORE', kdead, id) or\n"
-	"                          redis.call('LPOS', kready .. p, waiting(id), 'RANK', -1)) then\n"
-	"    if at > now then\n"
-	"      s = (s or redis.call('INCRBY', kseq, n) - n) + 1\n"
-	"      sched[#sched + 1], sched[#sched + 2] = ARGV[4 + n + i], id\n"
-	"      order[#order + 1], order[#order + 2] = id, p .. ' ' .. s\n"
-	"    else\n"
-	"      ready[#ready + 1] = id\n"
-	"    end\n"
-	"  end\n"
-	"end\n"
-	"if #sched > 0 then\n"
-	"  redis.call('ZADD', ksched, unpack(sched))\n"
-	"  redis.call('HSET', korder, unpack(order))\n"
-	"end\n"
-	"if #ready > 0 then\n"
-	"  redis.call('RPUSH', kready .. p, unpack(ready))\n"
-	"  redis.call('ZADD', kprios, -p, p)\n"
-	"  redis.call('PUBLISH', ARGV[1], #ready)\n"
-	"end\n"
-	"return #ready\n",
-
-	/* lease: ARGV[2] max, ARGV[3] lease ms, ARGV[4] random hex for the
-	 * tokens ("<attempt>-<hex>"). Due scheduled ones (up to 1000, in
-	 * run_at then push order) become ready first.
-	 * Returns {dropped, ms until the next scheduled one or -1 (only when
-	 * nothing was popped)}, then when some were: {ids}, {attempts} ({} when
-	 * all are first attempts) and, for up to 16 ids, {bodies}. For more,
-	 * the caller reads the bodies with HMGET; it drops the ids without
-	 * one. An entry that is no id is dropped here, and buried if it has a
-	 * body. */
-	[SC_LEASE] = LUA_PRELUDE
-	"local max, now = tonumber(ARGV[2]), clock()\n"
-	"local due = redis.call('ZRANGEBYSCORE', ksched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)\n"
-	"if #due > 0 then\n"
-	"  local ids, at, pr, sq, na, groups = {}, {}, {}, {}, {}, {}\n"
-	"  for i = 1, #due, 2 do\n"
-	"    ids[#ids + 1] = due[i]\n"
-	"    at[due[i]] = tonumber(due[i + 1])\n"
-	"  end\n"
-	"  local ord, att = redis.call('HMGET', korder, unpack(ids)), {}\n"
-	"  if redis.call('EXISTS', katt) == 1 then att = redis.call('HMGET', katt, unpack(ids)) end\n"
-	"  for i, id in ipairs(ids) do\n"
-	"    local p, s = string.match(ord[i] or '', '^(%-?%d+) (%d+)$')\n"
-	"    pr[id], sq[id], na[id] = tonumber(p) or 0, tonumber(s) or 0, tonumber(att[i] or '')\n"
-	"  end\n"
-	"  table.sort(ids, function(a, b)\n"
-	"    if at[a] ~= at[b] then return at[a] < at[b] end\n"
-	"    return sq[a] < sq[b]\n"
-	"  end)\n"
-	"  for _, id in ipairs(ids) do add(groups, pr[id], entry(id, na[id])) end\n"
-	"  redis.call('ZREM', ksched, unpack(ids))\n"
-	"  redis.call('HDEL', korder, unpack(ids))\n"
-	"  enqueue(groups)\n"
-	"end\n"
-	"local ids, got = {}, 0\n"
-	"while got < max do\n"
-	"  local top = redis.call('ZRANGE', kprios, 0, 0)[1]\n"
-	"  if not top then break end\n"
-	"  local part = redis.call('LPOP', kready .. top, max - got)\n"
-	"  if not part or #part < max - got then redis.call('ZREM', kprios, top) end\n"
-	"  if part and got == 0 then\n"
-	"    ids, got = part, #part\n"
-	"  elseif part then\n"
-	"    for i = 1, #part do ids[got + i] = part[i] end\n"
-	"    got = got + #part\n"
-	"  end\n"
-	"end\n"
-	"if got == 0 then\n"
-	"  local first = redis.call('ZRANGE', ksched, 0, 0, 'WITHSCORES')\n"
-	"  return {0, first[2] and math.max(tonumber(first[2]) - now, 0) or -1}\n"
-	"end\n"
-	"local deadline, hex = now + tonumber(ARGV[3]), ARGV[4]\n"
-	"if redis.call('EXISTS', kleased) == 0 then\n"
-	"  local pin = string.rep('~', 80)\n"
-	"  redis.call('ZADD', kleased, '+inf', pin)\n"
-	"  redis.call('HSET', ktok, pin, pin)\n"
-	"end\n"
-	"local plain = true\n"
-	"for i = 1, got do\n"
-	"  if #ids[i] ~= 32 then\n"
-	"    plain = false\n"
-	"    break\n"
-	"  end\n"
-	"end\n"
-	"if plain then\n"
-	"  redis.call('SADD', kbatch .. '1-' .. hex, unpack(ids))\n"
-	"  redis.call('ZADD', kbatches, deadline, '1-' .. hex)\n"
-	"  return {0, -1, ids, {}, got <= 16 and redis.call('HMGET', kbody, unpack(ids)) or nil}\n"
-	"end\n"
-	"local oid, oatt, groups, bad = {}, {}, {}, {}\n"
-	"for _, e in ipairs(ids) do\n"
-	"  local id, a = string.match(e, '^(%x+) (%d+)$')\n"
-	"  if #e == 32 then\n"
-	"    id, a = e, 1\n"
-	"  elseif id and #id == 32 and #a < 10 then\n"
-	"    a = tonumber(a) + 1\n"
-	"  else\n"
-	"    id, bad[#bad + 1] = nil, e\n"
-	"  end\n"
-	"  if id then\n"
-	"    oid[#oid + 1], oatt[#oatt + 1] = id, a\n"
-	"    add(groups, a, id)\n"
-	"  end\n"
-	"end\n"
-	"for a, g in pairs(groups) do\n"
-	"  redis.call('SADD', kbatch .. a .. '-' .. hex, unpack(g))\n"
-	"  redis.call('ZADD', kbatches, deadline, a .. '-' .. hex)\n"
-	"end\n"
-	"if #bad > 0 then\n"
-	"  local bodies, dead, why = redis.call('HMGET', kbody, unpack(bad)), {}, {}\n"
-	"  for i, e in ipairs(bad) do\n"
-	"    if bodies[i] then\n"
-	"      dead[#dead + 1], dead[#dead + 2] = now, e\n"
-	"      why[#why + 1], why[#why + 2] = e, 'invalid id'\n"
-	"    end\n"
-	"  end\n"
-	"  if #dead > 0 then\n"
-	"    redis.call('ZADD', kdead, unpack(dead))\n"
-	"    redis.call('HSET', kerr, unpack(why))\n"
-	"  end\n"
-	"end\n"
-	"return {#bad, -1, oid, oatt, #oid > 0 and #oid <= 16 and redis.call('HMGET', kbody, unpack(oid)) or nil}\n",
-
-	/* settle: the fenced writes of attempts. ARGV[2] mode (ack, retry,
-	 * release, bury, extend, or drop: only ends the lease, of an id the
-	 * lease found without a body), ARGV[3] lease ms (extend), then per
-	 * token: the token, n, n ids, then per id its delay ms and (after
-	 * those) its error or '' (retry), or its reason (bury). An id applies if
-	 * it is in the token's batch or (extended) has the token in tok.
-	 * Returns '1' (applied) or '0' (stale token) per id. */
-	[SC_SETTLE] = LUA_PRELUDE
-	"local mode, flags, i = ARGV[2], {}, 4\n"
-	"local extra = (mode == 'retry' and 2) or (mode == 'bury' and 1) or 0\n"
-	"while i <= #ARGV do\n"
-	"  local token, n = ARGV[i], tonumber(ARGV[i + 1])\n"
-	"  local first, last, kb, a = i + 2, i + 1 + n, kbatch .. ARGV[i], attempts(ARGV[i]) or 1\n"
-	"  local inset, all = redis.call('SMISMEMBER', kb, unpack(ARGV, first, last)), true\n"
-	"  local done, at, single = {}, nil, {}\n"
-	"  for j = 1, n do\n"
-	"    if inset[j] ~= 1 then\n"
-	"      all = false\n"
-	"      break\n"
-	"    end\n"
-	"  end\n"
-	"  if all then\n"
-	"    done = {unpack(ARGV, first, last)}\n"
-	"    flags[#flags + 1] = string.rep('1', n)\n"
-	"  else\n"
-	"    local cur, f = redis.call('HMGET', ktok, unpack(ARGV, first, last)), {}\n"
-	"    at = {}\n"
-	"    for j = 1, n do\n"
-	"      f[j] = '0'\n"
-	"      if inset[j] == 1 or cur[j] == token then\n"
-	"        f[j], done[#done + 1], at[#at + 1] = '1', ARGV[first + j - 1], j\n"
-	"        if inset[j] ~= 1 then single[#single + 1] = ARGV[first + j - 1] end\n"
-	"      end\n"
-	"    end\n"
-	"    flags[#flags + 1] = table.concat(f)\n"
-	"  end\n"
-	"  if #done > #single and redis.call('SREM', kb, unpack(done)) > 0 and\n"
-	"     redis.call('EXISTS', kb) == 0 then\n"
-	"    redis.call('ZREM', kbatches, token)\n"
-	"  end\n"
-	"  if #single > 0 and mode ~= 'extend' then\n"
-	"    redis.call('HDEL', ktok, unpack(single))\n"
-	"    redis.call('ZREM', kleased, unpack(single))\n"
-	"  end\n"
-	"  if #done == 0 or mode == 'drop' then\n"
-	"  elseif mode == 'ack' then\n"
-	"    redis.call('HDEL', kbody, unpack(done))\n"
-	"    if a ~= 1 then\n"
-	"      redis.call('HDEL', katt, unpack(done))\n"
-	"      redis.call('HDEL', kerr, unpack(done))\n"
-	"    end\n"
-	"  elseif mode == 'extend' then\n"
-	"    local d, tok, dl = clock() + tonumber(ARGV[3]), {}, {}\n"
-	"    for k, id in ipairs(done) do\n"
-	"      tok[2 * k - 1], tok[2 * k] = id, token\n"
-	"      dl[2 * k - 1], dl[2 * k] = d, id\n"
-	"    end\n"
-	"    redis.call('HSET', ktok, unpack(tok))\n"
-	"    redis.call('ZADD', kleased, unpack(dl))\n"
-	"  else\n"
-	"    local att, why, dead, sched, order, groups = {}, {}, {}, {}, {}, {}\n"
-	"    local now = clock()\n"
-	"    local bodies = redis.call('HMGET', kbody, unpack(done))\n"
-	"    local s = redis.call('INCRBY', kseq, #done) - #done\n"
-	"    for k, id in ipairs(done) do\n"
-	"      local j, p = at and at[k] or k, meta(bodies[k])\n"
-	"      local delay = mode == 'retry' and tonumber(ARGV[last + j]) or 0\n"
-	"      local text = (mode == 'retry' and ARGV[last + n + j]) or\n"
-	"                   (mode == 'bury' and ARGV[last + j]) or ''\n"
-	"      if mode ~= 'release' then\n"
-	"        att[#att + 1], att[#att + 2] = id, a\n"
-	"      end\n"
-	"      if mode == 'bury' or text ~= '' then\n"
-	"        why[#why + 1], why[#why + 2] = id, text\n"
-	"      end\n"
-	"      if mode == 'bury' then\n"
-	"        dead[#dead + 1], dead[#dead + 2] = now, id\n"
-	"      elseif delay > 0 then\n"
-	"        sched[#sched + 1], sched[#sched + 2] = now + delay, id\n"
-	"        order[#order + 1], order[#order + 2] = id, p .. ' ' .. (s + k)\n"
-	"      else\n"
-	"        add(groups, p, entry(id, mode == 'release' and a - 1 or a))\n"
-	"      end\n"
-	"    end\n"
-	"    if #att > 0 then redis.call('HSET', katt, unpack(att)) end\n"
-	"    if #why > 0 then redis.call('HSET', kerr, unpack(why)) end\n"
-	"    if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end\n"
-	"    if #sched > 0 then\n"
-	"      redis.call('ZADD', ksched, unpack(sched))\n"
-	"      redis.call('HSET', korder, unpack(order))\n"
-	"    end\n"
-	"    enqueue(groups)\n"
-	"  end\n"
-	"  i = last + 1 + extra * n\n"
-	"end\n"
-	"return table.concat(flags)\n",
-
-	/* rescue: ARGV[2] max, ARGV[3] throttle ms (a full sweep lifts it).
-	 * Returns {requeued, buried}. */
-	[SC_RESCUE] = LUA_PRELUDE
-	"if not redis.call('SET', krescue, '1', 'NX', 'PX', ARGV[3]) then return {0, 0} end\n"
-	"local max, now, ids, toks = tonumber(ARGV[2]), clock(), {}, {}\n"
-	"for _, b in ipairs(redis.call('ZRANGEBYSCORE', kbatches, '-inf', now, 'LIMIT', 0, max)) do\n"
-	"  if #ids < max then\n"
-	"    for _, id in ipairs(redis.call('SPOP', kbatch .. b, max - #ids)) do\n"
-	"      ids[#ids + 1], toks[#toks + 1] = id, b\n"
-	"    end\n"
-	"    if redis.call('EXISTS', kbatch .. b) == 0 then redis.call('ZREM', kbatches, b) end\n"
-	"  end\n"
-	"end\n"
-	"if #ids < max then\n"
-	"  local exp = redis.call('ZRANGEBYSCORE', kleased, '-inf', now, 'LIMIT', 0, max - #ids)\n"
-	"  if #exp > 0 then\n"
-	"    local cur = redis.call('HMGET', ktok, unpack(exp))\n"
-	"    redis.call('ZREM', kleased, unpack(exp))\n"
-	"    redis.call('HDEL', ktok, unpack(exp))\n"
-	"    for i, id in ipairs(exp) do\n"
-	"      ids[#ids + 1], toks[#toks + 1] = id, cur[i]\n"
-	"    end\n"
-	"  end\n"
-	"end\n"
-	"if #ids == max then redis.call('DEL', krescue) end\n"
-	"if #ids == 0 then return {0, 0} end\n"
-	"local bodies = redis.call('HMGET', kbody, unpack(ids))\n"
-	"local att, why, dead, groups = {}, {}, {}, {}\n"
-	"for i, id in ipairs(ids) do\n"
-	"  local a, p, m = attempts(toks[i]) or 1, meta(bodies[i])\n"
-	"  att[#att + 1], att[#att + 2] = id, a\n"
-	"  if a >= m then\n"
-	"    why[#why + 1], why[#why + 2] = id, 'lease expired after ' .. a .. ' attempts'\n"
-	"    dead[#dead + 1], dead[#dead + 2] = now, id\n"
-	"  else\n"
-	"    why[#why + 1], why[#why + 2] = id, 'lease expired on attempt ' .. a\n"
-	"    add(groups, p, entry(id, a))\n"
-	"  end\n"
-	"end\n"
-	"redis.call('HSET', katt, unpack(att))\n"
-	"redis.call('HSET', kerr, unpack(why))\n"
-	"if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end\n"
-	"return {enqueue(groups), #dead / 2}\n",
-
-	/* cancel: ARGV[2] id. 1 removed, 2 leased, 0 not waiting. */
-	[SC_CANCEL] = LUA_PRELUDE
-	"local id = ARGV[2]\n"
-	"local removed = redis.call('ZREM', ksched, id) == 1\n"
-	"if not removed then\n"
-	"  if lease_of(id) then return 2 end\n"
-	"  local body = redis.call('HGET', kbody, id)\n"
-	"  if not body or redis.call('ZSCORE', kdead, id) then return 0 end\n"
-	"  removed = redis.call('LREM', kready .. meta(body), -1, waiting(id)) > 0\n"
-	"end\n"
-	"if removed then\n"
-	"  for _, k in ipairs({kbody, katt, kerr, korder}) do redis.call('HDEL', k, id) end\n"
-	"  return 1\n"
-	"end\n"
-	"return 0\n",
-
-	/* peek: ARGV[2] id. {state (enum au_job_state, 0 unknown),
-	 * attempts, max_attempts, last error}. */
-	[SC_PEEK] = LUA_PRELUDE
-	"local id, st = ARGV[2], 0\n"
-	"local token, body = lease_of(id), redis.call('HGET', kbody, id)\n"
-	"if token then\n"
-	"  st = 3\n"
-	"elseif redis.call('ZSCORE', ksched, id) then\n"
-	"  st = 2\n"
-	"elseif redis.call('ZSCORE', kdead, id) then\n"
-	"  st = 4\n"
-	"elseif body then\n"
-	"  st = 1\n"
-	"end\n"
-	"if st == 0 then return {0, 0, 0, ''} end\n"
-	"local _, m = meta(body)\n"
-	"return {st, attempts(token) or tonumber(redis.call('HGET', katt, id) or '') or 0, m,\n"
-	"        redis.call('HGET', kerr, id) or ''}\n",
-
-	/* stats: {ready, scheduled, leased, dead}. */
-	[SC_STATS] = LUA_PRELUDE
-	"local ready, leased = 0, redis.call('ZCOUNT', kleased, '-inf', '(+inf')\n"
-	"for _, p in ipairs(redis.call('ZRANGE', kprios, 0, -1)) do\n"
-	"  ready = ready + redis.call('LLEN', kready .. p)\n"
-	"end\n"
-	"for _, b in ipairs(redis.call('ZRANGE', kbatches, 0, -1)) do\n"
-	"  leased = leased + redis.call('SCARD', kbatch .. b)\n"
-	"end\n"
-	"return {ready, redis.call('ZCARD', ksched), leased, redis.call('ZCARD', kdead)}\n",
+/* Each script is sent as the prelude followed by its own file
+ * (backends/redis_scripts/, embedded by scripts/embed.sh). */
+static const char *const script_bodies[SC_COUNT] = {
+	[SC_PUSH] = au_lua_push,
+	[SC_LEASE] = au_lua_lease,
+	[SC_SETTLE] = au_lua_settle,
+	[SC_RESCUE] = au_lua_rescue,
+	[SC_CANCEL] = au_lua_cancel,
+	[SC_PEEK] = au_lua_peek,
+	[SC_STATS] = au_lua_stats,
 };
 
 static const char *const key_names[] = {
@@ -513,6 +129,8 @@ struct rq {
 	redisContext *c;            /* commands */
 	redisContext *sub;          /* blocking leases wait on it */
 	char *sub_channel;
+	int db;                     /* of the URL */
+	char *script[SC_COUNT];     /* the prelude and each script's own text */
 	char sha[SC_COUNT][41];     /* "" if SCRIPT LOAD was refused: send EVAL */
 	struct rwatch *watch;
 
@@ -542,11 +160,6 @@ struct rwatch {
 static int oom(struct au_queue *q)
 {
 	return au_seterr(&q->err, AU_ENOMEM, "out of memory");
-}
-
-static int port_of(const struct au_url *url)
-{
-	return url->port ? url->port : 6379;
 }
 
 /* ---- building a pipeline ---- */
@@ -671,88 +284,25 @@ static void replies_free(struct rq *r, size_t from, size_t to)
 
 /* ---- connections ---- */
 
-/* hiredis' messages start with a capital */
-static const char *lowered(const char *msg, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s", msg);
-	buf[0] = (char)tolower((unsigned char)buf[0]);
-	return buf;
-}
-
 static int conn_error(struct rq *r, const redisContext *c, const char *what)
 {
-	char msg[sizeof(c->errstr)];
-
-	/* a socket timeout reads as EAGAIN */
-	if (c->err == REDIS_ERR_IO && !strcmp(c->errstr, strerror(EAGAIN)))
-		return au_seterr(&r->q->err, AU_ETIMEDOUT, "%s '%s': timed out", what,
-				 r->q->url.text);
-	return au_seterr(&r->q->err, AU_ECONN, "%s '%s': %s", what, r->q->url.text,
-			 lowered(c->errstr, msg, sizeof(msg)));
+	return au_redis_conn_error(&r->q->err, &r->q->url, c, what);
 }
 
 static int reply_error(struct rq *r, const redisReply *rep)
 {
-	return au_seterr(&r->q->err, AU_EPROTO, "redis error from '%s': %s", r->q->url.text,
-			 rep->str);
+	return au_redis_reply_error(&r->q->err, &r->q->url, rep, "a command");
 }
 
 static int bad_reply(struct rq *r, const char *what)
 {
-	return au_seterr(&r->q->err, AU_EPROTO, "unexpected reply from '%s' to %s",
-			 r->q->url.text, what);
-}
-
-/* A command on a fresh connection (AUTH, SELECT, SUBSCRIBE). */
-static int setup_command(struct rq *r, redisContext *c, int argc, const char **argv)
-{
-	redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
-	int rc = 0;
-
-	if (!rep)
-		return conn_error(r, c, "lost connection to");
-	if (rep->type == REDIS_REPLY_ERROR)
-		rc = reply_error(r, rep);
-	freeReplyObject(rep);
-	return rc;
+	return au_redis_reply_error(&r->q->err, &r->q->url, NULL, what);
 }
 
 /* Connects, authenticates, selects the database. NULL with q->err set. */
 static redisContext *conn_new(struct rq *r)
 {
-	const struct au_url *url = &r->q->url;
-	struct timeval ct = { CONNECT_TIMEOUT_MS / 1000, CONNECT_TIMEOUT_MS % 1000 * 1000 };
-	struct timeval to = { COMMAND_TIMEOUT_MS / 1000, COMMAND_TIMEOUT_MS % 1000 * 1000 };
-	redisContext *c = redisConnectWithTimeout(url->host, port_of(url), ct);
-
-	if (!c) {
-		oom(r->q);
-		return NULL;
-	}
-	if (c->err) {
-		conn_error(r, c, "unable to connect to");
-		redisFree(c);
-		return NULL;
-	}
-	redisSetTimeout(c, to);
-	redisEnableKeepAlive(c);
-	if (url->password) {
-		/* AUTH [user] password: an ACL user when the URL names one */
-		const char *argv[] = { "AUTH", url->user, url->password };
-		int user = url->user && *url->user;
-
-		if (!user)
-			argv[1] = url->password;
-		if (setup_command(r, c, user ? 3 : 2, argv) < 0)
-			goto fail;
-	}
-	if (url->path && *url->path && strcmp(url->path, "0") &&
-	    setup_command(r, c, 2, (const char *[]){ "SELECT", url->path }) < 0)
-		goto fail;
-	return c;
-fail:
-	redisFree(c);
-	return NULL;
+	return au_redis_connect(&r->q->url, r->db, &r->q->err);
 }
 
 static void conn_drop(struct rq *r)
@@ -783,7 +333,7 @@ static void set_script(struct rq *r, const struct cmd *c, int eval)
 	eval = eval || c->eval || !r->sha[c->script][0];
 	r->argv[c->first] = eval ? "EVAL" : "EVALSHA";
 	r->argvlen[c->first] = strlen(r->argv[c->first]);
-	r->argv[c->first + 1] = eval ? scripts[c->script] : r->sha[c->script];
+	r->argv[c->first + 1] = eval ? r->script[c->script] : r->sha[c->script];
 	r->argvlen[c->first + 1] = strlen(r->argv[c->first + 1]);
 }
 
@@ -873,7 +423,7 @@ static int check_server(struct rq *r)
 
 	redisAppendCommand(r->c, "CONFIG GET maxmemory-policy");
 	for (i = 0; i < SC_COUNT; i++)
-		redisAppendCommand(r->c, "SCRIPT LOAD %s", scripts[i]);
+		redisAppendCommand(r->c, "SCRIPT LOAD %s", r->script[i]);
 	for (i = 0; i < AU_ARRAY_SIZE(rep); i++)
 		if (redisGetReply(r->c, (void **)&rep[i]) != REDIS_OK) {
 			rc = conn_error(r, r->c, "lost connection to");
@@ -908,8 +458,12 @@ static void sub_drop(struct rq *r);
 
 static void rq_free(struct rq *r)
 {
+	size_t i;
+
 	conn_drop(r);
 	sub_drop(r);
+	for (i = 0; i < SC_COUNT; i++)
+		free(r->script[i]);
 	free(r->args);
 	free(r->argv);
 	free(r->argvlen);
@@ -922,14 +476,18 @@ static void rq_free(struct rq *r)
 static int rq_open(struct au_queue *q, const struct au_url *url)
 {
 	struct rq *r = calloc(1, sizeof(*r));
+	size_t i;
 
 	if (!r)
 		return oom(q);
 	r->q = q;
-	if (url->path && url->path[strspn(url->path, "0123456789")]) {
-		au_seterr(&q->err, AU_EINVAL, "invalid database '%s' in '%s'", url->path, url->text);
+	if (au_redis_db(url, &r->db, &q->err) < 0)
 		goto fail;
-	}
+	for (i = 0; i < SC_COUNT; i++)
+		if (!(r->script[i] = au_asprintf("%s%s", au_lua_prelude, script_bodies[i]))) {
+			oom(q);
+			goto fail;
+		}
 	r->c = conn_new(r);
 	if (!r->c || check_server(r) < 0)
 		goto fail;
@@ -1250,7 +808,8 @@ static int sub_open(struct rq *r, const char *channel)
 	if (!(r->sub_channel = au_strdup(channel)))
 		return oom(r->q);
 	r->sub = conn_new(r);
-	if (!r->sub || setup_command(r, r->sub, 2, (const char *[]){ "SUBSCRIBE", channel }) < 0) {
+	if (!r->sub || au_redis_command(r->sub, &r->q->url, 2, (const char *[]){ "SUBSCRIBE", channel },
+					&r->q->err) < 0) {
 		sub_drop(r);
 		return -1;
 	}
@@ -1595,7 +1154,7 @@ static void watch_later(struct rwatch *w, const char *why)
 
 	if (!w->down)
 		au_log(AU_LOG_WARN, "cannot watch queue '%s' of '%s': %s; retrying", w->queue,
-		       w->r->q->url.text, lowered(why, msg, sizeof(msg)));
+		       w->r->q->url.text, au_redis_why(msg, sizeof(msg), why));
 	w->down = 1;
 	evtimer_add(w->timer, &tv);
 }
@@ -1671,8 +1230,11 @@ static void watch_timer(evutil_socket_t fd, short what, void *arg)
 static void watch_connect(struct rwatch *w)
 {
 	const struct au_url *url = &w->r->q->url;
-	struct timeval tv = { CONNECT_TIMEOUT_MS / 1000, CONNECT_TIMEOUT_MS % 1000 * 1000 };
-	redisAsyncContext *ac = redisAsyncConnect(url->host, port_of(url));
+	struct timeval tv = { AU_REDIS_CONNECT_TIMEOUT_MS / 1000,
+			      AU_REDIS_CONNECT_TIMEOUT_MS % 1000 * 1000 };
+	redisAsyncContext *ac = redisAsyncConnect(url->host, au_redis_port(url));
+	const char *auth[3];
+	int argc;
 
 	if (!ac || ac->err) {
 		watch_later(w, ac ? ac->errstr : "out of memory");
@@ -1685,12 +1247,12 @@ static void watch_connect(struct rwatch *w)
 	redisAsyncSetConnectCallback(ac, watch_connected);
 	redisAsyncSetDisconnectCallback(ac, watch_disconnected);
 	redisEnableKeepAlive(&ac->c);
-	/* queued until the connection is up */
-	if (url->password && url->user && *url->user)
-		redisAsyncCommand(ac, watch_message, NULL, "AUTH %s %s", url->user, url->password);
-	else if (url->password)
-		redisAsyncCommand(ac, watch_message, NULL, "AUTH %s", url->password);
-	redisAsyncCommand(ac, watch_message, NULL, "SUBSCRIBE %s", w->channel);
+	/* queued until the connection is up; no SELECT: pub/sub ignores
+	 * databases */
+	if ((argc = au_redis_auth_argv(url, auth)))
+		redisAsyncCommandArgv(ac, watch_message, NULL, argc, auth, NULL);
+	redisAsyncCommandArgv(ac, watch_message, NULL, 2, (const char *[]){ "SUBSCRIBE", w->channel },
+			      NULL);
 	w->ac = ac;
 	evtimer_add(w->timer, &tv);
 }

@@ -5,8 +5,9 @@
  * encoded record, with a native expiry (SET NX EX), so expired records
  * vanish by themselves and cannot be told from unknown ones. A write
  * publishes on the channel au:r:<id>, which is what wait listens to.
+ * Connections, AUTH, SELECT and messages are those of redis/redis_client.h,
+ * shared with the Redis queue.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -15,13 +16,12 @@
 
 #include <hiredis.h>
 
+#include "redis_client.h"
 #include "store.h"
 
 #define KEY_PREFIX "au:r:"
 /* "au:r:" + id + NUL */
 #define KEY_SIZE (sizeof(KEY_PREFIX) - 1 + AU_ID_SIZE)
-#define CONNECT_TIMEOUT_S 5
-#define COMMAND_TIMEOUT_S 10
 
 struct redis_store {
 	redisContext *c;     /* commands; NULL after a drop until reconnected */
@@ -35,24 +35,14 @@ static void make_key(char key[KEY_SIZE], const char *id)
 	snprintf(key, KEY_SIZE, KEY_PREFIX "%s", id);
 }
 
-/* hiredis says "Connection refused"; our messages are lowercase. */
 static int conn_fail(struct au_store *s, const char *what, const redisContext *c)
 {
-	char why[sizeof(c->errstr)];
-
-	memcpy(why, c->errstr, sizeof(why));
-	why[0] = (char)tolower((unsigned char)why[0]);
-	return au_seterr(&s->err, AU_ECONN, "%s '%s': %s", what, s->url.text,
-			 why[0] ? why : "connection error");
+	return au_redis_conn_error(&s->err, &s->url, c, what);
 }
 
-static int reply_fail(struct au_store *s, const redisReply *r)
+static int reply_fail(struct au_store *s, const redisReply *r, const char *what)
 {
-	if (r->type == REDIS_REPLY_ERROR)
-		return au_seterr(&s->err, AU_EPROTO, "redis '%s' replied: %.*s", s->url.text,
-				 (int)r->len, r->str);
-	return au_seterr(&s->err, AU_EPROTO, "unexpected reply type %d from redis '%s'", r->type,
-			 s->url.text);
+	return au_redis_reply_error(&s->err, &s->url, r, what);
 }
 
 static void drop(redisContext **c)
@@ -61,82 +51,25 @@ static void drop(redisContext **c)
 	*c = NULL;
 }
 
-/* Runs one command on a fresh connection during setup. */
-static int setup_command(struct au_store *s, redisContext *c, int argc, const char **argv)
-{
-	redisReply *r = redisCommandArgv(c, argc, argv, NULL);
-	int rc = 0;
-
-	if (!r)
-		return conn_fail(s, "lost connection to", c);
-	if (r->type == REDIS_REPLY_ERROR)
-		rc = au_seterr(&s->err, AU_ECONN, "unable to use '%s': %.*s", s->url.text,
-			       (int)r->len, r->str);
-	freeReplyObject(r);
-	return rc;
-}
-
 /* Connects, authenticates and (for commands) selects the database. */
 static redisContext *connect_to(struct au_store *s, int select_db)
 {
 	struct redis_store *rs = s->ctx;
-	const struct au_url *u = &s->url;
-	struct timeval tv = { CONNECT_TIMEOUT_S, 0 };
-	redisContext *c;
 
-	c = redisConnectWithTimeout(u->host, u->port ? u->port : 6379, tv);
-	if (!c) {
-		au_seterr(&s->err, AU_ENOMEM, "out of memory");
-		return NULL;
-	}
-	if (c->err) {
-		conn_fail(s, "unable to connect to", c);
-		redisFree(c);
-		return NULL;
-	}
-	tv.tv_sec = COMMAND_TIMEOUT_S;
-	redisSetTimeout(c, tv);
-	if (u->password) {
-		const char *argv[3] = { "AUTH" };
-		int argc = 1;
-
-		/* "redis://user:pw@" names an ACL user, "redis://:pw@" the default. */
-		if (u->user && *u->user)
-			argv[argc++] = u->user;
-		argv[argc++] = u->password;
-		if (setup_command(s, c, argc, argv) < 0)
-			goto fail;
-	}
-	if (select_db && rs->db) {
-		char db[16];
-		const char *argv[] = { "SELECT", db };
-
-		snprintf(db, sizeof(db), "%d", rs->db);
-		if (setup_command(s, c, 2, argv) < 0)
-			goto fail;
-	}
-	return c;
-fail:
-	redisFree(c);
-	return NULL;
+	return au_redis_connect(&s->url, select_db ? rs->db : 0, &s->err);
 }
 
 static int redis_open(struct au_store *s, const struct au_url *url)
 {
 	struct redis_store *rs;
-	char *end;
-	long db = 0;
+	int db;
 
-	if (url->path && *url->path) {
-		db = strtol(url->path, &end, 10);
-		if (*end || db < 0 || db > 1000000)
-			return au_seterr(&s->err, AU_EINVAL, "invalid redis database '%s' in '%s'",
-					 url->path, url->text);
-	}
+	if (au_redis_db(url, &db, &s->err) < 0)
+		return -1;
 	rs = calloc(1, sizeof(*rs));
 	if (!rs)
 		return au_seterr(&s->err, AU_ENOMEM, "out of memory");
-	rs->db = (int)db;
+	rs->db = db;
 	s->ctx = rs;
 	rs->c = connect_to(s, 1);
 	if (!rs->c) {
@@ -229,7 +162,7 @@ static int put_batch(struct au_store *s, const struct au_record *recs, size_t n,
 		}
 		if (r->type == REDIS_REPLY_ERROR) {
 			if (rc == 0)
-				rc = reply_fail(s, r);
+				rc = reply_fail(s, r, i % 2 ? "PUBLISH" : "SET");
 		} else if (i % 2 == 0 && applied) {
 			applied[i / 2] = r->type == REDIS_REPLY_STATUS;   /* OK, or nil if present */
 		}
@@ -272,7 +205,7 @@ static int redis_get(struct au_store *s, const char *id, struct au_record *out)
 		rc = au_seterr(&s->err, AU_ENOTFOUND,
 			       "no result for computation '%s' (unknown or expired)", id);
 	else if (r->type != REDIS_REPLY_STRING)
-		rc = reply_fail(s, r);
+		rc = reply_fail(s, r, "GET");
 	else if ((rc = au_record_decode((const unsigned char *)r->str, r->len, out, &s->err)) == 0 &&
 		 strcmp(out->id, id) != 0) {
 		rc = au_seterr(&s->err, AU_EPROTO, "key '%s' holds computation '%s'", key, out->id);
@@ -293,7 +226,7 @@ static int redis_del(struct au_store *s, const char *id)
 	if (!(r = command(s, 2, argv, NULL)))
 		return -1;
 	if (r->type != REDIS_REPLY_INTEGER)
-		rc = reply_fail(s, r);
+		rc = reply_fail(s, r, "DEL");
 	freeReplyObject(r);
 	return rc;
 }
@@ -335,7 +268,7 @@ static int subscribe(struct au_store *s, const char *key)
 	}
 	if (!r)
 		return -1;
-	rc = is_pubsub(r, "subscribe") ? 0 : reply_fail(s, r);
+	rc = is_pubsub(r, "subscribe") ? 0 : reply_fail(s, r, "SUBSCRIBE");
 	freeReplyObject(r);
 	if (rc < 0)
 		drop(&rs->sub);

@@ -1,16 +1,15 @@
 /*
  * test_queue_conformance.c - one suite, run unchanged on every queue backend
- * named on the command line (default: $AU_TEST_REDIS and
- * memory://conformance), against the real thing. Each case works on a queue
- * of its own; the Redis backend also gets cases that write its layout by
- * hand, kill its connections and flush its scripts.
+ * named on the command line (default: $AU_TEST_REDIS, memory://conformance
+ * and $AU_TEST_PG), against the real thing. Each case works on a queue of
+ * its own. What only the Redis backend does (its layout written by hand,
+ * connections killed, scripts flushed) is tested in test_redis.c.
  *
  *   test_queue_conformance [url...]
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +17,6 @@
 #include <time.h>
 
 #include <event2/event.h>
-#include <hiredis.h>
 
 #include "harness.h"
 #include "queue.h"
@@ -774,229 +772,6 @@ static void test_concurrent(struct au_queue *q)
 	EQ(stats(q, name).leased, 0, "all acked");
 }
 
-/* ---- the Redis layout, by hand ---- */
-
-static redisContext *raw_connect(const struct au_url *u)
-{
-	redisContext *c = redisConnect(u->host, u->port ? u->port : 6379);
-
-	if (!T_OK(c && !c->err, "raw connection to '%s'", u->text)) {
-		if (c)
-			redisFree(c);
-		return NULL;
-	}
-	return c;
-}
-
-/* Runs a command, 0 unless it failed or answered an error. */
-static int raw(redisContext *c, const char *fmt, ...)
-{
-	redisReply *r;
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	rc = r && r->type != REDIS_REPLY_ERROR ? 0 : -1;
-	if (r)
-		freeReplyObject(r);
-	return rc;
-}
-
-/* Entries written by hand: a garbage body and an id without a body. */
-static void test_redis_garbage(struct au_queue *q, redisContext *c)
-{
-	struct au_computation good, d;
-	struct au_lease l[4];
-	struct au_err err;
-	char name[64], bad[AU_ID_SIZE], ghost[AU_ID_SIZE];
-	size_t n, i;
-	int got_bad = 0, got_good = 0;
-
-	fresh(name, "garbage");
-	au_id_new(bad);
-	au_id_new(ghost);
-	T_OK(raw(c, "HSET au:{%s}:body %s xx", name, bad) == 0 &&
-	     raw(c, "RPUSH au:{%s}:ready:0 %s %s", name, bad, ghost) == 0 &&
-	     raw(c, "ZADD au:{%s}:prios 0 0", name) == 0, "garbage body and a ghost id by hand");
-	make(&good, name, 0);
-	push1(q, &good);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
-	for (i = 0; i < n; i++) {
-		if (!strcmp(l[i].ref.id, bad)) {
-			got_bad = l[i].body_len == 2 && !memcmp(l[i].body, "xx", 2);
-			T_OK(au_computation_decode(l[i].body, l[i].body_len, &d, &err) < 0,
-			     "the garbage does not decode (%s)", err.str);
-		}
-		got_good |= !strcmp(l[i].ref.id, good.id);
-	}
-	EQ(n, 2, "the ghost id is dropped, the rest leased");
-	T_OK(got_bad, "the garbage body is leased as is (the worker dead-letters it)");
-	T_OK(got_good, "the good one is leased");
-	EQ(stats(q, name).ready, 0, "the ghost is gone from ready");
-	leases_release(l, n);
-	au_computation_release(&good);
-}
-
-/* Enqueued with plain commands, as docs/redis-layout.md tells other
- * languages to. */
-static void test_redis_by_hand(struct au_queue *q, redisContext *c)
-{
-	struct au_computation hand, lib;
-	struct au_buf body = AU_BUF_INIT;
-	struct au_lease l[4];
-	struct au_err err;
-	char name[64];
-	size_t n;
-
-	fresh(name, "hand");
-	make(&hand, name, 7);
-	hand.priority = 5;
-	make(&lib, name, 8);
-	push1(q, &lib);
-	au_computation_encode(&hand, &body, &err);
-	T_OK(raw(c, "MULTI") == 0 &&
-	     raw(c, "HSET au:{%s}:body %s %b", name, hand.id, body.data, body.len) == 0 &&
-	     raw(c, "RPUSH au:{%s}:ready:5 %s", name, hand.id) == 0 &&
-	     raw(c, "ZADD au:{%s}:prios -5 5", name) == 0 && raw(c, "EXEC") == 0 &&
-	     raw(c, "PUBLISH au:{%s}:wake 1", name) == 0 &&
-	     raw(c, "SADD au:queues %s", name) == 0, "enqueue by hand");
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
-	T_OK(n == 2 && !strcmp(l[0].ref.id, hand.id) && l[0].attempts == 1,
-	     "the hand-made one is leased, first (priority 5)");
-	T_OK(n == 2 && l[0].body_len == body.len && !memcmp(l[0].body, body.data, body.len),
-	     "with its body");
-	leases_release(l, n);
-	au_buf_release(&body);
-	au_computation_release(&hand);
-	au_computation_release(&lib);
-}
-
-static long long raw_int(redisContext *c, const char *fmt, const char *name)
-{
-	redisReply *r = redisCommand(c, fmt, name);
-	long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-
-	if (r)
-		freeReplyObject(r);
-	return v;
-}
-
-/* Done computations leave nothing behind but the pins. */
-static void test_redis_clean(struct au_queue *q, redisContext *c)
-{
-	struct au_computation cs[2];
-	struct au_lease l[4];
-	struct au_ref refs[2];
-	uint64_t delay[2] = { 0, 0 };
-	const char *err[2] = { "once", "twice" };
-	char name[64];
-	size_t n, i;
-
-	fresh(name, "clean");
-	for (i = 0; i < 2; i++)
-		make(&cs[i], name, (int)i);
-	au_queue_push(q, cs, 2);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
-	for (i = 0; i < n; i++)
-		refs[i] = l[i].ref;
-	leases_release(l, n);
-	T_OK(n == 2 && au_queue_retry(q, name, refs, 2, delay, err, NULL) == 0, "retry both");
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
-	for (i = 0; i < n; i++)
-		refs[i] = l[i].ref;
-	leases_release(l, n);
-	T_OK(n == 2 && au_queue_ack(q, name, refs, 2, NULL) == 0, "ack both");
-	EQ(raw_int(c, "HLEN au:{%s}:body", name), 0, "no body left");
-	EQ(raw_int(c, "HLEN au:{%s}:att", name), 0, "no attempts left");
-	EQ(raw_int(c, "HLEN au:{%s}:err", name), 0, "no errors left");
-	EQ(raw_int(c, "HLEN au:{%s}:tok", name), 1, "only the pin in tok");
-	EQ(raw_int(c, "ZCARD au:{%s}:leased", name), 1, "only the pin in leased");
-	release_all(cs, 2);
-}
-
-/* A server that lost its scripts, then our connection. */
-static void test_redis_recovery(struct au_queue *q, redisContext *c)
-{
-	struct au_computation comp;
-	struct au_lease l[4];
-	char name[64];
-	size_t n;
-
-	fresh(name, "recovery");
-	make(&comp, name, 1);
-	T_OK(raw(c, "SCRIPT FLUSH") == 0, "script flush");
-	T_OK(push1(q, &comp) == 0, "push after SCRIPT FLUSH (%s)", q->err.str);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
-	EQ(n, 1, "lease after SCRIPT FLUSH");
-	leases_release(l, n);
-	T_OK(raw(c, "CLIENT KILL TYPE normal SKIPME yes") == 0, "kill the backend's connection");
-	T_OK(au_queue_cancel(q, name, comp.id) < 0 && q->err.code == AU_ESTATE,
-	     "a non-idempotent call after the kill works (%s)", q->err.str);
-	au_computation_release(&comp);
-}
-
-/* Eviction would lose computations. */
-static void test_redis_eviction(struct au_queue *q, redisContext *c)
-{
-	struct au_queue *lru;
-	char want[200];
-
-	if (!T_OK(raw(c, "CONFIG SET maxmemory-policy allkeys-lru") == 0, "CONFIG SET maxmemory-policy"))
-		return;
-	lru = au_queue_open(q->url.text);
-	snprintf(want, sizeof(want), "redis at '%s' uses maxmemory-policy 'allkeys-lru': au needs 'noeviction'",
-		 q->url.text);
-	T_OK(lru && lru->err.code == AU_ESTATE, "allkeys-lru is refused");
-	T_EQ_STR(lru ? lru->err.str : "", want, "with a message");
-	au_queue_close(lru);
-	T_OK(raw(c, "CONFIG SET maxmemory-policy noeviction") == 0, "policy restored");
-}
-
-/* The watch connection is killed: it comes back and wakes again. */
-static void test_redis_watch(struct au_queue *q, redisContext *c)
-{
-	struct waker w = { event_base_new(), 0, 0, 0 };
-	char name[64];
-	int calls;
-
-	fresh(name, "rewatch");
-	au_queue_watch(q, name, w.base, on_wake, &w);
-	T_OK(run_until(&w, &w.calls, 1, 5000), "redis watch: subscribed");
-	T_OK(raw(c, "CLIENT KILL TYPE pubsub") == 0, "redis watch: connection killed");
-	calls = w.calls;
-	T_OK(run_until(&w, &w.calls, calls + 1, 5000), "redis watch: subscribed again");
-	T_OK(wake_by_push(&w, name), "redis watch: a push wakes the loop after the reconnect");
-	au_queue_unwatch(q);
-	event_base_free(w.base);
-}
-
-static void test_redis(struct au_queue *q)
-{
-	redisContext *c = raw_connect(&q->url);
-
-	if (!c)
-		return;
-	test_redis_garbage(q, c);
-	test_redis_by_hand(q, c);
-	test_redis_clean(q, c);
-	test_redis_recovery(q, c);
-	test_redis_eviction(q, c);
-	test_redis_watch(q, c);
-	redisFree(c);
-}
-
-static void test_redis_down(void)
-{
-	struct au_queue *down = au_queue_open("redis://127.0.0.1:1");
-
-	T_OK(down && down->err.code == AU_ECONN, "redis: server down gives AU_ECONN");
-	T_EQ_STR(down ? down->err.str : "", "unable to connect to 'redis://127.0.0.1:1': connection refused",
-		 "redis: the message");
-	au_queue_close(down);
-}
-
 static void test_registry(void)
 {
 	struct au_queue *q = au_queue_open("foo://x");
@@ -1031,17 +806,14 @@ static void run_suite(const char *u)
 	test_stats_queues(q);
 	test_watch(q);
 	test_concurrent(q);
-	if (!strcmp(q->url.scheme, "redis"))
-		test_redis(q);
 	au_queue_close(q);
 }
 
 int main(int argc, char **argv)
 {
-	/* hiredis writes to sockets the server may have closed. */
+	/* The Redis backend writes to sockets the server may have closed. */
 	signal(SIGPIPE, SIG_IGN);
 	test_registry();
-	test_redis_down();
 	if (argc > 1) {
 		for (int i = 1; i < argc; i++)
 			run_suite(argv[i]);

@@ -1,7 +1,9 @@
 /*
  * test_store_conformance.c - one suite, run unchanged on every result store
  * named on the command line (default: a file:// store in a fresh directory,
- * $AU_TEST_REDIS and memory://conformance), against the real thing.
+ * $AU_TEST_REDIS, memory://conformance and $AU_TEST_PG), against the real
+ * thing. What only the Redis store does (reconnecting after its connections
+ * are killed) is tested in test_redis.c.
  *
  *   test_store_conformance [url...]
  */
@@ -16,8 +18,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <hiredis.h>
 
 #include "harness.h"
 #include "store.h"
@@ -587,49 +587,6 @@ static void test_file_store(struct au_store *s)
 	test_file_kill_mid_write(dir);
 }
 
-/* ---- redis store ---- */
-
-/* Kills every client connection of the store's server but the killer's. */
-static int kill_clients(const struct au_url *u)
-{
-	redisContext *c = redisConnect(u->host, u->port ? u->port : 6379);
-	redisReply *r = c && !c->err ? redisCommand(c, "CLIENT KILL TYPE normal SKIPME yes") : NULL;
-	redisReply *p = r ? redisCommand(c, "CLIENT KILL TYPE pubsub") : NULL;
-	int rc = r && p && r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? 0 : -1;
-
-	if (r)
-		freeReplyObject(r);
-	if (p)
-		freeReplyObject(p);
-	if (c)
-		redisFree(c);
-	return rc;
-}
-
-static void test_redis_store(struct au_store *s)
-{
-	struct au_store *down = au_store_open("redis://127.0.0.1:1");
-	struct au_record r, out;
-	int rc;
-
-	T_OK(down && down->err.code == AU_ECONN, "redis: server down gives AU_ECONN");
-	T_EQ_STR(down ? down->err.str : NULL,
-		 "unable to connect to 'redis://127.0.0.1:1': connection refused", "redis: message");
-	au_store_close(down);
-
-	/* Both connections (commands, and wait's subscription) are open now. */
-	fresh(&r, AU_COMPLETED, 600);
-	EQ(put1(s, &r), 1, "redis: put before the connections drop");
-	T_OK(kill_clients(&s->url) == 0, "redis: killed the store's connections");
-	EQ(get_code(s, r.id), AU_OK, "redis: get reconnects after a drop");
-	T_OK(kill_clients(&s->url) == 0, "redis: killed them again");
-	au_record_init(&out);
-	rc = au_store_wait(s, r.id, 1000, &out);
-	T_OK(rc == 0, "redis: wait reconnects after a drop (%s)", rc ? s->err.str : "ok");
-	au_record_release(&out);
-	wait_for_writer(s, 2000);
-}
-
 /* ---- memory store ---- */
 
 static void test_memory_store(struct au_store *s)
@@ -660,8 +617,6 @@ static void run_suite(const char *u)
 	test_ttl_and_sweep(s);
 	if (!strcmp(s->url.scheme, "file"))
 		test_file_store(s);
-	if (!strcmp(s->url.scheme, "redis"))
-		test_redis_store(s);
 	if (!strcmp(s->url.scheme, "memory"))
 		test_memory_store(s);
 	au_store_close(s);
@@ -686,7 +641,7 @@ static void test_registry(void)
 
 int main(int argc, char **argv)
 {
-	/* hiredis writes to sockets the server may have closed. */
+	/* The Redis store writes to sockets the server may have closed. */
 	signal(SIGPIPE, SIG_IGN);
 	/* A store whose wait never wakes would hang wait(-1): fail instead. */
 	alarm(300);

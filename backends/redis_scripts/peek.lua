@@ -1,0 +1,23 @@
+-- peek.lua - what the queue knows of one computation.
+--
+-- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- ARGV[2]  id
+--
+-- Returns {state (enum au_job_state, 0 unknown), attempts, max_attempts,
+-- last error}.
+
+local id, st = ARGV[2], 0
+local token, body = lease_of(id), redis.call('HGET', kbody, id)
+if token then
+  st = 3
+elseif redis.call('ZSCORE', ksched, id) then
+  st = 2
+elseif redis.call('ZSCORE', kdead, id) then
+  st = 4
+elseif body then
+  st = 1
+end
+if st == 0 then return {0, 0, 0, ''} end
+local _, m = meta(body)
+return {st, attempts(token) or tonumber(redis.call('HGET', katt, id) or '') or 0, m,
+        redis.call('HGET', kerr, id) or ''}

@@ -1,0 +1,79 @@
+-- prelude.lua - the start of every script of the Redis queue: its keys as
+-- locals and the helpers the scripts share. redis_queue.c sends each script
+-- as this text followed by the script's own file.
+--
+-- KEYS (the same 14 for every script, in this order: key_names in
+-- redis_queue.c; docs/redis-layout.md says what each holds):
+--   KEYS[1]  au:{q}:prios      KEYS[8]  au:{q}:att
+--   KEYS[2]  au:{q}:sched      KEYS[9]  au:{q}:tok
+--   KEYS[3]  au:{q}:leased     KEYS[10] au:{q}:err
+--   KEYS[4]  au:{q}:dead       KEYS[11] au:{q}:order
+--   KEYS[5]  au:{q}:seq        KEYS[12] au:{q}:ready:  (prefix: .. priority)
+--   KEYS[6]  au:{q}:rescue     KEYS[13] au:{q}:batches
+--   KEYS[7]  au:{q}:body       KEYS[14] au:{q}:batch:  (prefix: .. token)
+-- ARGV[1] is the queue's wake channel au:{q}:wake for every script; the
+-- rest of ARGV is each script's own.
+--
+-- Helpers:
+--   clock()          Redis' TIME in unix ms
+--   meta(body)       priority, max_attempts of a computation (0, 1 when
+--                    the body does not decode)
+--   attempts(token)  the attempt count a lease token "<a>-<hex>" carries
+--   entry(id, a)     a ready-list entry: "<id>", or "<id> <a>" after a > 0
+--                    attempts
+--   waiting(id)      the ready-list entry of id, with its attempts from att
+--   lease_of(id)     the token id is leased under, or nil
+--   add(groups, p, e) appends e to groups[p]
+--   enqueue(groups)  RPUSHes each group to the ready list of its priority,
+--                    publishes the count on ARGV[1]; returns it
+
+local kprios, ksched, kleased, kdead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local kseq, krescue, kbody, katt = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local ktok, kerr, korder, kready = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local kbatches, kbatch = KEYS[13], KEYS[14]
+local function clock()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+local function meta(body)
+  local ok, c = pcall(cmsgpack.unpack, body or '')
+  if ok and type(c) == 'table' then
+    return tonumber(c.priority) or 0, tonumber(c.max_attempts) or 1
+  end
+  return 0, 1
+end
+local function attempts(token)
+  return tonumber(string.match(token or '', '^(%d+)-'))
+end
+local function entry(id, a)
+  if a and a > 0 then return id .. ' ' .. a end
+  return id
+end
+local function waiting(id)
+  return entry(id, tonumber(redis.call('HGET', katt, id) or ''))
+end
+local function lease_of(id)
+  local token = redis.call('HGET', ktok, id)
+  if token then return token end
+  for _, b in ipairs(redis.call('ZRANGE', kbatches, 0, -1)) do
+    if redis.call('SISMEMBER', kbatch .. b, id) == 1 then return b end
+  end
+end
+local function add(groups, p, e)
+  local g = groups[p]
+  if not g then
+    g = {}
+    groups[p] = g
+  end
+  g[#g + 1] = e
+end
+local function enqueue(groups)
+  local n = 0
+  for p, es in pairs(groups) do
+    redis.call('RPUSH', kready .. p, unpack(es))
+    redis.call('ZADD', kprios, -p, p)
+    n = n + #es
+  end
+  if n > 0 then redis.call('PUBLISH', ARGV[1], n) end
+  return n
+end
