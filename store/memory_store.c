@@ -192,9 +192,10 @@ static int memory_put(struct au_store *s, const struct au_record *recs, size_t n
 		made[i] = au_calloc(1, sizeof(*made[i]));
 		if (!made[i])
 			rc = au_seterr(&s->err, AU_ENOMEM, "out of memory");
-		else if (au_record_encode(&w, &b, &s->err) < 0)
+		else if (au_record_encode(&w, &b, &s->err) < 0) {
+			au_buf_release(&b);   /* what the failed encode had reserved */
 			rc = -1;
-		else {
+		} else {
 			memcpy(made[i]->id, w.id, AU_ID_SIZE);
 			made[i]->expires_at_ms = w.expires_at_ms;
 			made[i]->data = au_buf_detach(&b, &made[i]->len);

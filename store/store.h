@@ -71,6 +71,12 @@ const struct au_store_ops *au_store_backend(const char *scheme);
  * not ids (so no store sees one, and none can become a path or a key
  * outside the store) and stand in for the optional operations.
  */
+/* 1 if the store has every bit of want (enum au_store_feature). */
+static inline int au_store_has(const struct au_store *s, unsigned want)
+{
+	return (s->ops->features & want) == want;
+}
+
 static inline int au_store_bad_id(struct au_store *s, const char *id)
 {
 	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
