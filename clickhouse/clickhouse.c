@@ -266,7 +266,7 @@ struct au_clickhouse *au_ch_new(const char *text, struct au_err *err)
 			  ch->url.text);
 		goto fail;
 	}
-	db = ch->url.path && *ch->url.path ? ch->url.path : "default";
+	db = ch->url.path && *ch->url.path ? ch->url.path : AU_CH_DEFAULT_DATABASE;
 	if (!au_sql_identifier_valid(db) || strchr(db, '.')) {
 		au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': bad database name", ch->url.text);
 		goto fail;

@@ -67,6 +67,9 @@ int au_ch_query_sync(struct au_clickhouse *ch, const struct au_ch_query *q,
 /* Server version string, e.g. "18.16.1" (cached after the first call). */
 const char *au_ch_server_version(struct au_clickhouse *ch, struct au_err *err);
 
+/* The database of a URL that names none. */
+#define AU_CH_DEFAULT_DATABASE "default"
+
 /* Connections au_ch_send opens to the server at most; further requests wait
  * in curl for a free one (the server caps concurrent queries too). */
 #define AU_CH_MAX_CONNECTIONS 32

@@ -36,6 +36,14 @@
 #include "task.h"
 #include "tasks.h"
 
+/* Housekeeping, on the loop's timers. */
+#define RESCUE_EVERY_MS 1000      /* expired leases back to the queue */
+#define RESCUE_MAX 1000           /* per rescue pass */
+#define SWEEP_EVERY_MS 60000      /* expired records out of stores without native expiry */
+#define SWEEP_MAX 10000           /* per sweep */
+#define UNWATCHED_POLL_MS 50      /* a queue that cannot wake the worker is polled */
+#define DRAIN_MAX_MS 2000         /* at exit, for ClickHouse requests still under way */
+
 enum attempt_state {
 	ATTEMPT_RUNNING,    /* the task has not reported; holds a slot */
 	ATTEMPT_DECIDED,    /* outcome known, waiting for flush() */
@@ -690,22 +698,22 @@ static void rescue_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (au_queue_rescue(w->q, w->queue_name, 1000, &requeued, &buried) < 0)
+	if (au_queue_rescue(w->q, w->queue_name, RESCUE_MAX, &requeued, &buried) < 0)
 		report(w, &w->q->err);
 	else if (requeued || buried)
 		au_log(AU_LOG_WARN, "rescued %zu expired leases on queue '%s' (%zu dead-lettered)",
 		       requeued + buried, w->queue_name, buried);
 	if (requeued)
 		event_active(w->pump_ev, 0, 0);
-	if (now - w->last_sweep_ms >= 60000) {
+	if (now - w->last_sweep_ms >= SWEEP_EVERY_MS) {
 		w->last_sweep_ms = now;
-		if (au_store_sweep(w->store, 10000, &swept) < 0)
+		if (au_store_sweep(w->store, SWEEP_MAX, &swept) < 0)
 			report(w, &w->store->err);
 	}
 }
 
 /* Leaves the loop once ClickHouse requests still under way (the KILLs of
- * abandoned queries, above all) are done, or after 2 s. */
+ * abandoned queries, above all) are done, or after DRAIN_MAX_MS. */
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
@@ -728,7 +736,7 @@ static void stop_now(struct au_worker *w)
 	event_del(w->extend_ev);
 	event_del(w->rescue_ev);
 	event_del(w->grace_ev);
-	w->drain_deadline_us = au_mono_us() + 2000000;
+	w->drain_deadline_us = au_mono_us() + DRAIN_MAX_MS * 1000;
 	drain_cb(-1, 0, w);
 }
 
@@ -900,9 +908,9 @@ int au_worker_start(struct au_worker *w)
 	/* a queue that cannot watch is polled */
 	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
-	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : 50);
+	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
 	set_timer(w->extend_ev, beat ? beat : 1);
-	set_timer(w->rescue_ev, 1000);
+	set_timer(w->rescue_ev, RESCUE_EVERY_MS);
 	event_active(w->pump_ev, 0, 0);
 	return 0;
 }
