@@ -5,8 +5,8 @@
  * under a mutex, refcounted; the space goes away with its last handle).
  * A space holds queues; a queue keeps its computations in four binary heaps,
  * one per state (ready by priority then sequence, scheduled by run_at,
- * leased by deadline, dead by burial time), each job knowing its slot so it
- * can leave any heap in O(log n), plus a hash table from id to job. One
+ * leased by deadline, dead by burial time), each entry knowing its slot so it
+ * can leave any heap in O(log n), plus a hash table from id to entry. One
  * mutex per space serialises producer threads and worker loops; blocked
  * leases wait on its condition variable, watchers get an eventfd.
  */
@@ -23,7 +23,7 @@
 
 #include "queue.h"
 
-struct mjob {
+struct mentry {
 	char id[AU_ID_SIZE];
 	char token[AU_TOKEN_SIZE];  /* the current lease, "" when not leased */
 	unsigned char *body;
@@ -31,24 +31,24 @@ struct mjob {
 	char *error;                /* last error or bury reason, NULL if none */
 	int priority;
 	uint32_t max_attempts, attempts;
-	enum au_job_state state;
+	enum au_queued_state state;
 	uint64_t key, seq;          /* heap order: key, then seq */
 	size_t pos;                 /* slot in its state's heap */
-	struct mjob *next;          /* hash chain */
+	struct mentry *next;          /* hash chain */
 };
 
 struct heap {
-	struct mjob **v;
+	struct mentry **v;
 	size_t n, cap;
 };
 
 struct mqueue {
 	char *name;
 	struct heap heaps[4];       /* indexed by state - 1 */
-	struct mjob **tab;          /* id -> job, chained, power-of-two size */
-	size_t tabsize, njobs;
+	struct mentry **tab;          /* id -> entry, chained, power-of-two size */
+	size_t tabsize, nentries;
 	uint64_t seq;
-	int woken;                  /* got ready jobs in the current push */
+	int woken;                  /* got ready entries in the current push */
 	struct mqueue *next;
 };
 
@@ -89,12 +89,12 @@ static int oom(struct au_queue *q)
 
 /* ---- heaps ---- */
 
-static int before(const struct mjob *a, const struct mjob *b)
+static int before(const struct mentry *a, const struct mentry *b)
 {
 	return a->key < b->key || (a->key == b->key && a->seq < b->seq);
 }
 
-static void heap_put(struct heap *h, size_t i, struct mjob *j)
+static void heap_put(struct heap *h, size_t i, struct mentry *j)
 {
 	h->v[i] = j;
 	j->pos = i;
@@ -102,7 +102,7 @@ static void heap_put(struct heap *h, size_t i, struct mjob *j)
 
 static void heap_up(struct heap *h, size_t i)
 {
-	struct mjob *j = h->v[i];
+	struct mentry *j = h->v[i];
 
 	while (i > 0 && before(j, h->v[(i - 1) / 2])) {
 		heap_put(h, i, h->v[(i - 1) / 2]);
@@ -113,7 +113,7 @@ static void heap_up(struct heap *h, size_t i)
 
 static void heap_down(struct heap *h, size_t i)
 {
-	struct mjob *j = h->v[i];
+	struct mentry *j = h->v[i];
 
 	for (;;) {
 		size_t c = 2 * i + 1;
@@ -130,11 +130,11 @@ static void heap_down(struct heap *h, size_t i)
 	heap_put(h, i, j);
 }
 
-/* Capacity is reserved when jobs are added, so moving a job between heaps
+/* Capacity is reserved when entries are added, so moving a entry between heaps
  * never allocates and never fails. */
 static int heap_reserve(struct heap *h, size_t n)
 {
-	struct mjob **v;
+	struct mentry **v;
 	size_t cap = h->cap ? h->cap : 64;
 
 	if (n <= h->cap)
@@ -149,7 +149,7 @@ static int heap_reserve(struct heap *h, size_t n)
 	return 0;
 }
 
-static void heap_add(struct heap *h, struct mjob *j)
+static void heap_add(struct heap *h, struct mentry *j)
 {
 	heap_put(h, h->n++, j);
 	heap_up(h, h->n - 1);
@@ -157,7 +157,7 @@ static void heap_add(struct heap *h, struct mjob *j)
 
 static void heap_del(struct heap *h, size_t i)
 {
-	struct mjob *last = h->v[--h->n];
+	struct mentry *last = h->v[--h->n];
 
 	if (i == h->n)
 		return;
@@ -166,12 +166,12 @@ static void heap_del(struct heap *h, size_t i)
 	heap_down(h, last->pos);
 }
 
-static struct mjob *heap_top(const struct heap *h)
+static struct mentry *heap_top(const struct heap *h)
 {
 	return h->n ? h->v[0] : NULL;
 }
 
-/* ---- jobs and queues ---- */
+/* ---- entries and queues ---- */
 
 static size_t id_hash(const char *id, size_t size)
 {
@@ -182,9 +182,9 @@ static size_t id_hash(const char *id, size_t size)
 	return (size_t)h & (size - 1);
 }
 
-static struct mjob **job_slot(struct mqueue *mq, const char *id)
+static struct mentry **job_slot(struct mqueue *mq, const char *id)
 {
-	struct mjob **p;
+	struct mentry **p;
 
 	if (!mq || !mq->tabsize)
 		return NULL;
@@ -194,24 +194,24 @@ static struct mjob **job_slot(struct mqueue *mq, const char *id)
 	return NULL;
 }
 
-static struct mjob *job_find(struct mqueue *mq, const char *id)
+static struct mentry *job_find(struct mqueue *mq, const char *id)
 {
-	struct mjob **p = job_slot(mq, id);
+	struct mentry **p = job_slot(mq, id);
 
 	return p ? *p : NULL;
 }
 
-/* Makes room for n more jobs in the table and in every heap. */
+/* Makes room for n more entries in the table and in every heap. */
 static int queue_reserve(struct mqueue *mq, size_t n)
 {
-	size_t need = mq->njobs + n, i;
+	size_t need = mq->nentries + n, i;
 
 	for (i = 0; i < AU_ARRAY_SIZE(mq->heaps); i++)
 		if (heap_reserve(&mq->heaps[i], need) < 0)
 			return -1;
 	if (need > mq->tabsize) {
 		size_t size = mq->tabsize ? mq->tabsize : 64;
-		struct mjob **tab;
+		struct mentry **tab;
 
 		while (size < need)
 			size *= 2;
@@ -220,7 +220,7 @@ static int queue_reserve(struct mqueue *mq, size_t n)
 			return -1;
 		for (i = 0; i < mq->tabsize; i++)
 			while (mq->tab[i]) {
-				struct mjob *j = mq->tab[i];
+				struct mentry *j = mq->tab[i];
 				size_t b = id_hash(j->id, size);
 
 				mq->tab[i] = j->next;
@@ -234,7 +234,7 @@ static int queue_reserve(struct mqueue *mq, size_t n)
 	return 0;
 }
 
-static struct heap *heap_of(struct mqueue *mq, enum au_job_state st)
+static struct heap *heap_of(struct mqueue *mq, enum au_queued_state st)
 {
 	return &mq->heaps[st - 1];
 }
@@ -242,9 +242,9 @@ static struct heap *heap_of(struct mqueue *mq, enum au_job_state st)
 /* Moves j to state st, ordered by key, then seq. Ready ones are ordered by
  * priority, then a fresh sequence number: FIFO within a priority, by the
  * time they became ready. */
-static void job_move(struct mqueue *mq, struct mjob *j, enum au_job_state st, uint64_t key)
+static void job_move(struct mqueue *mq, struct mentry *j, enum au_queued_state st, uint64_t key)
 {
-	if (st == AU_JOB_READY) {
+	if (st == AU_QUEUED_READY) {
 		key = (uint64_t)(AU_PRIORITY_MAX - j->priority);
 		j->seq = ++mq->seq;
 	}
@@ -255,25 +255,25 @@ static void job_move(struct mqueue *mq, struct mjob *j, enum au_job_state st, ui
 	heap_add(heap_of(mq, st), j);
 }
 
-static void job_free(struct mjob *j)
+static void job_free(struct mentry *j)
 {
 	free(j->body);
 	free(j->error);
 	free(j);
 }
 
-static void job_remove(struct mqueue *mq, struct mjob *j)
+static void job_remove(struct mqueue *mq, struct mentry *j)
 {
-	struct mjob **p = job_slot(mq, j->id);
+	struct mentry **p = job_slot(mq, j->id);
 
 	heap_del(heap_of(mq, j->state), j->pos);
 	*p = j->next;
-	mq->njobs--;
+	mq->nentries--;
 	job_free(j);
 }
 
-/* Replaces the last error; on OOM the job simply keeps none. */
-static void job_error(struct mjob *j, const char *msg)
+/* Replaces the last error; on OOM the entry simply keeps none. */
+static void job_error(struct mentry *j, const char *msg)
 {
 	free(j->error);
 	j->error = au_strdup(msg);
@@ -311,7 +311,7 @@ static void queue_free(struct mqueue *mq)
 
 	for (i = 0; i < mq->tabsize; i++)
 		while (mq->tab[i]) {
-			struct mjob *j = mq->tab[i];
+			struct mentry *j = mq->tab[i];
 
 			mq->tab[i] = j->next;
 			job_free(j);
@@ -336,22 +336,22 @@ static void notify(struct mspace *sp, const char *queue)
 			       strerror(errno));
 }
 
-/* Due scheduled jobs become ready; returns how many. */
+/* Due scheduled entries become ready; returns how many. */
 static size_t promote(struct mqueue *mq, uint64_t now)
 {
-	struct mjob *j;
+	struct mentry *j;
 	size_t n = 0;
 
-	while ((j = heap_top(heap_of(mq, AU_JOB_SCHEDULED))) && j->key <= now) {
-		job_move(mq, j, AU_JOB_READY, 0);
+	while ((j = heap_top(heap_of(mq, AU_QUEUED_SCHEDULED))) && j->key <= now) {
+		job_move(mq, j, AU_QUEUED_READY, 0);
 		n++;
 	}
 	return n;
 }
 
-static int token_ok(const struct mjob *j, const char *token)
+static int token_ok(const struct mentry *j, const char *token)
 {
-	return j && j->state == AU_JOB_LEASED && !strcmp(j->token, token);
+	return j && j->state == AU_QUEUED_LEASED && !strcmp(j->token, token);
 }
 
 /* ---- open / close ---- */
@@ -426,27 +426,27 @@ static void mem_close(struct au_queue *q)
 static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t n)
 {
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
-	struct mjob **jobs = calloc(n ? n : 1, sizeof(*jobs));
+	struct mentry **entries = calloc(n ? n : 1, sizeof(*entries));
 	struct au_buf b = AU_BUF_INIT;
 	uint64_t now = au_now_ms();
 	size_t i;
 	int rc = -1;
 
-	if (!jobs)
+	if (!entries)
 		return oom(q);
-	/* Everything that can fail happens before the first job is added. */
+	/* Everything that can fail happens before the first entry is added. */
 	for (i = 0; i < n; i++) {
 		if (au_computation_encode(&cs[i], &b, &q->err) < 0)
 			goto out;
-		jobs[i] = calloc(1, sizeof(*jobs[i]));
-		if (!jobs[i]) {
+		entries[i] = calloc(1, sizeof(*entries[i]));
+		if (!entries[i]) {
 			oom(q);
 			goto out;
 		}
-		jobs[i]->body = au_buf_detach(&b, &jobs[i]->body_len);
-		memcpy(jobs[i]->id, cs[i].id, AU_ID_SIZE);
-		jobs[i]->priority = cs[i].priority;
-		jobs[i]->max_attempts = cs[i].max_attempts;
+		entries[i]->body = au_buf_detach(&b, &entries[i]->body_len);
+		memcpy(entries[i]->id, cs[i].id, AU_ID_SIZE);
+		entries[i]->priority = cs[i].priority;
+		entries[i]->max_attempts = cs[i].max_attempts;
 	}
 	pthread_mutex_lock(&sp->mu);
 	for (i = 0; i < n; i++) {
@@ -460,7 +460,7 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	}
 	for (i = 0; i < n; i++) {
 		struct mqueue *mq = queue_find(sp, au_queue_name(cs[i].queue));
-		struct mjob *j = jobs[i];
+		struct mentry *j = entries[i];
 		size_t b;
 
 		/* a known id is left alone, so pushing again is harmless */
@@ -469,13 +469,13 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		b = id_hash(j->id, mq->tabsize);
 		j->next = mq->tab[b];
 		mq->tab[b] = j;
-		mq->njobs++;
-		jobs[i] = NULL;
+		mq->nentries++;
+		entries[i] = NULL;
 		if (cs[i].run_at_ms > now) {
 			j->seq = ++mq->seq;
-			job_move(mq, j, AU_JOB_SCHEDULED, cs[i].run_at_ms);
+			job_move(mq, j, AU_QUEUED_SCHEDULED, cs[i].run_at_ms);
 		} else {
-			job_move(mq, j, AU_JOB_READY, 0);
+			job_move(mq, j, AU_QUEUED_READY, 0);
 			mq->woken = 1;
 		}
 	}
@@ -489,28 +489,28 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	rc = 0;
 out:
 	for (i = 0; i < n; i++)
-		if (jobs[i])
-			job_free(jobs[i]);
-	free(jobs);
+		if (entries[i])
+			job_free(entries[i]);
+	free(entries);
 	au_buf_release(&b);
 	return rc;
 }
 
-/* Leases up to max ready jobs of mq (NULL: an unknown queue, nothing to
+/* Leases up to max ready entries of mq (NULL: an unknown queue, nothing to
  * lease). When there is none, *next_due_ms gets the time until the next
- * scheduled job is due, or -1. */
+ * scheduled entry is due, or -1. */
 static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint32_t lease_ms,
 			struct au_lease *out, size_t *n, int64_t *next_due_ms)
 {
 	uint64_t now = au_now_ms();
-	struct mjob *j;
+	struct mentry *j;
 
 	*n = 0;
 	*next_due_ms = -1;
 	if (!mq)
 		return 0;
 	promote(mq, now);
-	while (*n < max && (j = heap_top(heap_of(mq, AU_JOB_READY)))) {
+	while (*n < max && (j = heap_top(heap_of(mq, AU_QUEUED_READY)))) {
 		struct au_lease *l = &out[*n];
 
 		l->body = malloc(j->body_len ? j->body_len : 1);
@@ -526,10 +526,10 @@ static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint3
 		memcpy(l->ref.id, j->id, AU_ID_SIZE);
 		memcpy(l->ref.token, j->token, AU_TOKEN_SIZE);
 		l->attempts = j->attempts;
-		job_move(mq, j, AU_JOB_LEASED, now + lease_ms);
+		job_move(mq, j, AU_QUEUED_LEASED, now + lease_ms);
 		(*n)++;
 	}
-	if (!*n && (j = heap_top(heap_of(mq, AU_JOB_SCHEDULED))))
+	if (!*n && (j = heap_top(heap_of(mq, AU_QUEUED_SCHEDULED))))
 		*next_due_ms = (int64_t)(j->key - now);
 	return 0;
 }
@@ -550,7 +550,7 @@ static int mem_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 		rc = lease_locked(q, queue_find(sp, au_queue_name(queue)), max, lease_ms, out, n, &next_due_ms);
 		if (rc < 0 || *n || !block_ms || (now = au_mono_us()) >= deadline)
 			break;
-		/* a scheduled job falling due wakes nobody: wait only until then */
+		/* a scheduled entry falling due wakes nobody: wait only until then */
 		if (next_due_ms >= 0 && now + (uint64_t)next_due_ms * 1000 < until)
 			until = now + (uint64_t)next_due_ms * 1000;
 		ts.tv_sec = (time_t)(until / 1000000);
@@ -564,7 +564,7 @@ static int mem_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 enum settle { S_ACK, S_RETRY, S_RELEASE, S_BURY, S_EXTEND };
 
 /* The fenced writes of an attempt: each applies only while refs[i].token
- * is the job's current lease. */
+ * is the entry's current lease. */
 static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		  enum settle kind, const uint64_t *delay_ms, const char *const *text,
 		  uint32_t lease_ms, int *applied)
@@ -578,7 +578,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
 	for (i = 0; i < n; i++) {
-		struct mjob *j = mq ? job_find(mq, refs[i].id) : NULL;
+		struct mentry *j = mq ? job_find(mq, refs[i].id) : NULL;
 		int ok = token_ok(j, refs[i].token);
 
 		if (applied)
@@ -590,23 +590,23 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			continue;
 		}
 		if (kind == S_EXTEND) {
-			job_move(mq, j, AU_JOB_LEASED, now + lease_ms);
+			job_move(mq, j, AU_QUEUED_LEASED, now + lease_ms);
 			continue;
 		}
 		j->token[0] = '\0';
 		if (text && text[i] && (kind == S_BURY || *text[i]))
 			job_error(j, text[i]);
 		if (kind == S_BURY) {
-			job_move(mq, j, AU_JOB_DEAD, now);
+			job_move(mq, j, AU_QUEUED_DEAD, now);
 			continue;
 		}
 		if (kind == S_RELEASE && j->attempts)
 			j->attempts--;
 		if (delay_ms && delay_ms[i]) {
 			j->seq = ++mq->seq;
-			job_move(mq, j, AU_JOB_SCHEDULED, now + delay_ms[i]);
+			job_move(mq, j, AU_QUEUED_SCHEDULED, now + delay_ms[i]);
 		} else {
-			job_move(mq, j, AU_JOB_READY, 0);
+			job_move(mq, j, AU_QUEUED_READY, 0);
 			woke = 1;
 		}
 	}
@@ -652,23 +652,23 @@ static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
 	uint64_t now = au_now_ms();
 	struct mqueue *mq;
-	struct mjob *j;
+	struct mentry *j;
 
 	*requeued = *buried = 0;
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
-	while (mq && *requeued + *buried < max && (j = heap_top(heap_of(mq, AU_JOB_LEASED))) &&
+	while (mq && *requeued + *buried < max && (j = heap_top(heap_of(mq, AU_QUEUED_LEASED))) &&
 	       j->key <= now) {
 		char msg[64];
 
 		j->token[0] = '\0';
 		if (j->attempts >= j->max_attempts) {
 			snprintf(msg, sizeof(msg), "lease expired after %u attempts", j->attempts);
-			job_move(mq, j, AU_JOB_DEAD, now);
+			job_move(mq, j, AU_QUEUED_DEAD, now);
 			++*buried;
 		} else {
 			snprintf(msg, sizeof(msg), "lease expired on attempt %u", j->attempts);
-			job_move(mq, j, AU_JOB_READY, 0);
+			job_move(mq, j, AU_QUEUED_READY, 0);
 			++*requeued;
 		}
 		job_error(j, msg);
@@ -683,16 +683,16 @@ static int mem_cancel(struct au_queue *q, const char *queue, const char *id)
 {
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
 	struct mqueue *mq;
-	struct mjob *j;
+	struct mentry *j;
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
 	j = mq ? job_find(mq, id) : NULL;
-	if (!j || j->state == AU_JOB_DEAD)
+	if (!j || j->state == AU_QUEUED_DEAD)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' waiting in queue '%s'", id,
 			       au_queue_name(queue));
-	else if (j->state == AU_JOB_LEASED)
+	else if (j->state == AU_QUEUED_LEASED)
 		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);
 	else
 		job_remove(mq, j);
@@ -701,11 +701,11 @@ static int mem_cancel(struct au_queue *q, const char *queue, const char *id)
 }
 
 static int mem_peek(struct au_queue *q, const char *queue, const char *id,
-		    struct au_job_info *info)
+		    struct au_queued *info)
 {
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
 	struct mqueue *mq;
-	struct mjob *j;
+	struct mentry *j;
 	int rc = 0;
 
 	pthread_mutex_lock(&sp->mu);
@@ -733,10 +733,10 @@ static int mem_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
 	if (mq) {
-		st->ready = heap_of(mq, AU_JOB_READY)->n;
-		st->scheduled = heap_of(mq, AU_JOB_SCHEDULED)->n;
-		st->leased = heap_of(mq, AU_JOB_LEASED)->n;
-		st->dead = heap_of(mq, AU_JOB_DEAD)->n;
+		st->ready = heap_of(mq, AU_QUEUED_READY)->n;
+		st->scheduled = heap_of(mq, AU_QUEUED_SCHEDULED)->n;
+		st->leased = heap_of(mq, AU_QUEUED_LEASED)->n;
+		st->dead = heap_of(mq, AU_QUEUED_DEAD)->n;
 	}
 	pthread_mutex_unlock(&sp->mu);
 	return 0;

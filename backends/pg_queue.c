@@ -622,7 +622,7 @@ static int pgq_cancel(struct au_queue *q, const char *queue, const char *id)
 }
 
 static int pgq_peek(struct au_queue *q, const char *queue, const char *id,
-		    struct au_job_info *info)
+		    struct au_queued *info)
 {
 	PGresult *r = run_id(q, S_PEEK, queue, id);
 
@@ -633,7 +633,7 @@ static int pgq_peek(struct au_queue *q, const char *queue, const char *id,
 		return au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
 				 au_queue_name(queue));
 	}
-	info->state = (enum au_job_state)au_pg_get_u32(PQgetvalue(r, 0, 0));
+	info->state = (enum au_queued_state)au_pg_get_u32(PQgetvalue(r, 0, 0));
 	info->attempts = au_pg_get_u32(PQgetvalue(r, 0, 1));
 	info->max_attempts = au_pg_get_u32(PQgetvalue(r, 0, 2));
 	snprintf(info->error, sizeof(info->error), "%.*s", PQgetlength(r, 0, 3),

@@ -38,16 +38,16 @@ struct au_queue_stats {
 	uint64_t ready, scheduled, leased, dead;
 };
 
-enum au_job_state {
-	AU_JOB_READY = 1,      /* waiting to run (first time or retry) */
-	AU_JOB_SCHEDULED,      /* waiting for run_at or a retry delay */
-	AU_JOB_LEASED,         /* running */
-	AU_JOB_DEAD            /* buried */
+enum au_queued_state {
+	AU_QUEUED_READY = 1,      /* waiting to run (first time or retry) */
+	AU_QUEUED_SCHEDULED,      /* waiting for run_at or a retry delay */
+	AU_QUEUED_LEASED,         /* running */
+	AU_QUEUED_DEAD            /* buried */
 };
 
 /* What the queue knows about one computation (peek). */
-struct au_job_info {
-	enum au_job_state state;
+struct au_queued {
+	enum au_queued_state state;
 	uint32_t attempts;
 	uint32_t max_attempts;
 	char error[AU_ERRSTR_SIZE];  /* last error or bury reason, "" if none */
@@ -112,7 +112,7 @@ struct au_queue_ops {
 	int (*cancel)(struct au_queue *q, const char *queue, const char *id);
 	/* State of one computation; -1 with AU_ENOTFOUND if unknown. */
 	int (*peek)(struct au_queue *q, const char *queue, const char *id,
-		    struct au_job_info *info);
+		    struct au_queued *info);
 	int (*stats)(struct au_queue *q, const char *queue, struct au_queue_stats *st);
 	/* Names of known queues (malloc'ed array of malloc'ed strings). */
 	int (*queues)(struct au_queue *q, char ***names, size_t *n);
@@ -225,7 +225,7 @@ static inline int au_queue_cancel(struct au_queue *q, const char *queue, const c
 }
 
 static inline int au_queue_peek(struct au_queue *q, const char *queue, const char *id,
-				struct au_job_info *info)
+				struct au_queued *info)
 {
 	if (!au_id_valid(id))
 		return au_queue_bad_id(q, id);

@@ -1052,7 +1052,7 @@ static int rq_cancel(struct au_queue *q, const char *queue, const char *id)
 }
 
 static int rq_peek(struct au_queue *q, const char *queue, const char *id,
-		   struct au_job_info *info)
+		   struct au_queued *info)
 {
 	struct rq *r = q->ctx;
 	const redisReply *rep;
@@ -1071,12 +1071,12 @@ static int rq_peek(struct au_queue *q, const char *queue, const char *id,
 	    rep->element[1]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[2]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[3]->type != REDIS_REPLY_STRING ||
-	    rep->element[0]->integer < 0 || rep->element[0]->integer > AU_JOB_DEAD)
+	    rep->element[0]->integer < 0 || rep->element[0]->integer > AU_QUEUED_DEAD)
 		rc = bad_reply(r, "peek");
 	else if (!rep->element[0]->integer)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id, queue);
 	else {
-		info->state = (enum au_job_state)rep->element[0]->integer;
+		info->state = (enum au_queued_state)rep->element[0]->integer;
 		info->attempts = (uint32_t)rep->element[1]->integer;
 		info->max_attempts = (uint32_t)rep->element[2]->integer;
 		snprintf(info->error, sizeof(info->error), "%s", rep->element[3]->str);

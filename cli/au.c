@@ -228,8 +228,30 @@ static json_t *msgpack_json(const unsigned char *buf, size_t len)
 	return j;
 }
 
-static void print_record(const struct au_record *r, int json)
+/* --json: the whole record as the wire format's JSON mirror has it
+ * (docs/wire-format.md#record), keys in its order. The result is converted
+ * on its own, so one without a JSON form does not hide the rest. NULL with
+ * err set when the record cannot be encoded. */
+static json_t *record_json(const struct au_record *r, struct au_err *err)
 {
+	struct au_record rest = *r;
+	struct au_buf b = AU_BUF_INIT;
+	json_t *o = NULL;
+
+	rest.result = NULL;
+	rest.result_len = 0;
+	if (au_record_encode(&rest, &b, err) == 0)
+		au_msgpack_to_jansson(b.data, b.len, &o, err);
+	au_buf_release(&b);
+	if (o && r->result_len)
+		json_object_set_new(o, "result", msgpack_json(r->result, r->result_len));
+	return o;
+}
+
+/* 0, or the exit code of a record that cannot be printed. */
+static int print_record(const struct au_record *r, int json)
+{
+	struct au_err err = { 0, "" };
 	json_t *o;
 	char *text;
 
@@ -244,26 +266,18 @@ static void print_record(const struct au_record *r, int json)
 			fprintf(stderr, "au: computation '%s' %s%s%s\n", r->id, au_status_name(r->status),
 				r->error ? ": " : "", r->error ? r->error : "");
 		}
-		return;
+		return 0;
 	}
-	o = json_pack("{s:s,s:s,s:i,s:I,s:I,s:I,s:I}", "id", r->id, "status",
-		      au_status_name(r->status), "attempts", (int)r->attempts, "created_at",
-		      (json_int_t)r->created_at_ms, "started_at", (json_int_t)r->started_at_ms,
-		      "finished_at", (json_int_t)r->finished_at_ms, "expires_at",
-		      (json_int_t)r->expires_at_ms);
-	json_object_set_new(o, "result", msgpack_json(r->result, r->result_len));
-	if (r->error)
-		json_object_set_new(o, "error", json_string(r->error));
-	if (r->task)
-		json_object_set_new(o, "task", json_string(r->task));
-	if (r->queue)
-		json_object_set_new(o, "queue", json_string(r->queue));
-	if (r->worker)
-		json_object_set_new(o, "worker", json_string(r->worker));
+	if (!(o = record_json(r, &err))) {
+		fprintf(stderr, "au: unable to print the record of computation '%s': %s\n", r->id,
+			err.str[0] ? err.str : "out of memory");
+		return EXIT_FAILED;
+	}
 	text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	printf("%s\n", text ? text : "{}");
 	free(text);
 	json_decref(o);
+	return 0;
 }
 
 static int record_exit(const struct au_record *r)
@@ -392,14 +406,15 @@ static int cmd_enqueue(struct cli *c, int argc, char **argv)
 	for (i = 0; i < nh; i++) {   /* the ids of what was enqueued */
 		if (c->wait) {
 			struct au_record rec;
+			int r;
 
 			if (au_handle_wait(hs[i], c->wait_timeout ? c->wait_timeout : -1, &rec) < 0) {
 				rc = fail(au_handle_err(hs[i]));
 				continue;
 			}
-			print_record(&rec, c->json);
+			r = print_record(&rec, c->json);
 			if (!rc)
-				rc = record_exit(&rec);
+				rc = r ? r : record_exit(&rec);
 			au_record_release(&rec);
 		} else if (c->json) {
 			printf("{\"id\":\"%s\"}\n", au_handle_id(hs[i]));
@@ -467,8 +482,9 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 		if (r < 0) {
 			rc = fail(au_handle_err(h));
 		} else {
-			print_record(&rec, c->json);
-			rc = record_exit(&rec);
+			rc = print_record(&rec, c->json);
+			if (!rc)
+				rc = record_exit(&rec);
 		}
 	}
 	au_record_release(&rec);

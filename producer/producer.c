@@ -237,7 +237,7 @@ static int stored(struct au_handle *h, struct au_record *rec)
 }
 
 /* Status from the queue's view: 1 known, 0 unknown, -1 error. */
-static int queued(struct au_handle *h, enum au_status *st, struct au_job_info *info)
+static int queued(struct au_handle *h, enum au_status *st, struct au_queued *info)
 {
 	struct au_queue *q = h->cl->q;
 
@@ -248,16 +248,16 @@ static int queued(struct au_handle *h, enum au_status *st, struct au_job_info *i
 		return -1;
 	}
 	switch (info->state) {
-	case AU_JOB_READY:
+	case AU_QUEUED_READY:
 		*st = info->attempts ? AU_RETRYING : AU_PENDING;
 		break;
-	case AU_JOB_SCHEDULED:
+	case AU_QUEUED_SCHEDULED:
 		*st = info->attempts ? AU_RETRYING : AU_SCHEDULED;
 		break;
-	case AU_JOB_LEASED:
+	case AU_QUEUED_LEASED:
 		*st = AU_RUNNING;
 		break;
-	case AU_JOB_DEAD:
+	case AU_QUEUED_DEAD:
 		*st = AU_FAILED;
 		break;
 	}
@@ -268,7 +268,7 @@ static int queued(struct au_handle *h, enum au_status *st, struct au_job_info *i
  * left no record gets one made from the queue's reason). */
 static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 {
-	struct au_job_info info;
+	struct au_queued info;
 	struct au_err first;
 	int r;
 
@@ -306,7 +306,14 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 	*st = AU_UNKNOWN;
 	if (first.code == AU_EEXPIRED)
 		h->err = first;
-	else if (h->err.code != AU_EEXPIRED)
+	else if (h->err.code == AU_EEXPIRED)
+		return 0;
+	else if (!au_store_has(h->cl->store, AU_STORE_TELLS_EXPIRED))
+		/* the store drops expired records itself (Redis): "unknown" would
+		 * be a guess */
+		au_seterr(&h->err, AU_ENOTFOUND,
+			  "no result for computation '%s' (unknown or expired)", h->id);
+	else
 		au_seterr(&h->err, AU_ENOTFOUND, "unknown computation '%s' on queue '%s'", h->id,
 			  h->queue);
 	return 0;

@@ -129,7 +129,7 @@ static int applied1(struct au_queue *q, const char *queue, const struct au_ref *
 }
 
 /* The state of id, or minus the error code. */
-static int peek(struct au_queue *q, const char *queue, const char *id, struct au_job_info *info)
+static int peek(struct au_queue *q, const char *queue, const char *id, struct au_queued *info)
 {
 	memset(info, 0, sizeof(*info));
 	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
@@ -152,7 +152,7 @@ static void test_roundtrip(struct au_queue *q)
 	struct au_header h[] = { { k1, v1 }, { k2, v2 } };
 	struct au_computation c, d;
 	struct au_lease l[4];
-	struct au_job_info info;
+	struct au_queued info;
 	struct au_err err;
 	char name[64];
 	size_t n;
@@ -182,7 +182,7 @@ static void test_roundtrip(struct au_queue *q)
 		T_OK(d.nheaders == 2 && !strcmp(d.headers[1].key, "user") &&
 		     !strcmp(d.headers[1].value, "ann"), "headers");
 		au_computation_release(&d);
-		EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "peek: leased");
+		EQ(peek(q, name, c.id, &info), AU_QUEUED_LEASED, "peek: leased");
 		T_OK(au_queue_ack(q, name, &l[0].ref, 1, &applied) == 0 && applied == 1, "ack applies");
 		EQ(peek(q, name, c.id, &info), -AU_ENOTFOUND, "acked: gone");
 		EQ(stats(q, name).leased, 0, "nothing leased after the ack");
@@ -295,7 +295,7 @@ static void test_scheduled(struct au_queue *q)
 	enum { LATER = 20 };
 	struct au_computation later[LATER], now;
 	struct au_lease l[LATER + 1];
-	struct au_job_info info;
+	struct au_queued info;
 	uint64_t t0, run_at = au_now_ms() + 400;
 	char name[64];
 	size_t n, i;
@@ -312,7 +312,7 @@ static void test_scheduled(struct au_queue *q)
 	n = lease(q, name, LATER + 1, LONG_LEASE, 0, l);
 	T_OK(n == 1 && !strcmp(l[0].ref.id, now.id), "only the ready one is leased");
 	leases_release(l, n);
-	EQ(peek(q, name, later[0].id, &info), AU_JOB_SCHEDULED, "peek: scheduled");
+	EQ(peek(q, name, later[0].id, &info), AU_QUEUED_SCHEDULED, "peek: scheduled");
 	EQ(stats(q, name).scheduled, LATER, "stats: 20 scheduled");
 	t0 = au_mono_us();
 	n = lease(q, name, LATER + 1, LONG_LEASE, 5000, l);
@@ -386,7 +386,7 @@ static void test_stale(struct au_queue *q)
 	static const char *const ops[] = { "ack", "retry", "release", "bury", "extend" };
 	struct au_computation c;
 	struct au_lease l[2];
-	struct au_job_info info;
+	struct au_queued info;
 	struct au_ref old, wrong;
 	char name[64];
 	size_t i, n;
@@ -404,7 +404,7 @@ static void test_stale(struct au_queue *q)
 	snprintf(wrong.token, sizeof(wrong.token), "1-%016llx", 0x1234ull);
 	for (i = 0; i < AU_ARRAY_SIZE(ops); i++)
 		EQ(applied1(q, name, &wrong, ops[i]), 0, ops[i]);
-	EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "wrong tokens changed nothing");
+	EQ(peek(q, name, c.id, &info), AU_QUEUED_LEASED, "wrong tokens changed nothing");
 	EQ(applied1(q, name, &old, "retry"), 1, "retry with the right token");
 	leases_release(l, n);
 	n = lease(q, name, 2, LONG_LEASE, 0, l);
@@ -417,7 +417,7 @@ static void test_stale(struct au_queue *q)
 		if (applied1(q, name, &old, ops[i]) != 0)
 			changed++;
 	EQ(changed, 0, "the previous attempt's token applies to nothing");
-	T_OK(peek(q, name, c.id, &info) == AU_JOB_LEASED && info.attempts == 2,
+	T_OK(peek(q, name, c.id, &info) == AU_QUEUED_LEASED && info.attempts == 2,
 	     "state unchanged: leased, attempt 2");
 	EQ(applied1(q, name, &l[0].ref, "ack"), 1, "the current token acks");
 out:
@@ -429,7 +429,7 @@ static void test_retry_delay(struct au_queue *q)
 {
 	struct au_computation c;
 	struct au_lease l[2];
-	struct au_job_info info;
+	struct au_queued info;
 	const char *err = "boom";
 	uint64_t delay = 300, t0;
 	char name[64];
@@ -443,7 +443,7 @@ static void test_retry_delay(struct au_queue *q)
 	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &delay, &err, &applied) == 0 &&
 	     applied == 1, "retry after 300 ms");
 	leases_release(l, n);
-	EQ(peek(q, name, c.id, &info), AU_JOB_SCHEDULED, "retrying: scheduled");
+	EQ(peek(q, name, c.id, &info), AU_QUEUED_SCHEDULED, "retrying: scheduled");
 	T_EQ_STR(info.error, "boom", "the error is kept");
 	EQ(info.attempts, 1, "the attempt counted");
 	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "not leased before the delay");
@@ -459,7 +459,7 @@ static void test_release(struct au_queue *q)
 {
 	struct au_computation c;
 	struct au_lease l[2];
-	struct au_job_info info;
+	struct au_queued info;
 	char name[64];
 	size_t n;
 
@@ -469,7 +469,7 @@ static void test_release(struct au_queue *q)
 	n = lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && applied1(q, name, &l[0].ref, "release") == 1, "release applies");
 	leases_release(l, n);
-	T_OK(peek(q, name, c.id, &info) == AU_JOB_READY && info.attempts == 0,
+	T_OK(peek(q, name, c.id, &info) == AU_QUEUED_READY && info.attempts == 0,
 	     "released: ready, the attempt does not count (%u)", info.attempts);
 	n = lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && l[0].attempts == 1, "leased again as attempt 1");
@@ -481,7 +481,7 @@ static void test_bury(struct au_queue *q)
 {
 	struct au_computation c;
 	struct au_lease l[2];
-	struct au_job_info info;
+	struct au_queued info;
 	const char *reason = "bad input: no table 'x'";
 	char name[64];
 	size_t n;
@@ -494,7 +494,7 @@ static void test_bury(struct au_queue *q)
 	T_OK(n == 1 && au_queue_bury(q, name, &l[0].ref, 1, &reason, &applied) == 0 && applied == 1,
 	     "bury applies");
 	leases_release(l, n);
-	EQ(peek(q, name, c.id, &info), AU_JOB_DEAD, "buried: dead");
+	EQ(peek(q, name, c.id, &info), AU_QUEUED_DEAD, "buried: dead");
 	T_EQ_STR(info.error, reason, "the reason is kept");
 	EQ(stats(q, name).dead, 1, "stats: 1 dead");
 	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "the dead are not leased");
@@ -507,7 +507,7 @@ static void test_extend(struct au_queue *q)
 {
 	struct au_computation c;
 	struct au_lease l[2];
-	struct au_job_info info;
+	struct au_queued info;
 	char name[64];
 	size_t n, requeued = 9, buried = 9;
 	int applied = -1;
@@ -521,7 +521,7 @@ static void test_extend(struct au_queue *q)
 	sleep_ms(600);
 	T_OK(au_queue_rescue(q, name, 100, &requeued, &buried) == 0 && requeued == 0 && buried == 0,
 	     "not rescued after 600 ms");
-	EQ(peek(q, name, c.id, &info), AU_JOB_LEASED, "still leased");
+	EQ(peek(q, name, c.id, &info), AU_QUEUED_LEASED, "still leased");
 	EQ(n == 1 ? applied1(q, name, &l[0].ref, "ack") : -1, 1, "and the token still acks");
 	leases_release(l, n);
 	au_computation_release(&c);
@@ -531,7 +531,7 @@ static void test_rescue(struct au_queue *q)
 {
 	struct au_computation a, b;
 	struct au_lease l[4], l2[4];
-	struct au_job_info info;
+	struct au_queued info;
 	struct au_ref old = { "", "" };
 	char name[64];
 	size_t n, n2 = 0, requeued = 0, buried = 0, i;
@@ -553,9 +553,9 @@ static void test_rescue(struct au_queue *q)
 	T_OK(au_queue_rescue(q, name, 100, &requeued, &buried) == 0, "rescue (%s)", q->err.str);
 	EQ(requeued, 1, "one requeued");
 	EQ(buried, 1, "one at max_attempts buried");
-	EQ(peek(q, name, b.id, &info), AU_JOB_DEAD, "the buried one is dead");
+	EQ(peek(q, name, b.id, &info), AU_QUEUED_DEAD, "the buried one is dead");
 	T_EQ_STR(info.error, "lease expired after 1 attempts", "with the reason");
-	EQ(peek(q, name, a.id, &info), AU_JOB_READY, "the other is ready again");
+	EQ(peek(q, name, a.id, &info), AU_QUEUED_READY, "the other is ready again");
 	n2 = lease(q, name, 4, LONG_LEASE, 0, l2);
 	T_OK(n2 == 1 && !strcmp(l2[0].ref.id, a.id) && l2[0].attempts == 2,
 	     "leased again as attempt 2");
@@ -570,7 +570,7 @@ static void test_cancel(struct au_queue *q)
 {
 	struct au_computation run, wait, later;
 	struct au_lease l[4];
-	struct au_job_info info;
+	struct au_queued info;
 	char name[64], unknown[AU_ID_SIZE];
 	size_t n;
 
@@ -594,7 +594,7 @@ static void test_cancel(struct au_queue *q)
 	     "cancel twice: AU_ENOTFOUND");
 	EQ(peek(q, name, wait.id, &info), -AU_ENOTFOUND, "cancelled: gone");
 	EQ(lease(q, name, 4, LONG_LEASE, 0, l + n), 0, "cancelled ones are never leased");
-	EQ(peek(q, name, run.id, &info), AU_JOB_LEASED, "the running one is untouched");
+	EQ(peek(q, name, run.id, &info), AU_QUEUED_LEASED, "the running one is untouched");
 	leases_release(l, n);
 	au_computation_release(&run);
 	au_computation_release(&wait);
