@@ -46,6 +46,10 @@ void *au_realloc(void *p, size_t n);
 char *au_strdup(const char *s);          /* au_strdup(NULL) == NULL */
 char *au_strndup(const char *s, size_t n);
 char *au_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Replaces every byte of s (NUL-terminated, may be NULL) that is not part
+ * of a valid UTF-8 sequence with '?', in place, so the text can travel as
+ * a msgpack or JSON string to any language. Returns how many it replaced. */
+size_t au_utf8_scrub(char *s);
 
 /* ---- growable byte buffer (core/buf.c) ---- */
 

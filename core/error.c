@@ -71,3 +71,49 @@ char *au_asprintf(const char *fmt, ...)
 	va_end(ap);
 	return s;
 }
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+size_t au_utf8_scrub(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+	size_t n = s ? strlen(s) : 0, i = 0, fixed = 0, len;
+
+	while (i < n) {
+		if ((len = utf8_seq(p + i, n - i))) {
+			i += len;
+			continue;
+		}
+		p[i++] = '?';
+		fixed++;
+	}
+	return fixed;
+}

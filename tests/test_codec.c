@@ -869,8 +869,39 @@ static void test_json(void)
 	au_buf_release(&b);
 }
 
+/* Error texts become valid UTF-8 before they are stored: what is valid
+ * stays as it is, every stray byte becomes '?'. */
+static void test_utf8_scrub(void)
+{
+	static const struct {
+		const char *in, *out;
+		size_t fixed;
+	} cases[] = {
+		{ "plain ascii", "plain ascii", 0 },
+		{ "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 0 },
+		{ "bad \xff byte", "bad ? byte", 1 },
+		{ "cut \xe2\x82", "cut ??", 2 },
+		{ "overlong \xc0\xaf", "overlong ??", 2 },
+		{ "surrogate \xed\xa0\x80", "surrogate ???", 3 },
+		{ "too high \xf4\x90\x80\x80", "too high ????", 4 },
+		{ "lone \x80 continuation", "lone ? continuation", 1 },
+	};
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(cases); i++) {
+		char *s = au_strdup(cases[i].in);
+		size_t fixed = au_utf8_scrub(s);
+
+		T_OK(s && !strcmp(s, cases[i].out) && fixed == cases[i].fixed,
+		     "utf-8 scrub case %zu: %zu bytes replaced", i, fixed);
+		free(s);
+	}
+	T_EQ_INT(au_utf8_scrub(NULL), 0, "utf-8 scrub of NULL does nothing");
+}
+
 int main(void)
 {
+	test_utf8_scrub();
 	test_computation_roundtrip();
 	test_computation_defaults();
 	test_computation_errors();

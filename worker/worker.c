@@ -257,6 +257,9 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 	}
 	free(a->error);
 	a->error = error;
+	/* errors quote what a task or a server said: make them text that
+	 * every client can read */
+	au_utf8_scrub(a->error);
 	if (a->timer)
 		evtimer_del(a->timer);
 	a->run.finished_at_us = au_mono_us();
@@ -420,6 +423,7 @@ static void start(struct au_worker *w, struct au_lease *l)
 		memcpy(a->c.id, a->lease.ref.id, AU_ID_SIZE);
 		a->c.queue = au_strdup(w->queue_name);
 		a->c.attempts = a->lease.attempts;
+		a->c.ttl_s = AU_DEFAULT_TTL_S;   /* its record must not stay forever */
 		decide(a, VERDICT_REJECTED, au_strdup(err.str));
 		return;
 	}
