@@ -5,6 +5,9 @@
  *   drain     N no-op computations (result = argument + 1, stored with a TTL)
  *             while 2 warm worker processes run: N / (first enqueue -> last
  *             completion), the peers' workload (../shared/bench/peers)
+ *             with the CPU each computation cost the workers, the producer and
+ *             the server, and how long the workers' loops spent in one
+ *             callback (p99, max)
  *   latency   200 single enqueues 5 ms apart: enqueue -> start, p50 / p99
  *   ch.query  `SELECT 1` computations/s next to a raw libcurl keep-alive
  *             loop with the same number of connections
@@ -16,12 +19,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <dirent.h>
+#include <event2/event.h>
+#include <hiredis.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "core.h"
 #include "queue.h"
@@ -80,37 +88,202 @@ static void task_inc(struct au_task_ctx *ctx, const struct au_computation *c, vo
 	au_buf_release(&out);
 }
 
-static pid_t start_worker(const struct au_config *cfg, const char *queue, unsigned conc,
-			  unsigned batch)
-{
-	pid_t pid = fork();
+/* A worker process: its pid and the pipe its stats come back on. */
+struct bench_worker {
+	pid_t pid;
+	int fd;
+};
 
-	if (pid == 0) {
+/* What the workers stopped last reported: their stats and CPU, added up. */
+static struct au_worker_stats workers_stats;
+static double workers_cpu_s;
+
+static void on_term(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	au_worker_stop(arg);
+}
+
+static struct bench_worker start_worker(const struct au_config *cfg, const char *queue,
+					unsigned conc, unsigned batch)
+{
+	struct bench_worker bw = { -1, -1 };
+	int fds[2];
+
+	if (pipe(fds) < 0)
+		return bw;
+	bw.pid = fork();
+	if (bw.pid == 0) {
 		struct au_worker_opts wo = { 0 };
 		struct au_registry *reg = au_registry_new();
-		struct au_err err;
+		struct event_base *base = event_base_new();
+		struct au_worker_stats st;
+		struct au_worker *w;
+		struct event *term;
+		int rc = 1;
 
+		close(fds[0]);
 		au_log_set_level(AU_LOG_WARN);
 		wo.queue = queue;
 		wo.concurrency = conc;
 		wo.batch = batch;
 		au_registry_add(reg, "bench.inc", task_inc, NULL);
-		int rc = au_worker_run(cfg, &wo, reg, &err);
-
-		if (rc < 0)
-			fprintf(stderr, "bench worker: %s\n", err.str);
+		/* its own loop, so that the stats can be read after it stops */
+		w = au_worker_new(cfg, &wo, reg, base);
+		term = evsignal_new(base, SIGTERM, on_term, w);
+		if (w && term && evsignal_add(term, NULL) == 0 && au_worker_start(w) == 0) {
+			event_base_dispatch(base);
+			au_worker_stats(w, &st);
+			rc = write(fds[1], &st, sizeof(st)) != (ssize_t)sizeof(st);
+		} else {
+			fprintf(stderr, "bench worker: %s\n", w ? au_worker_err(w)->str : "out of memory");
+		}
+		if (term)
+			event_free(term);
+		au_worker_free(w);
+		event_base_free(base);
 		au_registry_free(reg);
-		_exit(rc < 0);
+		_exit(rc);
 	}
-	return pid;
+	close(fds[1]);
+	bw.fd = fds[0];
+	return bw;
 }
 
-static void stop_workers(pid_t *pids, int n)
+static void stop_workers(struct bench_worker *ws, int n)
 {
+	memset(&workers_stats, 0, sizeof(workers_stats));
+	workers_cpu_s = 0;
 	for (int i = 0; i < n; i++)
-		kill(pids[i], SIGTERM);
-	for (int i = 0; i < n; i++)
-		waitpid(pids[i], NULL, 0);
+		kill(ws[i].pid, SIGTERM);
+	for (int i = 0; i < n; i++) {
+		struct au_worker_stats st;
+		struct rusage ru;
+
+		if (read(ws[i].fd, &st, sizeof(st)) == (ssize_t)sizeof(st)) {
+			workers_stats.completed += st.completed;
+			for (int k = 0; k < AU_LOOP_HIST_BUCKETS; k++)
+				workers_stats.loop_hist[k] += st.loop_hist[k];
+			if (st.loop_max_us > workers_stats.loop_max_us)
+				workers_stats.loop_max_us = st.loop_max_us;
+		}
+		close(ws[i].fd);
+		if (wait4(ws[i].pid, NULL, 0, &ru) > 0)
+			workers_cpu_s += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+					 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	}
+}
+
+/* The p-th percentile of the workers' loop callbacks in ms: the upper
+ * bound of its histogram bucket, at most the longest call. */
+static double loop_pct_ms(const struct au_worker_stats *st, double p)
+{
+	uint64_t total = 0, seen = 0;
+	int k;
+
+	for (k = 0; k < AU_LOOP_HIST_BUCKETS; k++)
+		total += st->loop_hist[k];
+	for (k = 0; k < AU_LOOP_HIST_BUCKETS; k++) {
+		seen += st->loop_hist[k];
+		if (total && (double)seen >= p / 100 * (double)total)
+			break;
+	}
+	if (k >= AU_LOOP_HIST_BUCKETS)
+		return 0;
+	/* no call took longer than the longest */
+	return (double)((1ull << k) < st->loop_max_us ? 1ull << k : st->loop_max_us) / 1000;
+}
+
+static double self_cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime (+ the reaped children's, with children) of pid from /proc,
+ * in seconds; *ppid gets its parent. -1 when unreadable. */
+static double proc_cpu_s(long pid, int children, long *ppid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st, cut, cst;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if (!(f = fopen(path, "r")))
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* after "pid (comm) ": state ppid ... field 14 utime */
+	if (!(p = strrchr(buf, ')')) ||
+	    sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", ppid,
+		   &ut, &st, &cut, &cst) != 5)
+		return -1;
+	return (double)(ut + st + (children ? cut + cst : 0)) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * CPU seconds the server behind url has used so far: Redis says it in
+ * INFO cpu; for PostgreSQL, the postmaster (whose pid is in its data
+ * directory), the children it reaped and the ones alive. -1 when unknown.
+ */
+static double server_cpu_s(const char *url)
+{
+	double cpu = -1;
+
+	if (!strncmp(url, "redis://", 8)) {
+		struct au_url u;
+		redisContext *c;
+		redisReply *r;
+		const char *sys, *user;
+
+		if (au_url_parse(url, &u, NULL) < 0)
+			return -1;
+		c = redisConnect(u.host, u.port ? u.port : 6379);
+		if (c && !c->err && (r = redisCommand(c, "INFO cpu"))) {
+			if (r->type == REDIS_REPLY_STRING && (sys = strstr(r->str, "used_cpu_sys:")) &&
+			    (user = strstr(r->str, "used_cpu_user:")))
+				cpu = atof(sys + 13) + atof(user + 14);
+			freeReplyObject(r);
+		}
+		redisFree(c);
+		au_url_release(&u);
+	} else if (!strncmp(url, "postgres", 8)) {
+		PGconn *c = PQconnectdb(url);
+		PGresult *r = PQexec(c, "SELECT setting FROM pg_settings WHERE name = 'data_directory'");
+		char path[4096];
+		long pm = 0, pid, ppid;
+		FILE *f;
+		DIR *d;
+		struct dirent *e;
+
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+			snprintf(path, sizeof(path), "%s/postmaster.pid", PQgetvalue(r, 0, 0));
+			if ((f = fopen(path, "r"))) {
+				if (fscanf(f, "%ld", &pm) != 1)
+					pm = 0;
+				fclose(f);
+			}
+		}
+		PQclear(r);
+		PQfinish(c);
+		if (pm > 0 && (cpu = proc_cpu_s(pm, 1, &ppid)) >= 0 && (d = opendir("/proc"))) {
+			while ((e = readdir(d))) {
+				double c2;
+
+				if ((pid = atol(e->d_name)) > 0 && pid != pm &&
+				    (c2 = proc_cpu_s(pid, 0, &ppid)) >= 0 && ppid == pm)
+					cpu += c2;
+			}
+			closedir(d);
+		}
+	}
+	return cpu;
 }
 
 /* Waits until queue has nothing ready, scheduled or leased. */
@@ -250,6 +423,93 @@ static double raw_rate(const char *ch_url, const char *params, const char *sql, 
 	return (double)ok / ((double)(mono_ns() - t0) / 1e9);
 }
 
+/*
+ * Commands (Redis: INFO stats total_commands_processed) or statements
+ * (PostgreSQL: pg_stat_statements, which bench/run.sh's server preloads)
+ * the server behind url has run so far; -1 when unknown.
+ */
+static double server_ops(const char *url)
+{
+	double ops = -1;
+
+	if (!strncmp(url, "redis://", 8)) {
+		struct au_url u;
+		redisContext *c;
+		redisReply *r;
+		const char *v;
+
+		if (au_url_parse(url, &u, NULL) < 0)
+			return -1;
+		c = redisConnect(u.host, u.port ? u.port : 6379);
+		if (c && !c->err && (r = redisCommand(c, "INFO stats"))) {
+			if (r->type == REDIS_REPLY_STRING && (v = strstr(r->str, "total_commands_processed:")))
+				ops = atof(v + 25);
+			freeReplyObject(r);
+		}
+		redisFree(c);
+		au_url_release(&u);
+	} else if (!strncmp(url, "postgres", 8)) {
+		PGconn *c = PQconnectdb(url);
+		PGresult *r;
+
+		PQclear(PQexec(c, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"));
+		r = PQexec(c, "SELECT sum(calls) FROM pg_stat_statements");
+
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+			ops = atof(PQgetvalue(r, 0, 0));
+		PQclear(r);
+		PQfinish(c);
+	}
+	return ops;
+}
+
+/*
+ * What one computation enqueued alone costs the server with nworkers idle
+ * workers: the commands or transactions of a window with `count` single
+ * enqueues 20 ms apart, less those of an idle window as long (timers,
+ * fallback polls), per computation, client included.
+ */
+static double fleet_cost(const struct au_config *cfg, struct au_client *cl, struct au_queue *q,
+			 int nworkers)
+{
+	enum { COUNT = 150, GAP_US = 20000 };
+	struct bench_worker ws[16];
+	struct au_enqueue_opts eo = { 0 };
+	struct au_buf b = AU_BUF_INIT;
+	char queue[64];
+	double o0, o1, o2;
+	uint64_t window = (uint64_t)COUNT * GAP_US + 500000, t0;
+	int i;
+
+	snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));
+	for (i = 0; i < nworkers; i++)
+		ws[i] = start_worker(cfg, queue, 4, 4);
+	usleep(1500000);   /* connected, migrated, idle */
+	o0 = server_ops(cfg->queue_url);
+	usleep((useconds_t)window);
+	o1 = server_ops(cfg->queue_url);
+	eo.queue = queue;
+	eo.ttl_s = 3600;
+	t0 = mono_ns();
+	for (i = 0; i < COUNT; i++) {
+		uint64_t at = t0 + (uint64_t)i * GAP_US * 1000, now;
+
+		while ((now = mono_ns()) < at)
+			usleep((useconds_t)((at - now) / 1000));
+		encode_args(&b, (uint64_t)i, 0);
+		au_enqueue(cl, "bench.inc", b.data, b.len, &eo, NULL);
+	}
+	while (mono_ns() < t0 + window * 1000)
+		usleep(10000);
+	o2 = server_ops(cfg->queue_url);
+	drained(q, queue, mono_ns() + 30000000000ull);
+	stop_workers(ws, nworkers);
+	au_buf_release(&b);
+	if (o0 < 0 || o1 < 0 || o2 < 0)
+		return -1;
+	return ((o2 - o1) - (o1 - o0)) / COUNT;
+}
+
 int main(int argc, char **argv)
 {
 	struct au_config cfg;
@@ -259,7 +519,8 @@ int main(int argc, char **argv)
 	size_t n = argc > 4 ? strtoul(argv[4], NULL, 10) : 20000, i, good = 0;
 	char queue[64], latfile[256];
 	struct au_handle **hs;
-	pid_t pids[8];
+	struct bench_worker pids[8];
+	double srv0, self0;
 	int nworkers = getenv("BENCH_WORKERS") ? atoi(getenv("BENCH_WORKERS")) : 2;
 	unsigned batch = getenv("BENCH_BATCH") ? (unsigned)atoi(getenv("BENCH_BATCH")) : 256;
 	uint64_t t0, t1;
@@ -313,6 +574,8 @@ int main(int argc, char **argv)
 	for (int k = 0; k < nworkers; k++)
 		pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
 	usleep(300000);
+	srv0 = server_cpu_s(argv[1]);
+	self0 = self_cpu_s();
 	t0 = mono_ns();
 	if (enqueue_n(cl, queue, n, hs) < 0) {
 		fprintf(stderr, "bench: enqueue: %s\n", au_client_err(cl)->str);
@@ -325,6 +588,18 @@ int main(int argc, char **argv)
 	       (double)n / ((double)(t1 - t0) / 1e9));
 	printf("%-44s %10.0f /s\n", "drain no-op computations, results stored",
 	       (double)n / ((double)(mono_ns() - t0) / 1e9));
+	{
+		/* what this process spent enqueueing and polling, and the server */
+		double self = self_cpu_s() - self0, srv = server_cpu_s(argv[1]) - srv0;
+
+		stop_workers(pids, nworkers);
+		printf("%-44s workers %.1f, producer %.1f, server %.1f\n",
+		       "  CPU per computation, us", workers_cpu_s * 1e6 / (double)n,
+		       self * 1e6 / (double)n, srv0 < 0 ? -1.0 : srv * 1e6 / (double)n);
+		printf("%-44s p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
+		       "  workers' loop, time in one callback", loop_pct_ms(&workers_stats, 50),
+		       loop_pct_ms(&workers_stats, 99), (double)workers_stats.loop_max_us / 1000);
+	}
 	for (i = 0; i < n; i++) {
 		struct au_record rec;
 
@@ -345,7 +620,6 @@ int main(int argc, char **argv)
 	snprintf(latfile, sizeof(latfile), "/tmp/au-bench-lat.%d", (int)getpid());
 	unlink(latfile);
 	lat_path = latfile;   /* inherited by the next workers */
-	stop_workers(pids, nworkers);
 	for (int k = 0; k < nworkers; k++)
 		pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
 	usleep(300000);
@@ -379,7 +653,17 @@ int main(int argc, char **argv)
 	printf("%-44s %7.3f ms p50, %.3f ms p99 (%zu samples)\n", "enqueue -> start at 200/s",
 	       pct(lat, nlat, 50), pct(lat, nlat, 99), nlat);
 
-	/* 4. ch.query SELECT 1 next to a raw libcurl loop, 4 connections each.
+	/* 4. what one computation at a low rate costs the server, as the
+	 * fleet of idle workers grows */
+	if (!getenv("BENCH_NO_FLEET")) {
+		double two = fleet_cost(&cfg, cl, q, 2), sixteen = fleet_cost(&cfg, cl, q, 16);
+		printf("%-44s %.1f with 2 idle workers, %.1f with 16 (%.2fx)\n",
+		       strncmp(argv[1], "redis://", 8) ? "server statements per computation at 50/s"
+						       : "server commands per computation at 50/s",
+		       two, sixteen, two > 0 ? sixteen / two : 0);
+	}
+
+	/* 5. ch.query SELECT 1 next to a raw libcurl loop, 4 connections each.
 	 * The raw loop sends what ch.query sends (same statement and URL
 	 * parameters, one per line below), and also the bare `SELECT 1`. */
 	if (strcmp(argv[3], "-") != 0) {

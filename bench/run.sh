@@ -19,7 +19,7 @@ echo "== au on PostgreSQL (queue and store; synchronous_commit on)"
 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "$N"
 echo
 echo "== au on PostgreSQL, ${BENCH_N_LONG:-200000} computations (does leasing hold up as the table churns?)"
-BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
+BENCH_NO_FLEET=1 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
 if [ "${PEERS:-0}" = 1 ] && [ -d ../shared/bench/peers ]; then
 	# ../shared is read-only: the peers run from a copy with their npm packages.
 	peers=${PEERS_DIR:-/tmp/au-peers}

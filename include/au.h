@@ -359,8 +359,17 @@ int au_worker_start(struct au_worker *w);
  * the rest, then leave the loop. */
 void au_worker_stop(struct au_worker *w);
 /* Counters. */
+#define AU_LOOP_HIST_BUCKETS 24
 struct au_worker_stats {
 	uint64_t leased, completed, failed, retried, buried, released;
+	/* How long the loop spent in each call of the worker's own callbacks
+	 * (leasing, writing back, heartbeats, housekeeping, timeouts; not the
+	 * ClickHouse client's nor a task's): loop_hist[0] counts calls under
+	 * 1 us, loop_hist[k] those of 2^(k-1) us up to 2^k us, the last bucket
+	 * everything longer. Time there is time no other work of the loop
+	 * gets, which is what a blocking queue or store call costs. */
+	uint64_t loop_hist[AU_LOOP_HIST_BUCKETS];
+	uint64_t loop_max_us;
 };
 void au_worker_stats(const struct au_worker *w, struct au_worker_stats *st);
 

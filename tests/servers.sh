@@ -80,7 +80,8 @@ servers_start_pg() {
 	# Tests trade durability for speed; AU_PG_DURABLE=1 (benchmarks) keeps
 	# fsync and synchronous_commit on, as the peers are measured.
 	local opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-	[ "${AU_PG_DURABLE:-0}" = 1 ] && opts="-c shared_buffers=512MB -c autovacuum_naptime=10s"
+	# (pg_stat_statements lets the bench count statements per computation.)
+	[ "${AU_PG_DURABLE:-0}" = 1 ] && opts="-c shared_buffers=512MB -c autovacuum_naptime=10s -c shared_preload_libraries=pg_stat_statements"
 	$_au_pg_user $bin/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o \
 		"-p $port -k $dir -c listen_addresses=127.0.0.1 $opts -c max_connections=200" \
 		start >/dev/null || { servers_log "postgres failed: $(tail -3 "$dir/server.log")"; return 1; }

@@ -217,6 +217,17 @@ int main(void)
 	T_EQ_INT(st.completed, 1, "stats: completed");
 	T_EQ_INT(st.failed, 4, "stats: failed");
 	T_EQ_INT(st.retried, 2, "stats: retried");
+	{
+		uint64_t calls = 0;
+
+		for (int k = 0; k < AU_LOOP_HIST_BUCKETS; k++)
+			calls += st.loop_hist[k];
+		T_OK(calls >= st.leased, "stats: the loop's callbacks are timed (%llu calls)",
+		     (unsigned long long)calls);
+		T_OK(st.loop_max_us > 0 && st.loop_max_us < 6000000,
+		     "stats: the longest callback took %llu us", (unsigned long long)st.loop_max_us);
+		T_OK(st.loop_hist[AU_LOOP_HIST_BUCKETS - 1] == 0, "stats: none in the overflow bucket");
+	}
 
 	event_free(stopper);
 	au_worker_free(w);

@@ -134,10 +134,41 @@ struct au_worker {
 	uint64_t last_sweep_ms;
 	char last_error[AU_ERRSTR_SIZE];
 	uint64_t last_report_us;
+	unsigned cb_depth;             /* callbacks of ours under way (they nest) */
 	struct au_worker_stats stats;
 };
 
 static const struct au_task_ops attempt_task_ops;
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void poll_cb(evutil_socket_t fd, short what, void *arg);
+static void extend_cb(evutil_socket_t fd, short what, void *arg);
+static void rescue_cb(evutil_socket_t fd, short what, void *arg);
+static void drain_cb(evutil_socket_t fd, short what, void *arg);
+static void grace_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Times the loop's calls of the worker's callbacks into stats.loop_hist:
+ * the outermost one only, when one calls another. */
+static uint64_t cb_enter(struct au_worker *w)
+{
+	return w->cb_depth++ ? 0 : au_mono_us();
+}
+
+static void cb_leave(struct au_worker *w, uint64_t t0)
+{
+	uint64_t d;
+	unsigned k = 0;
+
+	if (--w->cb_depth || !t0)
+		return;
+	d = au_mono_us() - t0;
+	while (d >> k && k < AU_LOOP_HIST_BUCKETS - 1)
+		k++;
+	w->stats.loop_hist[k]++;
+	if (d > w->stats.loop_max_us)
+		w->stats.loop_max_us = d;
+}
 
 static void list_add(struct attempt_list *l, struct attempt *a)
 {
@@ -374,6 +405,8 @@ static void abandon(struct attempt *a)
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct attempt *a = arg;
+	struct au_worker *w = a->w;
+	uint64_t t0 = cb_enter(w);
 
 	(void)fd;
 	(void)what;
@@ -381,6 +414,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	 * attempt settled */
 	decide(a, VERDICT_RETRYABLE, au_asprintf("timed out after %u ms", a->c.timeout_ms));
 	abandon(a);
+	cb_leave(w, t0);
 }
 
 static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn, void **arg)
@@ -455,7 +489,6 @@ static void start(struct au_worker *w, struct au_lease *l)
 }
 
 static void stop_now(struct au_worker *w);
-static void pump_cb(evutil_socket_t fd, short what, void *arg);
 
 static void record_of(const struct attempt *a, struct au_record *r)
 {
@@ -586,7 +619,7 @@ static void flush(struct au_worker *w)
 		flush_some(w);
 }
 
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
+static void flush_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 
@@ -610,7 +643,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	event_active(w->pump_ev, 0, 0);
 }
 
-static void pump_cb(evutil_socket_t fd, short what, void *arg)
+static void pump_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 	size_t room, n = 0, i;
@@ -649,7 +682,7 @@ static void wake_cb(void *arg)
 	event_active(w->pump_ev, 0, 0);
 }
 
-static void poll_cb(evutil_socket_t fd, short what, void *arg)
+static void poll_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 
@@ -664,7 +697,7 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Heartbeat: keeps the leases of running computations alive. */
-static void extend_cb(evutil_socket_t fd, short what, void *arg)
+static void extend_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 	struct scratch *s = &w->scratch;
@@ -694,7 +727,7 @@ static void extend_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Housekeeping: expired leases of crashed workers go back to the queue;
  * expired records leave stores that have no native expiry. */
-static void rescue_cb(evutil_socket_t fd, short what, void *arg)
+static void rescue_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 	size_t requeued = 0, buried = 0, swept = 0;
@@ -718,7 +751,7 @@ static void rescue_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Leaves the loop once ClickHouse requests still under way (the KILLs of
  * abandoned queries, above all) are done, or after DRAIN_MAX_MS. */
-static void drain_cb(evutil_socket_t fd, short what, void *arg)
+static void drain_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 	struct timeval tick = { 0, 20000 };
@@ -745,7 +778,7 @@ static void stop_now(struct au_worker *w)
 }
 
 /* Grace period over: what still runs goes back to the queue unharmed. */
-static void grace_cb(evutil_socket_t fd, short what, void *arg)
+static void grace_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
 	struct attempt *a;
@@ -781,6 +814,23 @@ void au_worker_stop(struct au_worker *w)
 	grace.tv_usec = (suseconds_t)(w->opts.grace_ms % 1000) * 1000;
 	evtimer_add(w->grace_ev, &grace);
 }
+
+/* The loop calls these; each times its callback (cb_enter/cb_leave). */
+#define TIMED(name) \
+	static void name##_cb(evutil_socket_t fd, short what, void *arg) \
+	{ \
+		struct au_worker *w = arg; \
+		uint64_t t0 = cb_enter(w); \
+		name##_run(fd, what, arg); \
+		cb_leave(w, t0); \
+	}
+TIMED(pump)
+TIMED(flush)
+TIMED(poll)
+TIMED(extend)
+TIMED(rescue)
+TIMED(drain)
+TIMED(grace)
 
 static struct event *timer(struct au_worker *w, event_callback_fn fn, short flags)
 {
