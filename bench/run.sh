@@ -15,6 +15,9 @@ N=${BENCH_N:-20000}
 echo "== au on Redis ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
 BENCH_BATCH=${BENCH_BATCH_REDIS:-1000} "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
 echo
+echo "== au on Redis, ${BENCH_N_LONG_REDIS:-300000} computations (latency after a long run)"
+BENCH_NO_FLEET=1 BENCH_BATCH=${BENCH_BATCH_REDIS:-1000} "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" - "${BENCH_N_LONG_REDIS:-300000}"
+echo
 echo "== au on PostgreSQL (queue and store; synchronous_commit on)"
 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "$N"
 echo
