@@ -699,6 +699,24 @@ int main(int argc, char **argv)
 				"SELECT 1 FORMAT JSONCompact", 4, (long)m);
 		printf("%-44s %10.0f /s\n", "raw libcurl SELECT 1, 4 keep-alive conns", bare);
 		printf("%-44s %10.0f /s\n", "  same, with ch.query's statement and params", same);
+		{
+			/* what the server charges for the answer's shape: the
+			 * candidates for ch.query's request, same connections */
+			static const struct { const char *label, *params, *sql; } alt[] = {
+				{ "  JSONCompact, no wait_end_of_query", "?database=default",
+				  "SELECT 1 FORMAT JSONCompact" },
+				{ "  TabSeparatedWithNamesAndTypes, wait", "?database=default&wait_end_of_query=1",
+				  "SELECT 1 FORMAT TabSeparatedWithNamesAndTypes" },
+				{ "  RowBinary, wait", "?database=default&wait_end_of_query=1",
+				  "SELECT 1 FORMAT RowBinary" },
+				{ "  Native, wait", "?database=default&wait_end_of_query=1",
+				  "SELECT 1 FORMAT Native" },
+			};
+
+			for (size_t k = 0; k < AU_ARRAY_SIZE(alt); k++)
+				printf("%-44s %10.0f /s\n", alt[k].label,
+				       raw_rate(argv[3], alt[k].params, alt[k].sql, 4, (long)m));
+		}
 		for (size_t r = 0; r < AU_ARRAY_SIZE(runs); r++) {
 			struct au_enqueue_opts eo = { 0 };
 
