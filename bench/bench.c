@@ -452,7 +452,8 @@ static double server_ops(const char *url)
 		PGconn *c = PQconnectdb(url);
 		PGresult *r;
 
-		PQclear(PQexec(c, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"));
+		PQclear(PQexec(c, "SET client_min_messages = warning; "
+				  "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"));
 		r = PQexec(c, "SELECT sum(calls) FROM pg_stat_statements");
 
 		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
