@@ -227,6 +227,30 @@ static double proc_cpu_s(long pid, int children, long *ppid)
 	return (double)(ut + st + (children ? cut + cst : 0)) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* The numeric field `name:` of INFO section of the Redis at url; -1 when
+ * unknown. */
+static double redis_info(const char *url, const char *section, const char *name)
+{
+	struct au_url u;
+	redisContext *c;
+	redisReply *r;
+	const char *v;
+	double val = -1;
+
+	if (au_url_parse(url, &u, NULL) < 0)
+		return -1;
+	c = redisConnect(u.host, u.port ? u.port : 6379);
+	if (c && !c->err && (r = redisCommand(c, "INFO %s", section))) {
+		if (r->type == REDIS_REPLY_STRING && (v = strstr(r->str, name)) &&
+		    v[strlen(name)] == ':')
+			val = atof(v + strlen(name) + 1);
+		freeReplyObject(r);
+	}
+	redisFree(c);
+	au_url_release(&u);
+	return val;
+}
+
 /*
  * CPU seconds the server behind url has used so far: Redis says it in
  * INFO cpu; for PostgreSQL, the postmaster (whose pid is in its data
@@ -237,22 +261,10 @@ static double server_cpu_s(const char *url)
 	double cpu = -1;
 
 	if (!strncmp(url, "redis://", 8)) {
-		struct au_url u;
-		redisContext *c;
-		redisReply *r;
-		const char *sys, *user;
+		double sys = redis_info(url, "cpu", "used_cpu_sys");
+		double user = redis_info(url, "cpu", "used_cpu_user");
 
-		if (au_url_parse(url, &u, NULL) < 0)
-			return -1;
-		c = redisConnect(u.host, u.port ? u.port : 6379);
-		if (c && !c->err && (r = redisCommand(c, "INFO cpu"))) {
-			if (r->type == REDIS_REPLY_STRING && (sys = strstr(r->str, "used_cpu_sys:")) &&
-			    (user = strstr(r->str, "used_cpu_user:")))
-				cpu = atof(sys + 13) + atof(user + 14);
-			freeReplyObject(r);
-		}
-		redisFree(c);
-		au_url_release(&u);
+		cpu = sys < 0 || user < 0 ? -1 : sys + user;
 	} else if (!strncmp(url, "postgres", 8)) {
 		PGconn *c = PQconnectdb(url);
 		PGresult *r = PQexec(c, "SELECT setting FROM pg_settings WHERE name = 'data_directory'");
@@ -433,21 +445,7 @@ static double server_ops(const char *url)
 	double ops = -1;
 
 	if (!strncmp(url, "redis://", 8)) {
-		struct au_url u;
-		redisContext *c;
-		redisReply *r;
-		const char *v;
-
-		if (au_url_parse(url, &u, NULL) < 0)
-			return -1;
-		c = redisConnect(u.host, u.port ? u.port : 6379);
-		if (c && !c->err && (r = redisCommand(c, "INFO stats"))) {
-			if (r->type == REDIS_REPLY_STRING && (v = strstr(r->str, "total_commands_processed:")))
-				ops = atof(v + 25);
-			freeReplyObject(r);
-		}
-		redisFree(c);
-		au_url_release(&u);
+		ops = redis_info(url, "stats", "total_commands_processed");
 	} else if (!strncmp(url, "postgres", 8)) {
 		PGconn *c = PQconnectdb(url);
 		PGresult *r;
