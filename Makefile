@@ -33,7 +33,7 @@ HEADERS := $(wildcard include/*.h tests/*.h $(LAYERS:%=%/*.h))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-TEST_COMMON := $(BUILD)/tests/harness.o
+TEST_COMMON := $(BUILD)/tests/harness.o $(BUILD)/tests/plug.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 

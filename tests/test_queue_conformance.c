@@ -19,93 +19,10 @@
 #include <event2/event.h>
 
 #include "harness.h"
+#include "plug.h"
 #include "queue.h"
 
-#define LONG_LEASE 30000
-
-/* T_EQ_INT evaluates its arguments twice; calls go through this */
-#define EQ(a, b, name) do { \
-		long long a_ = (long long)(a), b_ = (long long)(b); \
-		T_EQ_INT(a_, b_, name); \
-	} while (0)
-
 static const char *url;           /* the backend under test */
-
-static struct au_queue *open_queue(void)
-{
-	struct au_queue *q = au_queue_open(url);
-
-	if (!T_OK(q && q->err.code == AU_OK, "open '%s' (%s)", url, q ? q->err.str : "oom")) {
-		au_queue_close(q);
-		exit(t_done());
-	}
-	return q;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static uint64_t ms_since(uint64_t t0_us)
-{
-	return (au_mono_us() - t0_us) / 1000;
-}
-
-/* A queue name of its own for each case. */
-static void fresh(char name[64], const char *what)
-{
-	snprintf(name, 64, "conf-%s-%08llx", what, (unsigned long long)(au_random64() & 0xffffffff));
-}
-
-/* A computation for queue with args [i]. */
-static void make(struct au_computation *c, const char *queue, int i)
-{
-	struct au_buf b = AU_BUF_INIT;
-
-	au_computation_init(c);
-	au_id_new(c->id);
-	c->task = au_strdup("noop");
-	c->queue = au_strdup(queue);
-	au_mp_array(&b, 1);
-	au_mp_int(&b, i);
-	c->args = au_buf_detach(&b, &c->args_len);
-	c->max_attempts = 3;
-	c->ttl_s = 60;
-	c->created_at_ms = au_now_ms();
-}
-
-static void release_all(struct au_computation *cs, size_t n)
-{
-	while (n--)
-		au_computation_release(&cs[n]);
-}
-
-static int push1(struct au_queue *q, const struct au_computation *c)
-{
-	return au_queue_push(q, c, 1);
-}
-
-/* Leases and checks that the call itself worked. */
-static size_t lease(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
-		    uint32_t block_ms, struct au_lease *out)
-{
-	size_t n = 0;
-	int rc = au_queue_lease(q, queue, max, lease_ms, block_ms, out, &n);
-
-	if (rc < 0)
-		T_OK(0, "lease from '%s': %s", queue, q->err.str);
-	return n;
-}
-
-static void leases_release(struct au_lease *l, size_t n)
-{
-	while (n--)
-		au_lease_release(&l[n]);
-}
 
 /* The applied flag of one fenced write, named by op; -1 if the call failed. */
 static int applied1(struct au_queue *q, const char *queue, const struct au_ref *ref,
@@ -135,15 +52,6 @@ static int peek(struct au_queue *q, const char *queue, const char *id, struct au
 	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
 }
 
-static struct au_queue_stats stats(struct au_queue *q, const char *queue)
-{
-	struct au_queue_stats st = { 0, 0, 0, 0 };
-
-	if (au_queue_stats(q, queue, &st) < 0)
-		T_OK(0, "stats of '%s': %s", queue, q->err.str);
-	return st;
-}
-
 /* ---- cases ---- */
 
 static void test_roundtrip(struct au_queue *q)
@@ -158,14 +66,14 @@ static void test_roundtrip(struct au_queue *q)
 	size_t n;
 	int applied = -1;
 
-	fresh(name, "roundtrip");
-	make(&c, name, 42);
+	t_queue_name(name, "conf", "roundtrip");
+	t_computation(&c, name, 42);
 	c.priority = 7;
 	c.timeout_ms = 1500;
 	c.headers = h;
 	c.nheaders = 2;
-	T_OK(push1(q, &c) == 0, "push one (%s)", q->err.str);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	T_OK(t_push1(q, &c) == 0, "push one (%s)", q->err.str);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	EQ(n, 1, "lease gets it");
 	if (n == 1) {
 		T_EQ_STR(l[0].ref.id, c.id, "leased id");
@@ -185,10 +93,10 @@ static void test_roundtrip(struct au_queue *q)
 		EQ(peek(q, name, c.id, &info), AU_QUEUED_LEASED, "peek: leased");
 		T_OK(au_queue_ack(q, name, &l[0].ref, 1, &applied) == 0 && applied == 1, "ack applies");
 		EQ(peek(q, name, c.id, &info), -AU_ENOTFOUND, "acked: gone");
-		EQ(stats(q, name).leased, 0, "nothing leased after the ack");
-		EQ(lease(q, name, 4, LONG_LEASE, 0, l), 0, "nothing left to lease");
+		EQ(t_stats(q, name).leased, 0, "nothing leased after the ack");
+		EQ(t_lease(q, name, 4, LONG_LEASE, 0, l), 0, "nothing left to lease");
 	}
-	leases_release(l, n);
+	t_leases_release(l, n);
 	c.headers = NULL;
 	c.nheaders = 0;
 	au_computation_release(&c);
@@ -210,12 +118,12 @@ static void push_many(struct au_queue *q, const char *name, size_t n, size_t bat
 		size_t m = n - i < batch ? n - i : batch;
 
 		for (k = 0; k < m; k++) {
-			make(&cs[k], name, (int)(i + k));
+			t_computation(&cs[k], name, (int)(i + k));
 			memcpy(ids[i + k], cs[k].id, AU_ID_SIZE);
 		}
 		if (!T_OK(au_queue_push(q, cs, m) == 0, "push %zu (%s)", m, q->err.str))
 			i = n;
-		release_all(cs, m);
+		t_computations_release(cs, m);
 	}
 	qsort(ids, n, AU_ID_SIZE, id_cmp);
 	free(cs);
@@ -232,11 +140,11 @@ static void test_batch(struct au_queue *q)
 	char name[64];
 	size_t n, i, total = 0, twice = 0, acked = 0;
 
-	fresh(name, "batch");
+	t_queue_name(name, "conf", "batch");
 	memset(seen, 0, sizeof(seen));
 	push_many(q, name, N, N, ids);
-	EQ(stats(q, name).ready, N, "1000 ready after one batch push");
-	while ((n = lease(q, name, 100, LONG_LEASE, 0, l)) > 0) {
+	EQ(t_stats(q, name).ready, N, "1000 ready after one batch push");
+	while ((n = t_lease(q, name, 100, LONG_LEASE, 0, l)) > 0) {
 		T_OK(n <= 100, "a lease gives at most max");
 		for (i = 0; i < n; i++) {
 			char (*hit)[AU_ID_SIZE] = bsearch(l[i].ref.id, ids, N, AU_ID_SIZE, id_cmp);
@@ -249,7 +157,7 @@ static void test_batch(struct au_queue *q)
 		if (au_queue_ack(q, name, refs, n, applied) == 0)
 			for (i = 0; i < n; i++)
 				acked += applied[i] == 1;
-		leases_release(l, n);
+		t_leases_release(l, n);
 		if (total > N)
 			break;
 	}
@@ -259,7 +167,7 @@ static void test_batch(struct au_queue *q)
 		;
 	EQ(i, N, "each exactly once");
 	EQ(acked, N, "all acked");
-	EQ(stats(q, name).leased, 0, "none leased at the end");
+	EQ(t_stats(q, name).leased, 0, "none leased at the end");
 }
 
 static void test_order(struct au_queue *q)
@@ -273,21 +181,21 @@ static void test_order(struct au_queue *q)
 	size_t i, k, got = 0, n;
 	int ok = 1;
 
-	fresh(name, "order");
+	t_queue_name(name, "conf", "order");
 	for (i = 0; i < 8; i++) {
-		make(&cs[i], name, (int)i);
+		t_computation(&cs[i], name, (int)i);
 		cs[i].priority = i < 7 ? prio[i] : 5;
 	}
-	T_OK(au_queue_push(q, cs, 7) == 0 && push1(q, &cs[7]) == 0, "push mixed priorities");
-	while ((n = lease(q, name, 3, LONG_LEASE, 0, l)) > 0) {
+	T_OK(au_queue_push(q, cs, 7) == 0 && t_push1(q, &cs[7]) == 0, "push mixed priorities");
+	while ((n = t_lease(q, name, 3, LONG_LEASE, 0, l)) > 0) {
 		for (k = 0; k < n; k++, got++)
 			if (got >= 8 || strcmp(l[k].ref.id, cs[want[got]].id))
 				ok = 0;
-		leases_release(l, n);
+		t_leases_release(l, n);
 	}
 	EQ(got, 8, "all leased");
 	T_OK(ok, "priority order (high first), FIFO within a priority, across lease calls");
-	release_all(cs, 8);
+	t_computations_release(cs, 8);
 }
 
 static void test_scheduled(struct au_queue *q)
@@ -301,84 +209,58 @@ static void test_scheduled(struct au_queue *q)
 	size_t n, i;
 	int fifo = 1;
 
-	fresh(name, "sched");
+	t_queue_name(name, "conf", "sched");
 	for (i = 0; i < LATER; i++) {
-		make(&later[i], name, (int)i);
+		t_computation(&later[i], name, (int)i);
 		later[i].run_at_ms = run_at;
 	}
-	make(&now, name, -1);
-	T_OK(au_queue_push(q, later, LATER) == 0 && push1(q, &now) == 0,
+	t_computation(&now, name, -1);
+	T_OK(au_queue_push(q, later, LATER) == 0 && t_push1(q, &now) == 0,
 	     "push 20 due in the same millisecond and a ready one");
-	n = lease(q, name, LATER + 1, LONG_LEASE, 0, l);
+	n = t_lease(q, name, LATER + 1, LONG_LEASE, 0, l);
 	T_OK(n == 1 && !strcmp(l[0].ref.id, now.id), "only the ready one is leased");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	EQ(peek(q, name, later[0].id, &info), AU_QUEUED_SCHEDULED, "peek: scheduled");
-	EQ(stats(q, name).scheduled, LATER, "stats: 20 scheduled");
+	EQ(t_stats(q, name).scheduled, LATER, "stats: 20 scheduled");
 	t0 = au_mono_us();
-	n = lease(q, name, LATER + 1, LONG_LEASE, 5000, l);
-	T_OK(ms_since(t0) >= 300 && ms_since(t0) < 1500,
-	     "a blocking lease returns when run_at comes (%llu ms)", (unsigned long long)ms_since(t0));
+	n = t_lease(q, name, LATER + 1, LONG_LEASE, 5000, l);
+	T_OK(t_ms_since(t0) >= 300 && t_ms_since(t0) < 1500,
+	     "a blocking lease returns when run_at comes (%llu ms)", (unsigned long long)t_ms_since(t0));
 	EQ(n, LATER, "all leased once due");
 	for (i = 0; i < n; i++)
 		fifo &= !strcmp(l[i].ref.id, later[i].id);
 	T_OK(n == LATER && fifo, "in the order they were pushed");
-	leases_release(l, n);
-	release_all(later, LATER);
+	t_leases_release(l, n);
+	t_computations_release(later, LATER);
 	au_computation_release(&now);
-}
-
-struct pusher {
-	const char *name;
-	unsigned delay_ms;
-	uint64_t start_us, done_us;
-	atomic_int *pushed;     /* set just before pushing, if set */
-};
-
-static void *pusher_main(void *arg)
-{
-	struct pusher *p = arg;
-	struct au_queue *q = au_queue_open(url);
-	struct au_computation c;
-
-	sleep_ms(p->delay_ms);
-	make(&c, p->name, 0);
-	if (p->pushed)
-		*p->pushed = 1;
-	p->start_us = au_mono_us();
-	if (q && !q->err.code)
-		push1(q, &c);
-	p->done_us = au_mono_us();
-	au_computation_release(&c);
-	au_queue_close(q);
-	return NULL;
 }
 
 static void test_block(struct au_queue *q)
 {
-	struct pusher p = { NULL, 200, 0, 0, NULL };
+	struct t_pusher p = { url, NULL, 200, 0, 0, NULL };
 	struct au_lease l[4];
 	char name[64];
 	pthread_t th;
 	uint64_t t0, t1;
 	size_t n;
 
-	fresh(name, "block");
+	t_queue_name(name, "conf", "block");
 	t0 = au_mono_us();
-	n = lease(q, name, 4, LONG_LEASE, 300, l);
-	t1 = ms_since(t0);
+	n = t_lease(q, name, 4, LONG_LEASE, 300, l);
+	t1 = t_ms_since(t0);
 	EQ(n, 0, "a blocking lease on an empty queue gets nothing");
 	T_OK(t1 >= 280 && t1 < 800, "... after block_ms (%llu ms for 300)", (unsigned long long)t1);
 
 	p.name = name;
-	pthread_create(&th, NULL, pusher_main, &p);
-	n = lease(q, name, 4, LONG_LEASE, 5000, l);
+	pthread_create(&th, NULL, t_pusher_main, &p);
+	n = t_lease(q, name, 4, LONG_LEASE, 5000, l);
 	t1 = au_mono_us();
 	pthread_join(th, NULL);
 	EQ(n, 1, "a blocking lease gets what another thread pushes");
 	T_OK(p.done_us && t1 >= p.start_us && t1 < p.done_us + 100000,
 	     "... promptly (%lld ms after the push returned)",
 	     (long long)((int64_t)t1 - (int64_t)p.done_us) / 1000);
-	leases_release(l, n);
+	t_leases_release(l, n);
 }
 
 static void test_stale(struct au_queue *q)
@@ -392,10 +274,10 @@ static void test_stale(struct au_queue *q)
 	size_t i, n;
 	int changed = 0;
 
-	fresh(name, "stale");
-	make(&c, name, 0);
-	push1(q, &c);
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	t_queue_name(name, "conf", "stale");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	EQ(n, 1, "leased");
 	if (n != 1)
 		goto out;
@@ -406,8 +288,8 @@ static void test_stale(struct au_queue *q)
 		EQ(applied1(q, name, &wrong, ops[i]), 0, ops[i]);
 	EQ(peek(q, name, c.id, &info), AU_QUEUED_LEASED, "wrong tokens changed nothing");
 	EQ(applied1(q, name, &old, "retry"), 1, "retry with the right token");
-	leases_release(l, n);
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	t_leases_release(l, n);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && l[0].attempts == 2, "leased again, attempt 2");
 	if (n != 1)
 		goto out;
@@ -421,7 +303,7 @@ static void test_stale(struct au_queue *q)
 	     "state unchanged: leased, attempt 2");
 	EQ(applied1(q, name, &l[0].ref, "ack"), 1, "the current token acks");
 out:
-	leases_release(l, n);
+	t_leases_release(l, n);
 	au_computation_release(&c);
 }
 
@@ -436,22 +318,22 @@ static void test_retry_delay(struct au_queue *q)
 	size_t n;
 	int applied = -1;
 
-	fresh(name, "retry");
-	make(&c, name, 0);
-	push1(q, &c);
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	t_queue_name(name, "conf", "retry");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &delay, &err, &applied) == 0 &&
 	     applied == 1, "retry after 300 ms");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	EQ(peek(q, name, c.id, &info), AU_QUEUED_SCHEDULED, "retrying: scheduled");
 	T_EQ_STR(info.error, "boom", "the error is kept");
 	EQ(info.attempts, 1, "the attempt counted");
-	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "not leased before the delay");
+	EQ(t_lease(q, name, 2, LONG_LEASE, 0, l), 0, "not leased before the delay");
 	t0 = au_mono_us();
-	n = lease(q, name, 2, LONG_LEASE, 3000, l);
+	n = t_lease(q, name, 2, LONG_LEASE, 3000, l);
 	T_OK(n == 1 && l[0].attempts == 2, "leased after the delay, attempt 2");
-	T_OK(ms_since(t0) >= 150, "... not before (%llu ms)", (unsigned long long)ms_since(t0));
-	leases_release(l, n);
+	T_OK(t_ms_since(t0) >= 150, "... not before (%llu ms)", (unsigned long long)t_ms_since(t0));
+	t_leases_release(l, n);
 	au_computation_release(&c);
 }
 
@@ -463,17 +345,17 @@ static void test_release(struct au_queue *q)
 	char name[64];
 	size_t n;
 
-	fresh(name, "release");
-	make(&c, name, 0);
-	push1(q, &c);
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	t_queue_name(name, "conf", "release");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && applied1(q, name, &l[0].ref, "release") == 1, "release applies");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	T_OK(peek(q, name, c.id, &info) == AU_QUEUED_READY && info.attempts == 0,
 	     "released: ready, the attempt does not count (%u)", info.attempts);
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && l[0].attempts == 1, "leased again as attempt 1");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	au_computation_release(&c);
 }
 
@@ -487,17 +369,17 @@ static void test_bury(struct au_queue *q)
 	size_t n;
 	int applied = -1;
 
-	fresh(name, "bury");
-	make(&c, name, 0);
-	push1(q, &c);
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	t_queue_name(name, "conf", "bury");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	T_OK(n == 1 && au_queue_bury(q, name, &l[0].ref, 1, &reason, &applied) == 0 && applied == 1,
 	     "bury applies");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	EQ(peek(q, name, c.id, &info), AU_QUEUED_DEAD, "buried: dead");
 	T_EQ_STR(info.error, reason, "the reason is kept");
-	EQ(stats(q, name).dead, 1, "stats: 1 dead");
-	EQ(lease(q, name, 2, LONG_LEASE, 0, l), 0, "the dead are not leased");
+	EQ(t_stats(q, name).dead, 1, "stats: 1 dead");
+	EQ(t_lease(q, name, 2, LONG_LEASE, 0, l), 0, "the dead are not leased");
 	T_OK(au_queue_cancel(q, name, c.id) < 0 && q->err.code == AU_ENOTFOUND,
 	     "cancel of a dead one: not found");
 	au_computation_release(&c);
@@ -512,18 +394,18 @@ static void test_extend(struct au_queue *q)
 	size_t n, requeued = 9, buried = 9;
 	int applied = -1;
 
-	fresh(name, "extend");
-	make(&c, name, 0);
-	push1(q, &c);
-	n = lease(q, name, 2, 300, 0, l);
+	t_queue_name(name, "conf", "extend");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	n = t_lease(q, name, 2, 300, 0, l);
 	T_OK(n == 1 && au_queue_extend(q, name, &l[0].ref, 1, 5000, &applied) == 0 && applied == 1,
 	     "extend a 300 ms lease to 5 s");
-	sleep_ms(600);
+	t_sleep_ms(600);
 	T_OK(au_queue_rescue(q, name, 100, &requeued, &buried) == 0 && requeued == 0 && buried == 0,
 	     "not rescued after 600 ms");
 	EQ(peek(q, name, c.id, &info), AU_QUEUED_LEASED, "still leased");
 	EQ(n == 1 ? applied1(q, name, &l[0].ref, "ack") : -1, 1, "and the token still acks");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	au_computation_release(&c);
 }
 
@@ -536,32 +418,32 @@ static void test_rescue(struct au_queue *q)
 	char name[64];
 	size_t n, n2 = 0, requeued = 0, buried = 0, i;
 
-	fresh(name, "rescue");
-	make(&a, name, 1);
+	t_queue_name(name, "conf", "rescue");
+	t_computation(&a, name, 1);
 	a.max_attempts = 2;
-	make(&b, name, 2);
+	t_computation(&b, name, 2);
 	b.max_attempts = 1;
-	T_OK(push1(q, &a) == 0 && push1(q, &b) == 0, "push two");
-	n = lease(q, name, 4, 200, 0, l);
+	T_OK(t_push1(q, &a) == 0 && t_push1(q, &b) == 0, "push two");
+	n = t_lease(q, name, 4, 200, 0, l);
 	EQ(n, 2, "lease both for 200 ms");
 	for (i = 0; i < n; i++)
 		if (!strcmp(l[i].ref.id, a.id))
 			old = l[i].ref;
-	leases_release(l, n);
-	sleep_ms(450);
-	EQ(stats(q, name).leased, 2, "expired leases stay until rescued");
+	t_leases_release(l, n);
+	t_sleep_ms(450);
+	EQ(t_stats(q, name).leased, 2, "expired leases stay until rescued");
 	T_OK(au_queue_rescue(q, name, 100, &requeued, &buried) == 0, "rescue (%s)", q->err.str);
 	EQ(requeued, 1, "one requeued");
 	EQ(buried, 1, "one at max_attempts buried");
 	EQ(peek(q, name, b.id, &info), AU_QUEUED_DEAD, "the buried one is dead");
 	T_EQ_STR(info.error, "lease expired after 1 attempts", "with the reason");
 	EQ(peek(q, name, a.id, &info), AU_QUEUED_READY, "the other is ready again");
-	n2 = lease(q, name, 4, LONG_LEASE, 0, l2);
+	n2 = t_lease(q, name, 4, LONG_LEASE, 0, l2);
 	T_OK(n2 == 1 && !strcmp(l2[0].ref.id, a.id) && l2[0].attempts == 2,
 	     "leased again as attempt 2");
 	EQ(applied1(q, name, &old, "ack"), 0, "the expired attempt cannot ack");
 	EQ(n2 == 1 ? applied1(q, name, &l2[0].ref, "ack") : -1, 1, "the new one can");
-	leases_release(l2, n2);
+	t_leases_release(l2, n2);
 	au_computation_release(&a);
 	au_computation_release(&b);
 }
@@ -574,15 +456,15 @@ static void test_cancel(struct au_queue *q)
 	char name[64], unknown[AU_ID_SIZE];
 	size_t n;
 
-	fresh(name, "cancel");
-	make(&run, name, 0);
-	make(&wait, name, 1);
-	make(&later, name, 2);
+	t_queue_name(name, "conf", "cancel");
+	t_computation(&run, name, 0);
+	t_computation(&wait, name, 1);
+	t_computation(&later, name, 2);
 	later.run_at_ms = au_now_ms() + 60000;
-	push1(q, &run);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	t_push1(q, &run);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	EQ(n, 1, "one running");
-	T_OK(push1(q, &wait) == 0 && push1(q, &later) == 0, "push a pending and a scheduled one");
+	T_OK(t_push1(q, &wait) == 0 && t_push1(q, &later) == 0, "push a pending and a scheduled one");
 	T_OK(au_queue_cancel(q, name, wait.id) == 0, "cancel pending (%s)", q->err.str);
 	T_OK(au_queue_cancel(q, name, later.id) == 0, "cancel scheduled (%s)", q->err.str);
 	T_OK(au_queue_cancel(q, name, run.id) < 0 && q->err.code == AU_ESTATE,
@@ -593,9 +475,9 @@ static void test_cancel(struct au_queue *q)
 	T_OK(au_queue_cancel(q, name, wait.id) < 0 && q->err.code == AU_ENOTFOUND,
 	     "cancel twice: AU_ENOTFOUND");
 	EQ(peek(q, name, wait.id, &info), -AU_ENOTFOUND, "cancelled: gone");
-	EQ(lease(q, name, 4, LONG_LEASE, 0, l + n), 0, "cancelled ones are never leased");
+	EQ(t_lease(q, name, 4, LONG_LEASE, 0, l + n), 0, "cancelled ones are never leased");
 	EQ(peek(q, name, run.id, &info), AU_QUEUED_LEASED, "the running one is untouched");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	au_computation_release(&run);
 	au_computation_release(&wait);
 	au_computation_release(&later);
@@ -611,18 +493,18 @@ static void test_stats_queues(struct au_queue *q)
 	size_t i, n, nnames = 0;
 	int found = 0, applied;
 
-	fresh(name, "stats");
+	t_queue_name(name, "conf", "stats");
 	for (i = 0; i < 4; i++)
-		make(&cs[i], name, (int)i);
+		t_computation(&cs[i], name, (int)i);
 	cs[3].run_at_ms = au_now_ms() + 60000;
 	T_OK(au_queue_push(q, cs, 4) == 0, "push 3 ready, 1 scheduled");
 	T_OK(au_queue_push(q, cs, 1) == 0, "push a known id again");
-	n = lease(q, name, 2, LONG_LEASE, 0, l);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 	EQ(n, 2, "lease 2");
 	if (n)
 		au_queue_bury(q, name, &l[0].ref, 1, &reason, &applied);
-	leases_release(l, n);
-	st = stats(q, name);
+	t_leases_release(l, n);
+	st = t_stats(q, name);
 	T_OK(st.ready == 1 && st.scheduled == 1 && st.leased == 1 && st.dead == 1,
 	     "stats ready/scheduled/leased/dead = %llu/%llu/%llu/%llu (want 1/1/1/1)",
 	     (unsigned long long)st.ready, (unsigned long long)st.scheduled,
@@ -634,69 +516,26 @@ static void test_stats_queues(struct au_queue *q)
 	}
 	free(names);
 	T_OK(found, "queues lists '%s'", name);
-	st = stats(q, "conf-never-used");
+	st = t_stats(q, "conf-never-used");
 	T_OK(!st.ready && !st.scheduled && !st.leased && !st.dead, "an unknown queue is empty");
-	release_all(cs, 4);
-}
-
-struct waker {
-	struct event_base *base;
-	atomic_int calls, pushed, after_push;
-};
-
-static void on_wake(void *arg)
-{
-	struct waker *w = arg;
-
-	w->calls++;
-	if (w->pushed)
-		w->after_push++;
-	event_base_loopbreak(w->base);
-}
-
-/* Runs the loop until *v reaches want or ms pass. */
-static int run_until(struct waker *w, atomic_int *v, int want, unsigned ms)
-{
-	uint64_t t0 = au_mono_us();
-
-	while (*v < want && ms_since(t0) < ms) {
-		struct timeval tv = { 0, 100000 };
-
-		event_base_loopexit(w->base, &tv);
-		event_base_dispatch(w->base);
-	}
-	return *v >= want;
-}
-
-/* Pushes one computation to name from another thread, with w->pushed set
- * first, and waits for the loop to see it. */
-static int wake_by_push(struct waker *w, const char *name)
-{
-	struct pusher p = { name, 50, 0, 0, &w->pushed };
-	int before = w->after_push, ok;
-	pthread_t th;
-
-	pthread_create(&th, NULL, pusher_main, &p);
-	ok = run_until(w, &w->after_push, before + 1, 5000);
-	pthread_join(th, NULL);
-	return ok;
+	t_computations_release(cs, 4);
 }
 
 static void test_watch(struct au_queue *q)
 {
-	struct waker w = { event_base_new(), 0, 0, 0 };
+	struct t_waker w = { event_base_new(), 0, 0, 0 };
 	char name[64];
 
-	fresh(name, "watch");
+	t_queue_name(name, "conf", "watch");
 	if (!q->ops->watch) {
 		T_OK(0, "watch is implemented");
 		return;
 	}
-	T_OK(au_queue_watch(q, name, w.base, on_wake, &w) == 0, "watch (%s)", q->err.str);
-	T_OK(au_queue_watch(q, name, w.base, on_wake, &w) < 0 && q->err.code == AU_ESTATE,
+	T_OK(au_queue_watch(q, name, w.base, t_on_wake, &w) == 0, "watch (%s)", q->err.str);
+	T_OK(au_queue_watch(q, name, w.base, t_on_wake, &w) < 0 && q->err.code == AU_ESTATE,
 	     "one watch per handle");
-	T_OK(run_until(&w, &w.calls, 1, 5000), "a first wake once watching");
-	T_OK(wake_by_push(&w, name), "a push from another thread wakes the loop");
+	T_OK(t_run_until(&w, &w.calls, 1, 5000), "a first wake once watching");
+	T_OK(t_wake_by_push(&w, url, name), "a push from another thread wakes the loop");
 	au_queue_unwatch(q);
 	au_queue_unwatch(q);
 	event_base_free(w.base);
@@ -735,7 +574,7 @@ static void *leaser_main(void *arg)
 		t->got += n;
 		if (au_queue_ack(q, t->name, refs, n, NULL) < 0)
 			t->errors++;
-		leases_release(l, n);
+		t_leases_release(l, n);
 	}
 	au_queue_close(q);
 	return NULL;
@@ -751,7 +590,7 @@ static void test_concurrent(struct au_queue *q)
 	char name[64];
 	size_t i, total = 0, errors = 0, once = 0;
 
-	fresh(name, "concurrent");
+	t_queue_name(name, "conf", "concurrent");
 	push_many(q, name, N, 500, ids);
 	for (i = 0; i < N; i++)
 		seen[i] = 0;
@@ -769,7 +608,7 @@ static void test_concurrent(struct au_queue *q)
 	EQ(errors, 0, "4 threads: no errors");
 	EQ(total, N, "4 threads leased 2000 in all");
 	EQ(once, N, "each exactly once");
-	EQ(stats(q, name).leased, 0, "all acked");
+	EQ(t_stats(q, name).leased, 0, "all acked");
 }
 
 static void test_registry(void)
@@ -790,7 +629,7 @@ static void run_suite(const char *u)
 
 	url = u;
 	printf("# queue '%s'\n", u);
-	q = open_queue();
+	q = t_open_queue(url);
 	test_roundtrip(q);
 	test_batch(q);
 	test_order(q);

@@ -23,262 +23,14 @@
 #include <hiredis.h>
 
 #include "harness.h"
+#include "plug.h"
 #include "queue.h"
 #include "redis_client.h"
 #include "store.h"
 
-#define LONG_LEASE 30000
-
-/* T_EQ_INT evaluates its arguments twice; calls go through this */
-#define EQ(a, b, name) do { \
-		long long a_ = (long long)(a), b_ = (long long)(b); \
-		T_EQ_INT(a_, b_, name); \
-	} while (0)
-
 static const char *url;           /* $AU_TEST_REDIS */
 
 /* ---- helpers, as in the conformance suites ---- */
-
-static struct au_queue *open_queue(void)
-{
-	struct au_queue *q = au_queue_open(url);
-
-	if (!T_OK(q && q->err.code == AU_OK, "open '%s' (%s)", url, q ? q->err.str : "oom")) {
-		au_queue_close(q);
-		exit(t_done());
-	}
-	return q;
-}
-
-static struct au_store *open_store(const char *u)
-{
-	struct au_store *s = au_store_open(u);
-
-	if (!T_OK(s && s->err.code == AU_OK, "open '%s' (%s)", u, s ? s->err.str : "oom")) {
-		au_store_close(s);
-		exit(t_done());
-	}
-	return s;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static uint64_t ms_since(uint64_t t0_us)
-{
-	return (au_mono_us() - t0_us) / 1000;
-}
-
-/* A queue name of its own for each case. */
-static void fresh(char name[64], const char *what)
-{
-	snprintf(name, 64, "redis-%s-%08llx", what, (unsigned long long)(au_random64() & 0xffffffff));
-}
-
-/* A computation for queue with args [i]. */
-static void make(struct au_computation *c, const char *queue, int i)
-{
-	struct au_buf b = AU_BUF_INIT;
-
-	au_computation_init(c);
-	au_id_new(c->id);
-	c->task = au_strdup("noop");
-	c->queue = au_strdup(queue);
-	au_mp_array(&b, 1);
-	au_mp_int(&b, i);
-	c->args = au_buf_detach(&b, &c->args_len);
-	c->max_attempts = 3;
-	c->ttl_s = 60;
-	c->created_at_ms = au_now_ms();
-}
-
-static void release_all(struct au_computation *cs, size_t n)
-{
-	while (n--)
-		au_computation_release(&cs[n]);
-}
-
-static int push1(struct au_queue *q, const struct au_computation *c)
-{
-	return au_queue_push(q, c, 1);
-}
-
-/* Leases and checks that the call itself worked. */
-static size_t lease(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
-		    uint32_t block_ms, struct au_lease *out)
-{
-	size_t n = 0;
-	int rc = au_queue_lease(q, queue, max, lease_ms, block_ms, out, &n);
-
-	if (rc < 0)
-		T_OK(0, "lease from '%s': %s", queue, q->err.str);
-	return n;
-}
-
-static void leases_release(struct au_lease *l, size_t n)
-{
-	while (n--)
-		au_lease_release(&l[n]);
-}
-
-static struct au_queue_stats stats(struct au_queue *q, const char *queue)
-{
-	struct au_queue_stats st = { 0, 0, 0, 0 };
-
-	if (au_queue_stats(q, queue, &st) < 0)
-		T_OK(0, "stats of '%s': %s", queue, q->err.str);
-	return st;
-}
-
-struct pusher {
-	const char *name;
-	unsigned delay_ms;
-	uint64_t start_us, done_us;
-	atomic_int *pushed;     /* set just before pushing, if set */
-};
-
-static void *pusher_main(void *arg)
-{
-	struct pusher *p = arg;
-	struct au_queue *q = au_queue_open(url);
-	struct au_computation c;
-
-	sleep_ms(p->delay_ms);
-	make(&c, p->name, 0);
-	if (p->pushed)
-		*p->pushed = 1;
-	p->start_us = au_mono_us();
-	if (q && !q->err.code)
-		push1(q, &c);
-	p->done_us = au_mono_us();
-	au_computation_release(&c);
-	au_queue_close(q);
-	return NULL;
-}
-
-struct waker {
-	struct event_base *base;
-	atomic_int calls, pushed, after_push;
-};
-
-static void on_wake(void *arg)
-{
-	struct waker *w = arg;
-
-	w->calls++;
-	if (w->pushed)
-		w->after_push++;
-	event_base_loopbreak(w->base);
-}
-
-/* Runs the loop until *v reaches want or ms pass. */
-static int run_until(struct waker *w, atomic_int *v, int want, unsigned ms)
-{
-	uint64_t t0 = au_mono_us();
-
-	while (*v < want && ms_since(t0) < ms) {
-		struct timeval tv = { 0, 100000 };
-
-		event_base_loopexit(w->base, &tv);
-		event_base_dispatch(w->base);
-	}
-	return *v >= want;
-}
-
-/* Pushes one computation to name from another thread, with w->pushed set
- * first, and waits for the loop to see it. */
-static int wake_by_push(struct waker *w, const char *name)
-{
-	struct pusher p = { name, 50, 0, 0, &w->pushed };
-	int before = w->after_push, ok;
-	pthread_t th;
-
-	pthread_create(&th, NULL, pusher_main, &p);
-	ok = run_until(w, &w->after_push, before + 1, 5000);
-	pthread_join(th, NULL);
-	return ok;
-}
-
-/* A record with a fresh id and no optional fields. */
-static void fresh_record(struct au_record *r, enum au_status st, uint32_t ttl_s)
-{
-	au_record_init(r);
-	au_id_new(r->id);
-	r->status = st;
-	r->ttl_s = ttl_s;
-}
-
-static int put1(struct au_store *s, const struct au_record *r)
-{
-	int applied = -1;
-
-	if (au_store_put(s, r, 1, &applied) < 0)
-		return -1;
-	return applied;
-}
-
-/* AU_OK when id has a record, else the error code of get. */
-static int get_code(struct au_store *s, const char *id)
-{
-	struct au_record r;
-
-	au_record_init(&r);
-	if (au_store_get(s, id, &r) < 0)
-		return s->err.code;
-	au_record_release(&r);
-	return AU_OK;
-}
-
-struct writer {
-	struct au_record rec;
-	unsigned delay_ms;
-	uint64_t put_start_us, put_done_us;
-	int rc;
-};
-
-/* Puts rec through its own handle after delay_ms. */
-static void *writer_main(void *arg)
-{
-	struct writer *w = arg;
-	struct au_store *s = open_store(url);
-
-	sleep_ms(w->delay_ms);
-	w->put_start_us = au_mono_us();
-	w->rc = put1(s, &w->rec);
-	w->put_done_us = au_mono_us();
-	au_store_close(s);
-	return NULL;
-}
-
-static void wait_for_writer(struct au_store *s, int timeout_ms)
-{
-	struct writer w = { .delay_ms = 200 };
-	struct au_record out;
-	pthread_t th;
-	uint64_t t0, ret;
-	int rc;
-
-	fresh_record(&w.rec, AU_COMPLETED, 600);
-	au_record_init(&out);
-	t0 = au_mono_us();
-	pthread_create(&th, NULL, writer_main, &w);
-	rc = au_store_wait(s, w.rec.id, timeout_ms, &out);
-	ret = au_mono_us();
-	pthread_join(th, NULL);
-	T_OK(rc == 0 && !strcmp(out.id, w.rec.id), "wait(%d): gets the record put by another thread (%s)",
-	     timeout_ms, rc ? s->err.str : "ok");
-	T_EQ_INT(w.rc, 1, "wait: the writer's put applied");
-	T_OK(ret >= w.put_start_us, "wait(%d): returned after the put started (%llu ms after start)",
-	     timeout_ms, (unsigned long long)(ret - t0) / 1000);
-	T_OK(ret < w.put_done_us + 100000, "wait(%d): woke within 100 ms of the put (%lld us)",
-	     timeout_ms, (long long)ret - (long long)w.put_done_us);
-	au_record_release(&out);
-}
 
 /* ---- the Redis layout, by hand ---- */
 
@@ -320,15 +72,15 @@ static void test_redis_garbage(struct au_queue *q, redisContext *c)
 	size_t n, i;
 	int got_bad = 0, got_good = 0;
 
-	fresh(name, "garbage");
+	t_queue_name(name, "redis", "garbage");
 	au_id_new(bad);
 	au_id_new(ghost);
 	T_OK(raw(c, "HSET au:{%s}:body %s xx", name, bad) == 0 &&
 	     raw(c, "RPUSH au:{%s}:ready:0 %s %s", name, bad, ghost) == 0 &&
 	     raw(c, "ZADD au:{%s}:prios 0 0", name) == 0, "garbage body and a ghost id by hand");
-	make(&good, name, 0);
-	push1(q, &good);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	t_computation(&good, name, 0);
+	t_push1(q, &good);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	for (i = 0; i < n; i++) {
 		if (!strcmp(l[i].ref.id, bad)) {
 			got_bad = l[i].body_len == 2 && !memcmp(l[i].body, "xx", 2);
@@ -340,8 +92,8 @@ static void test_redis_garbage(struct au_queue *q, redisContext *c)
 	EQ(n, 2, "the ghost id is dropped, the rest leased");
 	T_OK(got_bad, "the garbage body is leased as is (the worker dead-letters it)");
 	T_OK(got_good, "the good one is leased");
-	EQ(stats(q, name).ready, 0, "the ghost is gone from ready");
-	leases_release(l, n);
+	EQ(t_stats(q, name).ready, 0, "the ghost is gone from ready");
+	t_leases_release(l, n);
 	au_computation_release(&good);
 }
 
@@ -356,11 +108,11 @@ static void test_redis_by_hand(struct au_queue *q, redisContext *c)
 	char name[64];
 	size_t n;
 
-	fresh(name, "hand");
-	make(&hand, name, 7);
+	t_queue_name(name, "redis", "hand");
+	t_computation(&hand, name, 7);
 	hand.priority = 5;
-	make(&lib, name, 8);
-	push1(q, &lib);
+	t_computation(&lib, name, 8);
+	t_push1(q, &lib);
 	au_computation_encode(&hand, &body, &err);
 	T_OK(raw(c, "MULTI") == 0 &&
 	     raw(c, "HSET au:{%s}:body %s %b", name, hand.id, body.data, body.len) == 0 &&
@@ -368,12 +120,12 @@ static void test_redis_by_hand(struct au_queue *q, redisContext *c)
 	     raw(c, "ZADD au:{%s}:prios -5 5", name) == 0 && raw(c, "EXEC") == 0 &&
 	     raw(c, "PUBLISH au:{%s}:wake 1", name) == 0 &&
 	     raw(c, "SADD au:queues %s", name) == 0, "enqueue by hand");
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	T_OK(n == 2 && !strcmp(l[0].ref.id, hand.id) && l[0].attempts == 1,
 	     "the hand-made one is leased, first (priority 5)");
 	T_OK(n == 2 && l[0].body_len == body.len && !memcmp(l[0].body, body.data, body.len),
 	     "with its body");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	au_buf_release(&body);
 	au_computation_release(&hand);
 	au_computation_release(&lib);
@@ -400,26 +152,26 @@ static void test_redis_clean(struct au_queue *q, redisContext *c)
 	char name[64];
 	size_t n, i;
 
-	fresh(name, "clean");
+	t_queue_name(name, "redis", "clean");
 	for (i = 0; i < 2; i++)
-		make(&cs[i], name, (int)i);
+		t_computation(&cs[i], name, (int)i);
 	au_queue_push(q, cs, 2);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
-	leases_release(l, n);
+	t_leases_release(l, n);
 	T_OK(n == 2 && au_queue_retry(q, name, refs, 2, delay, err, NULL) == 0, "retry both");
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
-	leases_release(l, n);
+	t_leases_release(l, n);
 	T_OK(n == 2 && au_queue_ack(q, name, refs, 2, NULL) == 0, "ack both");
 	EQ(raw_int(c, "HLEN au:{%s}:body", name), 0, "no body left");
 	EQ(raw_int(c, "HLEN au:{%s}:att", name), 0, "no attempts left");
 	EQ(raw_int(c, "HLEN au:{%s}:err", name), 0, "no errors left");
 	EQ(raw_int(c, "HLEN au:{%s}:tok", name), 1, "only the pin in tok");
 	EQ(raw_int(c, "ZCARD au:{%s}:leased", name), 1, "only the pin in leased");
-	release_all(cs, 2);
+	t_computations_release(cs, 2);
 }
 
 /* A server that lost its scripts, then our connection. */
@@ -430,13 +182,13 @@ static void test_redis_recovery(struct au_queue *q, redisContext *c)
 	char name[64];
 	size_t n;
 
-	fresh(name, "recovery");
-	make(&comp, name, 1);
+	t_queue_name(name, "redis", "recovery");
+	t_computation(&comp, name, 1);
 	T_OK(raw(c, "SCRIPT FLUSH") == 0, "script flush");
-	T_OK(push1(q, &comp) == 0, "push after SCRIPT FLUSH (%s)", q->err.str);
-	n = lease(q, name, 4, LONG_LEASE, 0, l);
+	T_OK(t_push1(q, &comp) == 0, "push after SCRIPT FLUSH (%s)", q->err.str);
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	EQ(n, 1, "lease after SCRIPT FLUSH");
-	leases_release(l, n);
+	t_leases_release(l, n);
 	T_OK(raw(c, "CLIENT KILL TYPE normal SKIPME yes") == 0, "kill the backend's connection");
 	T_OK(au_queue_cancel(q, name, comp.id) < 0 && q->err.code == AU_ESTATE,
 	     "a non-idempotent call after the kill works (%s)", q->err.str);
@@ -463,17 +215,17 @@ static void test_redis_eviction(struct au_queue *q, redisContext *c)
 /* The watch connection is killed: it comes back and wakes again. */
 static void test_redis_watch(struct au_queue *q, redisContext *c)
 {
-	struct waker w = { event_base_new(), 0, 0, 0 };
+	struct t_waker w = { event_base_new(), 0, 0, 0 };
 	char name[64];
 	int calls;
 
-	fresh(name, "rewatch");
-	au_queue_watch(q, name, w.base, on_wake, &w);
-	T_OK(run_until(&w, &w.calls, 1, 5000), "redis watch: subscribed");
+	t_queue_name(name, "redis", "rewatch");
+	au_queue_watch(q, name, w.base, t_on_wake, &w);
+	T_OK(t_run_until(&w, &w.calls, 1, 5000), "redis watch: subscribed");
 	T_OK(raw(c, "CLIENT KILL TYPE pubsub") == 0, "redis watch: connection killed");
 	calls = w.calls;
-	T_OK(run_until(&w, &w.calls, calls + 1, 5000), "redis watch: subscribed again");
-	T_OK(wake_by_push(&w, name), "redis watch: a push wakes the loop after the reconnect");
+	T_OK(t_run_until(&w, &w.calls, calls + 1, 5000), "redis watch: subscribed again");
+	T_OK(t_wake_by_push(&w, url, name), "redis watch: a push wakes the loop after the reconnect");
 	au_queue_unwatch(q);
 	event_base_free(w.base);
 }
@@ -534,16 +286,16 @@ static void test_redis_store(struct au_store *s)
 	au_store_close(down);
 
 	/* Both connections (commands, and wait's subscription) are open now. */
-	fresh_record(&r, AU_COMPLETED, 600);
-	EQ(put1(s, &r), 1, "redis: put before the connections drop");
+	t_record(&r, AU_COMPLETED, 600);
+	EQ(t_put1(s, &r), 1, "redis: put before the connections drop");
 	T_OK(kill_clients(&s->url) == 0, "redis: killed the store's connections");
-	EQ(get_code(s, r.id), AU_OK, "redis: get reconnects after a drop");
+	EQ(t_get_code(s, r.id), AU_OK, "redis: get reconnects after a drop");
 	T_OK(kill_clients(&s->url) == 0, "redis: killed them again");
 	au_record_init(&out);
 	rc = au_store_wait(s, r.id, 1000, &out);
 	T_OK(rc == 0, "redis: wait reconnects after a drop (%s)", rc ? s->err.str : "ok");
 	au_record_release(&out);
-	wait_for_writer(s, 2000);
+	t_wait_for_writer(s, url, 2000);
 }
 
 /* A wait, so that the store has its subscription connection open, as the
@@ -553,8 +305,8 @@ static void open_subscription(struct au_store *s)
 	struct au_record r, out;
 	int rc;
 
-	fresh_record(&r, AU_COMPLETED, 600);
-	put1(s, &r);
+	t_record(&r, AU_COMPLETED, 600);
+	t_put1(s, &r);
 	au_record_init(&out);
 	rc = au_store_wait(s, r.id, 1000, &out);
 	T_OK(rc == 0, "redis: a wait opens the subscription (%s)", rc ? s->err.str : "ok");
@@ -660,7 +412,7 @@ static void test_same_behaviour(redisContext *c)
 	char *u, *prefix;
 	struct au_queue *q;
 	struct au_store *s;
-	struct waker w = { event_base_new(), 0, 0, 0 };
+	struct t_waker w = { event_base_new(), 0, 0, 0 };
 	struct au_record r, out;
 	char name[64];
 
@@ -704,28 +456,28 @@ static void test_same_behaviour(redisContext *c)
 		struct au_lease l[2];
 		size_t n;
 
-		fresh(name, "acl");
-		make(&comp, name, 1);
-		T_OK(push1(q, &comp) == 0, "acl: push (%s)", q->err.str);
+		t_queue_name(name, "redis", "acl");
+		t_computation(&comp, name, 1);
+		T_OK(t_push1(q, &comp) == 0, "acl: push (%s)", q->err.str);
 		EQ(raw_int(c, "EXISTS au:{%s}:body", name), 0, "acl: not in database 0");
 		T_OK(raw(c, "SELECT 1") == 0, "acl: select 1 by hand");
 		EQ(raw_int(c, "HLEN au:{%s}:body", name), 1, "acl: the push went to database 1");
 		T_OK(raw(c, "SELECT 0") == 0, "acl: select 0 by hand");
-		n = lease(q, name, 2, LONG_LEASE, 0, l);
+		n = t_lease(q, name, 2, LONG_LEASE, 0, l);
 		EQ(n, 1, "acl: lease");
-		leases_release(l, n);
+		t_leases_release(l, n);
 		au_computation_release(&comp);
 
 		/* the watch connects on its own (async): it logs in too */
-		T_OK(au_queue_watch(q, name, w.base, on_wake, &w) == 0, "acl: watch (%s)", q->err.str);
-		T_OK(run_until(&w, &w.calls, 1, 5000), "acl: the watch logs in and subscribes");
+		T_OK(au_queue_watch(q, name, w.base, t_on_wake, &w) == 0, "acl: watch (%s)", q->err.str);
+		T_OK(t_run_until(&w, &w.calls, 1, 5000), "acl: the watch logs in and subscribes");
 		/* pushed through $AU_TEST_REDIS, database 0: pub/sub ignores
 		 * databases */
-		T_OK(wake_by_push(&w, name), "acl: a push wakes it");
+		T_OK(t_wake_by_push(&w, url, name), "acl: a push wakes it");
 		au_queue_unwatch(q);
 
-		fresh_record(&r, AU_COMPLETED, 600);
-		EQ(put1(s, &r), 1, "acl: store put");
+		t_record(&r, AU_COMPLETED, 600);
+		EQ(t_put1(s, &r), 1, "acl: store put");
 		au_record_init(&out);
 		T_OK(au_store_wait(s, r.id, 1000, &out) == 0, "acl: store wait (%s)", s->err.str);
 		au_record_release(&out);
@@ -756,12 +508,12 @@ int main(void)
 
 	printf("# queue '%s'\n", url);
 	test_redis_down();
-	q = open_queue();
+	q = t_open_queue(url);
 	test_redis(q);
 	au_queue_close(q);
 
 	printf("# store '%s'\n", url);
-	s = open_store(url);
+	s = t_open_store(url);
 	open_subscription(s);
 	test_redis_store(s);
 	au_store_close(s);

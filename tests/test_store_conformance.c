@@ -20,70 +20,11 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "plug.h"
 #include "store.h"
 
 /* T_EQ_INT evaluates its arguments twice; this evaluates once. */
-#define EQ(expr, want, name) \
-	do { \
-		long long got_ = (expr); \
-		T_EQ_INT(got_, want, name); \
-	} while (0)
-
 static const char *url;           /* the store under test */
-
-static struct au_store *open_store(const char *u)
-{
-	struct au_store *s = au_store_open(u);
-
-	if (!T_OK(s && s->err.code == AU_OK, "open '%s' (%s)", u, s ? s->err.str : "oom")) {
-		au_store_close(s);
-		exit(t_done());
-	}
-	return s;
-}
-
-static uint64_t ms_since(uint64_t t0_us)
-{
-	return (au_mono_us() - t0_us) / 1000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/* A record with a fresh id and no optional fields. */
-static void fresh(struct au_record *r, enum au_status st, uint32_t ttl_s)
-{
-	au_record_init(r);
-	au_id_new(r->id);
-	r->status = st;
-	r->ttl_s = ttl_s;
-}
-
-static int put1(struct au_store *s, const struct au_record *r)
-{
-	int applied = -1;
-
-	if (au_store_put(s, r, 1, &applied) < 0)
-		return -1;
-	return applied;
-}
-
-/* AU_OK when id has a record, else the error code of get. */
-static int get_code(struct au_store *s, const char *id)
-{
-	struct au_record r;
-
-	au_record_init(&r);
-	if (au_store_get(s, id, &r) < 0)
-		return s->err.code;
-	au_record_release(&r);
-	return AU_OK;
-}
 
 static int same_bytes(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
 {
@@ -97,7 +38,7 @@ static void test_round_trip(struct au_store *s)
 	struct au_record r, out, bare;
 	uint64_t before, after;
 
-	fresh(&r, AU_COMPLETED, 3600);
+	t_record(&r, AU_COMPLETED, 3600);
 	r.result = (unsigned char *)result;
 	r.result_len = sizeof(result);
 	r.error = (char *)"warning: 'x' was slow";
@@ -109,7 +50,7 @@ static void test_round_trip(struct au_store *s)
 	r.started_at_ms = 1700000000002ull;
 	r.finished_at_ms = 1700000000003ull;
 	before = au_now_ms();
-	EQ(put1(s, &r), 1, "round trip: put applies");
+	EQ(t_put1(s, &r), 1, "round trip: put applies");
 	after = au_now_ms();
 	au_record_init(&out);
 	if (!T_OK(au_store_get(s, r.id, &out) == 0, "round trip: get (%s)", s->err.str))
@@ -133,8 +74,8 @@ static void test_round_trip(struct au_store *s)
 	     (unsigned long long)after + 3600000);
 	au_record_release(&out);
 
-	fresh(&bare, AU_CANCELLED, 60);
-	EQ(put1(s, &bare), 1, "round trip: put a record without optional fields");
+	t_record(&bare, AU_CANCELLED, 60);
+	EQ(t_put1(s, &bare), 1, "round trip: put a record without optional fields");
 	if (T_OK(au_store_get(s, bare.id, &out) == 0, "round trip: get it (%s)", s->err.str)) {
 		T_EQ_INT(out.status, AU_CANCELLED, "round trip: bare status");
 		T_OK(!out.task && !out.queue && !out.worker && !out.error && !out.result_len,
@@ -154,7 +95,7 @@ static void test_batch(struct au_store *s)
 	for (i = 0; i < N; i++) {
 		vals[i] = (struct au_buf)AU_BUF_INIT;
 		au_mp_uint(&vals[i], i * 1000003u);
-		fresh(&recs[i], AU_COMPLETED, 600);
+		t_record(&recs[i], AU_COMPLETED, 600);
 		recs[i].result = vals[i].data;
 		recs[i].result_len = vals[i].len;
 		recs[i].attempts = (uint32_t)i;
@@ -185,18 +126,18 @@ static void test_first_write_wins(struct au_store *s)
 	struct au_record a, again, b, batch[2], out;
 	int applied[2] = { -1, -1 }, rc;
 
-	fresh(&a, AU_COMPLETED, 600);
+	t_record(&a, AU_COMPLETED, 600);
 	a.result = (unsigned char *)first;
 	a.result_len = 1;
 	a.worker = (char *)"w1";
-	EQ(put1(s, &a), 1, "first write: applied");
+	EQ(t_put1(s, &a), 1, "first write: applied");
 	again = a;
 	again.status = AU_CANCELLED;
 	again.result = NULL;
 	again.result_len = 0;
 	again.error = (char *)"cancelled";
 	again.worker = (char *)"w2";
-	EQ(put1(s, &again), 0, "second write of the same id: not applied");
+	EQ(t_put1(s, &again), 0, "second write of the same id: not applied");
 	au_record_init(&out);
 	if (T_OK(au_store_get(s, a.id, &out) == 0, "first write: readable (%s)", s->err.str)) {
 		T_EQ_INT(out.status, AU_COMPLETED, "first write: status unchanged");
@@ -205,7 +146,7 @@ static void test_first_write_wins(struct au_store *s)
 		T_EQ_STR(out.worker, "w1", "first write: worker unchanged");
 		au_record_release(&out);
 	}
-	fresh(&b, AU_FAILED, 600);
+	t_record(&b, AU_FAILED, 600);
 	batch[0] = again;
 	batch[1] = b;
 	rc = au_store_put(s, batch, 2, applied);
@@ -218,7 +159,7 @@ static void test_unknown(struct au_store *s)
 	struct au_record r, out;
 	char want[128];
 
-	fresh(&r, AU_COMPLETED, 60);
+	t_record(&r, AU_COMPLETED, 60);
 	au_record_init(&out);
 	T_OK(au_store_get(s, r.id, &out) < 0 && s->err.code == AU_ENOTFOUND,
 	     "get unknown: AU_ENOTFOUND (%d)", s->err.code);
@@ -234,20 +175,20 @@ static void test_ttl_and_sweep(struct au_store *s)
 	uint64_t t0;
 	int code, readable = 1;
 
-	fresh(&gone, AU_COMPLETED, 1);
+	t_record(&gone, AU_COMPLETED, 1);
 	for (i = 0; i < 3; i++)
-		fresh(&swept[i], AU_FAILED, 1);
-	fresh(&live, AU_COMPLETED, 3600);
+		t_record(&swept[i], AU_FAILED, 1);
+	t_record(&live, AU_COMPLETED, 3600);
 	t0 = au_mono_us();
-	readable &= put1(s, &gone) == 1 && put1(s, &live) == 1;
+	readable &= t_put1(s, &gone) == 1 && t_put1(s, &live) == 1;
 	for (i = 0; i < 3; i++)
-		readable &= put1(s, &swept[i]) == 1;
-	readable &= get_code(s, gone.id) == AU_OK && get_code(s, swept[2].id) == AU_OK;
+		readable &= t_put1(s, &swept[i]) == 1;
+	readable &= t_get_code(s, gone.id) == AU_OK && t_get_code(s, swept[2].id) == AU_OK;
 	T_OK(readable, "ttl: records with ttl_s=1 are readable at once");
-	if (ms_since(t0) < 1200)
-		sleep_ms(1200 - (unsigned)ms_since(t0));
+	if (t_ms_since(t0) < 1200)
+		t_sleep_ms(1200 - (unsigned)t_ms_since(t0));
 
-	code = get_code(s, gone.id);
+	code = t_get_code(s, gone.id);
 	if (s->ops->features & AU_STORE_TELLS_EXPIRED)
 		T_EQ_INT(code, AU_EEXPIRED, "ttl: gone after 1.2 s, as AU_EEXPIRED");
 	else
@@ -271,69 +212,23 @@ static void test_ttl_and_sweep(struct au_store *s)
 	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0 && removed == 0, "sweep: nothing left to remove (%zu)", removed);
 	for (i = 0; i < 3; i++) {
-		code = get_code(s, swept[i].id);
+		code = t_get_code(s, swept[i].id);
 		T_OK(code == AU_ENOTFOUND || code == AU_EEXPIRED, "sweep: expired record %zu gone (%d)",
 		     i, code);
 	}
-	EQ(get_code(s, live.id), AU_OK, "sweep: live record kept");
+	EQ(t_get_code(s, live.id), AU_OK, "sweep: live record kept");
 }
 
 static void test_del(struct au_store *s)
 {
 	struct au_record r;
 
-	fresh(&r, AU_COMPLETED, 600);
-	EQ(put1(s, &r), 1, "del: put");
+	t_record(&r, AU_COMPLETED, 600);
+	EQ(t_put1(s, &r), 1, "del: put");
 	T_OK(au_store_del(s, r.id) == 0, "del: deletes (%s)", s->err.str);
-	EQ(get_code(s, r.id), AU_ENOTFOUND, "del: record gone");
+	EQ(t_get_code(s, r.id), AU_ENOTFOUND, "del: record gone");
 	T_OK(au_store_del(s, r.id) == 0, "del: deleting an absent id is fine");
-	EQ(put1(s, &r), 1, "del: the id can be written again");
-}
-
-struct writer {
-	struct au_record rec;
-	unsigned delay_ms;
-	uint64_t put_start_us, put_done_us;
-	int rc;
-};
-
-/* Puts rec through its own handle after delay_ms. */
-static void *writer_main(void *arg)
-{
-	struct writer *w = arg;
-	struct au_store *s = open_store(url);
-
-	sleep_ms(w->delay_ms);
-	w->put_start_us = au_mono_us();
-	w->rc = put1(s, &w->rec);
-	w->put_done_us = au_mono_us();
-	au_store_close(s);
-	return NULL;
-}
-
-static void wait_for_writer(struct au_store *s, int timeout_ms)
-{
-	struct writer w = { .delay_ms = 200 };
-	struct au_record out;
-	pthread_t th;
-	uint64_t t0, ret;
-	int rc;
-
-	fresh(&w.rec, AU_COMPLETED, 600);
-	au_record_init(&out);
-	t0 = au_mono_us();
-	pthread_create(&th, NULL, writer_main, &w);
-	rc = au_store_wait(s, w.rec.id, timeout_ms, &out);
-	ret = au_mono_us();
-	pthread_join(th, NULL);
-	T_OK(rc == 0 && !strcmp(out.id, w.rec.id), "wait(%d): gets the record put by another thread (%s)",
-	     timeout_ms, rc ? s->err.str : "ok");
-	T_EQ_INT(w.rc, 1, "wait: the writer's put applied");
-	T_OK(ret >= w.put_start_us, "wait(%d): returned after the put started (%llu ms after start)",
-	     timeout_ms, (unsigned long long)(ret - t0) / 1000);
-	T_OK(ret < w.put_done_us + 100000, "wait(%d): woke within 100 ms of the put (%lld us)",
-	     timeout_ms, (long long)ret - (long long)w.put_done_us);
-	au_record_release(&out);
+	EQ(t_put1(s, &r), 1, "del: the id can be written again");
 }
 
 static void test_wait(struct au_store *s)
@@ -342,32 +237,32 @@ static void test_wait(struct au_store *s)
 	uint64_t t0, ms;
 	int rc;
 
-	fresh(&r, AU_COMPLETED, 600);
+	t_record(&r, AU_COMPLETED, 600);
 	r.task = (char *)"present";
-	put1(s, &r);
+	t_put1(s, &r);
 	au_record_init(&out);
 	t0 = au_mono_us();
 	rc = au_store_wait(s, r.id, 5000, &out);
-	ms = ms_since(t0);
+	ms = t_ms_since(t0);
 	T_OK(rc == 0 && out.task && !strcmp(out.task, "present"), "wait: present record (%s)",
 	     rc ? s->err.str : "ok");
 	T_OK(ms < 50, "wait: returns at once when present (%llu ms)", (unsigned long long)ms);
 	au_record_release(&out);
 
-	fresh(&r, AU_COMPLETED, 600);
+	t_record(&r, AU_COMPLETED, 600);
 	t0 = au_mono_us();
 	rc = au_store_wait(s, r.id, 300, &out);
-	ms = ms_since(t0);
+	ms = t_ms_since(t0);
 	T_OK(rc < 0 && s->err.code == AU_ETIMEDOUT, "wait: absent times out with AU_ETIMEDOUT (%s)",
 	     s->err.str);
 	T_OK(ms >= 300 && ms < 450, "wait: timeout after ~300 ms (%llu ms)", (unsigned long long)ms);
 	t0 = au_mono_us();
 	rc = au_store_wait(s, r.id, 0, &out);
-	T_OK(rc < 0 && s->err.code == AU_ETIMEDOUT && ms_since(t0) < 50,
+	T_OK(rc < 0 && s->err.code == AU_ETIMEDOUT && t_ms_since(t0) < 50,
 	     "wait: timeout 0 only looks");
 
-	wait_for_writer(s, 5000);
-	wait_for_writer(s, -1);
+	t_wait_for_writer(s, url, 5000);
+	t_wait_for_writer(s, url, -1);
 }
 
 static void test_invalid_ids(struct au_store *s)
@@ -382,7 +277,7 @@ static void test_invalid_ids(struct au_store *s)
 	int refused = 1;
 
 	for (i = 0; i < AU_ARRAY_SIZE(bad); i++) {
-		fresh(&r, AU_COMPLETED, 60);
+		t_record(&r, AU_COMPLETED, 60);
 		au_record_init(&out);
 		if (strlen(bad[i]) < sizeof(r.id)) {
 			strcpy(r.id, bad[i]);
@@ -398,16 +293,16 @@ static void test_invalid_ids(struct au_store *s)
 	}
 	T_OK(refused, "invalid ids: put, get, del and wait refuse them with AU_EINVAL");
 	T_OK(au_store_get(s, NULL, &out) < 0 && s->err.code == AU_EINVAL, "invalid ids: NULL refused");
-	fresh(&r, AU_COMPLETED, 60);
+	t_record(&r, AU_COMPLETED, 60);
 	strcpy(r.id, "../evil");
 	au_store_put(s, &r, 1, NULL);
 	snprintf(want, sizeof(want), "invalid computation id '../evil'");
 	T_EQ_STR(s->err.str, want, "invalid ids: message");
 	/* A batch is checked whole before anything is written. */
-	fresh(&ok, AU_COMPLETED, 60);
+	t_record(&ok, AU_COMPLETED, 60);
 	batch[0] = ok;
 	batch[1] = r;
-	T_OK(au_store_put(s, batch, 2, NULL) < 0 && get_code(s, ok.id) == AU_ENOTFOUND,
+	T_OK(au_store_put(s, batch, 2, NULL) < 0 && t_get_code(s, ok.id) == AU_ENOTFOUND,
 	     "invalid ids: a batch with one is refused whole");
 }
 
@@ -472,7 +367,7 @@ static void remove_dir(const char *dir)
 static void test_file_kill_mid_write(const char *dir)
 {
 	char *u = au_asprintf("file://%s.kill", dir);
-	struct au_store *s = open_store(u);
+	struct au_store *s = t_open_store(u);
 	int whole = 0, broken = 0, tmp;
 	struct dirent *de;
 	pid_t pid;
@@ -489,19 +384,19 @@ static void test_file_kill_mid_write(const char *dir)
 		memset(big.data + big.len, 'x', 1 << 18);
 		big.len += 1 << 18;
 		for (;;) {
-			fresh(&r, AU_COMPLETED, 600);
+			t_record(&r, AU_COMPLETED, 600);
 			r.result = big.data;
 			r.result_len = big.len;
 			au_store_put(s, &r, 1, NULL);
 		}
 	}
-	sleep_ms(200);
+	t_sleep_ms(200);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	d = opendir(s->url.path);
 	while (d && (de = readdir(d)))
 		if (au_id_valid(de->d_name)) {
-			if (get_code(s, de->d_name) == AU_OK)
+			if (t_get_code(s, de->d_name) == AU_OK)
 				whole++;
 			else
 				broken++;
@@ -546,21 +441,21 @@ static void test_file_store(struct au_store *s)
 	T_OK(au_store_wait(s, id, 1000, &out) < 0 && s->err.code == AU_EPROTO,
 	     "file: wait on a garbage file gives AU_EPROTO");
 	T_OK(au_store_sweep(s, 1000, &removed) == 0 && removed == 0, "file: sweep skips a garbage file");
-	fresh(&r, AU_COMPLETED, 600);
+	t_record(&r, AU_COMPLETED, 600);
 	memcpy(r.id, id, sizeof(id));
-	EQ(put1(s, &r), 1, "file: a put replaces an unreadable record");
-	EQ(get_code(s, id), AU_OK, "file: and it reads back");
+	EQ(t_put1(s, &r), 1, "file: a put replaces an unreadable record");
+	EQ(t_get_code(s, id), AU_OK, "file: and it reads back");
 
-	fresh(&r, AU_COMPLETED, 600);
+	t_record(&r, AU_COMPLETED, 600);
 	r.task = (char *)"truncated";
 	au_record_encode(&r, &enc, &s->err);
 	write_file(dir, r.id, enc.data, enc.len / 2);
-	EQ(get_code(s, r.id), AU_EPROTO, "file: truncated record gives AU_EPROTO");
+	EQ(t_get_code(s, r.id), AU_EPROTO, "file: truncated record gives AU_EPROTO");
 	au_buf_release(&enc);
 
 	au_id_new(id);
 	snprintf(path, sizeof(path), "%s/%s", dir, id);
-	T_OK(symlink("/etc/passwd", path) == 0 && get_code(s, id) == AU_EPROTO,
+	T_OK(symlink("/etc/passwd", path) == 0 && t_get_code(s, id) == AU_EPROTO,
 	     "file: a symlink named like an id is not followed");
 
 	/* temporary files of killed writers */
@@ -591,12 +486,12 @@ static void test_file_store(struct au_store *s)
 
 static void test_memory_store(struct au_store *s)
 {
-	struct au_store *other = open_store("memory://conformance-other");
+	struct au_store *other = t_open_store("memory://conformance-other");
 	struct au_record r;
 
-	fresh(&r, AU_COMPLETED, 600);
-	EQ(put1(s, &r), 1, "memory: put");
-	EQ(get_code(other, r.id), AU_ENOTFOUND, "memory: stores of other names do not share");
+	t_record(&r, AU_COMPLETED, 600);
+	EQ(t_put1(s, &r), 1, "memory: put");
+	EQ(t_get_code(other, r.id), AU_ENOTFOUND, "memory: stores of other names do not share");
 	au_store_close(other);
 }
 
@@ -605,7 +500,7 @@ static void run_suite(const char *u)
 	struct au_store *s;
 
 	url = u;
-	s = open_store(u);
+	s = t_open_store(u);
 	printf("# store %s\n", s->url.text);
 	test_round_trip(s);
 	test_batch(s);
