@@ -28,6 +28,7 @@
 struct au_queue *t_open_queue(const char *url);
 struct au_store *t_open_store(const char *url);
 
+/* Sleeps ms milliseconds, through signals. */
 void t_sleep_ms(unsigned ms);
 /* Milliseconds since t0_us (au_mono_us). */
 uint64_t t_ms_since(uint64_t t0_us);
