@@ -151,12 +151,6 @@ static inline const char *au_queue_name(const char *queue)
 	return queue && *queue ? queue : AU_DEFAULT_QUEUE;
 }
 
-/* 1 if the backend has every bit of want (enum au_queue_feature). */
-static inline int au_queue_has(const struct au_queue *q, unsigned want)
-{
-	return (q->ops->features & want) == want;
-}
-
 static inline int au_queue_bad_id(struct au_queue *q, const char *id)
 {
 	return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");

@@ -188,7 +188,7 @@ static void test_ttl_and_sweep(struct au_store *s)
 		t_sleep_ms(1200 - (unsigned)t_ms_since(t0));
 
 	code = t_get_code(s, gone.id);
-	if (s->ops->features & AU_STORE_TELLS_EXPIRED)
+	if (au_store_has(s, AU_STORE_TELLS_EXPIRED))
 		T_EQ_INT(code, AU_EEXPIRED, "ttl: gone after 1.2 s, as AU_EEXPIRED");
 	else
 		T_OK(code == AU_ENOTFOUND || code == AU_EEXPIRED,
@@ -202,11 +202,11 @@ static void test_ttl_and_sweep(struct au_store *s)
 
 	code = au_store_sweep(s, 2, &removed);
 	T_OK(code == 0, "sweep: bounded sweep runs");
-	T_EQ_INT(removed, (s->ops->features & AU_STORE_NATIVE_EXPIRY) ? 0 : 2, "sweep: removes at most max");
+	T_EQ_INT(removed, au_store_has(s, AU_STORE_NATIVE_EXPIRY) ? 0 : 2, "sweep: removes at most max");
 	removed = 99;
 	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0, "sweep: second sweep runs");
-	T_EQ_INT(removed, (s->ops->features & AU_STORE_NATIVE_EXPIRY) ? 0 : 1, "sweep: removes the rest");
+	T_EQ_INT(removed, au_store_has(s, AU_STORE_NATIVE_EXPIRY) ? 0 : 1, "sweep: removes the rest");
 	removed = 99;
 	code = au_store_sweep(s, 1000, &removed);
 	T_OK(code == 0 && removed == 0, "sweep: nothing left to remove (%zu)", removed);
