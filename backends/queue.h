@@ -123,6 +123,22 @@ struct au_queue_ops {
 	int (*watch)(struct au_queue *q, const char *queue, struct event_base *base,
 		     au_queue_wake_fn fn, void *arg);
 	void (*unwatch)(struct au_queue *q);
+	/* A full worker pauses its watch (paused = 1) and resumes it once it
+	 * has room again: a wake-up meant for one worker then goes to one
+	 * that can start the work. NULL: the backend wakes every watcher.
+	 * watch, unwatch and watch_pause run on the loop and touch only the
+	 * watch's own state: the handle's other calls may run on another
+	 * thread meanwhile. */
+	void (*watch_pause)(struct au_queue *q, int paused);
+
+	/* Optional: stores recs[0..n) and acks refs[0..n) in one transaction
+	 * when the result store at store_url lives in the queue's own
+	 * database; -1 with AU_ESTATE when it does not (the caller stores,
+	 * then acks). A record is kept even when its ack is refused (first
+	 * write wins, as when stored apart). */
+	int (*ack_store)(struct au_queue *q, const char *queue, const char *store_url,
+			 const struct au_ref *refs, const struct au_record *recs, size_t n,
+			 int *applied);
 };
 
 struct au_queue {
@@ -252,6 +268,23 @@ static inline void au_queue_unwatch(struct au_queue *q)
 {
 	if (q->ops->unwatch)
 		q->ops->unwatch(q);
+}
+
+static inline void au_queue_watch_pause(struct au_queue *q, int paused)
+{
+	if (q->ops->watch_pause)
+		q->ops->watch_pause(q, paused);
+}
+
+/* -1 with AU_ESTATE when the backend cannot (the caller stores, then acks). */
+static inline int au_queue_ack_store(struct au_queue *q, const char *queue, const char *store_url,
+				     const struct au_ref *refs, const struct au_record *recs,
+				     size_t n, int *applied)
+{
+	if (!q->ops->ack_store)
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' cannot store records",
+				 q->url.text);
+	return q->ops->ack_store(q, au_queue_name(queue), store_url, refs, recs, n, applied);
 }
 
 #endif
