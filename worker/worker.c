@@ -4,22 +4,29 @@
  * store and then telling the queue, extending leases while attempts run,
  * rescuing expired leases of crashed workers, stopping gracefully.
  *
- * One attempt moves through three states, each a list of the worker:
+ * The loop never waits on the queue or the store: every call to them runs
+ * on the worker's I/O thread (io_thread.h), one request of each kind at a
+ * time, while the loop goes on running tasks and their ClickHouse requests.
+ * What the loop decides meanwhile waits for the next request, so a busy
+ * worker writes back in batches as large as its round trips make them.
  *
- *   running ──decide()──▶ decided ──flush()──▶ freed
- *                                       └────▶ zombie ──task calls back──▶ freed
+ * One attempt moves through these states, each a list of the worker:
  *
- * decide() is the one place an outcome becomes a disposition (ack, retry,
- * bury, release); complete, fail, timeout, reject and the end of the grace
- * period all go through it, and it runs the after/on_error hooks. flush()
- * writes the records of decided attempts in one store call, then tells the
- * queue in one call per disposition. A record that cannot be stored turns
- * its attempt into a retry or a dead letter, and the on_error hooks hear of
- * that second outcome too (include/au.h, struct au_run). The result is written
- * before the ack, so a crash between the two re-runs the computation but
- * never loses its result (the store keeps the first). A zombie timed out
- * while its task, which has no cancel hook, still runs: it holds its slot
- * until the task calls back.
+ *   held ──begin()──▶ running ──decide()──▶ decided ──flush()──▶ writing ──▶ freed
+ *                                                                  └──▶ zombie ──task calls back──▶ freed
+ *
+ * A held attempt was leased ahead (prefetch) and waits for a slot. decide()
+ * is the one place an outcome becomes a disposition (ack, retry, bury,
+ * release); complete, fail, timeout, reject and the end of the grace period
+ * all go through it, and it runs the after/on_error hooks. flush() hands
+ * decided attempts to the I/O thread, which writes their records in one
+ * store call, then tells the queue in one call per disposition. A record
+ * that cannot be stored turns its attempt into a retry or a dead letter,
+ * and the on_error hooks hear of that second outcome too (include/au.h,
+ * struct au_run). The result is written before the ack, so a crash between
+ * the two re-runs the computation but never loses its result (the store
+ * keeps the first). A zombie timed out while its task, which has no cancel
+ * hook, still runs: it holds its slot until the task calls back.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -30,6 +37,7 @@
 
 #include "clickhouse.h"
 #include "core.h"
+#include "io_thread.h"
 #include "middleware.h"
 #include "queue.h"
 #include "store.h"
@@ -43,10 +51,13 @@
 #define SWEEP_MAX 10000           /* per sweep */
 #define UNWATCHED_POLL_MS 50      /* a queue that cannot wake the worker is polled */
 #define DRAIN_MAX_MS 2000         /* at exit, for ClickHouse requests still under way */
+#define START_PER_CALLBACK 64     /* attempts begun in one callback: the loop stays responsive */
 
 enum attempt_state {
+	ATTEMPT_HELD,       /* leased ahead, waiting for a slot */
 	ATTEMPT_RUNNING,    /* the task has not reported; holds a slot */
 	ATTEMPT_DECIDED,    /* outcome known, waiting for flush() */
+	ATTEMPT_WRITING,    /* with the I/O thread, being written back */
 	ATTEMPT_ZOMBIE,     /* written back, the task still runs; holds a slot */
 	ATTEMPT_NSTATES
 };
@@ -66,7 +77,7 @@ enum verdict {
 	VERDICT_FAILED,     /* the computation's own permanent error */
 	VERDICT_RETRYABLE,  /* may succeed again: retried while attempts remain */
 	VERDICT_REJECTED,   /* cannot run at all: malformed, unknown task */
-	VERDICT_RELEASED,   /* the worker lets go (grace over) */
+	VERDICT_RELEASED,   /* the worker lets go (grace over, or never begun) */
 };
 
 struct attempt {
@@ -78,6 +89,8 @@ struct attempt {
 	int lost;                     /* the lease was taken over (extend refused) */
 	struct au_lease lease;
 	struct au_computation c;
+	au_task_fn fn;                /* found when leased, called by begin() */
+	void *fn_arg;
 	struct au_run run;
 	uint64_t started_at_ms;
 	struct event *timer;          /* the computation's timeout */
@@ -89,47 +102,109 @@ struct attempt {
 };
 
 struct attempt_list {
-	struct attempt *head;
+	struct attempt *head, *tail;  /* oldest first */
 	size_t n;
 };
 
 /*
- * Scratch space of flush() and the heartbeat, sized once for `cap`
- * attempts: flush() writes back at most cap attempts per round, and no more
- * than the concurrency run at once.
+ * The requests the loop hands the I/O thread, one of each kind at a time
+ * (busy). What run() on the thread fills in is read by the loop once the
+ * request is back.
  */
-struct scratch {
-	size_t cap;
-	struct attempt **attempts;
-	struct au_record *recs;
-	struct au_ref *refs[DISPOSE_N];
+struct lease_req {
+	struct au_io_req io;          /* first */
+	struct au_worker *w;
+	int busy;
+	size_t max, n;
+	int rc;
+	struct au_err err;
+	struct au_lease *out;         /* [batch] */
+};
+
+/* One attempt being written back. The thread reads none of the attempt. */
+struct writeback {
+	struct attempt *a;
+	struct au_ref ref;
+	enum disposition d;           /* the thread may change it: record not stored */
+	int record;                   /* its index in recs, -1 for none */
+	int completed;                /* its record says completed */
+	int retries_left;             /* attempts remain */
+	uint64_t delay_ms;            /* of a retry, or of one the thread makes */
+	const char *error;            /* reason of a bury, last error of a retry */
+	char *why;                    /* by the thread: "result not stored: ..." */
+	int done;                     /* the queue was told (ack_store) */
+};
+
+struct flush_req {
+	struct au_io_req io;
+	struct au_worker *w;
+	int busy;
+	size_t cap, n, nrec, nack;    /* recs[0..nack) are those of acks */
+	struct writeback *wb;         /* [cap] */
+	struct au_record *recs;       /* [cap] */
+	/* one queue call's arguments, reused per disposition */
+	struct au_ref *refs;
 	uint64_t *delays;
-	const char **errors;          /* of retries */
-	const char **reasons;         /* of buries */
+	const char **texts;
 	int *applied;
+	size_t *idx;
+	int store_failed, queue_failed;
+	struct au_err store_err, queue_err;
+};
+
+struct extend_req {
+	struct au_io_req io;
+	struct au_worker *w;
+	int busy;
+	size_t cap, n;
+	struct au_ref *refs;          /* [cap] */
+	int *applied;
+	int rc;
+	struct au_err err;
+};
+
+struct rescue_req {
+	struct au_io_req io;
+	struct au_worker *w;
+	int busy;
+	int sweep;                    /* the store is swept too */
+	size_t requeued, buried, swept;
+	int queue_rc, store_rc;
+	struct au_err queue_err, store_err;
 };
 
 struct au_worker {
 	struct event_base *base;
 	struct au_worker_opts opts;
 	char *queue_name;
-	struct au_queue *q;
-	struct au_store *store;
+	char *store_url;
+	struct au_queue *q;            /* the I/O thread's, but for watching */
+	struct au_store *store;        /* the I/O thread's */
 	struct au_clickhouse *ch;
 	struct au_registry *reg;       /* the caller's tasks, may be NULL */
 	struct au_registry *builtins;
 	struct au_chain chain;
 	struct au_err err;
 
-	struct attempt_list lists[ATTEMPT_NSTATES];
-	struct au_lease *leases;
-	struct scratch scratch;
+	struct au_io *io;
+	struct lease_req lease;
+	struct flush_req flush;
+	struct extend_req extend;
+	struct rescue_req rescue;
+	int ack_store;                 /* the thread's: worth trying au_queue_ack_store */
 
-	struct event *pump_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev, *drain_ev;
+	struct attempt_list lists[ATTEMPT_NSTATES];
+
+	struct event *pump_ev, *start_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev,
+		*drain_ev;
 	uint64_t drain_deadline_us;
 	int watching;
+	int watch_paused;
+	int wake_pending;              /* woken since the last lease was sent */
+	int queue_empty;               /* the last lease found fewer than it asked for */
 	int stopping;
 	int exited;
+	uint64_t avg_run_us;           /* moving average of an attempt's run time */
 	uint64_t last_active_us;       /* monotonic: last lease or decision */
 	uint64_t last_sweep_ms;
 	char last_error[AU_ERRSTR_SIZE];
@@ -141,12 +216,14 @@ struct au_worker {
 static const struct au_task_ops attempt_task_ops;
 
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
+static void start_cb(evutil_socket_t fd, short what, void *arg);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
 static void poll_cb(evutil_socket_t fd, short what, void *arg);
 static void extend_cb(evutil_socket_t fd, short what, void *arg);
 static void rescue_cb(evutil_socket_t fd, short what, void *arg);
 static void drain_cb(evutil_socket_t fd, short what, void *arg);
 static void grace_cb(evutil_socket_t fd, short what, void *arg);
+static void maybe_exit(struct au_worker *w);
 
 /* Times the loop's calls of the worker's callbacks into stats.loop_hist:
  * the outermost one only, when one calls another. */
@@ -172,11 +249,13 @@ static void cb_leave(struct au_worker *w, uint64_t t0)
 
 static void list_add(struct attempt_list *l, struct attempt *a)
 {
-	a->prev = NULL;
-	a->next = l->head;
-	if (l->head)
-		l->head->prev = a;
-	l->head = a;
+	a->next = NULL;
+	a->prev = l->tail;
+	if (l->tail)
+		l->tail->next = a;
+	else
+		l->head = a;
+	l->tail = a;
 	l->n++;
 }
 
@@ -188,6 +267,8 @@ static void list_del(struct attempt_list *l, struct attempt *a)
 		l->head = a->next;
 	if (a->next)
 		a->next->prev = a->prev;
+	else
+		l->tail = a->prev;
 	a->prev = a->next = NULL;
 	l->n--;
 }
@@ -207,13 +288,55 @@ static size_t count(const struct au_worker *w, enum attempt_state st)
 /* Attempts not yet written back. */
 static size_t inflight(const struct au_worker *w)
 {
-	return count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_DECIDED);
+	return count(w, ATTEMPT_HELD) + count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_DECIDED) +
+	       count(w, ATTEMPT_WRITING);
 }
 
-/* Slots taken: decided attempts waiting for flush() hold none; zombies do. */
+/* Slots taken: decided attempts hold none; zombies do. */
 static size_t busy(const struct au_worker *w)
 {
 	return count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_ZOMBIE);
+}
+
+/*
+ * How many a worker may hold beyond its slots: a batch while attempts are
+ * short, fewer as they grow, so that what it holds can begin well within
+ * its lease and is not kept from idle workers elsewhere.
+ */
+static size_t prefetch_max(const struct au_worker *w)
+{
+	uint64_t n;
+
+	if (!w->avg_run_us)
+		return w->opts.batch;
+	n = (uint64_t)w->opts.concurrency * w->opts.lease_ms * 1000 / 2 / w->avg_run_us;
+	return n < w->opts.batch ? (size_t)n : w->opts.batch;
+}
+
+/* How many more it may lease now. */
+static size_t room(const struct au_worker *w)
+{
+	size_t have = busy(w) + count(w, ATTEMPT_HELD), cap = w->opts.concurrency + prefetch_max(w);
+	size_t n = have < cap ? cap - have : 0;
+
+	if (w->opts.max_jobs) {
+		uint64_t left = w->opts.max_jobs > w->stats.leased ? w->opts.max_jobs - w->stats.leased : 0;
+
+		if (left < n)
+			n = (size_t)left;
+	}
+	return n;
+}
+
+/* A full worker lets wake-ups go to others. */
+static void update_watch(struct au_worker *w)
+{
+	int paused = w->stopping || room(w) == 0;
+
+	if (w->watching && paused != w->watch_paused) {
+		w->watch_paused = paused;
+		au_queue_watch_pause(w->q, paused);
+	}
 }
 
 /* Logs a failing server operation: a new message at most once a second,
@@ -272,8 +395,8 @@ static void run_hooks(struct au_worker *w, struct attempt *a)
 }
 
 /*
- * Settles a running attempt: what the queue will be told and what the
- * record will say. Takes error (may be NULL). A settled attempt stays
+ * Settles a held or running attempt: what the queue will be told and what
+ * the record will say. Takes error (may be NULL). A settled attempt stays
  * settled: a second decision (a task calling back after its timeout) is
  * dropped.
  */
@@ -281,8 +404,9 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 {
 	struct au_worker *w = a->w;
 	enum au_status status = AU_FAILED;
+	uint64_t ran;
 
-	if (a->state != ATTEMPT_RUNNING) {
+	if (a->state != ATTEMPT_RUNNING && a->state != ATTEMPT_HELD) {
 		free(error);
 		return;
 	}
@@ -295,6 +419,10 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 		evtimer_del(a->timer);
 	a->run.finished_at_us = au_mono_us();
 	w->last_active_us = a->run.finished_at_us;
+	if (a->state == ATTEMPT_RUNNING) {
+		ran = a->run.finished_at_us - a->run.started_at_us;
+		w->avg_run_us = w->avg_run_us ? (7 * w->avg_run_us + ran) / 8 : ran + 1;
+	}
 	switch (v) {
 	case VERDICT_COMPLETED:
 		a->disposition = DISPOSE_ACK;
@@ -340,12 +468,6 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 	event_active(w->flush_ev, 0, 0);
 }
 
-/* Ack and bury are terminal: they leave a record. */
-static int writes_record(const struct attempt *a)
-{
-	return a->disposition == DISPOSE_ACK || a->disposition == DISPOSE_BURY;
-}
-
 /* The task called back: 1 if its call still decides the attempt, 0 if the
  * worker gave up on it already (a zombie is then done with). */
 static int task_returned(struct attempt *a)
@@ -353,8 +475,10 @@ static int task_returned(struct attempt *a)
 	a->task_busy = 0;
 	if (a->state == ATTEMPT_RUNNING)
 		return 1;
-	if (a->state == ATTEMPT_ZOMBIE)
+	if (a->state == ATTEMPT_ZOMBIE) {
 		attempt_free(a);
+		event_active(a->w->start_ev, 0, 0);   /* a slot came free */
+	}
 	return 0;
 }
 
@@ -423,13 +547,10 @@ static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn
 	       au_registry_find(w->builtins, name, fn, arg) == 0 ? 0 : -1;
 }
 
-static void start(struct au_worker *w, struct au_lease *l)
+/* A lease came back: its attempt is held until a slot is free. */
+static void take(struct au_worker *w, struct au_lease *l)
 {
 	struct attempt *a = calloc(1, sizeof(*a));
-	struct au_err err = { 0, "" };
-	au_task_fn fn;
-	void *arg;
-	char errbuf[512];
 
 	if (!a) {
 		au_log(AU_LOG_ERROR, "out of memory starting computation '%s'", l->ref.id);
@@ -444,34 +565,56 @@ static void start(struct au_worker *w, struct au_lease *l)
 	memset(l, 0, sizeof(*l));
 	a->run.c = &a->c;
 	a->run.worker = au_worker_name();
-	a->run.started_at_us = au_mono_us();
 	a->run.status = AU_RUNNING;
-	a->started_at_ms = au_now_ms();
-	a->state = ATTEMPT_RUNNING;
-	list_add(&w->lists[ATTEMPT_RUNNING], a);
+	au_computation_init(&a->c);
+	memcpy(a->c.id, a->lease.ref.id, AU_ID_SIZE);
+	a->c.attempts = a->lease.attempts;
+	a->state = ATTEMPT_HELD;
+	list_add(&w->lists[ATTEMPT_HELD], a);
 	w->stats.leased++;
-	w->last_active_us = a->run.started_at_us;
+}
+
+/* Reads a held attempt's computation; -1 when it cannot run at all (the
+ * attempt is then decided). */
+static int unpack(struct au_worker *w, struct attempt *a)
+{
+	struct au_err err = { 0, "" };
 
 	if (au_computation_decode(a->lease.body, a->lease.body_len, &a->c, &err) < 0) {
+		au_computation_release(&a->c);
 		au_computation_init(&a->c);
 		memcpy(a->c.id, a->lease.ref.id, AU_ID_SIZE);
 		a->c.queue = au_strdup(w->queue_name);
 		a->c.attempts = a->lease.attempts;
 		a->c.ttl_s = AU_DEFAULT_TTL_S;   /* its record must not stay forever */
 		decide(a, VERDICT_REJECTED, au_strdup(err.str));
-		return;
+		return -1;
 	}
 	a->c.attempts = a->lease.attempts;
 	snprintf(a->task.query_id, sizeof(a->task.query_id), "%s-%u", a->c.id, a->lease.attempts);
 	if (strcmp(a->c.id, a->lease.ref.id) != 0) {
 		decide(a, VERDICT_REJECTED,
 		       au_strdup("malformed computation: id does not match the queue's"));
-		return;
+		return -1;
 	}
-	if (find_task(w, a->c.task, &fn, &arg) < 0) {
+	if (find_task(w, a->c.task, &a->fn, &a->fn_arg) < 0) {
 		decide(a, VERDICT_REJECTED, au_asprintf("unknown task '%s'", a->c.task));
-		return;
+		return -1;
 	}
+	return 0;
+}
+
+/* A held attempt gets its slot: the before hooks, its timer, its task. */
+static void begin(struct au_worker *w, struct attempt *a)
+{
+	char errbuf[512];
+
+	a->run.started_at_us = au_mono_us();
+	a->started_at_ms = au_now_ms();
+	w->last_active_us = a->run.started_at_us;
+	if (unpack(w, a) < 0)
+		return;
+	set_state(a, ATTEMPT_RUNNING);
 	if (au_chain_before(&w->chain, &a->run, errbuf, sizeof(errbuf)) < 0) {
 		decide(a, VERDICT_FAILED, au_strdup(errbuf));
 		return;
@@ -485,10 +628,29 @@ static void start(struct au_worker *w, struct au_lease *l)
 			evtimer_add(a->timer, &tv);
 	}
 	a->task_busy = 1;
-	fn(&a->task, &a->c, arg);
+	a->fn(&a->task, &a->c, a->fn_arg);
 }
 
 static void stop_now(struct au_worker *w);
+static void pump(struct au_worker *w);
+
+/* Begins held attempts while slots are free, a bounded number per call. */
+static void start_run(evutil_socket_t fd, short what, void *arg)
+{
+	struct au_worker *w = arg;
+	int n = 0;
+
+	(void)fd;
+	(void)what;
+	while (w->lists[ATTEMPT_HELD].head && busy(w) < w->opts.concurrency) {
+		if (n++ == START_PER_CALLBACK) {
+			event_active(w->start_ev, 0, 0);
+			return;
+		}
+		begin(w, w->lists[ATTEMPT_HELD].head);
+	}
+	pump(w);
+}
 
 static void record_of(const struct attempt *a, struct au_record *r)
 {
@@ -508,115 +670,347 @@ static void record_of(const struct attempt *a, struct au_record *r)
 	r->finished_at_ms = a->started_at_ms + (a->run.finished_at_us - a->run.started_at_us) / 1000;
 }
 
-/*
- * A batch of records failed to store. Each is tried alone, so one bad record
- * (too large, say) does not hold back the others. An attempt whose record
- * cannot be stored must not be acked: a completed one is tried again while
- * it has attempts left (the store may be down), anything else goes to the
- * dead letter set with the reason.
- */
-static void unstored(struct au_worker *w, struct attempt **as, size_t n,
-		     const struct au_record *recs)
+/* ---- on the I/O thread ---- */
+
+static void lease_io(struct au_io_req *r)
 {
-	size_t i, k = 0;
+	struct lease_req *l = (struct lease_req *)r;
+	struct au_worker *w = l->w;
 
-	for (i = 0; i < n; i++) {
-		struct attempt *a = as[i];
-		char *why;
+	l->n = 0;
+	l->rc = au_queue_lease(w->q, w->queue_name, l->max, w->opts.lease_ms, 0, l->out, &l->n);
+	if (l->rc < 0)
+		l->err = w->q->err;
+}
 
-		if (!writes_record(a))
+/*
+ * The records of [from, to) failed to store together. Each is tried alone,
+ * so one bad record (too large, say) does not hold back the others. An
+ * attempt whose record cannot be stored must not be acked: a completed one
+ * is tried again while it has attempts left (the store may be down),
+ * anything else goes to the dead letter set with the reason.
+ */
+static void unstored(struct flush_req *f, size_t from, size_t to)
+{
+	struct au_store *store = f->w->store;
+	size_t i;
+
+	for (i = 0; i < f->n; i++) {
+		struct writeback *b = &f->wb[i];
+
+		if (b->record < (int)from || b->record >= (int)to || b->done)
 			continue;
-		if (au_store_put(w->store, &recs[k++], 1, NULL) == 0)
+		if (au_store_put(store, &f->recs[b->record], 1, NULL) == 0)
 			continue;
-		why = au_asprintf("result not stored: %s", w->store->err.str);
-		if (why) {
-			free(a->error);
-			a->error = why;
-		}
-		if (a->run.status == AU_COMPLETED && w->store->err.code == AU_ECONN &&
-		    a->lease.attempts < a->c.max_attempts) {
-			a->disposition = DISPOSE_RETRY;
-			a->retry_delay_ms = retry_delay(w, a->lease.attempts);
-			a->run.status = AU_RETRYING;
-		} else {
-			a->disposition = DISPOSE_BURY;
-			a->run.status = AU_FAILED;
-		}
-		run_hooks(w, a);
+		b->why = au_asprintf("result not stored: %s", store->err.str);
+		b->error = b->why ? b->why : "result not stored";
+		b->d = b->completed && store->err.code == AU_ECONN && b->retries_left ? DISPOSE_RETRY
+										   : DISPOSE_BURY;
 	}
 }
 
-/* Writes back up to scratch.cap decided attempts: records first, then one
- * queue call per disposition. */
-static void flush_some(struct au_worker *w)
+/* Acks with their records in one transaction, where the queue can. */
+static int ack_stored(struct flush_req *f)
 {
-	struct scratch *s = &w->scratch;
-	size_t n = 0, nrec = 0, cnt[DISPOSE_N] = { 0 }, i;
-	struct attempt *a;
+	struct au_worker *w = f->w;
+	size_t i, k = 0;
+
+	if (!w->ack_store || !f->nack)
+		return -1;
+	for (i = 0; i < f->n; i++)
+		if (f->wb[i].d == DISPOSE_ACK && f->wb[i].record >= 0) {
+			f->refs[k] = f->wb[i].ref;
+			f->idx[k++] = i;
+		}
+	if (au_queue_ack_store(w->q, w->queue_name, w->store_url, f->refs, f->recs, k,
+			       f->applied) < 0) {
+		if (w->q->err.code == AU_ESTATE)
+			w->ack_store = 0;   /* not one database: never again */
+		return -1;
+	}
+	for (i = 0; i < k; i++)
+		f->wb[f->idx[i]].done = 1;
+	return 0;
+}
+
+static void flush_io(struct au_io_req *r)
+{
+	struct flush_req *f = (struct flush_req *)r;
+	struct au_worker *w = f->w;
+	size_t from = 0, i, d;
 	int rc;
 
-	for (a = w->lists[ATTEMPT_DECIDED].head; a && n < s->cap; a = a->next)
-		s->attempts[n++] = a;
-	for (i = 0; i < n; i++)
-		if (writes_record(s->attempts[i]))
-			record_of(s->attempts[i], &s->recs[nrec++]);
-	if (nrec && au_store_put(w->store, s->recs, nrec, NULL) < 0) {
-		report(w, &w->store->err);
-		unstored(w, s->attempts, n, s->recs);
-	}
-
-	for (i = 0; i < n; i++) {
-		enum disposition d;
-
-		a = s->attempts[i];
-		d = a->disposition;
-		if (d == DISPOSE_RETRY) {
-			s->delays[cnt[d]] = a->retry_delay_ms;
-			s->errors[cnt[d]] = a->error;
-		} else if (d == DISPOSE_BURY) {
-			s->reasons[cnt[d]] = a->error ? a->error : "failed";
-			w->stats.buried++;
-		}
-		s->refs[d][cnt[d]++] = a->lease.ref;
+	f->store_failed = f->queue_failed = 0;
+	if (ack_stored(f) == 0)
+		from = f->nack;
+	if (f->nrec > from && au_store_put(w->store, f->recs + from, f->nrec - from, NULL) < 0) {
+		f->store_failed = 1;
+		f->store_err = w->store->err;
+		unstored(f, from, f->nrec);
 	}
 	/* Each call on its own: what fails here runs out its lease and is
 	 * rescued, and must not hold back the others. */
-	for (i = 0; i < DISPOSE_N; i++) {
-		if (!cnt[i])
+	for (d = 0; d < DISPOSE_N; d++) {
+		size_t k = 0;
+
+		for (i = 0; i < f->n; i++) {
+			struct writeback *b = &f->wb[i];
+
+			if (b->done || b->d != d)
+				continue;
+			f->refs[k] = b->ref;
+			f->delays[k] = b->delay_ms;
+			f->texts[k] = b->error ? b->error : "failed";
+			f->idx[k++] = i;
+		}
+		if (!k)
 			continue;
-		switch ((enum disposition)i) {
+		switch ((enum disposition)d) {
 		case DISPOSE_ACK:
-			rc = au_queue_ack(w->q, w->queue_name, s->refs[i], cnt[i], s->applied);
+			rc = au_queue_ack(w->q, w->queue_name, f->refs, k, f->applied);
 			break;
 		case DISPOSE_RETRY:
-			rc = au_queue_retry(w->q, w->queue_name, s->refs[i], cnt[i], s->delays,
-					    s->errors, s->applied);
+			rc = au_queue_retry(w->q, w->queue_name, f->refs, k, f->delays, f->texts,
+					    f->applied);
 			break;
 		case DISPOSE_BURY:
-			rc = au_queue_bury(w->q, w->queue_name, s->refs[i], cnt[i], s->reasons,
-					   s->applied);
+			rc = au_queue_bury(w->q, w->queue_name, f->refs, k, f->texts, f->applied);
 			break;
 		default:
-			rc = au_queue_release(w->q, w->queue_name, s->refs[i], cnt[i], s->applied);
+			rc = au_queue_release(w->q, w->queue_name, f->refs, k, f->applied);
 			break;
 		}
-		if (rc < 0)
-			report(w, &w->q->err);
+		if (rc < 0) {
+			f->queue_failed = 1;
+			f->queue_err = w->q->err;
+		}
 	}
+}
 
-	for (i = 0; i < n; i++) {
-		a = s->attempts[i];
+static void extend_io(struct au_io_req *r)
+{
+	struct extend_req *e = (struct extend_req *)r;
+	struct au_worker *w = e->w;
+
+	e->rc = au_queue_extend(w->q, w->queue_name, e->refs, e->n, w->opts.lease_ms, e->applied);
+	if (e->rc < 0)
+		e->err = w->q->err;
+}
+
+static void rescue_io(struct au_io_req *r)
+{
+	struct rescue_req *s = (struct rescue_req *)r;
+	struct au_worker *w = s->w;
+
+	s->requeued = s->buried = s->swept = 0;
+	s->queue_rc = au_queue_rescue(w->q, w->queue_name, RESCUE_MAX, &s->requeued, &s->buried);
+	if (s->queue_rc < 0)
+		s->queue_err = w->q->err;
+	s->store_rc = 0;
+	if (s->sweep && (s->store_rc = au_store_sweep(w->store, SWEEP_MAX, &s->swept)) < 0)
+		s->store_err = w->store->err;
+}
+
+/* ---- back on the loop ---- */
+
+static void lease_done(struct au_worker *w)
+{
+	struct lease_req *l = &w->lease;
+	size_t i;
+
+	l->busy = 0;
+	if (l->rc < 0) {
+		report(w, &l->err);
+		return;   /* the poll timer tries again */
+	}
+	recovered(w);
+	w->queue_empty = l->n < l->max;
+	for (i = 0; i < l->n; i++)
+		take(w, &l->out[i]);
+	if (w->stopping)   /* leased while stopping: back unharmed */
+		while (w->lists[ATTEMPT_HELD].head)
+			decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
+	start_run(-1, 0, w);
+}
+
+/* Sends a lease when there is room and maybe work: after a wake-up, or
+ * while the last lease found all it asked for. Small refills wait until
+ * a slot is idle or half a prefetch is missing. */
+static void pump(struct au_worker *w)
+{
+	size_t n;
+
+	update_watch(w);
+	if (w->stopping || w->lease.busy || !w->io || (w->queue_empty && !w->wake_pending))
+		return;
+	n = room(w);
+	if (!n || (busy(w) + count(w, ATTEMPT_HELD) >= w->opts.concurrency &&
+		   n < (prefetch_max(w) + 1) / 2))
+		return;
+	w->lease.max = n < w->opts.batch ? n : w->opts.batch;
+	w->lease.busy = 1;
+	w->wake_pending = 0;
+	au_io_submit(w->io, &w->lease.io);
+}
+
+static void pump_run(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	pump(arg);
+}
+
+/* Hands up to flush.cap decided attempts to the I/O thread. */
+static void flush(struct au_worker *w)
+{
+	struct flush_req *f = &w->flush;
+	struct attempt *a;
+	size_t i, pass;
+
+	if (f->busy || !w->lists[ATTEMPT_DECIDED].head)
+		return;
+	f->n = f->nrec = f->nack = 0;
+	while ((a = w->lists[ATTEMPT_DECIDED].head) && f->n < f->cap) {
+		struct writeback *b = &f->wb[f->n++];
+
+		set_state(a, ATTEMPT_WRITING);
+		b->a = a;
+		b->ref = a->lease.ref;
+		b->d = a->disposition;
+		b->record = -1;
+		b->completed = a->run.status == AU_COMPLETED;
+		b->retries_left = a->lease.attempts < a->c.max_attempts;
+		b->delay_ms = b->d == DISPOSE_RETRY ? a->retry_delay_ms
+			    : b->completed ? retry_delay(w, a->lease.attempts) : 0;
+		b->error = a->error;
+		b->why = NULL;
+		b->done = 0;
+	}
+	/* records of acks first: ack_store takes recs[0..nack) */
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < f->n; i++) {
+			struct writeback *b = &f->wb[i];
+
+			if (b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK))
+				continue;
+			b->record = (int)f->nrec;
+			record_of(b->a, &f->recs[f->nrec++]);
+			if (!pass)
+				f->nack++;
+		}
+	f->busy = 1;
+	au_io_submit(w->io, &f->io);
+}
+
+static void flush_done(struct au_worker *w)
+{
+	struct flush_req *f = &w->flush;
+	size_t i;
+
+	f->busy = 0;
+	if (f->store_failed)
+		report(w, &f->store_err);
+	if (f->queue_failed)
+		report(w, &f->queue_err);
+	for (i = 0; i < f->n; i++) {
+		struct writeback *b = &f->wb[i];
+		struct attempt *a = b->a;
+
+		if (b->why) {   /* its record was not stored: a second outcome */
+			free(a->error);
+			a->error = b->why;
+			a->disposition = b->d;
+			if (b->d == DISPOSE_RETRY) {
+				a->run.status = AU_RETRYING;
+			} else {
+				a->run.status = AU_FAILED;
+			}
+			run_hooks(w, a);
+		}
+		if (a->disposition == DISPOSE_BURY)
+			w->stats.buried++;
 		if (a->task_busy)
 			set_state(a, ATTEMPT_ZOMBIE);
 		else
 			attempt_free(a);
 	}
+	f->n = 0;
+	if (w->stopping)
+		return;
+	/* max_jobs counts attempts leased: stop once they are all written back */
+	if (w->opts.max_jobs && w->stats.leased >= w->opts.max_jobs && !inflight(w)) {
+		au_worker_stop(w);
+		return;
+	}
+	start_run(-1, 0, w);
 }
 
-static void flush(struct au_worker *w)
+static void extend_done(struct au_worker *w)
 {
-	while (count(w, ATTEMPT_DECIDED))
-		flush_some(w);
+	struct extend_req *e = &w->extend;
+	struct attempt *a;
+	size_t i;
+	int st;
+
+	e->busy = 0;
+	if (e->rc < 0) {
+		report(w, &e->err);
+		return;
+	}
+	/* rare: find the attempts, which may have moved on since */
+	for (i = 0; i < e->n; i++) {
+		if (e->applied[i])
+			continue;
+		for (st = ATTEMPT_HELD; st <= ATTEMPT_RUNNING; st++)
+			for (a = w->lists[st].head; a; a = a->next)
+				if (!a->lost && !strcmp(a->lease.ref.id, e->refs[i].id) &&
+				    !strcmp(a->lease.ref.token, e->refs[i].token)) {
+					a->lost = 1;
+					au_log(AU_LOG_WARN, "lease of computation '%s' was lost",
+					       a->c.id);
+				}
+	}
+}
+
+static void rescue_done(struct au_worker *w)
+{
+	struct rescue_req *s = &w->rescue;
+
+	s->busy = 0;
+	if (s->queue_rc < 0)
+		report(w, &s->queue_err);
+	else if (s->requeued || s->buried)
+		au_log(AU_LOG_WARN, "rescued %zu expired leases on queue '%s' (%zu dead-lettered)",
+		       s->requeued + s->buried, w->queue_name, s->buried);
+	if (s->store_rc < 0)
+		report(w, &s->store_err);
+	if (s->requeued) {
+		w->wake_pending = 1;
+		pump(w);
+	}
+}
+
+/* The I/O thread handed requests back. */
+static void io_ready(void *arg)
+{
+	struct au_worker *w = arg;
+	uint64_t t0 = cb_enter(w);
+	struct au_io_req *r, *next;
+
+	for (r = au_io_done(w->io); r; r = next) {
+		next = r->next;
+		if (r == &w->lease.io)
+			lease_done(w);
+		else if (r == &w->flush.io)
+			flush_done(w);
+		else if (r == &w->extend.io)
+			extend_done(w);
+		else
+			rescue_done(w);
+	}
+	flush(w);
+	maybe_exit(w);
+	cb_leave(w, t0);
 }
 
 static void flush_run(evutil_socket_t fd, short what, void *arg)
@@ -625,60 +1019,16 @@ static void flush_run(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	/* Lease and start the next computations first, so that their
-	 * ClickHouse requests run while this batch's results are written. */
-	if (!w->stopping)
-		pump_cb(-1, 0, w);
 	flush(w);
-	if (w->stopping) {
-		if (!inflight(w))
-			stop_now(w);
-		return;
-	}
-	/* max_jobs counts attempts leased: stop once they are all written back */
-	if (w->opts.max_jobs && w->stats.leased >= w->opts.max_jobs && !inflight(w)) {
-		au_worker_stop(w);
-		return;
-	}
-	event_active(w->pump_ev, 0, 0);
-}
-
-static void pump_run(evutil_socket_t fd, short what, void *arg)
-{
-	struct au_worker *w = arg;
-	size_t room, n = 0, i;
-
-	(void)fd;
-	(void)what;
-	if (w->stopping || busy(w) >= w->opts.concurrency)
-		return;
-	room = w->opts.concurrency - busy(w);
-	if (room > w->opts.batch)
-		room = w->opts.batch;
-	if (w->opts.max_jobs) {
-		uint64_t left = w->opts.max_jobs > w->stats.leased ? w->opts.max_jobs - w->stats.leased : 0;
-
-		if (left < room)
-			room = (size_t)left;
-		if (!room)
-			return;
-	}
-	if (au_queue_lease(w->q, w->queue_name, room, w->opts.lease_ms, 0, w->leases, &n) < 0) {
-		report(w, &w->q->err);
-		return;   /* the poll timer tries again */
-	}
-	recovered(w);
-	for (i = 0; i < n; i++)
-		start(w, &w->leases[i]);
-	/* A full batch means more may be waiting. */
-	if (n == room && busy(w) < w->opts.concurrency)
-		event_active(w->pump_ev, 0, 0);
+	/* decisions free slots: begin what is held, lease what is missing */
+	start_run(-1, 0, w);
 }
 
 static void wake_cb(void *arg)
 {
 	struct au_worker *w = arg;
 
+	w->wake_pending = 1;
 	event_active(w->pump_ev, 0, 0);
 }
 
@@ -688,41 +1038,35 @@ static void poll_run(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (w->opts.idle_exit_ms && !inflight(w) &&
+	if (w->opts.idle_exit_ms && !inflight(w) && !w->lease.busy &&
 	    au_mono_us() - w->last_active_us >= (uint64_t)w->opts.idle_exit_ms * 1000) {
 		au_worker_stop(w);
 		return;
 	}
-	event_active(w->pump_ev, 0, 0);
+	w->wake_pending = 1;
+	pump(w);
 }
 
-/* Heartbeat: keeps the leases of running computations alive. */
+/* Heartbeat: keeps the leases of held and running computations alive. */
 static void extend_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
-	struct scratch *s = &w->scratch;
-	struct au_ref *refs = s->refs[DISPOSE_ACK];
-	size_t n = 0, i;
+	struct extend_req *e = &w->extend;
 	struct attempt *a;
+	int st;
 
 	(void)fd;
 	(void)what;
-	for (a = w->lists[ATTEMPT_RUNNING].head; a && n < s->cap; a = a->next) {
-		refs[n] = a->lease.ref;
-		s->attempts[n++] = a;
-	}
-	if (!n)
+	if (e->busy)
 		return;
-	if (au_queue_extend(w->q, w->queue_name, refs, n, w->opts.lease_ms, s->applied) < 0) {
-		report(w, &w->q->err);
+	e->n = 0;
+	for (st = ATTEMPT_HELD; st <= ATTEMPT_RUNNING; st++)
+		for (a = w->lists[st].head; a && e->n < e->cap; a = a->next)
+			e->refs[e->n++] = a->lease.ref;
+	if (!e->n)
 		return;
-	}
-	for (i = 0; i < n; i++)
-		if (!s->applied[i] && !s->attempts[i]->lost) {
-			s->attempts[i]->lost = 1;
-			au_log(AU_LOG_WARN, "lease of computation '%s' was lost",
-			       s->attempts[i]->c.id);
-		}
+	e->busy = 1;
+	au_io_submit(w->io, &e->io);
 }
 
 /* Housekeeping: expired leases of crashed workers go back to the queue;
@@ -730,23 +1074,18 @@ static void extend_run(evutil_socket_t fd, short what, void *arg)
 static void rescue_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
-	size_t requeued = 0, buried = 0, swept = 0;
+	struct rescue_req *s = &w->rescue;
 	uint64_t now = au_now_ms();
 
 	(void)fd;
 	(void)what;
-	if (au_queue_rescue(w->q, w->queue_name, RESCUE_MAX, &requeued, &buried) < 0)
-		report(w, &w->q->err);
-	else if (requeued || buried)
-		au_log(AU_LOG_WARN, "rescued %zu expired leases on queue '%s' (%zu dead-lettered)",
-		       requeued + buried, w->queue_name, buried);
-	if (requeued)
-		event_active(w->pump_ev, 0, 0);
-	if (now - w->last_sweep_ms >= SWEEP_EVERY_MS) {
+	if (s->busy)
+		return;
+	s->sweep = now - w->last_sweep_ms >= SWEEP_EVERY_MS;
+	if (s->sweep)
 		w->last_sweep_ms = now;
-		if (au_store_sweep(w->store, SWEEP_MAX, &swept) < 0)
-			report(w, &w->store->err);
-	}
+	s->busy = 1;
+	au_io_submit(w->io, &s->io);
 }
 
 /* Leaves the loop once ClickHouse requests still under way (the KILLs of
@@ -777,6 +1116,14 @@ static void stop_now(struct au_worker *w)
 	drain_cb(-1, 0, w);
 }
 
+/* Stopping, and everything is written back (a lease still out comes back
+ * first: what it brings is released). */
+static void maybe_exit(struct au_worker *w)
+{
+	if (w->stopping && !inflight(w) && !w->lease.busy && !w->flush.busy)
+		stop_now(w);
+}
+
 /* Grace period over: what still runs goes back to the queue unharmed. */
 static void grace_run(evutil_socket_t fd, short what, void *arg)
 {
@@ -790,7 +1137,7 @@ static void grace_run(evutil_socket_t fd, short what, void *arg)
 		abandon(a);
 	}
 	flush(w);
-	stop_now(w);
+	maybe_exit(w);
 }
 
 void au_worker_stop(struct au_worker *w)
@@ -804,12 +1151,17 @@ void au_worker_stop(struct au_worker *w)
 		au_queue_unwatch(w->q);
 	w->watching = 0;
 	event_del(w->poll_ev);
-	if (!inflight(w)) {
-		stop_now(w);
+	/* what was leased ahead never began: back unharmed */
+	while (w->lists[ATTEMPT_HELD].head)
+		decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
+	if (!count(w, ATTEMPT_RUNNING)) {
+		if (w->io)
+			flush(w);
+		maybe_exit(w);
 		return;
 	}
 	au_log(AU_LOG_INFO, "stopping: waiting up to %u ms for %zu computations",
-	       w->opts.grace_ms, inflight(w));
+	       w->opts.grace_ms, count(w, ATTEMPT_RUNNING));
 	grace.tv_sec = (time_t)(w->opts.grace_ms / 1000);
 	grace.tv_usec = (suseconds_t)(w->opts.grace_ms % 1000) * 1000;
 	evtimer_add(w->grace_ev, &grace);
@@ -825,6 +1177,7 @@ void au_worker_stop(struct au_worker *w)
 		cb_leave(w, t0); \
 	}
 TIMED(pump)
+TIMED(start)
 TIMED(flush)
 TIMED(poll)
 TIMED(extend)
@@ -837,38 +1190,55 @@ static struct event *timer(struct au_worker *w, event_callback_fn fn, short flag
 	return event_new(w->base, -1, flags, fn, w);
 }
 
-static int scratch_init(struct scratch *s, size_t cap)
+static int requests_init(struct au_worker *w)
 {
-	size_t i;
+	struct flush_req *f = &w->flush;
+	struct extend_req *e = &w->extend;
+	size_t cap = (size_t)w->opts.concurrency + w->opts.batch;
 
-	s->cap = cap;
-	s->attempts = calloc(cap, sizeof(*s->attempts));
-	s->recs = calloc(cap, sizeof(*s->recs));
-	s->delays = calloc(cap, sizeof(*s->delays));
-	s->errors = calloc(cap, sizeof(*s->errors));
-	s->reasons = calloc(cap, sizeof(*s->reasons));
-	s->applied = calloc(cap, sizeof(*s->applied));
-	for (i = 0; i < DISPOSE_N; i++)
-		s->refs[i] = calloc(cap, sizeof(*s->refs[i]));
-	for (i = 0; i < DISPOSE_N; i++)
-		if (!s->refs[i])
-			return -1;
-	return s->attempts && s->recs && s->delays && s->errors && s->reasons && s->applied ? 0
-												   : -1;
+	w->lease.io.run = lease_io;
+	w->lease.w = w;
+	w->lease.out = calloc(w->opts.batch, sizeof(*w->lease.out));
+	f->io.run = flush_io;
+	f->w = w;
+	f->cap = cap;
+	f->wb = calloc(cap, sizeof(*f->wb));
+	f->recs = calloc(cap, sizeof(*f->recs));
+	f->refs = calloc(cap, sizeof(*f->refs));
+	f->delays = calloc(cap, sizeof(*f->delays));
+	f->texts = calloc(cap, sizeof(*f->texts));
+	f->applied = calloc(cap, sizeof(*f->applied));
+	f->idx = calloc(cap, sizeof(*f->idx));
+	e->io.run = extend_io;
+	e->w = w;
+	e->cap = cap;
+	e->refs = calloc(cap, sizeof(*e->refs));
+	e->applied = calloc(cap, sizeof(*e->applied));
+	w->rescue.io.run = rescue_io;
+	w->rescue.w = w;
+	return w->lease.out && f->wb && f->recs && f->refs && f->delays && f->texts && f->applied &&
+			       f->idx && e->refs && e->applied ? 0 : -1;
 }
 
-static void scratch_release(struct scratch *s)
+static void requests_release(struct au_worker *w)
 {
 	size_t i;
 
-	free(s->attempts);
-	free(s->recs);
-	free(s->delays);
-	free(s->errors);
-	free(s->reasons);
-	free(s->applied);
-	for (i = 0; i < DISPOSE_N; i++)
-		free(s->refs[i]);
+	if (w->lease.out)
+		for (i = 0; i < w->opts.batch; i++)
+			au_lease_release(&w->lease.out[i]);
+	free(w->lease.out);
+	for (i = 0; i < w->flush.n; i++)
+		free(w->flush.wb[i].why);
+	free(w->flush.wb);
+	free(w->flush.recs);
+	free(w->flush.refs);
+	free(w->flush.delays);
+	free(w->flush.texts);
+	free(w->flush.applied);
+	free(w->flush.idx);
+	free(w->extend.refs);
+	free(w->extend.applied);
 }
 
 struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_worker_opts *opts,
@@ -903,19 +1273,21 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->opts.queue = w->queue_name;
 	w->reg = reg;
 	w->builtins = au_registry_new();
-	w->leases = calloc(w->opts.batch, sizeof(*w->leases));
 	w->pump_ev = timer(w, pump_cb, 0);
+	w->start_ev = timer(w, start_cb, 0);
 	w->flush_ev = timer(w, flush_cb, 0);
 	w->poll_ev = timer(w, poll_cb, EV_PERSIST);
 	w->extend_ev = timer(w, extend_cb, EV_PERSIST);
 	w->rescue_ev = timer(w, rescue_cb, EV_PERSIST);
 	w->grace_ev = timer(w, grace_cb, 0);
 	w->drain_ev = timer(w, drain_cb, 0);
+	w->store_url = au_strdup(conf.store_url);
+	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
 	w->store = au_store_open(conf.store_url);
-	if (!w->queue_name || !w->builtins || au_tasks_add_builtins(w->builtins) < 0 ||
-	    !w->leases || scratch_init(&w->scratch, w->opts.concurrency) < 0 || !w->pump_ev ||
-	    !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
+	if (!w->queue_name || !w->store_url || !w->builtins ||
+	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
+	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
 	    !w->drain_ev || !w->q || !w->store) {
 		au_worker_free(w);
 		return NULL;
@@ -965,7 +1337,10 @@ int au_worker_start(struct au_worker *w)
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
 	set_timer(w->extend_ev, beat ? beat : 1);
 	set_timer(w->rescue_ev, RESCUE_EVERY_MS);
-	event_active(w->pump_ev, 0, 0);
+	/* from here on the queue and store handles belong to the thread */
+	if (!w->io && !(w->io = au_io_new(w->base, io_ready, w)))
+		return au_seterr(&w->err, AU_ENOMEM, "unable to start the worker's i/o thread");
+	wake_cb(w);
 	return 0;
 }
 
@@ -983,6 +1358,9 @@ void au_worker_free(struct au_worker *w)
 		return;
 	if (w->watching)
 		au_queue_unwatch(w->q);
+	/* the thread finishes what it is doing; what it has not begun, it drops */
+	au_io_free(w->io);
+	w->io = NULL;
 	/* Running tasks let go first (their cancel hooks may use the
 	 * ClickHouse client); then the client drops what is still pending
 	 * without calling back. */
@@ -993,13 +1371,11 @@ void au_worker_free(struct au_worker *w)
 		}
 	au_ch_free(w->ch);
 	au_chain_release(&w->chain);
-	if (w->leases)
-		for (i = 0; i < w->opts.batch; i++)
-			au_lease_release(&w->leases[i]);
-	free(w->leases);
-	scratch_release(&w->scratch);
+	requests_release(w);
 	if (w->pump_ev)
 		event_free(w->pump_ev);
+	if (w->start_ev)
+		event_free(w->start_ev);
 	if (w->flush_ev)
 		event_free(w->flush_ev);
 	if (w->poll_ev)
@@ -1018,6 +1394,7 @@ void au_worker_free(struct au_worker *w)
 		au_store_close(w->store);
 	au_registry_free(w->builtins);
 	free(w->queue_name);
+	free(w->store_url);
 	free(w);
 }
 
