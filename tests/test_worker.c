@@ -13,6 +13,7 @@
 
 #include "core.h"
 #include "harness.h"
+#include "queue.h"
 
 static char trace[4096];
 static char name_a[] = "a", name_b[] = "b";
@@ -129,6 +130,74 @@ static void stop_soon(evutil_socket_t fd, short what, void *arg)
 	au_worker_stop(arg);
 }
 
+static struct au_queue_stats pf_seen;
+
+static void look(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	au_queue_stats(arg, "pf", &pf_seen);
+}
+
+/*
+ * Prefetch: a worker with 2 slots and batches of 2 holds a batch beyond its
+ * slots; stopped, it lets the held ones go without spending an attempt,
+ * and another worker runs them, each on its first attempt.
+ */
+static void test_prefetch(struct au_config *cfg, struct au_client *cl, struct event_base *base)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_handle *hs[8];
+	struct au_queue *q = au_queue_open(cfg->queue_url);
+	struct au_worker *w;
+	struct au_worker_stats st;
+	struct event *peek, *stopper;
+	struct timeval at_peek = { 0, 150000 }, at_stop = { 0, 200000 };
+	int i, first = 0;
+
+	eo.queue = "pf";
+	for (i = 0; i < 8; i++)
+		hs[i] = submit(cl, "au.sleep", "{\"ms\":400}", &eo);
+	wo.queue = "pf";
+	wo.concurrency = 2;
+	wo.batch = 2;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	peek = evtimer_new(base, look, q);
+	stopper = evtimer_new(base, stop_soon, w);
+	evtimer_add(peek, &at_peek);
+	evtimer_add(stopper, &at_stop);
+	T_OK(w && au_worker_start(w) == 0, "prefetch: a worker with 2 slots, batches of 2");
+	event_base_dispatch(base);
+	T_EQ_INT(pf_seen.leased, 4, "prefetch: 2 running and a batch of 2 held");
+	au_worker_stats(w, &st);
+	T_EQ_INT(st.completed, 2, "prefetch: the running ones finish within the grace period");
+	T_EQ_INT(st.released, 2, "prefetch: the held ones are released at stop");
+	au_worker_free(w);
+	au_queue_stats(q, "pf", &pf_seen);
+	T_EQ_INT(pf_seen.ready, 6, "prefetch: released ones are ready again");
+
+	wo.concurrency = 8;
+	wo.idle_exit_ms = 300;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	T_OK(w && au_worker_start(w) == 0, "prefetch: a second worker");
+	event_base_dispatch(base);
+	for (i = 0; i < 8; i++) {
+		struct au_record rec;
+
+		if (au_handle_result(hs[i], &rec) == 0 && rec.status == AU_COMPLETED &&
+		    rec.attempts == 1)
+			first++;
+		au_record_release(&rec);
+		au_handle_free(hs[i]);
+	}
+	T_EQ_INT(first, 8, "prefetch: all completed on their first attempt");
+	au_worker_free(w);
+	event_free(peek);
+	event_free(stopper);
+	au_queue_close(q);
+}
+
 int main(void)
 {
 	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
@@ -231,6 +300,7 @@ int main(void)
 
 	event_free(stopper);
 	au_worker_free(w);
+	test_prefetch(&cfg, cl, base);
 	au_handle_free(ok);
 	au_handle_free(denied);
 	au_handle_free(flaky);
