@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# soak.sh - does a worker stay flat? One worker on a Redis queue and store
-# runs ROUNDS x 50,000 computations (default 6); after each round it prints
-# the worker's RSS and open descriptors, which should not grow.
+# soak.sh - does a worker stay flat? One worker with 64 computations in
+# flight on a Redis queue and store runs ROUNDS x 50,000 computations
+# (default 6); it prints the worker's RSS and open descriptors at start and
+# after each round, which should not grow.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
@@ -11,9 +12,10 @@ export AU_PORT_BASE=${AU_PORT_BASE:-17860}
 servers_start redis >/dev/null || exit 1
 export AU_QUEUE=$AU_TEST_REDIS AU_STORE=$AU_TEST_REDIS
 seq 1 1000 | sed 's/.*/[&]/' >"$AU_TEST_TMP/args.jsonl"
-"$au" worker --queue soak --quiet --concurrency 512 --batch 256 2>/dev/null &
+"$au" worker --queue soak --quiet --concurrency 64 --batch 64 2>/dev/null &
 wpid=$!
 sleep 0.3
+echo "at start: worker RSS $(awk '/VmRSS/{print $2}' /proc/$wpid/status) kB, $(ls /proc/$wpid/fd | wc -l) descriptors"
 for round in $(seq 1 "${ROUNDS:-6}"); do
 	for _ in $(seq 1 50); do
 		"$au" enqueue au.echo --queue soak --ttl 60 --args-file "$AU_TEST_TMP/args.jsonl" >/dev/null || exit 1
