@@ -23,9 +23,11 @@ void au_log(enum au_loglevel lvl, const char *fmt, ...)
 
 	if (lvl < log_level || lvl >= AU_LOG_QUIET)
 		return;
+	flockfile(stderr);   /* one line, whole, when threads log at once */
 	fprintf(stderr, "au: %s: ", names[lvl]);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }

@@ -472,12 +472,14 @@ static void decide(struct attempt *a, enum verdict v, char *error)
  * worker gave up on it already (a zombie is then done with). */
 static int task_returned(struct attempt *a)
 {
+	struct au_worker *w = a->w;
+
 	a->task_busy = 0;
 	if (a->state == ATTEMPT_RUNNING)
 		return 1;
 	if (a->state == ATTEMPT_ZOMBIE) {
 		attempt_free(a);
-		event_active(a->w->start_ev, 0, 0);   /* a slot came free */
+		event_active(w->start_ev, 0, 0);   /* a slot came free */
 	}
 	return 0;
 }
