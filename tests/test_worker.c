@@ -130,6 +130,73 @@ static void stop_soon(evutil_socket_t fd, short what, void *arg)
 	au_worker_stop(arg);
 }
 
+/* "stubborn": completes after {"ms": n} and has no cancel hook, so a
+ * timeout leaves it running as a zombie that holds its slot. */
+static void stubborn_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct later *l = arg;
+
+	(void)fd;
+	(void)what;
+	event_free(l->ev);
+	au_task_complete(l->ctx, (const unsigned char *)"\xc0", 1);
+	free(l);
+}
+
+static void task_stubborn(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
+{
+	struct later *l = calloc(1, sizeof(*l));
+	char *json = au_msgpack_to_json(c->args, c->args_len, NULL);
+	struct timeval tv;
+
+	(void)arg;
+	l->ctx = ctx;
+	l->x = json ? strtoll(strchr(json, ':') + 1, NULL, 10) : 0;
+	free(json);
+	tv.tv_sec = l->x / 1000;
+	tv.tv_usec = (l->x % 1000) * 1000;
+	l->ev = evtimer_new(au_task_base(ctx), stubborn_done, l);
+	evtimer_add(l->ev, &tv);
+}
+
+/* A zombie holds its slot until its task calls back; then the next
+ * computation gets the slot. */
+static void test_zombie(struct au_config *cfg, struct au_client *cl, struct event_base *base,
+			struct au_registry *reg)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_handle *z, *next;
+	struct au_worker *w;
+	struct au_record rz, rn;
+
+	au_registry_add(reg, "test.stubborn", task_stubborn, NULL);
+	eo.queue = "zq";
+	eo.timeout_ms = 50;
+	eo.max_attempts = 1;
+	z = submit(cl, "test.stubborn", "{\"ms\":400}", &eo);
+	eo.timeout_ms = 0;
+	next = submit(cl, "test.stubborn", "{\"ms\":1}", &eo);
+	wo.queue = "zq";
+	wo.concurrency = 1;
+	wo.idle_exit_ms = 700;
+	w = au_worker_new(cfg, &wo, reg, base);
+	T_OK(w && au_worker_start(w) == 0, "zombie: a worker with one slot");
+	event_base_dispatch(base);
+	T_OK(au_handle_result(z, &rz) == 0 && rz.status == AU_FAILED && rz.error &&
+	     strstr(rz.error, "timed out after 50 ms"), "zombie: its attempt timed out");
+	T_OK(au_handle_result(next, &rn) == 0 && rn.status == AU_COMPLETED,
+	     "zombie: the next one completed");
+	T_OK(rn.started_at_ms >= rz.started_at_ms + 350,
+	     "zombie: the next one began once the zombie let go of its slot (%lld ms later)",
+	     (long long)(rn.started_at_ms - rz.started_at_ms));
+	au_record_release(&rz);
+	au_record_release(&rn);
+	au_worker_free(w);
+	au_handle_free(z);
+	au_handle_free(next);
+}
+
 static struct au_queue_stats pf_seen;
 
 static void look(evutil_socket_t fd, short what, void *arg)
@@ -301,6 +368,7 @@ int main(void)
 	event_free(stopper);
 	au_worker_free(w);
 	test_prefetch(&cfg, cl, base);
+	test_zombie(&cfg, cl, base, reg);
 	au_handle_free(ok);
 	au_handle_free(denied);
 	au_handle_free(flaky);

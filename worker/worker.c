@@ -209,6 +209,7 @@ struct au_worker {
 	uint64_t last_sweep_ms;
 	char last_error[AU_ERRSTR_SIZE];
 	uint64_t last_report_us;
+	size_t tasks_busy;             /* attempts whose task_busy is set: the slots taken */
 	unsigned cb_depth;             /* callbacks of ours under way (they nest) */
 	struct au_worker_stats stats;
 };
@@ -292,10 +293,20 @@ static size_t inflight(const struct au_worker *w)
 	       count(w, ATTEMPT_WRITING);
 }
 
-/* Slots taken: decided attempts hold none; zombies do. */
+/* Slots taken: by every task still running, whatever its attempt's state
+ * (a timed-out task without a cancel hook holds its slot until it calls
+ * back). */
 static size_t busy(const struct au_worker *w)
 {
-	return count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_ZOMBIE);
+	return w->tasks_busy;
+}
+
+static void task_done(struct attempt *a)
+{
+	if (a->task_busy) {
+		a->task_busy = 0;
+		a->w->tasks_busy--;
+	}
 }
 
 /*
@@ -363,6 +374,7 @@ static void recovered(struct au_worker *w)
 
 static void attempt_free(struct attempt *a)
 {
+	task_done(a);
 	list_del(&a->w->lists[a->state], a);
 	if (a->timer)
 		event_free(a->timer);
@@ -474,7 +486,7 @@ static int task_returned(struct attempt *a)
 {
 	struct au_worker *w = a->w;
 
-	a->task_busy = 0;
+	task_done(a);
 	if (a->state == ATTEMPT_RUNNING)
 		return 1;
 	if (a->state == ATTEMPT_ZOMBIE) {
@@ -524,7 +536,7 @@ static void abandon(struct attempt *a)
 {
 	if (!a->task_busy || !a->task.cancel_fn)
 		return;
-	a->task_busy = 0;
+	task_done(a);
 	a->task.cancel_fn(a->task.cancel_arg);
 }
 
@@ -630,6 +642,7 @@ static void begin(struct au_worker *w, struct attempt *a)
 			evtimer_add(a->timer, &tv);
 	}
 	a->task_busy = 1;
+	w->tasks_busy++;
 	a->fn(&a->task, &a->c, a->fn_arg);
 }
 
