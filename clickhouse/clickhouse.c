@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -21,6 +22,22 @@
 #define CONNECT_TIMEOUT_MS 10000
 #define ADMIN_TIMEOUT_MS 10000   /* our own small statements: version, KILL */
 
+/*
+ * ClickHouse keeps an answer in memory until it reaches buffer_size bytes,
+ * and only then sends the status line and what it has: an error before that
+ * point comes as an error status with the message alone. At AU_CH_MAX_BODY
+ * every answer au accepts is kept whole, so its status is final, and a
+ * larger one is refused as AU_ETOOBIG after 64 MiB instead of spooled first.
+ * wait_end_of_query=1 would keep every answer whole too, but 18.16 then
+ * writes each one through a temporary file unless buffer_size is over
+ * 1 MiB, which halves the rate of small queries.
+ */
+#define SERVER_BUFFER AU_CH_MAX_BODY
+/* 25.11 and later end an answer that fails after it has begun with a block
+ * of at most 16 KiB framed by the X-ClickHouse-Exception-Tag of the answer:
+ * we look for it in twice that */
+#define TAG_WINDOW (32u * 1024)
+
 /* One request and its easy handle. Asynchronous ones go to a free list when
  * they finish, so handles and buffers are reused. */
 struct ch_req {
@@ -30,6 +47,8 @@ struct ch_req {
 	struct au_buf post;
 	struct au_ch_response resp;
 	int overflow;            /* the answer went over AU_CH_MAX_BODY */
+	int header_code;         /* X-ClickHouse-Exception-Code (20.1 and later) */
+	char tag[40];            /* X-ClickHouse-Exception-Tag (25.11 and later) */
 	uint32_t timeout_ms;
 	au_ch_done_fn done;
 	void *arg;
@@ -80,6 +99,39 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 	return au_buf_append(&req->resp.body, p, n) < 0 ? 0 : n;
 }
 
+/* The value of header line p..p+n when it is `name: value`, trimmed; NULL
+ * otherwise. Sets *len. */
+static const char *header_value(const char *p, size_t n, const char *name, size_t *len)
+{
+	size_t k = strlen(name);
+
+	if (n <= k || p[k] != ':' || strncasecmp(p, name, k) != 0)
+		return NULL;
+	p += k + 1, n -= k + 1;
+	while (n && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n && isspace((unsigned char)p[n - 1]))
+		n--;
+	*len = n;
+	return p;
+}
+
+/* CURLOPT_HEADERFUNCTION: what later servers say about an error in headers */
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct ch_req *req = arg;
+	const char *v;
+	size_t len;
+
+	n *= size;
+	if ((v = header_value(p, n, "X-ClickHouse-Exception-Code", &len)) != NULL)
+		req->header_code = atoi(v);
+	else if ((v = header_value(p, n, "X-ClickHouse-Exception-Tag", &len)) != NULL &&
+		 len < sizeof(req->tag))
+		snprintf(req->tag, sizeof(req->tag), "%.*s", (int)len, v);
+	return n;
+}
+
 static int req_init(struct au_clickhouse *ch, struct ch_req *req)
 {
 	memset(req, 0, sizeof(*req));
@@ -93,6 +145,8 @@ static int req_init(struct au_clickhouse *ch, struct ch_req *req)
 	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, ch->headers);
 	curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
 	curl_easy_setopt(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
@@ -133,9 +187,11 @@ static int req_setup(struct ch_req *req, const struct au_ch_query *q, const void
 	au_buf_reset(u);
 	au_ch_response_release(&req->resp);
 	req->overflow = 0;
+	req->header_code = 0;
+	req->tag[0] = '\0';
 	req->timeout_ms = q->timeout_ms;
 	if (au_buf_puts(u, ch->endpoint) < 0 ||
-	    au_buf_puts(u, "?wait_end_of_query=1") < 0 ||
+	    au_buf_printf(u, "?buffer_size=%u", q->buffer_size ? q->buffer_size : SERVER_BUFFER) < 0 ||
 	    add_param(u, "database", ch->database, strlen(ch->database)) < 0 ||
 	    (q->query_id && add_param(u, "query_id", q->query_id, strlen(q->query_id)) < 0) ||
 	    (q->timeout_ms && au_buf_printf(u, "&max_execution_time=%u",
@@ -149,19 +205,20 @@ static int req_setup(struct ch_req *req, const struct au_ch_query *q, const void
 	return 0;
 }
 
-/* Copies the displayText of an error body ("Code: 60, e.displayText() =
+/* Copies the displayText of an exception text ("Code: 60, e.displayText() =
  * DB::Exception: Table x doesn't exist., e.what() = DB::Exception") into
  * out: one line, trimmed, without the final period. */
-static void error_text(const char *body, size_t len, char *out, size_t size)
+static void error_text(const char *text, size_t len, char *out, size_t size)
 {
-	const char *p = body, *end = body + len, *s;
+	const char *p = text, *end = text + len, *s;
 	size_t n = 0;
 
-	if ((s = strstr(p, "e.displayText() = ")) != NULL)
-		p = s + strlen("e.displayText() = ");
-	if ((s = strstr(p, "DB::Exception: ")) != NULL)
-		p = s + strlen("DB::Exception: ");
-	if ((s = strstr(p, ", e.what() = ")) != NULL || (s = strstr(p, " (version ")) != NULL)
+	if ((s = memmem(p, (size_t)(end - p), "e.displayText() = ", 18)) != NULL)
+		p = s + 18;
+	if ((s = memmem(p, (size_t)(end - p), "DB::Exception: ", 15)) != NULL)
+		p = s + 15;
+	if ((s = memmem(p, (size_t)(end - p), ", e.what() = ", 13)) != NULL ||
+	    (s = memmem(p, (size_t)(end - p), " (version ", 10)) != NULL)
 		end = s;
 	while (p < end && isspace((unsigned char)*p))
 		p++;
@@ -172,12 +229,126 @@ static void error_text(const char *body, size_t len, char *out, size_t size)
 	out[n] = '\0';
 }
 
+/* What ClickHouse's exceptions begin with: "Code: N, e.displayText() = ..."
+ * (18.16), "Code: N. DB::Exception: ..." (21.x on), or one of these. */
+static const char *const exception_starts[] = {
+	"", "Poco::Exception. ", "std::exception. ", "Unknown exception. ",
+};
+
+/* The code of the exception text at p..end, 0 if it does not start like
+ * one. */
+static int exception_code(const char *p, const char *end)
+{
+	for (size_t i = 0; i < AU_ARRAY_SIZE(exception_starts); i++) {
+		size_t k = strlen(exception_starts[i]);
+		const char *d = p + k + 6;
+		int code = 0;
+
+		if ((size_t)(end - p) < k + 7 || memcmp(p, exception_starts[i], k) != 0 ||
+		    memcmp(p + k, "Code: ", 6) != 0)
+			continue;
+		for (; d < end && isdigit((unsigned char)*d) && code < 100000000; d++)
+			code = code * 10 + (*d - '0');
+		if (code > 0 && d < end && (*d == ',' || *d == '.'))
+			return code;
+	}
+	return 0;
+}
+
+/* Makes r the error of exception text (code 0: unknown); ch NULL leaves
+ * the server out of the message. */
+static void set_exception(struct au_clickhouse *ch, struct au_ch_response *r, int code,
+			  const char *text, size_t len)
+{
+	char msg[AU_ERRSTR_SIZE];
+
+	error_text(text, len, msg, sizeof(msg));
+	r->ch_code = code;
+	if (ch && code)
+		au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse error %d at '%s': %s", code,
+			  ch->url.text, msg);
+	else if (ch)
+		au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse error at '%s': %s", ch->url.text, msg);
+	else
+		au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse error %d: %s", code, msg);
+}
+
+int au_ch_body_error(struct au_clickhouse *ch, struct au_ch_response *r, const char *text,
+		     size_t len)
+{
+	const char *end = text + len, *p;
+
+	for (p = text; (p = memmem(p, (size_t)(end - p), "Code: ", 6)) != NULL; p++) {
+		for (size_t i = AU_ARRAY_SIZE(exception_starts); i-- > 0;) {   /* "" last */
+			size_t k = strlen(exception_starts[i]);
+			int code;
+
+			if ((size_t)(p - text) >= k && (code = exception_code(p - k, end)) != 0) {
+				set_exception(ch, r, code, p - k, (size_t)(end - p + k));
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * The message of the block "\r\n__exception__\r\n<tag>\r\n<message>\n<length>
+ * <tag>\r\n__exception__\r\n" that 25.11 and later put at the end of an
+ * answer that fails after it has begun (then they cut the connection). The
+ * tag is random, from the answer's headers: rows cannot forge the block.
+ * NULL when there is none; else sets *n.
+ */
+static const char *tagged_exception(const struct ch_req *req, size_t *n)
+{
+	const struct au_buf *b = &req->resp.body;
+	const char *start = (const char *)b->data, *end = start + b->len, *s, *close, *d;
+	char open[64], shut[64];
+	int ko, ks;
+
+	if (!req->tag[0])
+		return NULL;
+	ko = snprintf(open, sizeof(open), "__exception__\r\n%s\r\n", req->tag);
+	ks = snprintf(shut, sizeof(shut), " %s\r\n__exception__", req->tag);
+	if (b->len > TAG_WINDOW)
+		start = end - TAG_WINDOW;
+	if (!(s = memmem(start, (size_t)(end - start), open, (size_t)ko)))
+		return NULL;
+	s += ko;
+	*n = (size_t)(end - s);
+	if ((close = memmem(s, (size_t)(end - s), shut, (size_t)ks)) != NULL) {
+		/* "<message>\n<length>" before the closing tag */
+		for (d = close; d > s && isdigit((unsigned char)d[-1]); d--)
+			;
+		*n = (size_t)(d - s);
+		if (d < close && d > s && d[-1] == '\n' && strtoul(d, NULL, 10) < *n)
+			*n = strtoul(d, NULL, 10);
+	}
+	return s;
+}
+
+/* The HTTP status 18.16 gives an exception it raises before the answer
+ * begins: parse errors in data are the client's (400), the rest of what a
+ * running query raises is the server's (500). */
+static long code_status(int code)
+{
+	static const int client_errors[] = {
+		6, 25, 26, 38, 41, 53, 72, 117,   /* CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA */
+	};
+
+	for (size_t i = 0; i < AU_ARRAY_SIZE(client_errors); i++)
+		if (code == client_errors[i])
+			return 400;
+	return 500;
+}
+
 /* Fills req->resp.err from the curl result and the HTTP answer. */
 static void req_finish(struct ch_req *req, CURLcode rc)
 {
 	struct au_ch_response *r = &req->resp;
-	const char *where = req->ch->url.text;
+	const char *where = req->ch->url.text, *text;
 	long connects = 0;
+	size_t n;
 
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &r->http_status);
 	curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &connects);
@@ -187,7 +358,10 @@ static void req_finish(struct ch_req *req, CURLcode rc)
 		return;
 	}
 	r->body.data[r->body.len] = '\0';   /* a string from here on, even empty */
-	if (rc == CURLE_OPERATION_TIMEDOUT) {
+	if (r->http_status == 200 && (text = tagged_exception(req, &n)) != NULL) {
+		/* the server said why before it cut the connection */
+		set_exception(req->ch, r, exception_code(text, text + n), text, n);
+	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
 		au_seterr(&r->err, AU_ETIMEDOUT, "clickhouse request to '%s' timed out after %u ms",
 			  where, req->timeout_ms + CURL_GRACE_MS);
 	} else if (rc == CURLE_WRITE_ERROR && req->overflow) {
@@ -207,30 +381,41 @@ static void req_finish(struct ch_req *req, CURLcode rc)
 		else
 			au_seterr(&r->err, AU_ECONN, "connection to '%s' failed: %s", where, why);
 	} else if (r->http_status != 200) {
-		char text[AU_ERRSTR_SIZE];
+		char msg[AU_ERRSTR_SIZE];
+		const char *body = (const char *)r->body.data;
 
-		if (sscanf((const char *)r->body.data, "Code: %d", &r->ch_code) != 1)
-			r->ch_code = 0;
-		error_text((const char *)r->body.data, r->body.len, text, sizeof(text));
+		r->ch_code = exception_code(body, body + r->body.len);
+		if (!r->ch_code)
+			r->ch_code = req->header_code > 0 ? req->header_code : 0;
+		error_text(body, r->body.len, msg, sizeof(msg));
 		if (r->ch_code)
 			au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse error %d at '%s': %s",
-				  r->ch_code, where, text);
+				  r->ch_code, where, msg);
 		else
 			au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse http status %ld at '%s': %s",
-				  r->http_status, where, text);
+				  r->http_status, where, msg);
+	} else if (req->header_code > 0 &&
+		   au_ch_body_error(req->ch, r, (const char *)r->body.data, r->body.len) == 0) {
+		/* 200 with a code: the query failed as the answer began */
+		r->ch_code = req->header_code;
+		au_seterr(&r->err, AU_ECLICKHOUSE, "clickhouse error %d at '%s'", r->ch_code, where);
 	}
 }
 
 int au_ch_retryable(const struct au_ch_response *r)
 {
+	long status;
+
 	switch (r->err.code) {
 	case AU_ECONN:
 	case AU_ETIMEDOUT:
 		return 1;
 	case AU_ECLICKHOUSE:
 		/* 5xx are runtime failures (timeout, memory, too many queries); a
-		 * cancelled query (394) was killed on purpose. */
-		return r->http_status >= 500 && r->ch_code != 394;
+		 * cancelled query (394) was killed on purpose. An error after the
+		 * answer began came with 200: its code says which it is. */
+		status = r->http_status == 200 ? code_status(r->ch_code) : r->http_status;
+		return status >= 500 && r->ch_code != 394;
 	default:
 		return 0;
 	}

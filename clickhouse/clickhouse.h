@@ -26,11 +26,26 @@ struct au_ch_query {
 	uint32_t timeout_ms;      /* 0 = none; sets max_execution_time too */
 	const char *data;         /* for INSERT ... FORMAT X: rows after the sql */
 	size_t data_len;
+	uint32_t buffer_size;     /* 0 = AU_CH_MAX_BODY: ClickHouse holds the answer
+				   * until it is this big before it sends the status
+				   * (at least 1 MiB); tests set less to see errors
+				   * that come after the first rows */
 };
 
+/*
+ * An answer. ClickHouse sends the status only once it holds buffer_size
+ * bytes of the answer or all of it, so any error before that point comes
+ * as an error status: http_status 4xx/5xx, ch_code, the message in err.
+ * An error after it (answers above buffer_size) comes with 200 after rows:
+ * 25.11 and later frame it with the answer's X-ClickHouse-Exception-Tag
+ * and 20.1 and later may send X-ClickHouse-Exception-Code, both found here
+ * (err set, status 200); 18.16 to 25.10 only append the exception's text
+ * to the rows, which only the reader of the format can tell apart
+ * (au_ch_body_error).
+ */
 struct au_ch_response {
 	long http_status;         /* 0 if no answer */
-	int ch_code;              /* "Code: N" of an error body, 0 otherwise */
+	int ch_code;              /* "Code: N" of an error, 0 otherwise */
 	struct au_buf body;
 	struct au_err err;        /* AU_ECONN, AU_ETIMEDOUT, AU_ECLICKHOUSE */
 };
@@ -78,8 +93,22 @@ const char *au_ch_server_version(struct au_clickhouse *ch, struct au_err *err);
 
 /* 1 if a failed request may succeed when sent again: connection errors,
  * curl timeouts, HTTP 5xx except a cancelled query (394). 0 for 4xx
- * (syntax, unknown table or function, auth) and local errors. */
+ * (syntax, unknown table or function, auth) and local errors. An error
+ * after the first rows (status 200) is judged by the status its code has
+ * before them. */
 int au_ch_retryable(const struct au_ch_response *r);
+/*
+ * For a 200 answer that its reader found cut short or followed by text:
+ * text..text+len is what the reader could not take (from where the format
+ * stopped, or the "exception" string of a JSON answer from 23.9 on). If an
+ * exception starts in it ("Code: 395, e.displayText() = ..." in 18.16,
+ * "Code: 395. DB::Exception: ..." later), the exception being the rest of
+ * text, sets r->ch_code and r->err (AU_ECLICKHOUSE, the message an error
+ * status would have; without the server's URL when ch is NULL) and returns
+ * -1; else returns 0 and leaves r alone.
+ */
+int au_ch_body_error(struct au_clickhouse *ch, struct au_ch_response *r, const char *text,
+		     size_t len);
 /* Blocking `KILL QUERY WHERE query_id = '...' SYNC`; 0 also when no such
  * query runs. */
 int au_ch_kill_query(struct au_clickhouse *ch, const char *query_id, struct au_err *err);

@@ -5,6 +5,7 @@
  * answer into a msgpack result. The building and the conversion need no
  * server and are public for the tests.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,20 +221,80 @@ static int put_strings(struct au_buf *out, const char *key, const json_t *meta, 
 	return 0;
 }
 
-/* JSONCompact: {"meta": [{"name", "type"}...], "data": [[...]...], ...} */
-static int query_result(const char *body, size_t len, struct au_buf *out, struct au_err *err)
+/*
+ * Where a JSON answer that an exception cut short stops being JSON: at the
+ * first word outside strings that is not true, false, null or an exponent
+ * (the text 18.16 appends after the rows), or at the string that holds a
+ * raw control character (ClickHouse escapes them in strings, so the
+ * exception's final newline there means it began inside that string).
+ */
+static size_t json_cut(const char *s, size_t len)
 {
+	size_t i, word = 0, str = 0;
+	int in_str = 0;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+			else if (c < 0x20)
+				return str;
+		} else if (c == '"') {
+			in_str = 1;
+			str = i + 1;
+		} else if (isalpha(c)) {
+			if (!i || !isalpha((unsigned char)s[i - 1]))
+				word = i;
+			if (!strchr("truefalsnE", c))
+				return word;
+		}
+	}
+	return len;
+}
+
+/* An answer that an exception cut short or ended: the exception in r
+ * (au_ch_body_error), prefixed like every error of the task. */
+static int query_exception(struct au_clickhouse *ch, struct au_ch_response *r, const char *body,
+			   size_t len, size_t from)
+{
+	if (au_ch_body_error(ch, r, body + from, len - from) == 0 &&
+	    (!from || au_ch_body_error(ch, r, body, len) == 0))
+		return 0;
+	return task_err("ch.query", &r->err);
+}
+
+/*
+ * JSONCompact: {"meta": [{"name", "type"}...], "data": [[...]...], ...}.
+ * Fails with the exception when one cut the answer short (18.16 to 25.10
+ * append it to the rows, so the JSON does not parse) or ended it (23.9 to
+ * 25.10 write it as "exception" by default); a string in the rows that
+ * looks like one is only a string. Errors go to r->err.
+ */
+static int query_result(struct au_clickhouse *ch, const char *body, size_t len, struct au_buf *out,
+			struct au_ch_response *r)
+{
+	struct au_err *err = &r->err;
 	json_error_t jerr;
 	json_t *j = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
 	const json_t *meta = json_object_get(j, "meta"), *data = json_object_get(j, "data"), *row, *col;
+	const json_t *exception = json_object_get(j, "exception");
 	size_t ncols = json_array_size(meta), i, k;
 	int rc = -1;
 
 	if (!j) {
+		if (query_exception(ch, r, body, len, json_cut(body, len)) < 0)
+			return -1;
 		au_seterr(err, AU_EPROTO, "ch.query: unreadable answer from clickhouse: %s", jerr.text);
 		return -1;
 	}
-	if (!json_is_array(meta) || !json_is_array(data))
+	if (json_is_string(exception) &&
+	    query_exception(ch, r, json_string_value(exception), json_string_length(exception), 0) < 0)
+		goto done;
+	if (!json_is_array(meta) || !json_is_array(data) || exception)
 		goto bad;
 	json_array_foreach(meta, i, col)
 		if (!json_is_string(json_object_get(col, "name")) ||
@@ -272,13 +333,15 @@ done:
 	return rc;
 }
 
-int au_ch_task_result(const char *task, const char *body, size_t len, size_t rows,
-		      struct au_buf *out, struct au_err *err)
+/* au_ch_task_result with the server (NULL: none) and the errors in r */
+static int task_result(struct au_clickhouse *ch, const char *task, const char *body, size_t len,
+		       size_t rows, struct au_buf *out, struct au_ch_response *r)
 {
 	size_t start = out->len;
+	struct au_err *err = &r->err;
 
 	if (!strcmp(task, "ch.query")) {
-		if (query_result(body, len, out, err) < 0)
+		if (query_result(ch, body, len, out, r) < 0)
 			return -1;
 	} else if (!strcmp(task, "ch.exec")) {
 		if (au_mp_map(out, 1) < 0 || au_mp_str(out, "ok", 2) < 0 || au_mp_bool(out, 1) < 0)
@@ -296,6 +359,19 @@ int au_ch_task_result(const char *task, const char *body, size_t len, size_t row
 	return 0;
 }
 
+int au_ch_task_result(const char *task, const char *body, size_t len, size_t rows,
+		      struct au_buf *out, struct au_err *err)
+{
+	struct au_ch_response r = { .http_status = 200 };
+
+	if (task_result(NULL, task, body, len, rows, out, &r) < 0) {
+		if (err)
+			*err = r.err;
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- the tasks ---- */
 
 /* A task waiting for ClickHouse. */
@@ -306,14 +382,19 @@ struct pending {
 	size_t rows;
 };
 
-static void finish(struct au_task_ctx *ctx, const char *task, const char *body, size_t len,
-		   size_t rows)
+/* The result of answer resp (NULL for none), or the error: one that
+ * ClickHouse raised after the first rows is retried as it would be before
+ * them. */
+static void finish(struct au_task_ctx *ctx, struct au_clickhouse *ch, const char *task,
+		   struct au_ch_response *resp, size_t rows)
 {
+	struct au_ch_response none = { .http_status = 200 };
+	struct au_ch_response *r = resp ? resp : &none;
 	struct au_buf out = AU_BUF_INIT;
-	struct au_err err;
 
-	if (au_ch_task_result(task, body, len, rows, &out, &err) < 0)
-		au_task_fail(ctx, 0, "%s", err.str);
+	if (task_result(ch, task, (const char *)r->body.data, r->body.len, rows, &out, r) < 0)
+		au_task_fail(ctx, r->err.code == AU_ECLICKHOUSE && au_ch_retryable(r), "%s",
+			     r->err.str);
 	else
 		au_task_complete(ctx, out.data, out.len);
 	au_buf_release(&out);
@@ -326,7 +407,7 @@ static void on_answer(struct au_ch_response *resp, void *arg)
 	if (resp->err.code)
 		au_task_fail(p->ctx, au_ch_retryable(resp), "%s: %s", p->task, resp->err.str);
 	else
-		finish(p->ctx, p->task, (const char *)resp->body.data, resp->body.len, p->rows);
+		finish(p->ctx, p->ch, p->task, resp, p->rows);
 	free(p);
 }
 
@@ -354,7 +435,7 @@ static void run_task(struct au_task_ctx *ctx, const struct au_computation *c, vo
 	if (au_ch_task_request(task, c->args, c->args_len, &sql, &data, &rows, &err) < 0) {
 		au_task_fail(ctx, err.code == AU_ENOMEM, "%s", err.str);
 	} else if (!strcmp(task, "ch.insert") && !rows) {
-		finish(ctx, task, NULL, 0, 0);
+		finish(ctx, ch, task, NULL, 0);
 	} else if (!ch) {
 		au_task_fail(ctx, 0, "%s: no clickhouse server configured", task);
 	} else if (!(p = malloc(sizeof(*p)))) {

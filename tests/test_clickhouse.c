@@ -1,15 +1,21 @@
 /* test_clickhouse.c - the ClickHouse HTTP client and the ch.* tasks against
  * a real server (AU_TEST_CH, from tests/servers.sh). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 #include <msgpack.h>
 
 #include "clickhouse.h"
 #include "harness.h"
+#include "task.h"
 #include "tasks.h"
 
 static const char *url;          /* AU_TEST_CH */
@@ -371,6 +377,9 @@ static void test_query_id_and_kill(void)
 
 /* ---- tasks ---- */
 
+/* buffer_size of run_task's requests (0: the client's own) */
+static uint32_t task_buffer;
+
 /* Runs a ch.* task's request and result conversion against the server. */
 static int run_task(const char *task, const char *args_json, struct au_buf *out,
 		    struct au_ch_response *r)
@@ -390,6 +399,7 @@ static int run_task(const char *task, const char *args_json, struct au_buf *out,
 		goto out;
 	}
 	q.sql = (char *)sql.data;
+	q.buffer_size = task_buffer;
 	if (!strcmp(task, "ch.insert")) {
 		q.data = (char *)data.data;
 		q.data_len = data.len;
@@ -519,6 +529,304 @@ static void test_tasks(void)
 	au_buf_release(&out);
 }
 
+/* ---- errors after the first rows ---- */
+
+/* One task run as the worker runs it: on the loop, through au_task_*. */
+struct task_run {
+	struct au_task_ctx ctx;   /* first: the callbacks get it back */
+	int done, failed, retryable;
+	char msg[AU_ERRSTR_SIZE];
+	char *json;               /* the result */
+};
+
+static void run_complete(struct au_task_ctx *ctx, const unsigned char *result, size_t len)
+{
+	struct task_run *t = (struct task_run *)ctx;
+	struct au_err err;
+
+	t->done++;
+	t->json = au_msgpack_to_json(result, len, &err);
+}
+
+static void run_fail(struct au_task_ctx *ctx, int retryable, const char *msg)
+{
+	struct task_run *t = (struct task_run *)ctx;
+
+	t->done++;
+	t->failed = 1;
+	t->retryable = retryable;
+	snprintf(t->msg, sizeof(t->msg), "%s", msg);
+}
+
+static const struct au_task_ops run_ops = { run_complete, run_fail };
+
+/* Runs ch.query with sql on the loop; t is released by the caller (json). */
+static void run_query_task(struct au_registry *reg, const char *sql, struct task_run *t)
+{
+	struct au_computation c;
+	struct au_err err;
+	json_t *args = json_pack("{ss}", "sql", sql);
+	char *text = json_dumps(args, JSON_COMPACT);
+	uint64_t deadline = au_mono_us() + 20000000;
+	au_task_fn fn;
+	void *arg;
+
+	memset(t, 0, sizeof(*t));
+	t->ctx.ops = &run_ops;
+	t->ctx.base = base;
+	t->ctx.ch = ch;
+	snprintf(t->ctx.query_id, sizeof(t->ctx.query_id), "au-test-task-%llx",
+		 (unsigned long long)au_mono_us());
+	au_computation_init(&c);
+	if (au_json_to_msgpack(text, &c.args, &c.args_len, &err) == 0 &&
+	    au_registry_find(reg, "ch.query", &fn, &arg) == 0)
+		fn(&t->ctx, &c, arg);
+	while (!t->done && au_mono_us() < deadline)
+		event_base_loop(base, EVLOOP_ONCE);
+	T_EQ_INT(t->done, 1, "task finished once");
+	au_computation_release(&c);
+	free(text);
+	json_decref(args);
+}
+
+/* 2 million UInt8 rows (6.9 MB of JSONCompact) that fail at the millionth */
+#define FAILS_LATE "SELECT throwIf(number = 1000000) AS x FROM system.numbers LIMIT 2000000"
+#define THROWIF_MSG "Value passed to 'throwIf' function is non zero"
+
+static void test_errors_after_rows(void)
+{
+	struct au_registry *reg = au_registry_new();
+	struct au_buf out = AU_BUF_INIT;
+	struct au_ch_response r;
+	struct au_ch_query q = { .buffer_size = 1u << 20 };
+	struct task_run t;
+	char *msg;
+
+	T_OK(reg && au_ch_tasks_add(reg) == 0, "registry with the ch tasks");
+
+	/* with the buffer of the default request the server has not begun
+	 * when the failure comes: an error status, as before the first row */
+	run_query_task(reg, FAILS_LATE, &t);
+	msg = au_asprintf("ch.query: clickhouse error 395 at '%s': " THROWIF_MSG, url);
+	T_OK(t.failed && t.retryable, "late failure fails the task, retryable");
+	T_EQ_STR(t.msg, msg, "late failure: the server's message");
+	free(msg);
+	q.sql = FAILS_LATE " FORMAT JSONCompact";
+	q.buffer_size = 0;
+	T_OK(au_ch_query_sync(ch, &q, &r) < 0, "late failure, sync");
+	T_EQ_INT(r.http_status, 500, "late failure: status 500, not 200");
+	T_EQ_INT(r.ch_code, 395, "late failure: code 395");
+	au_ch_response_release(&r);
+
+	/* before the first row: unchanged */
+	run_query_task(reg, "SELECT throwIf(number = 0) FROM numbers(3)", &t);
+	msg = au_asprintf("ch.query: clickhouse error 395 at '%s': " THROWIF_MSG, url);
+	T_OK(t.failed && t.retryable, "first-row failure fails the task, retryable");
+	T_EQ_STR(t.msg, msg, "first-row failure message");
+	free(msg);
+	run_query_task(reg, "SELECT toUInt32('x')", &t);
+	T_OK(t.failed && !t.retryable, "parse error not retryable: %s", t.msg);
+
+	/* ordinary results, and rows that look like an exception, unchanged */
+	run_query_task(reg, "SELECT 1", &t);
+	T_OK(!t.failed && t.json, "SELECT 1: %s", t.msg);
+	T_EQ_STR(t.json, "{\"columns\":[\"1\"],\"types\":[\"UInt8\"],\"rows\":[[1]]}", "SELECT 1 result");
+	free(t.json);
+	run_query_task(reg, "SELECT 'Code: 395, e.displayText() = DB::Exception: x, e.what() = "
+		       "DB::Exception\\n' AS s, 'Code: 1. DB::Exception: y' AS z", &t);
+	T_OK(!t.failed && t.json, "rows like exceptions: %s", t.msg);
+	T_EQ_STR(t.json, "{\"columns\":[\"s\",\"z\"],\"types\":[\"String\",\"String\"],\"rows\":"
+		 "[[\"Code: 395, e.displayText() = DB::Exception: x, e.what() = DB::Exception\\n\","
+		 "\"Code: 1. DB::Exception: y\"]]}", "rows like exceptions are rows");
+	free(t.json);
+
+	/* a buffer smaller than the answer: the server sends 200 and rows,
+	 * then the exception's text; the JSON does not parse and is no result */
+	task_buffer = 1u << 20;
+	T_OK(run_task("ch.query", "{\"sql\": \"" FAILS_LATE "\"}", &out, &r) < 0,
+	     "failure after the first rows detected");
+	T_EQ_INT(r.http_status, 200, "it came with status 200");
+	T_OK(r.body.len > (1u << 20), "after %zu bytes of rows", r.body.len);
+	T_EQ_INT(r.err.code, AU_ECLICKHOUSE, "AU_ECLICKHOUSE");
+	T_EQ_STR(r.err.str, "ch.query: clickhouse error 395: " THROWIF_MSG, "message and code");
+	T_EQ_INT(out.len, 0, "no result");
+	/* au_ch_body_error on that body, as ch.query runs it on the loop */
+	au_clearerr(&r.err);
+	T_EQ_INT(au_ch_body_error(ch, &r, (char *)r.body.data, r.body.len), -1, "au_ch_body_error");
+	T_EQ_INT(r.ch_code, 395, "au_ch_body_error: code");
+	msg = au_asprintf("clickhouse error 395 at '%s': " THROWIF_MSG, url);
+	T_EQ_STR(r.err.str, msg, "au_ch_body_error: the message of an error status");
+	free(msg);
+	T_EQ_INT(au_ch_retryable(&r), 1, "retryable as with status 500");
+	au_ch_response_release(&r);
+
+	/* a parse error after the rows: not retryable, as with status 400 */
+	T_OK(run_task("ch.query", "{\"sql\": \"SELECT toUInt32(if(number = 1000000, 'x', '1')) "
+		      "FROM system.numbers LIMIT 2000000\"}", &out, &r) < 0, "late parse error");
+	T_OK(r.http_status == 200 && strstr(r.err.str, "clickhouse error 6: Cannot parse string 'x'"),
+	     "late parse error: %s", r.err.str);
+	au_clearerr(&r.err);
+	T_EQ_INT(au_ch_body_error(ch, &r, (char *)r.body.data, r.body.len), -1, "late parse error found");
+	T_EQ_INT(r.ch_code, 6, "code 6");
+	T_EQ_INT(au_ch_retryable(&r), 0, "late parse error not retryable");
+	au_ch_response_release(&r);
+
+	/* an ordinary answer over the buffer is a result */
+	T_OK(run_task("ch.query", "{\"sql\": \"SELECT number FROM numbers(300000)\"}", &out, &r) == 0,
+	     "answer over the buffer: %s", r.err.str);
+	T_OK(r.body.len > (1u << 20), "it was %zu bytes", r.body.len);
+	au_ch_response_release(&r);
+	task_buffer = 0;
+
+	au_buf_release(&out);
+	au_registry_free(reg);
+}
+
+/* The answers of later servers, and cut ones, read from text. */
+static void test_exception_texts(void)
+{
+	static const struct {
+		const char *body, *err;
+	} cases[] = {
+		/* 18.16: the text after the rows */
+		{ "{\n\t\"meta\": [{\"name\": \"x\", \"type\": \"UInt8\"}],\n\t\"data\":\n\t[\n\t\t[0],\n"
+		  "\t\t[0]Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function "
+		  "is non zero, e.what() = DB::Exception\n",
+		  "ch.query: clickhouse error 395: Value passed to 'throwIf' function is non zero" },
+		/* the same inside a string that it cut */
+		{ "{\"meta\": [{\"name\": \"s\", \"type\": \"String\"}], \"data\": [[\"ab\"], [\"cdCode: 241, "
+		  "e.displayText() = DB::Exception: Memory limit (for query) exceeded, e.what() = "
+		  "DB::Exception\n",
+		  "ch.query: clickhouse error 241: Memory limit (for query) exceeded" },
+		/* after a JSON answer that was complete */
+		{ "{\"meta\": [], \"data\": []}\nstd::exception. Code: 1001, type: std::bad_alloc, "
+		  "e.what() = std::bad_alloc\n",
+		  "ch.query: clickhouse error 1001: std::exception. Code: 1001, type: std::bad_alloc" },
+		/* 23.9 to 25.10: valid JSON that ends with "exception" */
+		{ "{\"meta\": [{\"name\": \"x\", \"type\": \"UInt8\"}], \"data\": [[0]], \"rows\": 1, "
+		  "\"exception\": \"Code: 395. DB::Exception: Value passed to 'throwIf' function is "
+		  "non-zero: while executing 'FUNCTION throwIf(x)'. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO) "
+		  "(version 24.3.1.2672 (official build))\"}",
+		  "ch.query: clickhouse error 395: Value passed to 'throwIf' function is non-zero: while "
+		  "executing 'FUNCTION throwIf(x)'. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)" },
+		/* cut short without a word: no result either */
+		{ "{\"meta\": [{\"name\": \"x\", \"type\": \"UInt8\"}], \"data\": [[0], [0",
+		  "ch.query: unreadable answer from clickhouse: " },
+	};
+	struct au_buf out = AU_BUF_INIT;
+	struct au_err err;
+
+	for (size_t i = 0; i < AU_ARRAY_SIZE(cases); i++) {
+		au_buf_reset(&out);
+		T_OK(au_ch_task_result("ch.query", cases[i].body, strlen(cases[i].body), 0, &out,
+				       &err) < 0 && out.len == 0, "case %zu is no result", i);
+		T_OK(!strncmp(err.str, cases[i].err, strlen(cases[i].err)), "case %zu: %s", i, err.str);
+	}
+	au_buf_release(&out);
+}
+
+/* A server that answers one request with answer and closes: what 25.11
+ * sends when a query fails after its answer began. Returns its port. */
+static int fake_server(const char *answer, pid_t *pid)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 1) < 0 ||
+	    getsockname(s, (struct sockaddr *)&a, &alen) < 0)
+		return -1;
+	*pid = fork();
+	if (*pid == 0) {
+		char req[8192];
+		size_t n = 0;
+		ssize_t k;
+		int c = accept(s, NULL, NULL);
+		const char *cl, *end;
+
+		/* the headers, then Content-Length bytes of statement */
+		while (n < sizeof(req) - 1 && (k = read(c, req + n, sizeof(req) - 1 - n)) > 0) {
+			req[n += (size_t)k] = '\0';
+			if ((end = strstr(req, "\r\n\r\n")) && (cl = strcasestr(req, "Content-Length:")) &&
+			    n >= (size_t)(end + 4 - req) + strtoul(cl + 15, NULL, 10))
+				break;
+		}
+		if (write(c, answer, strlen(answer)) < 0)
+			_exit(1);
+		close(c);
+		_exit(0);
+	}
+	close(s);
+	return ntohs(a.sin_port);
+}
+
+#define TAG "5WLMK0QJ2ZXEPTRA"
+#define HEAD "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=UTF-8\r\n" \
+	     "X-ClickHouse-Exception-Tag: " TAG "\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define ROWS "{\"meta\":[{\"name\":\"x\",\"type\":\"UInt8\"}],\"data\":[[0],[0]"
+#define BLOCK "\r\n__exception__\r\n" TAG "\r\nCode: 395. DB::Exception: Value passed to " \
+	      "'throwIf' function is non-zero. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO) (version " \
+	      "25.11.1.1)\n123 " TAG "\r\n__exception__\r\n"
+
+/* Sends a statement to a fake server whose answer is head, then body in
+ * one chunk, then the last chunk only if end. */
+static void fake_query(const char *head, const char *body, int end, struct au_ch_response *r)
+{
+	struct au_ch_query q = { .sql = "SELECT 1 FORMAT JSONCompact" };
+	struct au_err err;
+	struct au_clickhouse *c;
+	char *answer = au_asprintf("%s%zx\r\n%s\r\n%s", head, strlen(body), body,
+				   end ? "0\r\n\r\n" : "");
+	char *u;
+	pid_t pid;
+	int port = fake_server(answer, &pid);
+
+	u = au_asprintf("http://127.0.0.1:%d/default", port);
+	c = au_ch_new(u, &err);
+	T_OK(port > 0 && c, "fake server on %d", port);
+	au_ch_query_sync(c, &q, r);
+	waitpid(pid, NULL, 0);
+	au_ch_free(c);
+	free(u);
+	free(answer);
+}
+
+static void test_tagged_exception(void)
+{
+	struct au_ch_response r;
+
+	/* 25.11: the block with the answer's tag, then a cut connection */
+	fake_query(HEAD, ROWS BLOCK, 0, &r);
+	T_EQ_INT(r.http_status, 200, "tagged: status 200");
+	T_EQ_INT(r.err.code, AU_ECLICKHOUSE, "tagged: a clickhouse error, not a cut connection");
+	T_EQ_INT(r.ch_code, 395, "tagged: code 395");
+	T_OK(strstr(r.err.str, "': Value passed to 'throwIf' function is non-zero. "
+		    "(FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)") && !strstr(r.err.str, "version"),
+	     "tagged: message %s", r.err.str);
+	T_EQ_INT(au_ch_retryable(&r), 1, "tagged: retryable");
+	au_ch_response_release(&r);
+
+	/* rows holding a block with another tag are rows */
+	fake_query(HEAD, "[[\"\r\n__exception__\r\nAAAAAAAAAAAAAAAA\r\nCode: 1. x\"]]", 1, &r);
+	T_OK(r.http_status == 200 && !r.err.code, "another tag: no error (%s)", r.err.str);
+	au_ch_response_release(&r);
+
+	/* cut with no word of why: a connection error, retried */
+	fake_query(HEAD, ROWS, 0, &r);
+	T_EQ_INT(r.err.code, AU_ECONN, "cut answer: AU_ECONN");
+	T_OK(strstr(r.err.str, "connection to 'http://127.0.0.1:") != NULL, "cut: %s", r.err.str);
+	T_EQ_INT(au_ch_retryable(&r), 1, "cut answer retryable");
+	au_ch_response_release(&r);
+
+	/* 200 with an exception code in the headers is no success */
+	fake_query("HTTP/1.1 200 OK\r\nX-ClickHouse-Exception-Code: 159\r\n"
+		   "Transfer-Encoding: chunked\r\n\r\n", ROWS, 1, &r);
+	T_EQ_INT(r.err.code, AU_ECLICKHOUSE, "200 with a code: AU_ECLICKHOUSE");
+	T_EQ_INT(r.ch_code, 159, "200 with a code: the code");
+	T_OK(strstr(r.err.str, "clickhouse error 159 at 'http://127.0.0.1:") != NULL, "%s", r.err.str);
+	au_ch_response_release(&r);
+}
+
 static void test_version(void)
 {
 	struct au_err err = { 0, "" };
@@ -546,6 +854,9 @@ int main(void)
 	test_async();
 	test_query_id_and_kill();
 	test_tasks();
+	test_errors_after_rows();
+	test_exception_texts();
+	test_tagged_exception();
 	test_version();
 
 	au_ch_free(ch);
