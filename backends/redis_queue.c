@@ -9,6 +9,7 @@
  *   au:{q}:sched   ZSET id -> run_at ms (delayed and retry-delayed)
  *   au:{q}:order   HASH id -> "<priority> <seq>" while scheduled
  *   au:{q}:batch:<token> SET ids leased by one lease call with that token
+ *                  ("<attempt>-<random>-<size of the set>")
  *   au:{q}:batches ZSET token -> lease deadline ms (server clock) of its batch
  *   au:{q}:tok     HASH id -> token, for leases extended on their own
  *   au:{q}:leased  ZSET id -> lease deadline ms, for the same
@@ -18,14 +19,21 @@
  *   au:{q}:err     HASH id -> last error or bury reason
  *   au:{q}:seq     STRING counter: FIFO among scheduled ones due together
  *   au:{q}:rescue  STRING throttle of the expired-lease sweep (SET NX PX)
+ *   au:{q}:wakelist LIST of wake tokens: one per computation made ready
+ *                  (up to WAKE_MAX per call, and at most WAKE_MAX kept)
  *   au:queues      SET of queue names
- *   au:{q}:wake    pub/sub channel, published when something became ready
  *
  * Every operation is one round trip per batch: a Lua script (EVALSHA, EVAL
- * when the server lost its script cache) or a pipeline. The scripts are the
- * files of backends/redis_scripts/, built in as C strings. Times come from
+ * when the server does not have it yet) or a pipeline. The scripts are the
+ * files of backends/redis_scripts/, built in as C strings; their SHA-1 is
+ * computed here, so opening a queue loads nothing. Times come from
  * redis.call('TIME'). Connections, AUTH, SELECT and messages are those of
  * redis/redis_client.h, shared with the Redis store.
+ *
+ * Waking: an idle worker's watch (on its loop) waits in BLPOP on the wake
+ * list, and each token wakes one worker, as BullMQ and Sidekiq do, where a
+ * pub/sub message woke every idle worker of the queue, all of them running
+ * a lease for one computation.
  */
 #include <poll.h>
 #include <stdio.h>
@@ -45,22 +53,29 @@
 #define RESCUE_THROTTLE_MS 1000  /* one sweep per queue per second, cluster-wide */
 #define REWATCH_MS 500           /* delay before the watch connection is retried */
 #define LUA_BATCH 1000           /* items per script call: unpack() stays far below Lua's limit */
+#define WAKE_MAX 32              /* wake tokens per script call, and kept in the wake list */
+#define SMALL_PUSH 16            /* a push of up to this many, of one queue and priority
+				    (and with or without run_at), sends its bodies in the script */
+#define BLOCK_SLICE_MS 5000      /* longest BLPOP of a blocking lease, under the command timeout */
 
 /* ---- the scripts ---- */
 
 /*
- * Every script gets the same KEYS (key_names below, in this order; the last
- * two are prefixes: of the ready lists, of the batch sets) and ARGV[1], the
- * queue's wake channel; redis_scripts/prelude.lua names them.
+ * Every script gets the same KEYS (key_names below, in this order; the
+ * 12th and 14th are prefixes: of the ready lists, of the batch sets) and
+ * ARGV[1], WAKE_MAX; redis_scripts/prelude.lua names them.
  *
  * Why the layout looks the way it does (all measured on Redis 7.0, where
  * moving a value between Lua and Redis costs about as much as the command
  * that uses it: the hot paths hand whole ARGV ranges and replies on with
  * unpack(), loop over them only to test them, and keep bodies out of Lua):
- * - A push is one MULTI: the script gets the ids only, and a plain HSET
- *   after it writes the bodies. A lease of more than 16 returns ids only,
- *   and its caller reads the bodies with a plain HMGET (for fewer, that
- *   second round trip costs more than it saves).
+ * - A push of more than SMALL_PUSH is one MULTI: the script gets the ids
+ *   only, and a plain HSET after it writes the bodies. A lease of more
+ *   than 16 returns ids only, and its caller reads the bodies with a plain
+ *   HMGET (for fewer, that second round trip costs more than it saves;
+ *   a small push sends its bodies in the script for the same reason, and
+ *   the count of new fields its HSET returns tells whether any id was
+ *   known, where the MULTI's script asks with an HMGET).
  * - Ready computations wait in one LIST per priority: RPUSH and LPOP cost a
  *   fraction of ZADD and ZPOPMIN, which also convert 16-digit scores.
  *   Cancelling a ready one is an LREM from the tail (recent ones are found
@@ -68,9 +83,11 @@
  *   attempts already made, so a lease never reads att.
  * - A lease call records its computations as one SET named by their token
  *   (one SADD), with one deadline for all of them in batches. The token is
- *   "<attempt>-<random>", one per lease call and attempt count; ack and the
- *   other fenced writes check their ids with one SMISMEMBER, remove them
- *   with one SREM and leave the whole reply to string.rep when all apply.
+ *   "<attempt>-<random>-<size>", one per lease call and attempt count; ack
+ *   and the other fenced writes check their ids with one SMISMEMBER (one id
+ *   alone: the SREM's count says), remove them with one SREM and leave the
+ *   whole reply to string.rep when all apply; a write that removed size ids
+ *   emptied the set and drops it from batches without asking.
  *   A per-id token and deadline (tok, leased) cost a ZADD, HSET, ZREM and
  *   HDEL per computation and a Lua loop to build and check them; only
  *   extend uses them, for the ids it gives a deadline of their own.
@@ -79,8 +96,12 @@
  *   where per-computation keys cost several calls per computation.
  * - Small hashes and sorted sets are listpacks, where every access walks
  *   the whole thing; tok and leased would stay there. A pin entry of 80
- *   bytes ("~" * 80; at +inf in leased), written by the first lease, makes
- *   Redis convert them to a hash table and a skiplist for good.
+ *   bytes ("~" * 80; at +inf in leased), written with every extend (as one
+ *   more field of the HSET and ZADD it makes anyway), makes Redis convert
+ *   them to a hash table and a skiplist for good.
+ * - A lease that finds nothing costs one EXISTS of sched and prios (an
+ *   idle worker's poll, and the leases a worker makes after each batch);
+ *   TIME only when something is scheduled or it leases some.
  * - Priority and max_attempts are read from the body (cmsgpack) on the rare
  *   paths that need them (retry, release, rescue, cancel, peek), so a push
  *   writes one hash field and one list entry per computation.
@@ -104,7 +125,7 @@ static const char *const script_bodies[SC_COUNT] = {
 
 static const char *const key_names[] = {
 	"prios", "sched", "leased", "dead", "seq", "rescue",
-	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:"
+	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:", "wakelist"
 };
 
 /* ---- state ---- */
@@ -126,13 +147,12 @@ struct rwatch;
 
 struct rq {
 	struct au_queue *q;
-	redisContext *c;            /* commands */
-	redisContext *sub;          /* blocking leases wait on it */
-	char *sub_channel;
+	redisContext *c;            /* commands; blocking leases wait in BLPOP on it */
 	int db;                     /* of the URL */
 	char *script[SC_COUNT];     /* the prelude and each script's own text */
-	char sha[SC_COUNT][41];     /* "" if SCRIPT LOAD was refused: send EVAL */
-	struct rwatch *watch;
+	char sha[SC_COUNT][41];     /* its SHA-1, the name EVALSHA knows it by */
+	char *listed;               /* the queue last added to au:queues, or NULL */
+	struct rwatch *watch;       /* the loop's: nothing else touches it */
 
 	/* the pipeline of the operation in progress */
 	struct arg *args;
@@ -146,14 +166,20 @@ struct rq {
 	int oom;
 };
 
+/* The watch: its own connection, on the caller's loop. It reads only what
+ * never changes after open (the URL, the database) from struct rq. */
 struct rwatch {
 	struct rq *r;
 	struct event_base *base;
 	redisAsyncContext *ac;      /* NULL between connections */
 	struct event *timer;        /* connect timeout, then reconnect delay */
-	char *queue, *channel;
+	char *queue, *list;         /* the queue, its wake list */
 	au_queue_wake_fn fn;
 	void *arg;
+	int setup;                  /* replies to AUTH, SELECT (or PING) still due */
+	int ready;                  /* connected, logged in, on the URL's database */
+	int waiting;                /* a BLPOP is outstanding */
+	int paused;                 /* watch_pause(1): issue no BLPOP, hand tokens on */
 	int down;                   /* an outage was logged */
 };
 
@@ -262,7 +288,7 @@ static void p_key(struct rq *r, const char *queue, const char *name)
 		p_push(r, NULL, off, r->arena.len - off);
 }
 
-/* numkeys, the keys of queue, then its wake channel as ARGV[1] */
+/* numkeys, the keys of queue, then WAKE_MAX as ARGV[1] */
 static void p_keys(struct rq *r, const char *queue)
 {
 	size_t i;
@@ -270,7 +296,7 @@ static void p_keys(struct rq *r, const char *queue)
 	p_i64(r, (int64_t)AU_ARRAY_SIZE(key_names));
 	for (i = 0; i < AU_ARRAY_SIZE(key_names); i++)
 		p_key(r, queue, key_names[i]);
-	p_key(r, queue, "wake");
+	p_i64(r, WAKE_MAX);
 }
 
 static void replies_free(struct rq *r, size_t from, size_t to)
@@ -330,7 +356,7 @@ static int conn_ready(struct rq *r)
 
 static void set_script(struct rq *r, const struct cmd *c, int eval)
 {
-	eval = eval || c->eval || !r->sha[c->script][0];
+	eval = eval || c->eval;
 	r->argv[c->first] = eval ? "EVAL" : "EVALSHA";
 	r->argvlen[c->first] = strlen(r->argv[c->first]);
 	r->argv[c->first + 1] = eval ? r->script[c->script] : r->sha[c->script];
@@ -413,55 +439,98 @@ again:
 
 /* ---- open / close ---- */
 
-/* The eviction policy (a queue must never lose keys) and the scripts, in one
- * round trip. */
+static uint32_t rol32(uint32_t x, int n)
+{
+	return x << n | x >> (32 - n);
+}
+
+static void sha1_block(uint32_t h[5], const unsigned char *p)
+{
+	uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f, k, t;
+	int i;
+
+	for (i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+		       (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+	for (; i < 80; i++)
+		w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+	for (i = 0; i < 80; i++) {
+		if (i < 20)
+			f = (b & c) | (~b & d), k = 0x5a827999;
+		else if (i < 40)
+			f = b ^ c ^ d, k = 0x6ed9eba1;
+		else if (i < 60)
+			f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+		else
+			f = b ^ c ^ d, k = 0xca62c1d6;
+		t = rol32(a, 5) + f + e + k + w[i];
+		e = d;
+		d = c;
+		c = rol32(b, 30);
+		b = a;
+		a = t;
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+	h[4] += e;
+}
+
+/* The SHA-1 of s in hex (FIPS 180-4): the name EVALSHA knows a script by,
+ * so no SCRIPT LOAD is needed; a server without the script answers
+ * NOSCRIPT, and roundtrip() sends it once as EVAL, which caches it. */
+static void sha1_hex(const char *s, char out[41])
+{
+	uint32_t h[5] = { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0 };
+	size_t len = strlen(s), full = len / 64 * 64, rest = len - full, tail, i;
+	uint64_t bits = (uint64_t)len * 8;
+	unsigned char last[128] = { 0 };
+
+	for (i = 0; i < full; i += 64)
+		sha1_block(h, (const unsigned char *)s + i);
+	memcpy(last, s + full, rest);
+	last[rest] = 0x80;
+	tail = rest + 9 <= 64 ? 64 : 128;
+	for (i = 0; i < 8; i++)
+		last[tail - 1 - i] = (unsigned char)(bits >> (8 * i));
+	for (i = 0; i < tail; i += 64)
+		sha1_block(h, last + i);
+	for (i = 0; i < 5; i++)
+		snprintf(out + 8 * i, 9, "%08x", (unsigned)h[i]);
+}
+
+/* The eviction policy: a queue must never lose keys. */
 static int check_server(struct rq *r)
 {
-	redisReply *rep[1 + SC_COUNT] = { NULL };
-	size_t i;
+	redisReply *rep = redisCommand(r->c, "CONFIG GET maxmemory-policy");
 	int rc = 0;
 
-	redisAppendCommand(r->c, "CONFIG GET maxmemory-policy");
-	for (i = 0; i < SC_COUNT; i++)
-		redisAppendCommand(r->c, "SCRIPT LOAD %s", r->script[i]);
-	for (i = 0; i < AU_ARRAY_SIZE(rep); i++)
-		if (redisGetReply(r->c, (void **)&rep[i]) != REDIS_OK) {
-			rc = conn_error(r, r->c, "lost connection to");
-			goto out;
-		}
-	if (rep[0]->type == REDIS_REPLY_ARRAY && rep[0]->elements == 2 &&
-	    rep[0]->element[1]->type == REDIS_REPLY_STRING) {
-		if (strcmp(rep[0]->element[1]->str, "noeviction")) {
+	if (!rep)
+		return conn_error(r, r->c, "lost connection to");
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+	    rep->element[1]->type == REDIS_REPLY_STRING) {
+		if (strcmp(rep->element[1]->str, "noeviction"))
 			rc = au_seterr(&r->q->err, AU_ESTATE,
 				       "redis at '%s' uses maxmemory-policy '%s': au needs 'noeviction'",
-				       r->q->url.text, rep[0]->element[1]->str);
-			goto out;
-		}
+				       r->q->url.text, rep->element[1]->str);
 	} else {
 		au_log(AU_LOG_WARN,
 		       "cannot check the maxmemory-policy of '%s' (%s): au needs 'noeviction'",
-		       r->q->url.text,
-		       rep[0]->type == REDIS_REPLY_ERROR ? rep[0]->str : "no such setting");
+		       r->q->url.text, rep->type == REDIS_REPLY_ERROR ? rep->str : "no such setting");
 	}
-	for (i = 0; i < SC_COUNT; i++)
-		if (rep[1 + i]->type == REDIS_REPLY_STRING && rep[1 + i]->len == 40)
-			memcpy(r->sha[i], rep[1 + i]->str, 41);
-out:
-	for (i = 0; i < AU_ARRAY_SIZE(rep); i++)
-		if (rep[i])
-			freeReplyObject(rep[i]);
+	freeReplyObject(rep);
 	return rc;
 }
 
 static void rq_unwatch(struct au_queue *q);
-static void sub_drop(struct rq *r);
 
 static void rq_free(struct rq *r)
 {
 	size_t i;
 
 	conn_drop(r);
-	sub_drop(r);
+	free(r->listed);
 	for (i = 0; i < SC_COUNT; i++)
 		free(r->script[i]);
 	free(r->args);
@@ -483,11 +552,13 @@ static int rq_open(struct au_queue *q, const struct au_url *url)
 	r->q = q;
 	if (au_redis_db(url, &r->db, &q->err) < 0)
 		goto fail;
-	for (i = 0; i < SC_COUNT; i++)
+	for (i = 0; i < SC_COUNT; i++) {
 		if (!(r->script[i] = au_asprintf("%s%s", au_lua_prelude, script_bodies[i]))) {
 			oom(q);
 			goto fail;
 		}
+		sha1_hex(r->script[i], r->sha[i]);
+	}
 	r->c = conn_new(r);
 	if (!r->c || check_server(r) < 0)
 		goto fail;
@@ -607,6 +678,54 @@ static int push_check(struct rq *r, char *fresh, int *again)
 	return 0;
 }
 
+/*
+ * A push of one group of up to SMALL_PUSH: the script gets the ids and the
+ * bodies and is all or nothing on its own, so no MULTI; before it, the SADD
+ * to au:queues, sent once per handle and queue (while it pushes to one).
+ */
+static int push_small(struct rq *r, const struct au_computation *cs, size_t n,
+		      const struct au_buf *bodies, const size_t *off)
+{
+	const char *queue = au_queue_name(cs[0].queue);
+	int list = !r->listed || strcmp(r->listed, queue);
+	size_t i;
+
+	p_reset(r);
+	if (list) {
+		p_cmd(r, -1);
+		p_str(r, "SADD");
+		p_str(r, "au:queues");
+		p_str(r, queue);
+	}
+	p_cmd(r, SC_PUSH);
+	p_keys(r, queue);
+	p_i64(r, cs[0].priority);
+	p_i64(r, (int64_t)n);
+	p_str(r, "body");
+	for (i = 0; i < n; i++)
+		p_str(r, cs[i].id);
+	for (i = 0; cs[0].run_at_ms && i < n; i++)
+		p_i64(r, (int64_t)cs[i].run_at_ms);
+	for (i = 0; i < n; i++) {
+		p_str(r, cs[i].id);
+		p_bin(r, bodies->data + off[i], off[i + 1] - off[i]);
+	}
+	/* pushing again is harmless: known ids are left alone */
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	if (r->rep[r->ncmds - 1]->type != REDIS_REPLY_INTEGER) {
+		replies_free(r, 0, r->ncmds);
+		return bad_reply(r, "push");
+	}
+	replies_free(r, 0, r->ncmds);
+	if (list) {
+		/* out of memory: the next push sends the SADD again */
+		free(r->listed);
+		r->listed = au_strdup(queue);
+	}
+	return 0;
+}
+
 static int rq_push(struct au_queue *q, const struct au_computation *cs, size_t n)
 {
 	struct rq *r = q->ctx;
@@ -625,6 +744,12 @@ static int rq_push(struct au_queue *q, const struct au_computation *cs, size_t n
 			goto out;
 	}
 	off[n] = bodies.len;
+	for (i = 1; i < n && same_group(&cs[0], &cs[i]); i++)
+		;
+	if (n && n <= SMALL_PUSH && i == n) {
+		rc = push_small(r, cs, n, &bodies, off);
+		goto out;
+	}
 	for (tries = 0; n && (!tries || again); tries++) {
 		push_build(r, cs, n, &bodies, off, grp, done, tries ? fresh : NULL, tries);
 		/* pushing again is harmless: known ids are left alone */
@@ -688,6 +813,17 @@ static int lease_lists(const redisReply *rep, size_t max, redisReply ***ids, red
 	return 0;
 }
 
+/* How many of atts[0..n) are a: the size of the batch set of that attempt
+ * count, which ends its token. */
+static size_t batch_size(redisReply **atts, size_t n, long long a)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < n; i++)
+		k += atts[i]->integer == a;
+	return k;
+}
+
 /*
  * One lease: the script leases the ids and returns their bodies when there
  * are few; otherwise an HMGET reads them (a second round trip, but passing
@@ -701,7 +837,7 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 	char rnd[17];
 	redisReply *lr, **ids, **atts, **bodies;
 	struct au_ref *ghosts = NULL;
-	size_t i, got, nghosts = 0;
+	size_t i, got, nghosts = 0, size = 0;
 	int rc = -1, fetched = 0;
 
 	*n = 0;
@@ -750,6 +886,11 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		uint32_t attempts = atts ? (uint32_t)atts[i]->integer : 1;
 		struct au_ref *ref;
 
+		if (!atts)
+			size = got;
+		else if (!i || atts[i]->integer != atts[i - 1]->integer)
+			size = batch_size(atts, got, atts[i]->integer);
+
 		if (b->type == REDIS_REPLY_STRING) {
 			out[*n].body = malloc(b->len ? b->len : 1);
 			if (!out[*n].body)
@@ -765,7 +906,7 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		}
 		memcpy(ref->id, ids[i]->str, ids[i]->len + 1);
 		/* as the script named its batch */
-		snprintf(ref->token, sizeof(ref->token), "%u-%s", attempts, rnd);
+		snprintf(ref->token, sizeof(ref->token), "%u-%s-%zu", attempts, rnd, size);
 	}
 	if (fetched)
 		replies_free(r, 0, 1);
@@ -792,55 +933,30 @@ out:
 	return rc;
 }
 
-static void sub_drop(struct rq *r)
+/* Waits up to wait_ms (at most BLOCK_SLICE_MS) in BLPOP on the wake list
+ * of queue: a token, or the time, ends it. */
+static int wait_token(struct rq *r, const char *queue, int64_t wait_ms)
 {
-	if (r->sub)
-		redisFree(r->sub);
-	r->sub = NULL;
-	free(r->sub_channel);
-	r->sub_channel = NULL;
-}
+	char secs[32];
 
-/* A new subscriber connection, listening on channel. */
-static int sub_open(struct rq *r, const char *channel)
-{
-	sub_drop(r);
-	if (!(r->sub_channel = au_strdup(channel)))
-		return oom(r->q);
-	r->sub = conn_new(r);
-	if (!r->sub || au_redis_command(r->sub, &r->q->url, 2, (const char *[]){ "SUBSCRIBE", channel },
-					&r->q->err) < 0) {
-		sub_drop(r);
+	if (wait_ms > BLOCK_SLICE_MS)
+		wait_ms = BLOCK_SLICE_MS;
+	if (wait_ms < 1)
+		wait_ms = 1;
+	/* not %f: a locale could make the point a comma */
+	snprintf(secs, sizeof(secs), "%lld.%03lld", (long long)(wait_ms / 1000),
+		 (long long)(wait_ms % 1000));
+	p_reset(r);
+	p_cmd(r, -1);
+	p_str(r, "BLPOP");
+	p_key(r, queue, "wakelist");
+	p_str(r, secs);
+	/* sent again after a broken connection: a token lost with it only
+	 * wakes nobody, and the lease after it looks anyway */
+	if (roundtrip(r, 1) < 0)
 		return -1;
-	}
+	replies_free(r, 0, 1);
 	return 0;
-}
-
-/* Consumes what the subscriber connection received, waiting up to wait_ms
- * for the first message (0: only what is there). A broken connection is
- * dropped: the caller leases again, then subscribes anew. */
-static void sub_read(struct rq *r, int wait_ms)
-{
-	int got = 0;
-
-	if (!r->sub)
-		return;
-	for (;;) {
-		struct pollfd pfd = { r->sub->fd, POLLIN, 0 };
-		void *msg;
-
-		while (redisReaderGetReply(r->sub->reader, &msg) == REDIS_OK && msg) {
-			freeReplyObject(msg);
-			got = 1;
-		}
-		if (r->sub->reader->err)
-			break;
-		if (poll(&pfd, 1, got ? 0 : wait_ms) <= 0)
-			return;
-		if (redisBufferRead(r->sub) != REDIS_OK)
-			break;
-	}
-	sub_drop(r);
 }
 
 static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
@@ -848,7 +964,6 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 {
 	struct rq *r = q->ctx;
 	uint64_t deadline = au_mono_us() + (uint64_t)block_ms * 1000;
-	char *channel = NULL;
 	int rc = 0;
 
 	*n = 0;
@@ -860,9 +975,6 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 		long long dropped = 0;
 		uint64_t now;
 
-		/* wake-ups sent before this lease are answered by it; draining
-		 * them also keeps them from piling up between calls */
-		sub_read(r, 0);
 		if ((rc = lease_once(r, queue, max, lease_ms, out, n, &next_due_ms, &dropped)) < 0 ||
 		    *n)
 			break;
@@ -871,23 +983,14 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 			continue;
 		if (!block_ms || (now = au_mono_us()) >= deadline)
 			break;
-		if (!channel && !(channel = au_asprintf("au:{%s}:wake", queue))) {
-			rc = oom(q);
-			break;
-		}
-		if (!r->sub || strcmp(r->sub_channel, channel)) {
-			/* subscribe, then lease again: no push can slip in between */
-			if ((rc = sub_open(r, channel)) < 0)
-				break;
-			continue;
-		}
-		/* a scheduled computation falling due publishes nothing */
+		/* a push made after that lease left a token: no push slips in
+		 * between; a scheduled one falling due leaves none */
 		wait_ms = (int64_t)((deadline - now + 999) / 1000);
 		if (next_due_ms >= 0 && next_due_ms < wait_ms)
 			wait_ms = next_due_ms;
-		sub_read(r, (int)wait_ms);
+		if ((rc = wait_token(r, queue, wait_ms)) < 0)
+			break;
 	}
-	free(channel);
 	return rc;
 }
 
@@ -1143,7 +1246,17 @@ static int rq_queues(struct au_queue *q, char ***names, size_t *n)
 	return 0;
 }
 
-/* ---- watch: a subscriber on the caller's event loop ---- */
+/* ---- watch: BLPOP on the wake list, on the caller's event loop ---- */
+
+/*
+ * The watch connection logs in and selects the URL's database (a list,
+ * unlike a pub/sub channel, is in one), then waits in BLPOP <list> 0: no
+ * timeout, so an idle worker costs the server nothing; a server that goes
+ * away closes the connection or fails TCP keepalive, and the watch connects
+ * again. Each token wakes one watch; one that comes while paused is pushed
+ * back for another worker. Everything here runs on the loop and touches
+ * only the watch and its connection.
+ */
 
 static void watch_connect(struct rwatch *w);
 
@@ -1159,7 +1272,42 @@ static void watch_later(struct rwatch *w, const char *why)
 	evtimer_add(w->timer, &tv);
 }
 
-static void watch_message(redisAsyncContext *ac, void *reply, void *privdata)
+/* Gives up the connection after an error reply: hiredis frees it once the
+ * callback returns, and watch_disconnected connects again later. */
+static void watch_fail(struct rwatch *w, redisAsyncContext *ac, const char *why)
+{
+	watch_later(w, why);
+	redisAsyncFree(ac);
+}
+
+static void watch_token(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void watch_blpop(struct rwatch *w)
+{
+	const char *argv[3] = { "BLPOP", w->list, "0" };
+
+	if (redisAsyncCommandArgv(w->ac, watch_token, NULL, 3, argv, NULL) == REDIS_OK)
+		w->waiting = 1;
+}
+
+/* Logged in and on the database: waits, and wakes once for what came
+ * while it was not waiting (as the first watch, and after an outage),
+ * unless paused: the worker leases anyway when it has room again. */
+static void watch_up(struct rwatch *w)
+{
+	w->ready = 1;
+	if (w->down)
+		au_log(AU_LOG_INFO, "watching queue '%s' of '%s' again", w->queue,
+		       w->r->q->url.text);
+	w->down = 0;
+	if (w->paused)
+		return;
+	watch_blpop(w);
+	/* last: fn may unwatch */
+	w->fn(w->arg);
+}
+
+static void watch_token(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct rwatch *w = ac->data;
 	redisReply *rep = reply;
@@ -1168,18 +1316,37 @@ static void watch_message(redisAsyncContext *ac, void *reply, void *privdata)
 	/* NULL replies come while the context is being freed */
 	if (!w || !rep)
 		return;
+	w->waiting = 0;
 	if (rep->type == REDIS_REPLY_ERROR) {
-		watch_later(w, rep->str);
-		redisAsyncDisconnect(ac);
-	} else if (rep->type == REDIS_REPLY_ARRAY) {
-		/* the subscribe confirmation wakes too: pushes made while not
-		 * subscribed are covered */
-		if (w->down)
-			au_log(AU_LOG_INFO, "watching queue '%s' of '%s' again", w->queue,
-			       w->r->q->url.text);
-		w->down = 0;
-		w->fn(w->arg);
+		watch_fail(w, ac, rep->str);
+		return;
 	}
+	if (w->paused) {
+		/* meant for a worker with room: another one gets it */
+		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+		    rep->element[1]->type == REDIS_REPLY_STRING)
+			redisAsyncCommand(ac, NULL, NULL, "LPUSH %s %b", w->list, rep->element[1]->str,
+					  rep->element[1]->len);
+		return;
+	}
+	watch_blpop(w);
+	/* last: fn may unwatch */
+	if (rep->type == REDIS_REPLY_ARRAY)
+		w->fn(w->arg);
+}
+
+static void watch_setup(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rwatch *w = ac->data;
+	redisReply *rep = reply;
+
+	(void)privdata;
+	if (!w || !rep)
+		return;
+	if (rep->type == REDIS_REPLY_ERROR)
+		watch_fail(w, ac, rep->str);
+	else if (!--w->setup)
+		watch_up(w);
 }
 
 static void watch_connected(const redisAsyncContext *ac, int status)
@@ -1205,6 +1372,16 @@ static void watch_disconnected(const redisAsyncContext *ac, int status)
 	if (!w)
 		return;
 	w->ac = NULL;
+	w->ready = 0;
+	if (w->paused && !w->waiting && !w->down) {
+		/* idle while paused (the server's timeout closes such
+		 * connections): connected again quietly, as on an outage */
+		struct timeval tv = { 0, REWATCH_MS * 1000 };
+
+		evtimer_add(w->timer, &tv);
+		return;
+	}
+	w->waiting = 0;
 	watch_later(w, ac->err ? ac->errstr : "disconnected");
 }
 
@@ -1234,8 +1411,10 @@ static void watch_connect(struct rwatch *w)
 			      AU_REDIS_CONNECT_TIMEOUT_MS % 1000 * 1000 };
 	redisAsyncContext *ac = redisAsyncConnect(url->host, au_redis_port(url));
 	const char *auth[3];
+	char db[16];
 	int argc;
 
+	w->setup = w->ready = w->waiting = 0;
 	if (!ac || ac->err) {
 		watch_later(w, ac ? ac->errstr : "out of memory");
 		if (ac)
@@ -1247,12 +1426,27 @@ static void watch_connect(struct rwatch *w)
 	redisAsyncSetConnectCallback(ac, watch_connected);
 	redisAsyncSetDisconnectCallback(ac, watch_disconnected);
 	redisEnableKeepAlive(&ac->c);
-	/* queued until the connection is up; no SELECT: pub/sub ignores
-	 * databases */
-	if ((argc = au_redis_auth_argv(url, auth)))
-		redisAsyncCommandArgv(ac, watch_message, NULL, argc, auth, NULL);
-	redisAsyncCommandArgv(ac, watch_message, NULL, 2, (const char *[]){ "SUBSCRIBE", w->channel },
-			      NULL);
+	/* queued until the connection is up; BLPOP waits for their replies,
+	 * so that it never waits in another database. Without either, a PING:
+	 * watch_up() then runs in a reply's callback too, where fn may free
+	 * the context (not in the connect callback). */
+	if ((argc = au_redis_auth_argv(url, auth)) &&
+	    redisAsyncCommandArgv(ac, watch_setup, NULL, argc, auth, NULL) == REDIS_OK)
+		w->setup++;
+	snprintf(db, sizeof(db), "%d", w->r->db);
+	if (w->r->db &&
+	    redisAsyncCommandArgv(ac, watch_setup, NULL, 2, (const char *[]){ "SELECT", db }, NULL) ==
+		    REDIS_OK)
+		w->setup++;
+	if (!argc && !w->r->db &&
+	    redisAsyncCommandArgv(ac, watch_setup, NULL, 1, (const char *[]){ "PING" }, NULL) ==
+		    REDIS_OK)
+		w->setup++;
+	if (!w->setup) {
+		watch_later(w, "out of memory");
+		redisAsyncFree(ac);
+		return;
+	}
 	w->ac = ac;
 	evtimer_add(w->timer, &tv);
 }
@@ -1267,11 +1461,11 @@ static int rq_watch(struct au_queue *q, const char *queue, struct event_base *ba
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
 	w = calloc(1, sizeof(*w));
 	if (!w || !(w->queue = au_strdup(au_queue_name(queue))) ||
-	    !(w->channel = au_asprintf("au:{%s}:wake", w->queue)) ||
+	    !(w->list = au_asprintf("au:{%s}:wakelist", w->queue)) ||
 	    !(w->timer = evtimer_new(base, watch_timer, w))) {
 		if (w) {
 			free(w->queue);
-			free(w->channel);
+			free(w->list);
 		}
 		free(w);
 		return oom(q);
@@ -1285,6 +1479,19 @@ static int rq_watch(struct au_queue *q, const char *queue, struct event_base *ba
 	return 0;
 }
 
+static void rq_watch_pause(struct au_queue *q, int paused)
+{
+	struct rq *r = q->ctx;
+	struct rwatch *w = r->watch;
+
+	if (!w)
+		return;
+	w->paused = paused != 0;
+	/* a BLPOP still outstanding stays: its token is handed on */
+	if (!w->paused && w->ready && !w->waiting)
+		watch_blpop(w);
+}
+
 static void rq_unwatch(struct au_queue *q)
 {
 	struct rq *r = q->ctx;
@@ -1293,13 +1500,15 @@ static void rq_unwatch(struct au_queue *q)
 	if (!w)
 		return;
 	if (w->ac) {
-		/* callbacks still due from hiredis find no watch */
+		/* callbacks still due from hiredis find no watch; a token the
+		 * server sent the BLPOP meanwhile is lost with the connection
+		 * (a worker's poll finds its computation) */
 		w->ac->data = NULL;
 		redisAsyncFree(w->ac);
 	}
 	event_free(w->timer);
 	free(w->queue);
-	free(w->channel);
+	free(w->list);
 	free(w);
 	r->watch = NULL;
 }
@@ -1323,4 +1532,5 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.queues = rq_queues,
 	.watch = rq_watch,
 	.unwatch = rq_unwatch,
+	.watch_pause = rq_watch_pause,
 };

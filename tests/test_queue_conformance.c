@@ -539,6 +539,44 @@ static void test_watch(struct au_queue *q)
 	event_base_free(w.base);
 }
 
+/* A paused watch is not woken: the wake-up goes to a watch with room
+ * (backends without watch_pause wake every watcher). */
+static void test_watch_pause(struct au_queue *q)
+{
+	struct event_base *base = event_base_new();
+	struct t_waker a = { base, 0, 0, 0 }, b = { base, 0, 0, 0 };
+	struct au_queue *other;
+	char name[64];
+
+	t_queue_name(name, "conf", "pause");
+	if (!q->ops->watch || !q->ops->watch_pause) {
+		T_OK(1, "watch_pause: not implemented (every watcher wakes)");
+		event_base_free(base);
+		return;
+	}
+	other = t_open_queue(url);
+	T_OK(au_queue_watch(q, name, base, t_on_wake, &a) == 0 &&
+	     au_queue_watch(other, name, base, t_on_wake, &b) == 0, "watch_pause: two watches");
+	T_OK(t_run_until(&a, &a.calls, 1, 5000) && t_run_until(&b, &b.calls, 1, 5000),
+	     "watch_pause: both woke once watching");
+	au_queue_watch_pause(q, 1);
+	a.calls = 0;
+	T_OK(t_wake_by_push(&b, url, name), "watch_pause: a push wakes the watch with room");
+	t_run_until(&a, &a.calls, 1, 300);
+	EQ(a.calls, 0, "watch_pause: not the paused one");
+	au_queue_watch_pause(q, 0);
+	au_queue_watch_pause(other, 1);
+	b.calls = 0;
+	T_OK(t_wake_by_push(&a, url, name), "watch_pause: resumed, it is woken again");
+	t_run_until(&b, &b.calls, 1, 300);
+	EQ(b.calls, 0, "watch_pause: and the other, paused now, is not");
+	au_queue_watch_pause(other, 0);
+	au_queue_unwatch(q);
+	au_queue_close(other);
+	au_queue_watch_pause(q, 1);   /* no watch: nothing to pause */
+	event_base_free(base);
+}
+
 struct leaser {
 	const char *name;
 	char (*ids)[AU_ID_SIZE];
@@ -642,6 +680,7 @@ static void run_suite(const char *u)
 	test_cancel(q);
 	test_stats_queues(q);
 	test_watch(q);
+	test_watch_pause(q);
 	test_concurrent(q);
 	au_queue_close(q);
 }

@@ -114,7 +114,7 @@ static void test_redis_by_hand(struct au_queue *q, redisContext *c)
 	     raw(c, "HSET au:{%s}:body %s %b", name, hand.id, body.data, body.len) == 0 &&
 	     raw(c, "RPUSH au:{%s}:ready:5 %s", name, hand.id) == 0 &&
 	     raw(c, "ZADD au:{%s}:prios -5 5", name) == 0 && raw(c, "EXEC") == 0 &&
-	     raw(c, "PUBLISH au:{%s}:wake 1", name) == 0 &&
+	     raw(c, "LPUSH au:{%s}:wakelist 1", name) == 0 &&
 	     raw(c, "SADD au:queues %s", name) == 0, "enqueue by hand");
 	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	T_OK(n == 2 && !strcmp(l[0].ref.id, hand.id) && l[0].attempts == 1,
@@ -137,7 +137,7 @@ static long long raw_int(redisContext *c, const char *fmt, const char *name)
 	return v;
 }
 
-/* Done computations leave nothing behind but the pins. */
+/* Done computations leave nothing behind but the pins (of extend). */
 static void test_redis_clean(struct au_queue *q, redisContext *c)
 {
 	struct au_computation cs[2];
@@ -161,6 +161,7 @@ static void test_redis_clean(struct au_queue *q, redisContext *c)
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
 	t_leases_release(l, n);
+	T_OK(n == 2 && au_queue_extend(q, name, refs, 1, LONG_LEASE, NULL) == 0, "extend one");
 	T_OK(n == 2 && au_queue_ack(q, name, refs, 2, NULL) == 0, "ack both");
 	EQ(raw_int(c, "HLEN au:{%s}:body", name), 0, "no body left");
 	EQ(raw_int(c, "HLEN au:{%s}:att", name), 0, "no attempts left");
@@ -170,12 +171,66 @@ static void test_redis_clean(struct au_queue *q, redisContext *c)
 	t_computations_release(cs, 2);
 }
 
+/* Pushed again, in every state, in a big push (a MULTI) and alone (the
+ * script writes the body): the queue stays as it was. */
+static void test_redis_push_again(struct au_queue *q)
+{
+	enum { N = 20 };
+	struct au_computation cs[N];
+	struct au_queue_stats st;
+	struct au_lease l[3];
+	const char *why = "no";
+	uint64_t delay = 0;
+	char name[64];
+	size_t n, i;
+	int ok = 1;
+
+	t_queue_name(name, "redis", "again");
+	for (i = 0; i < N; i++)
+		t_computation(&cs[i], name, (int)i);
+	cs[N - 1].run_at_ms = au_now_ms() + 600000;
+	au_queue_push(q, cs, N);
+	n = t_lease(q, name, 3, LONG_LEASE, 0, l);
+	T_OK(n == 3 && au_queue_retry(q, name, &l[1].ref, 1, &delay, &why, NULL) == 0 &&
+	     au_queue_bury(q, name, &l[2].ref, 1, &why, NULL) == 0,
+	     "again: one leased, one retried, one dead, one scheduled, the rest ready");
+	t_leases_release(l, n);
+	T_OK(au_queue_push(q, cs, N) == 0, "again: all of them in one push (%s)", q->err.str);
+	for (i = 0; i < N; i++)
+		ok &= au_queue_push(q, &cs[i], 1) == 0;
+	T_OK(ok, "again: each alone (%s)", q->err.str);
+	st = t_stats(q, name);
+	T_OK(st.ready == N - 3 && st.scheduled == 1 && st.leased == 1 && st.dead == 1,
+	     "again: nothing moved, nothing doubled (%llu/%llu/%llu/%llu)",
+	     (unsigned long long)st.ready, (unsigned long long)st.scheduled,
+	     (unsigned long long)st.leased, (unsigned long long)st.dead);
+	t_computations_release(cs, N);
+}
+
+/* How often the server ran cmd (INFO commandstats), -1 if unknown. */
+static long long cmd_calls(redisContext *c, const char *cmd)
+{
+	redisReply *r = redisCommand(c, "INFO commandstats");
+	char key[64];
+	const char *p;
+	long long v = -1;
+
+	snprintf(key, sizeof(key), "cmdstat_%s:calls=", cmd);
+	if (r && r->type == REDIS_REPLY_STRING)
+		v = (p = strstr(r->str, key)) ? atoll(p + strlen(key)) : 0;
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
 /* A server that lost its scripts, then our connection. */
 static void test_redis_recovery(struct au_queue *q, redisContext *c)
 {
 	struct au_computation comp;
+	struct au_queue *other;
 	struct au_lease l[4];
 	char name[64];
+	long long loads, evals;
 	size_t n;
 
 	t_queue_name(name, "redis", "recovery");
@@ -185,6 +240,16 @@ static void test_redis_recovery(struct au_queue *q, redisContext *c)
 	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	EQ(n, 1, "lease after SCRIPT FLUSH");
 	t_leases_release(l, n);
+	evals = cmd_calls(c, "eval");
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
+	EQ(n, 0, "another lease");
+	T_OK(evals > 0 && cmd_calls(c, "eval") == evals,
+	     "it is an EVALSHA the server answers: the SHA-1 computed at open is Redis' own");
+	t_leases_release(l, n);
+	loads = cmd_calls(c, "script|load");
+	other = t_open_queue(q->url.text);
+	T_OK(loads >= 0 && cmd_calls(c, "script|load") == loads, "opening a queue loads no script");
+	au_queue_close(other);
 	T_OK(raw(c, "CLIENT KILL TYPE normal SKIPME yes") == 0, "kill the backend's connection");
 	T_OK(au_queue_cancel(q, name, comp.id) < 0 && q->err.code == AU_ESTATE,
 	     "a non-idempotent call after the kill works (%s)", q->err.str);
@@ -208,6 +273,59 @@ static void test_redis_eviction(struct au_queue *q, redisContext *c)
 	T_OK(raw(c, "CONFIG SET maxmemory-policy noeviction") == 0, "policy restored");
 }
 
+/* Connections blocked in BLPOP (the watches') now, -1 if unknown. */
+static long long blocked(redisContext *c)
+{
+	redisReply *r = redisCommand(c, "INFO clients");
+	const char *p;
+	long long v = -1;
+
+	if (r && r->type == REDIS_REPLY_STRING && (p = strstr(r->str, "blocked_clients:")))
+		v = atoll(p + strlen("blocked_clients:"));
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+/* Kills the connections blocked in BLPOP; how many. */
+static int kill_blocked(redisContext *c)
+{
+	redisReply *r = redisCommand(c, "CLIENT LIST");
+	const char *line;
+	int killed = 0;
+
+	for (line = r && r->type == REDIS_REPLY_STRING ? r->str : NULL; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		const char *end = strchr(line, '\n'), *cmd = strstr(line, " cmd=blpop ");
+
+		if (cmd && (!end || cmd < end) && !strncmp(line, "id=", 3) &&
+		    raw(c, "CLIENT KILL ID %lld", atoll(line + 3)) == 0)
+			killed++;
+	}
+	if (r)
+		freeReplyObject(r);
+	return killed;
+}
+
+/* Runs base for ms. */
+static void run_ms(struct event_base *base, unsigned ms)
+{
+	struct timeval tv = { ms / 1000, ms % 1000 * 1000 };
+
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+/* Runs base until the server has want connections blocked (or 5 s). */
+static int run_until_blocked(redisContext *c, struct event_base *base, long long want)
+{
+	int i;
+
+	for (i = 0; i < 250 && blocked(c) != want; i++)
+		run_ms(base, 20);
+	return blocked(c) == want;
+}
+
 /* The watch connection is killed: it comes back and wakes again. */
 static void test_redis_watch(struct au_queue *q, redisContext *c)
 {
@@ -217,13 +335,145 @@ static void test_redis_watch(struct au_queue *q, redisContext *c)
 
 	t_queue_name(name, "redis", "rewatch");
 	au_queue_watch(q, name, w.base, t_on_wake, &w);
-	T_OK(t_run_until(&w, &w.calls, 1, 5000), "redis watch: subscribed");
-	T_OK(raw(c, "CLIENT KILL TYPE pubsub") == 0, "redis watch: connection killed");
+	T_OK(t_run_until(&w, &w.calls, 1, 5000), "redis watch: up");
+	T_OK(run_until_blocked(c, w.base, 1), "redis watch: waiting in BLPOP");
+	EQ(kill_blocked(c), 1, "redis watch: connection killed");
 	calls = w.calls;
-	T_OK(t_run_until(&w, &w.calls, calls + 1, 5000), "redis watch: subscribed again");
+	T_OK(t_run_until(&w, &w.calls, calls + 1, 5000), "redis watch: up again");
 	T_OK(t_wake_by_push(&w, url, name), "redis watch: a push wakes the loop after the reconnect");
 	au_queue_unwatch(q);
 	event_base_free(w.base);
+}
+
+struct wake_count {
+	int calls;
+};
+
+static void count_wake(void *arg)
+{
+	((struct wake_count *)arg)->calls++;
+}
+
+static long long llen(redisContext *c, const char *name)
+{
+	redisReply *r = redisCommand(c, "LLEN au:{%s}:wakelist", name);
+	long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+/*
+ * Wake one, not all: W watches of one queue, each on a handle of its own,
+ * as W idle workers. A push of one computation wakes one of them, a push of
+ * three wakes three; a paused watch hands the token it gets to another and
+ * is not woken; with all paused the token waits in the wake list for the
+ * first to resume.
+ */
+static void test_redis_wake_one(struct au_queue *q, redisContext *c)
+{
+	enum { W = 4 };
+	struct event_base *base = event_base_new();
+	struct au_queue *ws[W];
+	struct wake_count cnt[W];
+	struct au_computation cs[3];
+	char name[64];
+	int i, total, woken;
+
+	t_queue_name(name, "redis", "wakeone");
+	for (i = 0; i < W; i++) {
+		ws[i] = t_open_queue(url);
+		cnt[i].calls = 0;
+		au_queue_watch(ws[i], name, base, count_wake, &cnt[i]);
+	}
+	T_OK(run_until_blocked(c, base, W), "wake one: %d watches wait in BLPOP", (int)W);
+	for (i = 0, total = 0; i < W; i++)
+		total += cnt[i].calls;
+	EQ(total, W, "wake one: each woke once when it came up");
+
+	for (i = 0; i < W; i++)
+		cnt[i].calls = 0;
+	t_computation(&cs[0], name, 0);
+	t_push1(q, &cs[0]);
+	run_ms(base, 300);
+	for (i = 0, total = 0; i < W; i++)
+		total += cnt[i].calls;
+	EQ(total, 1, "wake one: a push of one computation wakes one watch of 4");
+	T_OK(run_until_blocked(c, base, W), "wake one: it waits again");
+	au_computation_release(&cs[0]);
+
+	for (i = 0; i < W; i++) {
+		cnt[i].calls = 0;
+		if (i < 3)
+			t_computation(&cs[i], name, i + 1);
+	}
+	au_queue_push(q, cs, 3);
+	run_ms(base, 300);
+	for (i = 0, total = 0, woken = 0; i < W; i++) {
+		total += cnt[i].calls;
+		woken += cnt[i].calls == 1;
+	}
+	T_OK(total == 3 && woken == 3, "wake one: a push of three wakes three watches, once each "
+	     "(%d wakes, %d woken)", total, woken);
+	t_computations_release(cs, 3);
+
+	for (i = 0; i < W; i++) {
+		cnt[i].calls = 0;
+		if (i)
+			au_queue_watch_pause(ws[i], 1);
+	}
+	t_computation(&cs[0], name, 4);
+	t_push1(q, &cs[0]);
+	run_ms(base, 300);
+	for (i = 1, total = 0; i < W; i++)
+		total += cnt[i].calls;
+	T_OK(cnt[0].calls == 1 && total == 0, "wake one: the paused watches are not woken; "
+	     "the one with room is (%d, %d)", cnt[0].calls, total);
+	EQ(llen(c, name), 0, "wake one: the token went to it");
+	au_computation_release(&cs[0]);
+
+	cnt[0].calls = 0;
+	au_queue_watch_pause(ws[0], 1);
+	t_computation(&cs[0], name, 5);
+	t_push1(q, &cs[0]);
+	run_ms(base, 300);
+	for (i = 0, total = 0; i < W; i++)
+		total += cnt[i].calls;
+	EQ(total, 0, "wake one: all paused, none is woken");
+	EQ(llen(c, name), 1, "wake one: the token waits in the wake list");
+	EQ(blocked(c), 0, "wake one: no paused watch waits in BLPOP once the token came back");
+	au_queue_watch_pause(ws[2], 0);
+	run_ms(base, 300);
+	for (i = 0, total = 0; i < W; i++)
+		total += cnt[i].calls;
+	T_OK(cnt[2].calls == 1 && total == 1, "wake one: the first to resume gets it (%d of %d)",
+	     cnt[2].calls, total);
+	EQ(llen(c, name), 0, "wake one: the wake list is empty again");
+	au_computation_release(&cs[0]);
+
+	for (i = 0; i < W; i++)
+		au_queue_close(ws[i]);
+	event_base_free(base);
+}
+
+/* Tokens nobody takes stay, but no more than a few dozen. */
+static void test_redis_wake_bound(struct au_queue *q, redisContext *c)
+{
+	struct au_computation cs[100];
+	char name[64];
+	int i;
+
+	t_queue_name(name, "redis", "wakebound");
+	for (i = 0; i < 100; i++)
+		t_computation(&cs[i], name, i);
+	T_OK(au_queue_push(q, cs, 60) == 0, "wake bound: push 60");
+	EQ(llen(c, name), 32, "wake bound: 32 tokens for them");
+	for (i = 60; i < 100; i++)
+		t_push1(q, &cs[i]);
+	EQ(llen(c, name), 32, "wake bound: still 32 after 40 more");
+	EQ(t_stats(q, name).ready, 100, "wake bound: all 100 ready");
+	t_computations_release(cs, 100);
 }
 
 static void test_redis(struct au_queue *q)
@@ -235,9 +485,12 @@ static void test_redis(struct au_queue *q)
 	test_redis_garbage(q, c);
 	test_redis_by_hand(q, c);
 	test_redis_clean(q, c);
+	test_redis_push_again(q);
 	test_redis_recovery(q, c);
 	test_redis_eviction(q, c);
 	test_redis_watch(q, c);
+	test_redis_wake_one(q, c);
+	test_redis_wake_bound(q, c);
 	redisFree(c);
 }
 
@@ -410,7 +663,9 @@ static void test_same_behaviour(redisContext *c)
 	struct au_store *s;
 	struct t_waker w = { event_base_new(), 0, 0, 0 };
 	struct au_record r, out;
+	struct au_queue *other;
 	char name[64];
+	int calls;
 
 	u = with("", "/x");
 	prefix = au_asprintf("invalid redis database 'x' in '%s'", u);
@@ -466,10 +721,19 @@ static void test_same_behaviour(redisContext *c)
 
 		/* the watch connects on its own (async): it logs in too */
 		T_OK(au_queue_watch(q, name, w.base, t_on_wake, &w) == 0, "acl: watch (%s)", q->err.str);
-		T_OK(t_run_until(&w, &w.calls, 1, 5000), "acl: the watch logs in and subscribes");
-		/* pushed through $AU_TEST_REDIS, database 0: pub/sub ignores
-		 * databases */
-		T_OK(t_wake_by_push(&w, url, name), "acl: a push wakes it");
+		T_OK(t_run_until(&w, &w.calls, 1, 5000), "acl: the watch logs in and selects");
+		/* the wake list is in the database, as the queue; the token of
+		 * the push above is taken first */
+		T_OK(run_until_blocked(c, w.base, 1), "acl: the watch waits in BLPOP");
+		other = t_open_queue(url);
+		t_computation(&comp, name, 2);
+		t_push1(other, &comp);
+		au_computation_release(&comp);
+		au_queue_close(other);
+		calls = w.calls;
+		t_run_until(&w, &w.calls, calls + 1, 300);
+		EQ(w.calls, calls, "acl: a push to database 0 does not wake the watch of database 1");
+		T_OK(t_wake_by_push(&w, u, name), "acl: a push to database 1 wakes it");
 		au_queue_unwatch(q);
 
 		t_record(&r, AU_COMPLETED, 600);

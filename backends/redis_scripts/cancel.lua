@@ -1,6 +1,6 @@
 -- cancel.lua - removes a waiting computation.
 --
--- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  id
 --
 -- Returns 1 removed, 2 leased (left alone), 0 not waiting.

@@ -1,20 +1,29 @@
 -- lease.lua - leases up to max ready computations, highest priority first.
 --
--- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  max
 -- ARGV[3]  lease ms
--- ARGV[4]  random hex for the tokens ("<attempt>-<hex>")
+-- ARGV[4]  random hex for the tokens ("<attempt>-<hex>-<count>")
 --
 -- Due scheduled ones (up to 1000, in run_at then push order) become ready
--- first. Returns {dropped, ms until the next scheduled one or -1 (only when
+-- first; when this lease leaves some of them, it wakes as many idle workers.
+-- Returns {dropped, ms until the next scheduled one or -1 (only when
 -- nothing was popped)}, then when some were: {ids}, {attempts} ({} when all
 -- are first attempts) and, for up to 16 ids, {bodies}. For more, the caller
 -- reads the bodies with HMGET; it drops the ids without one. An entry that
--- is no id is dropped here, and buried if it has a body.
+-- is no id is dropped here, and buried if it has a body. The token of a
+-- batch ends in its size, so the write that empties it knows without
+-- asking. Nothing scheduled and nothing ready costs one EXISTS, which
+-- counts a key once per mention: 2 for sched, 1 for prios.
 
-local max, now = tonumber(ARGV[2]), clock()
-local due = redis.call('ZRANGEBYSCORE', ksched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
-if #due > 0 then
+local max, now, moved = tonumber(ARGV[2]), nil, 0
+local has = redis.call('EXISTS', ksched, ksched, kprios)
+if has == 0 then return {0, -1} end
+local first = has >= 2 and redis.call('ZRANGE', ksched, 0, 0, 'WITHSCORES')[2]
+first = first and (tonumber(first) or 0)
+if first then now = clock() end
+if first and first <= now then
+  local due = redis.call('ZRANGEBYSCORE', ksched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
   local ids, at, pr, sq, na, groups = {}, {}, {}, {}, {}, {}
   for i = 1, #due, 2 do
     ids[#ids + 1] = due[i]
@@ -33,12 +42,10 @@ if #due > 0 then
   for _, id in ipairs(ids) do add(groups, pr[id], entry(id, na[id])) end
   redis.call('ZREM', ksched, unpack(ids))
   redis.call('HDEL', korder, unpack(ids))
-  enqueue(groups)
+  moved = enqueue(groups)
 end
 local ids, got = {}, 0
-while got < max do
-  local top = redis.call('ZRANGE', kprios, 0, 0)[1]
-  if not top then break end
+for _, top in ipairs((has % 2 == 1 or moved > 0) and redis.call('ZRANGE', kprios, 0, -1) or {}) do
   local part = redis.call('LPOP', kready .. top, max - got)
   if not part or #part < max - got then redis.call('ZREM', kprios, top) end
   if part and got == 0 then
@@ -47,17 +54,15 @@ while got < max do
     for i = 1, #part do ids[got + i] = part[i] end
     got = got + #part
   end
+  if got >= max then break end
 end
 if got == 0 then
-  local first = redis.call('ZRANGE', ksched, 0, 0, 'WITHSCORES')
-  return {0, first[2] and math.max(tonumber(first[2]) - now, 0) or -1}
+  return {0, first and math.max(first - now, 0) or -1}
 end
+-- a lease that took fewer than max emptied every ready list
+if moved > 0 and got >= max then wake(moved) end
+now = now or clock()
 local deadline, hex = now + tonumber(ARGV[3]), ARGV[4]
-if redis.call('EXISTS', kleased) == 0 then
-  local pin = string.rep('~', 80)
-  redis.call('ZADD', kleased, '+inf', pin)
-  redis.call('HSET', ktok, pin, pin)
-end
 local plain = true
 for i = 1, got do
   if #ids[i] ~= 32 then
@@ -66,8 +71,9 @@ for i = 1, got do
   end
 end
 if plain then
-  redis.call('SADD', kbatch .. '1-' .. hex, unpack(ids))
-  redis.call('ZADD', kbatches, deadline, '1-' .. hex)
+  local token = '1-' .. hex .. '-' .. got
+  redis.call('SADD', kbatch .. token, unpack(ids))
+  redis.call('ZADD', kbatches, deadline, token)
   return {0, -1, ids, {}, got <= 16 and redis.call('HMGET', kbody, unpack(ids)) or nil}
 end
 local oid, oatt, groups, bad = {}, {}, {}, {}
@@ -86,8 +92,9 @@ for _, e in ipairs(ids) do
   end
 end
 for a, g in pairs(groups) do
-  redis.call('SADD', kbatch .. a .. '-' .. hex, unpack(g))
-  redis.call('ZADD', kbatches, deadline, a .. '-' .. hex)
+  local token = a .. '-' .. hex .. '-' .. #g
+  redis.call('SADD', kbatch .. token, unpack(g))
+  redis.call('ZADD', kbatches, deadline, token)
 end
 if #bad > 0 then
   local bodies, dead, why = redis.call('HMGET', kbody, unpack(bad)), {}, {}

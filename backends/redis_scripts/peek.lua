@@ -1,6 +1,6 @@
 -- peek.lua - what the queue knows of one computation.
 --
--- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  id
 --
 -- Returns {state (enum au_job_state, 0 unknown), attempts, max_attempts,

@@ -2,7 +2,7 @@
 -- locals and the helpers the scripts share. redis_queue.c sends each script
 -- as this text followed by the script's own file.
 --
--- KEYS (the same 14 for every script, in this order: key_names in
+-- KEYS (the same 15 for every script, in this order: key_names in
 -- redis_queue.c; docs/redis-layout.md says what each holds):
 --   KEYS[1]  au:{q}:prios      KEYS[8]  au:{q}:att
 --   KEYS[2]  au:{q}:sched      KEYS[9]  au:{q}:tok
@@ -11,8 +11,10 @@
 --   KEYS[5]  au:{q}:seq        KEYS[12] au:{q}:ready:  (prefix: .. priority)
 --   KEYS[6]  au:{q}:rescue     KEYS[13] au:{q}:batches
 --   KEYS[7]  au:{q}:body       KEYS[14] au:{q}:batch:  (prefix: .. token)
--- ARGV[1] is the queue's wake channel au:{q}:wake for every script; the
--- rest of ARGV is each script's own.
+--   KEYS[15] au:{q}:wakelist
+-- ARGV[1] is, for every script, the most wake tokens one call pushes and
+-- the length the wake list is trimmed to; the rest of ARGV is each
+-- script's own.
 --
 -- Helpers:
 --   clock()          Redis' TIME in unix ms
@@ -24,13 +26,16 @@
 --   waiting(id)      the ready-list entry of id, with its attempts from att
 --   lease_of(id)     the token id is leased under, or nil
 --   add(groups, p, e) appends e to groups[p]
---   enqueue(groups)  RPUSHes each group to the ready list of its priority,
---                    publishes the count on ARGV[1]; returns it
+--   enqueue(groups)  RPUSHes each group to the ready list of its priority;
+--                    returns how many
+--   wake(n)          pushes a wake token per computation made ready (n, at
+--                    most ARGV[1]): each wakes one idle worker blocked in
+--                    BLPOP on the wake list
 
 local kprios, ksched, kleased, kdead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local kseq, krescue, kbody, katt = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ktok, kerr, korder, kready = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local kbatches, kbatch = KEYS[13], KEYS[14]
+local kbatches, kbatch, kwake = KEYS[13], KEYS[14], KEYS[15]
 local function clock()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000)
@@ -74,6 +79,14 @@ local function enqueue(groups)
     redis.call('ZADD', kprios, -p, p)
     n = n + #es
   end
-  if n > 0 then redis.call('PUBLISH', ARGV[1], n) end
   return n
+end
+local function wake(n)
+  local cap = tonumber(ARGV[1])
+  if n > cap then n = cap end
+  if n < 1 then return end
+  local t = {}
+  for i = 1, n do t[i] = '1' end
+  -- nobody waiting: the tokens stay, up to cap
+  if redis.call('LPUSH', kwake, unpack(t)) > cap then redis.call('LTRIM', kwake, 0, cap - 1) end
 end

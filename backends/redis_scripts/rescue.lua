@@ -1,10 +1,11 @@
 -- rescue.lua - returns expired leases to their ready list, or buries those
 -- that used up max_attempts. At most one sweep per queue per throttle.
 --
--- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  max
 -- ARGV[3]  throttle ms (a full sweep lifts it)
 --
+-- Wakes one idle worker per computation requeued (up to the cap).
 -- Returns {requeued, buried}.
 
 if not redis.call('SET', krescue, '1', 'NX', 'PX', ARGV[3]) then return {0, 0} end
@@ -46,4 +47,6 @@ end
 redis.call('HSET', katt, unpack(att))
 redis.call('HSET', kerr, unpack(why))
 if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end
-return {enqueue(groups), #dead / 2}
+local requeued = enqueue(groups)
+wake(requeued)
+return {requeued, #dead / 2}

@@ -2,7 +2,7 @@
 -- extend, or drop (only ends the lease, of an id the lease found without a
 -- body).
 --
--- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  mode
 -- ARGV[3]  lease ms (extend)
 -- then per token:
@@ -12,13 +12,24 @@
 --
 -- An id applies if it is in the token's batch or (extended) has the token
 -- in tok. Returns '1' (applied) or '0' (stale token) per id, as one string.
+-- One id alone is removed from its batch first (SREM says whether it was
+-- in it); more are checked first (SMISMEMBER). A token "<a>-<hex>-<size>"
+-- tells when its batch set is empty: removing size ids empties it.
+-- Wakes one idle worker per computation made ready (up to the cap).
 
-local mode, flags, i = ARGV[2], {}, 4
+local mode, flags, i, ready = ARGV[2], {}, 4, 0
 local extra = (mode == 'retry' and 2) or (mode == 'bury' and 1) or 0
 while i <= #ARGV do
   local token, n = ARGV[i], tonumber(ARGV[i + 1])
   local first, last, kb, a = i + 2, i + 1 + n, kbatch .. ARGV[i], attempts(ARGV[i]) or 1
-  local inset, all = redis.call('SMISMEMBER', kb, unpack(ARGV, first, last)), true
+  local size = tonumber(string.match(token, '^%d+%-%x+%-(%d+)$'))
+  local removed, inset, all = nil, nil, true
+  if n == 1 then
+    removed = redis.call('SREM', kb, ARGV[first])
+    inset = {removed}
+  else
+    inset = redis.call('SMISMEMBER', kb, unpack(ARGV, first, last))
+  end
   local done, at, single = {}, nil, {}
   for j = 1, n do
     if inset[j] ~= 1 then
@@ -41,9 +52,11 @@ while i <= #ARGV do
     end
     flags[#flags + 1] = table.concat(f)
   end
-  if #done > #single and redis.call('SREM', kb, unpack(done)) > 0 and
-     redis.call('EXISTS', kb) == 0 then
-    redis.call('ZREM', kbatches, token)
+  if #done > #single then
+    removed = removed or redis.call('SREM', kb, unpack(done))
+    if removed > 0 and (removed == size or redis.call('EXISTS', kb) == 0) then
+      redis.call('ZREM', kbatches, token)
+    end
   end
   if #single > 0 and mode ~= 'extend' then
     redis.call('HDEL', ktok, unpack(single))
@@ -57,18 +70,19 @@ while i <= #ARGV do
       redis.call('HDEL', kerr, unpack(done))
     end
   elseif mode == 'extend' then
-    local d, tok, dl = clock() + tonumber(ARGV[3]), {}, {}
+    -- the pin comes along (redis_queue.c says why)
+    local d, pin = clock() + tonumber(ARGV[3]), string.rep('~', 80)
+    local tok, dl = {pin, pin}, {'+inf', pin}
     for k, id in ipairs(done) do
-      tok[2 * k - 1], tok[2 * k] = id, token
-      dl[2 * k - 1], dl[2 * k] = d, id
+      tok[2 * k + 1], tok[2 * k + 2] = id, token
+      dl[2 * k + 1], dl[2 * k + 2] = d, id
     end
     redis.call('HSET', ktok, unpack(tok))
     redis.call('ZADD', kleased, unpack(dl))
   else
     local att, why, dead, sched, order, groups = {}, {}, {}, {}, {}, {}
     local now = clock()
-    local bodies = redis.call('HMGET', kbody, unpack(done))
-    local s = redis.call('INCRBY', kseq, #done) - #done
+    local bodies, s = redis.call('HMGET', kbody, unpack(done)), nil
     for k, id in ipairs(done) do
       local j, p = at and at[k] or k, meta(bodies[k])
       local delay = mode == 'retry' and tonumber(ARGV[last + j]) or 0
@@ -83,6 +97,7 @@ while i <= #ARGV do
       if mode == 'bury' then
         dead[#dead + 1], dead[#dead + 2] = now, id
       elseif delay > 0 then
+        s = s or redis.call('INCRBY', kseq, #done) - #done
         sched[#sched + 1], sched[#sched + 2] = now + delay, id
         order[#order + 1], order[#order + 2] = id, p .. ' ' .. (s + k)
       else
@@ -96,8 +111,9 @@ while i <= #ARGV do
       redis.call('ZADD', ksched, unpack(sched))
       redis.call('HSET', korder, unpack(order))
     end
-    enqueue(groups)
+    ready = ready + enqueue(groups)
   end
   i = last + 1 + extra * n
 end
+wake(ready)
 return table.concat(flags)

@@ -1,6 +1,6 @@
 -- stats.lua - counts of the queue.
 --
--- KEYS, ARGV[1]: the queue's keys and wake channel (prelude.lua)
+-- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- no other ARGV
 --
 -- Returns {ready, scheduled, leased, dead}.
