@@ -9,7 +9,7 @@
 
 #include "core.h"
 
-static void random_bytes(void *buf, size_t n)
+static void getrandom_all(void *buf, size_t n)
 {
 	unsigned char *p = buf;
 
@@ -24,6 +24,47 @@ static void random_bytes(void *buf, size_t n)
 		p += r;
 		n -= (size_t)r;
 	}
+}
+
+/*
+ * Random bytes from a pool of each thread's own, refilled from getrandom()
+ * a few kilobytes at a time: an id or a token each cost a syscall before.
+ * A forked child must not hand out its parent's bytes again: the fork
+ * handler empties the pool of the one thread a child has.
+ */
+#define POOL_SIZE 4096
+static __thread unsigned char pool[POOL_SIZE];
+static __thread size_t pool_left;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void pool_forget(void)
+{
+	explicit_bzero(pool, sizeof(pool));
+	pool_left = 0;
+}
+
+static void fork_setup(void)
+{
+	pthread_atfork(NULL, NULL, pool_forget);
+}
+
+static void random_bytes(void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	if (n > POOL_SIZE / 4) {
+		getrandom_all(buf, n);
+		return;
+	}
+	pthread_once(&fork_once, fork_setup);
+	if (pool_left < n) {
+		getrandom_all(pool, POOL_SIZE);
+		pool_left = POOL_SIZE;
+	}
+	/* taken from the end, and wiped: what was handed out is not kept */
+	pool_left -= n;
+	memcpy(p, pool + pool_left, n);
+	explicit_bzero(pool + pool_left, n);
 }
 
 uint64_t au_random64(void)
@@ -60,9 +101,13 @@ int au_id_valid(const char *s)
 
 	if (!s)
 		return 0;
-	for (i = 0; i < AU_ID_SIZE - 1; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+	for (i = 0; i < AU_ID_SIZE - 1; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		/* '0'-'9' or 'a'-'f', one unsigned compare each */
+		if ((unsigned char)(c - '0') > 9 && (unsigned char)(c - 'a') > 5)
 			return 0;
+	}
 	return s[i] == '\0';
 }
 

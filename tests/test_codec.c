@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "harness.h"
@@ -899,8 +901,48 @@ static void test_utf8_scrub(void)
 	T_EQ_INT(au_utf8_scrub(NULL), 0, "utf-8 scrub of NULL does nothing");
 }
 
+/* Ids come from a pool of random bytes per thread: many are distinct and
+ * valid, and a forked child does not hand out its parent's next ones. */
+static void test_ids(void)
+{
+	enum { N = 2000 };
+	static char ids[N][AU_ID_SIZE];
+	char mine[AU_ID_SIZE], theirs[AU_ID_SIZE] = "";
+	int fds[2], i, j, dup = 0, bad = 0, st;
+	pid_t pid;
+
+	for (i = 0; i < N; i++) {
+		au_id_new(ids[i]);
+		bad += !au_id_valid(ids[i]);
+	}
+	for (i = 0; i < N; i++)
+		for (j = i + 1; j < N; j++)
+			dup += !strcmp(ids[i], ids[j]);
+	T_EQ_INT(bad, 0, "ids: 2000 new ids are valid");
+	T_EQ_INT(dup, 0, "ids: and distinct");
+	T_OK(!au_id_valid("0123456789abcdef0123456789abcdeg") &&
+	     !au_id_valid("0123456789ABCDEF0123456789abcdef") &&
+	     !au_id_valid("0123456789abcdef0123456789abcde") &&
+	     au_id_valid("0123456789abcdef0123456789abcdef"), "ids: only 32 lowercase hex digits");
+	if (pipe(fds) < 0 || (pid = fork()) < 0) {
+		T_OK(0, "ids: fork");
+		return;
+	}
+	if (pid == 0) {
+		au_id_new(mine);
+		_exit(write(fds[1], mine, AU_ID_SIZE) == AU_ID_SIZE ? 0 : 1);
+	}
+	au_id_new(mine);
+	T_OK(read(fds[0], theirs, AU_ID_SIZE) == AU_ID_SIZE && waitpid(pid, &st, 0) == pid,
+	     "ids: the child made one");
+	T_OK(strcmp(mine, theirs) != 0, "ids: a forked child's next id is not its parent's");
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
+	test_ids();
 	test_utf8_scrub();
 	test_computation_roundtrip();
 	test_computation_defaults();

@@ -129,7 +129,8 @@ struct writeback {
 	int record;                   /* its index in recs, -1 for none */
 	int completed;                /* its record says completed */
 	int retries_left;             /* attempts remain */
-	uint64_t delay_ms;            /* of a retry, or of one the thread makes */
+	uint32_t attempts;            /* of the lease, for the delay of a retry the thread makes */
+	uint64_t delay_ms;            /* of a retry */
 	const char *error;            /* reason of a bury, last error of a retry */
 	char *why;                    /* by the thread: "result not stored: ..." */
 	int done;                     /* the queue was told (ack_store) */
@@ -721,6 +722,8 @@ static void unstored(struct flush_req *f, size_t from, size_t to)
 		b->error = b->why ? b->why : "result not stored";
 		b->d = b->completed && store->err.code == AU_ECONN && b->retries_left ? DISPOSE_RETRY
 										   : DISPOSE_BURY;
+		if (b->d == DISPOSE_RETRY)
+			b->delay_ms = retry_delay(f->w, b->attempts);
 	}
 }
 
@@ -895,8 +898,8 @@ static void flush(struct au_worker *w)
 		b->record = -1;
 		b->completed = a->run.status == AU_COMPLETED;
 		b->retries_left = a->lease.attempts < a->c.max_attempts;
-		b->delay_ms = b->d == DISPOSE_RETRY ? a->retry_delay_ms
-			    : b->completed ? retry_delay(w, a->lease.attempts) : 0;
+		b->attempts = a->lease.attempts;
+		b->delay_ms = b->d == DISPOSE_RETRY ? a->retry_delay_ms : 0;
 		b->error = a->error;
 		b->why = NULL;
 		b->done = 0;
