@@ -95,19 +95,21 @@ void au_id_new(char out[AU_ID_SIZE])
 	hex(out, raw, sizeof(raw));
 }
 
+static const unsigned char hex_digit[256] = {
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+	['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+};
+
 int au_id_valid(const char *s)
 {
 	size_t i;
 
 	if (!s)
 		return 0;
-	for (i = 0; i < AU_ID_SIZE - 1; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		/* '0'-'9' or 'a'-'f', one unsigned compare each */
-		if ((unsigned char)(c - '0') > 9 && (unsigned char)(c - 'a') > 5)
+	/* stops at the first other byte, so a short string is not read past its end */
+	for (i = 0; i < AU_ID_SIZE - 1; i++)
+		if (!hex_digit[(unsigned char)s[i]])
 			return 0;
-	}
 	return s[i] == '\0';
 }
 

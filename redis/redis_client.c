@@ -155,3 +155,32 @@ fail:
 	redisFree(c);
 	return NULL;
 }
+
+/* "<c><n>\r\n", n in decimal */
+static int resp_head(struct au_buf *b, char c, size_t n)
+{
+	char tmp[24], *p = tmp + sizeof(tmp);
+
+	*--p = '\n';
+	*--p = '\r';
+	do
+		*--p = (char)('0' + n % 10);
+	while (n /= 10);
+	*--p = c;
+	return au_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+int au_resp_command(struct au_buf *b, unsigned argc)
+{
+	return resp_head(b, '*', argc);
+}
+
+int au_resp_arg(struct au_buf *b, const void *p, size_t n)
+{
+	if (resp_head(b, '$', n) < 0 || au_buf_reserve(b, n + 2) < 0)
+		return -1;
+	memcpy(b->data + b->len, p, n);
+	memcpy(b->data + b->len + n, "\r\n", 2);
+	b->len += n + 2;
+	return 0;
+}

@@ -97,4 +97,13 @@ int au_redis_command(struct redisContext *c, const struct au_url *url, int argc,
  */
 const char *au_redis_why(char *buf, size_t len, const char *msg);
 
+/*
+ * RESP written by hand into b, for a pipeline sent with one
+ * redisAppendFormattedCommand(): hiredis formats argv through sdscatfmt,
+ * which costs a busy worker more than the rest of a write. A command is
+ * au_resp_command(b, argc) then argc au_resp_arg(). -1 on OOM.
+ */
+int au_resp_command(struct au_buf *b, unsigned argc);
+int au_resp_arg(struct au_buf *b, const void *p, size_t n);
+
 #endif
