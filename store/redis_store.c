@@ -33,7 +33,9 @@ struct redis_store {
 
 static void make_key(char key[KEY_SIZE], const char *id)
 {
-	snprintf(key, KEY_SIZE, KEY_PREFIX "%s", id);
+	/* a valid id (the wrappers in store.h checked) is AU_ID_SIZE - 1 digits */
+	memcpy(key, KEY_PREFIX, sizeof(KEY_PREFIX) - 1);
+	memcpy(key + sizeof(KEY_PREFIX) - 1, id, AU_ID_SIZE);
 }
 
 static int conn_fail(struct au_store *s, const char *what, const redisContext *c)

@@ -589,6 +589,22 @@ static void take(struct au_worker *w, struct au_lease *l)
 	w->stats.leased++;
 }
 
+/* "<id>-<attempt>", without a printf per computation */
+static void query_id(char out[AU_ID_SIZE + 16], const char *id, uint32_t attempt)
+{
+	char tmp[12], *p = tmp + sizeof(tmp);
+	size_t n;
+
+	do
+		*--p = (char)('0' + attempt % 10);
+	while (attempt /= 10);
+	n = (size_t)(tmp + sizeof(tmp) - p);
+	memcpy(out, id, AU_ID_SIZE - 1);
+	out[AU_ID_SIZE - 1] = '-';
+	memcpy(out + AU_ID_SIZE, p, n);
+	out[AU_ID_SIZE + n] = '\0';
+}
+
 /* Reads a held attempt's computation; -1 when it cannot run at all (the
  * attempt is then decided). */
 static int unpack(struct au_worker *w, struct attempt *a)
@@ -606,7 +622,7 @@ static int unpack(struct au_worker *w, struct attempt *a)
 		return -1;
 	}
 	a->c.attempts = a->lease.attempts;
-	snprintf(a->task.query_id, sizeof(a->task.query_id), "%s-%u", a->c.id, a->lease.attempts);
+	query_id(a->task.query_id, a->c.id, a->lease.attempts);
 	if (strcmp(a->c.id, a->lease.ref.id) != 0) {
 		decide(a, VERDICT_REJECTED,
 		       au_strdup("malformed computation: id does not match the queue's"));
