@@ -160,6 +160,7 @@ struct rq {
 	size_t *argvlen;
 	size_t nargs, argcap;
 	struct au_buf arena;
+	struct au_buf resp;         /* the pipeline in RESP, handed to hiredis whole */
 	struct cmd *cmds;
 	redisReply **rep;
 	size_t ncmds, cmdcap;
@@ -368,12 +369,27 @@ static int noscript_reply(const redisReply *rep)
 	return rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8);
 }
 
+/* Writes command i in RESP to r->resp: hiredis' own argv formatting cost
+ * a producer as much as the rest of its push. */
 static void append(struct rq *r, size_t i)
 {
-	size_t end = i + 1 < r->ncmds ? r->cmds[i + 1].first : r->nargs;
+	size_t end = i + 1 < r->ncmds ? r->cmds[i + 1].first : r->nargs, k;
+	int ok = au_resp_command(&r->resp, (unsigned)(end - r->cmds[i].first)) == 0;
 
-	redisAppendCommandArgv(r->c, (int)(end - r->cmds[i].first), r->argv + r->cmds[i].first,
-			       r->argvlen + r->cmds[i].first);
+	for (k = r->cmds[i].first; ok && k < end; k++)
+		ok = au_resp_arg(&r->resp, r->argv[k], r->argvlen[k]) == 0;
+	if (!ok)
+		r->oom = 1;
+}
+
+/* Hands what append() wrote to hiredis; -1 when memory ran out. */
+static int send_appended(struct rq *r)
+{
+	int rc = r->oom || redisAppendFormattedCommand(r->c, (const char *)r->resp.data,
+							r->resp.len) != REDIS_OK ? -1 : 0;
+
+	au_buf_reset(&r->resp);
+	return rc;
 }
 
 /*
@@ -402,6 +418,10 @@ again:
 			set_script(r, &r->cmds[i], 0);
 		append(r, i);
 	}
+	if (send_appended(r) < 0) {
+		conn_drop(r);   /* nothing of it reached the server */
+		return oom(r->q);
+	}
 	for (i = 0; i < r->ncmds; i++)
 		if (redisGetReply(r->c, (void **)&r->rep[i]) != REDIS_OK) {
 			conn_error(r, r->c, "lost connection to");
@@ -417,6 +437,11 @@ again:
 			append(r, i);
 			noscript = 1;
 		}
+	if (noscript && send_appended(r) < 0) {
+		replies_free(r, 0, r->ncmds);
+		conn_drop(r);
+		return oom(r->q);
+	}
 	for (i = 0; noscript && i < r->ncmds; i++)
 		if (noscript_reply(r->rep[i])) {
 			freeReplyObject(r->rep[i]);
@@ -539,6 +564,7 @@ static void rq_free(struct rq *r)
 	free(r->cmds);
 	free(r->rep);
 	au_buf_release(&r->arena);
+	au_buf_release(&r->resp);
 	free(r);
 }
 
