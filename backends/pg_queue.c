@@ -1,15 +1,20 @@
 /*
  * pg_queue.c - queues in PostgreSQL: postgres://[user[:password]@]host[:port]/db
  * (postgresql:// too, libpq's query parameters pass through, ?migrate=1
- * upgrades an older schema on open).
+ * upgrades an older schema on open, ?watchers=K bounds the idle workers a
+ * push wakes).
  *
- * One row of au_jobs per computation (backends/pg_schema.c has the tables,
+ * One row of au_jobs per computation (postgres/pg_schema.c has the tables,
  * docs/postgres.md the why). Every operation is one statement, so a batch
  * is applied whole or not at all, with its arrays sent in binary: a batch
- * costs one round trip whatever its size. Writes of an attempt are fenced
- * on (id, token), the token carrying the attempt number. Whatever makes
- * computations ready sends the queue's name on the channel au_queue in the
- * same statement: blocked leases and watchers wake on it.
+ * costs one round trip whatever its size. (A push or ack_store whose batch
+ * names a known id is the exception: its plain insert fails whole, and
+ * the batch goes again in the form that leaves known rows alone.) Writes
+ * of an attempt are fenced on (id, token), the token carrying the attempt
+ * number. Whatever makes computations ready sends the queue's name on the
+ * channel au_queue in the same statement: blocked leases and watchers
+ * wake on it. ack_store writes results as store/pg_store.c does, through
+ * postgres/pg_record.h, when the store is in this database.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +23,14 @@
 #include <libpq-fe.h>
 
 #include "pg_client.h"
+#include "pg_record.h"
 #include "pg_schema.h"
 #include "queue.h"
 
-#define WATCH_RETRY_S 1
+#define WATCH_RETRY_S 1         /* a watch reconnects */
+#define SEEK_MS 1000            /* a watch without a slot tries again (+-50%) */
+#define DEFAULT_WATCHERS 2      /* watches of a queue that listen */
+#define MAX_WATCHERS 1024
 
 /*
  * The fence of an attempt, shared by the statements that settle one: the
@@ -32,23 +41,44 @@
  */
 #define FENCE "j.id = ANY($2::uuid[]) AND j.id = r.id AND j.token = r.token AND j.queue = $1"
 
+/* The insert of a push; conflict is the clause for known ids. */
+#define PUSH(conflict) \
+	"WITH q AS (INSERT INTO au_queues (name) SELECT DISTINCT unnest($2::text[])" \
+	" ON CONFLICT DO NOTHING)," \
+	" j AS (INSERT INTO au_jobs (id, queue, priority, run_at, max_attempts, body)" \
+	" SELECT id, queue, priority," \
+	" greatest(now(), 'epoch'::timestamptz + run_at_ms * interval '1 ms'), max_attempts, body" \
+	" FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::int4[], $6::bytea[])" \
+	" AS t(id, queue, priority, run_at_ms, max_attempts, body)" \
+	conflict " RETURNING queue, run_at)" \
+	" SELECT pg_notify('" AU_PG_QUEUE_CHANNEL "', queue) FROM j WHERE run_at <= now()" \
+	" GROUP BY queue"
+
+/* The delete of an ack, fenced; returns the ordinals of the refs applied. */
+#define ACK \
+	"DELETE FROM au_jobs j USING unnest($2::uuid[], $3::text[])" \
+	" WITH ORDINALITY AS r(id, token, i) WHERE " FENCE " RETURNING r.i"
+
+/* An ack with the records of ack_store ($4 ids, $5 records, $6 ttls),
+ * written as the store writes them (postgres/pg_record.h) whether or not
+ * their acks apply; the ordinals of the acks, and one row for the
+ * notifications of the records written. */
+#define ACK_STORE(insert) \
+	"WITH a AS (" ACK "), w AS (" insert ")" \
+	" SELECT i FROM a UNION ALL SELECT 0::int8 FROM (SELECT count(" \
+	AU_PG_RECORD_NOTIFY("id") ") FROM w) n"
+
 enum stmt {
-	S_PUSH, S_LEASE, S_ACK, S_REQUEUE, S_BURY, S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS,
-	S_QUEUES, S_NEXT_DUE
+	S_PUSH, S_PUSH_KEEP, S_LEASE, S_ACK, S_ACK_STORE, S_ACK_STORE_KEEP, S_REQUEUE, S_BURY,
+	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE
 };
 
 static const struct au_pg_stmt stmts[] = {
-	[S_PUSH] = { "au_push",
-		"WITH q AS (INSERT INTO au_queues (name) SELECT DISTINCT unnest($2::text[])"
-		" ON CONFLICT DO NOTHING),"
-		" j AS (INSERT INTO au_jobs (id, queue, priority, run_at, max_attempts, body)"
-		" SELECT id, queue, priority,"
-		" greatest(now(), 'epoch'::timestamptz + run_at_ms * interval '1 ms'), max_attempts, body"
-		" FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::int4[], $6::bytea[])"
-		" AS t(id, queue, priority, run_at_ms, max_attempts, body)"
-		" ON CONFLICT (id) DO NOTHING RETURNING queue, run_at)"
-		" SELECT pg_notify('" AU_PG_QUEUE_CHANNEL "', queue) FROM j WHERE run_at <= now()"
-		" GROUP BY queue" },
+	/* new ids (nearly always): a plain insert, with no speculative
+	 * insertion per row; a unique violation sends the batch again as
+	 * S_PUSH_KEEP, which leaves known ids alone */
+	[S_PUSH] = { "au_push", PUSH("") },
+	[S_PUSH_KEEP] = { "au_push_keep", PUSH(" ON CONFLICT (id) DO NOTHING") },
 	/*
 	 * The rows are picked (and locked) first, then updated by their
 	 * physical address: an array cannot be joined wrongly (a CTE join
@@ -68,9 +98,12 @@ static const struct au_pg_stmt stmts[] = {
 		" AND state = 0"
 		" RETURNING id, token, attempts, body, priority, run_at, seq)"
 		" SELECT id, token, attempts, body FROM l ORDER BY priority DESC, run_at, seq" },
-	[S_ACK] = { "au_ack",
-		"DELETE FROM au_jobs j USING unnest($2::uuid[], $3::text[])"
-		" WITH ORDINALITY AS r(id, token, i) WHERE " FENCE " RETURNING r.i" },
+	[S_ACK] = { "au_ack", ACK },
+	/* new record ids (nearly always), else again as S_ACK_STORE_KEEP */
+	[S_ACK_STORE] = { "au_ack_store",
+		ACK_STORE(AU_PG_RECORD_INSERT(AU_PG_RECORD_ROWS("$4", "$5", "$6"))) },
+	[S_ACK_STORE_KEEP] = { "au_ack_store_keep",
+		ACK_STORE(AU_PG_RECORD_UPSERT(AU_PG_RECORD_ROWS("$4", "$5", "$6"))) },
 	/* retry ($6 false) and release ($6 true: the attempt does not count) */
 	[S_REQUEUE] = { "au_requeue",
 		"WITH u AS (UPDATE au_jobs j SET state = 0, run_at = now() + r.delay * interval '1 ms',"
@@ -132,6 +165,11 @@ struct pgq {
 	struct au_buf params;       /* binary parameters, reused */
 	struct pg_watch *watch;
 	int worker_session;         /* leased once: commits need not wait for the disk */
+	char *watch_conninfo;       /* the watch's, set at open: pg.conninfo changes */
+	int watchers;               /* K: watches of a queue that listen (see watch) */
+	char *store_url;            /* the last store ack_store was given, */
+	char *store_shown;          /* as messages show it (password masked), */
+	int store_here;             /* and whether it lives in our database */
 };
 
 static int oom(struct au_queue *q)
@@ -197,15 +235,40 @@ static PGresult *run_id(struct au_queue *q, enum stmt s, const char *queue, cons
 	return run(q, s, id ? 2 : 1, vals, lens);
 }
 
+/* The URL's watchers=K (1 to MAX_WATCHERS), or DEFAULT_WATCHERS. */
+static int watchers_param(struct au_queue *q, const struct au_url *url, int *k)
+{
+	char *v = au_url_param(url, "watchers"), *end;
+	long n = DEFAULT_WATCHERS;
+
+	if (v) {
+		n = strtol(v, &end, 10);
+		if (!*v || *end || n < 1 || n > MAX_WATCHERS)
+			n = -1;
+		free(v);
+		if (n < 0)
+			return au_seterr(&q->err, AU_EINVAL, "invalid url '%s': watchers must be 1 to %d",
+					 url->text, MAX_WATCHERS);
+	}
+	*k = (int)n;
+	return 0;
+}
+
 static int pgq_open(struct au_queue *q, const struct au_url *url)
 {
 	struct pgq *p = calloc(1, sizeof(*p));
 
 	if (!p)
 		return oom(q);
-	if (au_pg_open(&p->pg, url, stmts, AU_ARRAY_SIZE(stmts), &q->err) < 0) {
+	if (watchers_param(q, url, &p->watchers) < 0 ||
+	    au_pg_open(&p->pg, url, stmts, AU_ARRAY_SIZE(stmts), &q->err) < 0) {
 		free(p);
 		return -1;
+	}
+	if (!(p->watch_conninfo = strdup(p->pg.conninfo))) {
+		au_pg_close(&p->pg);
+		free(p);
+		return oom(q);
 	}
 	q->ctx = p;
 	return 0;
@@ -220,6 +283,9 @@ static void pgq_close(struct au_queue *q)
 	pgq_unwatch(q);
 	au_pg_close(&p->pg);
 	au_buf_release(&p->params);
+	free(p->store_url);
+	free(p->store_shown);
+	free(p->watch_conninfo);
 	free(p);
 	q->ctx = NULL;
 }
@@ -312,6 +378,8 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		lens[i] = (int)((i < 5 ? at[i + 1] : b->len) - at[i]);
 	}
 	r = run(q, S_PUSH, 6, vals, lens);
+	if (!r && au_pg_unique_violation(&p->pg) && (r = run(q, S_PUSH_KEEP, 6, vals, lens)))
+		au_clearerr(&q->err);
 	PQclear(r);
 	return r ? 0 : -1;
 }
@@ -503,6 +571,70 @@ static int pgq_ack(struct au_queue *q, const char *queue, const struct au_ref *r
 	return settle(q, S_ACK, n, at, 3, applied);
 }
 
+/* 1 if the store at url lives in the database of q (au_pg_same_database),
+ * 0 if not, -1 on OOM. The answer for the last url is kept. */
+static int store_here(struct au_queue *q, const char *url)
+{
+	struct pgq *p = q->ctx;
+	struct au_url u;
+	struct au_err ignored;
+
+	if (p->store_url && !strcmp(p->store_url, url))
+		return p->store_here;
+	free(p->store_url);
+	free(p->store_shown);
+	p->store_shown = NULL;
+	p->store_here = 0;
+	if (!(p->store_url = strdup(url)))
+		return oom(q);
+	if (au_url_parse(url, &u, &ignored) == 0) {
+		p->store_here = au_pg_same_database(&q->url, &u);
+		p->store_shown = strdup(u.text);
+		au_url_release(&u);
+	} else {
+		p->store_shown = strdup("(not a url)");
+	}
+	if (!p->store_shown) {
+		free(p->store_url);
+		p->store_url = NULL;
+		return oom(q);
+	}
+	return p->store_here;
+}
+
+static int pgq_ack_store(struct au_queue *q, const char *queue, const char *store_url,
+			 const struct au_ref *refs, const struct au_record *recs, size_t n,
+			 int *applied)
+{
+	struct pgq *p = q->ctx;
+	struct au_pg_records pr;
+	size_t at[6], i;
+	int rc, here = store_here(q, store_url ? store_url : "");
+
+	if (here < 0)
+		return -1;
+	if (!here)
+		return au_seterr(&q->err, AU_ESTATE, "result store '%s' is not in the database of queue '%s'",
+				 p->store_shown, q->url.text);
+	for (i = 0; i < n; i++)
+		if (!au_id_valid(recs[i].id))
+			return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", recs[i].id);
+	if (!n)
+		return 0;
+	if (fence_params(&p->params, queue, refs, n, at) < 0)
+		return oom(q);
+	if (au_pg_records_params(&p->params, recs, n, &pr, at + 3, &q->err) < 0) {
+		au_pg_records_release(&pr);
+		return -1;
+	}
+	rc = settle(q, S_ACK_STORE, n, at, 6, applied);
+	if (rc < 0 && au_pg_unique_violation(&p->pg) &&
+	    (rc = settle(q, S_ACK_STORE_KEEP, n, at, 6, applied)) == 0)
+		au_clearerr(&q->err);
+	au_pg_records_release(&pr);
+	return rc;
+}
+
 static int requeue(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		   const uint64_t *delay_ms, const char *const *error, int uncount, int *applied)
 {
@@ -684,13 +816,28 @@ static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
 /* ---- watch ---- */
 
 /*
- * A second connection LISTENs on the loop. When it drops (a server
- * restart), it is opened again without blocking the loop: PQconnectStart,
- * then PQconnectPoll each time the socket is ready, with a fresh event each
- * step since the socket may change. Failed attempts are retried every
- * WATCH_RETRY_S. Once the server confirms the new LISTEN, the worker is
- * woken, as computations may have arrived while nobody listened.
+ * A watch has a connection of its own on the loop, and of the idle
+ * workers of a queue in one database at most K listen on it (K is the
+ * URL's watchers=, default DEFAULT_WATCHERS): only a watch that holds one
+ * of K session advisory locks of the queue, pg_try_advisory_lock(key, k)
+ * for k < K with key a hash of the queue's name, LISTENs. A notification
+ * therefore wakes at most K workers however many wait; each of the others
+ * tries for a free slot about every SEEK_MS (one statement) and polls
+ * the queue as before. A lock dies with its session, so a crashed worker
+ * frees its slot. A paused watch (its worker has no room) gives its slot
+ * up and seeks one again when resumed. Once a LISTEN is confirmed the
+ * worker is woken, as computations may have arrived while it did not
+ * listen.
+ *
+ * Every command goes out without blocking the loop and its reply comes to
+ * watch_socket; watch_next() sends the next one the state calls for. A
+ * connection that drops (a server restart) is opened again the same way:
+ * PQconnectStart, then PQconnectPoll each time the socket is ready, with a
+ * fresh event each step since the socket may change. Failed attempts are
+ * retried every WATCH_RETRY_S.
  */
+enum watch_cmd { CMD_NONE, CMD_SEEK, CMD_LISTEN, CMD_RELEASE };
+
 struct pg_watch {
 	char *conninfo;
 	char *queue;
@@ -698,21 +845,77 @@ struct pg_watch {
 	struct event_base *base;
 	PGconn *c;
 	struct event *ev;           /* on c's socket */
-	struct event *timer;        /* first wake, then retries of the connection */
-	int connecting;
+	struct event *timer;        /* retries: of the connection, or of a seek */
+	struct event *wake;         /* the first wake */
 	au_queue_wake_fn fn;
 	void *arg;
+	int32_t key;                /* of the queue's slots */
+	int nslots;                 /* K */
+	int slot;                   /* held, or -1 */
+	int listening;              /* LISTEN confirmed */
+	int paused;
+	int connecting;
+	int seek_due;               /* look for a slot once the connection is free */
+	int reconnected;            /* wake once the new connection is set up */
+	enum watch_cmd cmd;         /* in flight */
+	short armed;                /* what ev waits for */
 };
+
+/* The lock key of the slots of queue: 32 bits of FNV-1a. */
+static int32_t watch_key(const char *queue)
+{
+	uint32_t h = 2166136261u;
+	const char *p;
+
+	for (p = "au_queue watch "; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	for (p = queue; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return (int32_t)h;
+}
+
+/* The statement that takes the first free slot, returning its number. */
+static void seek_sql(const struct pg_watch *w, char *sql, size_t len)
+{
+	snprintf(sql, len,
+		 "SELECT k FROM generate_series(0, %d) AS k WHERE pg_try_advisory_lock(%ld, k) LIMIT 1",
+		 w->nslots - 1, (long)w->key);
+}
 
 static void watch_socket(evutil_socket_t fd, short what, void *arg);
 
-/* Waits for what on c's current socket. */
+/* The next seek in SEEK_MS, jittered: watches started together do not seek
+ * together ever after. */
+static void watch_seek_later(struct pg_watch *w)
+{
+	uint64_t ms = SEEK_MS / 2 + au_random64() % SEEK_MS;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(w->timer, &tv);
+}
+
+/* Waits for what on c's current socket (a persistent wait already in
+ * place stays). */
 static int watch_arm(struct pg_watch *w, short what)
 {
+	if (w->ev && (what & EV_PERSIST) && w->armed == what &&
+	    event_get_fd(w->ev) == PQsocket(w->c))
+		return 0;
 	if (w->ev)
 		event_free(w->ev);
+	w->armed = what;
 	w->ev = event_new(w->base, PQsocket(w->c), what, watch_socket, w);
 	return w->ev && event_add(w->ev, NULL) == 0 ? 0 : -1;
+}
+
+/* Reads again while output waits to be flushed, else only reads. */
+static int watch_flush(struct pg_watch *w)
+{
+	int pending = PQflush(w->c);
+
+	if (pending < 0)
+		return -1;
+	return watch_arm(w, (short)(EV_READ | EV_PERSIST | (pending ? EV_WRITE : 0)));
 }
 
 static void watch_drop(struct pg_watch *w)
@@ -725,9 +928,90 @@ static void watch_drop(struct pg_watch *w)
 	PQfinish(w->c);
 	w->c = NULL;
 	w->connecting = 0;
+	w->slot = -1;               /* locks and LISTEN end with the session */
+	w->listening = 0;
+	w->cmd = CMD_NONE;
+	w->reconnected = 1;
 	evtimer_add(w->timer, &retry);
 }
 
+static int watch_send(struct pg_watch *w, enum watch_cmd cmd, const char *sql)
+{
+	if (!PQsendQuery(w->c, sql))
+		return -1;
+	w->cmd = cmd;
+	return watch_flush(w);
+}
+
+/* Sends what the state calls for, if the connection is free; -1 when the
+ * connection is unusable. */
+static int watch_next(struct pg_watch *w)
+{
+	char sql[160];
+
+	if (!w->c || w->connecting || w->cmd != CMD_NONE)
+		return 0;
+	if (w->paused && (w->slot >= 0 || w->listening)) {
+		if (w->slot >= 0)
+			snprintf(sql, sizeof(sql), "UNLISTEN " AU_PG_QUEUE_CHANNEL
+				 "; SELECT pg_advisory_unlock(%ld, %d)", (long)w->key, w->slot);
+		else
+			snprintf(sql, sizeof(sql), "UNLISTEN " AU_PG_QUEUE_CHANNEL);
+		return watch_send(w, CMD_RELEASE, sql);
+	}
+	if (w->paused)
+		return 0;
+	if (w->slot >= 0 && !w->listening)
+		return watch_send(w, CMD_LISTEN, "LISTEN " AU_PG_QUEUE_CHANNEL);
+	if (w->slot < 0 && w->seek_due) {
+		w->seek_due = 0;
+		seek_sql(w, sql, sizeof(sql));
+		return watch_send(w, CMD_SEEK, sql);
+	}
+	return 0;
+}
+
+/* The reply to the command in flight is complete: *wake set when the worker
+ * is to be woken. -1 when the reply says the connection is unusable. */
+static int watch_done(struct pg_watch *w, PGresult *last, int failed, int *wake)
+{
+	enum watch_cmd cmd = w->cmd;
+
+	w->cmd = CMD_NONE;
+	if (failed) {
+		au_log(AU_LOG_WARN, "watching queue '%s' on '%s': %s", w->queue, w->url->text,
+		       PQerrorMessage(w->c));
+		return -1;
+	}
+	switch (cmd) {
+	case CMD_SEEK:
+		if (last && PQntuples(last) == 1)
+			w->slot = atoi(PQgetvalue(last, 0, 0));
+		if (w->slot < 0) {
+			watch_seek_later(w);
+			if (w->reconnected) {
+				w->reconnected = 0;
+				*wake = 1;
+			}
+		}
+		break;
+	case CMD_LISTEN:
+		w->listening = 1;
+		if (w->reconnected)
+			au_log(AU_LOG_INFO, "watching queue '%s' on '%s' again", w->queue,
+			       w->url->text);
+		w->reconnected = 0;
+		*wake = 1;
+		break;
+	case CMD_RELEASE:
+		w->slot = -1;
+		w->listening = 0;
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
 
 static void watch_connect_step(struct pg_watch *w)
 {
@@ -741,10 +1025,10 @@ static void watch_connect_step(struct pg_watch *w)
 			return;
 		break;
 	case PGRES_POLLING_OK:
-		/* the reply to LISTEN comes to watch_socket */
 		w->connecting = 0;
-		if (PQsendQuery(w->c, "LISTEN " AU_PG_QUEUE_CHANNEL) &&
-		    PQsetnonblocking(w->c, 1) == 0 && watch_arm(w, EV_READ | EV_PERSIST) == 0)
+		w->seek_due = 1;
+		if (PQsetnonblocking(w->c, 1) == 0 && watch_arm(w, EV_READ | EV_PERSIST) == 0 &&
+		    watch_next(w) == 0)
 			return;
 		break;
 	default:
@@ -756,17 +1040,48 @@ static void watch_connect_step(struct pg_watch *w)
 static void watch_socket(evutil_socket_t fd, short what, void *arg)
 {
 	struct pg_watch *w = arg;
-	PGresult *r;
+	PGresult *r, *last = NULL;
 	PGnotify *n;
-	int woken = 0;
+	int wake = 0, failed = 0, done = 0;
 
 	(void)fd;
-	(void)what;
 	if (w->connecting) {
 		watch_connect_step(w);
 		return;
 	}
-	if (!PQconsumeInput(w->c) || PQstatus(w->c) != CONNECTION_OK) {
+	if ((what & EV_WRITE) && watch_flush(w) < 0)
+		goto lost;
+	if (!PQconsumeInput(w->c) || PQstatus(w->c) != CONNECTION_OK)
+		goto lost;
+	while (w->cmd != CMD_NONE && !PQisBusy(w->c)) {
+		if (!(r = PQgetResult(w->c))) {
+			done = 1;
+			break;
+		}
+		failed |= PQresultStatus(r) != PGRES_COMMAND_OK &&
+			  PQresultStatus(r) != PGRES_TUPLES_OK;
+		PQclear(last);
+		last = r;
+	}
+	if (done && watch_done(w, last, failed, &wake) < 0) {
+		PQclear(last);
+		watch_drop(w);
+		return;
+	}
+	PQclear(last);
+	while ((n = PQnotifies(w->c))) {
+		wake |= w->listening && !w->paused && !strcmp(n->extra, w->queue);
+		PQfreemem(n);
+	}
+	if (watch_next(w) < 0) {
+		watch_drop(w);
+		return;
+	}
+	/* last: fn may unwatch */
+	if (wake)
+		w->fn(w->arg);
+	return;
+lost: {
 		char why[AU_ERRSTR_SIZE];
 
 		snprintf(why, sizeof(why), "%s", PQerrorMessage(w->c));
@@ -774,24 +1089,7 @@ static void watch_socket(evutil_socket_t fd, short what, void *arg)
 		au_log(AU_LOG_WARN, "lost the connection watching queue '%s' on '%s' (%s): reconnecting",
 		       w->queue, w->url->text, why);
 		watch_drop(w);
-		return;
 	}
-	/* the reply to the LISTEN of a new connection */
-	while (!PQisBusy(w->c) && (r = PQgetResult(w->c))) {
-		if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-			au_log(AU_LOG_INFO, "watching queue '%s' on '%s' again", w->queue,
-			       w->url->text);
-			woken = 1;
-		}
-		PQclear(r);
-	}
-	while ((n = PQnotifies(w->c))) {
-		woken |= !strcmp(n->extra, w->queue);
-		PQfreemem(n);
-	}
-	/* last: fn may unwatch */
-	if (woken)
-		w->fn(w->arg);
 }
 
 static void watch_timer(evutil_socket_t fd, short what, void *arg)
@@ -800,8 +1098,10 @@ static void watch_timer(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (w->c) {                 /* the first wake */
-		w->fn(w->arg);
+	if (w->c) {                 /* a seek, due again */
+		w->seek_due = 1;
+		if (watch_next(w) < 0)
+			watch_drop(w);
 		return;
 	}
 	w->c = PQconnectStart(w->conninfo);
@@ -816,26 +1116,57 @@ static void watch_timer(evutil_socket_t fd, short what, void *arg)
 		watch_drop(w);
 }
 
+static void watch_first_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_watch *w = arg;
+
+	(void)fd;
+	(void)what;
+	w->fn(w->arg);
+}
+
 static void watch_free(struct pg_watch *w)
 {
 	if (w->ev)
 		event_free(w->ev);
 	if (w->timer)
 		event_free(w->timer);
+	if (w->wake)
+		event_free(w->wake);
 	PQfinish(w->c);
 	free(w->conninfo);
 	free(w->queue);
 	free(w);
 }
 
+/* The first slot and LISTEN, blocking (watch reports a bad connection, and
+ * a holder's LISTEN has taken effect when it returns). */
+static int watch_setup(struct pg_watch *w)
+{
+	char sql[160];
+	PGresult *r;
+	int ok;
+
+	seek_sql(w, sql, sizeof(sql));
+	r = PQexec(w->c, sql);
+	ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	if (ok && PQntuples(r) == 1)
+		w->slot = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (ok && w->slot >= 0) {
+		r = PQexec(w->c, "LISTEN " AU_PG_QUEUE_CHANNEL);
+		ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+		w->listening = ok;
+		PQclear(r);
+	}
+	return ok ? 0 : -1;
+}
+
 static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *base,
 		     au_queue_wake_fn fn, void *arg)
 {
 	struct pgq *p = q->ctx;
-	struct timeval now = { 0, 0 };
 	struct pg_watch *w;
-	PGresult *r;
-	int ok;
 
 	if (p->watch)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
@@ -845,13 +1176,15 @@ static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *b
 	w->base = base;
 	w->fn = fn;
 	w->arg = arg;
-	if (!(w->queue = au_strdup(au_queue_name(queue))) || !(w->conninfo = strdup(p->pg.conninfo)) ||
-	    !(w->timer = evtimer_new(base, watch_timer, w))) {
+	w->slot = -1;
+	w->nslots = p->watchers;
+	if (!(w->queue = au_strdup(au_queue_name(queue))) || !(w->conninfo = strdup(p->watch_conninfo)) ||
+	    !(w->timer = evtimer_new(base, watch_timer, w)) ||
+	    !(w->wake = event_new(base, -1, 0, watch_first_wake, w))) {
 		watch_free(w);
 		return oom(q);
 	}
-	/* The first connection is made here, so a bad one is reported, and
-	 * the LISTEN has taken effect when watch returns. */
+	w->key = watch_key(w->queue);
 	w->c = PQconnectdb(w->conninfo);
 	au_pg_notices(w->c);
 	if (PQstatus(w->c) != CONNECTION_OK) {
@@ -859,16 +1192,16 @@ static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *b
 		watch_free(w);
 		return -1;
 	}
-	r = PQexec(w->c, "LISTEN " AU_PG_QUEUE_CHANNEL);
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-	PQclear(r);
-	if (!ok || PQsetnonblocking(w->c, 1) < 0 || watch_arm(w, EV_READ | EV_PERSIST) < 0) {
+	if (watch_setup(w) < 0 || PQsetnonblocking(w->c, 1) < 0 ||
+	    watch_arm(w, EV_READ | EV_PERSIST) < 0) {
 		au_seterr(&q->err, AU_ECONN, "cannot listen on '%s'", q->url.text);
 		watch_free(w);
 		return -1;
 	}
+	if (w->slot < 0)
+		watch_seek_later(w);
 	/* a first wake covers what arrived before the watch */
-	evtimer_add(w->timer, &now);
+	event_active(w->wake, 0, 0);
 	p->watch = w;
 	return 0;
 }
@@ -881,6 +1214,18 @@ static void pgq_unwatch(struct au_queue *q)
 		return;
 	watch_free(p->watch);
 	p->watch = NULL;
+}
+
+static void pgq_watch_pause(struct au_queue *q, int paused)
+{
+	struct pg_watch *w = ((struct pgq *)q->ctx)->watch;
+
+	if (!w || w->paused == !!paused)
+		return;
+	w->paused = !!paused;
+	w->seek_due = !paused;
+	if (watch_next(w) < 0)
+		watch_drop(w);
 }
 
 /* libpq takes both spellings of the scheme; so does au. */
@@ -904,4 +1249,6 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.queues = pgq_queues,
 	.watch = pgq_watch,
 	.unwatch = pgq_unwatch,
+	.watch_pause = pgq_watch_pause,
+	.ack_store = pgq_ack_store,
 };

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <libpq-fe.h>
 
@@ -116,7 +117,66 @@ static int conninfo_add(struct au_buf *b, const char *key, const char *val)
 /* Our own URL parameters; libpq would refuse them. */
 static int au_param(const char *key, size_t len)
 {
-	return len == 7 && !strncmp(key, "migrate", 7);
+	return (len == 7 && !strncmp(key, "migrate", 7)) ||
+	       (len == 8 && !strncmp(key, "watchers", 8));
+}
+
+static int pg_scheme(const char *scheme)
+{
+	return scheme && (!strcmp(scheme, "postgres") || !strcmp(scheme, "postgresql"));
+}
+
+static int same_str(const char *a, const char *b)
+{
+	return !strcmp(a ? a : "", b ? b : "");
+}
+
+/* Parameters that do not change which tables a session sees. */
+static int harmless_param(const char *key, size_t len)
+{
+	static const char *const keys[] = { "application_name", "connect_timeout", "password" };
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(keys); i++)
+		if (len == strlen(keys[i]) && !strncmp(key, keys[i], len))
+			return 1;
+	return au_param(key, len);
+}
+
+/* 1 if every parameter of a that matters has the same value in b. */
+static int params_within(const struct au_url *a, const struct au_url *b)
+{
+	const char *p = a->query;
+
+	while (p && *p) {
+		size_t klen = strcspn(p, "=&");
+		char key[64], *va, *vb;
+		int same;
+
+		if (klen >= sizeof(key))
+			return 0;
+		memcpy(key, p, klen);
+		key[klen] = '\0';
+		p += strcspn(p, "&");
+		p += *p == '&';
+		if (!klen || harmless_param(key, klen))
+			continue;
+		va = au_url_param(a, key);
+		vb = au_url_param(b, key);
+		same = va && vb && !strcmp(va, vb);
+		free(va);
+		free(vb);
+		if (!same)
+			return 0;
+	}
+	return 1;
+}
+
+int au_pg_same_database(const struct au_url *a, const struct au_url *b)
+{
+	return pg_scheme(a->scheme) && pg_scheme(b->scheme) && a->host && b->host &&
+	       !strcasecmp(a->host, b->host) && a->port == b->port && same_str(a->user, b->user) &&
+	       same_str(a->path, b->path) && params_within(a, b) && params_within(b, a);
 }
 
 char *au_pg_conninfo(const struct au_url *url, struct au_err *err)
@@ -264,6 +324,19 @@ static int retryable(struct au_pg *pg, const PGresult *r)
 	return 0;
 }
 
+/* Keeps the SQLSTATE of failed result r (none for r NULL or a success). */
+static void keep_state(struct au_pg *pg, const PGresult *r)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+	snprintf(pg->sqlstate, sizeof(pg->sqlstate), "%s", state ? state : "");
+}
+
+int au_pg_unique_violation(const struct au_pg *pg)
+{
+	return !strcmp(pg->sqlstate, "23505");
+}
+
 PGresult *au_pg_exec(struct au_pg *pg, int stmt, int nparams, const char *const *vals,
 		     const int *lens, struct au_err *err)
 {
@@ -281,6 +354,7 @@ PGresult *au_pg_exec(struct au_pg *pg, int stmt, int nparams, const char *const 
 		PGresult *r = NULL;
 		ExecStatusType st;
 
+		pg->sqlstate[0] = '\0';
 		if (ensure(pg, err) < 0)
 			return NULL;
 		drop_notifies(pg->c);
@@ -293,9 +367,12 @@ PGresult *au_pg_exec(struct au_pg *pg, int stmt, int nparams, const char *const 
 		}
 		r = PQexecPrepared(pg->c, s->name, nparams, vals, lens, binary, 1);
 		st = PQresultStatus(r);
-		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+			pg->sqlstate[0] = '\0';
 			return r;
+		}
 failed:
+		keep_state(pg, r);
 		if (attempt == 0 && retryable(pg, r)) {
 			PQclear(r);
 			continue;

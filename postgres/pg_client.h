@@ -29,6 +29,8 @@ struct au_pg {
 	const struct au_pg_stmt *stmts;  /* indexed by the callers' enums */
 	size_t nstmts;
 	uint64_t prepared;               /* bit i: stmts[i] exists on c */
+	char sqlstate[6];                /* of the last statement that failed on
+					    the server, "" after one that did not */
 };
 
 /*
@@ -41,6 +43,15 @@ struct au_pg {
 int au_pg_open(struct au_pg *pg, const struct au_url *url, const struct au_pg_stmt *stmts,
 	       size_t nstmts, struct au_err *err);
 void au_pg_close(struct au_pg *pg);
+/*
+ * 1 if URLs a and b (postgres:// or postgresql://) name the same database
+ * as the same role: the same host, port, database and user as written, and
+ * the same libpq parameters (options=-c search_path=... among them), apart
+ * from those that change nothing about where the tables are
+ * (application_name, connect_timeout, password, and au's own). 0 otherwise,
+ * including when unsure: the caller then talks to each on its own.
+ */
+int au_pg_same_database(const struct au_url *a, const struct au_url *b);
 /* The libpq connection string for url; malloc'ed, NULL with err set. */
 char *au_pg_conninfo(const struct au_url *url, struct au_err *err);
 
@@ -54,6 +65,8 @@ char *au_pg_conninfo(const struct au_url *url, struct au_err *err);
  */
 PGresult *au_pg_exec(struct au_pg *pg, int stmt, int nparams, const char *const *vals,
 		     const int *lens, struct au_err *err);
+/* 1 if the last statement failed with a unique violation (23505). */
+int au_pg_unique_violation(const struct au_pg *pg);
 /* Plain SQL without parameters (LISTEN, UNLISTEN), same recovery. */
 int au_pg_command(struct au_pg *pg, const char *sql, struct au_err *err);
 

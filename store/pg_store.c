@@ -2,13 +2,16 @@
  * pg_store.c - results in PostgreSQL: postgres://[user[:password]@]host[:port]/db
  * (postgresql:// too; the URL works as for the queue, backends/pg_queue.c).
  *
- * One row of au_results per record: the encoded record and its expiry on
- * the server's clock ('infinity' for ttl_s = 0). A put is one statement for
- * the whole batch; an expired row counts as absent, so it is replaced,
- * while a live one is kept (the first terminal write wins). Each row
- * written notifies the channel au_r_<id> in the same statement, which is
- * what wait listens to. Expired rows stay until sweep deletes them, or a
- * get that finds one (and says AU_EEXPIRED).
+ * One row of au_results per record (postgres/pg_record.h, shared with the
+ * queue's ack_store): the encoded record and its expiry on the server's
+ * clock ('infinity' for ttl_s = 0). A put is one statement for the whole
+ * batch, a plain insert; should an id of the batch have a row already, it
+ * fails whole and the batch goes again in the form where an expired row
+ * counts as absent, so it is replaced, while a live one is kept (the first
+ * terminal write wins). Each row written notifies the channel au_r_<id> in
+ * the same statement, which is what wait listens to. Expired rows stay
+ * until sweep deletes them, or a get that finds one (and says
+ * AU_EEXPIRED).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,24 +19,26 @@
 #include <libpq-fe.h>
 
 #include "pg_client.h"
+#include "pg_record.h"
 #include "pg_schema.h"
 #include "store.h"
 
 /* Rows deleted per statement by sweep. */
 #define SWEEP_CHUNK 10000
 
-enum stmt { S_PUT, S_GET, S_DEL, S_SWEEP };
+enum stmt { S_PUT, S_PUT_KEEP, S_GET, S_DEL, S_SWEEP };
+
+/* The rows written, with their notifications. */
+#define PUT_NOTIFY(insert) \
+	"WITH w AS (" insert ") SELECT id, " AU_PG_RECORD_NOTIFY("id") " FROM w"
 
 static const struct au_pg_stmt stmts[] = {
+	/* new ids (nearly always); a unique violation sends the batch again
+	 * as S_PUT_KEEP, which keeps live rows (postgres/pg_record.h) */
 	[S_PUT] = { "au_put",
-		"WITH w AS (INSERT INTO au_results AS r (id, record, expires_at)"
-		" SELECT id, record,"
-		" CASE WHEN ttl = 0 THEN 'infinity' ELSE now() + ttl * interval '1 s' END"
-		" FROM unnest($1::uuid[], $2::bytea[], $3::int8[]) AS t(id, record, ttl)"
-		" ON CONFLICT (id) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at"
-		" WHERE r.expires_at <= now() RETURNING id)"
-		" SELECT id, pg_notify('" AU_PG_RESULT_CHANNEL "' || encode(uuid_send(id), 'hex'), '')"
-		" FROM w" },
+		PUT_NOTIFY(AU_PG_RECORD_INSERT(AU_PG_RECORD_ROWS("$1", "$2", "$3"))) },
+	[S_PUT_KEEP] = { "au_put_keep",
+		PUT_NOTIFY(AU_PG_RECORD_UPSERT(AU_PG_RECORD_ROWS("$1", "$2", "$3"))) },
 	/* An expired row is reported once, then deleted, as a sweep would. */
 	[S_GET] = { "au_get",
 		"WITH d AS (DELETE FROM au_results WHERE id = $1::uuid AND expires_at <= now())"
@@ -49,13 +54,6 @@ static const struct au_pg_stmt stmts[] = {
 struct pgs {
 	struct au_pg pg;
 	struct au_buf params;       /* binary parameters, reused */
-};
-
-/* A record's id in the order of the batch, to find duplicates and map the
- * ids the server returns back to their place. */
-struct slot {
-	unsigned char uuid[16];
-	size_t i;
 };
 
 static int oom(struct au_store *s)
@@ -93,123 +91,34 @@ static void pgs_close(struct au_store *s)
 	s->ctx = NULL;
 }
 
-static int slot_cmp(const void *a, const void *b)
-{
-	const struct slot *x = a, *y = b;
-	int c = memcmp(x->uuid, y->uuid, 16);
-
-	return c ? c : (x->i > y->i) - (x->i < y->i);
-}
-
-static int uuid_cmp(const void *key, const void *elem)
-{
-	return memcmp(key, ((const struct slot *)elem)->uuid, 16);
-}
-
-/* The first record of the batch with this id. */
-static size_t slot_find(const struct slot *sorted, size_t n, const void *uuid)
-{
-	const struct slot *sl = bsearch(uuid, sorted, n, sizeof(*sorted), uuid_cmp);
-
-	if (!sl)
-		return n;
-	while (sl > sorted && !memcmp(sl[-1].uuid, uuid, 16))
-		sl--;
-	return sl->i;
-}
-
-/* Builds $1 ids, $2 records, $3 ttls of the records not marked dup. */
-static int put_params(struct au_store *s, const struct au_record *recs, size_t n,
-		      const unsigned char *dup, size_t nput, size_t at[3])
-{
-	struct au_buf *b = &((struct pgs *)s->ctx)->params;
-	uint64_t now = au_now_ms();
-	size_t i;
-	int rc = 0;
-
-	au_buf_reset(b);
-	at[0] = b->len;
-	rc |= au_pg_array(b, AU_PG_UUID, nput);
-	for (i = 0; i < n; i++) {
-		unsigned char uuid[16];
-
-		if (!dup[i]) {
-			au_pg_uuid(uuid, recs[i].id);
-			rc |= au_pg_array_add(b, uuid, 16);
-		}
-	}
-	at[1] = b->len;
-	rc |= au_pg_array(b, AU_PG_BYTEA, nput);
-	for (i = 0; i < n && rc == 0; i++) {
-		/* the server's expiry is the one that counts; this one is
-		 * for readers of the bytes */
-		struct au_record w = recs[i];
-		size_t el;
-
-		if (dup[i])
-			continue;
-		w.expires_at_ms = w.ttl_s ? now + (uint64_t)w.ttl_s * 1000 : 0;
-		if (au_pg_array_open(b, &el) < 0)
-			return oom(s);
-		if (au_record_encode(&w, b, &s->err) < 0)
-			return -1;
-		au_pg_array_close(b, el);
-	}
-	at[2] = b->len;
-	rc |= au_pg_array(b, AU_PG_INT8, nput);
-	for (i = 0; i < n; i++) {
-		unsigned char ttl[8];
-
-		if (!dup[i]) {
-			au_pg_put_u64(ttl, recs[i].ttl_s);
-			rc |= au_pg_array_add(b, ttl, 8);
-		}
-	}
-	return rc ? oom(s) : 0;
-}
-
 static int pgs_put(struct au_store *s, const struct au_record *recs, size_t n, int *applied)
 {
 	struct au_buf *b = &((struct pgs *)s->ctx)->params;
-	struct slot *sorted;
-	unsigned char *dup;
-	size_t at[3], i, nput = n;
+	struct au_pg *pg = &((struct pgs *)s->ctx)->pg;
+	struct au_pg_records pr;
+	size_t at[3], i;
 	const char *vals[3];
 	int lens[3], rc = -1;
 	PGresult *r = NULL;
 
 	if (!n)
 		return 0;
-	sorted = malloc(n * sizeof(*sorted));
-	dup = calloc(n, 1);
-	if (!sorted || !dup) {
-		oom(s);
-		goto out;
-	}
-	/* A second record of an id in the batch loses to the first, as it
-	 * would in two puts (one statement may not touch a row twice). */
-	for (i = 0; i < n; i++) {
-		au_pg_uuid(sorted[i].uuid, recs[i].id);
-		sorted[i].i = i;
-	}
-	qsort(sorted, n, sizeof(*sorted), slot_cmp);
-	for (i = 1; i < n; i++)
-		if (!memcmp(sorted[i].uuid, sorted[i - 1].uuid, 16)) {
-			dup[sorted[i].i] = 1;
-			nput--;
-		}
-	if (put_params(s, recs, n, dup, nput, at) < 0)
+	au_buf_reset(b);
+	if (au_pg_records_params(b, recs, n, &pr, at, &s->err) < 0)
 		goto out;
 	for (i = 0; i < 3; i++) {
 		vals[i] = (const char *)b->data + at[i];
 		lens[i] = (int)((i < 2 ? at[i + 1] : b->len) - at[i]);
 	}
-	if (!(r = run(s, S_PUT, 3, vals, lens)))
+	r = run(s, S_PUT, 3, vals, lens);
+	if (!r && au_pg_unique_violation(pg) && (r = run(s, S_PUT_KEEP, 3, vals, lens)))
+		au_clearerr(&s->err);
+	if (!r)
 		goto out;
 	if (applied) {
 		memset(applied, 0, n * sizeof(*applied));
 		for (i = 0; i < (size_t)PQntuples(r); i++) {
-			size_t k = slot_find(sorted, n, PQgetvalue(r, (int)i, 0));
+			size_t k = au_pg_records_find(&pr, PQgetvalue(r, (int)i, 0));
 
 			if (k < n)
 				applied[k] = 1;
@@ -218,8 +127,7 @@ static int pgs_put(struct au_store *s, const struct au_record *recs, size_t n, i
 	rc = 0;
 out:
 	PQclear(r);
-	free(sorted);
-	free(dup);
+	au_pg_records_release(&pr);
 	return rc;
 }
 

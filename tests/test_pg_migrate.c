@@ -5,6 +5,7 @@
  * on the server of $AU_TEST_PG.
  */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "harness.h"
+#include "pg_client.h"
 #include "pg_schema.h"
 #include "queue.h"
 #include "store.h"
@@ -163,11 +165,13 @@ static void test_fresh(void)
 	fclose(out);
 	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "fresh: at the latest version");
 	T_OK(printed && strstr(printed, "migrated to v1: queue") &&
-	     strstr(printed, "migrated to v3:"), "fresh: every step reported");
+	     strstr(printed, "migrated to v4:"), "fresh: every step reported");
 	free(printed);
 	c = connect_to(url);
 	T_OK(has_table(c, "au_jobs") && has_table(c, "au_results") && has_table(c, "au_queues"),
 	     "fresh: the tables exist");
+	EQ(sql_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'au_jobs'"
+		   " AND 'fillfactor=50' = ANY(reloptions)"), 1, "fresh: au_jobs keeps room for updates (v4)");
 	EQ(sql_int(c, "SELECT count(*) FROM au_schema_version"), AU_PG_SCHEMA_VERSION,
 	   "fresh: one version row per step");
 	PQfinish(c);
@@ -202,10 +206,11 @@ static void test_dry_run(void)
 	out = open_memstream(&printed, &len);
 	T_OK(au_pg_migrate(url, 1, out, &err) == 0, "dry run (%s)", err.str);
 	fclose(out);
-	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v3") &&
+	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v4") &&
 	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
-	     strstr(printed, "VALUES (3);\nCOMMIT;") && !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 and v3 only");
+	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (4);\nCOMMIT;") &&
+	     !strstr(printed, "CREATE TABLE au_jobs"),
+	     "dry run: prints the SQL of v2 to v4 only");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -235,7 +240,7 @@ static void test_upgrade(void)
 	free(cmd);
 	free(lit);
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "upgrade: an older schema is not used");
-	T_EQ_STR(msg, "database schema is at v1, this au expects v3: run 'au migrate'",
+	T_EQ_STR(msg, "database schema is at v1, this au expects v4: run 'au migrate'",
 		 "upgrade: the message");
 	EQ(db_version(url), 1, "upgrade: opening changed nothing");
 
@@ -268,7 +273,7 @@ static void test_upgrade(void)
 	au_pg_migrate_to(url, 2, 0, NULL, &err);
 	EQ(db_version(url), 2, "upgrade: a database at v2");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
-	     "upgrade: au migrate brings v2 to v3");
+	     "upgrade: au migrate brings v2 to v4");
 	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
 	     "upgrade: no way back (%s)", err.str);
 	drop_db(url);
@@ -277,18 +282,18 @@ static void test_upgrade(void)
 static void test_ahead(void)
 {
 	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
-	const char *want = "database schema is at v5, this au expects v3: upgrade au";
+	const char *want = "database schema is at v6, this au expects v4: upgrade au";
 	struct au_err err;
 	PGconn *c;
 
 	au_pg_migrate(url, 0, NULL, &err);
 	c = connect_to(url);
-	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (4), (5)"));
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (5), (6)"));
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
 	T_EQ_STR(msg, want, "ahead: the message");
 	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) < 0 && !strcmp(err.str, want), "ahead: migrate refuses");
-	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 5, "ahead: left alone");
+	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 6, "ahead: left alone");
 	PQfinish(c);
 	drop_db(url);
 }
@@ -550,6 +555,201 @@ out:
 	drop_db(url);
 }
 
+/* ---- ack_store: which store is in the queue's database ---- */
+
+/* 1 if ack_store on q takes a store at store_url (0 records, nothing sent),
+ * 0 if AU_ESTATE; the message of the refusal to msg. */
+static int takes_store(struct au_queue *q, const char *store_url, char *msg, size_t len)
+{
+	int rc = au_queue_ack_store(q, "q", store_url, NULL, NULL, 0, NULL);
+
+	snprintf(msg, len, "%s", rc < 0 ? q->err.str : "");
+	if (rc < 0 && q->err.code != AU_ESTATE)
+		T_OK(0, "ack_store on '%s': %s", store_url, q->err.str);
+	return rc == 0;
+}
+
+static void test_ack_store_where(void)
+{
+	char *url = fresh_db(), *other = fresh_db(), *u, msg[AU_ERRSTR_SIZE], want[AU_ERRSTR_SIZE];
+	const char *path = strrchr(url, '/') + 1;
+	struct au_queue *q = au_queue_open(url);
+	struct au_url a, b;
+	struct au_err err;
+
+	if (!T_OK(q && !q->err.code, "ack_store: open (%s)", q ? q->err.str : "oom"))
+		goto out;
+	T_OK(takes_store(q, url, msg, sizeof(msg)), "ack_store: the queue's own URL");
+	u = au_asprintf("postgresql://%s@%s:%d/%s?application_name=results&connect_timeout=3",
+			server.user ? server.user : "postgres", server.host, server.port, path);
+	T_OK(takes_store(q, u, msg, sizeof(msg)), "ack_store: postgresql://, another application name");
+	free(u);
+	T_OK(!takes_store(q, other, msg, sizeof(msg)), "ack_store: another database is AU_ESTATE");
+	snprintf(want, sizeof(want), "result store '%s' is not in the database of queue '%s'", other,
+		 url);
+	T_EQ_STR(msg, want, "ack_store: the message");
+	u = au_asprintf("%s?options=-c%%20search_path%%3Delsewhere", url);
+	T_OK(!takes_store(q, u, msg, sizeof(msg)), "ack_store: another search_path is AU_ESTATE");
+	free(u);
+	u = au_asprintf("postgres://someone:secret@%s:%d/%s", server.host, server.port, path);
+	T_OK(!takes_store(q, u, msg, sizeof(msg)), "ack_store: another user is AU_ESTATE");
+	T_OK(strstr(msg, "postgres://someone:***@") && !strstr(msg, "secret"),
+	     "ack_store: the password is masked (%s)", msg);
+	free(u);
+	T_OK(!takes_store(q, "redis://127.0.0.1:6379", msg, sizeof(msg)) &&
+	     !takes_store(q, "file:///tmp/au-results", msg, sizeof(msg)),
+	     "ack_store: stores of other kinds are AU_ESTATE");
+	T_OK(takes_store(q, url, msg, sizeof(msg)), "ack_store: its own again (the answer is per URL)");
+
+	/* the rule itself */
+	T_OK(au_url_parse("postgres://u@H:5/d?sslmode=require&application_name=x", &a, &err) == 0 &&
+	     au_url_parse("postgresql://u:pw@h:5/d?application_name=y&sslmode=require", &b, &err) == 0,
+	     "ack_store: parse");
+	T_OK(au_pg_same_database(&a, &b), "same database: host case, password, order, application_name");
+	au_url_release(&b);
+	au_url_parse("postgres://u@h:5/d", &b, &err);
+	T_OK(!au_pg_same_database(&a, &b), "not the same: a libpq parameter on one side only");
+	au_url_release(&b);
+	au_url_parse("postgres://u@h/d?sslmode=require", &b, &err);
+	T_OK(!au_pg_same_database(&a, &b), "not the same: a port on one side only (unsure)");
+	au_url_release(&a);
+	au_url_release(&b);
+out:
+	au_queue_close(q);
+	drop_db(url);
+	drop_db(other);
+}
+
+/* ---- bounded waiters: at most K idle watches of a queue listen ---- */
+
+enum { WATCHES = 5 };
+
+struct fleet {
+	struct event_base *base;
+	struct au_queue *q[WATCHES];
+	int wakes[WATCHES];
+};
+
+static struct fleet *woken_fleet;
+
+static void on_fleet_wake(void *arg)
+{
+	woken_fleet->wakes[(int)(intptr_t)arg]++;
+}
+
+/* Runs f's loop for ms. */
+static void fleet_run(struct fleet *f, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	event_base_loopexit(f->base, &tv);
+	event_base_dispatch(f->base);
+}
+
+/* How many watches a push to queue "w" wakes (within 300 ms). */
+static int fleet_push(struct fleet *f, struct au_queue *pusher)
+{
+	struct au_computation c;
+	int i, woken = 0;
+
+	fleet_run(f, 50);
+	memset(f->wakes, 0, sizeof(f->wakes));
+	au_computation_init(&c);
+	au_id_new(c.id);
+	c.task = au_strdup("noop");
+	c.queue = au_strdup("w");
+	if (au_queue_push(pusher, &c, 1) < 0)
+		T_OK(0, "watchers: push (%s)", pusher->err.str);
+	au_computation_release(&c);
+	fleet_run(f, 300);
+	for (i = 0; i < WATCHES; i++)
+		woken += f->wakes[i] > 0;
+	return woken;
+}
+
+static long slots_held(PGconn *c)
+{
+	return sql_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+		       " AND granted AND database = (SELECT oid FROM pg_database"
+		       " WHERE datname = current_database())");
+}
+
+static void test_watchers(void)
+{
+	char *url = fresh_db(), *u;
+	struct fleet f = { event_base_new(), { NULL }, { 0 } };
+	struct au_queue *pusher = au_queue_open(url), *bad;
+	PGconn *pc = connect_to(url);
+	int i, holder = -1;
+
+	woken_fleet = &f;
+	for (i = 0; i < WATCHES; i++) {
+		f.q[i] = au_queue_open(url);
+		T_OK(f.q[i] && !f.q[i]->err.code &&
+		     au_queue_watch(f.q[i], "w", f.base, on_fleet_wake, (void *)(intptr_t)i) == 0,
+		     "watchers: watch %d (%s)", i, f.q[i] ? f.q[i]->err.str : "oom");
+	}
+	fleet_run(&f, 100);
+	for (i = 0; i < WATCHES; i++)
+		T_OK(f.wakes[i] >= 1, "watchers: watch %d woke once watching", i);
+	EQ(slots_held(pc), 2, "watchers: 2 slots held (the default)");
+	EQ(fleet_push(&f, pusher), 2, "watchers: a push wakes 2 of 5 watches");
+	for (i = 0; i < WATCHES && holder < 0; i++)
+		if (f.wakes[i])
+			holder = i;
+
+	/* a paused watch gives its slot to one that waits */
+	au_queue_watch_pause(f.q[holder], 1);
+	memset(f.wakes, 0, sizeof(f.wakes));
+	fleet_run(&f, 1500);
+	EQ(f.wakes[holder], 0, "watchers: the paused one is not woken");
+	T_OK(f.wakes[0] + f.wakes[1] + f.wakes[2] + f.wakes[3] + f.wakes[4] == 1,
+	     "watchers: another takes its slot and wakes once");
+	EQ(fleet_push(&f, pusher), 2, "watchers: a push still wakes 2");
+	EQ(f.wakes[holder], 0, "watchers: ... not the paused one");
+	au_queue_watch_pause(f.q[holder], 0);
+	fleet_run(&f, 1500);
+	EQ(slots_held(pc), 2, "watchers: resumed, still 2 slots held");
+
+	/* slots die with their sessions, and are taken again */
+	kill_sessions(pc);
+	fleet_run(&f, 3500);
+	EQ(slots_held(pc), 2, "watchers: after the sessions were killed, 2 slots again");
+	EQ(fleet_push(&f, pusher), 2, "watchers: ... and a push wakes 2");
+
+	/* an unwatched slot is taken by another */
+	for (i = 0; i < WATCHES; i++)
+		if (f.wakes[i]) {
+			au_queue_unwatch(f.q[i]);
+			break;
+		}
+	fleet_run(&f, 1500);
+	EQ(fleet_push(&f, pusher), 2, "watchers: one unwatched, a push still wakes 2");
+	for (i = 0; i < WATCHES; i++)
+		au_queue_close(f.q[i]);
+
+	/* watchers=K */
+	u = au_asprintf("%s?watchers=1", url);
+	for (i = 0; i < 3; i++)
+		if ((f.q[i] = au_queue_open(u)))
+			au_queue_watch(f.q[i], "w", f.base, on_fleet_wake, (void *)(intptr_t)i);
+	fleet_run(&f, 100);
+	EQ(fleet_push(&f, pusher), 1, "watchers=1: a push wakes 1 of 3");
+	for (i = 0; i < 3; i++)
+		au_queue_close(f.q[i]);
+	free(u);
+	u = au_asprintf("%s?watchers=0", url);
+	bad = au_queue_open(u);
+	T_OK(bad && bad->err.code == AU_EINVAL && strstr(bad->err.str, "watchers must be 1 to"),
+	     "watchers=0: refused (%s)", bad ? bad->err.str : "oom");
+	au_queue_close(bad);
+	free(u);
+	au_queue_close(pusher);
+	PQfinish(pc);
+	event_base_free(f.base);
+	drop_db(url);
+}
+
 int main(void)
 {
 	struct au_err err;
@@ -569,6 +769,8 @@ int main(void)
 	test_errors();
 	test_plain_sql();
 	test_reconnect();
+	test_ack_store_where();
+	test_watchers();
 	PQfinish(admin);
 	au_url_release(&server);
 	return t_done();

@@ -577,6 +577,187 @@ static void test_watch_pause(struct au_queue *q)
 	event_base_free(base);
 }
 
+/* The fields of a record as a store keeps them (expiry within 2 s). */
+static int same_record(const struct au_record *a, const struct au_record *b)
+{
+	long long dx = (long long)a->expires_at_ms - (long long)b->expires_at_ms;
+
+	return a->status == b->status && a->result_len == b->result_len &&
+	       (!a->result_len || !memcmp(a->result, b->result, a->result_len)) &&
+	       !strcmp(a->error ? a->error : "", b->error ? b->error : "") &&
+	       !strcmp(a->task ? a->task : "", b->task ? b->task : "") &&
+	       !strcmp(a->queue ? a->queue : "", b->queue ? b->queue : "") &&
+	       !strcmp(a->worker ? a->worker : "", b->worker ? b->worker : "") &&
+	       a->attempts == b->attempts && a->ttl_s == b->ttl_s &&
+	       a->created_at_ms == b->created_at_ms && a->started_at_ms == b->started_at_ms &&
+	       a->finished_at_ms == b->finished_at_ms && (a->expires_at_ms == 0) == (b->expires_at_ms == 0) &&
+	       dx < 2000 && dx > -2000;
+}
+
+/* A finished attempt's record, as a worker writes it. */
+static void record_for(struct au_record *r, const char *id, const char *queue, uint32_t ttl_s)
+{
+	static unsigned char result[] = { 0x81, 0xa1, 'n', 0x2a };   /* {"n": 42} */
+
+	au_record_init(r);
+	memcpy(r->id, id, AU_ID_SIZE);
+	r->status = AU_COMPLETED;
+	r->result = result;
+	r->result_len = sizeof(result);
+	r->task = (char *)"noop";
+	r->queue = (char *)queue;
+	r->worker = (char *)"conformance";
+	r->attempts = 1;
+	r->ttl_s = ttl_s;
+	r->created_at_ms = 1700000000000ull;
+	r->started_at_ms = 1700000000100ull;
+	r->finished_at_ms = 1700000000200ull;
+}
+
+/* The record of id read back from s into *out (released by the caller);
+ * 0 or the error code of get. */
+static int get_record(struct au_store *s, const char *id, struct au_record *out)
+{
+	au_record_init(out);
+	return au_store_get(s, id, out) < 0 ? s->err.code : 0;
+}
+
+struct ack_store_waiter {
+	struct au_store *s;
+	const char *id;
+	int rc;
+};
+
+static void *ack_store_wait_main(void *arg)
+{
+	struct ack_store_waiter *w = arg;
+	struct au_record r;
+
+	au_record_init(&r);
+	w->rc = au_store_wait(w->s, w->id, 5000, &r);
+	au_record_release(&r);
+	return NULL;
+}
+
+/*
+ * ack_store: the records of acked attempts stored and the acks applied in
+ * one call, as a put followed by an ack would leave them; AU_ESTATE when
+ * the store lives elsewhere (or the backend cannot). The store at the
+ * queue's own URL reads the records back as it reads its own: fields,
+ * TTL (0: never expires), first write wins, an expired record replaced. A
+ * stale ref's record is still kept when it is the first, its ack is not.
+ */
+static void test_ack_store(struct au_queue *q)
+{
+	enum { N = 5 };
+	struct au_computation cs[N];
+	struct au_lease l[N];
+	struct au_ref refs[N];
+	struct au_record recs[N], got, want, earlier;
+	struct au_store *s, *ws;
+	struct ack_store_waiter waiter;
+	struct au_queued info;
+	pthread_t th;
+	char name[64];
+	int applied[N], rc;
+	size_t n, i;
+
+	t_queue_name(name, "conf", "ackstore");
+	rc = au_queue_ack_store(q, name, "memory://conformance-elsewhere", refs, recs, 0, applied);
+	T_OK(rc < 0 && q->err.code == AU_ESTATE, "ack_store: a store elsewhere is AU_ESTATE (%s)",
+	     q->err.str);
+	if (!q->ops->ack_store) {
+		rc = au_queue_ack_store(q, name, url, refs, recs, 0, applied);
+		T_OK(rc < 0 && q->err.code == AU_ESTATE, "ack_store: not implemented, AU_ESTATE");
+		return;
+	}
+	s = t_open_store(url);
+	ws = t_open_store(url);
+	for (i = 0; i < N; i++) {
+		t_computation(&cs[i], name, (int)i);
+		t_push1(q, &cs[i]);
+	}
+	n = t_lease(q, name, N, LONG_LEASE, 0, l);
+	EQ(n, N, "ack_store: lease 5");
+	if (n != N)
+		goto out;
+	for (i = 0; i < N; i++) {
+		refs[i] = l[i].ref;
+		record_for(&recs[i], l[i].ref.id, name, 60);
+	}
+	recs[1].ttl_s = 0;                        /* never expires */
+	recs[2].status = AU_FAILED;               /* an error, no result */
+	recs[2].result_len = 0;
+	recs[2].error = (char *)"it broke";
+	snprintf(refs[3].token, sizeof(refs[3].token), "0-stale");   /* lost its lease */
+	record_for(&earlier, refs[4].id, name, 60);                  /* a record exists */
+	earlier.worker = (char *)"the first";
+	EQ(t_put1(s, &earlier), 1, "ack_store: an earlier record of one of them");
+
+	waiter = (struct ack_store_waiter){ ws, refs[0].id, -1 };
+	pthread_create(&th, NULL, ack_store_wait_main, &waiter);
+	t_sleep_ms(200);
+	rc = au_queue_ack_store(q, name, url, refs, recs, N, applied);
+	pthread_join(th, NULL);
+	T_OK(rc == 0, "ack_store (%s)", q->err.str);
+	T_OK(applied[0] && applied[1] && applied[2] && !applied[3] && applied[4],
+	     "ack_store: applied %d %d %d %d %d (want 1 1 1 0 1)", applied[0], applied[1],
+	     applied[2], applied[3], applied[4]);
+	EQ(waiter.rc, 0, "ack_store: a waiter on the store is woken by the record");
+	for (i = 0; i < 4; i++) {
+		char other[AU_ID_SIZE];
+
+		/* the same record put by the store under another id */
+		want = recs[i];
+		au_id_new(other);
+		memcpy(want.id, other, AU_ID_SIZE);
+		T_OK(t_put1(s, &want) == 1 && get_record(s, other, &want) == 0 &&
+		     get_record(s, recs[i].id, &got) == 0 && same_record(&got, &want),
+		     "ack_store: record %zu reads back as put writes it%s", i,
+		     i == 3 ? " (a stale ref's, the first record of its id)" : "");
+		au_record_release(&got);
+		au_record_release(&want);
+	}
+	T_OK(get_record(s, recs[1].id, &got) == 0 && got.expires_at_ms == 0,
+	     "ack_store: ttl 0 never expires");
+	au_record_release(&got);
+	EQ(peek(q, name, refs[3].id, &info), AU_QUEUED_LEASED, "ack_store: a stale ref's ack is not applied");
+	T_OK(get_record(s, refs[4].id, &got) == 0 && got.worker && !strcmp(got.worker, "the first"),
+	     "ack_store: the first write wins");
+	au_record_release(&got);
+	EQ(t_stats(q, name).leased, 1, "ack_store: the others are acked");
+
+	/* an expired record is replaced, as by put */
+	au_computation_release(&cs[0]);
+	au_lease_release(&l[0]);
+	t_computation(&cs[0], name, 9);
+	t_push1(q, &cs[0]);
+	record_for(&earlier, cs[0].id, name, 1);
+	EQ(t_put1(s, &earlier), 1, "ack_store: a record with ttl 1 s");
+	t_sleep_ms(1100);
+	if (t_lease(q, name, 1, LONG_LEASE, 0, &l[0]) == 1) {
+		record_for(&recs[0], l[0].ref.id, name, 60);
+		recs[0].worker = (char *)"the second";
+		T_OK(au_queue_ack_store(q, name, url, &l[0].ref, &recs[0], 1, applied) == 0 && applied[0],
+		     "ack_store: over an expired record (%s)", q->err.str);
+		T_OK(get_record(s, l[0].ref.id, &got) == 0 && got.worker &&
+		     !strcmp(got.worker, "the second"), "ack_store: the expired record is replaced");
+		au_record_release(&got);
+	} else {
+		T_OK(0, "ack_store: lease the one over an expired record");
+	}
+	t_computations_release(cs, N);
+	t_leases_release(l, N);
+	au_store_close(s);
+	au_store_close(ws);
+	return;
+out:
+	t_leases_release(l, n);
+	t_computations_release(cs, N);
+	au_store_close(s);
+	au_store_close(ws);
+}
+
 struct leaser {
 	const char *name;
 	char (*ids)[AU_ID_SIZE];
@@ -681,6 +862,7 @@ static void run_suite(const char *u)
 	test_stats_queues(q);
 	test_watch(q);
 	test_watch_pause(q);
+	test_ack_store(q);
 	test_concurrent(q);
 	au_queue_close(q);
 }
