@@ -8,7 +8,9 @@
  *             with the CPU each computation cost the workers, the producer and
  *             the server, and how long the workers' loops spent in one
  *             callback (p99, max)
- *   latency   200 single enqueues 5 ms apart: enqueue -> start, p50 / p99
+ *   latency   200 single enqueues 5 ms apart: how long each au_enqueue call
+ *             took (p50 / p99 / max), the producer's RSS and page faults
+ *             meanwhile, enqueue -> start (p50 / p99)
  *   ch.query  `SELECT 1` computations/s next to a raw libcurl keep-alive
  *             loop with the same number of connections
  *
@@ -26,6 +28,7 @@
 
 #include <curl/curl.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <hiredis.h>
 #include <jansson.h>
@@ -296,6 +299,34 @@ static double server_cpu_s(const char *url)
 		}
 	}
 	return cpu;
+}
+
+/* This process's resident memory in MB, from /proc; -1 when unreadable.
+ * Read without stdio: its buffer would be the malloc() of 1 kB or more
+ * that pays for a fragmented heap before the enqueues it should show. */
+static double self_rss_mb(void)
+{
+	char buf[128];
+	unsigned long size, resident;
+	int fd = open("/proc/self/statm", O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if (sscanf(buf, "%lu %lu", &size, &resident) != 2)
+		return -1;
+	return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1048576;
+}
+
+static long self_minflt(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_minflt;
 }
 
 /* Waits until queue has nothing ready, scheduled or leased. */
@@ -591,10 +622,14 @@ int main(int argc, char **argv)
 		/* what this process spent enqueueing and polling, and the server */
 		double self = self_cpu_s() - self0, srv = server_cpu_s(argv[1]) - srv0;
 
-		/* Stopped before the results are checked: with them still up
-		 * during a check of 300,000 results (BENCH_CHECK_WITH_WORKERS=1,
-		 * as this bench used to run), the single enqueues that follow
-		 * take ~10 ms each and start 45-145 ms late; not explained yet. */
+		/* Stopped before the results are checked, so that their CPU
+		 * is the drain's alone (BENCH_CHECK_WITH_WORKERS=1 keeps them
+		 * up, as this bench used to run). After a check of 300,000
+		 * results the single enqueues used to stall: the freed handles
+		 * had left a 110 MB heap that the first malloc() of 1 kB or
+		 * more rewrote, in this process and in the workers forked from
+		 * it (issue 7, producer.c). "one au_enqueue call" and the page
+		 * faults under "200 single enqueues" show such a stall. */
 		if (!getenv("BENCH_CHECK_WITH_WORKERS"))
 			stop_workers(pids, nworkers);
 		printf("%-44s workers %.1f, producer %.1f, server %.1f\n",
@@ -632,21 +667,32 @@ int main(int argc, char **argv)
 	{
 		struct au_enqueue_opts eo = { 0 };
 		struct au_buf b = AU_BUF_INIT;
+		double call[LAT_SAMPLES], rss = self_rss_mb();
+		long flt = self_minflt();
 		uint64_t start = mono_ns();
 
 		eo.queue = queue;
 		eo.ttl_s = 3600;
 		for (i = 0; i < LAT_SAMPLES; i++) {
-			uint64_t at = start + i * 5000000ull, now;
+			uint64_t at = start + i * 5000000ull, now, t;
 
 			while ((now = mono_ns()) < at)
 				usleep((useconds_t)((at - now) / 1000));
-			encode_args(&b, i, mono_ns());
+			t = mono_ns();
+			encode_args(&b, i, t);
 			au_enqueue(cl, "bench.inc", b.data, b.len, &eo, NULL);
+			call[i] = (double)(mono_ns() - t) / 1e6;
 		}
 		au_buf_release(&b);
 		printf("%-44s %10.1f ms (1000 if each is on time)\n", "  200 single enqueues 5 ms apart took",
 		       (double)(mono_ns() - start) / 1e6);
+		/* one late call makes those after it late too: the total alone
+		 * cannot tell one stall from slow calls */
+		qsort(call, LAT_SAMPLES, sizeof(call[0]), cmp_double);
+		printf("%-44s %7.3f ms p50, %.3f ms p99, %.3f ms max\n", "  one au_enqueue call",
+		       pct(call, LAT_SAMPLES, 50), pct(call, LAT_SAMPLES, 99), call[LAT_SAMPLES - 1]);
+		printf("%-44s %.1f MB resident, %ld page faults meanwhile\n", "  producer", rss,
+		       self_minflt() - flt);
 	}
 	drained(q, queue, mono_ns() + 30000000000ull);
 	usleep(100000);

@@ -22,11 +22,19 @@ struct au_client {
 	struct au_err err;
 };
 
+/*
+ * One allocation, the queue's name included. With the name in a block of
+ * its own, 300,000 handles freed (a long bench run) left glibc's heap a
+ * checkerboard of free handles and free 32-byte names that malloc keeps
+ * apart (fastbins): 110 MB it could not give back, which the next malloc()
+ * of 1 kB or more merged at once, writing to every page; after a fork()
+ * that was 27,000 copy-on-write faults and a 2 s enqueue (issue 7).
+ */
 struct au_handle {
 	struct au_client *cl;
 	char id[AU_ID_SIZE];
-	char *queue;
 	struct au_err err;
+	char queue[];
 };
 
 struct au_client *au_client_new(const struct au_config *cfg)
@@ -68,7 +76,9 @@ const struct au_err *au_client_err(const struct au_client *cl)
 
 struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char *queue)
 {
-	struct au_handle *h = calloc(1, sizeof(*h));
+	const char *name = au_queue_name(queue);
+	size_t len = strlen(name);
+	struct au_handle *h = calloc(1, sizeof(*h) + len + 1);
 
 	if (!h)
 		return NULL;
@@ -76,11 +86,7 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 	snprintf(h->id, sizeof(h->id), "%s", id ? id : "");
 	if (!cl->q->ops || !cl->store->ops)   /* the client never connected */
 		h->err = cl->err;
-	h->queue = au_strdup(au_queue_name(queue));
-	if (!h->queue) {
-		free(h);
-		return NULL;
-	}
+	memcpy(h->queue, name, len + 1);
 	if (!au_id_valid(h->id))
 		au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "");
 	return h;
@@ -88,9 +94,6 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 
 void au_handle_free(struct au_handle *h)
 {
-	if (!h)
-		return;
-	free(h->queue);
 	free(h);
 }
 
