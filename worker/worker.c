@@ -132,6 +132,7 @@ struct writeback {
 	uint32_t attempts;            /* of the lease, for the delay of a retry the thread makes */
 	uint64_t delay_ms;            /* of a retry */
 	const char *error;            /* reason of a bury, last error of a retry */
+	unsigned char *body;          /* the lease's, freed by the thread that allocated it */
 	char *why;                    /* by the thread: "result not stored: ..." */
 	int done;                     /* the queue was told (ack_store) */
 };
@@ -211,6 +212,8 @@ struct au_worker {
 	char last_error[AU_ERRSTR_SIZE];
 	uint64_t last_report_us;
 	size_t tasks_busy;             /* attempts whose task_busy is set: the slots taken */
+	struct attempt *spares;        /* freed attempts kept for reuse, through ->next */
+	size_t nspares;
 	unsigned cb_depth;             /* callbacks of ours under way (they nest) */
 	struct au_worker_stats stats;
 };
@@ -325,10 +328,13 @@ static size_t prefetch_max(const struct au_worker *w)
 	return n < w->opts.batch ? (size_t)n : w->opts.batch;
 }
 
-/* How many more it may lease now. */
+/* How many more it may lease now: what it holds counts until it is
+ * written back, so a write-back that falls behind holds the leases back. */
 static size_t room(const struct au_worker *w)
 {
-	size_t have = busy(w) + count(w, ATTEMPT_HELD), cap = w->opts.concurrency + prefetch_max(w);
+	size_t have = busy(w) + count(w, ATTEMPT_HELD) + count(w, ATTEMPT_DECIDED) +
+		      count(w, ATTEMPT_WRITING);
+	size_t cap = w->opts.concurrency + prefetch_max(w);
 	size_t n = have < cap ? cap - have : 0;
 
 	if (w->opts.max_jobs) {
@@ -373,17 +379,41 @@ static void recovered(struct au_worker *w)
 	}
 }
 
+/* A zeroed attempt, from the spares when there is one: a busy worker
+ * would otherwise free and allocate a batch of them per round trip, and
+ * fault the pages back in each time the allocator gave them back. */
+static struct attempt *attempt_new(struct au_worker *w)
+{
+	struct attempt *a = w->spares;
+
+	if (!a)
+		return calloc(1, sizeof(*a));
+	w->spares = a->next;
+	w->nspares--;
+	memset(a, 0, sizeof(*a));
+	return a;
+}
+
 static void attempt_free(struct attempt *a)
 {
+	struct au_worker *w = a->w;
+
 	task_done(a);
-	list_del(&a->w->lists[a->state], a);
+	list_del(&w->lists[a->state], a);
 	if (a->timer)
 		event_free(a->timer);
 	au_lease_release(&a->lease);
 	au_computation_release(&a->c);
 	free(a->result);
 	free(a->error);
-	free(a);
+	/* as many spares as a worker can hold attempts at once */
+	if (w->nspares < (size_t)w->opts.concurrency + w->opts.batch) {
+		a->next = w->spares;
+		w->spares = a;
+		w->nspares++;
+	} else {
+		free(a);
+	}
 }
 
 static uint64_t retry_delay(const struct au_worker *w, uint32_t attempt)
@@ -565,7 +595,7 @@ static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn
 /* A lease came back: its attempt is held until a slot is free. */
 static void take(struct au_worker *w, struct au_lease *l)
 {
-	struct attempt *a = calloc(1, sizeof(*a));
+	struct attempt *a = attempt_new(w);
 
 	if (!a) {
 		au_log(AU_LOG_ERROR, "out of memory starting computation '%s'", l->ref.id);
@@ -819,6 +849,10 @@ static void flush_io(struct au_io_req *r)
 			f->queue_err = w->q->err;
 		}
 	}
+	for (i = 0; i < f->n; i++) {
+		free(f->wb[i].body);
+		f->wb[i].body = NULL;
+	}
 }
 
 static void extend_io(struct au_io_req *r)
@@ -919,6 +953,11 @@ static void flush(struct au_worker *w)
 		b->error = a->error;
 		b->why = NULL;
 		b->done = 0;
+		/* the body came from the thread's allocations: freed there, it
+		 * costs the loop no free into another thread's arena */
+		b->body = a->lease.body;
+		a->lease.body = NULL;
+		a->lease.body_len = 0;
 	}
 	/* records of acks first: ack_store takes recs[0..nack) */
 	for (pass = 0; pass < 2; pass++)
@@ -1236,13 +1275,13 @@ static int requests_init(struct au_worker *w)
 	f->io.run = flush_io;
 	f->w = w;
 	f->cap = cap;
-	f->wb = calloc(cap, sizeof(*f->wb));
-	f->recs = calloc(cap, sizeof(*f->recs));
-	f->refs = calloc(cap, sizeof(*f->refs));
-	f->delays = calloc(cap, sizeof(*f->delays));
-	f->texts = calloc(cap, sizeof(*f->texts));
-	f->applied = calloc(cap, sizeof(*f->applied));
-	f->idx = calloc(cap, sizeof(*f->idx));
+	f->wb = calloc(f->cap, sizeof(*f->wb));
+	f->recs = calloc(f->cap, sizeof(*f->recs));
+	f->refs = calloc(f->cap, sizeof(*f->refs));
+	f->delays = calloc(f->cap, sizeof(*f->delays));
+	f->texts = calloc(f->cap, sizeof(*f->texts));
+	f->applied = calloc(f->cap, sizeof(*f->applied));
+	f->idx = calloc(f->cap, sizeof(*f->idx));
 	e->io.run = extend_io;
 	e->w = w;
 	e->cap = cap;
@@ -1262,8 +1301,10 @@ static void requests_release(struct au_worker *w)
 		for (i = 0; i < w->opts.batch; i++)
 			au_lease_release(&w->lease.out[i]);
 	free(w->lease.out);
-	for (i = 0; i < w->flush.n; i++)
+	for (i = 0; i < w->flush.n; i++) {
 		free(w->flush.wb[i].why);
+		free(w->flush.wb[i].body);
+	}
 	free(w->flush.wb);
 	free(w->flush.recs);
 	free(w->flush.refs);
@@ -1406,6 +1447,10 @@ void au_worker_free(struct au_worker *w)
 	au_ch_free(w->ch);
 	au_chain_release(&w->chain);
 	requests_release(w);
+	while ((a = w->spares)) {
+		w->spares = a->next;
+		free(a);
+	}
 	if (w->pump_ev)
 		event_free(w->pump_ev);
 	if (w->start_ev)
