@@ -1360,6 +1360,18 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
 	w->store = au_store_open(conf.store_url);
+	/* the attempts it can hold, allocated and touched once now rather
+	 * than page by page in the loop's first rounds */
+	while (w->nspares < (size_t)w->opts.concurrency + w->opts.batch) {
+		struct attempt *a = malloc(sizeof(*a));
+
+		if (!a)
+			break;
+		memset(a, 0, sizeof(*a));
+		a->next = w->spares;
+		w->spares = a;
+		w->nspares++;
+	}
 	if (!w->queue_name || !w->store_url || !w->builtins ||
 	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
 	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
