@@ -1421,12 +1421,16 @@ int au_worker_start(struct au_worker *w)
 	/* a queue that cannot watch is polled */
 	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
+	/* from here on the queue and store handles belong to the thread */
+	if (!w->io && !(w->io = au_io_new(w->base, io_ready, w))) {
+		if (w->watching)
+			au_queue_unwatch(w->q);
+		w->watching = 0;
+		return au_seterr(&w->err, AU_ENOMEM, "unable to start the worker's i/o thread");
+	}
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
 	set_timer(w->extend_ev, beat ? beat : 1);
 	set_timer(w->rescue_ev, RESCUE_EVERY_MS);
-	/* from here on the queue and store handles belong to the thread */
-	if (!w->io && !(w->io = au_io_new(w->base, io_ready, w)))
-		return au_seterr(&w->err, AU_ENOMEM, "unable to start the worker's i/o thread");
 	wake_cb(w);
 	return 0;
 }
