@@ -467,6 +467,24 @@ static double raw_rate(const char *ch_url, const char *params, const char *sql, 
 	return (double)ok / ((double)(mono_ns() - t0) / 1e9);
 }
 
+/* The one number sql returns on the PostgreSQL server at url, after setup
+ * (may be NULL); -1 when it cannot be read. */
+static double pg_number(const char *url, const char *setup, const char *sql)
+{
+	PGconn *c = PQconnectdb(url);
+	PGresult *r;
+	double v = -1;
+
+	if (setup)
+		PQclear(PQexec(c, setup));
+	r = PQexec(c, sql);
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+		v = atof(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	PQfinish(c);
+	return v;
+}
+
 /*
  * Commands (Redis: INFO stats total_commands_processed) or statements
  * (PostgreSQL: pg_stat_statements, which bench/run.sh's server preloads)
@@ -479,17 +497,9 @@ static double server_ops(const char *url)
 	if (!strncmp(url, "redis://", 8)) {
 		ops = redis_info(url, "stats", "total_commands_processed");
 	} else if (!strncmp(url, "postgres", 8)) {
-		PGconn *c = PQconnectdb(url);
-		PGresult *r;
-
-		PQclear(PQexec(c, "SET client_min_messages = warning; "
-				  "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"));
-		r = PQexec(c, "SELECT sum(calls) FROM pg_stat_statements");
-
-		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-			ops = atof(PQgetvalue(r, 0, 0));
-		PQclear(r);
-		PQfinish(c);
+		ops = pg_number(url, "SET client_min_messages = warning; "
+				     "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+				"SELECT sum(calls) FROM pg_stat_statements");
 	}
 	return ops;
 }
@@ -498,19 +508,9 @@ static double server_ops(const char *url)
  * for another server or when unknown. */
 static double pg_wal_bytes(const char *url)
 {
-	double v = -1;
-	PGconn *c;
-	PGresult *r;
-
 	if (strncmp(url, "postgres", 8))
 		return -1;
-	c = PQconnectdb(url);
-	r = PQexec(c, "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')");
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-		v = atof(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	PQfinish(c);
-	return v;
+	return pg_number(url, NULL, "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')");
 }
 
 /*
