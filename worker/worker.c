@@ -993,11 +993,7 @@ static void flush_done(struct au_worker *w)
 			free(a->error);
 			a->error = b->why;
 			a->disposition = b->d;
-			if (b->d == DISPOSE_RETRY) {
-				a->run.status = AU_RETRYING;
-			} else {
-				a->run.status = AU_FAILED;
-			}
+			a->run.status = b->d == DISPOSE_RETRY ? AU_RETRYING : AU_FAILED;
 			run_hooks(w, a);
 		}
 		if (a->disposition == DISPOSE_BURY)
