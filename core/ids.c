@@ -87,11 +87,21 @@ static void hex(char *out, const unsigned char *in, size_t n)
 	out[2 * n] = '\0';
 }
 
+/*
+ * A millisecond clock in the first 48 bits, 80 random bits after it (the
+ * shape of a version 7 UUID): ids made close in time sort close, so the
+ * indexes keyed by id take new rows at their right edge, not on a random
+ * page each, and the write-ahead log carries fewer whole pages.
+ */
 void au_id_new(char out[AU_ID_SIZE])
 {
 	unsigned char raw[16];
+	uint64_t ms = au_now_ms();
+	int i;
 
-	random_bytes(raw, sizeof(raw));
+	for (i = 0; i < 6; i++)
+		raw[i] = (unsigned char)(ms >> (40 - 8 * i));
+	random_bytes(raw + 6, sizeof(raw) - 6);
 	hex(out, raw, sizeof(raw));
 }
 

@@ -26,7 +26,7 @@ extern "C" {
 #define AU_VERSION "0.1.0"
 #define AU_WIRE_VERSION 1
 
-#define AU_ID_SIZE 33     /* 32 lowercase hex digits (128 random bits) + NUL */
+#define AU_ID_SIZE 33     /* 32 lowercase hex digits + NUL */
 #define AU_TOKEN_SIZE 40  /* lease token: "<attempt>-<16 hex>" + NUL */
 #define AU_ERRSTR_SIZE 256
 
@@ -154,7 +154,8 @@ struct au_record {
 void au_record_init(struct au_record *r);
 void au_record_release(struct au_record *r);
 
-/* Fresh random 128-bit id, as 32 lowercase hex digits. */
+/* Fresh id, as 32 lowercase hex digits: 48 bits of unix milliseconds,
+ * then 80 random bits (the shape of a UUIDv7). */
 void au_id_new(char out[AU_ID_SIZE]);
 /* 1 if s is 32 lowercase hex digits, else 0. */
 int au_id_valid(const char *s);

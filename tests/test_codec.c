@@ -1,5 +1,6 @@
 /* test_codec.c - the wire codec: round trips, defaults, every malformed and
  * hostile input we can think of, a mutation fuzz loop, and the JSON mirror. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -920,6 +921,20 @@ static void test_ids(void)
 			dup += !strcmp(ids[i], ids[j]);
 	T_EQ_INT(bad, 0, "ids: 2000 new ids are valid");
 	T_EQ_INT(dup, 0, "ids: and distinct");
+	{
+		/* the first 12 digits are the clock, so ids sort by when they were made */
+		uint64_t before = au_now_ms(), after, ms = 0;
+		char id[AU_ID_SIZE];
+		int sorted = 1;
+
+		au_id_new(id);
+		after = au_now_ms();
+		sscanf(id, "%12" SCNx64, &ms);
+		T_OK(ms >= before && ms <= after, "ids: begin with the unix milliseconds they were made at");
+		for (i = 1; i < N; i++)
+			sorted &= memcmp(ids[i - 1], ids[i], 12) <= 0;
+		T_OK(sorted, "ids: made one after another, their clocks never go down");
+	}
 	T_OK(!au_id_valid("0123456789abcdef0123456789abcdeg") &&
 	     !au_id_valid("0123456789ABCDEF0123456789abcdef") &&
 	     !au_id_valid("0123456789abcdef0123456789abcde") &&
