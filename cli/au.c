@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "core.h"
+#include "fleet.h"
 #include "pg_schema.h"
 #include "queue.h"
 
@@ -32,7 +33,9 @@ static const char usage_text[] =
 	"  result ID [--queue Q] [--json]\n"
 	"  cancel ID [--queue Q]\n"
 	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
-	"         [--grace MS] [--retry-base MS] [--max-jobs N] [--idle-exit MS] [--quiet]\n"
+	"         [--grace MS] [--retry-base MS] [--max-tasks N] [--idle-exit MS] [--quiet]\n"
+	"         [--log-level debug|info|warn|error] [--config FILE] [--wait-for-servers]\n"
+	"         [--restart-delay MS] [--skip-check queue,store,clickhouse]\n"
 	"  queues [--json]\n"
 	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
 	"  version\n"
@@ -88,13 +91,14 @@ struct cli {
 	struct au_header headers[AU_MAX_HEADERS];
 	const char *args, *args_file;
 	int json, wait, wait_timeout, timeout, processes, dry_run;
+	struct au_fleet_opts fleet;   /* the worker's own options (cli/fleet.h) */
 };
 
 enum {
 	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
 	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
 	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
-	O_DRY_RUN
+	O_DRY_RUN, O_LOG_LEVEL, O_CONFIG, O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK
 };
 
 static const struct option options[] = {
@@ -119,11 +123,17 @@ static const struct option options[] = {
 	{ "lease", required_argument, NULL, O_LEASE },
 	{ "grace", required_argument, NULL, O_GRACE },
 	{ "retry-base", required_argument, NULL, O_RETRY_BASE },
-	{ "max-jobs", required_argument, NULL, O_MAX_JOBS },
+	{ "max-tasks", required_argument, NULL, O_MAX_JOBS },
+	{ "max-jobs", required_argument, NULL, O_MAX_JOBS },   /* the older name */
 	{ "idle-exit", required_argument, NULL, O_IDLE_EXIT },
 	{ "quiet", no_argument, NULL, O_QUIET },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "dry-run", no_argument, NULL, O_DRY_RUN },
+	{ "log-level", required_argument, NULL, O_LOG_LEVEL },
+	{ "config", required_argument, NULL, O_CONFIG },
+	{ "wait-for-servers", no_argument, NULL, O_WAIT_SERVERS },
+	{ "restart-delay", required_argument, NULL, O_RESTART_DELAY },
+	{ "skip-check", required_argument, NULL, O_SKIP_CHECK },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -182,6 +192,22 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 		case O_JSON: c->json = 1; break;
 		case O_QUIET: c->wo.log = 0; break;
 		case O_DRY_RUN: c->dry_run = 1; break;
+		case O_LOG_LEVEL: {
+			enum au_loglevel lvl;
+
+			if (au_fleet_log_level(optarg, &lvl) < 0)
+				return usage("invalid log level '%s' (expected debug, info, warn or error)",
+					     optarg);
+			c->fleet.log_level = optarg;
+			break;
+		}
+		case O_CONFIG: c->fleet.config_file = optarg; break;
+		case O_WAIT_SERVERS: c->fleet.wait_for_servers = 1; break;
+		case O_SKIP_CHECK:
+			if (au_fleet_parts(optarg, &c->fleet.skip) < 0)
+				return usage("invalid --skip-check '%s' (expected queue, store, clickhouse)",
+					     optarg);
+			break;
 		case O_HELP:
 		case 'h':
 			fputs(usage_text, stdout);
@@ -209,6 +235,7 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 			case O_RETRY_BASE: c->wo.retry_base_ms = (uint32_t)v; break;
 			case O_MAX_JOBS: c->wo.max_jobs = (uint32_t)v; break;
 			case O_IDLE_EXIT: c->wo.idle_exit_ms = (uint32_t)v; break;
+			case O_RESTART_DELAY: c->fleet.restart_delay_ms = (uint32_t)v; break;
 			}
 		}
 	}
@@ -568,76 +595,14 @@ static int cmd_migrate(struct cli *c, int argc)
 	return 0;
 }
 
-/* --processes N: N worker processes, one loop each (like nginx). The parent
- * takes SIGTERM/SIGINT/SIGCHLD synchronously (sigwaitinfo), so a signal
- * that arrives while it forks or reaps is not lost: it forwards the stop
- * and waits for every child. */
-static int run_processes(struct cli *c, int nproc)
-{
-	pid_t *pids = calloc((size_t)nproc, sizeof(*pids));
-	sigset_t set, old;
-	int i, alive = 0, rc = 0, status;
-
-	if (!pids)
-		return EXIT_FAILED;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &set, &old);
-	for (i = 0; i < nproc; i++) {
-		pids[i] = fork();
-		if (pids[i] == 0) {
-			struct au_err err = { 0, "" };
-
-			sigprocmask(SIG_SETMASK, &old, NULL);
-			_exit(au_worker_run(&c->cfg, &c->wo, NULL, &err) < 0 ? fail(&err) : 0);
-		}
-		if (pids[i] < 0) {
-			fprintf(stderr, "au: unable to start worker process: %s\n", strerror(errno));
-			rc = EXIT_FAILED;
-			pids[i] = 0;
-		} else {
-			alive++;
-		}
-	}
-	while (alive > 0) {
-		siginfo_t si;
-		pid_t pid;
-
-		if (sigwaitinfo(&set, &si) < 0)
-			continue;
-		if (si.si_signo != SIGCHLD) {
-			for (i = 0; i < nproc; i++)
-				if (pids[i] > 0)
-					kill(pids[i], si.si_signo);
-			continue;
-		}
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-			for (i = 0; i < nproc; i++)
-				if (pids[i] == pid)
-					pids[i] = 0;
-			alive--;
-			if (!WIFEXITED(status) || WEXITSTATUS(status))
-				rc = EXIT_FAILED;
-		}
-	}
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	free(pids);
-	return rc;
-}
-
 static int cmd_worker(struct cli *c, int argc)
 {
-	struct au_err err = { 0, "" };
-
 	if (argc)
 		return usage("worker takes no arguments");
-	if (c->processes > 1)
-		return run_processes(c, c->processes);
-	if (au_worker_run(&c->cfg, &c->wo, NULL, &err) < 0)
-		return fail(&err);
-	return 0;
+	c->fleet.cfg = c->cfg;
+	c->fleet.wo = c->wo;
+	c->fleet.processes = c->processes;
+	return au_fleet_worker(&c->fleet);   /* cli/fleet.c */
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,7 @@
 /* log.c - leveled log lines on stderr: "au: <level>: <message>". */
 #include <stdarg.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -16,18 +17,29 @@ enum au_loglevel au_log_level(void)
 	return log_level;
 }
 
+/* A line goes out in one write(2): stderr is unbuffered, and the worker
+ * processes of a fleet share it, so a line written piece by piece would
+ * interleave with theirs. */
 void au_log(enum au_loglevel lvl, const char *fmt, ...)
 {
 	static const char *const names[] = { "debug", "info", "warning", "error" };
+	char line[2048];
 	va_list ap;
+	int n, m;
 
 	if (lvl < log_level || lvl >= AU_LOG_QUIET)
 		return;
-	flockfile(stderr);   /* one line, whole, when threads log at once */
-	fprintf(stderr, "au: %s: ", names[lvl]);
+	n = snprintf(line, sizeof(line), "au: %s: ", names[lvl]);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (m < 0)
+		m = 0;
+	n += m < (int)(sizeof(line) - (size_t)n - 1) ? m : (int)(sizeof(line) - (size_t)n - 2);
+	line[n++] = '\n';
+	flockfile(stderr);   /* and whole, when threads log at once */
+	fflush(stderr);
+	if (write(2, line, (size_t)n) < 0)
+		n = 0;
 	funlockfile(stderr);
 }

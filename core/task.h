@@ -36,5 +36,9 @@ struct au_task_ctx {
 /* Finds a task by name; 0 and fills fn/arg, or -1. */
 int au_registry_find(const struct au_registry *reg, const char *name, au_task_fn *fn,
 		     void **arg);
+/* How many tasks reg holds, and the name of the i-th (0 <= i < count), in
+ * the order they were first added; the name is reg's. */
+size_t au_registry_count(const struct au_registry *reg);
+const char *au_registry_name(const struct au_registry *reg, size_t i);
 
 #endif

@@ -79,3 +79,13 @@ int au_registry_find(const struct au_registry *reg, const char *name, au_task_fn
 		}
 	return -1;
 }
+
+size_t au_registry_count(const struct au_registry *reg)
+{
+	return reg->n;
+}
+
+const char *au_registry_name(const struct au_registry *reg, size_t i)
+{
+	return i < reg->n ? reg->tasks[i].name : NULL;
+}

@@ -1,0 +1,604 @@
+/*
+ * fleet.c - `au worker`: its settings, and with --processes N a parent that
+ * supervises N worker processes the way nginx and gunicorn do.
+ *
+ * The parent runs no event loop: it takes every signal it cares about
+ * synchronously (sigtimedwait on a blocked set), so a signal that comes
+ * while it forks or reaps is never lost, and its only timers are the
+ * restarts it has scheduled. A child that dies unasked (a signal, a
+ * non-zero exit) is started again after a back-off that doubles with each
+ * death in a row, up to 30 times the first delay, and resets once a child
+ * stayed up that long: a crash loop costs a fork every 30 s, not a spin.
+ * Its leases are the queue's to rescue once they run out, as for any
+ * crashed worker. A child that exits 0 finished on purpose (--max-tasks)
+ * and is replaced at once; with --idle-exit it is not replaced.
+ *
+ * SIGTERM and SIGINT are passed on: each child drains (finishes what runs
+ * within the grace period, releases the rest without spending an attempt)
+ * and the parent exits 0 once all did so cleanly; a child still there 5 s
+ * after the grace period is killed. SIGHUP re-reads the settings file and
+ * replaces the children one at a time: a new one starts with the new
+ * settings, then the old one of its slot gets SIGTERM and drains, and the
+ * next slot follows once it has gone, so no computation is dropped and the
+ * fleet never runs short.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fleet.h"
+
+/* Everything a child is started with; a reload makes a new one. */
+struct settings {
+	struct au_config cfg;
+	struct au_worker_opts wo;
+	enum au_loglevel level;
+	int processes;
+	char *owned[3];             /* URLs read from the file */
+};
+
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
+
+int au_fleet_log_level(const char *name, enum au_loglevel *out)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(level_names); i++)
+		if (!strcmp(name, level_names[i])) {
+			*out = (enum au_loglevel)i;
+			return 0;
+		}
+	if (!strcmp(name, "warning")) {
+		*out = AU_LOG_WARN;
+		return 0;
+	}
+	return -1;
+}
+
+int au_fleet_parts(const char *names, unsigned *out)
+{
+	static const char *const parts[] = { "queue", "store", "clickhouse" };
+	const char *p = names;
+
+	*out = 0;
+	while (*p) {
+		size_t n = strcspn(p, ","), i;
+
+		for (i = 0; i < AU_ARRAY_SIZE(parts); i++)
+			if (n == strlen(parts[i]) && !strncmp(p, parts[i], n))
+				break;
+		if (i == AU_ARRAY_SIZE(parts))
+			return -1;
+		*out |= 1u << i;
+		p += n + (p[n] == ',');
+	}
+	return 0;
+}
+
+static void settings_release(struct settings *s)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(s->owned); i++)
+		free(s->owned[i]);
+	memset(s, 0, sizeof(*s));
+}
+
+/* A number setting of the file, into *out unless the command line set it. */
+static int file_number(const char *path, unsigned line, const char *key, const char *val,
+		       uint32_t min, uint32_t *out, uint32_t flag)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(val, &end, 10);
+	if (errno || end == val || *end || v < min || v > 0x7fffffff || val[0] == '-') {
+		au_log(AU_LOG_ERROR, "'%s' line %u: invalid value '%s' for %s", path, line, val, key);
+		return -1;
+	}
+	if (!flag)
+		*out = (uint32_t)v;
+	return 0;
+}
+
+/*
+ * The settings file: KEY=VALUE lines as a shell or systemd's
+ * EnvironmentFile= reads them (blank lines and # comments skipped, an
+ * optional "export ", the value optionally in quotes). A setting given on
+ * the command line stays as given; the file fills the rest.
+ */
+static int read_file(const char *path, const struct au_fleet_opts *o, struct settings *s)
+{
+	FILE *f = fopen(path, "r");
+	char buf[4096];
+	unsigned line = 0;
+	int rc = 0;
+
+	if (!f) {
+		au_log(AU_LOG_ERROR, "unable to open '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && fgets(buf, sizeof(buf), f)) {
+		char *k = buf, *v, *e;
+		size_t n;
+
+		line++;
+		n = strlen(k);
+		while (n && isspace((unsigned char)k[n - 1]))
+			k[--n] = '\0';
+		while (isspace((unsigned char)*k))
+			k++;
+		if (!*k || *k == '#')
+			continue;
+		if (!strncmp(k, "export ", 7))
+			k += 7;
+		if (!(v = strchr(k, '='))) {
+			au_log(AU_LOG_ERROR, "'%s' line %u: expected KEY=VALUE", path, line);
+			rc = -1;
+			break;
+		}
+		for (e = v; e > k && isspace((unsigned char)e[-1]); e--)
+			;
+		*e = '\0';
+		v++;
+		while (isspace((unsigned char)*v))
+			v++;
+		n = strlen(v);
+		if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
+			v[n - 1] = '\0';
+			v++;
+		}
+		if (!strcmp(k, "AU_QUEUE") || !strcmp(k, "AU_STORE") || !strcmp(k, "AU_CLICKHOUSE")) {
+			int i = k[3] == 'Q' ? 0 : k[3] == 'S' ? 1 : 2;
+			const char **url = i == 0 ? &s->cfg.queue_url : i == 1 ? &s->cfg.store_url
+									: &s->cfg.clickhouse_url;
+			const char *flag = i == 0 ? o->cfg.queue_url : i == 1 ? o->cfg.store_url
+									: o->cfg.clickhouse_url;
+
+			if (flag)
+				continue;
+			free(s->owned[i]);
+			if (!(s->owned[i] = au_strdup(v))) {
+				rc = -1;
+				break;
+			}
+			*url = s->owned[i];
+		} else if (!strcmp(k, "AU_LOG_LEVEL")) {
+			enum au_loglevel lvl;
+
+			if (au_fleet_log_level(v, &lvl) < 0) {
+				au_log(AU_LOG_ERROR, "'%s' line %u: invalid log level '%s' (expected "
+				       "debug, info, warn or error)", path, line, v);
+				rc = -1;
+			} else if (!o->log_level) {
+				s->level = lvl;
+			}
+		} else if (!strcmp(k, "AU_CONCURRENCY")) {
+			rc = file_number(path, line, k, v, 1, &s->wo.concurrency, o->wo.concurrency);
+		} else if (!strcmp(k, "AU_BATCH")) {
+			rc = file_number(path, line, k, v, 1, &s->wo.batch, o->wo.batch);
+		} else if (!strcmp(k, "AU_MAX_TASKS")) {
+			rc = file_number(path, line, k, v, 0, &s->wo.max_jobs, o->wo.max_jobs);
+		} else if (!strcmp(k, "AU_LEASE_MS")) {
+			rc = file_number(path, line, k, v, 1, &s->wo.lease_ms, o->wo.lease_ms);
+		} else if (!strcmp(k, "AU_GRACE_MS")) {
+			rc = file_number(path, line, k, v, 0, &s->wo.grace_ms, o->wo.grace_ms);
+		} else if (!strcmp(k, "AU_RETRY_BASE_MS")) {
+			rc = file_number(path, line, k, v, 1, &s->wo.retry_base_ms,
+					 o->wo.retry_base_ms);
+		} else if (!strcmp(k, "AU_PROCESSES")) {
+			uint32_t p = (uint32_t)s->processes;
+
+			rc = file_number(path, line, k, v, 1, &p, (uint32_t)o->processes);
+			s->processes = (int)p;
+		} else {
+			au_log(AU_LOG_ERROR, "'%s' line %u: unknown setting '%s'", path, line, k);
+			rc = -1;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* The command line, then the file, then the environment and defaults. */
+static int settings_load(const struct au_fleet_opts *o, struct settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->cfg = o->cfg;
+	s->wo = o->wo;
+	s->processes = o->processes;
+	s->level = AU_LOG_INFO;
+	if (o->log_level && au_fleet_log_level(o->log_level, &s->level) < 0)
+		return -1;
+	if (o->config_file && read_file(o->config_file, o, s) < 0) {
+		settings_release(s);
+		return -1;
+	}
+	au_config_from_env(&s->cfg);
+	/* one line per computation is an info line */
+	s->wo.log = o->wo.log && s->level <= AU_LOG_INFO;
+	return 0;
+}
+
+static int exit_code(const struct au_err *err)
+{
+	if (err->code == AU_ECONN)
+		return AU_EXIT_CONN;
+	return err->code == AU_EINVAL ? AU_EXIT_USAGE : AU_EXIT_FAILED;
+}
+
+static int run_worker(const struct settings *s)
+{
+	struct au_err err = { 0, "" };
+
+	au_log_set_level(s->level);
+	if (au_worker_run(&s->cfg, &s->wo, NULL, &err) < 0) {
+		fprintf(stderr, "au: %s\n", err.str[0] ? err.str : "unknown error");
+		return exit_code(&err);
+	}
+	return 0;
+}
+
+/* ---- the supervisor ---- */
+
+struct slot {
+	pid_t pid;                  /* 0: none running */
+	unsigned gen;               /* settings generation it was started with */
+	uint64_t started_ms;
+	unsigned deaths;            /* in a row, for the back-off */
+	uint64_t restart_at_ms;     /* 0: no restart pending */
+	int done;                   /* exited after --idle-exit: not replaced */
+};
+
+struct fleet {
+	struct settings s;
+	unsigned gen;
+	struct slot *slots;
+	int n;
+	pid_t *retiring;            /* replaced at a reload, draining */
+	int nretiring;
+	int stopping;
+	uint64_t kill_at_ms;
+	uint32_t base_ms, cap_ms;
+	sigset_t set, old;
+	int rc;
+};
+
+static uint64_t now_ms(void)
+{
+	return au_mono_us() / 1000;
+}
+
+/* "1 s", "1.5 s", "200 ms" */
+static const char *duration(uint64_t ms, char *buf, size_t len)
+{
+	if (ms >= 1000 && ms % 1000 == 0)
+		snprintf(buf, len, "%llu s", (unsigned long long)(ms / 1000));
+	else if (ms >= 1000)
+		snprintf(buf, len, "%.1f s", (double)ms / 1000.0);
+	else
+		snprintf(buf, len, "%llu ms", (unsigned long long)ms);
+	return buf;
+}
+
+/* "killed by signal 9 (Killed)", "exited with status 5" */
+static const char *how(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	return buf;
+}
+
+static int spawn(struct fleet *f, int i)
+{
+	struct slot *sl = &f->slots[i];
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		sigprocmask(SIG_SETMASK, &f->old, NULL);
+		signal(SIGHUP, SIG_IGN);   /* a reload is the parent's business */
+		_exit(run_worker(&f->s));
+	}
+	if (pid < 0) {
+		au_log(AU_LOG_ERROR, "unable to start a worker process: %s", strerror(errno));
+		sl->restart_at_ms = now_ms() + f->base_ms;
+		return -1;
+	}
+	sl->pid = pid;
+	sl->gen = f->gen;
+	sl->started_ms = now_ms();
+	sl->restart_at_ms = 0;
+	au_log(AU_LOG_DEBUG, "started worker process %d", (int)pid);
+	return 0;
+}
+
+static void signal_all(struct fleet *f, int sig)
+{
+	int i;
+
+	for (i = 0; i < f->n; i++)
+		if (f->slots[i].pid > 0)
+			kill(f->slots[i].pid, sig);
+	for (i = 0; i < f->nretiring; i++)
+		kill(f->retiring[i], sig);
+}
+
+static int alive(const struct fleet *f)
+{
+	int i, n = f->nretiring;
+
+	for (i = 0; i < f->n; i++)
+		n += f->slots[i].pid > 0;
+	return n;
+}
+
+static void stop(struct fleet *f, int sig)
+{
+	uint32_t grace = f->s.wo.grace_ms ? f->s.wo.grace_ms : AU_DEFAULT_GRACE_MS;
+	int i;
+
+	if (!f->stopping) {
+		au_log(AU_LOG_INFO, "received %s: stopping %d worker processes",
+		       sig == SIGINT ? "SIGINT" : "SIGTERM", alive(f));
+		f->stopping = 1;
+		f->kill_at_ms = now_ms() + grace + 5000;
+		for (i = 0; i < f->n; i++)
+			f->slots[i].restart_at_ms = 0;
+	}
+	signal_all(f, sig);
+}
+
+static void reload(struct fleet *f, const struct au_fleet_opts *o)
+{
+	struct settings s;
+	size_t i;
+
+	if (o->config_file)
+		au_log(AU_LOG_INFO, "received SIGHUP: reading '%s'", o->config_file);
+	else
+		au_log(AU_LOG_INFO, "received SIGHUP: no --config; replacing the worker processes");
+	if (settings_load(o, &s) < 0) {
+		au_log(AU_LOG_ERROR, "settings not reloaded: the worker processes keep the old ones");
+		return;
+	}
+	if (strcmp(s.cfg.queue_url, f->s.cfg.queue_url) ||
+	    strcmp(s.cfg.store_url, f->s.cfg.store_url) ||
+	    strcmp(s.cfg.clickhouse_url, f->s.cfg.clickhouse_url))
+		au_log(AU_LOG_WARN, "a changed URL takes a restart, not a reload");
+	if (s.processes != f->n)
+		au_log(AU_LOG_WARN, "a changed number of processes takes a restart, not a reload");
+	/* what takes a restart stays as it was: the URLs (and the strings
+	 * they point into) move over, the file's new copies go */
+	for (i = 0; i < AU_ARRAY_SIZE(s.owned); i++) {
+		free(s.owned[i]);
+		s.owned[i] = f->s.owned[i];
+		f->s.owned[i] = NULL;
+	}
+	s.cfg = f->s.cfg;
+	s.processes = f->n;
+	f->s = s;
+	f->gen++;
+	au_log_set_level(f->s.level);
+	au_log(AU_LOG_INFO, "reloaded: concurrency %u, log level %s; replacing %d worker "
+	       "processes one at a time", f->s.wo.concurrency ? f->s.wo.concurrency
+							  : AU_DEFAULT_CONCURRENCY,
+	       level_names[f->s.level], f->n);
+}
+
+/* One step of a rolling replacement: while no old child drains, start the
+ * next slot's new child and ask its old one to drain. */
+static void roll(struct fleet *f)
+{
+	int i;
+	pid_t old;
+
+	if (f->stopping || f->nretiring)
+		return;
+	for (i = 0; i < f->n; i++)
+		if (f->slots[i].pid > 0 && f->slots[i].gen != f->gen)
+			break;
+	if (i == f->n)
+		return;
+	old = f->slots[i].pid;
+	if (spawn(f, i) < 0) {
+		f->slots[i].pid = old;   /* kept; tried again on the next event */
+		f->slots[i].restart_at_ms = 0;
+		return;
+	}
+	f->retiring[f->nretiring++] = old;
+	kill(old, SIGTERM);
+	au_log(AU_LOG_INFO, "worker process %d replaces %d, which drains", (int)f->slots[i].pid,
+	       (int)old);
+}
+
+static void reaped(struct fleet *f, pid_t pid, int status)
+{
+	int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	char b1[64], b2[32];
+	struct slot *sl = NULL;
+	uint64_t up, delay;
+	int i;
+
+	for (i = 0; i < f->nretiring; i++)
+		if (f->retiring[i] == pid) {
+			f->retiring[i] = f->retiring[--f->nretiring];
+			if (!clean)
+				au_log(AU_LOG_WARN, "replaced worker process %d %s", (int)pid,
+				       how(status, b1, sizeof(b1)));
+			else
+				au_log(AU_LOG_DEBUG, "replaced worker process %d drained", (int)pid);
+			return;
+		}
+	for (i = 0; i < f->n; i++)
+		if (f->slots[i].pid == pid)
+			sl = &f->slots[i];
+	if (!sl)
+		return;
+	sl->pid = 0;
+	if (f->stopping) {
+		if (!clean) {
+			au_log(AU_LOG_WARN, "worker process %d %s", (int)pid, how(status, b1, sizeof(b1)));
+			f->rc = AU_EXIT_FAILED;
+		}
+		return;
+	}
+	up = now_ms() - sl->started_ms;
+	if (clean && f->s.wo.idle_exit_ms) {
+		au_log(AU_LOG_INFO, "worker process %d exited after %u ms idle", (int)pid,
+		       f->s.wo.idle_exit_ms);
+		sl->done = 1;
+		return;
+	}
+	if (clean) {
+		/* planned: --max-tasks; no back-off */
+		au_log(AU_LOG_INFO, "worker process %d exited after its %u tasks; starting a new one",
+		       (int)pid, f->s.wo.max_jobs);
+		sl->deaths = 0;
+		sl->restart_at_ms = now_ms();
+		return;
+	}
+	if (up >= f->cap_ms)
+		sl->deaths = 0;
+	delay = (uint64_t)f->base_ms << (sl->deaths < 16 ? sl->deaths : 16);
+	if (delay > f->cap_ms)
+		delay = f->cap_ms;
+	sl->deaths++;
+	sl->restart_at_ms = now_ms() + delay;
+	au_log(AU_LOG_WARN, "worker process %d %s; restarting in %s", (int)pid,
+	       how(status, b1, sizeof(b1)), duration(delay, b2, sizeof(b2)));
+}
+
+static int pending(const struct fleet *f)
+{
+	int i;
+
+	for (i = 0; i < f->n; i++)
+		if (f->slots[i].restart_at_ms)
+			return 1;
+	return 0;
+}
+
+static int supervise(const struct au_fleet_opts *o, struct settings *s)
+{
+	struct fleet f;
+	int i;
+
+	memset(&f, 0, sizeof(f));
+	f.s = *s;
+	memset(s, 0, sizeof(*s));   /* f owns it now */
+	f.n = f.s.processes;
+	f.base_ms = o->restart_delay_ms ? o->restart_delay_ms : 1000;
+	f.cap_ms = f.base_ms * 30;
+	f.slots = calloc((size_t)f.n, sizeof(*f.slots));
+	f.retiring = calloc((size_t)f.n, sizeof(*f.retiring));
+	if (!f.slots || !f.retiring) {
+		free(f.slots);
+		free(f.retiring);
+		settings_release(&f.s);
+		fprintf(stderr, "au: out of memory\n");
+		return AU_EXIT_FAILED;
+	}
+	sigemptyset(&f.set);
+	sigaddset(&f.set, SIGTERM);
+	sigaddset(&f.set, SIGINT);
+	sigaddset(&f.set, SIGHUP);
+	sigaddset(&f.set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &f.set, &f.old);
+	for (i = 0; i < f.n; i++)
+		spawn(&f, i);
+	for (;;) {
+		struct timespec ts;
+		uint64_t now = now_ms(), next = now + 1000;
+		siginfo_t si;
+		pid_t pid;
+		int status, sig;
+
+		for (i = 0; i < f.n; i++) {
+			struct slot *sl = &f.slots[i];
+
+			if (!f.stopping && !sl->pid && sl->restart_at_ms && sl->restart_at_ms <= now)
+				spawn(&f, i);
+			if (sl->restart_at_ms && sl->restart_at_ms < next)
+				next = sl->restart_at_ms;
+		}
+		roll(&f);
+		if (f.stopping && now >= f.kill_at_ms && alive(&f)) {
+			au_log(AU_LOG_ERROR, "%d worker processes still running 5 s after the grace "
+			       "period: killing them", alive(&f));
+			signal_all(&f, SIGKILL);
+			f.rc = AU_EXIT_FAILED;
+			f.kill_at_ms = UINT64_MAX;
+		}
+		if (!alive(&f) && (f.stopping || !pending(&f)))
+			break;
+		if (f.stopping && f.kill_at_ms < next)
+			next = f.kill_at_ms;
+		next = next > now ? next - now : 0;
+		ts.tv_sec = (time_t)(next / 1000);
+		ts.tv_nsec = (long)(next % 1000) * 1000000L;
+		sig = sigtimedwait(&f.set, &si, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			stop(&f, sig);
+		else if (sig == SIGHUP && !f.stopping)
+			reload(&f, o);
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+			reaped(&f, pid, status);
+	}
+	sigprocmask(SIG_SETMASK, &f.old, NULL);
+	if (f.rc == 0)
+		au_log(AU_LOG_INFO, "all worker processes stopped");
+	free(f.slots);
+	free(f.retiring);
+	settings_release(&f.s);
+	return f.rc;
+}
+
+/* Without a supervisor a SIGHUP would end the worker: say so instead. */
+static void hup_ignored(int sig)
+{
+	static const char msg[] = "au: warning: SIGHUP ignored: reloading takes --processes\n";
+	ssize_t r;
+
+	(void)sig;
+	r = write(2, msg, sizeof(msg) - 1);
+	(void)r;
+}
+
+int au_fleet_worker(const struct au_fleet_opts *o)
+{
+	struct au_err err = { 0, "" };
+	struct settings s;
+	char version[64];
+	int rc;
+
+	if (settings_load(o, &s) < 0)
+		return AU_EXIT_USAGE;
+	au_log_set_level(s.level);
+	if (au_startup_check(&s.cfg, s.wo.queue, o->skip, o->wait_for_servers, version,
+			     sizeof(version), &err) < 0) {
+		settings_release(&s);
+		if (!err.code)
+			return 0;   /* asked to stop while waiting */
+		fprintf(stderr, "au: unable to start the worker: %s\n", err.str);
+		return exit_code(&err) == AU_EXIT_USAGE ? AU_EXIT_USAGE : AU_EXIT_CONN;
+	}
+	au_startup_report(&s.cfg, &s.wo, s.processes, version, o->skip);
+	if (s.processes > 0)
+		return supervise(o, &s);
+	signal(SIGHUP, hup_ignored);
+	rc = run_worker(&s);
+	settings_release(&s);
+	return rc;
+}
