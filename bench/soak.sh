@@ -12,7 +12,7 @@ export AU_PORT_BASE=${AU_PORT_BASE:-17860}
 servers_start redis >/dev/null || exit 1
 export AU_QUEUE=$AU_TEST_REDIS AU_STORE=$AU_TEST_REDIS
 seq 1 1000 | sed 's/.*/[&]/' >"$AU_TEST_TMP/args.jsonl"
-"$au" worker --queue soak --quiet --concurrency 64 --batch 64 2>/dev/null &
+"$au" worker --queue soak --quiet --concurrency 64 --batch 64 --skip-check clickhouse 2>/dev/null &
 wpid=$!
 sleep 0.3
 echo "at start: worker RSS $(awk '/VmRSS/{print $2}' /proc/$wpid/status) kB, $(ls /proc/$wpid/fd | wc -l) descriptors"

@@ -97,6 +97,7 @@ kill_run() { # name, queue url, leased-ids function
 	t_ok "$name: the run is under way" t_until 30 at_least nrecords 800
 	victim=$(children | head -1)
 	kill -KILL "$victim"
+	t0ns=$(date +%s%N)
 	$leased >"$dir/leased-$name"
 	others=$(children | grep -vx "$victim")
 	t0=$SECONDS
@@ -104,6 +105,17 @@ kill_run() { # name, queue url, leased-ids function
 		t_until 10 sh -c "test \$(pgrep -P $fpid | grep -cvx '$victim') = 2"
 	t_match "$name: its death and restart are logged" "$(cat "$dir/kill-$name.log")" \
 		"worker process $victim killed by signal 9 \(Killed\); restarting in 1 s"
+	# rescued once their lease (1.5 s) ran out, by the next sweep (every second)
+	local ms=0 want list
+	want=$(wc -l <"$dir/leased-$name")
+	list=$(sed "s/.*/'&'/" "$dir/leased-$name" | paste -sd,)
+	while [ "$(sql "SELECT count(*) FROM au_results WHERE id IN ($list)")" != "$want" ]; do
+		ms=$((($(date +%s%N) - t0ns) / 1000000))
+		[ "$ms" -gt 6000 ] && break
+		sleep 0.05
+	done
+	t_ok "$name: the $want leased when it died all completed within the lease + 4.5 s ($ms ms)" \
+		test "$ms" -le 6000
 	t_ok "$name: all 5000 complete" t_until 60 at_least nrecords 5000
 	echo "# $name: done $((SECONDS - t0)) s after the kill"
 	read -r total good one two <<<"$(tally)"

@@ -23,7 +23,7 @@ redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$d
 rpid=$!
 t_until 10 redis-cli -p "$port" ping >/dev/null 2>&1
 export AU_QUEUE="redis://127.0.0.1:$port" AU_STORE="file://$dir/store" \
-	AU_CLICKHOUSE=http://127.0.0.1:1/default
+	AU_CLICKHOUSE=$AU_TEST_CH
 Q=loop$RANDOM
 ids=
 for i in 1 2 3 4; do

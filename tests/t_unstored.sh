@@ -18,7 +18,7 @@ cleanup() {
 	wait 2>/dev/null
 }
 trap cleanup EXIT
-export AU_QUEUE=$AU_TEST_REDIS AU_CLICKHOUSE=http://127.0.0.1:1/default
+export AU_QUEUE=$AU_TEST_REDIS AU_CLICKHOUSE=$AU_TEST_CH
 q() { echo "u$RANDOM$RANDOM"; }
 worker() { # queue, log: a worker with the logging middleware, sets $wpid
 	"$au" worker --queue "$1" --retry-base 100 >/dev/null 2>>"$2" &
