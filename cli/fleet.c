@@ -30,6 +30,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <unistd.h>
 
 #include "fleet.h"
@@ -304,9 +307,18 @@ static int spawn(struct fleet *f, int i)
 	struct slot *sl = &f->slots[i];
 	pid_t pid;
 
+	pid_t parent = getpid();
+
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
+#ifdef __linux__
+		/* a parent killed with SIGKILL cannot pass anything on: its
+		 * orphans drain by themselves */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
+#endif
 		sigprocmask(SIG_SETMASK, &f->old, NULL);
 		signal(SIGHUP, SIG_IGN);   /* a reload is the parent's business */
 		_exit(run_worker(&f->s));
@@ -462,9 +474,12 @@ static void reaped(struct fleet *f, pid_t pid, int status)
 		return;
 	}
 	if (clean) {
-		/* planned: --max-tasks; no back-off */
-		au_log(AU_LOG_INFO, "worker process %d exited after its %u tasks; starting a new one",
-		       (int)pid, f->s.wo.max_jobs);
+		/* planned (--max-tasks), or asked to by someone else: no back-off */
+		if (f->s.wo.max_jobs)
+			au_log(AU_LOG_INFO, "worker process %d exited after its %u tasks; starting a "
+			       "new one", (int)pid, f->s.wo.max_jobs);
+		else
+			au_log(AU_LOG_INFO, "worker process %d exited; starting a new one", (int)pid);
 		sl->deaths = 0;
 		sl->restart_at_ms = now_ms();
 		return;
@@ -585,6 +600,12 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 
 	if (settings_load(o, &s) < 0)
 		return AU_EXIT_USAGE;
+	if (s.processes > 1024) {
+		settings_release(&s);
+		fprintf(stderr, "au: invalid value %d for --processes (expected 1..1024)\n",
+			s.processes);
+		return AU_EXIT_USAGE;
+	}
 	au_log_set_level(s.level);
 	if (au_startup_check(&s.cfg, s.wo.queue, o->skip, o->wait_for_servers, version,
 			     sizeof(version), &err) < 0) {

@@ -57,9 +57,9 @@ int au_startup_ping(const struct au_config *cfg, const char *queue, unsigned ski
 		    unsigned *failed, char *ch_version, size_t len, struct au_err *err);
 /* Pings until every part answers: the first time at once, then with a
  * back-off from 500 ms doubled up to 10 s, logging what it waits for. With
- * wait = 0 tries once. Returns 0; -1 with err when a part did not answer
- * and wait is 0, or when SIGTERM or SIGINT came while waiting (err.code
- * 0 then). */
+ * wait = 0 tries once. SIGTERM and SIGINT are blocked meanwhile and taken
+ * as a request to stop. Returns 0; -1 with err when a part did not answer
+ * and wait is 0, or when SIGTERM or SIGINT came (err.code 0 then). */
 int au_startup_check(const struct au_config *cfg, const char *queue, unsigned skip, int wait,
 		     char *ch_version, size_t len, struct au_err *err);
 /* Logs the block a worker prints before it starts: the version, the

@@ -126,20 +126,13 @@ int au_startup_ping(const struct au_config *cfg, const char *queue, unsigned ski
 	return *failed ? -1 : 0;
 }
 
-/* Sleeps ms, or less when SIGTERM or SIGINT comes: then 1. */
-static int nap(uint32_t ms)
+/* Sleeps up to ms (0: only looks) while SIGTERM and SIGINT are blocked;
+ * 1 when one of them came, now or since they were blocked. */
+static int nap(const sigset_t *stop, uint32_t ms)
 {
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-	sigset_t set, old;
-	int sig;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigprocmask(SIG_BLOCK, &set, &old);
-	sig = sigtimedwait(&set, NULL, &ts);
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	return sig > 0;
+	return sigtimedwait(stop, NULL, &ts) > 0;
 }
 
 int au_startup_check(const struct au_config *cfg, const char *queue, unsigned skip, int wait,
@@ -147,19 +140,36 @@ int au_startup_check(const struct au_config *cfg, const char *queue, unsigned sk
 {
 	uint32_t delay = 500;
 	unsigned failed;
+	sigset_t stop, old;
+	int rc = 0;
 
-	while (au_startup_ping(cfg, queue, skip, &failed, ch_version, len, err) < 0) {
-		if (!wait || err->code == AU_ENOMEM || err->code == AU_EINVAL)
-			return -1;
-		au_log(AU_LOG_WARN, "waiting for %s (next try in %u ms)", err->str, delay);
-		if (nap(delay)) {
-			au_log(AU_LOG_INFO, "stopped while waiting for the servers");
-			au_clearerr(err);
-			return -1;
+	/* a stop asked for while a ping runs is seen at the next nap, or
+	 * after the last ping, not lost and not fatal */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	for (;;) {
+		int down = au_startup_ping(cfg, queue, skip, &failed, ch_version, len, err) < 0;
+
+		if (down && (!wait || err->code == AU_ENOMEM || err->code == AU_EINVAL)) {
+			rc = -1;
+			break;
 		}
+		if (down)
+			au_log(AU_LOG_WARN, "waiting for %s (next try in %u ms)", err->str, delay);
+		if (nap(&stop, down ? delay : 0)) {
+			au_log(AU_LOG_INFO, "stopped before the worker started");
+			au_clearerr(err);
+			rc = -1;
+			break;
+		}
+		if (!down)
+			break;
 		delay = delay * 2 > 10000 ? 10000 : delay * 2;
 	}
-	return 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
 }
 
 void au_startup_report(const struct au_config *cfg, const struct au_worker_opts *wo,

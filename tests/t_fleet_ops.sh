@@ -85,6 +85,16 @@ t_eq "sigterm: nothing left leased" "$running" 0
 t_eq "sigterm: the rest waits on the queue" "$((ready + total)) $dead" "200 0"
 t_eq "sigterm: no worker process left" "$(pgrep -f "au worker --queue $Q" | wc -l)" 0
 
+# --- the parent SIGKILLed: its children drain by themselves
+newq
+fleet "$dir/orphans.log" --processes 2 --quiet
+t_ok "orphans: two children" t_until 10 is nchildren 2
+kids=$(children)
+kill -KILL "$fpid"; wait "$fpid" 2>/dev/null; fpid=
+gone() { local k; for k in $kids; do kill -0 "$k" 2>/dev/null && return 1; done; return 0; }
+t_ok "orphans: the children stop once their parent is gone" t_until 15 gone
+t_match "orphans: gracefully" "$(cat "$dir/orphans.log")" "stopped: 0 completed"
+
 # --- SIGHUP: the settings file's concurrency and log level, no work lost
 newq
 newdb
