@@ -269,8 +269,20 @@ int au_registry_add(struct au_registry *reg, const char *name, au_task_fn fn, vo
 
 /* result: one msgpack value, copied. */
 void au_task_complete(struct au_task_ctx *ctx, const unsigned char *result, size_t len);
-/* retryable = 0 fails the computation for good. */
-void au_task_fail(struct au_task_ctx *ctx, int retryable, const char *fmt, ...)
+/*
+ * How a task failed, au_task_fail's kind. The computation's own errors
+ * count against its attempts; an outage does not: the attempt goes back
+ * to the queue unharmed and the worker stops leasing until the server is
+ * back (docs/architecture.md, "An outage is not the computation's fault").
+ */
+enum au_fail_kind {
+	AU_FAIL_FOR_GOOD = 0,   /* the computation's, for good: no retry */
+	AU_FAIL_RETRY = 1,      /* the computation's, may pass again: retried while attempts last */
+	AU_FAIL_OUTAGE = 2,     /* a server the task needs is down, overloaded or refuses
+				   the worker's credentials: the attempt does not count */
+};
+/* kind: enum au_fail_kind (0 and 1 keep their old meaning of retryable). */
+void au_task_fail(struct au_task_ctx *ctx, int kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx);
 struct event_base *au_task_base(struct au_task_ctx *ctx);
@@ -363,6 +375,7 @@ void au_worker_stop(struct au_worker *w);
 #define AU_LOOP_HIST_BUCKETS 24
 struct au_worker_stats {
 	uint64_t leased, completed, failed, retried, buried, released;
+	uint64_t outages;            /* times a server it needs was found down */
 	/* How long the loop spent in each call of the worker's own callbacks
 	 * (leasing, writing back, heartbeats, housekeeping, timeouts; not the
 	 * ClickHouse client's nor a task's): loop_hist[0] counts calls under
