@@ -119,6 +119,8 @@ struct au_computation {
 	uint64_t run_at_ms;       /* unix ms; 0 or past = now */
 	uint32_t max_attempts;    /* >= 1 */
 	uint32_t timeout_ms;      /* 0 = no limit */
+	int fail_on_timeout;      /* 1: an attempt that times out fails the computation;
+				     0 (default): it is retried while attempts remain */
 	uint32_t ttl_s;           /* result TTL in seconds, counted from the terminal
 				     write; 0 = never expires */
 	uint64_t created_at_ms;
@@ -195,6 +197,7 @@ struct au_enqueue_opts {
 	uint64_t delay_ms;        /* run no sooner than now + delay */
 	uint32_t max_attempts;    /* default AU_DEFAULT_MAX_ATTEMPTS */
 	uint32_t timeout_ms;      /* default 0 = none */
+	int fail_on_timeout;      /* 1: a timed-out attempt fails it; 0: retried */
 	uint32_t ttl_s;           /* result TTL; 0 = AU_DEFAULT_TTL_S, AU_TTL_NEVER
 				     = kept until deleted */
 	const struct au_header *headers;

@@ -687,7 +687,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	/* decided first, so a cancel hook that calls back at once finds the
 	 * attempt settled */
-	decide(a, VERDICT_RETRYABLE, au_asprintf("timed out after %u ms", a->c.timeout_ms));
+	decide(a, a->c.fail_on_timeout ? VERDICT_FAILED : VERDICT_RETRYABLE,
+	       au_asprintf("timed out after %u ms", a->c.timeout_ms));
 	abandon(a);
 	cb_leave(w, t0);
 }
