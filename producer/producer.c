@@ -133,6 +133,7 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 	c->run_at_ms = o->delay_ms ? now + o->delay_ms : 0;
 	c->max_attempts = o->max_attempts ? o->max_attempts : AU_DEFAULT_MAX_ATTEMPTS;
 	c->timeout_ms = o->timeout_ms;
+	c->fail_on_timeout = o->fail_on_timeout;
 	/* on the wire 0 means never expires */
 	c->ttl_s = o->ttl_s == AU_TTL_NEVER ? 0 : o->ttl_s ? o->ttl_s : AU_DEFAULT_TTL_S;
 	if (o->nheaders) {
