@@ -257,7 +257,6 @@ struct slot {
 	uint64_t started_ms;
 	unsigned deaths;            /* in a row, for the back-off */
 	uint64_t restart_at_ms;     /* 0: no restart pending */
-	int done;                   /* exited after --idle-exit: not replaced */
 };
 
 struct fleet {
@@ -269,7 +268,7 @@ struct fleet {
 	int nretiring;
 	int stopping;
 	uint64_t kill_at_ms;
-	uint32_t base_ms, cap_ms;
+	uint64_t base_ms, cap_ms;
 	sigset_t set, old;
 	int rc;
 };
@@ -470,8 +469,7 @@ static void reaped(struct fleet *f, pid_t pid, int status)
 	if (clean && f->s.wo.idle_exit_ms) {
 		au_log(AU_LOG_INFO, "worker process %d exited after %u ms idle", (int)pid,
 		       f->s.wo.idle_exit_ms);
-		sl->done = 1;
-		return;
+		return;   /* done: not replaced */
 	}
 	if (clean) {
 		/* planned (--max-tasks), or asked to by someone else: no back-off */
@@ -486,7 +484,7 @@ static void reaped(struct fleet *f, pid_t pid, int status)
 	}
 	if (up >= f->cap_ms)
 		sl->deaths = 0;
-	delay = (uint64_t)f->base_ms << (sl->deaths < 16 ? sl->deaths : 16);
+	delay = f->base_ms << (sl->deaths < 16 ? sl->deaths : 16);
 	if (delay > f->cap_ms)
 		delay = f->cap_ms;
 	sl->deaths++;

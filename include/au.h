@@ -347,7 +347,8 @@ struct au_worker_opts {
 	uint32_t lease_ms;          /* default AU_DEFAULT_LEASE_MS */
 	uint32_t grace_ms;          /* on SIGTERM, default AU_DEFAULT_GRACE_MS */
 	int log;                    /* 1 = logging middleware on (default in CLI) */
-	uint32_t max_jobs;          /* stop after this many (0 = never), for tests */
+	uint32_t max_jobs;          /* stop after this many attempts (0 = never):
+				       `au worker --max-tasks`, which a fleet recycles */
 	uint32_t idle_exit_ms;      /* stop after idle this long (0 = never) */
 	uint32_t retry_base_ms;     /* first retry delay, doubled per attempt,
 				       default AU_DEFAULT_RETRY_BASE_MS */
