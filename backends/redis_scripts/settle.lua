@@ -97,7 +97,7 @@ while i <= #ARGV do
       if mode == 'bury' then
         dead[#dead + 1], dead[#dead + 2] = now, id
       elseif delay > 0 then
-        s = s or redis.call('INCRBY', kseq, #done) - #done
+        s = s or seq(#done)
         sched[#sched + 1], sched[#sched + 2] = now + delay, id
         order[#order + 1], order[#order + 2] = id, p .. ' ' .. (s + k)
       else
