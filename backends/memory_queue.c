@@ -473,7 +473,7 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		entries[i] = NULL;
 		if (cs[i].run_at_ms > now) {
 			j->seq = ++mq->seq;
-			job_move(mq, j, AU_QUEUED_SCHEDULED, cs[i].run_at_ms);
+			job_move(mq, j, AU_QUEUED_SCHEDULED, au_queue_run_at(cs[i].run_at_ms));
 		} else {
 			job_move(mq, j, AU_QUEUED_READY, 0);
 			mq->woken = 1;
@@ -513,6 +513,18 @@ static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint3
 	while (*n < max && (j = heap_top(heap_of(mq, AU_QUEUED_READY)))) {
 		struct au_lease *l = &out[*n];
 
+		if (j->attempts >= INT32_MAX) {
+			/* no count left for another attempt (as the other
+			 * backends, which hold it in 31 bits): a bad entry is
+			 * dead-lettered, and the queue goes on */
+			char msg[64];
+
+			snprintf(msg, sizeof(msg), "malformed computation: attempts %u out of range",
+				 j->attempts);
+			job_error(j, msg);
+			job_move(mq, j, AU_QUEUED_DEAD, now);
+			continue;
+		}
 		l->body = malloc(j->body_len ? j->body_len : 1);
 		if (!l->body) {
 			if (*n)
@@ -604,7 +616,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			j->attempts--;
 		if (delay_ms && delay_ms[i]) {
 			j->seq = ++mq->seq;
-			job_move(mq, j, AU_QUEUED_SCHEDULED, now + delay_ms[i]);
+			job_move(mq, j, AU_QUEUED_SCHEDULED, now + au_queue_delay(delay_ms[i]));
 		} else {
 			job_move(mq, j, AU_QUEUED_READY, 0);
 			woke = 1;

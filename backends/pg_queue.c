@@ -41,6 +41,14 @@
  */
 #define FENCE "j.id = ANY($2::uuid[]) AND j.id = r.id AND j.token = r.token AND j.queue = $1"
 
+/*
+ * A waiting row the lease can take: one whose attempts it can count. Any
+ * other (a plain-SQL producer wrote attempts = 2147483647, or a negative
+ * count) is dead-lettered by the lease that finds it, with the reason,
+ * instead of failing every lease of the queue with "integer out of range".
+ */
+#define LEASABLE "attempts BETWEEN 0 AND 2147483646"
+
 /* The insert of a push; conflict is the clause for known ids. */
 #define PUSH(conflict) \
 	"WITH q AS (INSERT INTO au_queues (name) SELECT DISTINCT unnest($2::text[])" \
@@ -89,15 +97,21 @@ static const struct au_pg_stmt stmts[] = {
 	 * the same. Rescue works the same way.
 	 */
 	[S_LEASE] = { "au_lease",
-		"WITH l AS (UPDATE au_jobs SET state = 1, attempts = attempts + 1,"
-		" lease_until = now() + $3::int8 * interval '1 ms',"
-		" token = (attempts + 1) || '-' || $4::text"
+		"WITH l AS (UPDATE au_jobs SET"
+		" state = CASE WHEN " LEASABLE " THEN 1 ELSE 2 END,"
+		" attempts = CASE WHEN " LEASABLE " THEN attempts + 1 ELSE attempts END,"
+		" lease_until = CASE WHEN " LEASABLE " THEN now() + $3::int8 * interval '1 ms' END,"
+		" token = CASE WHEN " LEASABLE " THEN (attempts + 1) || '-' || $4::text END,"
+		" error = CASE WHEN " LEASABLE " THEN error"
+		" ELSE 'malformed computation: attempts ' || attempts || ' out of range' END"
 		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 0 AND run_at <= now()"
 		" ORDER BY priority DESC, run_at, seq LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
 		" AND state = 0"
-		" RETURNING id, token, attempts, body, priority, run_at, seq)"
-		" SELECT id, token, attempts, body FROM l ORDER BY priority DESC, run_at, seq" },
+		" RETURNING id, token, attempts, body, priority, run_at, seq, state, error)"
+		" SELECT id, token, attempts, CASE WHEN state = 1 THEN body END,"
+		" CASE WHEN state = 2 THEN error END"
+		" FROM l ORDER BY priority DESC, run_at, seq" },
 	[S_ACK] = { "au_ack", ACK },
 	/* new record ids (nearly always), else again as S_ACK_STORE_KEEP */
 	[S_ACK_STORE] = { "au_ack_store",
@@ -132,7 +146,12 @@ static const struct au_pg_stmt stmts[] = {
 		" ELSE 'lease expired on attempt ' || attempts END"
 		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 1 AND lease_until <= now()"
-		" ORDER BY lease_until LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
+		" ORDER BY lease_until LIMIT $2::int8 FOR UPDATE SKIP LOCKED)"
+		/* a leased row without a deadline (written by hand) has none to
+		 * wait for: a second probe of the same index, which finds none */
+		" || ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state = 1 AND lease_until IS NULL"
+		" LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
 		" AND state = 1 RETURNING state)"
 		" SELECT state::int4 FROM u UNION ALL SELECT -1 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
 		" WHERE EXISTS (SELECT FROM u WHERE state = 0)" },
@@ -144,7 +163,8 @@ static const struct au_pg_stmt stmts[] = {
 		" SELECT state::int4 FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state <> 0" },
 	[S_PEEK] = { "au_peek",
 		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4"
-		" WHEN run_at > now() THEN 2 ELSE 1 END, attempts, max_attempts, coalesce(error, '')"
+		" WHEN run_at > now() THEN 2 ELSE 1 END, greatest(attempts, 0), greatest(max_attempts, 0),"
+		" coalesce(error, '')"
 		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
 	[S_STATS] = { "au_stats",
 		"SELECT count(*) FILTER (WHERE run_at <= now()), count(*) FILTER (WHERE run_at > now()),"
@@ -152,10 +172,12 @@ static const struct au_pg_stmt stmts[] = {
 		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2)"
 		" FROM au_jobs WHERE queue = $1 AND state = 0" },
 	[S_QUEUES] = { "au_queues", "SELECT name FROM au_queues ORDER BY name" },
-	/* ms until the first scheduled computation is due, NULL if none */
+	/* ms until the first scheduled computation is due, NULL if none. A
+	 * run_at of 'infinity' is never due (and cannot be subtracted from),
+	 * '-infinity' is due now. */
 	[S_NEXT_DUE] = { "au_next_due",
-		"SELECT (extract(epoch FROM min(run_at) - now()) * 1000)::int8 FROM au_jobs"
-		" WHERE queue = $1 AND state = 0" },
+		"SELECT (extract(epoch FROM min(greatest(run_at, now())) - now()) * 1000)::int8"
+		" FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at < 'infinity'" },
 };
 
 struct pg_watch;
@@ -228,8 +250,10 @@ static PGresult *run_id(struct au_queue *q, enum stmt s, const char *queue, cons
 	int lens[] = { (int)strlen(vals[0]), 16 };
 
 	if (id && au_pg_uuid(uuid, id) < 0) {
-		au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
-			  au_queue_name(queue));
+		char shown[AU_ID_SHOWN_SIZE];
+
+		au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'",
+			  au_id_shown(shown, id), au_queue_name(queue));
 		return NULL;
 	}
 	return run(q, s, id ? 2 : 1, vals, lens);
@@ -333,7 +357,7 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		return 0;
 	for (i = 0; i < n; i++)
 		if (!au_id_valid(cs[i].id))
-			return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", cs[i].id);
+			return au_queue_bad_id(q, cs[i].id);
 	au_buf_reset(b);
 	at[0] = b->len;
 	rc |= au_pg_array(b, AU_PG_UUID, n);
@@ -354,7 +378,7 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	at[3] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT8, n);
 	for (i = 0; i < n; i++)
-		rc |= add_u64(b, cs[i].run_at_ms);
+		rc |= add_u64(b, au_queue_run_at(cs[i].run_at_ms));
 	at[4] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT4, n);
 	for (i = 0; i < n; i++)
@@ -392,14 +416,16 @@ static void leases_release(struct au_lease *out, size_t n)
 		au_lease_release(&out[--n]);
 }
 
-/* One lease statement; *n gets the number leased. */
+/* One lease statement; *n gets the number leased, *buried the number of
+ * malformed rows it dead-lettered instead (each logged with its reason). */
 static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
-		      struct au_lease *out, size_t *n)
+		      struct au_lease *out, size_t *n, size_t *buried)
 {
 	unsigned char lim[8], ms[8];
 	char rnd[17];
 	const char *vals[] = { au_queue_name(queue), (const char *)lim, (const char *)ms, rnd };
 	int lens[] = { (int)strlen(vals[0]), 8, 8, 16 }, rows, i;
+	size_t k = 0;
 	PGresult *r;
 
 	/* One random part per lease call: with the attempt number in front,
@@ -407,28 +433,69 @@ static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_
 	snprintf(rnd, sizeof(rnd), "%016llx", (unsigned long long)au_random64());
 	au_pg_put_u64(lim, max);
 	au_pg_put_u64(ms, lease_ms);
-	*n = 0;
+	*n = *buried = 0;
 	if (!(r = run(q, S_LEASE, 4, vals, lens)))
 		return -1;
 	rows = PQntuples(r);
 	for (i = 0; i < rows; i++) {
-		struct au_lease *l = &out[i];
+		struct au_lease *l = &out[k];
 		int tlen = PQgetlength(r, i, 1), blen = PQgetlength(r, i, 3);
 
+		if (PQgetisnull(r, i, 3)) {
+			char id[AU_ID_SIZE];
+
+			/* dead-lettered by the statement: the row was malformed */
+			au_pg_id(id, (const unsigned char *)PQgetvalue(r, i, 0));
+			au_log(AU_LOG_WARN, "queue '%s' of '%s': computation '%s' dead-lettered: %.*s",
+			       au_queue_name(queue), q->url.text, id, PQgetlength(r, i, 4),
+			       PQgetvalue(r, i, 4));
+			++*buried;
+			continue;
+		}
 		au_pg_id(l->ref.id, (const unsigned char *)PQgetvalue(r, i, 0));
 		snprintf(l->ref.token, sizeof(l->ref.token), "%.*s", tlen, PQgetvalue(r, i, 1));
 		l->attempts = au_pg_get_u32(PQgetvalue(r, i, 2));
 		l->body_len = (size_t)blen;
 		if (!(l->body = malloc(blen ? (size_t)blen : 1))) {
 			/* what is leased comes back after the lease runs out */
-			leases_release(out, (size_t)i);
+			leases_release(out, k);
 			PQclear(r);
 			return oom(q);
 		}
 		memcpy(l->body, PQgetvalue(r, i, 3), (size_t)blen);
+		k++;
 	}
-	*n = (size_t)rows;
+	*n = k;
 	PQclear(r);
+	return 0;
+}
+
+/*
+ * Leases as lease_once does, and when malformed rows took places of the
+ * batch, goes on for the good rows behind them: one bad row costs the
+ * call a statement, never its computations. Bounded, so that a queue full
+ * of bad rows still returns.
+ */
+#define LEASE_ROUNDS 16
+
+static int lease_some(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		      struct au_lease *out, size_t *n)
+{
+	size_t got, buried;
+	int round;
+
+	*n = 0;
+	for (round = 0; round < LEASE_ROUNDS && *n < max; round++) {
+		if (lease_once(q, queue, max - *n, lease_ms, out + *n, &got, &buried) < 0) {
+			if (!*n)
+				return -1;
+			/* what was leased is kept; the error comes again next time */
+			break;
+		}
+		*n += got;
+		if (!buried)
+			break;
+	}
 	return 0;
 }
 
@@ -460,7 +527,7 @@ static int lease_wait(struct au_queue *q, const char *queue, size_t max, uint32_
 	if (au_pg_command(pg, "LISTEN " AU_PG_QUEUE_CHANNEL, &q->err) < 0)
 		return -1;
 	for (;;) {
-		if (lease_once(q, queue, max, lease_ms, out, n) < 0)
+		if (lease_some(q, queue, max, lease_ms, out, n) < 0)
 			return -1;
 		if (*n || (now = au_mono_us()) >= deadline)
 			return 0;
@@ -487,7 +554,7 @@ static int pgq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 	if (become_worker_session(q) < 0)
 		return -1;
 	/* A busy queue costs one round trip: no LISTEN unless it must wait. */
-	if (lease_once(q, queue, max, lease_ms, out, n) < 0)
+	if (lease_some(q, queue, max, lease_ms, out, n) < 0)
 		return -1;
 	if (*n || !block_ms)
 		return 0;
@@ -618,7 +685,7 @@ static int pgq_ack_store(struct au_queue *q, const char *queue, const char *stor
 				 p->store_shown, q->url.text);
 	for (i = 0; i < n; i++)
 		if (!au_id_valid(recs[i].id))
-			return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", recs[i].id);
+			return au_queue_bad_id(q, recs[i].id);
 	if (!n)
 		return 0;
 	if (fence_params(&p->params, queue, refs, n, at) < 0)
@@ -648,7 +715,7 @@ static int requeue(struct au_queue *q, const char *queue, const struct au_ref *r
 	at[3] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT8, n);
 	for (i = 0; i < n; i++)
-		rc |= add_u64(b, delay_ms ? delay_ms[i] : 0);
+		rc |= add_u64(b, delay_ms ? au_queue_delay(delay_ms[i]) : 0);
 	at[4] = b->len;
 	rc |= au_pg_array(b, AU_PG_TEXT, n);
 	for (i = 0; i < n; i++)

@@ -139,6 +139,13 @@ struct au_queue_ops {
 	int (*ack_store)(struct au_queue *q, const char *queue, const char *store_url,
 			 const struct au_ref *refs, const struct au_record *recs, size_t n,
 			 int *applied);
+
+	/* Optional, for a worker's start: looks for what the server behind
+	 * the queue puts at risk (a Redis that keeps nothing across a
+	 * restart) and logs a warning (au_log, AU_LOG_WARN) for each risk it
+	 * finds. Returns how many it logged, or -1 with q->err when the
+	 * server cannot be asked. */
+	int (*check)(struct au_queue *q);
 };
 
 struct au_queue {
@@ -169,7 +176,9 @@ static inline const char *au_queue_name(const char *queue)
 
 static inline int au_queue_bad_id(struct au_queue *q, const char *id)
 {
-	return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
+	char shown[AU_ID_SHOWN_SIZE];
+
+	return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", au_id_shown(shown, id));
 }
 
 static inline int au_queue_push(struct au_queue *q, const struct au_computation *cs, size_t n)
@@ -285,6 +294,31 @@ static inline int au_queue_ack_store(struct au_queue *q, const char *queue, cons
 		return au_seterr(&q->err, AU_ESTATE, "queue '%s' cannot store records",
 				 q->url.text);
 	return q->ops->ack_store(q, au_queue_name(queue), store_url, refs, recs, n, applied);
+}
+
+/*
+ * The furthest a push's run_at and a retry's delay reach: a later run_at
+ * (the end of year 9999) or a longer delay (100 years) is taken as this,
+ * which every backend can store (PostgreSQL's interval arithmetic and
+ * Redis' signed integers could not hold the whole of uint64_t).
+ */
+#define AU_QUEUE_MAX_RUN_AT_MS 253402300799999ULL
+#define AU_QUEUE_MAX_DELAY_MS 3155760000000ULL
+
+static inline uint64_t au_queue_run_at(uint64_t run_at_ms)
+{
+	return run_at_ms < AU_QUEUE_MAX_RUN_AT_MS ? run_at_ms : AU_QUEUE_MAX_RUN_AT_MS;
+}
+
+static inline uint64_t au_queue_delay(uint64_t delay_ms)
+{
+	return delay_ms < AU_QUEUE_MAX_DELAY_MS ? delay_ms : AU_QUEUE_MAX_DELAY_MS;
+}
+
+/* 0 when the backend has nothing to check. */
+static inline int au_queue_check(struct au_queue *q)
+{
+	return q->ops->check ? q->ops->check(q) : 0;
 }
 
 #endif

@@ -179,6 +179,8 @@ struct au_config {
 };
 
 /* Fills unset (NULL) fields from the environment, then from the defaults.
+ * AU_QUEUE or AU_STORE set but empty gives an empty URL, which opening the
+ * queue or the store refuses (AU_EINVAL "the queue url is empty ...").
  * The strings stay owned by where they came from: the caller's own, the
  * process environment (valid until the variable changes) or static
  * defaults. Nothing is allocated and nothing needs freeing. */

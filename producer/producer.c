@@ -33,6 +33,7 @@ struct au_client {
 struct au_handle {
 	struct au_client *cl;
 	char id[AU_ID_SIZE];
+	char bad_id[AU_ID_SHOWN_SIZE];  /* the id given, as shown, when it is none */
 	struct au_err err;
 	char queue[];
 };
@@ -74,6 +75,15 @@ const struct au_err *au_client_err(const struct au_client *cl)
 	return &cl->err;
 }
 
+/* -1 with h->err set when the handle names no id. */
+static int bad_id(struct au_handle *h)
+{
+	if (!h->bad_id[0] && au_id_valid(h->id))
+		return 0;
+	return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'",
+			 h->bad_id[0] ? h->bad_id : h->id);
+}
+
 struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char *queue)
 {
 	const char *name = au_queue_name(queue);
@@ -87,8 +97,11 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 	if (!cl->q->ops || !cl->store->ops)   /* the client never connected */
 		h->err = cl->err;
 	memcpy(h->queue, name, len + 1);
-	if (!au_id_valid(h->id))
-		au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "");
+	/* the id given, not its first 32 bytes (which may be an id) */
+	if (!au_id_valid(id ? id : "")) {
+		au_id_shown(h->bad_id, id ? id : "");
+		au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->bad_id);
+	}
 	return h;
 }
 
@@ -281,8 +294,8 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 		h->err = h->cl->err;
 		return -1;
 	}
-	if (!au_id_valid(h->id))
-		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
+	if (bad_id(h))
+		return -1;
 	if ((r = stored(h, rec)) != 0) {
 		if (r > 0)
 			*st = rec->status;
@@ -402,8 +415,8 @@ int au_handle_cancel(struct au_handle *h)
 		h->err = h->cl->err;
 		return -1;
 	}
-	if (!au_id_valid(h->id))
-		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
+	if (bad_id(h))
+		return -1;
 	if (au_queue_cancel(q, h->queue, h->id) == 0) {
 		/* It left the queue: it will never run. Record the outcome. */
 		au_record_init(&rec);

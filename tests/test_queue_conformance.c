@@ -840,6 +840,53 @@ static void test_registry(void)
 	au_queue_close(q);
 }
 
+/*
+ * Out-of-range input never reaches a backend as it is, and never fails an
+ * operation: a run_at or retry delay beyond what a backend can store stays
+ * scheduled (it is not taken for "now"), and an absurdly long id is cut
+ * in the message that refuses it.
+ */
+static void test_out_of_range(struct au_queue *q)
+{
+	struct au_computation c, d;
+	struct au_queued info;
+	struct au_lease l[2];
+	uint64_t forever = UINT64_MAX;
+	const char *why = "again";
+	char name[64], want[200], *longid = malloc(100001);
+	size_t n;
+
+	t_queue_name(name, "conf", "range");
+	t_computation(&c, name, 1);
+	c.run_at_ms = UINT64_MAX;
+	T_OK(t_push1(q, &c) == 0, "range: a push with run_at UINT64_MAX (%s)", q->err.str);
+	EQ(peek(q, name, c.id, &info), AU_QUEUED_SCHEDULED, "range: it is scheduled, not ready");
+	EQ(t_lease(q, name, 2, LONG_LEASE, 0, l), 0, "range: and not leased");
+	t_computation(&d, name, 2);
+	t_push1(q, &d);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &forever, &why, NULL) == 0,
+	     "range: a retry with a delay of UINT64_MAX (%s)", q->err.str);
+	t_leases_release(l, n);
+	EQ(peek(q, name, d.id, &info), AU_QUEUED_SCHEDULED, "range: it waits, not ready at once");
+	EQ(t_stats(q, name).scheduled, 2, "range: both counted as scheduled");
+
+	memset(longid, 'a', 100000);
+	longid[100000] = '\0';
+	snprintf(want, sizeof(want), "invalid computation id '%.64s\xe2\x80\xa6'", longid);
+	T_OK(au_queue_peek(q, name, longid, &info) < 0 && q->err.code == AU_EINVAL,
+	     "range: peek of a 100 KB id is refused");
+	T_EQ_STR(q->err.str, want, "range: the id cut after 64 bytes in the message");
+	T_OK(au_queue_cancel(q, name, longid) < 0, "range: so is cancel");
+	T_EQ_STR(q->err.str, want, "range: with the same message");
+	longid[3] = '\n';
+	au_queue_peek(q, name, longid, &info);
+	T_OK(!strchr(q->err.str, '\n'), "range: a control byte of the id is not echoed");
+	free(longid);
+	au_computation_release(&c);
+	au_computation_release(&d);
+}
+
 static void run_suite(const char *u)
 {
 	struct au_queue *q;
@@ -864,6 +911,7 @@ static void run_suite(const char *u)
 	test_watch_pause(q);
 	test_ack_store(q);
 	test_concurrent(q);
+	test_out_of_range(q);
 	au_queue_close(q);
 }
 
