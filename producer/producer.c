@@ -402,13 +402,35 @@ int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec)
 	}
 }
 
+/* Stores the CANCELLED record of h: first write wins, so it is the
+ * outcome unless a worker stored one before. */
+static int store_cancelled(struct au_handle *h)
+{
+	char reason[] = "cancelled by client";
+	struct au_record rec;
+	int applied = 0;
+
+	au_record_init(&rec);
+	memcpy(rec.id, h->id, AU_ID_SIZE);
+	rec.status = AU_CANCELLED;
+	rec.error = reason;
+	rec.queue = h->queue;
+	rec.ttl_s = AU_DEFAULT_TTL_S;
+	rec.finished_at_ms = au_now_ms();
+	if (au_store_put(h->cl->store, &rec, 1, &applied) < 0)
+		return au_seterr(&h->err, h->cl->store->err.code,
+				 "computation '%s' was cancelled but its record was not stored: %s",
+				 h->id, h->cl->store->err.str);
+	if (!applied)   /* a worker stored an outcome first */
+		return au_seterr(&h->err, AU_ESTATE, "computation '%s' already has an outcome", h->id);
+	return 0;
+}
+
 int au_handle_cancel(struct au_handle *h)
 {
 	struct au_queue *q = h->cl->q;
-	char reason[] = "cancelled by client";
 	struct au_record rec;
 	enum au_status st;
-	int applied = 0;
 
 	au_clearerr(&h->err);
 	if (!q->ops || !h->cl->store->ops) {
@@ -417,30 +439,19 @@ int au_handle_cancel(struct au_handle *h)
 	}
 	if (bad_id(h))
 		return -1;
-	if (au_queue_cancel(q, h->queue, h->id) == 0) {
-		/* It left the queue: it will never run. Record the outcome. */
-		au_record_init(&rec);
-		memcpy(rec.id, h->id, AU_ID_SIZE);
-		rec.status = AU_CANCELLED;
-		rec.error = reason;
-		rec.queue = h->queue;
-		rec.ttl_s = AU_DEFAULT_TTL_S;
-		rec.finished_at_ms = au_now_ms();
-		if (au_store_put(h->cl->store, &rec, 1, &applied) < 0) {
-			/* It will never run, but nothing says so: tell the caller. */
-			au_seterr(&h->err, h->cl->store->err.code,
-				  "computation '%s' was cancelled but its record was not stored: %s",
-				  h->id, h->cl->store->err.str);
+	/* It left the queue: it will never run. Record the outcome. */
+	if (au_queue_cancel(q, h->queue, h->id) == 0)
+		return store_cancelled(h);
+	if (q->err.code == AU_ESTATE) {
+		/* Leased: the record decides (a late result is refused), and the
+		 * worker that runs it is told to stop. */
+		if (store_cancelled(h) < 0)
 			return -1;
-		}
-		if (!applied)   /* a worker that lost its lease stored an outcome first */
-			return au_seterr(&h->err, AU_ESTATE,
-					 "computation '%s' already has an outcome", h->id);
+		if (au_queue_cancel_running(q, h->queue, h->id) < 0 && q->err.code != AU_ESTATE)
+			au_log(AU_LOG_WARN, "computation '%s' is cancelled, but its worker was not told: %s",
+			       h->id, q->err.str);
 		return 0;
 	}
-	if (q->err.code == AU_ESTATE)
-		return au_seterr(&h->err, AU_ESTATE,
-				 "computation '%s' is running: it cannot be cancelled yet", h->id);
 	if (q->err.code != AU_ENOTFOUND) {
 		h->err = q->err;
 		return -1;
