@@ -76,9 +76,11 @@
 	" SELECT i FROM a UNION ALL SELECT 0::int8 FROM (SELECT count(" \
 	AU_PG_RECORD_NOTIFY("id") ") FROM w) n"
 
+#define CANCEL_CHANNEL "au_cancel"
+
 enum stmt {
 	S_PUSH, S_PUSH_KEEP, S_LEASE, S_ACK, S_ACK_STORE, S_ACK_STORE_KEEP, S_REQUEUE, S_BURY,
-	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE
+	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE, S_CANCEL_RUNNING
 };
 
 static const struct au_pg_stmt stmts[] = {
@@ -178,6 +180,9 @@ static const struct au_pg_stmt stmts[] = {
 	[S_NEXT_DUE] = { "au_next_due",
 		"SELECT (extract(epoch FROM min(greatest(run_at, now())) - now()) * 1000)::int8"
 		" FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at < 'infinity'" },
+	/* "<queue> <id>" to every watch of cancels (LISTEN au_cancel) */
+	[S_CANCEL_RUNNING] = { "au_cancel_running",
+		"SELECT pg_notify('" CANCEL_CHANNEL "', $1::text || ' ' || $2::text)" },
 };
 
 struct pg_watch;
@@ -189,6 +194,9 @@ struct pgq {
 	int worker_session;         /* leased once: commits need not wait for the disk */
 	char *watch_conninfo;       /* the watch's, set at open: pg.conninfo changes */
 	int watchers;               /* K: watches of a queue that listen (see watch) */
+	au_queue_cancel_fn cancel_fn;  /* watch_cancels: handed to the watch */
+	void *cancel_arg;
+	char *cancel_queue;
 	char *store_url;            /* the last store ack_store was given, */
 	char *store_shown;          /* as messages show it (password masked), */
 	int store_here;             /* and whether it lives in our database */
@@ -307,6 +315,7 @@ static void pgq_close(struct au_queue *q)
 	pgq_unwatch(q);
 	au_pg_close(&p->pg);
 	au_buf_release(&p->params);
+	free(p->cancel_queue);
 	free(p->store_url);
 	free(p->store_shown);
 	free(p->watch_conninfo);
@@ -903,7 +912,7 @@ static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
  * fresh event each step since the socket may change. Failed attempts are
  * retried every WATCH_RETRY_S.
  */
-enum watch_cmd { CMD_NONE, CMD_SEEK, CMD_LISTEN, CMD_RELEASE };
+enum watch_cmd { CMD_NONE, CMD_SEEK, CMD_LISTEN, CMD_RELEASE, CMD_LISTEN_CANCEL };
 
 struct pg_watch {
 	char *conninfo;
@@ -920,6 +929,9 @@ struct pg_watch {
 	int nslots;                 /* K */
 	int slot;                   /* held, or -1 */
 	int listening;              /* LISTEN confirmed */
+	au_queue_cancel_fn cancel;  /* set: cancels are heard too (LISTEN au_cancel) */
+	void *cancel_arg;
+	int cancel_listening;       /* that LISTEN is confirmed */
 	int paused;
 	int connecting;
 	int seek_due;               /* look for a slot once the connection is free */
@@ -997,6 +1009,7 @@ static void watch_drop(struct pg_watch *w)
 	w->connecting = 0;
 	w->slot = -1;               /* locks and LISTEN end with the session */
 	w->listening = 0;
+	w->cancel_listening = 0;
 	w->cmd = CMD_NONE;
 	w->reconnected = 1;
 	evtimer_add(w->timer, &retry);
@@ -1018,6 +1031,9 @@ static int watch_next(struct pg_watch *w)
 
 	if (!w->c || w->connecting || w->cmd != CMD_NONE)
 		return 0;
+	/* cancels are heard whatever the slot: every worker may run one */
+	if (w->cancel && !w->cancel_listening)
+		return watch_send(w, CMD_LISTEN_CANCEL, "LISTEN " CANCEL_CHANNEL);
 	if (w->paused && (w->slot >= 0 || w->listening)) {
 		if (w->slot >= 0)
 			snprintf(sql, sizeof(sql), "UNLISTEN " AU_PG_QUEUE_CHANNEL
@@ -1074,6 +1090,9 @@ static int watch_done(struct pg_watch *w, PGresult *last, int failed, int *wake)
 		w->slot = -1;
 		w->listening = 0;
 		break;
+	case CMD_LISTEN_CANCEL:
+		w->cancel_listening = 1;
+		break;
 	default:
 		break;
 	}
@@ -1102,6 +1121,16 @@ static void watch_connect_step(struct pg_watch *w)
 		break;
 	}
 	watch_drop(w);
+}
+
+/* "<queue> <id>": for this watch's queue, told to the worker */
+static void cancel_heard(struct pg_watch *w, const char *payload)
+{
+	size_t n = strlen(w->queue);
+
+	if (w->cancel && !strncmp(payload, w->queue, n) && payload[n] == ' ' &&
+	    au_id_valid(payload + n + 1))
+		w->cancel(w->cancel_arg, payload + n + 1);
 }
 
 static void watch_socket(evutil_socket_t fd, short what, void *arg)
@@ -1137,7 +1166,10 @@ static void watch_socket(evutil_socket_t fd, short what, void *arg)
 	}
 	PQclear(last);
 	while ((n = PQnotifies(w->c))) {
-		wake |= w->listening && !w->paused && !strcmp(n->extra, w->queue);
+		if (!strcmp(n->relname, CANCEL_CHANNEL))
+			cancel_heard(w, n->extra);
+		else
+			wake |= w->listening && !w->paused && !strcmp(n->extra, w->queue);
 		PQfreemem(n);
 	}
 	if (watch_next(w) < 0) {
@@ -1267,6 +1299,15 @@ static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *b
 	}
 	if (w->slot < 0)
 		watch_seek_later(w);
+	if (p->cancel_fn && !strcmp(p->cancel_queue, w->queue)) {
+		w->cancel = p->cancel_fn;
+		w->cancel_arg = p->cancel_arg;
+		if (watch_next(w) < 0) {   /* its LISTEN goes out now */
+			au_seterr(&q->err, AU_ECONN, "cannot listen on '%s'", q->url.text);
+			watch_free(w);
+			return -1;
+		}
+	}
 	/* a first wake covers what arrived before the watch */
 	event_active(w->wake, 0, 0);
 	p->watch = w;
@@ -1281,6 +1322,55 @@ static void pgq_unwatch(struct au_queue *q)
 		return;
 	watch_free(p->watch);
 	p->watch = NULL;
+}
+
+/* Cancels are heard on the wake watch's connection, which every worker
+ * has (only K of them LISTEN for wake-ups); set before or after watch. */
+static int pgq_watch_cancels(struct au_queue *q, const char *queue, struct event_base *base,
+			     au_queue_cancel_fn fn, void *arg)
+{
+	struct pgq *p = q->ctx;
+
+	(void)base;
+	if (p->cancel_fn)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
+	free(p->cancel_queue);
+	if (!(p->cancel_queue = au_strdup(queue)))
+		return oom(q);
+	p->cancel_fn = fn;
+	p->cancel_arg = arg;
+	if (p->watch && !strcmp(p->watch->queue, queue)) {
+		p->watch->cancel = fn;
+		p->watch->cancel_arg = arg;
+		if (watch_next(p->watch) < 0)
+			watch_drop(p->watch);
+	}
+	return 0;
+}
+
+static void pgq_unwatch_cancels(struct au_queue *q)
+{
+	struct pgq *p = q->ctx;
+
+	p->cancel_fn = NULL;
+	free(p->cancel_queue);
+	p->cancel_queue = NULL;
+	/* an UNLISTEN would wait for the connection: a cancel heard from now
+	 * on is passed over */
+	if (p->watch)
+		p->watch->cancel = NULL;
+}
+
+static int pgq_cancel_running(struct au_queue *q, const char *queue, const char *id)
+{
+	const char *vals[] = { au_queue_name(queue), id };
+	int lens[] = { (int)strlen(vals[0]), (int)strlen(id) };
+	PGresult *r = run(q, S_CANCEL_RUNNING, 2, vals, lens);
+
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
 }
 
 static void pgq_watch_pause(struct au_queue *q, int paused)
@@ -1318,4 +1408,7 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.unwatch = pgq_unwatch,
 	.watch_pause = pgq_watch_pause,
 	.ack_store = pgq_ack_store,
+	.cancel_running = pgq_cancel_running,
+	.watch_cancels = pgq_watch_cancels,
+	.unwatch_cancels = pgq_unwatch_cancels,
 };

@@ -154,6 +154,7 @@ struct rq {
 	char sha[SC_COUNT][41];     /* its SHA-1, the name EVALSHA knows it by */
 	char *listed;               /* the queue last added to au:queues, or NULL */
 	struct rwatch *watch;       /* the loop's: nothing else touches it */
+	struct rwatch *cancels;     /* watch_cancels: SUBSCRIBE, on the loop too */
 
 	/* the pipeline of the operation in progress */
 	struct arg *args;
@@ -183,6 +184,7 @@ struct rwatch {
 	int waiting;                /* a BLPOP is outstanding */
 	int paused;                 /* watch_pause(1): issue no BLPOP, hand tokens on */
 	int down;                   /* an outage was logged */
+	au_queue_cancel_fn cancel;  /* set: a watch of cancels, SUBSCRIBEd to list */
 };
 
 static int oom(struct au_queue *q)
@@ -566,6 +568,7 @@ static int rq_check(struct au_queue *q)
 }
 
 static void rq_unwatch(struct au_queue *q);
+static void rq_unwatch_cancels(struct au_queue *q);
 
 static void rq_free(struct rq *r)
 {
@@ -615,6 +618,7 @@ fail:
 static void rq_close(struct au_queue *q)
 {
 	rq_unwatch(q);
+	rq_unwatch_cancels(q);
 	rq_free(q->ctx);
 	q->ctx = NULL;
 }
@@ -1382,6 +1386,7 @@ static void watch_fail(struct rwatch *w, redisAsyncContext *ac, const char *why)
 }
 
 static void watch_token(redisAsyncContext *ac, void *reply, void *privdata);
+static void cancel_message(redisAsyncContext *ac, void *reply, void *privdata);
 
 static void watch_blpop(struct rwatch *w)
 {
@@ -1389,6 +1394,26 @@ static void watch_blpop(struct rwatch *w)
 
 	if (redisAsyncCommandArgv(w->ac, watch_token, NULL, 3, argv, NULL) == REDIS_OK)
 		w->waiting = 1;
+}
+
+/* A message on the cancel channel: the id of a cancelled computation
+ * ("subscribe" confirmations and anything else that is not an id are
+ * passed over). */
+static void cancel_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rwatch *w = ac->data;
+	redisReply *rep = reply;
+	char id[AU_ID_SIZE];
+
+	(void)privdata;
+	if (!w || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING || strcmp(rep->element[0]->str, "message") ||
+	    rep->element[2]->type != REDIS_REPLY_STRING || rep->element[2]->len != AU_ID_SIZE - 1)
+		return;
+	memcpy(id, rep->element[2]->str, AU_ID_SIZE - 1);
+	id[AU_ID_SIZE - 1] = '\0';
+	if (au_id_valid(id))
+		w->cancel(w->arg, id);
 }
 
 /* Logged in and on the database: waits, and wakes once for what came
@@ -1401,6 +1426,12 @@ static void watch_up(struct rwatch *w)
 		au_log(AU_LOG_INFO, "watching queue '%s' of '%s' again", w->queue,
 		       w->r->q->url.text);
 	w->down = 0;
+	if (w->cancel) {
+		const char *argv[2] = { "SUBSCRIBE", w->list };
+
+		redisAsyncCommandArgv(w->ac, cancel_message, NULL, 2, argv, NULL);
+		return;
+	}
 	if (w->paused)
 		return;
 	watch_blpop(w);
@@ -1614,6 +1645,74 @@ static void rq_unwatch(struct au_queue *q)
 	r->watch = NULL;
 }
 
+/* ---- cancels of running computations: PUBLISH au:{q}:cancel <id> ---- */
+
+static int rq_cancel_running(struct au_queue *q, const char *queue, const char *id)
+{
+	struct rq *r = q->ctx;
+
+	p_reset(r);
+	p_cmd(r, -1);
+	p_str(r, "PUBLISH");
+	p_key(r, queue, "cancel");
+	p_str(r, id);
+	if (roundtrip(r, 0) < 0)
+		return -1;
+	replies_free(r, 0, 1);
+	return 0;
+}
+
+/* A watch of its own connection (pub/sub takes a connection whole),
+ * connected, logged in and kept up as the wake watch is. */
+static int rq_watch_cancels(struct au_queue *q, const char *queue, struct event_base *base,
+			    au_queue_cancel_fn fn, void *arg)
+{
+	struct rq *r = q->ctx;
+	struct rwatch *w;
+
+	if (r->cancels)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->queue = au_strdup(queue)) ||
+	    !(w->list = au_asprintf("au:{%s}:cancel", w->queue)) ||
+	    !(w->timer = evtimer_new(base, watch_timer, w))) {
+		if (w) {
+			free(w->queue);
+			free(w->list);
+		}
+		free(w);
+		return oom(q);
+	}
+	w->r = r;
+	w->base = base;
+	w->cancel = fn;
+	w->arg = arg;
+	r->cancels = w;
+	watch_connect(w);
+	return 0;
+}
+
+static void watch_free(struct rwatch *w)
+{
+	if (w->ac) {
+		w->ac->data = NULL;
+		redisAsyncFree(w->ac);
+	}
+	event_free(w->timer);
+	free(w->queue);
+	free(w->list);
+	free(w);
+}
+
+static void rq_unwatch_cancels(struct au_queue *q)
+{
+	struct rq *r = q->ctx;
+
+	if (r->cancels)
+		watch_free(r->cancels);
+	r->cancels = NULL;
+}
+
 const struct au_queue_ops au_redis_queue_ops = {
 	.scheme = "redis",
 	.features = AU_QUEUE_WATCH | AU_QUEUE_SHARED,
@@ -1635,4 +1734,7 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.unwatch = rq_unwatch,
 	.watch_pause = rq_watch_pause,
 	.check = rq_check,
+	.cancel_running = rq_cancel_running,
+	.watch_cancels = rq_watch_cancels,
+	.unwatch_cancels = rq_unwatch_cancels,
 };

@@ -577,6 +577,63 @@ static void test_watch_pause(struct au_queue *q)
 	event_base_free(base);
 }
 
+/* Cancels of running computations: every watch of the queue hears the id,
+ * one of another queue does not (backends without the ops: the record the
+ * canceller stores decides alone). */
+static char heard[AU_ID_SIZE];
+static struct t_waker *heard_by;
+
+static void on_cancel_heard(void *arg, const char *id)
+{
+	memcpy(heard, id, AU_ID_SIZE);
+	heard_by = arg;
+	((struct t_waker *)arg)->calls++;
+}
+
+static void test_cancel_running(struct au_queue *q)
+{
+	struct event_base *base = event_base_new();
+	struct t_waker a = { base, 0, 0, 0 }, b = { base, 0, 0, 0 };
+	struct au_queue *other, *elsewhere;
+	char name[64], id[AU_ID_SIZE];
+
+	t_queue_name(name, "conf", "cancels");
+	if (!q->ops->cancel_running) {
+		T_OK(au_queue_cancel_running(q, name, "0123456789abcdef0123456789abcdef") < 0 &&
+		     q->err.code == AU_ESTATE, "cancel_running: not implemented, said so");
+		event_base_free(base);
+		return;
+	}
+	other = t_open_queue(url);
+	elsewhere = t_open_queue(url);
+	T_OK(au_queue_watch_cancels(q, name, base, on_cancel_heard, &a) == 0,
+	     "watch_cancels (%s)", q->err.str);
+	T_OK(au_queue_watch_cancels(q, name, base, on_cancel_heard, &a) < 0 && q->err.code == AU_ESTATE,
+	     "watch_cancels: one per handle");
+	T_OK(au_queue_watch_cancels(elsewhere, "conf-cancels-other", base, on_cancel_heard, &b) == 0,
+	     "watch_cancels of another queue");
+	/* the wake watch too, as a worker has both (PostgreSQL hears cancels on it) */
+	au_queue_watch(q, name, base, t_on_wake, &b);
+	t_run_until(&a, &a.calls, 1, 500);   /* subscriptions settle */
+	a.calls = b.calls = 0;
+	au_id_new(id);
+	T_OK(au_queue_cancel_running(other, name, id) == 0, "cancel_running (%s)", other->err.str);
+	T_OK(t_run_until(&a, &a.calls, 1, 5000), "cancel_running: the watch hears it");
+	T_OK(!strcmp(heard, id) && heard_by == &a, "cancel_running: with the id");
+	T_OK(au_queue_cancel_running(other, name, "nope") < 0 && other->err.code == AU_EINVAL,
+	     "cancel_running: an invalid id is refused");
+	au_queue_unwatch_cancels(q);
+	a.calls = 0;
+	au_queue_cancel_running(other, name, id);
+	t_run_until(&a, &a.calls, 1, 300);
+	EQ(a.calls, 0, "cancel_running: unwatched, nothing is heard");
+	au_queue_unwatch(q);
+	au_queue_unwatch_cancels(q);
+	au_queue_close(other);
+	au_queue_close(elsewhere);
+	event_base_free(base);
+}
+
 /* The fields of a record as a store keeps them (expiry within 2 s). */
 static int same_record(const struct au_record *a, const struct au_record *b)
 {
@@ -909,6 +966,7 @@ static void run_suite(const char *u)
 	test_stats_queues(q);
 	test_watch(q);
 	test_watch_pause(q);
+	test_cancel_running(q);
 	test_ack_store(q);
 	test_concurrent(q);
 	test_out_of_range(q);
