@@ -482,7 +482,9 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	if (argc != 1)
 		return usage("%s takes one computation ID", cmd);
 	if (!au_id_valid(argv[0])) {
-		fprintf(stderr, "au: invalid computation id '%s'\n", argv[0]);
+		char shown[AU_ID_SHOWN_SIZE];
+
+		fprintf(stderr, "au: invalid computation id '%s'\n", au_id_shown(shown, argv[0]));
 		return EXIT_USAGE;
 	}
 	if (!(cl = connect_client(c, &rc)))

@@ -179,6 +179,8 @@ struct au_config {
 };
 
 /* Fills unset (NULL) fields from the environment, then from the defaults.
+ * AU_QUEUE or AU_STORE set but empty gives an empty URL, which opening the
+ * queue or the store refuses (AU_EINVAL "the queue url is empty ...").
  * The strings stay owned by where they came from: the caller's own, the
  * process environment (valid until the variable changes) or static
  * defaults. Nothing is allocated and nothing needs freeing. */
@@ -309,7 +311,7 @@ struct au_run {
 	uint64_t started_at_us;      /* monotonic */
 	uint64_t finished_at_us;
 	enum au_status status;       /* AU_RUNNING in before; then AU_COMPLETED,
-					AU_FAILED or AU_RETRYING */
+					AU_FAILED, AU_RETRYING or AU_CANCELLED */
 	const unsigned char *result; /* after: msgpack value */
 	size_t result_len;
 	const char *error;           /* on_error: the message */
@@ -380,6 +382,7 @@ void au_worker_stop(struct au_worker *w);
 struct au_worker_stats {
 	uint64_t leased, completed, failed, retried, buried, released;
 	uint64_t outages;            /* times a server it needs was found down */
+	uint64_t cancelled;          /* stopped because a client cancelled them */
 	/* How long the loop spent in each call of the worker's own callbacks
 	 * (leasing, writing back, heartbeats, housekeeping, timeouts; not the
 	 * ClickHouse client's nor a task's): loop_hist[0] counts calls under

@@ -341,6 +341,50 @@ static void test_outage(struct au_config *cfg, struct au_client *cl, struct even
 	au_queue_close(q);
 }
 
+/* A client cancels a running computation: the worker hears it through the
+ * queue, stops the task at once and acks; the record stays CANCELLED. */
+static void cancel_it(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	T_OK(au_handle_cancel(arg) == 0, "cancel: a running computation is cancelled: %s",
+	     au_handle_err(arg)->str);
+}
+
+static void test_cancel_running(struct au_config *cfg, struct au_client *cl, struct event_base *base)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_handle *h;
+	struct au_worker *w;
+	struct au_worker_stats st;
+	struct au_record rec;
+	struct event *canceller;
+	struct timeval at = { 0, 200000 };
+	uint64_t t0;
+
+	eo.queue = wo.queue = "cr";
+	h = submit(cl, "au.sleep", "{\"ms\":5000}", &eo);
+	wo.idle_exit_ms = 300;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	canceller = evtimer_new(base, cancel_it, h);
+	evtimer_add(canceller, &at);
+	t0 = au_mono_us();
+	T_OK(w && au_worker_start(w) == 0, "cancel: a worker starts");
+	event_base_dispatch(base);
+	au_worker_stats(w, &st);
+	T_EQ_INT(st.cancelled, 1, "cancel: the worker stopped it");
+	T_OK(au_mono_us() - t0 < 2000000, "cancel: well before its 5 s (%llu ms)",
+	     (unsigned long long)((au_mono_us() - t0) / 1000));
+	T_OK(au_handle_result(h, &rec) == 0 && rec.status == AU_CANCELLED, "cancel: the record says cancelled");
+	au_record_release(&rec);
+	T_OK(au_handle_cancel(h) < 0 && au_handle_err(h)->code == AU_ESTATE,
+	     "cancel: a second cancel says it is already cancelled: %s", au_handle_err(h)->str);
+	au_worker_free(w);
+	event_free(canceller);
+	au_handle_free(h);
+}
+
 int main(void)
 {
 	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
@@ -446,6 +490,7 @@ int main(void)
 	test_prefetch(&cfg, cl, base);
 	au_registry_add(reg, "test.away", task_away, NULL);
 	test_outage(&cfg, cl, base, reg);
+	test_cancel_running(&cfg, cl, base);
 	test_zombie(&cfg, cl, base, reg);
 	au_handle_free(ok);
 	au_handle_free(denied);

@@ -81,6 +81,7 @@ enum verdict {
 	VERDICT_REJECTED,   /* cannot run at all: malformed, unknown task */
 	VERDICT_RELEASED,   /* the worker lets go (grace over, or never begun) */
 	VERDICT_OUTAGE,     /* a server the task needs failed it: released, and the worker pauses */
+	VERDICT_CANCELLED,  /* a client cancelled it (its record says so already) */
 };
 
 struct attempt {
@@ -231,6 +232,7 @@ struct au_worker {
 		*drain_ev;
 	uint64_t drain_deadline_us;
 	int watching;
+	int watching_cancels;
 	int watch_paused;
 	int wake_pending;              /* woken since the last lease was sent */
 	int queue_empty;               /* the last lease found fewer than it asked for */
@@ -594,6 +596,11 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 	case VERDICT_REJECTED:
 		a->disposition = DISPOSE_BURY;
 		w->stats.failed++;
+		break;
+	case VERDICT_CANCELLED:
+		a->disposition = DISPOSE_ACK;
+		status = AU_CANCELLED;
+		w->stats.cancelled++;
 		break;
 	case VERDICT_RELEASED:
 	case VERDICT_OUTAGE:
@@ -1262,6 +1269,28 @@ static void wake_cb(void *arg)
 	event_active(w->pump_ev, 0, 0);
 }
 
+/* A client cancelled computation id: if it is ours and has no outcome
+ * yet, it stops (its ClickHouse query is killed by the task's cancel
+ * hook) and is acked; its record, stored by the client first, stays. */
+static void cancel_cb(void *arg, const char *id)
+{
+	struct au_worker *w = arg;
+	uint64_t t0 = cb_enter(w);
+	struct attempt *a, *next;
+	int st;
+
+	for (st = ATTEMPT_HELD; st <= ATTEMPT_RUNNING; st++)
+		for (a = w->lists[st].head; a; a = next) {
+			next = a->next;
+			if (strcmp(a->lease.ref.id, id) != 0)
+				continue;
+			au_log(AU_LOG_INFO, "computation '%s' cancelled by a client: stopping it", id);
+			decide(a, VERDICT_CANCELLED, au_strdup("cancelled by client"));
+			abandon(a);
+		}
+	cb_leave(w, t0);
+}
+
 static void poll_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
@@ -1362,6 +1391,9 @@ static void stop_now(struct au_worker *w)
 	event_del(w->rescue_ev);
 	event_del(w->grace_ev);
 	event_del(w->outage_ev);
+	if (w->watching_cancels)
+		au_queue_unwatch_cancels(w->q);
+	w->watching_cancels = 0;
 	w->drain_deadline_us = au_mono_us() + DRAIN_MAX_MS * 1000;
 	drain_cb(-1, 0, w);
 }
@@ -1605,6 +1637,13 @@ int au_worker_start(struct au_worker *w)
 		return -1;
 	w->last_active_us = au_mono_us();
 	w->last_sweep_ms = au_now_ms();
+	/* what the queue's server puts at risk, logged once (a Redis that
+	 * keeps nothing across a restart) */
+	if (au_queue_check(w->q) < 0)
+		au_log(AU_LOG_INFO, "could not check the queue's server: %s", w->q->err.str);
+	/* cancels of running computations, where the queue can tell them */
+	if (au_queue_watch_cancels(w->q, w->queue_name, w->base, cancel_cb, w) == 0)
+		w->watching_cancels = 1;
 	/* a queue that cannot watch is polled */
 	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
@@ -1612,7 +1651,9 @@ int au_worker_start(struct au_worker *w)
 	if (!w->io && !(w->io = au_io_new(w->base, io_ready, w))) {
 		if (w->watching)
 			au_queue_unwatch(w->q);
-		w->watching = 0;
+		if (w->watching_cancels)
+			au_queue_unwatch_cancels(w->q);
+		w->watching = w->watching_cancels = 0;
 		return au_seterr(&w->err, AU_ENOMEM, "unable to start the worker's i/o thread");
 	}
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
@@ -1636,6 +1677,8 @@ void au_worker_free(struct au_worker *w)
 		return;
 	if (w->watching)
 		au_queue_unwatch(w->q);
+	if (w->watching_cancels)
+		au_queue_unwatch_cancels(w->q);
 	/* the thread finishes what it is doing; what it has not begun, it drops */
 	au_io_free(w->io);
 	w->io = NULL;
