@@ -4,7 +4,7 @@
 # are due for a heartbeat, the running ones still end on time, and all are
 # written back once the server continues. Starts a Redis of its own on
 # AU_PORT_BASE + 11 (it is stopped); the store is a file store.
-# Needs AU_BIN (tests/run.sh sets it).
+# Needs AU_BIN, AU_TEST_CH (tests/run.sh sets them).
 set -u
 . "$(dirname "$0")/lib.sh"
 au=$AU_BIN

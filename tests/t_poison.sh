@@ -7,7 +7,7 @@
 # Then the messages: a Redis that wants a password says NOAUTH, an empty
 # AU_QUEUE is refused (tests/test_redis.c checks the rest: the cut of a
 # long id, the persistence warning).
-# Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG (tests/run.sh sets them); starts
+# Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG, AU_TEST_CH (tests/run.sh sets them); starts
 # a Redis with a password of its own on AU_PORT_BASE + 12.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -24,7 +24,7 @@ cleanup() {
 	[ -n "$db" ] && psql -q "$AU_TEST_PG" -c "DROP DATABASE $db WITH (FORCE)" >/dev/null 2>&1
 }
 trap cleanup EXIT
-export AU_CLICKHOUSE=http://127.0.0.1:1/default AU_STORE="file://$dir/store"
+export AU_CLICKHOUSE=$AU_TEST_CH AU_STORE="file://$dir/store"
 rport=${AU_TEST_REDIS##*:}
 rcli() { redis-cli -p "$rport" "$@"; }
 worker() { # queue, log: sets $wpid

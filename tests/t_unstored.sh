@@ -5,7 +5,7 @@
 # refuses the record for good sends it to the dead letter set with the
 # reason, and the on_error hooks hear of that second outcome
 # (docs/architecture.md).
-# Needs AU_BIN, AU_TEST_REDIS (tests/run.sh sets them); starts a Redis of
+# Needs AU_BIN, AU_TEST_REDIS, AU_TEST_CH (tests/run.sh sets them); starts a Redis of
 # its own for the store, on AU_PORT_BASE + 10.
 set -u
 . "$(dirname "$0")/lib.sh"
