@@ -5,7 +5,7 @@
 au=$AU_BIN
 dir=$(mktemp -d "${AU_TEST_TMP:-/tmp}/t_fleet.XXXXXX")
 rport=${AU_TEST_REDIS##*:}
-cport=$((${AU_PORT_BASE:-17300} + 12))
+cport=$((${AU_PORT_BASE:-17300} + 20))
 export AU_CLICKHOUSE=$AU_TEST_CH
 fpid= cpid=
 dbs=

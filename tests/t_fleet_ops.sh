@@ -6,7 +6,7 @@
 # them with the settings file's new concurrency and log level without
 # losing or re-running a computation, and refuses a bad file.
 # Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG, AU_TEST_CH (tests/run.sh sets
-# them); starts a Redis of its own on AU_PORT_BASE + 12.
+# them); starts a Redis of its own on AU_PORT_BASE + 20.
 set -u
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fleet_lib.sh"

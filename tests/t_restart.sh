@@ -7,13 +7,13 @@
 # restarted), the run completes, and every computation has its record.
 # Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG, AU_TEST_CH, AU_TEST_TMP (tests/
 # run.sh sets them; the PostgreSQL restarted is tests/servers.sh's own);
-# starts a Redis of its own on AU_PORT_BASE + 13.
+# starts a Redis of its own on AU_PORT_BASE + 21.
 set -u
 . "$(dirname "$0")/lib.sh"
 au=$AU_BIN
 dir=$(mktemp -d "${AU_TEST_TMP:-/tmp}/t_restart.XXXXXX")
 chmod 777 "$dir"
-rport=$((${AU_PORT_BASE:-17300} + 13))
+rport=$((${AU_PORT_BASE:-17300} + 21))
 pgdata="$AU_TEST_TMP/pg/data"
 pgbin=/usr/lib/postgresql/15/bin
 pguser=

@@ -6,12 +6,12 @@
 # and its URL, also with --processes before any child starts;
 # --wait-for-servers waits for a server and starts once it is up.
 # Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG, AU_TEST_CH (tests/run.sh sets
-# them); starts a Redis of its own on AU_PORT_BASE + 14.
+# them); starts a Redis of its own on AU_PORT_BASE + 22.
 set -u
 . "$(dirname "$0")/lib.sh"
 au=$AU_BIN
 dir=$(mktemp -d "${AU_TEST_TMP:-/tmp}/t_startup.XXXXXX")
-wport=$((${AU_PORT_BASE:-17300} + 14))
+wport=$((${AU_PORT_BASE:-17300} + 22))
 chport=${AU_TEST_CH_PORT:-${AU_TEST_CH##*:}}
 chport=${chport%%/*}
 pgbase=${AU_TEST_PG%/*}
