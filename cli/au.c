@@ -26,7 +26,7 @@ static const char usage_text[] =
 	"\n"
 	"  enqueue TASK [--args JSON | --args-file FILE|-] [--queue Q] [--priority P]\n"
 	"          [--delay MS] [--ttl S] [--timeout MS [--on-timeout retry|fail]] [--max-attempts N]\n"
-	"          [--header K=V]... [--wait [--wait-timeout MS]] [--json]\n"
+	"          [--header K=V]... [--key KEY] [--wait [--wait-timeout MS]] [--json]\n"
 	"  status ID [--queue Q] [--json]\n"
 	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
 	"  result ID [--queue Q] [--json]\n"
@@ -94,7 +94,7 @@ enum {
 	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
 	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
 	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
-	O_DRY_RUN, O_ON_TIMEOUT
+	O_DRY_RUN, O_ON_TIMEOUT, O_KEY
 };
 
 static const struct option options[] = {
@@ -125,6 +125,7 @@ static const struct option options[] = {
 	{ "help", no_argument, NULL, O_HELP },
 	{ "dry-run", no_argument, NULL, O_DRY_RUN },
 	{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
+	{ "key", required_argument, NULL, O_KEY },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -183,6 +184,7 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 		case O_JSON: c->json = 1; break;
 		case O_QUIET: c->wo.log = 0; break;
 		case O_DRY_RUN: c->dry_run = 1; break;
+		case O_KEY: c->eo.key = optarg; break;
 		case O_ON_TIMEOUT:
 			if (strcmp(optarg, "retry") != 0 && strcmp(optarg, "fail") != 0)
 				return usage("invalid value '%s' for --on-timeout (expected retry or fail)",

@@ -95,6 +95,9 @@ const char *au_worker_name(void);
 #define AU_ID_SHOWN_MAX 64
 #define AU_ID_SHOWN_SIZE (AU_ID_SHOWN_MAX + 4)
 const char *au_id_shown(char out[AU_ID_SHOWN_SIZE], const char *id);
+/* The id an idempotency key of queue stands for (au_enqueue_opts.key);
+ * -1 only when libcrypto fails. */
+int au_id_from_key(char out[AU_ID_SIZE], const char *queue, const char *key);
 const char *au_id_shown_n(char out[AU_ID_SHOWN_SIZE], const char *id, size_t len);
 
 /* ---- URLs (core/url.c) ---- */

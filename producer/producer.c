@@ -138,7 +138,12 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 	if (o->nheaders > AU_MAX_HEADERS)
 		return au_seterr(err, AU_EINVAL, "too many headers: %zu (limit %d)", o->nheaders,
 				 AU_MAX_HEADERS);
-	au_id_new(c->id);
+	if (o->key && (!*o->key || strlen(o->key) > AU_MAX_KEY))
+		return au_seterr(err, AU_EINVAL, "idempotency key must be 1 to %d bytes", AU_MAX_KEY);
+	if (!o->key)
+		au_id_new(c->id);
+	else if (au_id_from_key(c->id, au_queue_name(o->queue), o->key) < 0)
+		return au_seterr(err, AU_ENOMEM, "unable to hash the idempotency key");
 	c->task = au_strdup(task);
 	c->queue = au_strdup(au_queue_name(o->queue));
 	c->priority = o->priority;
@@ -169,6 +174,20 @@ oom:
 	return au_seterr(err, AU_ENOMEM, "out of memory");
 }
 
+/* 1 when the computation of a key has a record already (it finished):
+ * enqueueing it again would run it for a result the store refuses. A
+ * store that cannot say is taken for no: the queue still dedupes what is
+ * waiting or running. */
+static int key_taken(struct au_client *cl, const char *id)
+{
+	struct au_record rec;
+	int rc = au_store_get(cl->store, id, &rec);
+
+	if (rc == 0)
+		au_record_release(&rec);
+	return rc == 0;
+}
+
 int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char *const *args,
 		     const size_t *args_len, size_t n, const struct au_enqueue_opts *opts,
 		     struct au_handle **out)
@@ -186,6 +205,11 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 	au_clearerr(&cl->err);
 	if (!cs)
 		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
+	if (opts && opts->key && n != 1) {
+		free(cs);
+		return au_seterr(&cl->err, AU_EINVAL,
+				 "an idempotency key names one computation: enqueue them one by one");
+	}
 	for (i = 0; i < n; i++) {
 		if (prepare(&cs[i], task, opts, now, &cl->err) < 0)
 			goto out;
@@ -208,7 +232,9 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 			goto out;
 		}
 	}
-	if (au_queue_push(cl->q, cs, n) < 0) {
+	if (opts && opts->key && key_taken(cl, cs[0].id) == 1)
+		;   /* its computation finished and its record lasts: that one stands */
+	else if (au_queue_push(cl->q, cs, n) < 0) {
 		cl->err = cl->q->err;
 		goto out;
 	}
