@@ -1038,8 +1038,15 @@ static int mem_drop(struct au_queue *q, const char *queue, int force)
 	for (p = &sp->queues; *p && strcmp((*p)->name, queue); p = &(*p)->next)
 		;
 	if ((mq = *p) && mq->nentries && !force) {
-		rc = au_seterr(&q->err, AU_ESTATE, "queue '%s' holds %zu computations", queue,
-			       mq->nentries);
+		uint64_t now = au_now_ms(), due = 0;
+		struct heap *sched = heap_of(mq, AU_QUEUED_SCHEDULED);
+
+		for (size_t i = 0; i < sched->n; i++)   /* scheduled but due: ready, as stats say */
+			due += sched->v[i]->key <= now;
+		rc = au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %zu ready,"
+			       " %zu scheduled, %zu running, %zu dead", queue,
+			       heap_of(mq, AU_QUEUED_READY)->n + (size_t)due, sched->n - (size_t)due,
+			       heap_of(mq, AU_QUEUED_LEASED)->n, heap_of(mq, AU_QUEUED_DEAD)->n);
 	} else if (mq) {
 		*p = mq->next;
 		queue_free(mq);

@@ -41,8 +41,9 @@ if mode == 'dead' then
   local att, why = redis.call('HMGET', katt, unpack(ids)), redis.call('HMGET', kerr, unpack(ids))
   local body, out = redis.call('HMGET', kbody, unpack(ids)), {}
   for i, id in ipairs(ids) do
-    out[#out + 1], out[#out + 2], out[#out + 3] = id, tostring(at[i]), att[i] or '0'
-    out[#out + 4], out[#out + 5] = why[i] or '', body[i] or ''
+    local k = 5 * (i - 1)
+    out[k + 1], out[k + 2], out[k + 3] = id, tostring(at[i]), att[i] or '0'
+    out[k + 4], out[k + 5] = why[i] or '', body[i] or ''
   end
   return out
 elseif mode == 'requeue' then
