@@ -21,6 +21,8 @@
  *   au:{q}:rescue  STRING throttle of the expired-lease sweep (SET NX PX)
  *   au:{q}:wakelist LIST of wake tokens: one per computation made ready
  *                  (up to WAKE_MAX per call, and at most WAKE_MAX kept)
+ *   au:{q}:paused  STRING present while the queue is paused (leases take none)
+ *   au:{q}:stats   HASH processed, failed (totals), samples for the rate
  *   au:queues      SET of queue names
  *
  * Every operation is one round trip per batch: a Lua script (EVALSHA, EVAL

@@ -93,7 +93,8 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 		'"paused":false,"processed":[1-9][0-9]*,"failed":[3-9],"per_minute":[0-9]+'
 	"$au" queue pause "a$Q" >/dev/null
 	"$au" queue pause "z$Q" >/dev/null
-	names=$("$au" queues --json | sed -n 's/^{"queue":"\([^"]*\)".*/\1/p' | tr '\n' ' ')
+	names=$("$au" queues --json | sed -n 's/^{"queue":"\([^"]*\)".*/\1/p' | grep -E "^[az]?$Q\$" |
+		tr '\n' ' ')
 	t_match "$b: queues are sorted by name" "$names" "a$Q $Q z$Q"
 	t_match "$b: queues: a table with every column" "$("$au" queues)" \
 		"^queue +ready +scheduled +running +dead +paused +processed +failed +per_min"
