@@ -253,7 +253,7 @@ struct pgq {
 	char *watch_conninfo;       /* the watch's, set at open: pg.conninfo changes */
 	int watchers;               /* K: watches of a queue that listen (see watch) */
 	struct au_dead_limits limits;  /* of the URL */
-	uint64_t housekept_us;      /* last housekeeping (au_mono_us), 0: never */
+	struct au_housekeeping housekept;
 	char *store_url;            /* the last store ack_store was given, */
 	char *store_shown;          /* as messages show it (password masked), */
 	int store_here;             /* and whether it lives in our database */
@@ -805,20 +805,18 @@ static int pgq_extend(struct au_queue *q, const char *queue, const struct au_ref
 static int housekeep(struct au_queue *q, const char *queue)
 {
 	struct pgq *p = q->ctx;
-	uint64_t now = au_mono_us();
 	unsigned char max[8], age[8];
 	const char *vals[] = { queue, (const char *)max, (const char *)age };
 	int lens[] = { (int)strlen(queue), 8, 8 };
 	PGresult *r;
 
-	if (p->housekept_us && now - p->housekept_us < AU_HOUSEKEEP_MS * 1000ull)
+	if (!au_queue_housekeep_due(&p->housekept, queue))
 		return 0;
 	au_pg_put_u64(max, p->limits.max > INT64_MAX ? INT64_MAX : p->limits.max);
 	au_pg_put_u64(age, p->limits.max_age_ms > INT64_MAX / 2 ? INT64_MAX / 2 : p->limits.max_age_ms);
 	if (!(r = run(q, S_HOUSEKEEP, 3, vals, lens)))
 		return -1;
 	PQclear(r);
-	p->housekept_us = now;
 	return 0;
 }
 

@@ -70,6 +70,14 @@ int au_queue_dead_limits(const struct au_url *url, struct au_dead_limits *out,
 /* How often a handle enforces them and takes the rate's sample, at most
  * (from rescue, which workers call every second). */
 #define AU_HOUSEKEEP_MS 10000u
+/* When a handle last housekept each of the (up to 16) queues it rescues. */
+struct au_housekeeping {
+	uint64_t name[16];          /* a hash of the queue's name, 0: free */
+	uint64_t at_us[16];         /* au_mono_us of the last time */
+};
+/* 1 when queue is due (not done by this handle in the last
+ * AU_HOUSEKEEP_MS), noting now as its last time; 0 when not. */
+int au_queue_housekeep_due(struct au_housekeeping *hk, const char *queue);
 
 enum au_queued_state {
 	AU_QUEUED_READY = 1,      /* waiting to run (first time or retry) */
@@ -137,9 +145,9 @@ struct au_queue_ops {
 		      size_t n, uint32_t lease_ms, int *applied);
 	/* Expired leases go back to ready, or to dead letter when their attempts
 	 * reached max_attempts. At most max per call. Also, at most every
-	 * AU_HOUSEKEEP_MS per handle, trims the queue's dead letters to the
-	 * URL's limits (oldest first; their data is deleted) and samples the
-	 * acks for stats' per_minute. */
+	 * AU_HOUSEKEEP_MS per handle and queue, trims the queue's dead
+	 * letters to the URL's limits (oldest first; their data is deleted)
+	 * and samples the acks for stats' per_minute. */
 	int (*rescue)(struct au_queue *q, const char *queue, size_t max,
 		      size_t *requeued, size_t *buried);
 	/* Removes a ready or scheduled computation so it never runs. -1 with

@@ -146,3 +146,27 @@ int au_queue_locate(struct au_queue *q, const char *id, const char *hint, char *
 	free(names);
 	return rc;
 }
+
+int au_queue_housekeep_due(struct au_housekeeping *hk, const char *queue)
+{
+	uint64_t h = 1469598103934665603ull, now = au_mono_us();
+	size_t i, slot = 0;
+	const char *p;
+
+	for (p = queue; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h |= 1;   /* never 0, the free mark */
+	for (i = 0; i < AU_ARRAY_SIZE(hk->name); i++) {
+		if (hk->name[i] == h) {
+			if (now - hk->at_us[i] < AU_HOUSEKEEP_MS * 1000ull)
+				return 0;
+			slot = i;
+			break;
+		}
+		if (hk->at_us[i] < hk->at_us[slot])   /* free ones have 0: taken first */
+			slot = i;
+	}
+	hk->name[slot] = h;
+	hk->at_us[slot] = now;
+	return 1;
+}

@@ -158,7 +158,7 @@ struct rq {
 	char *listed;               /* the queue last added to au:queues, or NULL */
 	struct rwatch *watch;       /* the loop's: nothing else touches it */
 	struct au_dead_limits limits;  /* of the URL */
-	uint64_t housekept_us;      /* last housekeeping (au_mono_us), 0: never */
+	struct au_housekeeping housekept;
 
 	/* the pipeline of the operation in progress */
 	struct arg *args;
@@ -1140,12 +1140,12 @@ static int rq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *
 	struct rq *r = q->ctx;
 	const redisReply *rep;
 
-	uint64_t now = au_mono_us();
-	int housekeep = !r->housekept_us || now - r->housekept_us >= AU_HOUSEKEEP_MS * 1000ull;
+	int housekeep;
 
 	*requeued = *buried = 0;
 	if (!max)
 		return 0;
+	housekeep = au_queue_housekeep_due(&r->housekept, au_queue_name(queue));
 	p_reset(r);
 	p_cmd(r, SC_RESCUE);
 	p_keys(r, au_queue_name(queue));
@@ -1170,8 +1170,6 @@ static int rq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *
 	*requeued = (size_t)rep->element[0]->integer;
 	*buried = (size_t)rep->element[1]->integer;
 	replies_free(r, 0, r->ncmds);
-	if (housekeep)
-		r->housekept_us = now;
 	return 0;
 }
 
