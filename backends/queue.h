@@ -385,7 +385,8 @@ static inline int au_queue_requeue(struct au_queue *q, const char *queue,
 	return q->ops->requeue(q, au_queue_name(queue), ids, n, applied);
 }
 
-/* Whole: calls purge until no more go (1000 a call). */
+/* Whole: calls purge until no more go (1000 a call). On -1, *removed
+ * counts what the calls before the failing one removed; so for empty. */
 static inline int au_queue_purge(struct au_queue *q, const char *queue, uint64_t older_ms,
 				 size_t *removed)
 {
