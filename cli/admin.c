@@ -420,13 +420,14 @@ static int forget_records(struct au_store *s, const char *const *ids, size_t n)
 }
 
 /* --all: every dead letter of each queue, a page at a time. */
-static int requeue_all(struct admin *a, struct au_queue *q, struct au_store *s, size_t *total)
+static int requeue_all(struct admin *a, struct au_queue *q, struct au_store *s, size_t *total,
+		       size_t *skipped)
 {
 	struct au_dead *dead = calloc(PAGE, sizeof(*dead));
 	const char **ids = calloc(PAGE, sizeof(*ids));
 	int *applied = calloc(PAGE, sizeof(*applied));
 	char **names = NULL;
-	size_t n = 0, i, k, got, done;
+	size_t n = 0, i, k, m, got, done;
 	int rc = 0;
 
 	if (!dead || !ids || !applied) {
@@ -443,15 +444,18 @@ static int requeue_all(struct admin *a, struct au_queue *q, struct au_store *s, 
 				rc = fail(&q->err);
 				break;
 			}
-			for (k = 0; k < got; k++)
-				ids[k] = dead[k].id;
-			if (!(rc = forget_records(s, ids, got)) &&
-			    au_queue_requeue(q, names[i], ids, got, applied) < 0)
+			/* an entry buried for not being an id cannot run again */
+			for (k = m = 0; k < got; k++)
+				if (au_id_valid(dead[k].id))
+					ids[m++] = dead[k].id;
+			*skipped += got - m;
+			if (!(rc = forget_records(s, ids, m)) &&
+			    au_queue_requeue(q, names[i], ids, m, applied) < 0)
 				rc = fail(&q->err);
-			for (k = done = 0; k < got; k++) {
-				done += !rc && applied[k];
+			for (k = done = 0; k < got; k++)
 				au_dead_release(&dead[k]);
-			}
+			for (k = 0; k < m; k++)
+				done += !rc && applied[k];
 			*total += done;
 		} while (!rc && got == PAGE && done);
 	}
@@ -466,7 +470,7 @@ out:
 static int dlq_requeue(struct admin *a, struct au_queue *q, int argc, char **argv)
 {
 	struct au_store *s;
-	size_t total = 0;
+	size_t total = 0, skipped = 0;
 	int i, rc = 0, r;
 
 	if (a->all == (argc > 1))
@@ -474,7 +478,10 @@ static int dlq_requeue(struct admin *a, struct au_queue *q, int argc, char **arg
 	if (!(s = open_store(a, &rc)))
 		return rc;
 	if (a->all)
-		rc = requeue_all(a, q, s, &total);
+		rc = requeue_all(a, q, s, &total, &skipped);
+	if (skipped)
+		fprintf(stderr, "au: left %zu dead letters that are no computation id (see"
+			" 'au dlq list'; 'au dlq purge' deletes them)\n", skipped);
 	for (i = 1; i < argc; i++) {
 		const char *id = argv[i];
 		char *queue = NULL;

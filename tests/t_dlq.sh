@@ -116,6 +116,21 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	t_eq "$b: delete --force" "$("$au" queue delete "$Q" --force)" "deleted queue '$Q'"
 done
 
+# --- Redis: a dead letter that is no id (buried by a lease that found a
+# malformed entry) is listed and purged, and does not stop requeue --all
+export AU_QUEUE=$AU_TEST_REDIS
+Q=dlq$RANDOM$RANDOM
+rport=${AU_TEST_REDIS##*:}
+redis-cli -p "$rport" ZADD "au:{$Q}:dead" 1000 "not an id" >/dev/null
+redis-cli -p "$rport" HSET "au:{$Q}:err" "not an id" "invalid id" >/dev/null
+redis-cli -p "$rport" SADD au:queues "$Q" >/dev/null
+t_match "a malformed dead letter is listed" "$("$au" dlq list --queue "$Q")" "not an id .*invalid id"
+out=$("$au" dlq requeue --all --queue "$Q" 2>&1); rc=$?
+t_eq "requeue --all past it: exit 0" "$rc" 0
+t_match "... says what it left" "$out" "left 1 dead letters that are no computation id"
+t_eq "purge deletes it" "$("$au" dlq purge --queue "$Q")" "purged 1"
+"$au" queue delete "$Q" >/dev/null
+
 # --- usage and exit codes
 out=$("$au" dlq show 0123456789abcdef0123456789abcdee 2>&1); rc=$?
 t_eq "dlq show of an unknown id: exit 3" "$rc" 3
