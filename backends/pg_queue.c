@@ -169,7 +169,7 @@ static const struct au_pg_stmt stmts[] = {
 		" WHEN run_at > now() THEN 2 ELSE 1 END, attempts, max_attempts, coalesce(error, '')"
 		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
 	/* the rate compares processed with the sample housekeeping took 30 to
-	 * 70 s ago */
+	 * 70 s ago (a younger one counts as 30 s old) */
 	[S_STATS] = { "au_stats",
 		"SELECT count(*) FILTER (WHERE run_at <= now()), count(*) FILTER (WHERE run_at > now()),"
 		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 1),"
@@ -177,8 +177,8 @@ static const struct au_pg_stmt stmts[] = {
 		" coalesce((SELECT paused FROM au_queues WHERE name = $1), false),"
 		" coalesce((SELECT processed FROM au_queues WHERE name = $1), 0),"
 		" coalesce((SELECT failed FROM au_queues WHERE name = $1), 0),"
-		" coalesce((SELECT CASE WHEN now() > prev_at AND processed >= prev_n"
-		" THEN ((processed - prev_n) * 60 / extract(epoch FROM now() - prev_at))::int8 END"
+		" coalesce((SELECT CASE WHEN processed >= prev_n THEN ((processed - prev_n) * 60"
+		" / greatest(extract(epoch FROM now() - prev_at), 30))::int8 END"
 		" FROM au_queues WHERE name = $1), 0)"
 		" FROM au_jobs WHERE queue = $1 AND state = 0" },
 	[S_QUEUES] = { "au_queues", "SELECT name FROM au_queues ORDER BY name" },

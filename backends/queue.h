@@ -40,7 +40,9 @@ struct au_queue_stats {
 	uint64_t processed;         /* acked, since the queue was first used */
 	uint64_t failed;            /* dead-lettered (bury, expired leases), likewise */
 	uint64_t per_minute;        /* acks per minute, measured over the last 30 to
-				       70 s of housekeeping (rescue); 0 when unknown */
+				       70 s by housekeeping (rescue; over less, as if
+				       over 30 s, just after a worker started); 0 when
+				       unknown */
 };
 
 /* One dead letter (dead). */

@@ -441,6 +441,8 @@ static void test_rescue(struct au_queue *q)
 	     "leased again as attempt 2");
 	EQ(applied1(q, name, &old, "ack"), 0, "the expired attempt cannot ack");
 	EQ(n2 == 1 ? applied1(q, name, &l2[0].ref, "ack") : -1, 1, "the new one can");
+	T_OK(t_stats(q, name).failed == 1 && t_stats(q, name).processed == 1,
+	     "stats: the burial by rescue counts as failed, the ack as processed");
 	t_leases_release(l2, n2);
 	au_computation_release(&a);
 	au_computation_release(&b);
@@ -880,6 +882,8 @@ static void test_dead_letters(struct au_queue *q)
 		t_push1(q, &c[i]);
 		bury_all(q, name, i == 0 ? "r0" : i == 1 ? "r1" : "r2");
 	}
+	/* the first housekeeping of the queue takes the rate's sample */
+	T_OK(au_queue_rescue(q, name, 10, &n, &i) == 0, "rescue (%s)", q->err.str);
 	T_OK(au_queue_dead(q, name, NULL, 8, dead, &n) == 0, "dead: list (%s)", q->err.str);
 	EQ(n, 3, "dead: three listed");
 	if (n == 3) {
@@ -944,6 +948,10 @@ static void test_dead_letters(struct au_queue *q)
 	     removed);
 	EQ(t_stats(q, name).dead, 0, "purged: none dead");
 	EQ(-peek(q, name, c[1].id, &info), AU_ENOTFOUND, "purged: its data is gone");
+	st = t_stats(q, name);
+	T_OK(st.processed == 2 && st.per_minute >= 1 && st.per_minute <= 10,
+	     "stats: 2 processed, and a rate of the recent ones (%llu a minute)",
+	     (unsigned long long)st.per_minute);
 	for (i = 0; i < 4; i++)
 		au_computation_release(&c[i]);
 }
