@@ -64,7 +64,22 @@ struct mspace {
 	pthread_cond_t cond;        /* broadcast when something becomes ready */
 	struct mqueue *queues;
 	struct mwatch *watches;
+	struct mcancels *cancels;   /* watch_cancels of every handle */
 	struct mspace *next;
+};
+
+/* A handle's watch of cancels: ids handed over under sp->mu, read on the
+ * loop after a write to fd. */
+struct mcancels {
+	struct mspace *sp;
+	char *queue;
+	int fd;
+	struct event *ev;
+	au_queue_cancel_fn fn;
+	void *arg;
+	char (*ids)[AU_ID_SIZE];    /* heard, not yet handed to fn */
+	size_t n, cap;
+	struct mcancels *next;
 };
 
 struct mwatch {
@@ -81,6 +96,7 @@ struct mhandle {
 	struct mspace *sp;
 	struct mwatch *watch;
 	struct au_dead_limits limits;
+	struct mcancels *cancels;
 };
 
 static pthread_mutex_t spaces_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -401,6 +417,7 @@ static int mem_open(struct au_queue *q, const struct au_url *url)
 }
 
 static void mem_unwatch(struct au_queue *q);
+static void mem_unwatch_cancels(struct au_queue *q);
 
 static void mem_close(struct au_queue *q)
 {
@@ -408,6 +425,7 @@ static void mem_close(struct au_queue *q)
 	struct mspace *sp = h->sp, **p;
 
 	mem_unwatch(q);
+	mem_unwatch_cancels(q);
 	pthread_mutex_lock(&spaces_mu);
 	if (--sp->refs == 0) {
 		for (p = &spaces; *p != sp; p = &(*p)->next)
@@ -481,7 +499,7 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		entries[i] = NULL;
 		if (cs[i].run_at_ms > now) {
 			j->seq = ++mq->seq;
-			job_move(mq, j, AU_QUEUED_SCHEDULED, cs[i].run_at_ms);
+			job_move(mq, j, AU_QUEUED_SCHEDULED, au_queue_run_at(cs[i].run_at_ms));
 		} else {
 			job_move(mq, j, AU_QUEUED_READY, 0);
 			mq->woken = 1;
@@ -521,6 +539,18 @@ static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint3
 	while (*n < max && (j = heap_top(heap_of(mq, AU_QUEUED_READY)))) {
 		struct au_lease *l = &out[*n];
 
+		if (j->attempts >= INT32_MAX) {
+			/* no count left for another attempt (as the other
+			 * backends, which hold it in 31 bits): a bad entry is
+			 * dead-lettered, and the queue goes on */
+			char msg[64];
+
+			snprintf(msg, sizeof(msg), "malformed computation: attempts %u out of range",
+				 j->attempts);
+			job_error(j, msg);
+			job_move(mq, j, AU_QUEUED_DEAD, now);
+			continue;
+		}
 		l->body = malloc(j->body_len ? j->body_len : 1);
 		if (!l->body) {
 			if (*n)
@@ -614,7 +644,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			j->attempts--;
 		if (delay_ms && delay_ms[i]) {
 			j->seq = ++mq->seq;
-			job_move(mq, j, AU_QUEUED_SCHEDULED, now + delay_ms[i]);
+			job_move(mq, j, AU_QUEUED_SCHEDULED, now + au_queue_delay(delay_ms[i]));
 		} else {
 			job_move(mq, j, AU_QUEUED_READY, 0);
 			woke = 1;
@@ -1073,6 +1103,113 @@ static int mem_locate(struct au_queue *q, const char *id, char **queue)
 	return rc;
 }
 
+/* ---- cancels of running computations ---- */
+
+static int mem_cancel_running(struct au_queue *q, const char *queue, const char *id)
+{
+	static const uint64_t one = 1;
+	struct mhandle *h = q->ctx;
+	struct mcancels *c;
+
+	pthread_mutex_lock(&h->sp->mu);
+	for (c = h->sp->cancels; c; c = c->next) {
+		if (strcmp(c->queue, queue) != 0)
+			continue;
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? 2 * c->cap : 8;
+			void *ids = realloc(c->ids, cap * sizeof(*c->ids));
+
+			if (!ids)
+				continue;   /* a hint: this one is not told */
+			c->ids = ids;
+			c->cap = cap;
+		}
+		memcpy(c->ids[c->n++], id, AU_ID_SIZE);
+		if (write(c->fd, &one, sizeof(one)) < 0)
+			au_log(AU_LOG_WARN, "cannot tell a worker of memory queue '%s' of a cancel: %s",
+			       queue, strerror(errno));
+	}
+	pthread_mutex_unlock(&h->sp->mu);
+	return 0;
+}
+
+static void cancels_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct mcancels *c = arg;
+	char (*ids)[AU_ID_SIZE];
+	uint64_t v;
+	size_t i, n;
+
+	(void)what;
+	if (read(fd, &v, sizeof(v)) != sizeof(v))
+		return;
+	pthread_mutex_lock(&c->sp->mu);
+	ids = c->ids;
+	n = c->n;
+	c->ids = NULL;
+	c->n = c->cap = 0;
+	pthread_mutex_unlock(&c->sp->mu);
+	for (i = 0; i < n; i++)
+		c->fn(c->arg, ids[i]);
+	free(ids);
+}
+
+static int mem_watch_cancels(struct au_queue *q, const char *queue, struct event_base *base,
+			     au_queue_cancel_fn fn, void *arg)
+{
+	struct mhandle *h = q->ctx;
+	struct mcancels *c;
+
+	if (h->cancels)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
+	if (!(c = calloc(1, sizeof(*c))) || !(c->queue = au_strdup(queue))) {
+		free(c);
+		return oom(q);
+	}
+	c->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->ev = c->fd < 0 ? NULL : event_new(base, c->fd, EV_READ | EV_PERSIST, cancels_ready, c);
+	if (!c->ev || event_add(c->ev, NULL) < 0) {
+		au_seterr(&q->err, AU_EIO, "cannot watch cancels of queue '%s': %s", c->queue,
+			  strerror(errno));
+		if (c->ev)
+			event_free(c->ev);
+		if (c->fd >= 0)
+			close(c->fd);
+		free(c->queue);
+		free(c);
+		return -1;
+	}
+	c->sp = h->sp;
+	c->fn = fn;
+	c->arg = arg;
+	pthread_mutex_lock(&c->sp->mu);
+	c->next = c->sp->cancels;
+	c->sp->cancels = c;
+	pthread_mutex_unlock(&c->sp->mu);
+	h->cancels = c;
+	return 0;
+}
+
+static void mem_unwatch_cancels(struct au_queue *q)
+{
+	struct mhandle *h = q->ctx;
+	struct mcancels *c = h->cancels, **p;
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->sp->mu);
+	for (p = &c->sp->cancels; *p != c; p = &(*p)->next)
+		;
+	*p = c->next;
+	pthread_mutex_unlock(&c->sp->mu);
+	event_free(c->ev);
+	close(c->fd);
+	free(c->ids);
+	free(c->queue);
+	free(c);
+	h->cancels = NULL;
+}
+
 const struct au_queue_ops au_memory_queue_ops = {
 	.scheme = "memory",
 	.features = AU_QUEUE_WATCH,
@@ -1099,4 +1236,7 @@ const struct au_queue_ops au_memory_queue_ops = {
 	.empty = mem_empty,
 	.drop = mem_drop,
 	.locate = mem_locate,
+	.cancel_running = mem_cancel_running,
+	.watch_cancels = mem_watch_cancels,
+	.unwatch_cancels = mem_unwatch_cancels,
 };

@@ -41,6 +41,14 @@
  */
 #define FENCE "j.id = ANY($2::uuid[]) AND j.id = r.id AND j.token = r.token AND j.queue = $1"
 
+/*
+ * A waiting row the lease can take: one whose attempts it can count. Any
+ * other (a plain-SQL producer wrote attempts = 2147483647, or a negative
+ * count) is dead-lettered by the lease that finds it, with the reason,
+ * instead of failing every lease of the queue with "integer out of range".
+ */
+#define LEASABLE "attempts BETWEEN 0 AND 2147483646"
+
 /* The insert of a push; conflict is the clause for known ids. */
 #define PUSH(conflict) \
 	"WITH q AS (INSERT INTO au_queues (name) SELECT DISTINCT unnest($2::text[])" \
@@ -85,9 +93,11 @@
 	" SELECT i FROM a UNION ALL SELECT 0::int8 FROM (SELECT count(" \
 	AU_PG_RECORD_NOTIFY("id") ") FROM w) n"
 
+#define CANCEL_CHANNEL "au_cancel"
+
 enum stmt {
 	S_PUSH, S_PUSH_KEEP, S_LEASE, S_ACK, S_ACK_STORE, S_ACK_STORE_KEEP, S_REQUEUE, S_BURY,
-	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE,
+	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE, S_CANCEL_RUNNING,
 	S_DEAD_LIST, S_DEAD_ONE, S_REVIVE, S_PURGE, S_PAUSE, S_EMPTY, S_DROP, S_LOCATE,
 	S_HOUSEKEEP
 };
@@ -108,16 +118,22 @@ static const struct au_pg_stmt stmts[] = {
 	 * the same. Rescue works the same way.
 	 */
 	[S_LEASE] = { "au_lease",
-		"WITH l AS (UPDATE au_jobs SET state = 1, attempts = attempts + 1,"
-		" lease_until = now() + $3::int8 * interval '1 ms',"
-		" token = (attempts + 1) || '-' || $4::text"
+		"WITH l AS (UPDATE au_jobs SET"
+		" state = CASE WHEN " LEASABLE " THEN 1 ELSE 2 END,"
+		" attempts = CASE WHEN " LEASABLE " THEN attempts + 1 ELSE attempts END,"
+		" lease_until = CASE WHEN " LEASABLE " THEN now() + $3::int8 * interval '1 ms' END,"
+		" token = CASE WHEN " LEASABLE " THEN (attempts + 1) || '-' || $4::text END,"
+		" error = CASE WHEN " LEASABLE " THEN error"
+		" ELSE 'malformed computation: attempts ' || attempts || ' out of range' END"
 		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 0 AND run_at <= now()"
 		" AND NOT EXISTS (SELECT FROM au_queues WHERE name = $1 AND paused)"
 		" ORDER BY priority DESC, run_at, seq LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
 		" AND state = 0"
-		" RETURNING id, token, attempts, body, priority, run_at, seq)"
-		" SELECT id, token, attempts, body FROM l ORDER BY priority DESC, run_at, seq" },
+		" RETURNING id, token, attempts, body, priority, run_at, seq, state, error)"
+		" SELECT id, token, attempts, CASE WHEN state = 1 THEN body END,"
+		" CASE WHEN state = 2 THEN error END"
+		" FROM l ORDER BY priority DESC, run_at, seq" },
 	[S_ACK] = { "au_ack", "WITH a AS (" ACK ")" COUNT_INTO("processed", "a") " SELECT i FROM a" },
 	/* new record ids (nearly always), else again as S_ACK_STORE_KEEP */
 	[S_ACK_STORE] = { "au_ack_store",
@@ -153,7 +169,12 @@ static const struct au_pg_stmt stmts[] = {
 		" ELSE 'lease expired on attempt ' || attempts END"
 		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 1 AND lease_until <= now()"
-		" ORDER BY lease_until LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
+		" ORDER BY lease_until LIMIT $2::int8 FOR UPDATE SKIP LOCKED)"
+		/* a leased row without a deadline (written by hand) has none to
+		 * wait for: a second probe of the same index, which finds none */
+		" || ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state = 1 AND lease_until IS NULL"
+		" LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
 		" AND state = 1 RETURNING state), f AS (SELECT FROM u WHERE state = 2)"
 		COUNT_INTO("failed", "f")
 		" SELECT state::int4 FROM u UNION ALL SELECT -1 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
@@ -166,7 +187,8 @@ static const struct au_pg_stmt stmts[] = {
 		" SELECT state::int4 FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state <> 0" },
 	[S_PEEK] = { "au_peek",
 		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4"
-		" WHEN run_at > now() THEN 2 ELSE 1 END, attempts, max_attempts, coalesce(error, '')"
+		" WHEN run_at > now() THEN 2 ELSE 1 END, greatest(attempts, 0), greatest(max_attempts, 0),"
+		" coalesce(error, '')"
 		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
 	/* the rate compares processed with the sample housekeeping took 30 to
 	 * 70 s ago (a younger one counts as 30 s old) */
@@ -237,10 +259,15 @@ static const struct au_pg_stmt stmts[] = {
 		" UNION ALL (SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 2 AND $2::int8 > 0"
 		" ORDER BY " DIED " DESC OFFSET $2::int8 LIMIT 1000))) AND state = 2 RETURNING 1)"
 		" SELECT count(*) FROM d" },
-	/* ms until the first scheduled computation is due, NULL if none */
+	/* ms until the first scheduled computation is due, NULL if none. A
+	 * run_at of 'infinity' is never due (and cannot be subtracted from),
+	 * '-infinity' is due now. */
 	[S_NEXT_DUE] = { "au_next_due",
-		"SELECT (extract(epoch FROM min(run_at) - now()) * 1000)::int8 FROM au_jobs"
-		" WHERE queue = $1 AND state = 0" },
+		"SELECT (extract(epoch FROM min(greatest(run_at, now())) - now()) * 1000)::int8"
+		" FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at < 'infinity'" },
+	/* "<queue> <id>" to every watch of cancels (LISTEN au_cancel) */
+	[S_CANCEL_RUNNING] = { "au_cancel_running",
+		"SELECT pg_notify('" CANCEL_CHANNEL "', $1::text || ' ' || $2::text)" },
 };
 
 struct pg_watch;
@@ -254,6 +281,9 @@ struct pgq {
 	int watchers;               /* K: watches of a queue that listen (see watch) */
 	struct au_dead_limits limits;  /* of the URL */
 	struct au_housekeeping housekept;
+	au_queue_cancel_fn cancel_fn;  /* watch_cancels: handed to the watch */
+	void *cancel_arg;
+	char *cancel_queue;
 	char *store_url;            /* the last store ack_store was given, */
 	char *store_shown;          /* as messages show it (password masked), */
 	int store_here;             /* and whether it lives in our database */
@@ -315,8 +345,10 @@ static PGresult *run_id(struct au_queue *q, enum stmt s, const char *queue, cons
 	int lens[] = { (int)strlen(vals[0]), 16 };
 
 	if (id && au_pg_uuid(uuid, id) < 0) {
-		au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
-			  au_queue_name(queue));
+		char shown[AU_ID_SHOWN_SIZE];
+
+		au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'",
+			  au_id_shown(shown, id), au_queue_name(queue));
 		return NULL;
 	}
 	return run(q, s, id ? 2 : 1, vals, lens);
@@ -371,6 +403,7 @@ static void pgq_close(struct au_queue *q)
 	pgq_unwatch(q);
 	au_pg_close(&p->pg);
 	au_buf_release(&p->params);
+	free(p->cancel_queue);
 	free(p->store_url);
 	free(p->store_shown);
 	free(p->watch_conninfo);
@@ -421,7 +454,7 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		return 0;
 	for (i = 0; i < n; i++)
 		if (!au_id_valid(cs[i].id))
-			return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", cs[i].id);
+			return au_queue_bad_id(q, cs[i].id);
 	au_buf_reset(b);
 	at[0] = b->len;
 	rc |= au_pg_array(b, AU_PG_UUID, n);
@@ -442,7 +475,7 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	at[3] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT8, n);
 	for (i = 0; i < n; i++)
-		rc |= add_u64(b, cs[i].run_at_ms);
+		rc |= add_u64(b, au_queue_run_at(cs[i].run_at_ms));
 	at[4] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT4, n);
 	for (i = 0; i < n; i++)
@@ -480,14 +513,16 @@ static void leases_release(struct au_lease *out, size_t n)
 		au_lease_release(&out[--n]);
 }
 
-/* One lease statement; *n gets the number leased. */
+/* One lease statement; *n gets the number leased, *buried the number of
+ * malformed rows it dead-lettered instead (each logged with its reason). */
 static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
-		      struct au_lease *out, size_t *n)
+		      struct au_lease *out, size_t *n, size_t *buried)
 {
 	unsigned char lim[8], ms[8];
 	char rnd[17];
 	const char *vals[] = { au_queue_name(queue), (const char *)lim, (const char *)ms, rnd };
 	int lens[] = { (int)strlen(vals[0]), 8, 8, 16 }, rows, i;
+	size_t k = 0;
 	PGresult *r;
 
 	/* One random part per lease call: with the attempt number in front,
@@ -495,28 +530,69 @@ static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_
 	snprintf(rnd, sizeof(rnd), "%016llx", (unsigned long long)au_random64());
 	au_pg_put_u64(lim, max);
 	au_pg_put_u64(ms, lease_ms);
-	*n = 0;
+	*n = *buried = 0;
 	if (!(r = run(q, S_LEASE, 4, vals, lens)))
 		return -1;
 	rows = PQntuples(r);
 	for (i = 0; i < rows; i++) {
-		struct au_lease *l = &out[i];
+		struct au_lease *l = &out[k];
 		int tlen = PQgetlength(r, i, 1), blen = PQgetlength(r, i, 3);
 
+		if (PQgetisnull(r, i, 3)) {
+			char id[AU_ID_SIZE];
+
+			/* dead-lettered by the statement: the row was malformed */
+			au_pg_id(id, (const unsigned char *)PQgetvalue(r, i, 0));
+			au_log(AU_LOG_WARN, "queue '%s' of '%s': computation '%s' dead-lettered: %.*s",
+			       au_queue_name(queue), q->url.text, id, PQgetlength(r, i, 4),
+			       PQgetvalue(r, i, 4));
+			++*buried;
+			continue;
+		}
 		au_pg_id(l->ref.id, (const unsigned char *)PQgetvalue(r, i, 0));
 		snprintf(l->ref.token, sizeof(l->ref.token), "%.*s", tlen, PQgetvalue(r, i, 1));
 		l->attempts = au_pg_get_u32(PQgetvalue(r, i, 2));
 		l->body_len = (size_t)blen;
 		if (!(l->body = malloc(blen ? (size_t)blen : 1))) {
 			/* what is leased comes back after the lease runs out */
-			leases_release(out, (size_t)i);
+			leases_release(out, k);
 			PQclear(r);
 			return oom(q);
 		}
 		memcpy(l->body, PQgetvalue(r, i, 3), (size_t)blen);
+		k++;
 	}
-	*n = (size_t)rows;
+	*n = k;
 	PQclear(r);
+	return 0;
+}
+
+/*
+ * Leases as lease_once does, and when malformed rows took places of the
+ * batch, goes on for the good rows behind them: one bad row costs the
+ * call a statement, never its computations. Bounded, so that a queue full
+ * of bad rows still returns.
+ */
+#define LEASE_ROUNDS 16
+
+static int lease_some(struct au_queue *q, const char *queue, size_t max, uint32_t lease_ms,
+		      struct au_lease *out, size_t *n)
+{
+	size_t got, buried;
+	int round;
+
+	*n = 0;
+	for (round = 0; round < LEASE_ROUNDS && *n < max; round++) {
+		if (lease_once(q, queue, max - *n, lease_ms, out + *n, &got, &buried) < 0) {
+			if (!*n)
+				return -1;
+			/* what was leased is kept; the error comes again next time */
+			break;
+		}
+		*n += got;
+		if (!buried)
+			break;
+	}
 	return 0;
 }
 
@@ -548,7 +624,7 @@ static int lease_wait(struct au_queue *q, const char *queue, size_t max, uint32_
 	if (au_pg_command(pg, "LISTEN " AU_PG_QUEUE_CHANNEL, &q->err) < 0)
 		return -1;
 	for (;;) {
-		if (lease_once(q, queue, max, lease_ms, out, n) < 0)
+		if (lease_some(q, queue, max, lease_ms, out, n) < 0)
 			return -1;
 		if (*n || (now = au_mono_us()) >= deadline)
 			return 0;
@@ -575,7 +651,7 @@ static int pgq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 	if (become_worker_session(q) < 0)
 		return -1;
 	/* A busy queue costs one round trip: no LISTEN unless it must wait. */
-	if (lease_once(q, queue, max, lease_ms, out, n) < 0)
+	if (lease_some(q, queue, max, lease_ms, out, n) < 0)
 		return -1;
 	if (*n || !block_ms)
 		return 0;
@@ -706,7 +782,7 @@ static int pgq_ack_store(struct au_queue *q, const char *queue, const char *stor
 				 p->store_shown, q->url.text);
 	for (i = 0; i < n; i++)
 		if (!au_id_valid(recs[i].id))
-			return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", recs[i].id);
+			return au_queue_bad_id(q, recs[i].id);
 	if (!n)
 		return 0;
 	if (fence_params(&p->params, queue, refs, n, at) < 0)
@@ -736,7 +812,7 @@ static int requeue(struct au_queue *q, const char *queue, const struct au_ref *r
 	at[3] = b->len;
 	rc |= au_pg_array(b, AU_PG_INT8, n);
 	for (i = 0; i < n; i++)
-		rc |= add_u64(b, delay_ms ? delay_ms[i] : 0);
+		rc |= add_u64(b, delay_ms ? au_queue_delay(delay_ms[i]) : 0);
 	at[4] = b->len;
 	rc |= au_pg_array(b, AU_PG_TEXT, n);
 	for (i = 0; i < n; i++)
@@ -1112,7 +1188,7 @@ static int pgq_locate(struct au_queue *q, const char *id, char **queue)
  * fresh event each step since the socket may change. Failed attempts are
  * retried every WATCH_RETRY_S.
  */
-enum watch_cmd { CMD_NONE, CMD_SEEK, CMD_LISTEN, CMD_RELEASE };
+enum watch_cmd { CMD_NONE, CMD_SEEK, CMD_LISTEN, CMD_RELEASE, CMD_LISTEN_CANCEL };
 
 struct pg_watch {
 	char *conninfo;
@@ -1129,6 +1205,9 @@ struct pg_watch {
 	int nslots;                 /* K */
 	int slot;                   /* held, or -1 */
 	int listening;              /* LISTEN confirmed */
+	au_queue_cancel_fn cancel;  /* set: cancels are heard too (LISTEN au_cancel) */
+	void *cancel_arg;
+	int cancel_listening;       /* that LISTEN is confirmed */
 	int paused;
 	int connecting;
 	int seek_due;               /* look for a slot once the connection is free */
@@ -1206,6 +1285,7 @@ static void watch_drop(struct pg_watch *w)
 	w->connecting = 0;
 	w->slot = -1;               /* locks and LISTEN end with the session */
 	w->listening = 0;
+	w->cancel_listening = 0;
 	w->cmd = CMD_NONE;
 	w->reconnected = 1;
 	evtimer_add(w->timer, &retry);
@@ -1227,6 +1307,9 @@ static int watch_next(struct pg_watch *w)
 
 	if (!w->c || w->connecting || w->cmd != CMD_NONE)
 		return 0;
+	/* cancels are heard whatever the slot: every worker may run one */
+	if (w->cancel && !w->cancel_listening)
+		return watch_send(w, CMD_LISTEN_CANCEL, "LISTEN " CANCEL_CHANNEL);
 	if (w->paused && (w->slot >= 0 || w->listening)) {
 		if (w->slot >= 0)
 			snprintf(sql, sizeof(sql), "UNLISTEN " AU_PG_QUEUE_CHANNEL
@@ -1283,6 +1366,9 @@ static int watch_done(struct pg_watch *w, PGresult *last, int failed, int *wake)
 		w->slot = -1;
 		w->listening = 0;
 		break;
+	case CMD_LISTEN_CANCEL:
+		w->cancel_listening = 1;
+		break;
 	default:
 		break;
 	}
@@ -1311,6 +1397,16 @@ static void watch_connect_step(struct pg_watch *w)
 		break;
 	}
 	watch_drop(w);
+}
+
+/* "<queue> <id>": for this watch's queue, told to the worker */
+static void cancel_heard(struct pg_watch *w, const char *payload)
+{
+	size_t n = strlen(w->queue);
+
+	if (w->cancel && !strncmp(payload, w->queue, n) && payload[n] == ' ' &&
+	    au_id_valid(payload + n + 1))
+		w->cancel(w->cancel_arg, payload + n + 1);
 }
 
 static void watch_socket(evutil_socket_t fd, short what, void *arg)
@@ -1346,7 +1442,10 @@ static void watch_socket(evutil_socket_t fd, short what, void *arg)
 	}
 	PQclear(last);
 	while ((n = PQnotifies(w->c))) {
-		wake |= w->listening && !w->paused && !strcmp(n->extra, w->queue);
+		if (!strcmp(n->relname, CANCEL_CHANNEL))
+			cancel_heard(w, n->extra);
+		else
+			wake |= w->listening && !w->paused && !strcmp(n->extra, w->queue);
 		PQfreemem(n);
 	}
 	if (watch_next(w) < 0) {
@@ -1476,6 +1575,15 @@ static int pgq_watch(struct au_queue *q, const char *queue, struct event_base *b
 	}
 	if (w->slot < 0)
 		watch_seek_later(w);
+	if (p->cancel_fn && !strcmp(p->cancel_queue, w->queue)) {
+		w->cancel = p->cancel_fn;
+		w->cancel_arg = p->cancel_arg;
+		if (watch_next(w) < 0) {   /* its LISTEN goes out now */
+			au_seterr(&q->err, AU_ECONN, "cannot listen on '%s'", q->url.text);
+			watch_free(w);
+			return -1;
+		}
+	}
 	/* a first wake covers what arrived before the watch */
 	event_active(w->wake, 0, 0);
 	p->watch = w;
@@ -1490,6 +1598,55 @@ static void pgq_unwatch(struct au_queue *q)
 		return;
 	watch_free(p->watch);
 	p->watch = NULL;
+}
+
+/* Cancels are heard on the wake watch's connection, which every worker
+ * has (only K of them LISTEN for wake-ups); set before or after watch. */
+static int pgq_watch_cancels(struct au_queue *q, const char *queue, struct event_base *base,
+			     au_queue_cancel_fn fn, void *arg)
+{
+	struct pgq *p = q->ctx;
+
+	(void)base;
+	if (p->cancel_fn)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
+	free(p->cancel_queue);
+	if (!(p->cancel_queue = au_strdup(queue)))
+		return oom(q);
+	p->cancel_fn = fn;
+	p->cancel_arg = arg;
+	if (p->watch && !strcmp(p->watch->queue, queue)) {
+		p->watch->cancel = fn;
+		p->watch->cancel_arg = arg;
+		if (watch_next(p->watch) < 0)
+			watch_drop(p->watch);
+	}
+	return 0;
+}
+
+static void pgq_unwatch_cancels(struct au_queue *q)
+{
+	struct pgq *p = q->ctx;
+
+	p->cancel_fn = NULL;
+	free(p->cancel_queue);
+	p->cancel_queue = NULL;
+	/* an UNLISTEN would wait for the connection: a cancel heard from now
+	 * on is passed over */
+	if (p->watch)
+		p->watch->cancel = NULL;
+}
+
+static int pgq_cancel_running(struct au_queue *q, const char *queue, const char *id)
+{
+	const char *vals[] = { au_queue_name(queue), id };
+	int lens[] = { (int)strlen(vals[0]), (int)strlen(id) };
+	PGresult *r = run(q, S_CANCEL_RUNNING, 2, vals, lens);
+
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
 }
 
 static void pgq_watch_pause(struct au_queue *q, int paused)
@@ -1534,4 +1691,7 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.empty = pgq_empty,
 	.drop = pgq_drop,
 	.locate = pgq_locate,
+	.cancel_running = pgq_cancel_running,
+	.watch_cancels = pgq_watch_cancels,
+	.unwatch_cancels = pgq_unwatch_cancels,
 };

@@ -100,6 +100,8 @@ struct au_queue;
 
 /* Called on the loop when computations may have arrived on the queue. */
 typedef void (*au_queue_wake_fn)(void *arg);
+/* Called on the loop when computation id of the watched queue is cancelled. */
+typedef void (*au_queue_cancel_fn)(void *arg, const char *id);
 
 /* What a backend can do beyond the contract (au_queue_ops.features). */
 enum au_queue_feature {
@@ -223,6 +225,30 @@ struct au_queue_ops {
 	int (*ack_store)(struct au_queue *q, const char *queue, const char *store_url,
 			 const struct au_ref *refs, const struct au_record *recs, size_t n,
 			 int *applied);
+
+	/* Optional, for a worker's start: looks for what the server behind
+	 * the queue puts at risk (a Redis that keeps nothing across a
+	 * restart) and logs a warning (au_log, AU_LOG_WARN) for each risk it
+	 * finds. Returns how many it logged, or -1 with q->err when the
+	 * server cannot be asked. */
+	int (*check)(struct au_queue *q);
+
+	/*
+	 * Optional: the cancel of a computation that is leased. cancel_running
+	 * tells every worker watching cancels of queue (Redis PUBLISH,
+	 * PostgreSQL NOTIFY) that id is cancelled; a worker that holds it
+	 * stops it. A hint, as wake-ups are: delivered to the watches up at
+	 * the time, kept for none that starts later. The record the canceller
+	 * stores first (first write wins) is what makes the outcome CANCELLED;
+	 * the hint only saves the work.
+	 * watch_cancels calls fn(arg, id) on base for each one heard, until
+	 * unwatch_cancels; one per queue handle, on the loop, touching only its
+	 * own state as the watch does.
+	 */
+	int (*cancel_running)(struct au_queue *q, const char *queue, const char *id);
+	int (*watch_cancels)(struct au_queue *q, const char *queue, struct event_base *base,
+			     au_queue_cancel_fn fn, void *arg);
+	void (*unwatch_cancels)(struct au_queue *q);
 };
 
 struct au_queue {
@@ -253,7 +279,9 @@ static inline const char *au_queue_name(const char *queue)
 
 static inline int au_queue_bad_id(struct au_queue *q, const char *id)
 {
-	return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
+	char shown[AU_ID_SHOWN_SIZE];
+
+	return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", au_id_shown(shown, id));
 }
 
 static inline int au_queue_push(struct au_queue *q, const struct au_computation *cs, size_t n)
@@ -443,6 +471,32 @@ static inline int au_queue_drop(struct au_queue *q, const char *queue, int force
 int au_queue_locate(struct au_queue *q, const char *id, const char *hint, char **queue);
 
 /* -1 with AU_ESTATE when the backend cannot (the caller stores, then acks). */
+/* -1 with AU_ESTATE when the backend has no cancel channel. */
+static inline int au_queue_cancel_running(struct au_queue *q, const char *queue, const char *id)
+{
+	if (!au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	if (!q->ops->cancel_running)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' cannot tell workers of a cancel",
+				 q->url.text);
+	return q->ops->cancel_running(q, au_queue_name(queue), id);
+}
+
+static inline int au_queue_watch_cancels(struct au_queue *q, const char *queue,
+					 struct event_base *base, au_queue_cancel_fn fn, void *arg)
+{
+	if (!q->ops->watch_cancels)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' cannot tell workers of a cancel",
+				 q->url.text);
+	return q->ops->watch_cancels(q, au_queue_name(queue), base, fn, arg);
+}
+
+static inline void au_queue_unwatch_cancels(struct au_queue *q)
+{
+	if (q->ops->unwatch_cancels)
+		q->ops->unwatch_cancels(q);
+}
+
 static inline int au_queue_ack_store(struct au_queue *q, const char *queue, const char *store_url,
 				     const struct au_ref *refs, const struct au_record *recs,
 				     size_t n, int *applied)
@@ -451,6 +505,31 @@ static inline int au_queue_ack_store(struct au_queue *q, const char *queue, cons
 		return au_seterr(&q->err, AU_ESTATE, "queue '%s' cannot store records",
 				 q->url.text);
 	return q->ops->ack_store(q, au_queue_name(queue), store_url, refs, recs, n, applied);
+}
+
+/*
+ * The furthest a push's run_at and a retry's delay reach: a later run_at
+ * (the end of year 9999) or a longer delay (100 years) is taken as this,
+ * which every backend can store (PostgreSQL's interval arithmetic and
+ * Redis' signed integers could not hold the whole of uint64_t).
+ */
+#define AU_QUEUE_MAX_RUN_AT_MS 253402300799999ULL
+#define AU_QUEUE_MAX_DELAY_MS 3155760000000ULL
+
+static inline uint64_t au_queue_run_at(uint64_t run_at_ms)
+{
+	return run_at_ms < AU_QUEUE_MAX_RUN_AT_MS ? run_at_ms : AU_QUEUE_MAX_RUN_AT_MS;
+}
+
+static inline uint64_t au_queue_delay(uint64_t delay_ms)
+{
+	return delay_ms < AU_QUEUE_MAX_DELAY_MS ? delay_ms : AU_QUEUE_MAX_DELAY_MS;
+}
+
+/* 0 when the backend has nothing to check. */
+static inline int au_queue_check(struct au_queue *q)
+{
+	return q->ops->check ? q->ops->check(q) : 0;
 }
 
 #endif

@@ -33,6 +33,11 @@ struct au_queue *au_queue_open(const char *url)
 
 	if (!q)
 		return NULL;
+	if (!url || !*url) {
+		au_seterr(&q->err, AU_EINVAL, "the queue url is empty (AU_QUEUE or --queue-url set to "
+			  "nothing?): unset it for the default '%s'", AU_DEFAULT_QUEUE_URL);
+		return q;
+	}
 	if (au_url_parse(url, &q->url, &q->err) < 0)
 		goto fail;
 	if (!(ops = au_queue_backend(q->url.scheme))) {

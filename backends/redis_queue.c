@@ -59,6 +59,7 @@
 #define SMALL_PUSH 16            /* a push of up to this many, of one queue and priority
 				    (and with or without run_at), sends its bodies in the script */
 #define BLOCK_SLICE_MS 5000      /* longest BLPOP of a blocking lease, under the command timeout */
+#define LEASE_ROUNDS 16          /* lease scripts a lease call runs past malformed entries */
 
 /* ---- the scripts ---- */
 
@@ -159,6 +160,7 @@ struct rq {
 	struct rwatch *watch;       /* the loop's: nothing else touches it */
 	struct au_dead_limits limits;  /* of the URL */
 	struct au_housekeeping housekept;
+	struct rwatch *cancels;     /* watch_cancels: SUBSCRIBE, on the loop too */
 
 	/* the pipeline of the operation in progress */
 	struct arg *args;
@@ -188,6 +190,7 @@ struct rwatch {
 	int waiting;                /* a BLPOP is outstanding */
 	int paused;                 /* watch_pause(1): issue no BLPOP, hand tokens on */
 	int down;                   /* an outage was logged */
+	au_queue_cancel_fn cancel;  /* set: a watch of cancels, SUBSCRIBEd to list */
 };
 
 static int oom(struct au_queue *q)
@@ -554,7 +557,24 @@ static int check_server(struct rq *r)
 	return rc;
 }
 
+/* The queue's warnings for a worker's start (au_queue_check). */
+static int rq_check(struct au_queue *q)
+{
+	struct rq *r = q->ctx;
+	int rc;
+
+	if (conn_ready(r) < 0)
+		return -1;
+	rc = au_redis_check_persistence(r->c, &q->url,
+					"every computation queued, running or dead-lettered there",
+					&q->err);
+	if (rc < 0)
+		conn_drop(r);
+	return rc;
+}
+
 static void rq_unwatch(struct au_queue *q);
+static void rq_unwatch_cancels(struct au_queue *q);
 
 static void rq_free(struct rq *r)
 {
@@ -605,6 +625,7 @@ fail:
 static void rq_close(struct au_queue *q)
 {
 	rq_unwatch(q);
+	rq_unwatch_cancels(q);
 	rq_free(q->ctx);
 	q->ctx = NULL;
 }
@@ -655,7 +676,7 @@ static void push_build(struct rq *r, const struct au_computation *cs, size_t n,
 			for (k = g; k < g + m; k++)
 				p_str(r, cs[grp[k]].id);
 			for (k = g; cs[i].run_at_ms && k < g + m; k++)
-				p_i64(r, (int64_t)cs[grp[k]].run_at_ms);
+				p_i64(r, (int64_t)au_queue_run_at(cs[grp[k]].run_at_ms));
 			p_cmd(r, -1);
 			p_str(r, "HSET");
 			p_key(r, au_queue_name(cs[i].queue), "body");
@@ -738,7 +759,7 @@ static int push_small(struct rq *r, const struct au_computation *cs, size_t n,
 	for (i = 0; i < n; i++)
 		p_str(r, cs[i].id);
 	for (i = 0; cs[0].run_at_ms && i < n; i++)
-		p_i64(r, (int64_t)cs[i].run_at_ms);
+		p_i64(r, (int64_t)au_queue_run_at(cs[i].run_at_ms));
 	for (i = 0; i < n; i++) {
 		p_str(r, cs[i].id);
 		p_bin(r, bodies->data + off[i], off[i + 1] - off[i]);
@@ -818,23 +839,25 @@ static int lease_lists(const redisReply *rep, size_t max, redisReply ***ids, red
 
 	*n = 0;
 	*ids = *atts = *bodies = NULL;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 || rep->elements == 3 ||
-	    rep->elements > 5 || rep->element[0]->type != REDIS_REPLY_INTEGER ||
-	    rep->element[1]->type != REDIS_REPLY_INTEGER)
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || rep->elements == 4 ||
+	    rep->elements > 6)
 		return -1;
-	if (rep->elements == 2)
+	for (i = 0; i < 3; i++)
+		if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+			return -1;
+	if (rep->elements == 3)
 		return 0;
-	for (i = 2; i < rep->elements; i++)
+	for (i = 3; i < rep->elements; i++)
 		if (rep->element[i]->type != REDIS_REPLY_ARRAY)
 			return -1;
-	*n = rep->element[2]->elements;
-	*ids = rep->element[2]->element;
-	if (rep->element[3]->elements)
-		*atts = rep->element[3]->element;
-	if (rep->elements == 5)
-		*bodies = rep->element[4]->element;
-	if ((*atts && rep->element[3]->elements != *n) ||
-	    (*bodies && rep->element[4]->elements != *n) || *n > max)
+	*n = rep->element[3]->elements;
+	*ids = rep->element[3]->element;
+	if (rep->element[4]->elements)
+		*atts = rep->element[4]->element;
+	if (rep->elements == 6)
+		*bodies = rep->element[5]->element;
+	if ((*atts && rep->element[4]->elements != *n) ||
+	    (*bodies && rep->element[5]->elements != *n) || *n > max)
 		return -1;
 	for (i = 0; i < *n; i++)
 		if ((*ids)[i]->type != REDIS_REPLY_STRING || (*ids)[i]->len >= AU_ID_SIZE ||
@@ -857,20 +880,67 @@ static size_t batch_size(redisReply **atts, size_t n, long long a)
 	return k;
 }
 
+/* A leased entry that is no computation: an id that is not one, or one
+ * without a body. Its bytes as they are (a NUL among them included). */
+struct poison {
+	char id[AU_ID_SIZE];
+	size_t len;
+	char token[AU_TOKEN_SIZE];
+	const char *why;
+};
+
+/* Dead-letters the poison leased by one lease call (a bury, fenced on
+ * their tokens as any is), each with its reason, and logs each. */
+static int bury_poison(struct rq *r, const char *queue, const struct poison *p, size_t n)
+{
+	char reason[AU_ERRSTR_SIZE], shown[AU_ID_SHOWN_SIZE];
+	char *why = malloc(n * sizeof(reason));
+	size_t i;
+	int rc;
+
+	if (!why)
+		return oom(r->q);
+	p_reset(r);
+	p_cmd(r, SC_SETTLE);
+	p_keys(r, queue);
+	p_str(r, "bury");
+	p_i64(r, 0);
+	for (i = 0; i < n; i++) {
+		char *w = why + i * sizeof(reason);
+
+		snprintf(w, sizeof(reason), "malformed ready entry: %s", p[i].why);
+		p_str(r, p[i].token);
+		p_i64(r, 1);
+		p_bin(r, p[i].id, p[i].len);
+		p_str(r, w);
+		au_log(AU_LOG_WARN, "queue '%s' of '%s': '%s' dead-lettered: %s", queue,
+		       r->q->url.text, au_id_shown_n(shown, p[i].id, p[i].len), w);
+	}
+	/* burying twice is harmless: the second finds no lease */
+	rc = roundtrip(r, 1);
+	if (rc == 0)
+		replies_free(r, 0, r->ncmds);
+	free(why);
+	return rc;
+}
+
 /*
  * One lease: the script leases the ids and returns their bodies when there
  * are few; otherwise an HMGET reads them (a second round trip, but passing
- * many bodies through Lua costs Redis more). An id found without a body
- * (written by hand, or whose data was deleted) is dropped: its lease ends
- * with a fenced 'drop'.
+ * many bodies through Lua costs Redis more). The script dead-letters or
+ * drops malformed entries itself (*buried, *dropped); an id found here
+ * without a body (written by hand, or whose data was deleted), or that is
+ * not 32 lowercase hex digits, is dead-lettered with a fenced bury, one
+ * more round trip on this path only.
  */
 static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t lease_ms,
-		      struct au_lease *out, size_t *n, int64_t *next_due_ms, long long *dropped)
+		      struct au_lease *out, size_t *n, int64_t *next_due_ms, long long *dropped,
+		      long long *buried)
 {
 	char rnd[17];
 	redisReply *lr, **ids, **atts, **bodies;
-	struct au_ref *ghosts = NULL;
-	size_t i, got, nghosts = 0, size = 0;
+	struct poison *bad = NULL;
+	size_t i, got, nbad = 0, size = 0;
 	int rc = -1, fetched = 0;
 
 	*n = 0;
@@ -890,7 +960,8 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		return bad_reply(r, "lease");
 	}
 	*dropped = lr->element[0]->integer;
-	*next_due_ms = lr->element[1]->integer;
+	*buried = lr->element[1]->integer;
+	*next_due_ms = lr->element[2]->integer;
 	if (got && !bodies) {
 		const redisReply *br;
 
@@ -917,29 +988,35 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 	for (i = 0; i < got; i++) {
 		const redisReply *b = bodies[i];
 		uint32_t attempts = atts ? (uint32_t)atts[i]->integer : 1;
-		struct au_ref *ref;
+		int valid = ids[i]->len == AU_ID_SIZE - 1 && au_id_valid(ids[i]->str);
+		char *token;
 
 		if (!atts)
 			size = got;
 		else if (!i || atts[i]->integer != atts[i - 1]->integer)
 			size = batch_size(atts, got, atts[i]->integer);
 
-		if (b->type == REDIS_REPLY_STRING) {
+		if (valid && b->type == REDIS_REPLY_STRING) {
 			out[*n].body = malloc(b->len ? b->len : 1);
 			if (!out[*n].body)
 				break;
 			memcpy(out[*n].body, b->str, b->len);
 			out[*n].body_len = b->len;
 			out[*n].attempts = attempts;
-			ref = &out[(*n)++].ref;
+			memcpy(out[*n].ref.id, ids[i]->str, ids[i]->len + 1);
+			token = out[(*n)++].ref.token;
 		} else {
-			if (!ghosts && !(ghosts = malloc(got * sizeof(*ghosts))))
+			if (!bad && !(bad = malloc(got * sizeof(*bad))))
 				break;
-			ref = &ghosts[nghosts++];
+			memcpy(bad[nbad].id, ids[i]->str, ids[i]->len);
+			bad[nbad].id[ids[i]->len] = '\0';
+			bad[nbad].len = ids[i]->len;
+			bad[nbad].why = !valid ? "not an id (32 lowercase hex digits)"
+					       : "no body for it in the queue's body hash";
+			token = bad[nbad++].token;
 		}
-		memcpy(ref->id, ids[i]->str, ids[i]->len + 1);
 		/* as the script named its batch */
-		snprintf(ref->token, sizeof(ref->token), "%u-%s-%zu", attempts, rnd, size);
+		snprintf(token, AU_TOKEN_SIZE, "%u-%s-%zu", attempts, rnd, size);
 	}
 	if (fetched)
 		replies_free(r, 0, 1);
@@ -951,18 +1028,19 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		oom(r->q);
 		goto out;
 	}
-	*dropped += (long long)nghosts;
-	if (nghosts && settle(r->q, queue, ghosts, nghosts, "drop", NULL, NULL, 0, 1, NULL) < 0) {
+	*buried += (long long)nbad;
+	if (nbad && bury_poison(r, queue, bad, nbad) < 0) {
 		while (*n)
 			au_lease_release(&out[--*n]);
 		goto out;
 	}
 	rc = 0;
 out:
-	if (*dropped)
-		au_log(AU_LOG_WARN, "dropped %lld entries without a valid job from queue '%s' of '%s'",
-		       *dropped, queue, r->q->url.text);
-	free(ghosts);
+	if (*dropped || *buried > (long long)nbad)
+		au_log(AU_LOG_WARN, "queue '%s' of '%s': %lld malformed ready entries dead-lettered, "
+		       "%lld removed (no id to file them under)", queue, r->q->url.text,
+		       *buried - (long long)nbad, *dropped);
+	free(bad);
 	return rc;
 }
 
@@ -997,7 +1075,7 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 {
 	struct rq *r = q->ctx;
 	uint64_t deadline = au_mono_us() + (uint64_t)block_ms * 1000;
-	int rc = 0;
+	int rc = 0, rounds = 0;
 
 	*n = 0;
 	queue = au_queue_name(queue);
@@ -1005,14 +1083,15 @@ static int rq_lease(struct au_queue *q, const char *queue, size_t max, uint32_t 
 		max = LUA_BATCH;
 	while (max) {
 		int64_t next_due_ms = -1, wait_ms;
-		long long dropped = 0;
+		long long dropped = 0, buried = 0;
 		uint64_t now;
 
-		if ((rc = lease_once(r, queue, max, lease_ms, out, n, &next_due_ms, &dropped)) < 0 ||
-		    *n)
+		if ((rc = lease_once(r, queue, max, lease_ms, out, n, &next_due_ms, &dropped,
+				     &buried)) < 0 || *n)
 			break;
-		/* only entries without a job came: more may wait behind them */
-		if (dropped)
+		/* only malformed entries came: more may wait behind them (a
+		 * bounded number of times, so a list of them all still returns) */
+		if ((dropped || buried) && ++rounds < LEASE_ROUNDS)
 			continue;
 		if (!block_ms || (now = au_mono_us()) >= deadline)
 			break;
@@ -1075,7 +1154,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			for (k = g; k < e; k++)
 				p_str(r, by[k]->id);
 			for (k = g; retry && k < e; k++)
-				p_i64(r, delay_ms ? (int64_t)delay_ms[by[k] - refs] : 0);
+				p_i64(r, delay_ms ? (int64_t)au_queue_delay(delay_ms[by[k] - refs]) : 0);
 			for (k = g; (retry || bury) && k < e; k++)
 				p_str(r, text && text[by[k] - refs] ? text[by[k] - refs] : "");
 		}
@@ -1326,6 +1405,7 @@ static void watch_fail(struct rwatch *w, redisAsyncContext *ac, const char *why)
 }
 
 static void watch_token(redisAsyncContext *ac, void *reply, void *privdata);
+static void cancel_message(redisAsyncContext *ac, void *reply, void *privdata);
 
 static void watch_blpop(struct rwatch *w)
 {
@@ -1333,6 +1413,26 @@ static void watch_blpop(struct rwatch *w)
 
 	if (redisAsyncCommandArgv(w->ac, watch_token, NULL, 3, argv, NULL) == REDIS_OK)
 		w->waiting = 1;
+}
+
+/* A message on the cancel channel: the id of a cancelled computation
+ * ("subscribe" confirmations and anything else that is not an id are
+ * passed over). */
+static void cancel_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rwatch *w = ac->data;
+	redisReply *rep = reply;
+	char id[AU_ID_SIZE];
+
+	(void)privdata;
+	if (!w || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING || strcmp(rep->element[0]->str, "message") ||
+	    rep->element[2]->type != REDIS_REPLY_STRING || rep->element[2]->len != AU_ID_SIZE - 1)
+		return;
+	memcpy(id, rep->element[2]->str, AU_ID_SIZE - 1);
+	id[AU_ID_SIZE - 1] = '\0';
+	if (au_id_valid(id))
+		w->cancel(w->arg, id);
 }
 
 /* Logged in and on the database: waits, and wakes once for what came
@@ -1345,6 +1445,12 @@ static void watch_up(struct rwatch *w)
 		au_log(AU_LOG_INFO, "watching queue '%s' of '%s' again", w->queue,
 		       w->r->q->url.text);
 	w->down = 0;
+	if (w->cancel) {
+		const char *argv[2] = { "SUBSCRIBE", w->list };
+
+		redisAsyncCommandArgv(w->ac, cancel_message, NULL, 2, argv, NULL);
+		return;
+	}
 	if (w->paused)
 		return;
 	watch_blpop(w);
@@ -1788,6 +1894,74 @@ out:
 	return rc;
 }
 
+/* ---- cancels of running computations: PUBLISH au:{q}:cancel <id> ---- */
+
+static int rq_cancel_running(struct au_queue *q, const char *queue, const char *id)
+{
+	struct rq *r = q->ctx;
+
+	p_reset(r);
+	p_cmd(r, -1);
+	p_str(r, "PUBLISH");
+	p_key(r, queue, "cancel");
+	p_str(r, id);
+	if (roundtrip(r, 0) < 0)
+		return -1;
+	replies_free(r, 0, 1);
+	return 0;
+}
+
+/* A watch of its own connection (pub/sub takes a connection whole),
+ * connected, logged in and kept up as the wake watch is. */
+static int rq_watch_cancels(struct au_queue *q, const char *queue, struct event_base *base,
+			    au_queue_cancel_fn fn, void *arg)
+{
+	struct rq *r = q->ctx;
+	struct rwatch *w;
+
+	if (r->cancels)
+		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->queue = au_strdup(queue)) ||
+	    !(w->list = au_asprintf("au:{%s}:cancel", w->queue)) ||
+	    !(w->timer = evtimer_new(base, watch_timer, w))) {
+		if (w) {
+			free(w->queue);
+			free(w->list);
+		}
+		free(w);
+		return oom(q);
+	}
+	w->r = r;
+	w->base = base;
+	w->cancel = fn;
+	w->arg = arg;
+	r->cancels = w;
+	watch_connect(w);
+	return 0;
+}
+
+static void watch_free(struct rwatch *w)
+{
+	if (w->ac) {
+		w->ac->data = NULL;
+		redisAsyncFree(w->ac);
+	}
+	event_free(w->timer);
+	free(w->queue);
+	free(w->list);
+	free(w);
+}
+
+static void rq_unwatch_cancels(struct au_queue *q)
+{
+	struct rq *r = q->ctx;
+
+	if (r->cancels)
+		watch_free(r->cancels);
+	r->cancels = NULL;
+}
+
 const struct au_queue_ops au_redis_queue_ops = {
 	.scheme = "redis",
 	.features = AU_QUEUE_WATCH | AU_QUEUE_SHARED,
@@ -1815,4 +1989,8 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.empty = rq_empty,
 	.drop = rq_drop,
 	.locate = rq_locate,
+	.check = rq_check,
+	.cancel_running = rq_cancel_running,
+	.watch_cancels = rq_watch_cancels,
+	.unwatch_cancels = rq_unwatch_cancels,
 };

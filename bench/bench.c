@@ -601,6 +601,8 @@ int main(int argc, char **argv)
 	printf("queue %s, store %s, N = %zu, %d worker process%s, batches of %u\n", q->url.text,
 	       store->url.text, n, nworkers, nworkers > 1 ? "es" : "", batch);
 
+	double cold;
+
 	/* 1. enqueue into an idle queue */
 	snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));
 	t0 = mono_ns();
@@ -615,9 +617,26 @@ int main(int argc, char **argv)
 	for (int k = 0; k < nworkers; k++)
 		pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
 	drained(q, queue, mono_ns() + 300000000000ull);
-	printf("%-44s %10.0f /s\n", "drain of that backlog (workers started cold)",
-	       (double)n / ((double)(mono_ns() - t0) / 1e9));
+	cold = (double)n / ((double)(mono_ns() - t0) / 1e9);
+	printf("%-44s %10.0f /s\n", "drain of that backlog (workers started cold)", cold);
 	stop_workers(pids, nworkers);
+	if (!getenv("BENCH_NO_FLEET") && nworkers > 1) {
+		/* the same backlog drained by one process: what the second adds */
+		double one;
+
+		snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));
+		if (enqueue_n(cl, queue, n, NULL) < 0) {
+			fprintf(stderr, "bench: enqueue: %s\n", au_client_err(cl)->str);
+			return 1;
+		}
+		t0 = mono_ns();
+		pids[0] = start_worker(&cfg, queue, 2 * batch, batch);
+		drained(q, queue, mono_ns() + 300000000000ull);
+		one = (double)n / ((double)(mono_ns() - t0) / 1e9);
+		stop_workers(pids, 1);
+		printf("%-44s %10.0f /s, %d: %.0f /s (%.2fx)\n", "  the same with 1 worker process", one,
+		       nworkers, cold, cold / one);
+	}
 
 	/* 2. drain while enqueueing, workers warm */
 	snprintf(queue, sizeof(queue), "bench-%llx", (unsigned long long)(au_random64() & 0xffffff));

@@ -2,6 +2,7 @@
 # run.sh - `make bench`: starts throwaway servers and prints au's figures.
 # BENCH_N (default 20000) sets the number of computations; BENCH_WORKERS
 # (2), BENCH_BATCH_REDIS (1000) and BENCH_BATCH_PG (500) the workers. With
+# BENCH_SOAK_ROUNDS (4) rounds of 50,000 for the soak at the end. With
 # PEERS=1 it also runs ../shared/bench/peers (BullMQ, graphile-worker) for a
 # same-run comparison.
 set -u
@@ -23,6 +24,9 @@ BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_
 echo
 echo "== au on PostgreSQL, ${BENCH_N_LONG:-200000} computations (does leasing hold up as the table churns?)"
 BENCH_NO_FLEET=1 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
+echo
+echo "== soak: ${BENCH_SOAK_ROUNDS:-4} x 50,000 computations through one worker (Redis)"
+ROUNDS=${BENCH_SOAK_ROUNDS:-4} AU_PORT_BASE=$((AU_PORT_BASE + 60)) BUILD=$BUILD bench/soak.sh
 if [ "${PEERS:-0}" = 1 ] && [ -d ../shared/bench/peers ]; then
 	# ../shared is read-only: the peers run from a copy with their npm packages.
 	peers=${PEERS_DIR:-/tmp/au-peers}

@@ -26,7 +26,7 @@ static const char usage_text[] =
 	"usage: au [--queue-url URL] [--store-url URL] [--clickhouse URL] COMMAND [ARGS]\n"
 	"\n"
 	"  enqueue TASK [--args JSON | --args-file FILE|-] [--queue Q] [--priority P]\n"
-	"          [--delay MS] [--ttl S] [--timeout MS] [--max-attempts N]\n"
+	"          [--delay MS] [--ttl S] [--timeout MS [--on-timeout retry|fail]] [--max-attempts N]\n"
 	"          [--header K=V]... [--wait [--wait-timeout MS]] [--json]\n"
 	"  status ID [--queue Q] [--json]   (--queue: a hint, ids are found on any queue)\n"
 	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
@@ -97,7 +97,7 @@ enum {
 	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
 	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
 	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
-	O_DRY_RUN
+	O_DRY_RUN, O_ON_TIMEOUT
 };
 
 static const struct option options[] = {
@@ -127,6 +127,7 @@ static const struct option options[] = {
 	{ "quiet", no_argument, NULL, O_QUIET },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "dry-run", no_argument, NULL, O_DRY_RUN },
+	{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -185,6 +186,12 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 		case O_JSON: c->json = 1; break;
 		case O_QUIET: c->wo.log = 0; break;
 		case O_DRY_RUN: c->dry_run = 1; break;
+		case O_ON_TIMEOUT:
+			if (strcmp(optarg, "retry") != 0 && strcmp(optarg, "fail") != 0)
+				return usage("invalid value '%s' for --on-timeout (expected retry or fail)",
+					     optarg);
+			c->eo.fail_on_timeout = !strcmp(optarg, "fail");
+			break;
 		case O_HELP:
 		case 'h':
 			fputs(usage_text, stdout);
@@ -450,7 +457,9 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	if (argc != 1)
 		return usage("%s takes one computation ID", cmd);
 	if (!au_id_valid(argv[0])) {
-		fprintf(stderr, "au: invalid computation id '%s'\n", argv[0]);
+		char shown[AU_ID_SHOWN_SIZE];
+
+		fprintf(stderr, "au: invalid computation id '%s'\n", au_id_shown(shown, argv[0]));
 		return EXIT_USAGE;
 	}
 	if (!(cl = connect_client(c, &rc)))

@@ -402,23 +402,119 @@ static void req_finish(struct ch_req *req, CURLcode rc)
 	}
 }
 
-int au_ch_retryable(const struct au_ch_response *r)
+/*
+ * Whose fault an error code is, for the codes a computation meets; the
+ * rest are judged by their HTTP status (5xx: retry, else for good).
+ * docs/clickhouse.md lists them. Outage: the server or the worker's setup
+ * (credentials, overload), which another attempt of the same statement
+ * does not fix and which must cost the computation nothing. For good: the
+ * statement's own (parse, names, types, limits it hit). Retry: what may
+ * pass when sent again (timeouts, memory, lost replicas).
+ */
+static const struct { int code; enum au_ch_fault fault; } fault_table[] = {
+	/* the worker's credentials, or a server that turns queries away */
+	{ 192, AU_CH_OUTAGE },     /* UNKNOWN_USER */
+	{ 193, AU_CH_OUTAGE },     /* WRONG_PASSWORD */
+	{ 194, AU_CH_OUTAGE },     /* REQUIRED_PASSWORD */
+	{ 516, AU_CH_OUTAGE },     /* AUTHENTICATION_FAILED */
+	{ 202, AU_CH_OUTAGE },     /* TOO_MANY_SIMULTANEOUS_QUERIES */
+	{ 203, AU_CH_OUTAGE },     /* NO_FREE_CONNECTION */
+	{ 209, AU_CH_OUTAGE },     /* SOCKET_TIMEOUT */
+	{ 210, AU_CH_OUTAGE },     /* NETWORK_ERROR */
+	{ 252, AU_CH_OUTAGE },     /* TOO_MANY_PARTS: inserts faster than merges */
+	{ 279, AU_CH_OUTAGE },     /* ALL_CONNECTION_TRIES_FAILED */
+	/* may pass when sent again; the attempt counts */
+	{ 159, AU_CH_RETRY },      /* TIMEOUT_EXCEEDED */
+	{ 160, AU_CH_RETRY },      /* TOO_SLOW */
+	{ 241, AU_CH_RETRY },      /* MEMORY_LIMIT_EXCEEDED */
+	{ 242, AU_CH_RETRY },      /* TABLE_IS_READ_ONLY (a replica lost its keeper) */
+	{ 319, AU_CH_RETRY },      /* UNKNOWN_STATUS_OF_INSERT */
+	{ 425, AU_CH_RETRY },      /* SYSTEM_ERROR */
+	{ 473, AU_CH_RETRY },      /* DEADLOCK_AVOIDED */
+	{ 999, AU_CH_RETRY },      /* KEEPER_EXCEPTION */
+	/* the statement's own: the same request fails the same way */
+	{ 6, AU_CH_FOR_GOOD },     /* CANNOT_PARSE_TEXT */
+	{ 16, AU_CH_FOR_GOOD },    /* NO_SUCH_COLUMN_IN_TABLE */
+	{ 20, AU_CH_FOR_GOOD },    /* NUMBER_OF_COLUMNS_DOESNT_MATCH */
+	{ 25, AU_CH_FOR_GOOD },    /* CANNOT_PARSE_ESCAPE_SEQUENCE */
+	{ 26, AU_CH_FOR_GOOD },    /* CANNOT_PARSE_QUOTED_STRING */
+	{ 27, AU_CH_FOR_GOOD },    /* CANNOT_PARSE_INPUT_ASSERTION_FAILED */
+	{ 36, AU_CH_FOR_GOOD },    /* BAD_ARGUMENTS */
+	{ 38, AU_CH_FOR_GOOD },    /* CANNOT_PARSE_DATE */
+	{ 41, AU_CH_FOR_GOOD },    /* CANNOT_PARSE_DATETIME */
+	{ 42, AU_CH_FOR_GOOD },    /* NUMBER_OF_ARGUMENTS_DOESNT_MATCH */
+	{ 43, AU_CH_FOR_GOOD },    /* ILLEGAL_TYPE_OF_ARGUMENT */
+	{ 44, AU_CH_FOR_GOOD },    /* ILLEGAL_COLUMN */
+	{ 46, AU_CH_FOR_GOOD },    /* UNKNOWN_FUNCTION */
+	{ 47, AU_CH_FOR_GOOD },    /* UNKNOWN_IDENTIFIER */
+	{ 48, AU_CH_FOR_GOOD },    /* NOT_IMPLEMENTED */
+	{ 53, AU_CH_FOR_GOOD },    /* TYPE_MISMATCH */
+	{ 57, AU_CH_FOR_GOOD },    /* TABLE_ALREADY_EXISTS */
+	{ 60, AU_CH_FOR_GOOD },    /* UNKNOWN_TABLE */
+	{ 62, AU_CH_FOR_GOOD },    /* SYNTAX_ERROR */
+	{ 69, AU_CH_FOR_GOOD },    /* ARGUMENT_OUT_OF_BOUND */
+	{ 70, AU_CH_FOR_GOOD },    /* CANNOT_CONVERT_TYPE */
+	{ 72, AU_CH_FOR_GOOD },    /* CANNOT_PARSE_NUMBER */
+	{ 73, AU_CH_FOR_GOOD },    /* UNKNOWN_FORMAT */
+	{ 81, AU_CH_FOR_GOOD },    /* UNKNOWN_DATABASE, but see au_ch_fault */
+	{ 115, AU_CH_FOR_GOOD },   /* UNKNOWN_SETTING */
+	{ 117, AU_CH_FOR_GOOD },   /* INCORRECT_DATA (an unknown column in JSONEachRow) */
+	{ 153, AU_CH_FOR_GOOD },   /* ILLEGAL_DIVISION */
+	{ 158, AU_CH_FOR_GOOD },   /* TOO_MANY_ROWS */
+	{ 164, AU_CH_FOR_GOOD },   /* READONLY */
+	{ 184, AU_CH_FOR_GOOD },   /* ILLEGAL_AGGREGATION */
+	{ 215, AU_CH_FOR_GOOD },   /* NOT_AN_AGGREGATE */
+	{ 307, AU_CH_FOR_GOOD },   /* TOO_MANY_BYTES */
+	{ 352, AU_CH_FOR_GOOD },   /* AMBIGUOUS_COLUMN_NAME */
+	{ 386, AU_CH_FOR_GOOD },   /* NO_COMMON_TYPE */
+	{ 394, AU_CH_FOR_GOOD },   /* QUERY_WAS_CANCELLED: stopped on purpose */
+	{ 396, AU_CH_FOR_GOOD },   /* TOO_MANY_ROWS_OR_BYTES */
+	{ 497, AU_CH_FOR_GOOD },   /* ACCESS_DENIED: to what the statement touches */
+};
+
+/* "Database <db> doesn't exist" (18.16), "Database `db` does not exist"
+ * (later): the worker's own database, not one a statement names. */
+static int names_database(const char *msg, const char *db)
+{
+	const char *p = msg;
+	size_t n = strlen(db);
+
+	while ((p = strstr(p, "Database ")) != NULL) {
+		p += strlen("Database ");
+		if (*p == '`' || *p == '\'')
+			p++;
+		if (!strncmp(p, db, n) && (p[n] == ' ' || p[n] == '`' || p[n] == '\''))
+			return 1;
+	}
+	return 0;
+}
+
+enum au_ch_fault au_ch_fault(const struct au_clickhouse *ch, const struct au_ch_response *r)
 {
 	long status;
+	size_t i;
 
 	switch (r->err.code) {
 	case AU_ECONN:
+		return AU_CH_OUTAGE;
 	case AU_ETIMEDOUT:
-		return 1;
+		return AU_CH_RETRY;
 	case AU_ECLICKHOUSE:
-		/* 5xx are runtime failures (timeout, memory, too many queries); a
-		 * cancelled query (394) was killed on purpose. An error after the
-		 * answer began came with 200: its code says which it is. */
-		status = r->http_status == 200 ? code_status(r->ch_code) : r->http_status;
-		return status >= 500 && r->ch_code != 394;
+		break;
 	default:
-		return 0;
+		return AU_CH_FOR_GOOD;
 	}
+	if (r->ch_code == 81 && ch && names_database(r->err.str, ch->database))
+		return AU_CH_OUTAGE;
+	for (i = 0; i < AU_ARRAY_SIZE(fault_table); i++)
+		if (fault_table[i].code == r->ch_code)
+			return fault_table[i].fault;
+	/* An error after the answer began came with 200: judged by the status
+	 * 18.16 gives its code before the answer. */
+	status = r->http_status == 200 ? code_status(r->ch_code) : r->http_status;
+	if (status == 401 || status == 403 || status == 503)
+		return AU_CH_OUTAGE;
+	return status >= 500 ? AU_CH_RETRY : AU_CH_FOR_GOOD;
 }
 
 /* ---- constructor ---- */

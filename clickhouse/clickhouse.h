@@ -91,12 +91,20 @@ const char *au_ch_server_version(struct au_clickhouse *ch, struct au_err *err);
 /* Largest answer kept in memory; a larger one fails with AU_ETOOBIG. */
 #define AU_CH_MAX_BODY (4u * AU_MAX_RESULT)
 
-/* 1 if a failed request may succeed when sent again: connection errors,
- * curl timeouts, HTTP 5xx except a cancelled query (394). 0 for 4xx
- * (syntax, unknown table or function, auth) and local errors. An error
- * after the first rows (status 200) is judged by the status its code has
- * before them. */
-int au_ch_retryable(const struct au_ch_response *r);
+/*
+ * Whose fault a failed request is (the table is in docs/clickhouse.md):
+ * - AU_CH_OUTAGE: the server's or the worker's setup: unreachable, the
+ *   connection lost, credentials refused, the URL's database missing, too
+ *   many queries or parts. Sending it again later may pass; the attempt
+ *   must not count against the computation.
+ * - AU_CH_RETRY: the statement's, but it may pass when sent again (timeout,
+ *   memory limit, lost replica): the attempt counts.
+ * - AU_CH_FOR_GOOD: the statement's (syntax, unknown table or column, bad
+ *   data, a cancelled query, an answer too large, local errors).
+ * ch may be NULL (then an unknown database is the statement's).
+ */
+enum au_ch_fault { AU_CH_FOR_GOOD, AU_CH_RETRY, AU_CH_OUTAGE };
+enum au_ch_fault au_ch_fault(const struct au_clickhouse *ch, const struct au_ch_response *r);
 /*
  * For a 200 answer that its reader found cut short or followed by text:
  * text..text+len is what the reader could not take (from where the format

@@ -469,12 +469,12 @@ static int check_computation(const struct au_computation *c, const struct ctx *x
 
 enum {
 	C_V, C_ID, C_TASK, C_QUEUE, C_PRIORITY, C_RUN_AT, C_MAX_ATTEMPTS, C_TIMEOUT_MS, C_TTL_S,
-	C_CREATED_AT, C_HEADERS, C_ARGS, C_NKEYS
+	C_CREATED_AT, C_HEADERS, C_ON_TIMEOUT, C_ARGS, C_NKEYS
 };
 
 static const char *const computation_keys[C_NKEYS] = {
 	"v", "id", "task", "queue", "priority", "run_at", "max_attempts", "timeout_ms", "ttl_s",
-	"created_at", "headers", "args",
+	"created_at", "headers", "on_timeout", "args",
 };
 
 static int buf_write(void *data, const char *p, size_t n)
@@ -501,7 +501,8 @@ int au_computation_encode(const struct au_computation *c, struct au_buf *out, st
 	if (c->args_len && check(c->args, c->args_len, AU_MAX_DEPTH - 1, &x) < 0)
 		return -1;
 	msgpack_packer_init(&pk, out, buf_write);
-	rc = msgpack_pack_map(&pk, C_NKEYS - (c->nheaders ? 0 : 1));
+	/* headers and on_timeout only when set: the smallest encoding */
+	rc = msgpack_pack_map(&pk, C_NKEYS - (c->nheaders ? 0 : 1) - (c->fail_on_timeout ? 0 : 1));
 	rc |= pack_text(&pk, k[C_V]) | msgpack_pack_uint32(&pk, AU_WIRE_VERSION);
 	rc |= pack_text(&pk, k[C_ID]) | pack_text(&pk, c->id);
 	rc |= pack_text(&pk, k[C_TASK]) | pack_text(&pk, c->task);
@@ -517,6 +518,8 @@ int au_computation_encode(const struct au_computation *c, struct au_buf *out, st
 		for (i = 0; i < c->nheaders; i++)
 			rc |= pack_text(&pk, c->headers[i].key) | pack_text(&pk, c->headers[i].value);
 	}
+	if (c->fail_on_timeout)
+		rc |= pack_text(&pk, k[C_ON_TIMEOUT]) | pack_text(&pk, "fail");
 	rc |= pack_text(&pk, k[C_ARGS]);
 	rc |= c->args_len ? au_buf_append(out, c->args, c->args_len) : msgpack_pack_nil(&pk);
 	if (rc) {
@@ -564,6 +567,24 @@ static int get_headers(const struct slice *f, const struct ctx *x, struct au_com
 	return 0;
 }
 
+/* "retry" (the default) or "fail" */
+static int get_on_timeout(const struct slice *f, const struct ctx *x, struct au_computation *c)
+{
+	char *v = NULL;
+
+	if (!f->p)
+		return 0;
+	if (get_str(f, x, "on_timeout", &v) < 0)
+		return -1;
+	if (strcmp(v, "retry") != 0 && strcmp(v, "fail") != 0) {
+		free(v);
+		return fail(x, "'on_timeout' must be \"retry\" or \"fail\"");
+	}
+	c->fail_on_timeout = !strcmp(v, "fail");
+	free(v);
+	return 0;
+}
+
 int au_computation_decode(const unsigned char *buf, size_t len, struct au_computation *c,
 			  struct au_err *err)
 {
@@ -588,6 +609,7 @@ int au_computation_decode(const unsigned char *buf, size_t len, struct au_comput
 	    get_u32(&f[C_TTL_S], &x, "ttl_s", &c->ttl_s) < 0 ||
 	    get_uint(&f[C_CREATED_AT], &x, "created_at", UINT64_MAX, &created_at) < 0 ||
 	    get_headers(&f[C_HEADERS], &x, c) < 0 ||
+	    get_on_timeout(&f[C_ON_TIMEOUT], &x, c) < 0 ||
 	    get_raw(&f[C_ARGS], &x, &c->args, &c->args_len) < 0)
 		goto fail;
 	c->run_at_ms = run_at;

@@ -89,6 +89,18 @@ int au_secret_equal(const char *a, const char *b);
 /* "host:pid" of this process, cached; a forked child names itself anew. */
 const char *au_worker_name(void);
 
+/*
+ * An id (or whatever was given for one) as a message echoes it: its first
+ * AU_ID_SHOWN_MAX bytes, then "\u2026" when it is longer (cut before a
+ * UTF-8 sequence, not inside it), control bytes and NULs as '?'. Returns
+ * out. au_id_shown takes a string (NULL shows as "(null)"), au_id_shown_n
+ * len bytes.
+ */
+#define AU_ID_SHOWN_MAX 64
+#define AU_ID_SHOWN_SIZE (AU_ID_SHOWN_MAX + 4)
+const char *au_id_shown(char out[AU_ID_SHOWN_SIZE], const char *id);
+const char *au_id_shown_n(char out[AU_ID_SHOWN_SIZE], const char *id, size_t len);
+
 /* ---- URLs (core/url.c) ---- */
 
 /*

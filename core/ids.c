@@ -123,6 +123,35 @@ int au_id_valid(const char *s)
 	return s[i] == '\0';
 }
 
+const char *au_id_shown_n(char out[AU_ID_SHOWN_SIZE], const char *id, size_t len)
+{
+	size_t n = len, i;
+
+	if (n > AU_ID_SHOWN_MAX) {
+		n = AU_ID_SHOWN_MAX;
+		/* back to the start of a UTF-8 sequence cut in two */
+		for (i = 0; i < 3 && n > 0 && ((unsigned char)id[n] & 0xc0) == 0x80; i++)
+			n--;
+	}
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)id[i];
+
+		out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+	}
+	if (n < len)
+		memcpy(out + n, "\xe2\x80\xa6", 3), n += 3;
+	out[n] = '\0';
+	return out;
+}
+
+const char *au_id_shown(char out[AU_ID_SHOWN_SIZE], const char *id)
+{
+	if (!id)
+		return strcpy(out, "(null)");
+	/* never reads further than it shows */
+	return au_id_shown_n(out, id, strnlen(id, AU_ID_SHOWN_MAX + 1));
+}
+
 void au_token_new(char out[AU_TOKEN_SIZE], uint32_t attempt)
 {
 	snprintf(out, AU_TOKEN_SIZE, "%u-%016llx", attempt,

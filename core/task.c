@@ -12,7 +12,7 @@ void au_task_complete(struct au_task_ctx *ctx, const unsigned char *result, size
 	ctx->ops->complete(ctx, result, len);
 }
 
-void au_task_fail(struct au_task_ctx *ctx, int retryable, const char *fmt, ...)
+void au_task_fail(struct au_task_ctx *ctx, int kind, const char *fmt, ...)
 {
 	va_list ap;
 	char msg[1024];
@@ -20,7 +20,7 @@ void au_task_fail(struct au_task_ctx *ctx, int retryable, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	ctx->ops->fail(ctx, retryable, msg);
+	ctx->ops->fail(ctx, kind, msg);
 }
 
 struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx)

@@ -21,7 +21,7 @@ struct au_task_ops {
 	 * what a call after the attempt was abandoned means. result is
 	 * borrowed for the call. */
 	void (*complete)(struct au_task_ctx *ctx, const unsigned char *result, size_t len);
-	void (*fail)(struct au_task_ctx *ctx, int retryable, const char *msg);
+	void (*fail)(struct au_task_ctx *ctx, int kind, const char *msg);   /* enum au_fail_kind */
 };
 
 struct au_task_ctx {

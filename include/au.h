@@ -119,6 +119,8 @@ struct au_computation {
 	uint64_t run_at_ms;       /* unix ms; 0 or past = now */
 	uint32_t max_attempts;    /* >= 1 */
 	uint32_t timeout_ms;      /* 0 = no limit */
+	int fail_on_timeout;      /* 1: an attempt that times out fails the computation;
+				     0 (default): it is retried while attempts remain */
 	uint32_t ttl_s;           /* result TTL in seconds, counted from the terminal
 				     write; 0 = never expires */
 	uint64_t created_at_ms;
@@ -177,6 +179,8 @@ struct au_config {
 };
 
 /* Fills unset (NULL) fields from the environment, then from the defaults.
+ * AU_QUEUE or AU_STORE set but empty gives an empty URL, which opening the
+ * queue or the store refuses (AU_EINVAL "the queue url is empty ...").
  * The strings stay owned by where they came from: the caller's own, the
  * process environment (valid until the variable changes) or static
  * defaults. Nothing is allocated and nothing needs freeing. */
@@ -195,6 +199,7 @@ struct au_enqueue_opts {
 	uint64_t delay_ms;        /* run no sooner than now + delay */
 	uint32_t max_attempts;    /* default AU_DEFAULT_MAX_ATTEMPTS */
 	uint32_t timeout_ms;      /* default 0 = none */
+	int fail_on_timeout;      /* 1: a timed-out attempt fails it; 0: retried */
 	uint32_t ttl_s;           /* result TTL; 0 = AU_DEFAULT_TTL_S, AU_TTL_NEVER
 				     = kept until deleted */
 	const struct au_header *headers;
@@ -269,8 +274,20 @@ int au_registry_add(struct au_registry *reg, const char *name, au_task_fn fn, vo
 
 /* result: one msgpack value, copied. */
 void au_task_complete(struct au_task_ctx *ctx, const unsigned char *result, size_t len);
-/* retryable = 0 fails the computation for good. */
-void au_task_fail(struct au_task_ctx *ctx, int retryable, const char *fmt, ...)
+/*
+ * How a task failed, au_task_fail's kind. The computation's own errors
+ * count against its attempts; an outage does not: the attempt goes back
+ * to the queue unharmed and the worker stops leasing until the server is
+ * back (docs/architecture.md, "An outage is not the computation's fault").
+ */
+enum au_fail_kind {
+	AU_FAIL_FOR_GOOD = 0,   /* the computation's, for good: no retry */
+	AU_FAIL_RETRY = 1,      /* the computation's, may pass again: retried while attempts last */
+	AU_FAIL_OUTAGE = 2,     /* a server the task needs is down, overloaded or refuses
+				   the worker's credentials: the attempt does not count */
+};
+/* kind: enum au_fail_kind (0 and 1 keep their old meaning of retryable). */
+void au_task_fail(struct au_task_ctx *ctx, int kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx);
 struct event_base *au_task_base(struct au_task_ctx *ctx);
@@ -294,7 +311,7 @@ struct au_run {
 	uint64_t started_at_us;      /* monotonic */
 	uint64_t finished_at_us;
 	enum au_status status;       /* AU_RUNNING in before; then AU_COMPLETED,
-					AU_FAILED or AU_RETRYING */
+					AU_FAILED, AU_RETRYING or AU_CANCELLED */
 	const unsigned char *result; /* after: msgpack value */
 	size_t result_len;
 	const char *error;           /* on_error: the message */
@@ -363,6 +380,8 @@ void au_worker_stop(struct au_worker *w);
 #define AU_LOOP_HIST_BUCKETS 24
 struct au_worker_stats {
 	uint64_t leased, completed, failed, retried, buried, released;
+	uint64_t outages;            /* times a server it needs was found down */
+	uint64_t cancelled;          /* stopped because a client cancelled them */
 	/* How long the loop spent in each call of the worker's own callbacks
 	 * (leasing, writing back, heartbeats, housekeeping, timeouts; not the
 	 * ClickHouse client's nor a task's): loop_hist[0] counts calls under

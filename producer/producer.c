@@ -38,6 +38,7 @@ struct au_client {
 struct au_handle {
 	struct au_client *cl;
 	char id[AU_ID_SIZE];
+	char bad_id[AU_ID_SHOWN_SIZE];  /* the id given, as shown, when it is none */
 	struct au_err err;
 	char *found;                /* the queue it was located on, malloc'ed, or NULL */
 	int hinted;                 /* queue[] was named by the caller */
@@ -81,6 +82,15 @@ const struct au_err *au_client_err(const struct au_client *cl)
 	return &cl->err;
 }
 
+/* -1 with h->err set when the handle names no id. */
+static int bad_id(struct au_handle *h)
+{
+	if (!h->bad_id[0] && au_id_valid(h->id))
+		return 0;
+	return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'",
+			 h->bad_id[0] ? h->bad_id : h->id);
+}
+
 struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char *queue)
 {
 	const char *name = au_queue_name(queue);
@@ -95,8 +105,11 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 	if (!cl->q->ops || !cl->store->ops)   /* the client never connected */
 		h->err = cl->err;
 	memcpy(h->queue, name, len + 1);
-	if (!au_id_valid(h->id))
-		au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "");
+	/* the id given, not its first 32 bytes (which may be an id) */
+	if (!au_id_valid(id ? id : "")) {
+		au_id_shown(h->bad_id, id ? id : "");
+		au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->bad_id);
+	}
 	return h;
 }
 
@@ -168,6 +181,7 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 	c->run_at_ms = o->delay_ms ? now + o->delay_ms : 0;
 	c->max_attempts = o->max_attempts ? o->max_attempts : AU_DEFAULT_MAX_ATTEMPTS;
 	c->timeout_ms = o->timeout_ms;
+	c->fail_on_timeout = o->fail_on_timeout;
 	/* on the wire 0 means never expires */
 	c->ttl_s = o->ttl_s == AU_TTL_NEVER ? 0 : o->ttl_s ? o->ttl_s : AU_DEFAULT_TTL_S;
 	if (o->nheaders) {
@@ -322,8 +336,8 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 		h->err = h->cl->err;
 		return -1;
 	}
-	if (!au_id_valid(h->id))
-		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
+	if (bad_id(h))
+		return -1;
 	if ((r = stored(h, rec)) != 0) {
 		if (r > 0)
 			*st = rec->status;
@@ -432,50 +446,63 @@ int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec)
 	}
 }
 
+/* Stores the CANCELLED record of h: first write wins, so it is the
+ * outcome unless a worker stored one before. */
+static int store_cancelled(struct au_handle *h)
+{
+	char reason[] = "cancelled by client";
+	struct au_record rec;
+	int applied = 0;
+
+	au_record_init(&rec);
+	memcpy(rec.id, h->id, AU_ID_SIZE);
+	rec.status = AU_CANCELLED;
+	rec.error = reason;
+	rec.queue = (char *)where(h);
+	rec.ttl_s = AU_DEFAULT_TTL_S;
+	rec.finished_at_ms = au_now_ms();
+	if (au_store_put(h->cl->store, &rec, 1, &applied) < 0)
+		return au_seterr(&h->err, h->cl->store->err.code,
+				 "computation '%s' was cancelled but its record was not stored: %s",
+				 h->id, h->cl->store->err.str);
+	if (!applied)   /* a worker stored an outcome first */
+		return au_seterr(&h->err, AU_ESTATE, "computation '%s' already has an outcome", h->id);
+	return 0;
+}
+
 int au_handle_cancel(struct au_handle *h)
 {
 	struct au_queue *q = h->cl->q;
-	char reason[] = "cancelled by client";
 	struct au_record rec;
 	enum au_status st;
-	int applied = 0, rc;
+	int rc;
 
 	au_clearerr(&h->err);
 	if (!q->ops || !h->cl->store->ops) {
 		h->err = h->cl->err;
 		return -1;
 	}
-	if (!au_id_valid(h->id))
-		return au_seterr(&h->err, AU_EINVAL, "invalid computation id '%s'", h->id);
+	if (bad_id(h))
+		return -1;
+	/* ids are global: a handle that names no queue looks for its own */
 	if (!h->hinted && !h->found && locate(h) < 0)
 		return -1;
 	rc = au_queue_cancel(q, where(h), h->id);
 	if (rc < 0 && q->err.code == AU_ENOTFOUND && h->hinted && !h->found && locate(h) > 0)
 		rc = au_queue_cancel(q, where(h), h->id);   /* not on the queue named */
-	if (rc == 0) {
-		/* It left the queue: it will never run. Record the outcome. */
-		au_record_init(&rec);
-		memcpy(rec.id, h->id, AU_ID_SIZE);
-		rec.status = AU_CANCELLED;
-		rec.error = reason;
-		rec.queue = (char *)where(h);
-		rec.ttl_s = AU_DEFAULT_TTL_S;
-		rec.finished_at_ms = au_now_ms();
-		if (au_store_put(h->cl->store, &rec, 1, &applied) < 0) {
-			/* It will never run, but nothing says so: tell the caller. */
-			au_seterr(&h->err, h->cl->store->err.code,
-				  "computation '%s' was cancelled but its record was not stored: %s",
-				  h->id, h->cl->store->err.str);
+	/* It left the queue: it will never run. Record the outcome. */
+	if (rc == 0)
+		return store_cancelled(h);
+	if (q->err.code == AU_ESTATE) {
+		/* Leased: the record decides (a late result is refused), and the
+		 * worker that runs it is told to stop. */
+		if (store_cancelled(h) < 0)
 			return -1;
-		}
-		if (!applied)   /* a worker that lost its lease stored an outcome first */
-			return au_seterr(&h->err, AU_ESTATE,
-					 "computation '%s' already has an outcome", h->id);
+		if (au_queue_cancel_running(q, where(h), h->id) < 0 && q->err.code != AU_ESTATE)
+			au_log(AU_LOG_WARN, "computation '%s' is cancelled, but its worker was not told: %s",
+			       h->id, q->err.str);
 		return 0;
 	}
-	if (q->err.code == AU_ESTATE)
-		return au_seterr(&h->err, AU_ESTATE,
-				 "computation '%s' is running: it cannot be cancelled yet", h->id);
 	if (q->err.code != AU_ENOTFOUND) {
 		h->err = q->err;
 		return -1;

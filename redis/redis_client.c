@@ -50,8 +50,20 @@ int au_redis_auth_argv(const struct au_url *url, const char *argv[3])
 	return argc;
 }
 
+/* A server with a password answers NOAUTH to anything before AUTH. */
+static int noauth(const char *msg, size_t len)
+{
+	return msg && len >= 6 && !strncmp(msg, "NOAUTH", 6);
+}
+
+#define NOAUTH_WHY "the server requires a password (NOAUTH)"
+
 const char *au_redis_why(char *buf, size_t len, const char *msg)
 {
+	if (msg && noauth(msg, strlen(msg))) {
+		snprintf(buf, len, "%s", NOAUTH_WHY);
+		return buf;
+	}
 	snprintf(buf, len, "%s", msg && *msg ? msg : "connection error");
 	/* "Connection refused", but "ERR ..." and "WRONGPASS ..." stay */
 	if (!isupper((unsigned char)buf[1]))
@@ -78,6 +90,8 @@ int au_redis_conn_error(struct au_err *err, const struct au_url *url,
 int au_redis_reply_error(struct au_err *err, const struct au_url *url,
 			 const struct redisReply *r, const char *what)
 {
+	if (r && r->type == REDIS_REPLY_ERROR && noauth(r->str, r->len))
+		return au_seterr(err, AU_ECONN, "unable to use '%s': " NOAUTH_WHY, url->text);
 	if (r && r->type == REDIS_REPLY_ERROR)
 		return au_seterr(err, AU_EPROTO, "redis '%s' replied: %.*s", url->text, (int)r->len,
 				 r->str);
@@ -108,7 +122,9 @@ static int setup_command(redisContext *c, const struct au_url *url, int argc, co
 
 	if (!r)
 		return au_redis_conn_error(err, url, c, "lost connection to");
-	if (r->type == REDIS_REPLY_ERROR)
+	if (r->type == REDIS_REPLY_ERROR && noauth(r->str, r->len))
+		rc = au_seterr(err, AU_ECONN, "unable to use '%s': " NOAUTH_WHY, url->text);
+	else if (r->type == REDIS_REPLY_ERROR)
 		rc = au_seterr(err, AU_ECONN, "unable to use '%s': %.*s", url->text, (int)r->len,
 			       r->str);
 	freeReplyObject(r);
@@ -150,10 +166,62 @@ struct redisContext *au_redis_connect(const struct au_url *url, int db, struct a
 		if (setup_command(c, url, 2, argv, err) < 0)
 			goto fail;
 	}
+	/* Neither: a PING tells now whether the server wants a password. (Not
+	 * knowing, the first big command would make Redis 7 close the
+	 * connection of a client not logged in, and that is all it would
+	 * say.) */
+	if (!argc && db <= 0 && setup_command(c, url, 1, (const char *[]){ "PING" }, err) < 0)
+		goto fail;
 	return c;
 fail:
 	redisFree(c);
 	return NULL;
+}
+
+/* The value of one setting (CONFIG GET), malloc'ed; NULL when it cannot be
+ * read (*lost set when the connection broke, else CONFIG is refused). */
+static char *config_get(redisContext *c, const char *name, int *lost, char *why, size_t len)
+{
+	redisReply *r = redisCommand(c, "CONFIG GET %s", name);
+	char *v = NULL;
+
+	*lost = !r;
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[1]->type == REDIS_REPLY_STRING)
+		v = au_strndup(r->element[1]->str, r->element[1]->len);
+	else if (r)
+		snprintf(why, len, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "no such setting");
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+int au_redis_check_persistence(struct redisContext *c, const struct au_url *url, const char *what,
+			       struct au_err *err)
+{
+	char why[128] = "out of memory", *aof, *save = NULL;
+	int lost, rc = 0;
+
+	if (!(aof = config_get(c, "appendonly", &lost, why, sizeof(why))) && lost)
+		return au_redis_conn_error(err, url, c, "lost connection to");
+	if (aof && !(save = config_get(c, "save", &lost, why, sizeof(why))) && lost) {
+		free(aof);
+		return au_redis_conn_error(err, url, c, "lost connection to");
+	}
+	if (!aof || !save) {
+		/* CONFIG may be renamed or refused (managed services): not
+		 * knowing is no reason to stop */
+		au_log(AU_LOG_INFO, "cannot check whether redis at '%s' keeps its data (%s)",
+		       url->text, why);
+	} else if (!strcmp(aof, "no") && !*save) {
+		au_log(AU_LOG_WARN, "redis at '%s' keeps nothing across a restart (appendonly no, "
+		       "save \"\"): a restart or crash of it loses %s; set appendonly yes",
+		       url->text, what);
+		rc = 1;
+	}
+	free(aof);
+	free(save);
+	return rc;
 }
 
 /* "<c><n>\r\n", n in decimal */

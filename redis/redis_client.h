@@ -55,6 +55,10 @@ int au_redis_auth_argv(const struct au_url *url, const char *argv[3]);
  *   AU_ECONN   "unable to use '<url>': <what Redis answered AUTH or
  *              SELECT>", e.g. "WRONGPASS invalid username-password pair
  *              or user is disabled.", "ERR DB index is out of range"
+ *   AU_ECONN   "unable to use '<url>': the server requires a password
+ *              (NOAUTH)" when url has none and the server wants one (a
+ *              connection with neither AUTH nor SELECT sends a PING to
+ *              find out)
  *   AU_ECONN   "lost connection to '<url>': ..." during AUTH or SELECT
  *   AU_ENOMEM  "out of memory"
  */
@@ -74,8 +78,9 @@ int au_redis_conn_error(struct au_err *err, const struct au_url *url,
 /*
  * Sets err from a reply that is not the one expected (r may be NULL) and
  * returns -1: an error reply is AU_EPROTO "redis '<url>' replied: <the
- * error>", any other AU_EPROTO "unexpected reply from '<url>' to <what>"
- * (what names the command or operation).
+ * error>" (NOAUTH is AU_ECONN "unable to use '<url>': the server requires
+ * a password (NOAUTH)"), any other AU_EPROTO "unexpected reply from
+ * '<url>' to <what>" (what names the command or operation).
  */
 int au_redis_reply_error(struct au_err *err, const struct au_url *url,
 			 const struct redisReply *r, const char *what);
@@ -90,10 +95,23 @@ int au_redis_command(struct redisContext *c, const struct au_url *url, int argc,
 		     const char **argv, struct au_err *err);
 
 /*
+ * Asks the server behind c whether it keeps its data across a restart
+ * (CONFIG GET appendonly, save) and logs a warning (AU_LOG_WARN) saying
+ * what is at risk when it keeps nothing: "redis at '<url>' keeps nothing
+ * across a restart (appendonly no, save \"\"): a restart or crash of it
+ * loses <what>; set appendonly yes". Returns 1 when it warned, 0 when the
+ * server keeps its data or cannot be asked (CONFIG refused or renamed:
+ * logged at info level), -1 with err set when the connection broke.
+ */
+int au_redis_check_persistence(struct redisContext *c, const struct au_url *url, const char *what,
+			       struct au_err *err);
+
+/*
  * A message of hiredis (which start with a capital: "Connection refused")
  * in au's style into buf: first letter lowercase unless it starts a word
  * in capitals (a reply of the server: "ERR ...", "WRONGPASS ..."),
- * "connection error" when empty. Returns buf.
+ * "connection error" when empty, "the server requires a password
+ * (NOAUTH)" for a NOAUTH reply. Returns buf.
  */
 const char *au_redis_why(char *buf, size_t len, const char *msg);
 

@@ -79,7 +79,9 @@ static inline int au_store_has(const struct au_store *s, unsigned want)
 
 static inline int au_store_bad_id(struct au_store *s, const char *id)
 {
-	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", id ? id : "(null)");
+	char shown[AU_ID_SHOWN_SIZE];
+
+	return au_seterr(&s->err, AU_EINVAL, "invalid computation id '%s'", au_id_shown(shown, id));
 }
 
 static inline int au_store_put(struct au_store *s, const struct au_record *recs, size_t n,

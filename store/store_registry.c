@@ -34,6 +34,11 @@ struct au_store *au_store_open(const char *url)
 
 	if (!s)
 		return NULL;
+	if (!url || !*url) {
+		au_seterr(&s->err, AU_EINVAL, "the store url is empty (AU_STORE or --store-url set to "
+			  "nothing?): unset it for the default '%s'", AU_DEFAULT_STORE_URL);
+		return s;
+	}
 	if (au_url_parse(url, &s->url, &s->err) < 0) {
 		if (s->err.code == AU_ENOMEM) {
 			free(s);

@@ -97,7 +97,8 @@ static void task_sleep(struct au_task_ctx *ctx, const struct au_computation *c, 
 	evtimer_add(s->ev, &tv);
 }
 
-/* au.fail {"message": "...", "retryable": bool}: fails on purpose. */
+/* au.fail {"message": "...", "retryable": bool, "outage": bool}: fails on
+ * purpose; "outage" as a task does when a server it needs is away. */
 static void task_fail(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
 {
 	struct json_t *j = NULL;
@@ -108,7 +109,9 @@ static void task_fail(struct au_task_ctx *ctx, const struct au_computation *c, v
 	if (c->args_len && au_msgpack_to_jansson(c->args, c->args_len, &j, NULL) == 0) {
 		if (json_is_string(json_object_get(j, "message")))
 			msg = json_string_value(json_object_get(j, "message"));
-		retryable = json_is_true(json_object_get(j, "retryable"));
+		retryable = json_is_true(json_object_get(j, "retryable")) ? AU_FAIL_RETRY : AU_FAIL_FOR_GOOD;
+		if (json_is_true(json_object_get(j, "outage")))
+			retryable = AU_FAIL_OUTAGE;
 	}
 	au_task_fail(ctx, retryable, "%s", msg);
 	json_decref(j);

@@ -380,21 +380,41 @@ struct pending {
 	struct au_clickhouse *ch;
 	const char *task;
 	size_t rows;
+	int fail_on_timeout;   /* the computation's on_timeout is "fail" */
 };
+
+/* How a task fails with ClickHouse's error: an outage costs the
+ * computation no attempt (au_ch_fault). The server's own timeout (159,
+ * from max_execution_time, which is the computation's timeout) follows
+ * the computation's on_timeout, as the worker's timer does. */
+static int fail_kind(const struct au_clickhouse *ch, const struct au_ch_response *r,
+		     int fail_on_timeout)
+{
+	if (r->ch_code == 159 && fail_on_timeout)
+		return AU_FAIL_FOR_GOOD;
+	switch (au_ch_fault(ch, r)) {
+	case AU_CH_OUTAGE:
+		return AU_FAIL_OUTAGE;
+	case AU_CH_RETRY:
+		return AU_FAIL_RETRY;
+	default:
+		return AU_FAIL_FOR_GOOD;
+	}
+}
 
 /* The result of answer resp (NULL for none), or the error: one that
  * ClickHouse raised after the first rows is retried as it would be before
  * them. */
 static void finish(struct au_task_ctx *ctx, struct au_clickhouse *ch, const char *task,
-		   struct au_ch_response *resp, size_t rows)
+		   struct au_ch_response *resp, size_t rows, int fail_on_timeout)
 {
 	struct au_ch_response none = { .http_status = 200 };
 	struct au_ch_response *r = resp ? resp : &none;
 	struct au_buf out = AU_BUF_INIT;
 
 	if (task_result(ch, task, (const char *)r->body.data, r->body.len, rows, &out, r) < 0)
-		au_task_fail(ctx, r->err.code == AU_ECLICKHOUSE && au_ch_retryable(r), "%s",
-			     r->err.str);
+		au_task_fail(ctx, r->err.code == AU_ECLICKHOUSE ? fail_kind(ch, r, fail_on_timeout)
+								: AU_FAIL_FOR_GOOD, "%s", r->err.str);
 	else
 		au_task_complete(ctx, out.data, out.len);
 	au_buf_release(&out);
@@ -405,9 +425,10 @@ static void on_answer(struct au_ch_response *resp, void *arg)
 	struct pending *p = arg;
 
 	if (resp->err.code)
-		au_task_fail(p->ctx, au_ch_retryable(resp), "%s: %s", p->task, resp->err.str);
+		au_task_fail(p->ctx, fail_kind(p->ch, resp, p->fail_on_timeout), "%s: %s", p->task,
+			     resp->err.str);
 	else
-		finish(p->ctx, p->ch, p->task, resp, p->rows);
+		finish(p->ctx, p->ch, p->task, resp, p->rows, p->fail_on_timeout);
 	free(p);
 }
 
@@ -433,15 +454,15 @@ static void run_task(struct au_task_ctx *ctx, const struct au_computation *c, vo
 	size_t rows;
 
 	if (au_ch_task_request(task, c->args, c->args_len, &sql, &data, &rows, &err) < 0) {
-		au_task_fail(ctx, err.code == AU_ENOMEM, "%s", err.str);
+		au_task_fail(ctx, err.code == AU_ENOMEM ? AU_FAIL_RETRY : AU_FAIL_FOR_GOOD, "%s", err.str);
 	} else if (!strcmp(task, "ch.insert") && !rows) {
-		finish(ctx, ch, task, NULL, 0);
+		finish(ctx, ch, task, NULL, 0, c->fail_on_timeout);
 	} else if (!ch) {
-		au_task_fail(ctx, 0, "%s: no clickhouse server configured", task);
+		au_task_fail(ctx, AU_FAIL_FOR_GOOD, "%s: no clickhouse server configured", task);
 	} else if (!(p = malloc(sizeof(*p)))) {
-		au_task_fail(ctx, 1, "%s: out of memory", task);
+		au_task_fail(ctx, AU_FAIL_RETRY, "%s: out of memory", task);
 	} else {
-		*p = (struct pending){ ctx, ch, task, rows };
+		*p = (struct pending){ ctx, ch, task, rows, c->fail_on_timeout };
 		q.sql = (const char *)sql.data;
 		q.query_id = au_task_query_id(ctx);
 		if (data.len) {
@@ -450,7 +471,7 @@ static void run_task(struct au_task_ctx *ctx, const struct au_computation *c, vo
 		}
 		if (au_ch_send(ch, &q, on_answer, p) < 0) {
 			free(p);
-			au_task_fail(ctx, 1, "%s: unable to start the clickhouse request", task);
+			au_task_fail(ctx, AU_FAIL_RETRY, "%s: unable to start the clickhouse request", task);
 		} else {
 			au_task_on_cancel(ctx, on_cancel, p);
 		}

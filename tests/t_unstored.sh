@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# t_unstored.sh - a result that cannot be stored is never acked: a store
-# that is down gets the computation retried until it is back, a store that
+# t_unstored.sh - a result that cannot be stored is never acked: while the
+# store is down the worker keeps the outcome, leases nothing more, and
+# writes it once the store is back, without running it again; a store that
 # refuses the record for good sends it to the dead letter set with the
-# reason; the on_error hooks hear of the second outcome (docs/architecture.md).
+# reason, and the on_error hooks hear of that second outcome
+# (docs/architecture.md).
 # Needs AU_BIN, AU_TEST_REDIS (tests/run.sh sets them); starts a Redis of
 # its own for the store, on AU_PORT_BASE + 10.
 set -u
@@ -34,7 +36,8 @@ store_up() {
 dead_count() { "$au" queues --json | grep -o "\"queue\":\"$1\"[^}]*\"dead\":[0-9]*" | grep -o '[0-9]*$'; }
 log_has() { grep -q -- "$2" "$1"; }
 
-# --- the store is down: the completed attempt is retried, then stored
+# --- the store is down: the outcome is kept and written once it is back;
+# nothing is re-run, nothing more is leased meanwhile
 Q=$(q)
 export AU_STORE="redis://127.0.0.1:$sport"
 store_up
@@ -45,15 +48,24 @@ t_ok "store up: the first computation completes" \
 kill -KILL "$spid"; wait "$spid" 2>/dev/null; spid=
 # the client opens a store too: this one needs none
 id=$(AU_STORE=memory:// "$au" enqueue au.echo --queue "$Q" --max-attempts 8 --args '{"n":2}')
-t_ok "store down: on_error hears the attempt is retried" \
-	t_until 10 log_has "$dir/down.log" "$id .*retrying.*result not stored: .*'redis://127.0.0.1:$sport'"
-t_ok "store down: the task's own outcome was heard first" \
-	log_has "$dir/down.log" "$id .*attempt=1/8 completed"
+t_ok "store down: the task's own outcome is heard" \
+	t_until 10 log_has "$dir/down.log" "$id .*attempt=1/8 completed"
+t_ok "store down: the worker says the store is away and stops leasing" \
+	t_until 10 log_has "$dir/down.log" "the result store is unavailable, leasing paused until it is back: .*'redis://127.0.0.1:$sport'"
+id2=$(AU_STORE=memory:// "$au" enqueue au.echo --queue "$Q" --max-attempts 8 --args '{"n":3}')
+sleep 1
+t_eq "store down: what is enqueued meanwhile waits in the queue" \
+	"$(AU_STORE=memory:// "$au" status "$id2" --queue "$Q")" pending
 store_up
 out=$("$au" wait "$id" --queue "$Q" --timeout 15000 --json 2>&1)
-t_match "store back: the retried computation's result is stored" "$out" '"status":"completed"'
-t_match "store back: it took more than one attempt" "$out" '"attempts":[2-8]'
+t_match "store back: the kept result is stored" "$out" '"status":"completed"'
+t_match "store back: from its first attempt, not run again" "$out" '"attempts":1,'
 t_match "store back: with its result" "$out" '"result":\{"n":2\}'
+t_eq "store back: it ran once" "$(grep -c "$id .*attempt=" "$dir/down.log")" 1
+t_ok "store back: the worker says so and leases again" \
+	log_has "$dir/down.log" "the result store is back after [0-9.]* s, leasing again"
+out=$("$au" wait "$id2" --queue "$Q" --timeout 15000 --json 2>&1)
+t_match "store back: what waited runs, on its first attempt" "$out" '"attempts":1,.*"result":\{"n":3\}'
 t_eq "store down: nothing was dead-lettered" "$(dead_count "$Q")" 0
 stop_worker
 

@@ -94,7 +94,7 @@ static void test_sync(void)
 	msg = au_asprintf("clickhouse error 62 at '%s': Syntax error: failed at position 1", url);
 	T_OK(!strncmp(r.err.str, msg, strlen(msg)), "syntax message: %s", r.err.str);
 	T_OK(!strchr(r.err.str, '\n'), "message on one line");
-	T_EQ_INT(au_ch_retryable(&r), 0, "syntax error not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_FOR_GOOD, "syntax error: the statement's, for good");
 	free(msg);
 	au_ch_response_release(&r);
 
@@ -104,7 +104,7 @@ static void test_sync(void)
 	T_EQ_INT(r.ch_code, 60, "unknown table: code 60");
 	msg = au_asprintf("clickhouse error 60 at '%s': Table default.nope doesn't exist", url);
 	T_EQ_STR(r.err.str, msg, "unknown table message");
-	T_EQ_INT(au_ch_retryable(&r), 0, "unknown table not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_FOR_GOOD, "unknown table: for good");
 	free(msg);
 	au_ch_response_release(&r);
 
@@ -115,7 +115,7 @@ static void test_sync(void)
 	T_OK(au_ch_query_sync(ch, &q, &r) < 0, "long query stopped");
 	T_EQ_INT(r.http_status, 500, "timeout: 500");
 	T_EQ_INT(r.ch_code, 159, "timeout: code 159");
-	T_EQ_INT(au_ch_retryable(&r), 1, "server timeout retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_RETRY, "server timeout: retried, the attempt counts");
 	T_OK(au_mono_us() - t0 < 2500000, "stopped after about 1 s");
 	au_ch_response_release(&r);
 
@@ -127,7 +127,7 @@ static void test_sync(void)
 	T_EQ_INT(r.err.code, AU_ETIMEDOUT, "curl timeout: AU_ETIMEDOUT");
 	msg = au_asprintf("clickhouse request to '%s' timed out after 2001 ms", url);
 	T_EQ_STR(r.err.str, msg, "curl timeout message");
-	T_EQ_INT(au_ch_retryable(&r), 1, "curl timeout retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_RETRY, "curl timeout: retried");
 	T_OK(au_mono_us() - t0 < 2900000, "gave up before the query ended");
 	free(msg);
 	au_ch_response_release(&r);
@@ -139,7 +139,7 @@ static void test_sync(void)
 	T_EQ_INT(r.err.code, AU_ETOOBIG, "huge answer: AU_ETOOBIG");
 	msg = au_asprintf("clickhouse answer from '%s' is over 67108864 bytes", url);
 	T_EQ_STR(r.err.str, msg, "huge answer message");
-	T_EQ_INT(au_ch_retryable(&r), 0, "huge answer not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_FOR_GOOD, "huge answer: for good");
 	free(msg);
 	au_ch_response_release(&r);
 
@@ -176,7 +176,7 @@ static void test_auth(void)
 	T_OK(au_ch_query_sync(c, &q, &r) < 0, "wrong password fails");
 	T_EQ_INT(r.http_status, 401, "wrong password: 401");
 	T_EQ_INT(r.ch_code, 193, "wrong password: code 193");
-	T_EQ_INT(au_ch_retryable(&r), 0, "auth error not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_OUTAGE, "wrong password: an outage, not the computation's fault");
 	T_OK(strstr(r.err.str, "au:***@") && !strstr(r.err.str, "wrong-pw"),
 	     "password masked: %s", r.err.str);
 	au_ch_response_release(&r);
@@ -196,7 +196,7 @@ static void test_unreachable(void)
 	T_EQ_STR(r.err.str, "unable to connect to 'http://127.0.0.1:1/default': connection refused",
 		 "connection refused message");
 	T_EQ_INT(r.http_status, 0, "no http status");
-	T_EQ_INT(au_ch_retryable(&r), 1, "connection error retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_OUTAGE, "connection refused: an outage");
 	au_ch_response_release(&r);
 	au_ch_free(c);
 
@@ -343,7 +343,7 @@ static void test_query_id_and_kill(void)
 	drain();
 	T_OK(p.killed, "au_ch_kill_query succeeded");
 	T_EQ_INT(r.ch_code, 394, "killed query: code 394");
-	T_EQ_INT(au_ch_retryable(&r), 0, "cancelled query not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_FOR_GOOD, "cancelled query: for good");
 	T_OK(au_mono_us() - t0 < 3000000, "killed quickly");
 	au_ch_response_release(&r);
 
@@ -524,7 +524,7 @@ static void test_tasks(void)
 	T_OK(run_task("ch.query", "{\"sql\": \"SELECT * FROM au_nope\"}", &out, &r) < 0,
 	     "ch.query on a missing table fails");
 	T_EQ_INT(r.ch_code, 60, "code 60");
-	T_EQ_INT(au_ch_retryable(&r), 0, "not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_FOR_GOOD, "missing table: for good");
 	au_ch_response_release(&r);
 	au_buf_release(&out);
 }
@@ -657,7 +657,7 @@ static void test_errors_after_rows(void)
 	msg = au_asprintf("clickhouse error 395 at '%s': " THROWIF_MSG, url);
 	T_EQ_STR(r.err.str, msg, "au_ch_body_error: the message of an error status");
 	free(msg);
-	T_EQ_INT(au_ch_retryable(&r), 1, "retryable as with status 500");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_RETRY, "unknown code with status 500: retried");
 	au_ch_response_release(&r);
 
 	/* a parse error after the rows: not retryable, as with status 400 */
@@ -668,7 +668,7 @@ static void test_errors_after_rows(void)
 	au_clearerr(&r.err);
 	T_EQ_INT(au_ch_body_error(ch, &r, (char *)r.body.data, r.body.len), -1, "late parse error found");
 	T_EQ_INT(r.ch_code, 6, "code 6");
-	T_EQ_INT(au_ch_retryable(&r), 0, "late parse error not retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_FOR_GOOD, "late parse error: for good");
 	au_ch_response_release(&r);
 
 	/* an ordinary answer over the buffer is a result */
@@ -803,7 +803,7 @@ static void test_tagged_exception(void)
 	T_OK(strstr(r.err.str, "': Value passed to 'throwIf' function is non-zero. "
 		    "(FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)") && !strstr(r.err.str, "version"),
 	     "tagged: message %s", r.err.str);
-	T_EQ_INT(au_ch_retryable(&r), 1, "tagged: retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_RETRY, "tagged: retried as its code's status says");
 	au_ch_response_release(&r);
 
 	/* rows holding a block with another tag are rows */
@@ -815,7 +815,7 @@ static void test_tagged_exception(void)
 	fake_query(HEAD, ROWS, 0, &r);
 	T_EQ_INT(r.err.code, AU_ECONN, "cut answer: AU_ECONN");
 	T_OK(strstr(r.err.str, "connection to 'http://127.0.0.1:") != NULL, "cut: %s", r.err.str);
-	T_EQ_INT(au_ch_retryable(&r), 1, "cut answer retryable");
+	T_EQ_INT(au_ch_fault(NULL, &r), AU_CH_OUTAGE, "cut answer: an outage");
 	au_ch_response_release(&r);
 
 	/* 200 with an exception code in the headers is no success */
@@ -824,6 +824,65 @@ static void test_tagged_exception(void)
 	T_EQ_INT(r.err.code, AU_ECLICKHOUSE, "200 with a code: AU_ECLICKHOUSE");
 	T_EQ_INT(r.ch_code, 159, "200 with a code: the code");
 	T_OK(strstr(r.err.str, "clickhouse error 159 at 'http://127.0.0.1:") != NULL, "%s", r.err.str);
+	au_ch_response_release(&r);
+}
+
+/* Whose fault each error is: the one table (docs/clickhouse.md), and the
+ * server's real answers for the cases that decide whether a worker pauses
+ * or spends the computation's attempt. */
+static void test_faults(void)
+{
+	static const struct { int code; long status; enum au_ch_fault want; const char *what; } t[] = {
+		{ 117, 500, AU_CH_FOR_GOOD, "117 (incorrect data, an unknown column) with 500: for good" },
+		{ 62, 400, AU_CH_FOR_GOOD, "62 syntax: for good" },
+		{ 202, 500, AU_CH_OUTAGE, "202 too many simultaneous queries: an outage" },
+		{ 252, 500, AU_CH_OUTAGE, "252 too many parts: an outage" },
+		{ 516, 403, AU_CH_OUTAGE, "516 authentication failed: an outage" },
+		{ 241, 500, AU_CH_RETRY, "241 memory limit: retried" },
+		{ 159, 500, AU_CH_RETRY, "159 timeout: retried" },
+		{ 394, 500, AU_CH_FOR_GOOD, "394 cancelled on purpose: for good" },
+		{ 9999, 500, AU_CH_RETRY, "an unknown code with 5xx: retried" },
+		{ 9999, 400, AU_CH_FOR_GOOD, "an unknown code with 4xx: for good" },
+		{ 9999, 503, AU_CH_OUTAGE, "an unknown code with 503: an outage" },
+	};
+	struct au_ch_response r;
+	struct au_ch_query q = { .sql = "SELECT 1" };
+	struct au_clickhouse *c;
+	char *u;
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(t); i++) {
+		memset(&r, 0, sizeof(r));
+		r.http_status = t[i].status;
+		r.ch_code = t[i].code;
+		au_seterr(&r.err, AU_ECLICKHOUSE, "clickhouse error %d at 'x': y", t[i].code);
+		T_OK(au_ch_fault(ch, &r) == t[i].want, "fault: %s", t[i].what);
+	}
+	/* the URL's own database missing: the worker's setup, not the statement */
+	u = au_asprintf("%.*s/au_no_such_db", (int)(strrchr(url, '/') - url), url);
+	c = au_ch_new(u, NULL);
+	T_OK(au_ch_query_sync(c, &q, &r) < 0 && r.ch_code == 81, "url with a missing database: code 81 (%s)",
+	     r.err.str);
+	T_EQ_INT(au_ch_fault(c, &r), AU_CH_OUTAGE, "fault: the url's database missing is an outage");
+	au_ch_response_release(&r);
+	au_ch_free(c);
+	free(u);
+	/* a database the statement names: its own error */
+	q.sql = "SELECT * FROM au_no_such_db.t";
+	T_OK(au_ch_query_sync(ch, &q, &r) < 0 && r.ch_code == 81, "statement naming a missing database: code 81");
+	T_EQ_INT(au_ch_fault(ch, &r), AU_CH_FOR_GOOD, "fault: a database the statement names is its own");
+	au_ch_response_release(&r);
+	/* an unknown column in JSONEachRow rows (the 117 that was retried) */
+	q.sql = "CREATE TABLE IF NOT EXISTS au_fault_t (a UInt8) ENGINE = Memory";
+	T_OK(au_ch_query_sync(ch, &q, &r) == 0, "create au_fault_t");
+	au_ch_response_release(&r);
+	q.sql = "INSERT INTO au_fault_t FORMAT JSONEachRow {\"nope\": 1}";
+	T_OK(au_ch_query_sync(ch, &q, &r) < 0, "insert of an unknown column fails: %s", r.err.str);
+	T_OK(au_ch_fault(ch, &r) == AU_CH_FOR_GOOD, "fault: an unknown column is the statement's (code %d)",
+	     r.ch_code);
+	au_ch_response_release(&r);
+	q.sql = "DROP TABLE IF EXISTS au_fault_t";
+	au_ch_query_sync(ch, &q, &r);
 	au_ch_response_release(&r);
 }
 
@@ -857,6 +916,7 @@ int main(void)
 	test_errors_after_rows();
 	test_exception_texts();
 	test_tagged_exception();
+	test_faults();
 	test_version();
 
 	au_ch_free(ch);

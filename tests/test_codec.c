@@ -113,6 +113,7 @@ static void test_computation_roundtrip(void)
 		T_EQ_STR(out.headers[1].value, "", "empty header value");
 	}
 	T_EQ_INT(out.attempts, 0, "attempts are not on the wire");
+	T_EQ_INT(out.fail_on_timeout, 0, "on_timeout left out reads as retry");
 
 	/* encoding what was decoded gives the same bytes */
 	{
@@ -124,6 +125,33 @@ static void test_computation_roundtrip(void)
 	}
 	au_computation_release(&out);
 	T_OK(out.task == NULL && out.args == NULL && out.headers == NULL, "release clears the struct");
+
+	/* on_timeout: "fail" travels, anything else is refused */
+	in.fail_on_timeout = 1;
+	au_buf_reset(&b);
+	T_OK(au_computation_encode(&in, &b, &err) == 0 &&
+	     au_computation_decode(b.data, b.len, &out, &err) == 0 && out.fail_on_timeout == 1,
+	     "on_timeout \"fail\" round-trips");
+	au_computation_release(&out);
+	in.fail_on_timeout = 0;
+	{
+		unsigned char *m;
+		size_t n;
+		int rc;
+
+		au_json_to_msgpack("{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"task\":\"t\","
+				   "\"on_timeout\":\"sometimes\"}", &m, &n, NULL);
+		rc = au_computation_decode(m, n, &out, &err);
+		T_OK(rc < 0 && !strcmp(err.str, "malformed computation: 'on_timeout' must be \"retry\" or \"fail\""),
+		     "on_timeout of another value is refused: %s", err.str);
+		free(m);
+		au_json_to_msgpack("{\"v\":1,\"id\":\"0123456789abcdef0123456789abcdef\",\"task\":\"t\","
+				   "\"on_timeout\":\"retry\"}", &m, &n, NULL);
+		T_OK(au_computation_decode(m, n, &out, &err) == 0 && out.fail_on_timeout == 0,
+		     "on_timeout \"retry\" reads as the default");
+		au_computation_release(&out);
+		free(m);
+	}
 
 	/* no args, no queue, no headers: args read as nil, queue as default */
 	in.args = NULL;

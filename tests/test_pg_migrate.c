@@ -800,6 +800,91 @@ static void test_watchers(void)
 	drop_db(url);
 }
 
+/*
+ * Rows a buggy plain-SQL producer could write: the lease dead-letters the
+ * ones it cannot count an attempt of, with the reason, and leases the good
+ * one behind them in the same call (max 1: the bad rows take no place);
+ * a leased row with no deadline is rescued; run_at at either infinity
+ * makes no statement fail; peek, stats and cancel read every row.
+ */
+/* The state of id, or minus the error code. */
+static int peek(struct au_queue *q, const char *queue, const char *id, struct au_queued *info)
+{
+	memset(info, 0, sizeof(*info));
+	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+}
+
+static void test_bad_rows(void)
+{
+	char *url = fresh_db(), *lit, *cmd, *v;
+	struct au_computation c, w;
+	struct au_queue *q = au_queue_open(url);
+	struct au_queue_stats st;
+	struct au_queued info;
+	struct au_lease l[2];
+	size_t n = 0, requeued, buried;
+	PGconn *pc = connect_to(url);
+
+	if (!T_OK(q && !q->err.code, "bad rows: open"))
+		goto out;
+	lit = job_literal(&c, "r");
+	cmd = au_asprintf("INSERT INTO au_jobs (id, queue, attempts, max_attempts, run_at, body) VALUES"
+			  " ('11111111111111111111111111111111', 'r', 2147483647, 3, now() - interval '2 s', %s),"
+			  " ('22222222222222222222222222222222', 'r', -1, 3, now() - interval '1 s', %s),"
+			  " ('%s', 'r', 0, 2, now(), %s)", lit, lit, c.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	T_OK(au_queue_lease(q, "r", 1, 30000, 0, l, &n) == 0 && n == 1 && !strcmp(l[0].ref.id, c.id),
+	     "bad rows: one lease of 1 passes both bad rows and leases the good one (%s)",
+	     q->err.str);
+	if (n)
+		au_lease_release(&l[0]);
+	v = sql(pc, "SELECT state || ' ' || error FROM au_jobs WHERE id = '11111111111111111111111111111111'");
+	T_EQ_STR(v, "2 malformed computation: attempts 2147483647 out of range",
+		 "bad rows: attempts 2147483647 dead-lettered, with the reason");
+	free(v);
+	v = sql(pc, "SELECT state || ' ' || error FROM au_jobs WHERE id = '22222222222222222222222222222222'");
+	T_EQ_STR(v, "2 malformed computation: attempts -1 out of range", "bad rows: so is -1");
+	free(v);
+	T_OK(au_queue_peek(q, "r", "22222222222222222222222222222222", &info) == 0 &&
+	     info.state == AU_QUEUED_DEAD && info.attempts == 0,
+	     "bad rows: peek reads it (dead, attempts shown as 0)");
+	T_OK(au_queue_stats(q, "r", &st) == 0 && st.dead == 2, "bad rows: stats count the two dead");
+
+	/* leased by hand, with neither deadline nor token: rescued */
+	lit = (free(lit), job_literal(&w, "r"));
+	cmd = au_asprintf("INSERT INTO au_jobs (id, queue, state, attempts, max_attempts, body)"
+			  " VALUES ('%s', 'r', 1, 1, 3, %s)", w.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	T_OK(au_queue_rescue(q, "r", 10, &requeued, &buried) == 0 && requeued == 1,
+	     "bad rows: a leased row without a deadline is rescued (%s)", q->err.str);
+	EQ(peek(q, "r", w.id, &info), AU_QUEUED_READY, "bad rows: it is ready again");
+	T_OK(au_queue_cancel(q, "r", w.id) == 0, "bad rows: and cancels");
+
+	/* run_at at the infinities: due at once, and never */
+	cmd = au_asprintf("UPDATE au_jobs SET state = 0, run_at = 'infinity' WHERE id = '%s';"
+			  " INSERT INTO au_jobs (id, queue, run_at, body) VALUES ('%s', 'r', '-infinity', %s)",
+			  c.id, w.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	T_OK(au_queue_lease(q, "r", 2, 30000, 0, l, &n) == 0 && n == 1 && !strcmp(l[0].ref.id, w.id),
+	     "bad rows: run_at -infinity is due (%s)", q->err.str);
+	if (n)
+		au_lease_release(&l[0]);
+	T_OK(au_queue_lease(q, "r", 2, 30000, 100, l, &n) == 0 && n == 0,
+	     "bad rows: a blocking lease with run_at infinity waiting fails not (%s)", q->err.str);
+	EQ(peek(q, "r", c.id, &info), AU_QUEUED_SCHEDULED, "bad rows: infinity is scheduled");
+	T_OK(au_queue_cancel(q, "r", c.id) == 0, "bad rows: and cancels");
+	free(lit);
+	au_computation_release(&c);
+	au_computation_release(&w);
+out:
+	PQfinish(pc);
+	au_queue_close(q);
+	drop_db(url);
+}
+
 int main(void)
 {
 	struct au_err err;
@@ -822,6 +907,7 @@ int main(void)
 	test_reconnect();
 	test_ack_store_where();
 	test_watchers();
+	test_bad_rows();
 	PQfinish(admin);
 	au_url_release(&server);
 	return t_done();

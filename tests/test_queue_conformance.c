@@ -579,6 +579,63 @@ static void test_watch_pause(struct au_queue *q)
 	event_base_free(base);
 }
 
+/* Cancels of running computations: every watch of the queue hears the id,
+ * one of another queue does not (backends without the ops: the record the
+ * canceller stores decides alone). */
+static char heard[AU_ID_SIZE];
+static struct t_waker *heard_by;
+
+static void on_cancel_heard(void *arg, const char *id)
+{
+	memcpy(heard, id, AU_ID_SIZE);
+	heard_by = arg;
+	((struct t_waker *)arg)->calls++;
+}
+
+static void test_cancel_running(struct au_queue *q)
+{
+	struct event_base *base = event_base_new();
+	struct t_waker a = { base, 0, 0, 0 }, b = { base, 0, 0, 0 };
+	struct au_queue *other, *elsewhere;
+	char name[64], id[AU_ID_SIZE];
+
+	t_queue_name(name, "conf", "cancels");
+	if (!q->ops->cancel_running) {
+		T_OK(au_queue_cancel_running(q, name, "0123456789abcdef0123456789abcdef") < 0 &&
+		     q->err.code == AU_ESTATE, "cancel_running: not implemented, said so");
+		event_base_free(base);
+		return;
+	}
+	other = t_open_queue(url);
+	elsewhere = t_open_queue(url);
+	T_OK(au_queue_watch_cancels(q, name, base, on_cancel_heard, &a) == 0,
+	     "watch_cancels (%s)", q->err.str);
+	T_OK(au_queue_watch_cancels(q, name, base, on_cancel_heard, &a) < 0 && q->err.code == AU_ESTATE,
+	     "watch_cancels: one per handle");
+	T_OK(au_queue_watch_cancels(elsewhere, "conf-cancels-other", base, on_cancel_heard, &b) == 0,
+	     "watch_cancels of another queue");
+	/* the wake watch too, as a worker has both (PostgreSQL hears cancels on it) */
+	au_queue_watch(q, name, base, t_on_wake, &b);
+	t_run_until(&a, &a.calls, 1, 500);   /* subscriptions settle */
+	a.calls = b.calls = 0;
+	au_id_new(id);
+	T_OK(au_queue_cancel_running(other, name, id) == 0, "cancel_running (%s)", other->err.str);
+	T_OK(t_run_until(&a, &a.calls, 1, 5000), "cancel_running: the watch hears it");
+	T_OK(!strcmp(heard, id) && heard_by == &a, "cancel_running: with the id");
+	T_OK(au_queue_cancel_running(other, name, "nope") < 0 && other->err.code == AU_EINVAL,
+	     "cancel_running: an invalid id is refused");
+	au_queue_unwatch_cancels(q);
+	a.calls = 0;
+	au_queue_cancel_running(other, name, id);
+	t_run_until(&a, &a.calls, 1, 300);
+	EQ(a.calls, 0, "cancel_running: unwatched, nothing is heard");
+	au_queue_unwatch(q);
+	au_queue_unwatch_cancels(q);
+	au_queue_close(other);
+	au_queue_close(elsewhere);
+	event_base_free(base);
+}
+
 /* The fields of a record as a store keeps them (expiry within 2 s). */
 static int same_record(const struct au_record *a, const struct au_record *b)
 {
@@ -1169,6 +1226,53 @@ static void test_locate(struct au_queue *q)
 	au_computation_release(&c);
 }
 
+/*
+ * Out-of-range input never reaches a backend as it is, and never fails an
+ * operation: a run_at or retry delay beyond what a backend can store stays
+ * scheduled (it is not taken for "now"), and an absurdly long id is cut
+ * in the message that refuses it.
+ */
+static void test_out_of_range(struct au_queue *q)
+{
+	struct au_computation c, d;
+	struct au_queued info;
+	struct au_lease l[2];
+	uint64_t forever = UINT64_MAX;
+	const char *why = "again";
+	char name[64], want[200], *longid = malloc(100001);
+	size_t n;
+
+	t_queue_name(name, "conf", "range");
+	t_computation(&c, name, 1);
+	c.run_at_ms = UINT64_MAX;
+	T_OK(t_push1(q, &c) == 0, "range: a push with run_at UINT64_MAX (%s)", q->err.str);
+	EQ(peek(q, name, c.id, &info), AU_QUEUED_SCHEDULED, "range: it is scheduled, not ready");
+	EQ(t_lease(q, name, 2, LONG_LEASE, 0, l), 0, "range: and not leased");
+	t_computation(&d, name, 2);
+	t_push1(q, &d);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &forever, &why, NULL) == 0,
+	     "range: a retry with a delay of UINT64_MAX (%s)", q->err.str);
+	t_leases_release(l, n);
+	EQ(peek(q, name, d.id, &info), AU_QUEUED_SCHEDULED, "range: it waits, not ready at once");
+	EQ(t_stats(q, name).scheduled, 2, "range: both counted as scheduled");
+
+	memset(longid, 'a', 100000);
+	longid[100000] = '\0';
+	snprintf(want, sizeof(want), "invalid computation id '%.64s\xe2\x80\xa6'", longid);
+	T_OK(au_queue_peek(q, name, longid, &info) < 0 && q->err.code == AU_EINVAL,
+	     "range: peek of a 100 KB id is refused");
+	T_EQ_STR(q->err.str, want, "range: the id cut after 64 bytes in the message");
+	T_OK(au_queue_cancel(q, name, longid) < 0, "range: so is cancel");
+	T_EQ_STR(q->err.str, want, "range: with the same message");
+	longid[3] = '\n';
+	au_queue_peek(q, name, longid, &info);
+	T_OK(!strchr(q->err.str, '\n'), "range: a control byte of the id is not echoed");
+	free(longid);
+	au_computation_release(&c);
+	au_computation_release(&d);
+}
+
 static void run_suite(const char *u)
 {
 	struct au_queue *q;
@@ -1191,6 +1295,7 @@ static void run_suite(const char *u)
 	test_stats_queues(q);
 	test_watch(q);
 	test_watch_pause(q);
+	test_cancel_running(q);
 	test_ack_store(q);
 	test_concurrent(q);
 	test_dead_letters(q);
@@ -1199,6 +1304,7 @@ static void run_suite(const char *u)
 	test_empty(q);
 	test_drop(q);
 	test_locate(q);
+	test_out_of_range(q);
 	au_queue_close(q);
 }
 

@@ -8,6 +8,7 @@
  *
  *   test_redis
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,6 +64,7 @@ static void test_redis_garbage(struct au_queue *q, redisContext *c)
 {
 	struct au_computation good, d;
 	struct au_lease l[4];
+	struct au_queued info;
 	struct au_err err;
 	char name[64], bad[AU_ID_SIZE], ghost[AU_ID_SIZE];
 	size_t n, i;
@@ -85,10 +87,15 @@ static void test_redis_garbage(struct au_queue *q, redisContext *c)
 		}
 		got_good |= !strcmp(l[i].ref.id, good.id);
 	}
-	EQ(n, 2, "the ghost id is dropped, the rest leased");
+	EQ(n, 2, "the ghost id is not leased, the rest are");
 	T_OK(got_bad, "the garbage body is leased as is (the worker dead-letters it)");
 	T_OK(got_good, "the good one is leased");
 	EQ(t_stats(q, name).ready, 0, "the ghost is gone from ready");
+	EQ(t_stats(q, name).dead, 1, "the ghost is dead-lettered, and counted");
+	T_OK(au_queue_peek(q, name, ghost, &info) == 0 && info.state == AU_QUEUED_DEAD,
+	     "peek: the ghost is dead");
+	T_EQ_STR(info.error, "malformed ready entry: no body for it in the queue's body hash",
+		 "peek: with the reason");
 	t_leases_release(l, n);
 	au_computation_release(&good);
 }
@@ -476,6 +483,151 @@ static void test_redis_wake_bound(struct au_queue *q, redisContext *c)
 	t_computations_release(cs, 100);
 }
 
+/* Runs a command; 1 if its reply has the type. */
+static int raw_reply(redisContext *c, int type, const char *fmt, ...)
+{
+	redisReply *r;
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	rc = r && r->type == type;
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
+/* The state of id, or minus the error code. */
+static int peek(struct au_queue *q, const char *queue, const char *id, struct au_queued *info)
+{
+	memset(info, 0, sizeof(*info));
+	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+}
+
+/* The ready entries of queue name, in order, joined by '|', into out. */
+static void ready_entries(redisContext *c, const char *name, int prio, char *out, size_t len)
+{
+	redisReply *r = redisCommand(c, "LRANGE au:{%s}:ready:%d 0 -1", name, prio);
+	size_t i;
+
+	*out = '\0';
+	for (i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+		snprintf(out + strlen(out), len - strlen(out), "%s%s", i ? "|" : "",
+			 r->element[i]->str);
+	if (r)
+		freeReplyObject(r);
+}
+
+/*
+ * Everything a plain-Redis producer could write wrong: entries that are no
+ * id, counts that are no count, a seq counter that is no counter, an order
+ * with a priority out of range, an attempts field out of range, a key of
+ * another type where a ready list belongs. No operation fails, the good
+ * computations are leased in the same call, the bad entries that have an
+ * id are dead-lettered with the reason, and each lease call costs no more
+ * script calls than before.
+ */
+static void test_redis_poison(struct au_queue *q, redisContext *c)
+{
+	struct au_computation cs[6];
+	struct au_lease l[16];
+	struct au_queued info;
+	struct au_queue_stats st;
+	uint64_t delay = 60000;
+	const char *why = "later";
+	char name[64], ids[6][AU_ID_SIZE], upper[] = "ABCDEF0123456789ABCDEF0123456789";
+	char entries[512], want[512];
+	size_t n, i;
+	long long evals;
+
+	t_queue_name(name, "redis", "poison");
+	for (i = 0; i < 6; i++)
+		au_id_new(ids[i]);
+	for (i = 0; i < 6; i++)
+		t_computation(&cs[i], name, (int)i);
+	/* ids[0]: a count that is no number; ids[1]: a count of 10 digits;
+	 * upper: no id, with a body; "not an id" and "x": nothing to file */
+	T_OK(raw(c, "RPUSH au:{%s}:ready:0 %s%s %s%s %s %s %s", name, ids[0], " x", ids[1],
+		 " 9999999999", upper, "not", "x") == 0 &&
+	     raw(c, "HSET au:{%s}:body %s xx", name, upper) == 0 &&
+	     raw(c, "ZADD au:{%s}:prios 0 0", name) == 0, "poison: bad entries by hand");
+	T_OK(au_queue_push(q, cs, 2) == 0, "poison: two good ones behind them (%s)", q->err.str);
+	evals = cmd_calls(c, "evalsha");
+	n = t_lease(q, name, 16, LONG_LEASE, 0, l);
+	T_OK(n == 2 && !strcmp(l[0].ref.id, cs[0].id) && !strcmp(l[1].ref.id, cs[1].id),
+	     "poison: one lease call leases the good ones behind the bad (%zu)", n);
+	EQ(cmd_calls(c, "evalsha") - evals, 2,
+	   "poison: the lease script, then one bury of what it leased that is no id");
+	t_leases_release(l, n);
+	st = t_stats(q, name);
+	T_OK(st.ready == 0 && st.dead == 3, "poison: nothing left ready, three dead (%llu, %llu)",
+	     (unsigned long long)st.ready, (unsigned long long)st.dead);
+	T_OK(au_queue_peek(q, name, ids[0], &info) == 0 && info.state == AU_QUEUED_DEAD,
+	     "poison: a count that is no number: dead");
+	snprintf(want, sizeof(want), "malformed ready entry '%s x': attempts not a number", ids[0]);
+	T_EQ_STR(info.error, want, "poison: with the reason");
+	T_OK(au_queue_peek(q, name, ids[1], &info) == 0 && info.state == AU_QUEUED_DEAD,
+	     "poison: a count too long: dead");
+	snprintf(want, sizeof(want), "malformed ready entry '%s 9999999999': attempts out of range",
+		 ids[1]);
+	T_EQ_STR(info.error, want, "poison: with the reason");
+	T_OK(raw_reply(c, REDIS_REPLY_STRING, "ZSCORE au:{%s}:dead %s", name, upper),
+	     "poison: the id in capitals is filed under itself");
+
+	/* the good path is one script call: as before */
+	t_push1(q, &cs[2]);
+	evals = cmd_calls(c, "evalsha");
+	n = t_lease(q, name, 16, LONG_LEASE, 0, l);
+	T_OK(n == 1 && cmd_calls(c, "evalsha") - evals == 1, "poison: a good lease is one script call");
+	t_leases_release(l, n);
+
+	/* hand-written fields the scripts read: none makes them fail */
+	T_OK(raw(c, "SET au:{%s}:seq nonsense", name) == 0 &&
+	     raw(c, "HSET au:{%s}:att %s 1e300", name, cs[3].id) == 0, "poison: seq and att by hand");
+	cs[3].run_at_ms = au_now_ms() + 600000;
+	T_OK(t_push1(q, &cs[3]) == 0, "poison: a delayed push with a broken seq (%s)", q->err.str);
+	EQ(peek(q, name, cs[3].id, &info), AU_QUEUED_SCHEDULED, "poison: it is scheduled");
+	EQ(info.attempts, 0, "poison: an attempts field out of range reads as none");
+	T_OK(au_queue_cancel(q, name, cs[3].id) == 0, "poison: and cancels (%s)", q->err.str);
+	t_push1(q, &cs[4]);
+	n = t_lease(q, name, 16, LONG_LEASE, 0, l);
+	raw(c, "SET au:{%s}:seq 9223372036854775807", name);
+	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &delay, &why, NULL) == 0,
+	     "poison: a retry with a delay, seq at its end (%s)", q->err.str);
+	t_leases_release(l, n);
+	EQ(peek(q, name, cs[4].id, &info), AU_QUEUED_SCHEDULED, "poison: it waits its delay");
+
+	/* a due scheduled id whose order names a priority out of range: it
+	 * joins priority 0, not a list of its own */
+	T_OK(raw(c, "ZADD au:{%s}:sched 1 %s", name, ids[2]) == 0 &&
+	     raw(c, "HSET au:{%s}:order %s %s", name, ids[2], "99999999999999999999 5") == 0 &&
+	     raw(c, "HSET au:{%s}:att %s %s", name, ids[2], "-3") == 0 &&
+	     raw(c, "HSET au:{%s}:body %s xx", name, ids[2]) == 0, "poison: a scheduled one by hand");
+	n = t_lease(q, name, 16, LONG_LEASE, 0, l);
+	T_OK(n == 1 && !strcmp(l[0].ref.id, ids[2]) && l[0].attempts == 1,
+	     "poison: it is leased at priority 0, attempts read as none (%zu)", n);
+	t_leases_release(l, n);
+
+	/* a key of another type where a ready list belongs */
+	T_OK(raw(c, "SET au:{%s}:ready:7 x", name) == 0 && raw(c, "ZADD au:{%s}:prios -7 7", name) == 0,
+	     "poison: a string as ready list 7");
+	t_push1(q, &cs[5]);
+	n = t_lease(q, name, 16, LONG_LEASE, 0, l);
+	T_OK(n == 1 && !strcmp(l[0].ref.id, cs[5].id), "poison: the lease passes it by (%s)",
+	     n ? "" : q->err.str);
+	t_leases_release(l, n);
+	/* a score of +inf in sched: a blocking lease waits, and fails not */
+	T_OK(au_queue_cancel(q, name, cs[4].id) == 0, "poison: the retried one cancelled");
+	T_OK(raw(c, "ZADD au:{%s}:sched +inf %s", name, ids[3]) == 0, "poison: run_at +inf by hand");
+	n = t_lease(q, name, 16, LONG_LEASE, 50, l);
+	T_OK(n == 0 && !q->err.code, "poison: a blocking lease with +inf scheduled (%s)", q->err.str);
+	ready_entries(c, name, 0, entries, sizeof(entries));
+	T_EQ_STR(entries, "", "poison: nothing left on the ready list");
+	t_computations_release(cs, 6);
+}
+
 static void test_redis(struct au_queue *q)
 {
 	redisContext *c = raw_connect(&q->url);
@@ -483,6 +635,7 @@ static void test_redis(struct au_queue *q)
 	if (!c)
 		return;
 	test_redis_garbage(q, c);
+	test_redis_poison(q, c);
 	test_redis_by_hand(q, c);
 	test_redis_clean(q, c);
 	test_redis_push_again(q);
@@ -750,6 +903,144 @@ static void test_same_behaviour(redisContext *c)
 	event_base_free(w.base);
 }
 
+/* ---- stderr, read back: what au_log said ---- */
+
+static int saved_stderr = -1;
+static char log_path[512];
+
+static void log_capture(void)
+{
+	char *dir = t_tmpdir("redis-log");
+	int fd;
+
+	snprintf(log_path, sizeof(log_path), "%s/stderr", dir ? dir : "/tmp");
+	free(dir);
+	fflush(stderr);
+	saved_stderr = dup(2);
+	fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	dup2(fd, 2);
+	close(fd);
+}
+
+/* What was logged since log_capture(), into out. */
+static void log_release(char *out, size_t len)
+{
+	FILE *f;
+	size_t n = 0;
+
+	fflush(stderr);
+	dup2(saved_stderr, 2);
+	close(saved_stderr);
+	if ((f = fopen(log_path, "r"))) {
+		n = fread(out, 1, len - 1, f);
+		fclose(f);
+	}
+	out[n] = '\0';
+	unlink(log_path);
+}
+
+/*
+ * The start-up check of a worker (au_queue_check): the test server keeps
+ * nothing (no appendonly, no save) and is warned of, with what it risks;
+ * with appendonly on it is not; a user not allowed CONFIG is not refused.
+ */
+static void test_redis_check(struct au_queue *q, redisContext *c)
+{
+	struct au_queue *nocfg;
+	char out[4096], want[512], *u;
+	int rc;
+
+	log_capture();
+	rc = au_queue_check(q);
+	log_release(out, sizeof(out));
+	EQ(rc, 1, "check: a redis that keeps nothing is warned of");
+	snprintf(want, sizeof(want), "au: warning: redis at '%s' keeps nothing across a restart "
+		 "(appendonly no, save \"\"): a restart or crash of it loses every computation "
+		 "queued, running or dead-lettered there; set appendonly yes\n", url);
+	T_EQ_STR(out, want, "check: the warning says what it risks and what to do");
+	if (T_OK(raw(c, "CONFIG SET appendonly yes") == 0, "check: appendonly on")) {
+		log_capture();
+		rc = au_queue_check(q);
+		log_release(out, sizeof(out));
+		EQ(rc, 0, "check: with appendonly, no warning");
+		T_EQ_STR(out, "", "check: nothing logged");
+		raw(c, "CONFIG SET appendonly no");
+	}
+	if (T_OK(raw(c, "ACL SETUSER au-nocfg on >pw ~* &* +@all -config") == 0, "check: a user without CONFIG")) {
+		u = with("au-nocfg:pw@", "");
+		log_capture();
+		nocfg = au_queue_open(u);
+		rc = nocfg && !nocfg->err.code ? au_queue_check(nocfg) : -1;
+		log_release(out, sizeof(out));
+		EQ(rc, 0, "check: CONFIG refused is no failure");
+		T_OK(strstr(out, "cannot check whether redis at") != NULL, "check: it says it cannot tell (%s)", out);
+		au_queue_close(nocfg);
+		free(u);
+		raw(c, "ACL DELUSER au-nocfg");
+	}
+	nocfg = t_open_queue("memory://check");
+	EQ(au_queue_check(nocfg), 0, "check: a backend without the op has nothing to check");
+	au_queue_close(nocfg);
+}
+
+/* A server that asks for a password: the queue and the store say so. */
+static void test_noauth(redisContext *c)
+{
+	struct au_queue *q;
+	char *prefix;
+
+	if (!T_OK(raw(c, "CONFIG SET requirepass sesame") == 0, "noauth: a password set"))
+		return;
+	/* this connection stays logged in as it was */
+	prefix = au_asprintf("unable to use '%s': the server requires a password (NOAUTH)", url);
+	same_failure(url, AU_ECONN, prefix, "a server that wants a password");
+	free(prefix);
+	/* (hiredis passes quotes as they are: an empty argument is a %s) */
+	T_OK(raw(c, "CONFIG SET requirepass %s", "") == 0, "noauth: no password again");
+	q = au_queue_open(url);
+	T_OK(q && !q->err.code, "noauth: a new connection needs none (%s)", q ? q->err.str : "oom");
+	au_queue_close(q);
+}
+
+/* An id of 100 KB is cut in every message, the C API's included; an empty
+ * AU_QUEUE is refused, not taken for the default. */
+static void test_messages(void)
+{
+	struct au_config cfg = { NULL, NULL, NULL };
+	struct au_client *cl;
+	struct au_handle *h;
+	enum au_status st;
+	char *longid = malloc(100001), want[200];
+
+	memset(longid, 'a', 100000);
+	longid[100000] = '\0';
+	cfg.queue_url = url;
+	cl = au_client_new(&cfg);
+	h = cl ? au_handle_new(cl, longid, NULL) : NULL;
+	snprintf(want, sizeof(want), "invalid computation id '%.64s\xe2\x80\xa6'", longid);
+	T_OK(h && au_handle_status(h, &st) < 0, "messages: status of a 100 KB id fails");
+	T_EQ_STR(h ? au_handle_err(h)->str : "", want, "messages: the id cut after 64 bytes");
+	au_handle_free(h);
+	/* 32 hex digits and more: not taken for the id of its first 32 */
+	memcpy(longid, "0123456789abcdef0123456789abcdef", 32);
+	h = cl ? au_handle_new(cl, longid, NULL) : NULL;
+	T_OK(h && au_handle_status(h, &st) < 0 && au_handle_err(h)->code == AU_EINVAL,
+	     "messages: an id with more after 32 hex digits is no id");
+	au_handle_free(h);
+	au_client_free(cl);
+	free(longid);
+
+	setenv("AU_QUEUE", "", 1);
+	cfg.queue_url = NULL;
+	cl = au_client_new(&cfg);
+	T_OK(cl && au_client_err(cl)->code == AU_EINVAL, "messages: an empty AU_QUEUE is refused");
+	T_EQ_STR(cl ? au_client_err(cl)->str : "",
+		 "the queue url is empty (AU_QUEUE or --queue-url set to nothing?): unset it for "
+		 "the default 'redis://127.0.0.1:6379'", "messages: saying so");
+	au_client_free(cl);
+	unsetenv("AU_QUEUE");
+}
+
 int main(void)
 {
 	struct au_queue *q;
@@ -770,7 +1061,12 @@ int main(void)
 	test_redis_down();
 	q = t_open_queue(url);
 	test_redis(q);
+	if ((c = raw_connect(&q->url))) {
+		test_redis_check(q, c);
+		redisFree(c);
+	}
 	au_queue_close(q);
+	test_messages();
 
 	printf("# store '%s'\n", url);
 	s = t_open_store(url);
@@ -782,6 +1078,7 @@ int main(void)
 	if (T_OK(au_url_parse(url, &u, &err) == 0, "parse '%s'", url)) {
 		if ((c = raw_connect(&u))) {
 			test_same_behaviour(c);
+			test_noauth(c);
 			redisFree(c);
 		}
 		au_url_release(&u);

@@ -265,6 +265,126 @@ static void test_prefetch(struct au_config *cfg, struct au_client *cl, struct ev
 	au_queue_close(q);
 }
 
+/* An outage for its first two calls, then the server is back. */
+static int away_calls;
+static void task_away(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+	if (away_calls++ < 2)
+		au_task_fail(ctx, AU_FAIL_OUTAGE, "unable to connect to 'x': connection refused");
+	else
+		au_task_complete(ctx, (const unsigned char *)"\xc0", 1);
+}
+
+/* A task failed by an outage (au.fail "outage"): the attempt does not
+ * count, the worker pauses, then tries one computation at a time; one that
+ * comes to an outcome of its own resumes leasing for the rest. */
+static void test_outage(struct au_config *cfg, struct au_client *cl, struct event_base *base,
+			struct au_registry *reg)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_queue *q = au_queue_open(cfg->queue_url);
+	struct au_handle *down, *good[4];
+	struct au_worker *w;
+	struct au_worker_stats st;
+	struct au_queued info;
+	struct au_record rec;
+	struct event *stopper;
+	struct timeval at_stop = { 1, 300000 };
+	int i, done = 0;
+
+	eo.queue = "ou";
+	eo.max_attempts = 1;
+	down = submit(cl, "au.fail", "{\"message\":\"server away\",\"outage\":true}", &eo);
+	wo.queue = "ou";
+	wo.concurrency = 4;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	stopper = evtimer_new(base, stop_soon, w);
+	evtimer_add(stopper, &at_stop);
+	T_OK(w && au_worker_start(w) == 0, "outage: a worker starts");
+	event_base_dispatch(base);
+	au_worker_stats(w, &st);
+	T_EQ_INT(st.failed + st.buried + st.completed, 0, "outage: no attempt failed or was buried");
+	T_EQ_INT(st.outages, 1, "outage: one outage, begun once");
+	/* 1.3 s: tried at 0, then after 250, 500 ms of back-off (0.25 + 0.5 < 1.3 < 0.25 + 0.5 + 1) */
+	T_OK(st.released >= 3 && st.released <= 4, "outage: tried again after each back-off (%llu)",
+	     (unsigned long long)st.released);
+	T_OK(au_queue_peek(q, "ou", au_handle_id(down), &info) == 0 && info.state == AU_QUEUED_READY &&
+	     info.attempts == 0, "outage: back in the queue, no attempt spent (%u)", info.attempts);
+	au_worker_free(w);
+	event_free(stopper);
+
+	/* away for two calls, then back: the one tried after the back-off
+	 * passes, and leasing resumes for the rest */
+	eo.queue = wo.queue = "ou2";
+	for (i = 0; i < 4; i++)
+		good[i] = submit(cl, "test.away", "{}", &eo);
+	wo.idle_exit_ms = 1000;
+	w = au_worker_new(cfg, &wo, reg, base);
+	T_OK(w && au_worker_start(w) == 0, "outage: a second worker");
+	event_base_dispatch(base);
+	for (i = 0; i < 4; i++) {
+		if (au_handle_result(good[i], &rec) == 0 && rec.status == AU_COMPLETED)
+			done++;
+		au_record_release(&rec);
+		au_handle_free(good[i]);
+	}
+	T_EQ_INT(done, 4, "outage: once one passes, the rest run (the outage ends)");
+	au_worker_stats(w, &st);
+	T_OK(st.outages >= 1 && st.failed == 0 && st.completed == 4,
+	     "outage: those that met it cost nothing (outages %llu, completed %llu)",
+	     (unsigned long long)st.outages, (unsigned long long)st.completed);
+	au_worker_free(w);
+	au_handle_free(down);
+	au_queue_close(q);
+}
+
+/* A client cancels a running computation: the worker hears it through the
+ * queue, stops the task at once and acks; the record stays CANCELLED. */
+static void cancel_it(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	T_OK(au_handle_cancel(arg) == 0, "cancel: a running computation is cancelled: %s",
+	     au_handle_err(arg)->str);
+}
+
+static void test_cancel_running(struct au_config *cfg, struct au_client *cl, struct event_base *base)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_handle *h;
+	struct au_worker *w;
+	struct au_worker_stats st;
+	struct au_record rec;
+	struct event *canceller;
+	struct timeval at = { 0, 200000 };
+	uint64_t t0;
+
+	eo.queue = wo.queue = "cr";
+	h = submit(cl, "au.sleep", "{\"ms\":5000}", &eo);
+	wo.idle_exit_ms = 300;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	canceller = evtimer_new(base, cancel_it, h);
+	evtimer_add(canceller, &at);
+	t0 = au_mono_us();
+	T_OK(w && au_worker_start(w) == 0, "cancel: a worker starts");
+	event_base_dispatch(base);
+	au_worker_stats(w, &st);
+	T_EQ_INT(st.cancelled, 1, "cancel: the worker stopped it");
+	T_OK(au_mono_us() - t0 < 2000000, "cancel: well before its 5 s (%llu ms)",
+	     (unsigned long long)((au_mono_us() - t0) / 1000));
+	T_OK(au_handle_result(h, &rec) == 0 && rec.status == AU_CANCELLED, "cancel: the record says cancelled");
+	au_record_release(&rec);
+	T_OK(au_handle_cancel(h) < 0 && au_handle_err(h)->code == AU_ESTATE,
+	     "cancel: a second cancel says it is already cancelled: %s", au_handle_err(h)->str);
+	au_worker_free(w);
+	event_free(canceller);
+	au_handle_free(h);
+}
+
 int main(void)
 {
 	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
@@ -368,6 +488,9 @@ int main(void)
 	event_free(stopper);
 	au_worker_free(w);
 	test_prefetch(&cfg, cl, base);
+	au_registry_add(reg, "test.away", task_away, NULL);
+	test_outage(&cfg, cl, base, reg);
+	test_cancel_running(&cfg, cl, base);
 	test_zombie(&cfg, cl, base, reg);
 	au_handle_free(ok);
 	au_handle_free(denied);

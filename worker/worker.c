@@ -52,6 +52,8 @@
 #define UNWATCHED_POLL_MS 50      /* a queue that cannot wake the worker is polled */
 #define DRAIN_MAX_MS 2000         /* at exit, for ClickHouse requests still under way */
 #define START_PER_CALLBACK 64     /* attempts begun in one callback: the loop stays responsive */
+#define OUTAGE_FIRST_MS 250       /* an outage is tried again after this, */
+#define OUTAGE_MAX_MS 5000        /* doubled up to this */
 
 enum attempt_state {
 	ATTEMPT_HELD,       /* leased ahead, waiting for a slot */
@@ -78,6 +80,8 @@ enum verdict {
 	VERDICT_RETRYABLE,  /* may succeed again: retried while attempts remain */
 	VERDICT_REJECTED,   /* cannot run at all: malformed, unknown task */
 	VERDICT_RELEASED,   /* the worker lets go (grace over, or never begun) */
+	VERDICT_OUTAGE,     /* a server the task needs failed it: released, and the worker pauses */
+	VERDICT_CANCELLED,  /* a client cancelled it (its record says so already) */
 };
 
 struct attempt {
@@ -87,6 +91,7 @@ struct attempt {
 	enum disposition disposition; /* set by decide() */
 	int task_busy;                /* the task has neither called back nor been cancelled */
 	int lost;                     /* the lease was taken over (extend refused) */
+	int stored;                   /* its record is stored; the queue is still to be told */
 	struct au_lease lease;
 	struct au_computation c;
 	au_task_fn fn;                /* found when leased, called by begin() */
@@ -134,7 +139,10 @@ struct writeback {
 	const char *error;            /* reason of a bury, last error of a retry */
 	unsigned char *body;          /* the lease's, freed by the thread that allocated it */
 	char *why;                    /* by the thread: "result not stored: ..." */
+	int stored;                   /* its record is in the store (before, or by this call) */
 	int done;                     /* the queue was told (ack_store) */
+	int kept;                     /* by the thread: the store or the queue is down, so
+				       * nothing was decided: the loop keeps it for later */
 };
 
 struct flush_req {
@@ -151,6 +159,7 @@ struct flush_req {
 	int *applied;
 	size_t *idx;
 	int store_failed, queue_failed;
+	int store_down, queue_down;   /* failed for a reason no record is to blame for */
 	struct au_err store_err, queue_err;
 };
 
@@ -175,6 +184,11 @@ struct rescue_req {
 	struct au_err queue_err, store_err;
 };
 
+/* The servers a worker needs, each of which can be down. */
+enum part { PART_TASKS, PART_STORE, PART_QUEUE, PART_N };
+static const char *const part_name[PART_N] = { "a server the tasks need", "the result store",
+					       "the queue" };
+
 struct au_worker {
 	struct event_base *base;
 	struct au_worker_opts opts;
@@ -197,10 +211,28 @@ struct au_worker {
 
 	struct attempt_list lists[ATTEMPT_NSTATES];
 
+	/*
+	 * Outages (an outage is not the computation's fault): while a part is
+	 * down nothing is leased. ClickHouse: the first task failed by an
+	 * outage releases what has not begun; after a back-off one computation
+	 * is leased to try (half open), and its outcome, if not another
+	 * outage, resumes leasing. Store or queue: decided attempts are kept
+	 * (their leases extended) and written again after the back-off.
+	 */
+	struct outage {
+		int down;
+		int trying;                /* tasks: 1 one may be leased to try, 2 it is out */
+		uint32_t backoff_ms;
+		uint64_t since_us;
+	} outage[PART_N];
+	struct event *outage_ev;       /* the end of the back-off */
+	int flush_retry;               /* the back-off is over: write what was kept */
+
 	struct event *pump_ev, *start_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev,
 		*drain_ev;
 	uint64_t drain_deadline_us;
 	int watching;
+	int watching_cancels;
 	int watch_paused;
 	int wake_pending;              /* woken since the last lease was sent */
 	int queue_empty;               /* the last lease found fewer than it asked for */
@@ -224,6 +256,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg);
 static void start_cb(evutil_socket_t fd, short what, void *arg);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
 static void poll_cb(evutil_socket_t fd, short what, void *arg);
+static void outage_cb(evutil_socket_t fd, short what, void *arg);
 static void extend_cb(evutil_socket_t fd, short what, void *arg);
 static void rescue_cb(evutil_socket_t fd, short what, void *arg);
 static void drain_cb(evutil_socket_t fd, short what, void *arg);
@@ -379,6 +412,72 @@ static void recovered(struct au_worker *w)
 	}
 }
 
+static void set_timer(struct event *ev, uint32_t ms);
+static void decide(struct attempt *a, enum verdict v, char *error);
+
+/* An error no record or computation is to blame for: the server is away. */
+static int outage_code(int code)
+{
+	return code == AU_ECONN || code == AU_ETIMEDOUT;
+}
+
+static int writes_held(const struct au_worker *w)
+{
+	return w->outage[PART_STORE].down || w->outage[PART_QUEUE].down;
+}
+
+static int any_down(const struct au_worker *w)
+{
+	return w->outage[PART_TASKS].down || writes_held(w);
+}
+
+/* Part p failed for want of its server: leasing stops, what has not begun
+ * goes back unharmed, and it is tried again after a back-off that doubles
+ * while the outage lasts. */
+static void outage_begin(struct au_worker *w, enum part p, const char *why)
+{
+	struct outage *o = &w->outage[p];
+
+	if (!o->down) {
+		o->down = 1;
+		o->since_us = au_mono_us();
+		o->backoff_ms = OUTAGE_FIRST_MS;
+		w->stats.outages++;
+		au_log(AU_LOG_WARN, "%s is unavailable, leasing paused until it is back: %s",
+		       part_name[p], why);
+		snprintf(w->last_error, sizeof(w->last_error), "%s", why);
+		w->last_report_us = au_mono_us();
+	} else {
+		struct au_err err = { AU_ECONN, "" };
+
+		o->backoff_ms = o->backoff_ms >= OUTAGE_MAX_MS / 2 ? OUTAGE_MAX_MS : 2 * o->backoff_ms;
+		snprintf(err.str, sizeof(err.str), "%s", why);
+		report(w, &err);
+	}
+	o->trying = 0;
+	while (w->lists[ATTEMPT_HELD].head)
+		decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
+	if (!w->stopping || p != PART_TASKS)
+		set_timer(w->outage_ev, o->backoff_ms);
+}
+
+static void outage_end(struct au_worker *w, enum part p)
+{
+	struct outage *o = &w->outage[p];
+
+	if (!o->down)
+		return;
+	o->down = 0;
+	o->trying = 0;
+	au_log(AU_LOG_INFO, "%s is back after %.1f s, leasing again", part_name[p],
+	       (double)(au_mono_us() - o->since_us) / 1e6);
+	w->last_error[0] = '\0';
+	if (!any_down(w)) {
+		w->wake_pending = 1;
+		event_active(w->pump_ev, 0, 0);
+	}
+}
+
 /* A zeroed attempt, from the spares when there is one: a busy worker
  * would otherwise free and allocate a batch of them per round trip, and
  * fault the pages back in each time the allocator gave them back. */
@@ -498,17 +597,30 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 		a->disposition = DISPOSE_BURY;
 		w->stats.failed++;
 		break;
+	case VERDICT_CANCELLED:
+		a->disposition = DISPOSE_ACK;
+		status = AU_CANCELLED;
+		w->stats.cancelled++;
+		break;
 	case VERDICT_RELEASED:
+	case VERDICT_OUTAGE:
 		a->disposition = DISPOSE_RELEASE;
 		status = AU_RUNNING;   /* no outcome: another attempt will have one */
 		w->stats.released++;
 		break;
 	}
 	a->run.status = status;
-	if (v != VERDICT_RELEASED)
+	if (v != VERDICT_RELEASED && v != VERDICT_OUTAGE)
 		run_hooks(w, a);
 	set_state(a, ATTEMPT_DECIDED);
 	event_active(w->flush_ev, 0, 0);
+	/* the one tried while the tasks' server was down came to an outcome */
+	if (v == VERDICT_OUTAGE)
+		outage_begin(w, PART_TASKS, a->error ? a->error : "unavailable");
+	else if (v != VERDICT_RELEASED && v != VERDICT_REJECTED && w->outage[PART_TASKS].trying == 2)
+		outage_end(w, PART_TASKS);
+	else if (w->outage[PART_TASKS].trying == 2 && v != VERDICT_OUTAGE)
+		w->outage[PART_TASKS].trying = 1;   /* it proved nothing: try another */
 }
 
 /* The task called back: 1 if its call still decides the attempt, 0 if the
@@ -548,12 +660,13 @@ static void attempt_complete(struct au_task_ctx *ctx, const unsigned char *resul
 	decide(a, VERDICT_COMPLETED, NULL);
 }
 
-static void attempt_fail(struct au_task_ctx *ctx, int retryable, const char *msg)
+static void attempt_fail(struct au_task_ctx *ctx, int kind, const char *msg)
 {
 	struct attempt *a = (struct attempt *)ctx;
 
 	if (task_returned(a))
-		decide(a, retryable ? VERDICT_RETRYABLE : VERDICT_FAILED, au_strdup(msg));
+		decide(a, kind == AU_FAIL_OUTAGE ? VERDICT_OUTAGE
+			  : kind ? VERDICT_RETRYABLE : VERDICT_FAILED, au_strdup(msg));
 }
 
 static const struct au_task_ops attempt_task_ops = {
@@ -581,7 +694,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	/* decided first, so a cancel hook that calls back at once finds the
 	 * attempt settled */
-	decide(a, VERDICT_RETRYABLE, au_asprintf("timed out after %u ms", a->c.timeout_ms));
+	decide(a, a->c.fail_on_timeout ? VERDICT_FAILED : VERDICT_RETRYABLE,
+	       au_asprintf("timed out after %u ms", a->c.timeout_ms));
 	abandon(a);
 	cb_leave(w, t0);
 }
@@ -704,7 +818,8 @@ static void start_run(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	while (w->lists[ATTEMPT_HELD].head && busy(w) < w->opts.concurrency) {
+	while (w->lists[ATTEMPT_HELD].head && busy(w) < w->opts.concurrency &&
+	       !(w->outage[PART_TASKS].down && w->outage[PART_TASKS].trying != 2)) {
 		if (n++ == START_PER_CALLBACK) {
 			event_active(w->start_ev, 0, 0);
 			return;
@@ -746,15 +861,17 @@ static void lease_io(struct au_io_req *r)
 }
 
 /*
- * The records of [from, to) failed to store together. Each is tried alone,
- * so one bad record (too large, say) does not hold back the others. An
- * attempt whose record cannot be stored must not be acked: a completed one
- * is tried again while it has attempts left (the store may be down),
- * anything else goes to the dead letter set with the reason.
+ * The records of [from, to) failed to store together. A store that is
+ * away (no connection, no answer) is no record's fault: they are all kept
+ * for later, and nothing is decided. Otherwise each is tried alone, so
+ * one bad record (too large, say) does not hold back the others; one the
+ * store refuses goes to the dead letter set with the reason, since its
+ * attempt must not be acked without it.
  */
 static void unstored(struct flush_req *f, size_t from, size_t to)
 {
 	struct au_store *store = f->w->store;
+	int away = outage_code(store->err.code);
 	size_t i;
 
 	for (i = 0; i < f->n; i++) {
@@ -762,14 +879,19 @@ static void unstored(struct flush_req *f, size_t from, size_t to)
 
 		if (b->record < (int)from || b->record >= (int)to || b->done)
 			continue;
-		if (au_store_put(store, &f->recs[b->record], 1, NULL) == 0)
+		if (!away && au_store_put(store, &f->recs[b->record], 1, NULL) == 0) {
+			b->stored = 1;
 			continue;
+		}
+		if (away || outage_code(store->err.code)) {
+			b->kept = 1;
+			f->store_down = 1;
+			f->store_err = store->err;
+			continue;
+		}
 		b->why = au_asprintf("result not stored: %s", store->err.str);
 		b->error = b->why ? b->why : "result not stored";
-		b->d = b->completed && store->err.code == AU_ECONN && b->retries_left ? DISPOSE_RETRY
-										   : DISPOSE_BURY;
-		if (b->d == DISPOSE_RETRY)
-			b->delay_ms = retry_delay(f->w, b->attempts);
+		b->d = DISPOSE_BURY;
 	}
 }
 
@@ -793,7 +915,7 @@ static int ack_stored(struct flush_req *f)
 		return -1;
 	}
 	for (i = 0; i < k; i++)
-		f->wb[f->idx[i]].done = 1;
+		f->wb[f->idx[i]].done = f->wb[f->idx[i]].stored = 1;
 	return 0;
 }
 
@@ -804,13 +926,17 @@ static void flush_io(struct au_io_req *r)
 	size_t from = 0, i, d;
 	int rc;
 
-	f->store_failed = f->queue_failed = 0;
+	f->store_failed = f->queue_failed = f->store_down = f->queue_down = 0;
 	if (ack_stored(f) == 0)
 		from = f->nack;
 	if (f->nrec > from && au_store_put(w->store, f->recs + from, f->nrec - from, NULL) < 0) {
-		f->store_failed = 1;
+		f->store_failed = !outage_code(w->store->err.code);
 		f->store_err = w->store->err;
 		unstored(f, from, f->nrec);
+	} else {
+		for (i = 0; i < f->n; i++)
+			if (f->wb[i].record >= (int)from)
+				f->wb[i].stored = 1;
 	}
 	/* Each call on its own: what fails here runs out its lease and is
 	 * rescued, and must not hold back the others. */
@@ -820,7 +946,7 @@ static void flush_io(struct au_io_req *r)
 		for (i = 0; i < f->n; i++) {
 			struct writeback *b = &f->wb[i];
 
-			if (b->done || b->d != d)
+			if (b->done || b->kept || b->d != d)
 				continue;
 			f->refs[k] = b->ref;
 			f->delays[k] = b->delay_ms;
@@ -844,7 +970,13 @@ static void flush_io(struct au_io_req *r)
 			rc = au_queue_release(w->q, w->queue_name, f->refs, k, f->applied);
 			break;
 		}
-		if (rc < 0) {
+		if (rc < 0 && outage_code(w->q->err.code)) {
+			/* told nothing: kept, told again once the queue is back */
+			for (i = 0; i < k; i++)
+				f->wb[f->idx[i]].kept = 1;
+			f->queue_down = 1;
+			f->queue_err = w->q->err;
+		} else if (rc < 0) {
 			f->queue_failed = 1;
 			f->queue_err = w->q->err;
 		}
@@ -889,10 +1021,14 @@ static void lease_done(struct au_worker *w)
 	l->busy = 0;
 	if (l->rc < 0) {
 		report(w, &l->err);
+		if (w->outage[PART_TASKS].trying == 2)
+			w->outage[PART_TASKS].trying = 1;
 		return;   /* the poll timer tries again */
 	}
 	recovered(w);
 	w->queue_empty = l->n < l->max;
+	if (!l->n && w->outage[PART_TASKS].trying == 2)
+		w->outage[PART_TASKS].trying = 1;   /* nothing to try with yet */
 	for (i = 0; i < l->n; i++)
 		take(w, &l->out[i]);
 	if (w->stopping)   /* leased while stopping: back unharmed */
@@ -911,10 +1047,20 @@ static void pump(struct au_worker *w)
 	update_watch(w);
 	if (w->stopping || w->lease.busy || !w->io || (w->queue_empty && !w->wake_pending))
 		return;
-	n = room(w);
-	if (!n || (busy(w) + count(w, ATTEMPT_HELD) >= w->opts.concurrency &&
-		   n < (prefetch_max(w) + 1) / 2))
+	if (writes_held(w))
 		return;
+	if (w->outage[PART_TASKS].down) {
+		/* half open: one computation tries whether the server is back */
+		if (w->outage[PART_TASKS].trying != 1 || busy(w) || count(w, ATTEMPT_HELD))
+			return;
+		w->outage[PART_TASKS].trying = 2;
+		n = 1;
+	} else {
+		n = room(w);
+		if (!n || (busy(w) + count(w, ATTEMPT_HELD) >= w->opts.concurrency &&
+			   n < (prefetch_max(w) + 1) / 2))
+			return;
+	}
 	w->lease.max = n < w->opts.batch ? n : w->opts.batch;
 	w->lease.busy = 1;
 	w->wake_pending = 0;
@@ -937,6 +1083,9 @@ static void flush(struct au_worker *w)
 
 	if (f->busy || !w->lists[ATTEMPT_DECIDED].head)
 		return;
+	if (writes_held(w) && !w->flush_retry)
+		return;   /* what is kept waits for the end of the back-off */
+	w->flush_retry = 0;
 	f->n = f->nrec = f->nack = 0;
 	while ((a = w->lists[ATTEMPT_DECIDED].head) && f->n < f->cap) {
 		struct writeback *b = &f->wb[f->n++];
@@ -952,7 +1101,8 @@ static void flush(struct au_worker *w)
 		b->delay_ms = b->d == DISPOSE_RETRY ? a->retry_delay_ms : 0;
 		b->error = a->error;
 		b->why = NULL;
-		b->done = 0;
+		b->done = b->kept = 0;
+		b->stored = a->stored;
 		/* the body came from the thread's allocations: freed there, it
 		 * costs the loop no free into another thread's arena */
 		b->body = a->lease.body;
@@ -964,7 +1114,7 @@ static void flush(struct au_worker *w)
 		for (i = 0; i < f->n; i++) {
 			struct writeback *b = &f->wb[i];
 
-			if (b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK))
+			if (b->stored || b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK))
 				continue;
 			b->record = (int)f->nrec;
 			record_of(b->a, &f->recs[f->nrec++]);
@@ -978,6 +1128,7 @@ static void flush(struct au_worker *w)
 static void flush_done(struct au_worker *w)
 {
 	struct flush_req *f = &w->flush;
+	int tried_store = 0, tried_queue = 0;
 	size_t i;
 
 	f->busy = 0;
@@ -988,6 +1139,15 @@ static void flush_done(struct au_worker *w)
 	for (i = 0; i < f->n; i++) {
 		struct writeback *b = &f->wb[i];
 		struct attempt *a = b->a;
+
+		if (b->kept) {   /* nothing decided: again after the back-off */
+			a->stored = b->stored;
+			set_state(a, ATTEMPT_DECIDED);
+			continue;
+		}
+		if (b->record >= 0 && b->stored)
+			tried_store = 1;
+		tried_queue = 1;
 
 		if (b->why) {   /* its record was not stored: a second outcome */
 			free(a->error);
@@ -1004,6 +1164,14 @@ static void flush_done(struct au_worker *w)
 			attempt_free(a);
 	}
 	f->n = 0;
+	if (f->store_down)
+		outage_begin(w, PART_STORE, f->store_err.str);
+	else if (tried_store)
+		outage_end(w, PART_STORE);
+	if (f->queue_down)
+		outage_begin(w, PART_QUEUE, f->queue_err.str);
+	else if (tried_queue)
+		outage_end(w, PART_QUEUE);
 	if (w->stopping)
 		return;
 	/* max_jobs counts attempts leased: stop once they are all written back */
@@ -1030,7 +1198,7 @@ static void extend_done(struct au_worker *w)
 	for (i = 0; i < e->n; i++) {
 		if (e->applied[i])
 			continue;
-		for (st = ATTEMPT_HELD; st <= ATTEMPT_RUNNING; st++)
+		for (st = ATTEMPT_HELD; st <= ATTEMPT_DECIDED; st++)
 			for (a = w->lists[st].head; a; a = a->next)
 				if (!a->lost && !strcmp(a->lease.ref.id, e->refs[i].id) &&
 				    !strcmp(a->lease.ref.token, e->refs[i].token)) {
@@ -1101,6 +1269,28 @@ static void wake_cb(void *arg)
 	event_active(w->pump_ev, 0, 0);
 }
 
+/* A client cancelled computation id: if it is ours and has no outcome
+ * yet, it stops (its ClickHouse query is killed by the task's cancel
+ * hook) and is acked; its record, stored by the client first, stays. */
+static void cancel_cb(void *arg, const char *id)
+{
+	struct au_worker *w = arg;
+	uint64_t t0 = cb_enter(w);
+	struct attempt *a, *next;
+	int st;
+
+	for (st = ATTEMPT_HELD; st <= ATTEMPT_RUNNING; st++)
+		for (a = w->lists[st].head; a; a = next) {
+			next = a->next;
+			if (strcmp(a->lease.ref.id, id) != 0)
+				continue;
+			au_log(AU_LOG_INFO, "computation '%s' cancelled by a client: stopping it", id);
+			decide(a, VERDICT_CANCELLED, au_strdup("cancelled by client"));
+			abandon(a);
+		}
+	cb_leave(w, t0);
+}
+
 static void poll_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
@@ -1116,6 +1306,24 @@ static void poll_run(evutil_socket_t fd, short what, void *arg)
 	pump(w);
 }
 
+/* A back-off is over: write what was kept, try one computation. */
+static void outage_run(evutil_socket_t fd, short what, void *arg)
+{
+	struct au_worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (writes_held(w)) {
+		w->flush_retry = 1;
+		flush(w);
+	}
+	if (w->outage[PART_TASKS].down && !w->stopping) {
+		w->outage[PART_TASKS].trying = 1;
+		w->wake_pending = 1;
+		pump(w);
+	}
+}
+
 /* Heartbeat: keeps the leases of held and running computations alive. */
 static void extend_run(evutil_socket_t fd, short what, void *arg)
 {
@@ -1129,7 +1337,8 @@ static void extend_run(evutil_socket_t fd, short what, void *arg)
 	if (e->busy)
 		return;
 	e->n = 0;
-	for (st = ATTEMPT_HELD; st <= ATTEMPT_RUNNING; st++)
+	/* decided ones too: those kept while the store or queue is away */
+	for (st = ATTEMPT_HELD; st <= ATTEMPT_DECIDED; st++)
 		for (a = w->lists[st].head; a && e->n < e->cap; a = a->next)
 			e->refs[e->n++] = a->lease.ref;
 	if (!e->n)
@@ -1181,6 +1390,10 @@ static void stop_now(struct au_worker *w)
 	event_del(w->extend_ev);
 	event_del(w->rescue_ev);
 	event_del(w->grace_ev);
+	event_del(w->outage_ev);
+	if (w->watching_cancels)
+		au_queue_unwatch_cancels(w->q);
+	w->watching_cancels = 0;
 	w->drain_deadline_us = au_mono_us() + DRAIN_MAX_MS * 1000;
 	drain_cb(-1, 0, w);
 }
@@ -1205,6 +1418,13 @@ static void grace_run(evutil_socket_t fd, short what, void *arg)
 		decide(a, VERDICT_RELEASED, NULL);
 		abandon(a);
 	}
+	if (writes_held(w) && count(w, ATTEMPT_DECIDED)) {
+		au_log(AU_LOG_WARN, "leaving %zu outcomes unwritten: %s is still unavailable; "
+		       "their leases run out and they run again", count(w, ATTEMPT_DECIDED),
+		       part_name[w->outage[PART_STORE].down ? PART_STORE : PART_QUEUE]);
+		while ((a = w->lists[ATTEMPT_DECIDED].head))
+			attempt_free(a);
+	}
 	flush(w);
 	maybe_exit(w);
 }
@@ -1223,14 +1443,15 @@ void au_worker_stop(struct au_worker *w)
 	/* what was leased ahead never began: back unharmed */
 	while (w->lists[ATTEMPT_HELD].head)
 		decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
-	if (!count(w, ATTEMPT_RUNNING)) {
-		if (w->io)
-			flush(w);
-		maybe_exit(w);
+	if (w->io)
+		flush(w);
+	maybe_exit(w);
+	if (w->exited)
 		return;
-	}
-	au_log(AU_LOG_INFO, "stopping: waiting up to %u ms for %zu computations",
-	       w->opts.grace_ms, count(w, ATTEMPT_RUNNING));
+	/* what still runs, or waits for the store or queue to be back */
+	if (count(w, ATTEMPT_RUNNING))
+		au_log(AU_LOG_INFO, "stopping: waiting up to %u ms for %zu computations",
+		       w->opts.grace_ms, count(w, ATTEMPT_RUNNING));
 	grace.tv_sec = (time_t)(w->opts.grace_ms / 1000);
 	grace.tv_usec = (suseconds_t)(w->opts.grace_ms % 1000) * 1000;
 	evtimer_add(w->grace_ev, &grace);
@@ -1253,6 +1474,7 @@ TIMED(extend)
 TIMED(rescue)
 TIMED(drain)
 TIMED(grace)
+TIMED(outage)
 
 static struct event *timer(struct au_worker *w, event_callback_fn fn, short flags)
 {
@@ -1352,6 +1574,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->rescue_ev = timer(w, rescue_cb, EV_PERSIST);
 	w->grace_ev = timer(w, grace_cb, 0);
 	w->drain_ev = timer(w, drain_cb, 0);
+	w->outage_ev = timer(w, outage_cb, 0);
 	w->store_url = au_strdup(conf.store_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
@@ -1371,7 +1594,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	if (!w->queue_name || !w->store_url || !w->builtins ||
 	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
 	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
-	    !w->drain_ev || !w->q || !w->store) {
+	    !w->drain_ev || !w->outage_ev || !w->q || !w->store) {
 		au_worker_free(w);
 		return NULL;
 	}
@@ -1414,6 +1637,13 @@ int au_worker_start(struct au_worker *w)
 		return -1;
 	w->last_active_us = au_mono_us();
 	w->last_sweep_ms = au_now_ms();
+	/* what the queue's server puts at risk, logged once (a Redis that
+	 * keeps nothing across a restart) */
+	if (au_queue_check(w->q) < 0)
+		au_log(AU_LOG_INFO, "could not check the queue's server: %s", w->q->err.str);
+	/* cancels of running computations, where the queue can tell them */
+	if (au_queue_watch_cancels(w->q, w->queue_name, w->base, cancel_cb, w) == 0)
+		w->watching_cancels = 1;
 	/* a queue that cannot watch is polled */
 	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
 		w->watching = 1;
@@ -1421,7 +1651,9 @@ int au_worker_start(struct au_worker *w)
 	if (!w->io && !(w->io = au_io_new(w->base, io_ready, w))) {
 		if (w->watching)
 			au_queue_unwatch(w->q);
-		w->watching = 0;
+		if (w->watching_cancels)
+			au_queue_unwatch_cancels(w->q);
+		w->watching = w->watching_cancels = 0;
 		return au_seterr(&w->err, AU_ENOMEM, "unable to start the worker's i/o thread");
 	}
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
@@ -1445,6 +1677,8 @@ void au_worker_free(struct au_worker *w)
 		return;
 	if (w->watching)
 		au_queue_unwatch(w->q);
+	if (w->watching_cancels)
+		au_queue_unwatch_cancels(w->q);
 	/* the thread finishes what it is doing; what it has not begun, it drops */
 	au_io_free(w->io);
 	w->io = NULL;
@@ -1479,6 +1713,8 @@ void au_worker_free(struct au_worker *w)
 		event_free(w->grace_ev);
 	if (w->drain_ev)
 		event_free(w->drain_ev);
+	if (w->outage_ev)
+		event_free(w->outage_ev);
 	if (w->q)
 		au_queue_close(w->q);
 	if (w->store)

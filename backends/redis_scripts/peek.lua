@@ -19,5 +19,5 @@ elseif body then
 end
 if st == 0 then return {0, 0, 0, ''} end
 local _, m = meta(body)
-return {st, attempts(token) or tonumber(redis.call('HGET', katt, id) or '') or 0, m,
+return {st, attempts(token) or count(redis.call('HGET', katt, id)) or 0, m,
         redis.call('HGET', kerr, id) or ''}

@@ -19,9 +19,14 @@
 --
 -- Helpers:
 --   clock()          Redis' TIME in unix ms
+--   count(v)         a count written by hand (up to 9 digits), or nil
+--   bounded(v, lo, hi) an integer in lo..hi, or nil
 --   meta(body)       priority, max_attempts of a computation (0, 1 when
---                    the body does not decode)
+--                    the body does not decode or they are out of range)
 --   attempts(token)  the attempt count a lease token "<a>-<hex>" carries
+--   is_id(s)         whether s is 32 lowercase hex digits
+--   cut(s)           s quoted for a message, cut after 64 bytes
+--   seq(n)           takes n numbers of au:{q}:seq, returns the one before
 --   entry(id, a)     a ready-list entry: "<id>", or "<id> <a>" after a > 0
 --                    attempts
 --   waiting(id)      the ready-list entry of id, with its attempts from att
@@ -42,22 +47,49 @@ local function clock()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end
+-- a count written by hand: up to 9 digits, else nil
+local function count(v)
+  if type(v) == 'string' and #v < 10 and string.find(v, '^%d+$') then return tonumber(v) end
+end
+-- a number from a body or a field written by hand: an integer in lo..hi, else nil
+local function bounded(v, lo, hi)
+  v = tonumber(v)
+  if v and v >= lo and v <= hi and v == math.floor(v) then return v end
+end
 local function meta(body)
   local ok, c = pcall(cmsgpack.unpack, body or '')
   if ok and type(c) == 'table' then
-    return tonumber(c.priority) or 0, tonumber(c.max_attempts) or 1
+    return bounded(c.priority, -100, 100) or 0, bounded(c.max_attempts, 1, 1000) or 1
   end
   return 0, 1
 end
 local function attempts(token)
-  return tonumber(string.match(token or '', '^(%d+)-'))
+  return count(string.match(token or '', '^(%d+)-'))
 end
 local function entry(id, a)
   if a and a > 0 then return id .. ' ' .. a end
   return id
 end
 local function waiting(id)
-  return entry(id, tonumber(redis.call('HGET', katt, id) or ''))
+  return entry(id, count(redis.call('HGET', katt, id)))
+end
+local function is_id(s)
+  return #s == 32 and not string.find(s, '[^0-9a-f]')
+end
+-- s quoted for a message: at most 64 bytes of it, then an ellipsis
+local function cut(s)
+  if #s <= 64 then return "'" .. s .. "'" end
+  return "'" .. string.sub(s, 1, 64) .. "\226\128\166'"
+end
+-- n numbers of au:{q}:seq, the first returned: a counter that is no
+-- longer one (set by hand, at its end) starts again at 0
+local function seq(n)
+  local v = redis.pcall('INCRBY', kseq, n)
+  if type(v) ~= 'number' then
+    redis.call('SET', kseq, n)
+    v = n
+  end
+  return v - n
 end
 local function lease_of(id)
   local token = redis.call('HGET', ktok, id)

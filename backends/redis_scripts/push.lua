@@ -63,7 +63,7 @@ if #look > 0 then
   end
   for j, id in ipairs(look) do
     busy[id] = tok[j] or sc[j] or dd[j] or inb[j] or
-               redis.call('LPOS', kready .. p, entry(id, tonumber(att[j] or '')), 'RANK', -1)
+               redis.call('LPOS', kready .. p, entry(id, count(att[j])), 'RANK', -1)
   end
 end
 local ready, sched, order, s = {}, {}, {}, nil
@@ -71,7 +71,7 @@ for i = 1, n do
   local id, at = ARGV[4 + i], timed and tonumber(ARGV[4 + n + i]) or 0
   if not busy[id] then
     if at > now then
-      s = (s or redis.call('INCRBY', kseq, n) - n) + 1
+      s = (s or seq(n)) + 1
       sched[#sched + 1], sched[#sched + 2] = ARGV[4 + n + i], id
       order[#order + 1], order[#order + 2] = id, p .. ' ' .. s
     else

@@ -1,6 +1,5 @@
 -- settle.lua - the fenced writes of attempts: ack, retry, release, bury,
--- extend, or drop (only ends the lease, of an id the lease found without a
--- body).
+-- extend.
 --
 -- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  mode
@@ -64,7 +63,7 @@ while i <= #ARGV do
     redis.call('ZREM', kleased, unpack(single))
   end
   if mode == 'ack' or mode == 'bury' then counted = counted + #done end
-  if #done == 0 or mode == 'drop' then
+  if #done == 0 then
   elseif mode == 'ack' then
     redis.call('HDEL', kbody, unpack(done))
     if a ~= 1 then
@@ -99,7 +98,7 @@ while i <= #ARGV do
       if mode == 'bury' then
         dead[#dead + 1], dead[#dead + 2] = now, id
       elseif delay > 0 then
-        s = s or redis.call('INCRBY', kseq, #done) - #done
+        s = s or seq(#done)
         sched[#sched + 1], sched[#sched + 2] = now + delay, id
         order[#order + 1], order[#order + 2] = id, p .. ' ' .. (s + k)
       else

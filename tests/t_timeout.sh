@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# t_timeout.sh - a hanging computation with a 1 s timeout: ClickHouse stops
+# it (max_execution_time), the worker aborts its request and kills it by its
+# query_id, so it is gone from system.processes within a second; then it is
+# retried or failed as its on_timeout says. A count over numbers() of 10^11
+# rows, which ClickHouse can interrupt (18.16 cannot interrupt sleep()).
+# Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG, AU_TEST_CH (tests/run.sh).
+set -u
+. "$(dirname "$0")/lib.sh"
+au=$AU_BIN
+export AU_STORE=$AU_TEST_REDIS AU_CLICKHOUSE=$AU_TEST_CH
+dir=$(mktemp -d "${AU_TEST_TMP:-/tmp}/t_timeout.XXXXXX")
+wpid=
+trap '[ -n "$wpid" ] && kill -KILL "$wpid" 2>/dev/null' EXIT
+hang='{"sql":"SELECT count() FROM numbers(100000000000)"}'
+running() { # id: its queries still in system.processes
+	curl -sf "$AU_TEST_CH" --data-binary \
+		"SELECT count() FROM system.processes WHERE query_id LIKE '$1-%'"
+}
+runs_now() { [ "$(running "$1")" -ge 1 ] 2>/dev/null; }
+status_is() { [ "$("$au" status "$1" --queue "$2")" = "$3" ]; }
+
+for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
+	case $qurl in redis*) b=redis ;; *) b=pg ;; esac
+	export AU_QUEUE=$qurl
+	Q=t$RANDOM$RANDOM
+	"$au" worker --queue "$Q" --retry-base 100 >/dev/null 2>"$dir/$b.log" &
+	wpid=$!
+
+	# on_timeout fail: one attempt, failed, the query gone
+	id=$("$au" enqueue ch.query --queue "$Q" --args "$hang" --timeout 1000 --on-timeout fail \
+		--max-attempts 3)
+	t_ok "$b: the hanging query runs on the server" t_until 10 runs_now "$id"
+	t_ok "$b: on_timeout fail: failed within its timeout and a little" \
+		t_until 3 status_is "$id" "$Q" failed
+	t_ok "$b: gone from system.processes within a second" t_until 1 test "$(running "$id")" = 0
+	out=$("$au" wait "$id" --queue "$Q" --json)
+	t_match "$b: on_timeout fail: one attempt, not retried" "$out" '"attempts":1,'
+	t_match "$b: the error says it timed out" "$out" '"error":"[^"]*(timed out after 1000 ms|clickhouse error 159)'
+
+	# on_timeout retry (the default): each attempt ends the same way, then dead letter
+	id=$("$au" enqueue ch.query --queue "$Q" --args "$hang" --timeout 1000 --max-attempts 2)
+	t_ok "$b: on_timeout retry: retried, then failed after its attempts" \
+		t_until 10 status_is "$id" "$Q" failed
+	t_match "$b: on_timeout retry: two attempts" "$("$au" wait "$id" --queue "$Q" --json)" \
+		'"attempts":2,'
+	t_ok "$b: no query of it is left running" t_until 1 test "$(running "$id")" = 0
+	kill -TERM "$wpid"; wait "$wpid"; wpid=
+done
+t_done
