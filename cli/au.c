@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "admin.h"
 #include "core.h"
 #include "pg_schema.h"
 #include "queue.h"
@@ -27,13 +28,15 @@ static const char usage_text[] =
 	"  enqueue TASK [--args JSON | --args-file FILE|-] [--queue Q] [--priority P]\n"
 	"          [--delay MS] [--ttl S] [--timeout MS [--on-timeout retry|fail]] [--max-attempts N]\n"
 	"          [--header K=V]... [--key KEY] [--wait [--wait-timeout MS]] [--json]\n"
-	"  status ID [--queue Q] [--json]\n"
+	"  status ID [--queue Q] [--json]   (--queue: a hint, ids are found on any queue)\n"
 	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
 	"  result ID [--queue Q] [--json]\n"
 	"  cancel ID [--queue Q]\n"
 	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
 	"         [--grace MS] [--retry-base MS] [--max-jobs N] [--idle-exit MS] [--quiet]\n"
-	"  queues [--json]\n"
+	"  queues [--json]         (counts, paused, totals and rate of each queue)\n"
+	"  queue pause|resume|empty|delete NAME [--force]   (au queue --help)\n"
+	"  dlq list|show ID|requeue ID...|--all|purge [--older-than D]   (au dlq --help)\n"
 	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
 	"  version\n"
 	"\n"
@@ -504,49 +507,6 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	return rc;
 }
 
-static int cmd_queues(struct cli *c)
-{
-	struct au_config conf = c->cfg;
-	struct au_queue *q;
-	char **names = NULL;
-	size_t n = 0, i;
-	int rc = 0;
-
-	au_config_from_env(&conf);
-	q = au_queue_open(conf.queue_url);
-	if (!q)
-		return EXIT_FAILED;
-	if (q->err.code || au_queue_list(q, &names, &n) < 0) {
-		rc = fail(&q->err);
-		goto out;
-	}
-	if (!c->json)
-		printf("%-24s %10s %10s %10s %10s\n", "queue", "ready", "scheduled", "running", "dead");
-	for (i = 0; i < n; i++) {
-		struct au_queue_stats st;
-
-		if (au_queue_stats(q, names[i], &st) < 0) {
-			rc = fail(&q->err);
-			break;
-		}
-		if (c->json)
-			printf("{\"queue\":\"%s\",\"ready\":%llu,\"scheduled\":%llu,\"running\":%llu,"
-			       "\"dead\":%llu}\n", names[i], (unsigned long long)st.ready,
-			       (unsigned long long)st.scheduled, (unsigned long long)st.leased,
-			       (unsigned long long)st.dead);
-		else
-			printf("%-24s %10llu %10llu %10llu %10llu\n", names[i],
-			       (unsigned long long)st.ready, (unsigned long long)st.scheduled,
-			       (unsigned long long)st.leased, (unsigned long long)st.dead);
-	}
-out:
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	au_queue_close(q);
-	return rc;
-}
-
 static int is_postgres(const char *url)
 {
 	return !strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13);
@@ -664,6 +624,13 @@ int main(int argc, char **argv)
 	if (first >= argc)
 		return usage(NULL);
 	cmd = argv[first];
+	/* these parse their own options (cli/admin.c) */
+	if (!strcmp(cmd, "dlq"))
+		return au_cli_dlq(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "queue"))
+		return au_cli_queue(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "queues"))
+		return au_cli_queues(&c.cfg, argc - first, argv + first);
 	/* options may also follow the command */
 	argv += first;
 	argc -= first;
@@ -684,8 +651,6 @@ int main(int argc, char **argv)
 		return cmd_handle(&c, cmd, argc - 1, argv + 1);
 	if (!strcmp(cmd, "worker"))
 		return cmd_worker(&c, argc - 1);
-	if (!strcmp(cmd, "queues"))
-		return cmd_queues(&c);
 	if (!strcmp(cmd, "migrate"))
 		return cmd_migrate(&c, argc - 1);
 	if (!strcmp(cmd, "version")) {
