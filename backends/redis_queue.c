@@ -1602,6 +1602,41 @@ static void watch_connect(struct rwatch *w)
 	evtimer_add(w->timer, &tv);
 }
 
+/* A watch of queue's key au:{queue}:<name> (the wake list, or the cancel
+ * channel), not yet connected; NULL on OOM. */
+static struct rwatch *watch_new(struct rq *r, const char *queue, const char *name,
+				struct event_base *base, void *arg)
+{
+	struct rwatch *w = calloc(1, sizeof(*w));
+
+	if (!w || !(w->queue = au_strdup(queue)) ||
+	    !(w->list = au_asprintf("au:{%s}:%s", w->queue, name)) ||
+	    !(w->timer = evtimer_new(base, watch_timer, w))) {
+		if (w) {
+			free(w->queue);
+			free(w->list);
+		}
+		free(w);
+		return NULL;
+	}
+	w->r = r;
+	w->base = base;
+	w->arg = arg;
+	return w;
+}
+
+static void watch_free(struct rwatch *w)
+{
+	if (w->ac) {
+		w->ac->data = NULL;
+		redisAsyncFree(w->ac);
+	}
+	event_free(w->timer);
+	free(w->queue);
+	free(w->list);
+	free(w);
+}
+
 static int rq_watch(struct au_queue *q, const char *queue, struct event_base *base,
 		    au_queue_wake_fn fn, void *arg)
 {
@@ -1610,21 +1645,9 @@ static int rq_watch(struct au_queue *q, const char *queue, struct event_base *ba
 
 	if (r->watch)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
-	w = calloc(1, sizeof(*w));
-	if (!w || !(w->queue = au_strdup(au_queue_name(queue))) ||
-	    !(w->list = au_asprintf("au:{%s}:wakelist", w->queue)) ||
-	    !(w->timer = evtimer_new(base, watch_timer, w))) {
-		if (w) {
-			free(w->queue);
-			free(w->list);
-		}
-		free(w);
+	if (!(w = watch_new(r, au_queue_name(queue), "wakelist", base, arg)))
 		return oom(q);
-	}
-	w->r = r;
-	w->base = base;
 	w->fn = fn;
-	w->arg = arg;
 	r->watch = w;
 	watch_connect(w);
 	return 0;
@@ -1650,17 +1673,10 @@ static void rq_unwatch(struct au_queue *q)
 
 	if (!w)
 		return;
-	if (w->ac) {
-		/* callbacks still due from hiredis find no watch; a token the
-		 * server sent the BLPOP meanwhile is lost with the connection
-		 * (a worker's poll finds its computation) */
-		w->ac->data = NULL;
-		redisAsyncFree(w->ac);
-	}
-	event_free(w->timer);
-	free(w->queue);
-	free(w->list);
-	free(w);
+	/* callbacks still due from hiredis find no watch; a token the server
+	 * sent the BLPOP meanwhile is lost with the connection (a worker's
+	 * poll finds its computation) */
+	watch_free(w);
 	r->watch = NULL;
 }
 
@@ -1921,36 +1937,12 @@ static int rq_watch_cancels(struct au_queue *q, const char *queue, struct event_
 
 	if (r->cancels)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
-	w = calloc(1, sizeof(*w));
-	if (!w || !(w->queue = au_strdup(queue)) ||
-	    !(w->list = au_asprintf("au:{%s}:cancel", w->queue)) ||
-	    !(w->timer = evtimer_new(base, watch_timer, w))) {
-		if (w) {
-			free(w->queue);
-			free(w->list);
-		}
-		free(w);
+	if (!(w = watch_new(r, queue, "cancel", base, arg)))
 		return oom(q);
-	}
-	w->r = r;
-	w->base = base;
 	w->cancel = fn;
-	w->arg = arg;
 	r->cancels = w;
 	watch_connect(w);
 	return 0;
-}
-
-static void watch_free(struct rwatch *w)
-{
-	if (w->ac) {
-		w->ac->data = NULL;
-		redisAsyncFree(w->ac);
-	}
-	event_free(w->timer);
-	free(w->queue);
-	free(w->list);
-	free(w);
 }
 
 static void rq_unwatch_cancels(struct au_queue *q)
