@@ -206,11 +206,12 @@ static void test_dry_run(void)
 	out = open_memstream(&printed, &len);
 	T_OK(au_pg_migrate(url, 1, out, &err) == 0, "dry run (%s)", err.str);
 	fclose(out);
-	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v4") &&
+	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v5") &&
 	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
-	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (4);\nCOMMIT;") &&
+	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (5);\nCOMMIT;") &&
+	     strstr(printed, "ADD COLUMN dead_at") &&
 	     !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 to v4 only");
+	     "dry run: prints the SQL of v2 to v5 only");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -240,7 +241,7 @@ static void test_upgrade(void)
 	free(cmd);
 	free(lit);
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "upgrade: an older schema is not used");
-	T_EQ_STR(msg, "database schema is at v1, this au expects v4: run 'au migrate'",
+	T_EQ_STR(msg, "database schema is at v1, this au expects v5: run 'au migrate'",
 		 "upgrade: the message");
 	EQ(db_version(url), 1, "upgrade: opening changed nothing");
 
@@ -273,27 +274,76 @@ static void test_upgrade(void)
 	au_pg_migrate_to(url, 2, 0, NULL, &err);
 	EQ(db_version(url), 2, "upgrade: a database at v2");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
-	     "upgrade: au migrate brings v2 to v4");
+	     "upgrade: au migrate brings v2 to v5");
 	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
 	     "upgrade: no way back (%s)", err.str);
+	drop_db(url);
+}
+
+/* v4 to v5: a dead row of v4 keeps its place among the dead letters, its
+ * queue is not paused and its totals start at 0. */
+static void test_v5(void)
+{
+	char *url = fresh_db(), *lit, *cmd;
+	struct au_computation c;
+	struct au_queue_stats st;
+	struct au_dead d;
+	struct au_queue *q;
+	struct au_err err;
+	size_t n = 0;
+	PGconn *pc;
+
+	T_OK(au_pg_migrate_to(url, 4, 0, NULL, &err) == 0, "v5: a database at v4 (%s)", err.str);
+	pc = connect_to(url);
+	lit = job_literal(&c, "old");
+	cmd = au_asprintf("INSERT INTO au_queues (name) VALUES ('old');"
+			  "INSERT INTO au_jobs (id, queue, state, attempts, error, body, created_at)"
+			  " VALUES ('%s', 'old', 2, 3, 'died at v4', %s, 'epoch'::timestamptz"
+			  " + interval '1000 s')", c.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	free(lit);
+	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == 5, "v5: migrated (%s)",
+	     err.str);
+	EQ(sql_int(pc, "SELECT count(*) FROM pg_indexes WHERE indexname = 'au_jobs_dead'"
+		   " AND indexdef ILIKE '%coalesce(dead_at, created_at)%'"), 1,
+	   "v5: the dead letter index orders by when they died");
+	q = au_queue_open(url);
+	T_OK(q && !q->err.code, "v5: open (%s)", q ? q->err.str : "oom");
+	if (q && !q->err.code) {
+		T_OK(au_queue_dead(q, "old", NULL, 10, &d, &n) == 0 && n == 1, "v5: the old dead row is"
+		     " listed (%s)", q->err.str);
+		if (n == 1) {
+			T_OK(!strcmp(d.id, c.id) && d.died_at_ms == 1000000 && d.attempts == 3 &&
+			     !strcmp(d.reason, "died at v4"), "v5: its created_at stands in for when it"
+			     " died (%llu)", (unsigned long long)d.died_at_ms);
+			au_dead_release(&d);
+		}
+		memset(&st, 0, sizeof(st));
+		T_OK(au_queue_stats(q, "old", &st) == 0 && st.dead == 1 && !st.paused &&
+		     st.processed == 0 && st.failed == 0, "v5: stats of the old queue");
+	}
+	au_queue_close(q);
+	au_computation_release(&c);
+	PQfinish(pc);
 	drop_db(url);
 }
 
 static void test_ahead(void)
 {
 	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
-	const char *want = "database schema is at v6, this au expects v4: upgrade au";
+	const char *want = "database schema is at v7, this au expects v5: upgrade au";
 	struct au_err err;
 	PGconn *c;
 
 	au_pg_migrate(url, 0, NULL, &err);
 	c = connect_to(url);
-	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (5), (6)"));
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (6), (7)"));
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
 	T_EQ_STR(msg, want, "ahead: the message");
 	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) < 0 && !strcmp(err.str, want), "ahead: migrate refuses");
-	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 6, "ahead: left alone");
+	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 7, "ahead: left alone");
 	PQfinish(c);
 	drop_db(url);
 }
@@ -849,6 +899,7 @@ int main(void)
 	test_fresh();
 	test_dry_run();
 	test_upgrade();
+	test_v5();
 	test_ahead();
 	test_concurrent();
 	test_errors();
