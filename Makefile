@@ -29,7 +29,7 @@ BUILD := build/rel
 endif
 
 LIB_SRC := $(foreach d,$(LAYERS),$(wildcard $(d)/*.c))
-HEADERS := $(wildcard include/*.h tests/*.h $(LAYERS:%=%/*.h))
+HEADERS := $(wildcard include/*.h tests/*.h cli/*.h $(LAYERS:%=%/*.h))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -70,7 +70,8 @@ $(BUILD)/libau.so: $(LIB_OBJ)
 	@echo "  LD $@"
 	@$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/au: $(BUILD)/cli/au.o $(BUILD)/libau.a
+CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
+$(BUILD)/au: $(CLI_OBJ) $(BUILD)/libau.a
 	@echo "  LD $@"
 	@$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 

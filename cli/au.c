@@ -18,6 +18,7 @@
 #include "core.h"
 #include "pg_schema.h"
 #include "queue.h"
+#include "workers.h"
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
 
@@ -33,6 +34,8 @@ static const char usage_text[] =
 	"  cancel ID [--queue Q]\n"
 	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
 	"         [--grace MS] [--retry-base MS] [--max-jobs N] [--idle-exit MS] [--quiet]\n"
+	"  worker stop ID          (asks one worker of 'au workers' to drain)\n"
+	"  workers [--json]        (the live workers: what each runs, its counts)\n"
 	"  queues [--json]\n"
 	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
 	"  version\n"
@@ -662,6 +665,11 @@ int main(int argc, char **argv)
 	if (first >= argc)
 		return usage(NULL);
 	cmd = argv[first];
+	/* these parse their own options (cli/workers.c) */
+	if (!strcmp(cmd, "workers"))
+		return au_cli_workers(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
+		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
 	/* options may also follow the command */
 	argv += first;
 	argc -= first;
