@@ -1759,8 +1759,7 @@ int au_worker_start(struct au_worker *w)
 	if (au_queue_check(w->q) < 0)
 		au_log(AU_LOG_INFO, "could not check the queue's server: %s", w->q->err.str);
 	/* cancels of running computations, where the queue can tell them */
-	if (w->q->ops->watch_cancels &&
-	    au_queue_watch_cancels(w->q, w->queue_name, w->base, cancel_cb, w) == 0)
+	if (au_queue_watch_cancels(w->q, w->queue_name, w->base, cancel_cb, w) == 0)
 		w->watching_cancels = 1;
 	/* a queue that cannot watch is polled */
 	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
