@@ -6,7 +6,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
-PKGS := hiredis msgpack libpq libevent libcurl jansson
+PKGS := hiredis msgpack libpq libevent libcurl jansson libcrypto
 
 O ?= -O2
 CFLAGS ?= $(O) -g

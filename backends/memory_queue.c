@@ -49,6 +49,9 @@ struct mqueue {
 	size_t tabsize, nentries;
 	uint64_t seq;
 	int woken;                  /* got ready entries in the current push */
+	int paused;
+	uint64_t processed, failed;
+	uint64_t acks[60], acks_at[60];  /* acks of each of the last 60 seconds */
 	struct mqueue *next;
 };
 
@@ -101,6 +104,7 @@ struct mwatch {
 struct mhandle {
 	struct mspace *sp;
 	struct mwatch *watch;
+	struct au_dead_limits limits;
 	struct mcancels *cancels;
 };
 
@@ -389,6 +393,10 @@ static int mem_open(struct au_queue *q, const struct au_url *url)
 
 	if (!h)
 		return oom(q);
+	if (au_queue_dead_limits(url, &h->limits, &q->err) < 0) {
+		free(h);
+		return -1;
+	}
 	pthread_mutex_lock(&spaces_mu);
 	for (sp = spaces; sp && strcmp(sp->name, name); sp = sp->next)
 		;
@@ -540,7 +548,7 @@ static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint3
 
 	*n = 0;
 	*next_due_ms = -1;
-	if (!mq)
+	if (!mq || mq->paused)
 		return 0;
 	promote(mq, now);
 	while (*n < max && (j = heap_top(heap_of(mq, AU_QUEUED_READY)))) {
@@ -618,7 +626,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 	uint64_t now = au_now_ms();
 	struct mqueue *mq;
 	int woke = 0;
-	size_t i;
+	size_t i, acked = 0;
 
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
@@ -632,6 +640,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			continue;
 		if (kind == S_ACK) {
 			job_remove(mq, j);
+			acked++;
 			continue;
 		}
 		if (kind == S_EXTEND) {
@@ -643,6 +652,7 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			job_error(j, text[i]);
 		if (kind == S_BURY) {
 			job_move(mq, j, AU_QUEUED_DEAD, now);
+			mq->failed++;
 			continue;
 		}
 		if (kind == S_RELEASE && j->attempts)
@@ -654,6 +664,16 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			job_move(mq, j, AU_QUEUED_READY, 0);
 			woke = 1;
 		}
+	}
+	if (acked) {
+		uint64_t sec = now / 1000;
+
+		mq->processed += acked;
+		if (mq->acks_at[sec % 60] != sec) {
+			mq->acks_at[sec % 60] = sec;
+			mq->acks[sec % 60] = 0;
+		}
+		mq->acks[sec % 60] += acked;
 	}
 	if (woke)
 		notify(sp, mq->name);
@@ -694,7 +714,8 @@ static int mem_extend(struct au_queue *q, const char *queue, const struct au_ref
 static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t *requeued,
 		      size_t *buried)
 {
-	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mhandle *h = q->ctx;
+	struct mspace *sp = h->sp;
 	uint64_t now = au_now_ms();
 	struct mqueue *mq;
 	struct mentry *j;
@@ -710,6 +731,7 @@ static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 		if (j->attempts >= j->max_attempts) {
 			snprintf(msg, sizeof(msg), "lease expired after %u attempts", j->attempts);
 			job_move(mq, j, AU_QUEUED_DEAD, now);
+			mq->failed++;
 			++*buried;
 		} else {
 			snprintf(msg, sizeof(msg), "lease expired on attempt %u", j->attempts);
@@ -718,6 +740,11 @@ static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 		}
 		job_error(j, msg);
 	}
+	/* the dead set's bounds: the heap has the oldest on top */
+	while (mq && (j = heap_top(heap_of(mq, AU_QUEUED_DEAD))) &&
+	       ((h->limits.max && heap_of(mq, AU_QUEUED_DEAD)->n > h->limits.max) ||
+		(h->limits.max_age_ms && j->key + h->limits.max_age_ms <= now)))
+		job_remove(mq, j);
 	if (*requeued)
 		notify(sp, mq->name);
 	pthread_mutex_unlock(&sp->mu);
@@ -782,6 +809,12 @@ static int mem_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 		st->scheduled = heap_of(mq, AU_QUEUED_SCHEDULED)->n;
 		st->leased = heap_of(mq, AU_QUEUED_LEASED)->n;
 		st->dead = heap_of(mq, AU_QUEUED_DEAD)->n;
+		st->paused = mq->paused;
+		st->processed = mq->processed;
+		st->failed = mq->failed;
+		for (size_t i = 0; i < AU_ARRAY_SIZE(mq->acks); i++)
+			if (mq->acks_at[i] + 60 > au_now_ms() / 1000)
+				st->per_minute += mq->acks[i];
 	}
 	pthread_mutex_unlock(&sp->mu);
 	return 0;
@@ -890,6 +923,199 @@ static void mem_unwatch(struct au_queue *q)
 	free(w->queue);
 	free(w);
 	h->watch = NULL;
+}
+
+/* ---- administration ---- */
+
+/* Copies j into d; -1 on OOM. */
+static int dead_copy(const struct mentry *j, struct au_dead *d)
+{
+	memset(d, 0, sizeof(*d));
+	memcpy(d->id, j->id, AU_ID_SIZE);
+	d->died_at_ms = j->key;
+	d->attempts = j->attempts;
+	snprintf(d->reason, sizeof(d->reason), "%s", j->error ? j->error : "");
+	if (!(d->body = malloc(j->body_len ? j->body_len : 1)))
+		return -1;
+	memcpy(d->body, j->body, j->body_len);
+	d->body_len = j->body_len;
+	return 0;
+}
+
+static int newer(const void *a, const void *b)
+{
+	const struct mentry *x = *(struct mentry *const *)a, *y = *(struct mentry *const *)b;
+
+	return x->key != y->key ? (x->key < y->key ? 1 : -1) : (x->seq < y->seq ? 1 : -1);
+}
+
+static int mem_dead(struct au_queue *q, const char *queue, const char *id, size_t max,
+		    struct au_dead *out, size_t *n)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mentry **v = NULL, *j;
+	struct mqueue *mq;
+	struct heap *dead;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, queue);
+	if (mq && id) {
+		j = job_find(mq, id);
+		if (j && j->state == AU_QUEUED_DEAD) {
+			if (dead_copy(j, &out[0]) < 0)
+				rc = oom(q);
+			else
+				*n = 1;
+		}
+	} else if (mq && (dead = heap_of(mq, AU_QUEUED_DEAD))->n) {
+		if (!(v = malloc(dead->n * sizeof(*v)))) {
+			rc = oom(q);
+		} else {
+			memcpy(v, dead->v, dead->n * sizeof(*v));
+			qsort(v, dead->n, sizeof(*v), newer);
+			for (; *n < max && *n < dead->n; ++*n)
+				if (dead_copy(v[*n], &out[*n]) < 0) {
+					while (*n)
+						au_dead_release(&out[--*n]);
+					rc = oom(q);
+					break;
+				}
+		}
+	}
+	pthread_mutex_unlock(&sp->mu);
+	free(v);
+	return rc;
+}
+
+static int mem_requeue(struct au_queue *q, const char *queue, const char *const *ids, size_t n,
+		       int *applied)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+	size_t i, woke = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, queue);
+	for (i = 0; i < n; i++) {
+		struct mentry *j = mq ? job_find(mq, ids[i]) : NULL;
+		int ok = j && j->state == AU_QUEUED_DEAD;
+
+		if (applied)
+			applied[i] = ok;
+		if (!ok)
+			continue;
+		j->attempts = 0;
+		free(j->error);
+		j->error = NULL;
+		job_move(mq, j, AU_QUEUED_READY, 0);
+		woke++;
+	}
+	if (woke)
+		notify(sp, mq->name);
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_purge(struct au_queue *q, const char *queue, uint64_t older_ms, size_t max,
+		     size_t *removed)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	uint64_t now = au_now_ms();
+	struct mqueue *mq;
+	struct mentry *j;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, queue);
+	while (mq && *removed < max && (j = heap_top(heap_of(mq, AU_QUEUED_DEAD))) &&
+	       j->key + older_ms <= now) {
+		job_remove(mq, j);
+		++*removed;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_pause(struct au_queue *q, const char *queue, int paused)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	if (!(mq = queue_get(sp, queue))) {
+		rc = oom(q);
+	} else {
+		mq->paused = !!paused;
+		if (!paused)
+			notify(sp, mq->name);
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+static int mem_empty(struct au_queue *q, const char *queue, size_t max, size_t *removed)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	enum au_queued_state st[] = { AU_QUEUED_READY, AU_QUEUED_SCHEDULED };
+	struct mqueue *mq;
+	struct mentry *j;
+	size_t i;
+
+	pthread_mutex_lock(&sp->mu);
+	mq = queue_find(sp, queue);
+	for (i = 0; mq && i < AU_ARRAY_SIZE(st); i++)
+		while (*removed < max && (j = heap_top(heap_of(mq, st[i])))) {
+			job_remove(mq, j);
+			++*removed;
+		}
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_drop(struct au_queue *q, const char *queue, int force)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue **p, *mq;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	for (p = &sp->queues; *p && strcmp((*p)->name, queue); p = &(*p)->next)
+		;
+	if ((mq = *p) && mq->nentries && !force) {
+		uint64_t now = au_now_ms(), due = 0;
+		struct heap *sched = heap_of(mq, AU_QUEUED_SCHEDULED);
+
+		for (size_t i = 0; i < sched->n; i++)   /* scheduled but due: ready, as stats say */
+			due += sched->v[i]->key <= now;
+		rc = au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %zu ready,"
+			       " %zu scheduled, %zu running, %zu dead", queue,
+			       heap_of(mq, AU_QUEUED_READY)->n + (size_t)due, sched->n - (size_t)due,
+			       heap_of(mq, AU_QUEUED_LEASED)->n, heap_of(mq, AU_QUEUED_DEAD)->n);
+	} else if (mq) {
+		*p = mq->next;
+		queue_free(mq);
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+static int mem_locate(struct au_queue *q, const char *id, char **queue)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mqueue *mq;
+	int rc;
+
+	pthread_mutex_lock(&sp->mu);
+	for (mq = sp->queues; mq && !job_find(mq, id); mq = mq->next)
+		;
+	if (!mq)
+		rc = au_seterr(&q->err, AU_ENOTFOUND, "no queue of '%s' has computation '%s'",
+			       q->url.text, id);
+	else
+		rc = (*queue = au_strdup(mq->name)) ? 0 : oom(q);
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
 }
 
 /* ---- cancels of running computations ---- */
@@ -1123,6 +1349,13 @@ const struct au_queue_ops au_memory_queue_ops = {
 	.queues = mem_queues,
 	.watch = mem_watch,
 	.unwatch = mem_unwatch,
+	.dead = mem_dead,
+	.requeue = mem_requeue,
+	.purge = mem_purge,
+	.pause = mem_pause,
+	.empty = mem_empty,
+	.drop = mem_drop,
+	.locate = mem_locate,
 	.cancel_running = mem_cancel_running,
 	.watch_cancels = mem_watch_cancels,
 	.unwatch_cancels = mem_unwatch_cancels,

@@ -67,12 +67,29 @@
 	"DELETE FROM au_jobs j USING unnest($2::uuid[], $3::text[])" \
 	" WITH ORDINALITY AS r(id, token, i) WHERE " FENCE " RETURNING r.i"
 
+/* The totals of stats: one update of the queue's row per statement (HOT:
+ * no indexed column changes), only when a row applied. The subqueries are
+ * init plans, so no join is planned. */
+#define COUNT_INTO(col, cte) \
+	", c AS (UPDATE au_queues SET " col " = " col " + (SELECT count(*) FROM " cte ")" \
+	" WHERE name = $1 AND EXISTS (SELECT FROM " cte "))"
+
+/* When a dead row died: rows buried by an older au, or by hand, have no
+ * dead_at and count as dead since they were pushed. Indexed (v5). */
+#define DIED "coalesce(dead_at, created_at)"
+
+/* The columns of a dead letter (dead): id, died at (unix ms), attempts,
+ * reason, body. */
+#define DEAD_COLS \
+	"SELECT id, (extract(epoch FROM " DIED ") * 1000)::int8, attempts, coalesce(error, ''), body" \
+	" FROM au_jobs"
+
 /* An ack with the records of ack_store ($4 ids, $5 records, $6 ttls),
  * written as the store writes them (postgres/pg_record.h) whether or not
  * their acks apply; the ordinals of the acks, and one row for the
  * notifications of the records written. */
 #define ACK_STORE(insert) \
-	"WITH a AS (" ACK "), w AS (" insert ")" \
+	"WITH a AS (" ACK ")" COUNT_INTO("processed", "a") ", w AS (" insert ")" \
 	" SELECT i FROM a UNION ALL SELECT 0::int8 FROM (SELECT count(" \
 	AU_PG_RECORD_NOTIFY("id") ") FROM w) n"
 
@@ -81,6 +98,8 @@
 enum stmt {
 	S_PUSH, S_PUSH_KEEP, S_LEASE, S_ACK, S_ACK_STORE, S_ACK_STORE_KEEP, S_REQUEUE, S_BURY,
 	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE, S_CANCEL_RUNNING,
+	S_DEAD_LIST, S_DEAD_ONE, S_REVIVE, S_PURGE, S_PAUSE, S_EMPTY, S_DROP, S_LOCATE,
+	S_HOUSEKEEP,
 	S_BEAT, S_WORKERS, S_WORKER_STOP, S_WORKER_GONE
 };
 
@@ -119,13 +138,14 @@ static const struct au_pg_stmt stmts[] = {
 		" ELSE 'malformed computation: attempts ' || attempts || ' out of range' END"
 		" WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 0 AND run_at <= now()"
+		" AND NOT EXISTS (SELECT FROM au_queues WHERE name = $1 AND paused)"
 		" ORDER BY priority DESC, run_at, seq LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
 		" AND state = 0"
 		" RETURNING id, token, attempts, body, priority, run_at, seq, state, error)"
 		" SELECT id, token, attempts, CASE WHEN state = 1 THEN body END,"
 		" CASE WHEN state = 2 THEN error END"
 		" FROM l ORDER BY priority DESC, run_at, seq" },
-	[S_ACK] = { "au_ack", ACK },
+	[S_ACK] = { "au_ack", "WITH a AS (" ACK ")" COUNT_INTO("processed", "a") " SELECT i FROM a" },
 	/* new record ids (nearly always), else again as S_ACK_STORE_KEEP */
 	[S_ACK_STORE] = { "au_ack_store",
 		ACK_STORE(AU_PG_RECORD_INSERT(AU_PG_RECORD_ROWS("$4", "$5", "$6"))) },
@@ -142,10 +162,10 @@ static const struct au_pg_stmt stmts[] = {
 		" SELECT i FROM u UNION ALL SELECT 0::int8 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
 		" WHERE EXISTS (SELECT FROM u WHERE delay = 0)" },
 	[S_BURY] = { "au_bury",
-		"UPDATE au_jobs j SET state = 2, token = NULL, lease_until = NULL,"
-		" error = coalesce(r.reason, j.error)"
+		"WITH b AS (UPDATE au_jobs j SET state = 2, token = NULL, lease_until = NULL,"
+		" error = coalesce(r.reason, j.error), dead_at = now()"
 		" FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS r(id, token, reason, i)"
-		" WHERE " FENCE " RETURNING r.i" },
+		" WHERE " FENCE " RETURNING r.i)" COUNT_INTO("failed", "b") " SELECT i FROM b" },
 	[S_EXTEND] = { "au_extend",
 		"UPDATE au_jobs j SET lease_until = now() + $4::int8 * interval '1 ms'"
 		" FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS r(id, token, i)"
@@ -153,6 +173,7 @@ static const struct au_pg_stmt stmts[] = {
 	[S_RESCUE] = { "au_rescue",
 		"WITH u AS (UPDATE au_jobs SET"
 		" state = CASE WHEN attempts >= max_attempts THEN 2 ELSE 0 END,"
+		" dead_at = CASE WHEN attempts >= max_attempts THEN now() END,"
 		" run_at = now(), token = NULL, lease_until = NULL,"
 		" error = CASE WHEN attempts >= max_attempts"
 		" THEN 'lease expired after ' || attempts || ' attempts'"
@@ -165,7 +186,8 @@ static const struct au_pg_stmt stmts[] = {
 		" || ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 1 AND lease_until IS NULL"
 		" LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
-		" AND state = 1 RETURNING state)"
+		" AND state = 1 RETURNING state), f AS (SELECT FROM u WHERE state = 2)"
+		COUNT_INTO("failed", "f")
 		" SELECT state::int4 FROM u UNION ALL SELECT -1 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
 		" WHERE EXISTS (SELECT FROM u WHERE state = 0)" },
 	/* the deleted row, or the state of one that was not waiting */
@@ -179,12 +201,75 @@ static const struct au_pg_stmt stmts[] = {
 		" WHEN run_at > now() THEN 2 ELSE 1 END, greatest(attempts, 0), greatest(max_attempts, 0),"
 		" coalesce(error, '')"
 		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
+	/* the rate compares processed with the sample housekeeping took 30 to
+	 * 70 s ago (a younger one counts as 30 s old) */
 	[S_STATS] = { "au_stats",
 		"SELECT count(*) FILTER (WHERE run_at <= now()), count(*) FILTER (WHERE run_at > now()),"
 		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 1),"
-		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2)"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2),"
+		" coalesce((SELECT paused FROM au_queues WHERE name = $1), false),"
+		" coalesce((SELECT processed FROM au_queues WHERE name = $1), 0),"
+		" coalesce((SELECT failed FROM au_queues WHERE name = $1), 0),"
+		" coalesce((SELECT CASE WHEN processed >= prev_n THEN ((processed - prev_n) * 60"
+		" / greatest(extract(epoch FROM now() - prev_at), 30))::int8 END"
+		" FROM au_queues WHERE name = $1), 0)"
 		" FROM au_jobs WHERE queue = $1 AND state = 0" },
 	[S_QUEUES] = { "au_queues", "SELECT name FROM au_queues ORDER BY name" },
+	[S_DEAD_LIST] = { "au_dead_list",
+		DEAD_COLS " WHERE queue = $1 AND state = 2 ORDER BY " DIED " DESC LIMIT $2::int8" },
+	[S_DEAD_ONE] = { "au_dead_one",
+		DEAD_COLS " WHERE id = $2::uuid AND queue = $1 AND state = 2" },
+	/* dead letters back to waiting as new; the ordinals of those revived */
+	[S_REVIVE] = { "au_revive",
+		"WITH u AS (UPDATE au_jobs j SET state = 0, attempts = 0, error = NULL, dead_at = NULL,"
+		" run_at = now() FROM unnest($2::uuid[]) WITH ORDINALITY AS r(id, i)"
+		" WHERE j.id = ANY($2::uuid[]) AND j.id = r.id AND j.queue = $1 AND j.state = 2"
+		" RETURNING r.i)"
+		" SELECT i FROM u UNION ALL SELECT 0::int8 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
+		" WHERE EXISTS (SELECT FROM u)" },
+	[S_PURGE] = { "au_purge",
+		"WITH d AS (DELETE FROM au_jobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state = 2 AND " DIED " <= now() - $2::int8 * interval '1 ms'"
+		" ORDER BY " DIED " LIMIT $3::int8 FOR UPDATE SKIP LOCKED)) AND state = 2 RETURNING 1)"
+		" SELECT count(*) FROM d" },
+	/* resuming wakes the queue's workers */
+	[S_PAUSE] = { "au_pause",
+		"WITH u AS (INSERT INTO au_queues (name, paused) VALUES ($1, $2::bool)"
+		" ON CONFLICT (name) DO UPDATE SET paused = excluded.paused RETURNING 1)"
+		" SELECT 1 FROM u UNION ALL SELECT 0 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
+		" WHERE NOT $2::bool" },
+	[S_EMPTY] = { "au_empty",
+		"WITH d AS (DELETE FROM au_jobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state = 0 LIMIT $2::int8 FOR UPDATE SKIP LOCKED)) AND state = 0"
+		" RETURNING 1)"
+		" SELECT count(*) FROM d" },
+	/* the counts before; the queue is deleted when they are 0 or $2 */
+	[S_DROP] = { "au_drop",
+		"WITH n AS (SELECT"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at <= now()) r,"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at > now()) s,"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 1) l,"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2) d),"
+		" j AS (DELETE FROM au_jobs WHERE $2::bool AND ctid = ANY(ARRAY("
+		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 0 UNION ALL"
+		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 1 UNION ALL"
+		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 2))),"
+		" q AS (DELETE FROM au_queues WHERE name = $1"
+		" AND ($2::bool OR (SELECT r + s + l + d FROM n) = 0))"
+		" SELECT r, s, l, d FROM n" },
+	[S_LOCATE] = { "au_locate", "SELECT queue FROM au_jobs WHERE id = $1::uuid" },
+	/* the dead set's bounds ($2 count, $3 age in ms; 0: none), and the
+	 * sample of processed for the rate of stats */
+	[S_HOUSEKEEP] = { "au_housekeep",
+		"WITH m AS (UPDATE au_queues SET prev_n = coalesce(mark_n, processed),"
+		" prev_at = coalesce(mark_at, now()), mark_n = processed, mark_at = now()"
+		" WHERE name = $1 AND (mark_at IS NULL OR mark_at <= now() - interval '30 s')),"
+		" d AS (DELETE FROM au_jobs WHERE ctid = ANY(ARRAY("
+		"(SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 2 AND $3::int8 > 0"
+		" AND " DIED " < now() - $3::int8 * interval '1 ms' ORDER BY " DIED " LIMIT 1000)"
+		" UNION ALL (SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 2 AND $2::int8 > 0"
+		" ORDER BY " DIED " DESC OFFSET $2::int8 LIMIT 1000))) AND state = 2 RETURNING 1)"
+		" SELECT count(*) FROM d" },
 	/* ms until the first scheduled computation is due, NULL if none. A
 	 * run_at of 'infinity' is never due (and cannot be subtracted from),
 	 * '-infinity' is due now. */
@@ -238,6 +323,8 @@ struct pgq {
 	int worker_session;         /* leased once: commits need not wait for the disk */
 	char *watch_conninfo;       /* the watch's, set at open: pg.conninfo changes */
 	int watchers;               /* K: watches of a queue that listen (see watch) */
+	struct au_dead_limits limits;  /* of the URL */
+	struct au_housekeeping housekept;
 	au_queue_cancel_fn cancel_fn;  /* watch_cancels: handed to the watch */
 	void *cancel_arg;
 	char *cancel_queue;
@@ -337,6 +424,7 @@ static int pgq_open(struct au_queue *q, const struct au_url *url)
 	if (!p)
 		return oom(q);
 	if (watchers_param(q, url, &p->watchers) < 0 ||
+	    au_queue_dead_limits(url, &p->limits, &q->err) < 0 ||
 	    au_pg_open(&p->pg, url, stmts, AU_ARRAY_SIZE(stmts), &q->err) < 0) {
 		free(p);
 		return -1;
@@ -832,6 +920,26 @@ static int pgq_extend(struct au_queue *q, const char *queue, const struct au_ref
 
 /* ---- housekeeping and inspection ---- */
 
+/* At most every AU_HOUSEKEEP_MS per handle: the dead set's bounds, and
+ * the sample of processed the rate of stats compares with. */
+static int housekeep(struct au_queue *q, const char *queue)
+{
+	struct pgq *p = q->ctx;
+	unsigned char max[8], age[8];
+	const char *vals[] = { queue, (const char *)max, (const char *)age };
+	int lens[] = { (int)strlen(queue), 8, 8 };
+	PGresult *r;
+
+	if (!au_queue_housekeep_due(&p->housekept, queue))
+		return 0;
+	au_pg_put_u64(max, p->limits.max > INT64_MAX ? INT64_MAX : p->limits.max);
+	au_pg_put_u64(age, p->limits.max_age_ms > INT64_MAX / 2 ? INT64_MAX / 2 : p->limits.max_age_ms);
+	if (!(r = run(q, S_HOUSEKEEP, 3, vals, lens)))
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
 static int pgq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *requeued,
 		      size_t *buried)
 {
@@ -853,7 +961,7 @@ static int pgq_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 		*buried += st == 2;
 	}
 	PQclear(r);
-	return 0;
+	return housekeep(q, vals[0]);
 }
 
 static int pgq_cancel(struct au_queue *q, const char *queue, const char *id)
@@ -904,6 +1012,10 @@ static int pgq_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 	st->scheduled = au_pg_get_u64(PQgetvalue(r, 0, 1));
 	st->leased = au_pg_get_u64(PQgetvalue(r, 0, 2));
 	st->dead = au_pg_get_u64(PQgetvalue(r, 0, 3));
+	st->paused = *PQgetvalue(r, 0, 4) != 0;
+	st->processed = au_pg_get_u64(PQgetvalue(r, 0, 5));
+	st->failed = au_pg_get_u64(PQgetvalue(r, 0, 6));
+	st->per_minute = au_pg_get_u64(PQgetvalue(r, 0, 7));
 	PQclear(r);
 	return 0;
 }
@@ -931,6 +1043,170 @@ static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
 	*names = v;
 	*n = rows;
 	return 0;
+}
+
+/* ---- administration ---- */
+
+/* The count in the first column of a statement's single row; clears r. */
+static size_t count_of(PGresult *r)
+{
+	size_t v = PQntuples(r) ? (size_t)au_pg_get_u64(PQgetvalue(r, 0, 0)) : 0;
+
+	PQclear(r);
+	return v;
+}
+
+static int pgq_dead(struct au_queue *q, const char *queue, const char *id, size_t max,
+		    struct au_dead *out, size_t *n)
+{
+	unsigned char lim[8];
+	const char *vals[] = { queue, (const char *)lim };
+	int lens[] = { (int)strlen(queue), 8 }, rows, i;
+	PGresult *r;
+
+	if (!max)
+		return 0;
+	if (id) {
+		if (!(r = run_id(q, S_DEAD_ONE, queue, id)))
+			return q->err.code == AU_ENOTFOUND ? 0 : -1;
+	} else {
+		au_pg_put_u64(lim, max > INT64_MAX ? INT64_MAX : max);
+		if (!(r = run(q, S_DEAD_LIST, 2, vals, lens)))
+			return -1;
+	}
+	rows = PQntuples(r);
+	for (i = 0; i < rows && (size_t)i < max; i++) {
+		struct au_dead *d = &out[i];
+		int blen = PQgetlength(r, i, 4);
+
+		memset(d, 0, sizeof(*d));
+		au_pg_id(d->id, (const unsigned char *)PQgetvalue(r, i, 0));
+		d->died_at_ms = au_pg_get_u64(PQgetvalue(r, i, 1));
+		d->attempts = au_pg_get_u32(PQgetvalue(r, i, 2));
+		snprintf(d->reason, sizeof(d->reason), "%.*s", PQgetlength(r, i, 3),
+			 PQgetvalue(r, i, 3));
+		if (!(d->body = malloc(blen ? (size_t)blen : 1))) {
+			while (i)
+				au_dead_release(&out[--i]);
+			PQclear(r);
+			return oom(q);
+		}
+		memcpy(d->body, PQgetvalue(r, i, 4), (size_t)blen);
+		d->body_len = (size_t)blen;
+	}
+	*n = (size_t)i;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_requeue(struct au_queue *q, const char *queue, const char *const *ids, size_t n,
+		       int *applied)
+{
+	struct au_buf *b = &((struct pgq *)q->ctx)->params;
+	size_t at[2], i;
+	int rc = 0;
+
+	if (!n)
+		return 0;
+	au_buf_reset(b);
+	at[0] = b->len;
+	rc |= au_buf_puts(b, queue);
+	at[1] = b->len;
+	rc |= au_pg_array(b, AU_PG_UUID, n);
+	for (i = 0; i < n; i++) {
+		unsigned char uuid[16];
+
+		au_pg_uuid(uuid, ids[i]);   /* valid: the wrapper checked */
+		rc |= au_pg_array_add(b, uuid, 16);
+	}
+	if (rc)
+		return oom(q);
+	return settle(q, S_REVIVE, n, at, 2, applied);
+}
+
+static int pgq_purge(struct au_queue *q, const char *queue, uint64_t older_ms, size_t max,
+		     size_t *removed)
+{
+	unsigned char ms[8], lim[8];
+	const char *vals[] = { queue, (const char *)ms, (const char *)lim };
+	int lens[] = { (int)strlen(queue), 8, 8 };
+	PGresult *r;
+
+	au_pg_put_u64(ms, older_ms > INT64_MAX / 2 ? INT64_MAX / 2 : older_ms);
+	au_pg_put_u64(lim, max > INT64_MAX ? INT64_MAX : max);
+	if (!(r = run(q, S_PURGE, 3, vals, lens)))
+		return -1;
+	*removed = count_of(r);
+	return 0;
+}
+
+static int pgq_pause(struct au_queue *q, const char *queue, int paused)
+{
+	char flag = paused ? 1 : 0;
+	const char *vals[] = { queue, &flag };
+	int lens[] = { (int)strlen(queue), 1 };
+	PGresult *r;
+
+	if (!(r = run(q, S_PAUSE, 2, vals, lens)))
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_empty(struct au_queue *q, const char *queue, size_t max, size_t *removed)
+{
+	unsigned char lim[8];
+	const char *vals[] = { queue, (const char *)lim };
+	int lens[] = { (int)strlen(queue), 8 };
+	PGresult *r;
+
+	au_pg_put_u64(lim, max > INT64_MAX ? INT64_MAX : max);
+	if (!(r = run(q, S_EMPTY, 2, vals, lens)))
+		return -1;
+	*removed = count_of(r);
+	return 0;
+}
+
+static int pgq_drop(struct au_queue *q, const char *queue, int force)
+{
+	char flag = force ? 1 : 0;
+	const char *vals[] = { queue, &flag };
+	int lens[] = { (int)strlen(queue), 1 };
+	unsigned long long v[4] = { 0, 0, 0, 0 };
+	PGresult *r;
+	int i;
+
+	if (!(r = run(q, S_DROP, 2, vals, lens)))
+		return -1;
+	for (i = 0; i < 4 && PQntuples(r); i++)
+		v[i] = (unsigned long long)au_pg_get_u64(PQgetvalue(r, 0, i));
+	PQclear(r);
+	if (!force && v[0] + v[1] + v[2] + v[3])
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %llu ready,"
+				 " %llu scheduled, %llu running, %llu dead", queue, v[0], v[1], v[2],
+				 v[3]);
+	return 0;
+}
+
+static int pgq_locate(struct au_queue *q, const char *id, char **queue)
+{
+	unsigned char uuid[16];
+	const char *vals[] = { (const char *)uuid };
+	int lens[] = { 16 };
+	PGresult *r;
+
+	if (au_pg_uuid(uuid, id) < 0)
+		return au_seterr(&q->err, AU_EINVAL, "invalid computation id '%s'", id);
+	if (!(r = run(q, S_LOCATE, 1, vals, lens)))
+		return -1;
+	if (!PQntuples(r)) {
+		PQclear(r);
+		return au_seterr(&q->err, AU_ENOTFOUND, "no queue of '%s' has computation '%s'",
+				 q->url.text, id);
+	}
+	*queue = au_strndup(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+	PQclear(r);
+	return *queue ? 0 : oom(q);
 }
 
 /* ---- watch ---- */
@@ -1582,6 +1858,13 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.unwatch = pgq_unwatch,
 	.watch_pause = pgq_watch_pause,
 	.ack_store = pgq_ack_store,
+	.dead = pgq_dead,
+	.requeue = pgq_requeue,
+	.purge = pgq_purge,
+	.pause = pgq_pause,
+	.empty = pgq_empty,
+	.drop = pgq_drop,
+	.locate = pgq_locate,
 	.cancel_running = pgq_cancel_running,
 	.watch_cancels = pgq_watch_cancels,
 	.unwatch_cancels = pgq_unwatch_cancels,

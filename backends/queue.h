@@ -38,7 +38,50 @@ void au_lease_release(struct au_lease *l);
 
 struct au_queue_stats {
 	uint64_t ready, scheduled, leased, dead;
+	int paused;                 /* pause(): leases take nothing */
+	uint64_t processed;         /* acked, since the queue was first used */
+	uint64_t failed;            /* dead-lettered (bury, expired leases), likewise */
+	uint64_t per_minute;        /* acks per minute, measured over the last 30 to
+				       70 s by housekeeping (rescue; over less, as if
+				       over 30 s, just after a worker started); 0 when
+				       unknown */
 };
+
+/* One dead letter (dead). */
+struct au_dead {
+	char id[AU_ID_SIZE];
+	uint64_t died_at_ms;        /* when it was buried, unix ms (server clock) */
+	uint32_t attempts;          /* made before it died */
+	char reason[AU_ERRSTR_SIZE];
+	unsigned char *body;        /* the computation (wire format), malloc'ed */
+	size_t body_len;
+};
+void au_dead_release(struct au_dead *d);
+
+/* How many dead letters a queue keeps, and how long (URL parameters
+ * dead_max=N and dead_max_age=DURATION on every backend, read by
+ * au_queue_dead_limits). Sidekiq's bounds by default. */
+#define AU_DEAD_MAX_DEFAULT 10000u
+#define AU_DEAD_MAX_AGE_DEFAULT_MS (180ull * 86400000)   /* six months */
+struct au_dead_limits {
+	uint64_t max;               /* 0: no bound by count */
+	uint64_t max_age_ms;        /* 0: no bound by age */
+};
+/* The limits of url (its defaults when absent); -1 with AU_EINVAL naming
+ * the parameter. */
+int au_queue_dead_limits(const struct au_url *url, struct au_dead_limits *out,
+			 struct au_err *err);
+/* How often a handle enforces them and takes the rate's sample, at most
+ * (from rescue, which workers call every second). */
+#define AU_HOUSEKEEP_MS 10000u
+/* When a handle last housekept each of the (up to 16) queues it rescues. */
+struct au_housekeeping {
+	uint64_t name[16];          /* a hash of the queue's name, 0: free */
+	uint64_t at_us[16];         /* au_mono_us of the last time */
+};
+/* 1 when queue is due (not done by this handle in the last
+ * AU_HOUSEKEEP_MS), noting now as its last time; 0 when not. */
+int au_queue_housekeep_due(struct au_housekeeping *hk, const char *queue);
 
 enum au_queued_state {
 	AU_QUEUED_READY = 1,      /* waiting to run (first time or retry) */
@@ -149,7 +192,10 @@ struct au_queue_ops {
 	int (*extend)(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		      size_t n, uint32_t lease_ms, int *applied);
 	/* Expired leases go back to ready, or to dead letter when their attempts
-	 * reached max_attempts. At most max per call. */
+	 * reached max_attempts. At most max per call. Also, at most every
+	 * AU_HOUSEKEEP_MS per handle and queue, trims the queue's dead
+	 * letters to the URL's limits (oldest first; their data is deleted)
+	 * and samples the acks for stats' per_minute. */
 	int (*rescue)(struct au_queue *q, const char *queue, size_t max,
 		      size_t *requeued, size_t *buried);
 	/* Removes a ready or scheduled computation so it never runs. -1 with
@@ -162,6 +208,44 @@ struct au_queue_ops {
 	int (*stats)(struct au_queue *q, const char *queue, struct au_queue_stats *st);
 	/* Names of known queues (malloc'ed array of malloc'ed strings). */
 	int (*queues)(struct au_queue *q, char ***names, size_t *n);
+
+	/*
+	 * Administration. Optional (NULL: the wrappers say AU_ESTATE "queue
+	 * '...' cannot ..."); none of them is on the path of a computation.
+	 */
+
+	/* Dead letters of queue, newest first: with id NULL up to max of them
+	 * into out[0..max), with an id that one (*n = 0 when it is not dead).
+	 * Each out[i] owns its body (au_dead_release). */
+	int (*dead)(struct au_queue *q, const char *queue, const char *id, size_t max,
+		    struct au_dead *out, size_t *n);
+	/* Dead letters back to ready, as if new: attempts 0, error cleared,
+	 * at the end of their priority. applied[i] = 0 for an id that is not
+	 * dead in queue (already requeued, purged, never dead): a leased
+	 * computation is never touched, so fencing holds. */
+	int (*requeue)(struct au_queue *q, const char *queue, const char *const *ids, size_t n,
+		       int *applied);
+	/* Deletes up to max dead letters buried at least older_ms ago (0: any),
+	 * oldest first; *removed says how many. */
+	int (*purge)(struct au_queue *q, const char *queue, uint64_t older_ms, size_t max,
+		     size_t *removed);
+	/* paused = 1: leases of queue take nothing (anything else goes on:
+	 * running ones finish, pushes wait); 0 undoes it. Kept by the backend
+	 * until changed, whoever asks. */
+	int (*pause)(struct au_queue *q, const char *queue, int paused);
+	/* Deletes up to max waiting (ready or scheduled) computations of
+	 * queue, data and all; *removed says how many. Running and dead ones
+	 * stay. No record is written: their ids become unknown. */
+	int (*empty)(struct au_queue *q, const char *queue, size_t max, size_t *removed);
+	/* Forgets queue: its name, pause and counters, and (force) whatever
+	 * it still holds, leased ones included (their workers' writes then
+	 * apply to nothing). Without force, -1 with AU_ESTATE when it holds
+	 * any computation. */
+	int (*drop)(struct au_queue *q, const char *queue, int force);
+	/* The queue holding id (malloc'ed into *queue), in one look where the
+	 * backend can; -1 with AU_ENOTFOUND when no queue has it. NULL: the
+	 * wrapper peeks each known queue. */
+	int (*locate)(struct au_queue *q, const char *id, char **queue);
 
 	/* Calls fn(arg) on base when computations may have arrived in queue.
 	 * One watch per queue handle. NULL when the backend cannot (no
@@ -365,6 +449,88 @@ static inline void au_queue_watch_pause(struct au_queue *q, int paused)
 	if (q->ops->watch_pause)
 		q->ops->watch_pause(q, paused);
 }
+
+static inline int au_queue_cannot(struct au_queue *q, const char *what)
+{
+	return au_seterr(&q->err, AU_ESTATE, "queue '%s' cannot %s", q->url.text, what);
+}
+
+static inline int au_queue_dead(struct au_queue *q, const char *queue, const char *id,
+				size_t max, struct au_dead *out, size_t *n)
+{
+	*n = 0;
+	if (id && !au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	if (!q->ops->dead)
+		return au_queue_cannot(q, "list dead letters");
+	return q->ops->dead(q, au_queue_name(queue), id, max, out, n);
+}
+
+static inline int au_queue_requeue(struct au_queue *q, const char *queue,
+				   const char *const *ids, size_t n, int *applied)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!au_id_valid(ids[i]))
+			return au_queue_bad_id(q, ids[i]);
+	if (!q->ops->requeue)
+		return au_queue_cannot(q, "requeue dead letters");
+	return q->ops->requeue(q, au_queue_name(queue), ids, n, applied);
+}
+
+/* Whole: calls purge until no more go (1000 a call). On -1, *removed
+ * counts what the calls before the failing one removed; so for empty. */
+static inline int au_queue_purge(struct au_queue *q, const char *queue, uint64_t older_ms,
+				 size_t *removed)
+{
+	size_t one;
+
+	*removed = 0;
+	if (!q->ops->purge)
+		return au_queue_cannot(q, "purge dead letters");
+	do {
+		one = 0;
+		if (q->ops->purge(q, au_queue_name(queue), older_ms, 1000, &one) < 0)
+			return -1;
+		*removed += one;
+	} while (one == 1000);
+	return 0;
+}
+
+static inline int au_queue_pause(struct au_queue *q, const char *queue, int paused)
+{
+	if (!q->ops->pause)
+		return au_queue_cannot(q, "pause");
+	return q->ops->pause(q, au_queue_name(queue), paused);
+}
+
+/* Whole: calls empty until no more go (1000 a call). */
+static inline int au_queue_empty(struct au_queue *q, const char *queue, size_t *removed)
+{
+	size_t one;
+
+	*removed = 0;
+	if (!q->ops->empty)
+		return au_queue_cannot(q, "empty a queue");
+	do {
+		one = 0;
+		if (q->ops->empty(q, au_queue_name(queue), 1000, &one) < 0)
+			return -1;
+		*removed += one;
+	} while (one == 1000);
+	return 0;
+}
+
+static inline int au_queue_drop(struct au_queue *q, const char *queue, int force)
+{
+	if (!q->ops->drop)
+		return au_queue_cannot(q, "delete a queue");
+	return q->ops->drop(q, au_queue_name(queue), force);
+}
+
+/* The queue holding id (*queue malloc'ed), looking at hint first when it
+ * is not NULL; -1 with AU_ENOTFOUND when none has it (backends/
+ * queue_registry.c). */
+int au_queue_locate(struct au_queue *q, const char *id, const char *hint, char **queue);
 
 /* -1 with AU_ESTATE when the backend cannot (the caller stores, then acks). */
 /* -1 with AU_ESTATE when the backend has no cancel channel. */

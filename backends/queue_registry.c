@@ -1,4 +1,5 @@
 /* queue_registry.c - the queue backends, found by URL scheme. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,106 @@ void au_lease_release(struct au_lease *l)
 	free(l->body);
 	l->body = NULL;
 	l->body_len = 0;
+}
+
+void au_dead_release(struct au_dead *d)
+{
+	free(d->body);
+	d->body = NULL;
+	d->body_len = 0;
+}
+
+int au_queue_dead_limits(const struct au_url *url, struct au_dead_limits *out,
+			 struct au_err *err)
+{
+	char *max = au_url_param(url, "dead_max"), *age = au_url_param(url, "dead_max_age"), *end;
+	int rc = 0;
+
+	out->max = AU_DEAD_MAX_DEFAULT;
+	out->max_age_ms = AU_DEAD_MAX_AGE_DEFAULT_MS;
+	if (max) {
+		errno = 0;
+		out->max = strtoull(max, &end, 10);
+		if (!*max || *end || errno || *max == '-')
+			rc = au_seterr(err, AU_EINVAL, "invalid url '%s': dead_max must be a count"
+				       " (0: no bound)", url->text);
+	}
+	if (!rc && age && strcmp(age, "0") && au_duration_parse(age, &out->max_age_ms, err) < 0)
+		rc = au_seterr(err, AU_EINVAL, "invalid url '%s': dead_max_age must be a duration"
+			       " such as 7d (0: no bound)", url->text);
+	else if (!rc && age && !strcmp(age, "0"))
+		out->max_age_ms = 0;
+	free(max);
+	free(age);
+	return rc;
+}
+
+int au_queue_locate(struct au_queue *q, const char *id, const char *hint, char **queue)
+{
+	struct au_queued info;
+	char **names = NULL;
+	size_t n = 0, i;
+	int rc = -1;
+
+	*queue = NULL;
+	if (!au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	if (hint && *hint) {
+		if (au_queue_peek(q, hint, id, &info) == 0)
+			return (*queue = au_strdup(hint)) ? 0 :
+			       au_seterr(&q->err, AU_ENOMEM, "out of memory");
+		if (q->err.code != AU_ENOTFOUND)
+			return -1;
+	}
+	if (q->ops->locate) {
+		if (q->ops->locate(q, id, queue) == 0)
+			return 0;
+		return -1;
+	}
+	if (au_queue_list(q, &names, &n) < 0)
+		return -1;
+	for (i = 0; i < n && rc < 0; i++) {
+		if (hint && !strcmp(names[i], hint))
+			continue;
+		if (au_queue_peek(q, names[i], id, &info) == 0) {
+			*queue = names[i];
+			names[i] = NULL;
+			rc = 0;
+		} else if (q->err.code != AU_ENOTFOUND) {
+			break;
+		}
+	}
+	if (rc < 0 && (i == n || q->err.code == AU_ENOTFOUND))
+		au_seterr(&q->err, AU_ENOTFOUND, "no queue of '%s' has computation '%s'", q->url.text,
+			  id);
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return rc;
+}
+
+int au_queue_housekeep_due(struct au_housekeeping *hk, const char *queue)
+{
+	uint64_t h = 1469598103934665603ull, now = au_mono_us();
+	size_t i, slot = 0;
+	const char *p;
+
+	for (p = queue; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h |= 1;   /* never 0, the free mark */
+	for (i = 0; i < AU_ARRAY_SIZE(hk->name); i++) {
+		if (hk->name[i] == h) {
+			if (now - hk->at_us[i] < AU_HOUSEKEEP_MS * 1000ull)
+				return 0;
+			slot = i;
+			break;
+		}
+		if (hk->at_us[i] < hk->at_us[slot])   /* free ones have 0: taken first */
+			slot = i;
+	}
+	hk->name[slot] = h;
+	hk->at_us[slot] = now;
+	return 1;
 }
 
 static const char *const beat_states[] = {

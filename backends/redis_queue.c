@@ -21,6 +21,8 @@
  *   au:{q}:rescue  STRING throttle of the expired-lease sweep (SET NX PX)
  *   au:{q}:wakelist LIST of wake tokens: one per computation made ready
  *                  (up to WAKE_MAX per call, and at most WAKE_MAX kept)
+ *   au:{q}:paused  STRING present while the queue is paused (leases take none)
+ *   au:{q}:stats   HASH processed, failed (totals), samples for the rate
  *   au:queues      SET of queue names
  *   au:registry:{workers} ZSET worker id -> last beat ms: the worker registry
  *   au:registry:{workers}:<id> HASH one worker's entry, PEXPIRE'd at its TTL
@@ -112,7 +114,7 @@
  * written by hand cannot make a script fail half way (Redis does not roll
  * back a failed script).
  */
-enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_COUNT };
+enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_ADMIN, SC_COUNT };
 
 /* Each script is sent as the prelude followed by its own file
  * (backends/redis_scripts/, embedded by scripts/embed.sh). */
@@ -124,11 +126,13 @@ static const char *const script_bodies[SC_COUNT] = {
 	[SC_CANCEL] = au_lua_cancel,
 	[SC_PEEK] = au_lua_peek,
 	[SC_STATS] = au_lua_stats,
+	[SC_ADMIN] = au_lua_admin,
 };
 
 static const char *const key_names[] = {
 	"prios", "sched", "leased", "dead", "seq", "rescue",
-	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:", "wakelist"
+	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:", "wakelist",
+	"paused", "stats"
 };
 
 /* ---- state ---- */
@@ -156,6 +160,8 @@ struct rq {
 	char sha[SC_COUNT][41];     /* its SHA-1, the name EVALSHA knows it by */
 	char *listed;               /* the queue last added to au:queues, or NULL */
 	struct rwatch *watch;       /* the loop's: nothing else touches it */
+	struct au_dead_limits limits;  /* of the URL */
+	struct au_housekeeping housekept;
 	struct rwatch *cancels;     /* watch_cancels: SUBSCRIBE, on the loop too */
 
 	/* the pipeline of the operation in progress */
@@ -598,7 +604,8 @@ static int rq_open(struct au_queue *q, const struct au_url *url)
 	if (!r)
 		return oom(q);
 	r->q = q;
-	if (au_redis_db(url, &r->db, &q->err) < 0)
+	if (au_redis_db(url, &r->db, &q->err) < 0 ||
+	    au_queue_dead_limits(url, &r->limits, &q->err) < 0)
 		goto fail;
 	for (i = 0; i < SC_COUNT; i++) {
 		if (!(r->script[i] = au_asprintf("%s%s", au_lua_prelude, script_bodies[i]))) {
@@ -1214,26 +1221,36 @@ static int rq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *
 	struct rq *r = q->ctx;
 	const redisReply *rep;
 
+	int housekeep;
+
 	*requeued = *buried = 0;
 	if (!max)
 		return 0;
+	housekeep = au_queue_housekeep_due(&r->housekept, au_queue_name(queue));
 	p_reset(r);
 	p_cmd(r, SC_RESCUE);
 	p_keys(r, au_queue_name(queue));
 	p_i64(r, (int64_t)(max < LUA_BATCH ? max : LUA_BATCH));
 	p_i64(r, RESCUE_THROTTLE_MS);
+	if (housekeep) {   /* same round trip: the dead set's bounds, the rate's sample */
+		p_cmd(r, SC_ADMIN);
+		p_keys(r, au_queue_name(queue));
+		p_str(r, "housekeep");
+		p_i64(r, (int64_t)r->limits.max);
+		p_i64(r, (int64_t)r->limits.max_age_ms);
+	}
 	if (roundtrip(r, 0) < 0)
 		return -1;
 	rep = r->rep[0];
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
-		replies_free(r, 0, 1);
+		replies_free(r, 0, r->ncmds);
 		return bad_reply(r, "rescue");
 	}
 	*requeued = (size_t)rep->element[0]->integer;
 	*buried = (size_t)rep->element[1]->integer;
-	replies_free(r, 0, 1);
+	replies_free(r, 0, r->ncmds);
 	return 0;
 }
 
@@ -1298,7 +1315,8 @@ static int rq_peek(struct au_queue *q, const char *queue, const char *id,
 static int rq_stats(struct au_queue *q, const char *queue, struct au_queue_stats *st)
 {
 	struct rq *r = q->ctx;
-	uint64_t *field[] = { &st->ready, &st->scheduled, &st->leased, &st->dead };
+	uint64_t paused = 0, *field[] = { &st->ready, &st->scheduled, &st->leased, &st->dead,
+					  &paused, &st->processed, &st->failed, &st->per_minute };
 	const redisReply *rep;
 	size_t i;
 	int rc = 0;
@@ -1314,6 +1332,7 @@ static int rq_stats(struct au_queue *q, const char *queue, struct au_queue_stats
 	for (i = 0; !rc && i < AU_ARRAY_SIZE(field); i++)
 		*field[i] = rep->element[i]->type == REDIS_REPLY_INTEGER ?
 			    (uint64_t)rep->element[i]->integer : 0;
+	st->paused = paused != 0;
 	replies_free(r, 0, 1);
 	return rc;
 }
@@ -1585,6 +1604,41 @@ static void watch_connect(struct rwatch *w)
 	evtimer_add(w->timer, &tv);
 }
 
+/* A watch of queue's key au:{queue}:<name> (the wake list, or the cancel
+ * channel), not yet connected; NULL on OOM. */
+static struct rwatch *watch_new(struct rq *r, const char *queue, const char *name,
+				struct event_base *base, void *arg)
+{
+	struct rwatch *w = calloc(1, sizeof(*w));
+
+	if (!w || !(w->queue = au_strdup(queue)) ||
+	    !(w->list = au_asprintf("au:{%s}:%s", w->queue, name)) ||
+	    !(w->timer = evtimer_new(base, watch_timer, w))) {
+		if (w) {
+			free(w->queue);
+			free(w->list);
+		}
+		free(w);
+		return NULL;
+	}
+	w->r = r;
+	w->base = base;
+	w->arg = arg;
+	return w;
+}
+
+static void watch_free(struct rwatch *w)
+{
+	if (w->ac) {
+		w->ac->data = NULL;
+		redisAsyncFree(w->ac);
+	}
+	event_free(w->timer);
+	free(w->queue);
+	free(w->list);
+	free(w);
+}
+
 static int rq_watch(struct au_queue *q, const char *queue, struct event_base *base,
 		    au_queue_wake_fn fn, void *arg)
 {
@@ -1593,21 +1647,9 @@ static int rq_watch(struct au_queue *q, const char *queue, struct event_base *ba
 
 	if (r->watch)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching a queue", q->url.text);
-	w = calloc(1, sizeof(*w));
-	if (!w || !(w->queue = au_strdup(au_queue_name(queue))) ||
-	    !(w->list = au_asprintf("au:{%s}:wakelist", w->queue)) ||
-	    !(w->timer = evtimer_new(base, watch_timer, w))) {
-		if (w) {
-			free(w->queue);
-			free(w->list);
-		}
-		free(w);
+	if (!(w = watch_new(r, au_queue_name(queue), "wakelist", base, arg)))
 		return oom(q);
-	}
-	w->r = r;
-	w->base = base;
 	w->fn = fn;
-	w->arg = arg;
 	r->watch = w;
 	watch_connect(w);
 	return 0;
@@ -1633,18 +1675,241 @@ static void rq_unwatch(struct au_queue *q)
 
 	if (!w)
 		return;
-	if (w->ac) {
-		/* callbacks still due from hiredis find no watch; a token the
-		 * server sent the BLPOP meanwhile is lost with the connection
-		 * (a worker's poll finds its computation) */
-		w->ac->data = NULL;
-		redisAsyncFree(w->ac);
-	}
-	event_free(w->timer);
-	free(w->queue);
-	free(w->list);
-	free(w);
+	/* callbacks still due from hiredis find no watch; a token the server
+	 * sent the BLPOP meanwhile is lost with the connection (a worker's
+	 * poll finds its computation) */
+	watch_free(w);
 	r->watch = NULL;
+}
+
+/* ---- administration (redis_scripts/admin.lua) ---- */
+
+/* Starts an admin.lua call of mode on queue. */
+static void p_admin(struct rq *r, const char *queue, const char *mode)
+{
+	p_cmd(r, SC_ADMIN);
+	p_keys(r, queue);
+	p_str(r, mode);
+}
+
+static uint64_t reply_u64(const redisReply *rep)
+{
+	return rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
+}
+
+static int rq_dead(struct au_queue *q, const char *queue, const char *id, size_t max,
+		   struct au_dead *out, size_t *n)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+	size_t i, k;
+	int rc = 0;
+
+	if (max > LUA_BATCH)
+		max = LUA_BATCH;
+	if (!max)
+		return 0;
+	p_reset(r);
+	p_admin(r, queue, "dead");
+	p_i64(r, (int64_t)max);
+	if (id)
+		p_str(r, id);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 || rep->elements / 5 > max) {
+		replies_free(r, 0, 1);
+		return bad_reply(r, "dead");
+	}
+	for (i = 0; i < rep->elements; i++)
+		if (rep->element[i]->type != REDIS_REPLY_STRING) {
+			replies_free(r, 0, 1);
+			return bad_reply(r, "dead");
+		}
+	for (k = 0; k < rep->elements / 5; k++) {
+		redisReply **e = rep->element + 5 * k;
+		struct au_dead *d = &out[k];
+
+		memset(d, 0, sizeof(*d));
+		snprintf(d->id, sizeof(d->id), "%s", e[0]->str);
+		d->died_at_ms = reply_u64(e[1]);
+		d->attempts = (uint32_t)reply_u64(e[2]);
+		snprintf(d->reason, sizeof(d->reason), "%s", e[3]->str);
+		if (!(d->body = malloc(e[4]->len ? e[4]->len : 1))) {
+			rc = oom(q);
+			break;
+		}
+		memcpy(d->body, e[4]->str, e[4]->len);
+		d->body_len = e[4]->len;
+	}
+	if (rc < 0)
+		while (k)
+			au_dead_release(&out[--k]);
+	*n = k;
+	replies_free(r, 0, 1);
+	return rc;
+}
+
+static int rq_requeue(struct au_queue *q, const char *queue, const char *const *ids, size_t n,
+		      int *applied)
+{
+	struct rq *r = q->ctx;
+	size_t i, k;
+
+	if (!n)
+		return 0;
+	p_reset(r);
+	for (i = 0; i < n; i += LUA_BATCH) {
+		p_admin(r, queue, "requeue");
+		for (k = i; k < n && k < i + LUA_BATCH; k++)
+			p_str(r, ids[k]);
+	}
+	if (roundtrip(r, 0) < 0)
+		return -1;
+	for (k = 0; k < r->ncmds; k++) {
+		const redisReply *rep = r->rep[k];
+		size_t first = k * LUA_BATCH, len = n - first < LUA_BATCH ? n - first : LUA_BATCH;
+
+		if (rep->type != REDIS_REPLY_STRING || rep->len != len) {
+			replies_free(r, 0, r->ncmds);
+			return bad_reply(r, "requeue");
+		}
+		for (i = 0; applied && i < len; i++)
+			applied[first + i] = rep->str[i] == '1';
+	}
+	replies_free(r, 0, r->ncmds);
+	return 0;
+}
+
+/* An admin.lua call whose reply is one count into *out. */
+static int admin_count(struct au_queue *q, const char *what, int idempotent, size_t *out)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+
+	if (roundtrip(r, idempotent) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type != REDIS_REPLY_INTEGER || rep->integer < 0) {
+		replies_free(r, 0, r->ncmds);
+		return bad_reply(r, what);
+	}
+	if (out)
+		*out = (size_t)rep->integer;
+	replies_free(r, 0, r->ncmds);
+	return 0;
+}
+
+static int rq_purge(struct au_queue *q, const char *queue, uint64_t older_ms, size_t max,
+		    size_t *removed)
+{
+	struct rq *r = q->ctx;
+
+	p_reset(r);
+	p_admin(r, queue, "purge");
+	p_i64(r, (int64_t)(older_ms > INT64_MAX / 2 ? INT64_MAX / 2 : older_ms));
+	p_i64(r, (int64_t)(max < LUA_BATCH ? max : LUA_BATCH));
+	return admin_count(q, "purge", 1, removed);
+}
+
+static int rq_pause(struct au_queue *q, const char *queue, int paused)
+{
+	struct rq *r = q->ctx;
+
+	p_reset(r);
+	p_admin(r, queue, "pause");
+	p_str(r, paused ? "1" : "0");
+	/* a queue paused before its first push is listed all the same */
+	p_cmd(r, -1);
+	p_str(r, "SADD");
+	p_str(r, "au:queues");
+	p_str(r, queue);
+	return admin_count(q, "pause", 1, NULL);
+}
+
+static int rq_empty(struct au_queue *q, const char *queue, size_t max, size_t *removed)
+{
+	struct rq *r = q->ctx;
+
+	p_reset(r);
+	p_admin(r, queue, "empty");
+	p_i64(r, (int64_t)(max < LUA_BATCH ? max : LUA_BATCH));
+	return admin_count(q, "empty", 0, removed);
+}
+
+static int rq_drop(struct au_queue *q, const char *queue, int force)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+	long long v[4];
+	size_t i;
+
+	p_reset(r);
+	p_admin(r, queue, "drop");
+	p_str(r, force ? "1" : "0");
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4) {
+		for (i = 0; i < 4; i++)
+			v[i] = rep->element[i]->type == REDIS_REPLY_INTEGER ? rep->element[i]->integer : 0;
+		replies_free(r, 0, 1);
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %lld ready,"
+				 " %lld scheduled, %lld running, %lld dead", queue, v[0], v[1], v[2],
+				 v[3]);
+	}
+	if (rep->type != REDIS_REPLY_INTEGER) {
+		replies_free(r, 0, 1);
+		return bad_reply(r, "drop");
+	}
+	replies_free(r, 0, 1);
+	p_reset(r);
+	p_cmd(r, -1);
+	p_str(r, "SREM");
+	p_str(r, "au:queues");
+	p_str(r, queue);
+	if (r->listed && !strcmp(r->listed, queue)) {   /* a push lists it again */
+		free(r->listed);
+		r->listed = NULL;
+	}
+	return admin_count(q, "drop", 1, NULL);
+}
+
+/* One HEXISTS of the body hash per known queue, in one round trip. */
+static int rq_locate(struct au_queue *q, const char *id, char **queue)
+{
+	struct rq *r = q->ctx;
+	char **names = NULL;
+	size_t n = 0, i;
+	int rc = -1;
+
+	if (rq_queues(q, &names, &n) < 0)
+		return -1;
+	p_reset(r);
+	for (i = 0; i < n; i++) {
+		p_cmd(r, -1);
+		p_str(r, "HEXISTS");
+		p_key(r, names[i], "body");
+		p_str(r, id);
+	}
+	if (n && roundtrip(r, 1) < 0)
+		goto out;
+	for (i = 0; i < n && rc < 0; i++)
+		if (r->rep[i]->type == REDIS_REPLY_INTEGER && r->rep[i]->integer == 1) {
+			*queue = names[i];
+			names[i] = NULL;
+			rc = 0;
+		}
+	if (n)
+		replies_free(r, 0, n);
+	if (rc < 0)
+		au_seterr(&q->err, AU_ENOTFOUND, "no queue of '%s' has computation '%s'", q->url.text,
+			  id);
+out:
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return rc;
 }
 
 /* ---- cancels of running computations: PUBLISH au:{q}:cancel <id> ---- */
@@ -1674,36 +1939,12 @@ static int rq_watch_cancels(struct au_queue *q, const char *queue, struct event_
 
 	if (r->cancels)
 		return au_seterr(&q->err, AU_ESTATE, "'%s' is already watching cancels", q->url.text);
-	w = calloc(1, sizeof(*w));
-	if (!w || !(w->queue = au_strdup(queue)) ||
-	    !(w->list = au_asprintf("au:{%s}:cancel", w->queue)) ||
-	    !(w->timer = evtimer_new(base, watch_timer, w))) {
-		if (w) {
-			free(w->queue);
-			free(w->list);
-		}
-		free(w);
+	if (!(w = watch_new(r, queue, "cancel", base, arg)))
 		return oom(q);
-	}
-	w->r = r;
-	w->base = base;
 	w->cancel = fn;
-	w->arg = arg;
 	r->cancels = w;
 	watch_connect(w);
 	return 0;
-}
-
-static void watch_free(struct rwatch *w)
-{
-	if (w->ac) {
-		w->ac->data = NULL;
-		redisAsyncFree(w->ac);
-	}
-	event_free(w->timer);
-	free(w->queue);
-	free(w->list);
-	free(w);
 }
 
 static void rq_unwatch_cancels(struct au_queue *q)
@@ -1788,7 +2029,7 @@ static int rq_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop
 	return 0;
 }
 
-static uint64_t reply_u64(const redisReply *v)
+static uint64_t field_u64(const redisReply *v)
 {
 	if (v->type == REDIS_REPLY_INTEGER)
 		return v->integer > 0 ? (uint64_t)v->integer : 0;
@@ -1821,15 +2062,15 @@ static void beat_of(struct au_worker_beat *b, const redisReply *h, uint64_t now)
 		else if (!strcmp(f, "host"))
 			copy_str(b->host, sizeof(b->host), v);
 		else if (!strcmp(f, "pid"))
-			b->pid = (uint32_t)reply_u64(v);
+			b->pid = (uint32_t)field_u64(v);
 		else if (!strcmp(f, "queues"))
 			copy_str(b->queues, sizeof(b->queues), v);
 		else if (!strcmp(f, "version"))
 			copy_str(b->version, sizeof(b->version), v);
 		else if (!strcmp(f, "started"))
-			b->started_ms = reply_u64(v);
+			b->started_ms = field_u64(v);
 		else if (!strcmp(f, "concurrency"))
-			b->concurrency = (uint32_t)reply_u64(v);
+			b->concurrency = (uint32_t)field_u64(v);
 		else if (!strcmp(f, "state")) {
 			char st[32];
 
@@ -1839,7 +2080,7 @@ static void beat_of(struct au_worker_beat *b, const redisReply *h, uint64_t now)
 		} else if (!strcmp(f, "paused_by"))
 			copy_str(b->paused_by, sizeof(b->paused_by), v);
 		else if (!strcmp(f, "running"))
-			b->running = (uint32_t)reply_u64(v);
+			b->running = (uint32_t)field_u64(v);
 		else if (!strcmp(f, "running_ids")) {
 			copy_str(ids, sizeof(ids), v);
 			for (tok = strtok_r(ids, " ", &save); tok && b->nids < AU_BEAT_IDS;
@@ -1847,21 +2088,21 @@ static void beat_of(struct au_worker_beat *b, const redisReply *h, uint64_t now)
 				if (au_id_valid(tok))
 					memcpy(b->ids[b->nids++], tok, AU_ID_SIZE);
 		} else if (!strcmp(f, "leased"))
-			b->leased = reply_u64(v);
+			b->leased = field_u64(v);
 		else if (!strcmp(f, "completed"))
-			b->completed = reply_u64(v);
+			b->completed = field_u64(v);
 		else if (!strcmp(f, "failed"))
-			b->failed = reply_u64(v);
+			b->failed = field_u64(v);
 		else if (!strcmp(f, "retried"))
-			b->retried = reply_u64(v);
+			b->retried = field_u64(v);
 		else if (!strcmp(f, "released"))
-			b->released = reply_u64(v);
+			b->released = field_u64(v);
 		else if (!strcmp(f, "outages"))
-			b->outages = reply_u64(v);
+			b->outages = field_u64(v);
 		else if (!strcmp(f, "ttl"))
-			b->ttl_ms = (uint32_t)reply_u64(v);
+			b->ttl_ms = (uint32_t)field_u64(v);
 		else if (!strcmp(f, "beat"))
-			b->beat_at_ms = reply_u64(v);
+			b->beat_at_ms = field_u64(v);
 	}
 	b->age_ms = now > b->beat_at_ms ? now - b->beat_at_ms : 0;
 }
@@ -1883,7 +2124,7 @@ static int rq_workers(struct au_queue *q, struct au_worker_beat **out, size_t *n
 		replies_free(r, 0, 1);
 		return bad_reply(r, "workers");
 	}
-	now = reply_u64(rep->element[0]);
+	now = field_u64(rep->element[0]);
 	if (!(*out = calloc(rep->elements, sizeof(**out)))) {
 		replies_free(r, 0, 1);
 		return oom(q);
@@ -1945,6 +2186,13 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.watch = rq_watch,
 	.unwatch = rq_unwatch,
 	.watch_pause = rq_watch_pause,
+	.dead = rq_dead,
+	.requeue = rq_requeue,
+	.purge = rq_purge,
+	.pause = rq_pause,
+	.empty = rq_empty,
+	.drop = rq_drop,
+	.locate = rq_locate,
 	.check = rq_check,
 	.cancel_running = rq_cancel_running,
 	.watch_cancels = rq_watch_cancels,

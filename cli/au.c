@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "admin.h"
 #include "core.h"
 #include "pg_schema.h"
 #include "queue.h"
@@ -27,16 +28,18 @@ static const char usage_text[] =
 	"\n"
 	"  enqueue TASK [--args JSON | --args-file FILE|-] [--queue Q] [--priority P]\n"
 	"          [--delay MS] [--ttl S] [--timeout MS [--on-timeout retry|fail]] [--max-attempts N]\n"
-	"          [--header K=V]... [--wait [--wait-timeout MS]] [--json]\n"
-	"  status ID [--queue Q] [--json]\n"
+	"          [--header K=V]... [--key KEY] [--wait [--wait-timeout MS]] [--json]\n"
+	"  status ID [--queue Q] [--json]   (--queue: a hint, ids are found on any queue)\n"
 	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
 	"  result ID [--queue Q] [--json]\n"
 	"  cancel ID [--queue Q]\n"
 	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
 	"         [--grace MS] [--retry-base MS] [--max-jobs N] [--idle-exit MS] [--quiet]\n"
+	"  queues [--json]         (counts, paused, totals and rate of each queue)\n"
+	"  queue pause|resume|empty|delete NAME [--force]   (au queue --help)\n"
+	"  dlq list|show ID|requeue ID...|--all|purge [--older-than D]   (au dlq --help)\n"
 	"  worker stop ID          (asks one worker of 'au workers' to drain)\n"
 	"  workers [--json]        (the live workers: what each runs, its counts)\n"
-	"  queues [--json]\n"
 	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
 	"  version\n"
 	"\n"
@@ -97,7 +100,7 @@ enum {
 	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
 	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
 	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
-	O_DRY_RUN, O_ON_TIMEOUT
+	O_DRY_RUN, O_ON_TIMEOUT, O_KEY
 };
 
 static const struct option options[] = {
@@ -128,6 +131,7 @@ static const struct option options[] = {
 	{ "help", no_argument, NULL, O_HELP },
 	{ "dry-run", no_argument, NULL, O_DRY_RUN },
 	{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
+	{ "key", required_argument, NULL, O_KEY },
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -186,6 +190,7 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 		case O_JSON: c->json = 1; break;
 		case O_QUIET: c->wo.log = 0; break;
 		case O_DRY_RUN: c->dry_run = 1; break;
+		case O_KEY: c->eo.key = optarg; break;
 		case O_ON_TIMEOUT:
 			if (strcmp(optarg, "retry") != 0 && strcmp(optarg, "fail") != 0)
 				return usage("invalid value '%s' for --on-timeout (expected retry or fail)",
@@ -505,49 +510,6 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	return rc;
 }
 
-static int cmd_queues(struct cli *c)
-{
-	struct au_config conf = c->cfg;
-	struct au_queue *q;
-	char **names = NULL;
-	size_t n = 0, i;
-	int rc = 0;
-
-	au_config_from_env(&conf);
-	q = au_queue_open(conf.queue_url);
-	if (!q)
-		return EXIT_FAILED;
-	if (q->err.code || au_queue_list(q, &names, &n) < 0) {
-		rc = fail(&q->err);
-		goto out;
-	}
-	if (!c->json)
-		printf("%-24s %10s %10s %10s %10s\n", "queue", "ready", "scheduled", "running", "dead");
-	for (i = 0; i < n; i++) {
-		struct au_queue_stats st;
-
-		if (au_queue_stats(q, names[i], &st) < 0) {
-			rc = fail(&q->err);
-			break;
-		}
-		if (c->json)
-			printf("{\"queue\":\"%s\",\"ready\":%llu,\"scheduled\":%llu,\"running\":%llu,"
-			       "\"dead\":%llu}\n", names[i], (unsigned long long)st.ready,
-			       (unsigned long long)st.scheduled, (unsigned long long)st.leased,
-			       (unsigned long long)st.dead);
-		else
-			printf("%-24s %10llu %10llu %10llu %10llu\n", names[i],
-			       (unsigned long long)st.ready, (unsigned long long)st.scheduled,
-			       (unsigned long long)st.leased, (unsigned long long)st.dead);
-	}
-out:
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	au_queue_close(q);
-	return rc;
-}
-
 static int is_postgres(const char *url)
 {
 	return !strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13);
@@ -665,6 +627,13 @@ int main(int argc, char **argv)
 	if (first >= argc)
 		return usage(NULL);
 	cmd = argv[first];
+	/* these parse their own options (cli/admin.c) */
+	if (!strcmp(cmd, "dlq"))
+		return au_cli_dlq(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "queue"))
+		return au_cli_queue(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "queues"))
+		return au_cli_queues(&c.cfg, argc - first, argv + first);
 	/* these parse their own options (cli/workers.c) */
 	if (!strcmp(cmd, "workers"))
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
@@ -690,8 +659,6 @@ int main(int argc, char **argv)
 		return cmd_handle(&c, cmd, argc - 1, argv + 1);
 	if (!strcmp(cmd, "worker"))
 		return cmd_worker(&c, argc - 1);
-	if (!strcmp(cmd, "queues"))
-		return cmd_queues(&c);
 	if (!strcmp(cmd, "migrate"))
 		return cmd_migrate(&c, argc - 1);
 	if (!strcmp(cmd, "version")) {

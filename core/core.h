@@ -73,6 +73,10 @@ unsigned char *au_buf_detach(struct au_buf *b, size_t *len);
 
 uint64_t au_now_ms(void);        /* CLOCK_REALTIME, unix ms */
 uint64_t au_mono_us(void);       /* CLOCK_MONOTONIC, microseconds */
+/* A duration with its unit: "500ms", "30s", "10m", "6h", "7d" (a bare
+ * number is seconds) into *ms. -1 with AU_EINVAL naming s when it is not
+ * one or does not fit. */
+int au_duration_parse(const char *s, uint64_t *ms, struct au_err *err);
 
 /* ---- randomness, ids, tokens, names (core/ids.c; au_id_new in au.h) ---- */
 
@@ -95,6 +99,9 @@ const char *au_worker_name(void);
 #define AU_ID_SHOWN_MAX 64
 #define AU_ID_SHOWN_SIZE (AU_ID_SHOWN_MAX + 4)
 const char *au_id_shown(char out[AU_ID_SHOWN_SIZE], const char *id);
+/* The id an idempotency key of queue stands for (au_enqueue_opts.key);
+ * -1 only when libcrypto fails. */
+int au_id_from_key(char out[AU_ID_SIZE], const char *queue, const char *key);
 const char *au_id_shown_n(char out[AU_ID_SHOWN_SIZE], const char *id, size_t len);
 
 /* ---- URLs (core/url.c) ---- */

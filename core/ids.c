@@ -7,6 +7,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "core.h"
 
 static void getrandom_all(void *buf, size_t n)
@@ -103,6 +105,31 @@ void au_id_new(char out[AU_ID_SIZE])
 		raw[i] = (unsigned char)(ms >> (40 - 8 * i));
 	random_bytes(raw + 6, sizeof(raw) - 6);
 	hex(out, raw, sizeof(raw));
+}
+
+/*
+ * The id of an idempotency key: the first 16 bytes of SHA-256 over
+ * "au key", NUL, the queue, NUL, the key, in hex (docs/wire-format.md), so
+ * that any client makes the same id from the same key, and a push of a
+ * known id, which every queue leaves alone, is the atomic check.
+ */
+int au_id_from_key(char out[AU_ID_SIZE], const char *queue, const char *key)
+{
+	static const char tag[] = "au key";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(ctx, tag, sizeof(tag)) &&
+		 EVP_DigestUpdate(ctx, queue, strlen(queue) + 1) &&
+		 EVP_DigestUpdate(ctx, key, strlen(key)) && EVP_DigestFinal_ex(ctx, md, &len) &&
+		 len >= 16;
+
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return -1;
+	hex(out, md, 16);
+	return 0;
 }
 
 static const unsigned char hex_digit[256] = {

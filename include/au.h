@@ -204,7 +204,17 @@ struct au_enqueue_opts {
 				     = kept until deleted */
 	const struct au_header *headers;
 	size_t nheaders;
+	/* Idempotency key (1 to AU_MAX_KEY bytes), one computation per key
+	 * and queue: its id is made from the two (au_id_from_key in
+	 * docs/wire-format.md). While a computation of the key is in the
+	 * queue (waiting, running, or dead until requeued or purged), and
+	 * while its record lasts (its ttl_s), enqueueing the key again adds
+	 * nothing and returns a handle to that one: atomic, as the queue
+	 * leaves a known id alone. Once the record has expired the key is
+	 * free again. au_enqueue only (au_enqueue_batch refuses it). */
+	const char *key;
 };
+#define AU_MAX_KEY 1024
 
 /* Connects to the queue and the store named by cfg. NULL only on OOM; check
  * au_client_err() for a connection error. */

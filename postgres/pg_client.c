@@ -118,7 +118,9 @@ static int conninfo_add(struct au_buf *b, const char *key, const char *val)
 static int au_param(const char *key, size_t len)
 {
 	return (len == 7 && !strncmp(key, "migrate", 7)) ||
-	       (len == 8 && !strncmp(key, "watchers", 8));
+	       (len == 8 && !strncmp(key, "watchers", 8)) ||
+	       (len == 8 && !strncmp(key, "dead_max", 8)) ||
+	       (len == 12 && !strncmp(key, "dead_max_age", 12));
 }
 
 static int pg_scheme(const char *scheme)

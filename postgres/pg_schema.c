@@ -81,6 +81,22 @@ static const struct step {
 	  "-- of two. About 230 of 1,700 bytes of WAL per computation. Pages\n"
 	  "-- filled from now on keep half their space for this.\n"
 	  "ALTER TABLE au_jobs SET (fillfactor = 50);\n" },
+	{ 5, "paused queues, totals, when dead letters died",
+	  "-- paused: leases take nothing. processed and failed: totals, one\n"
+	  "-- update per statement; mark_*/prev_*: samples of processed for the\n"
+	  "-- rate, taken every 30 s by housekeeping.\n"
+	  "ALTER TABLE au_queues ADD COLUMN paused boolean NOT NULL DEFAULT false,\n"
+	  "\tADD COLUMN processed bigint NOT NULL DEFAULT 0,\n"
+	  "\tADD COLUMN failed bigint NOT NULL DEFAULT 0,\n"
+	  "\tADD COLUMN mark_n bigint, ADD COLUMN mark_at timestamptz,\n"
+	  "\tADD COLUMN prev_n bigint, ADD COLUMN prev_at timestamptz;\n"
+	  "-- When a dead row died (NULL: before v5, or buried by hand; then its\n"
+	  "-- created_at stands in). Dead letters are listed, purged and bounded\n"
+	  "-- in that order.\n"
+	  "ALTER TABLE au_jobs ADD COLUMN dead_at timestamptz;\n"
+	  "DROP INDEX au_jobs_dead;\n"
+	  "CREATE INDEX au_jobs_dead ON au_jobs (queue, (coalesce(dead_at, created_at)))"
+	  " WHERE state = 2;\n" },
 	{ 6, "worker registry",
 	  "-- One row per live worker process, written by its beat every few\n"
 	  "-- seconds; a row whose expires_at passed is a worker gone (listed by\n"

@@ -7,6 +7,11 @@
  * the queue, then the store again (a worker writes the record before it
  * acks, so a computation can leave the queue between our two looks, but it
  * is never in neither).
+ *
+ * Ids are global: the queue a handle names is a hint, looked at first; a
+ * computation not there (or a handle that names none) is found through
+ * au_queue_locate, which asks every queue the backend knows, in one look
+ * where it can. Enqueue pays nothing for it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +40,8 @@ struct au_handle {
 	char id[AU_ID_SIZE];
 	char bad_id[AU_ID_SHOWN_SIZE];  /* the id given, as shown, when it is none */
 	struct au_err err;
+	char *found;                /* the queue it was located on, malloc'ed, or NULL */
+	int hinted;                 /* queue[] was named by the caller */
 	char queue[];
 };
 
@@ -93,6 +100,7 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 	if (!h)
 		return NULL;
 	h->cl = cl;
+	h->hinted = queue && *queue;
 	snprintf(h->id, sizeof(h->id), "%s", id ? id : "");
 	if (!cl->q->ops || !cl->store->ops)   /* the client never connected */
 		h->err = cl->err;
@@ -107,7 +115,34 @@ struct au_handle *au_handle_new(struct au_client *cl, const char *id, const char
 
 void au_handle_free(struct au_handle *h)
 {
+	if (!h)
+		return;
+	free(h->found);
 	free(h);
+}
+
+/* The queue to look at for h: where it was found, else the one named. */
+static const char *where(const struct au_handle *h)
+{
+	return h->found ? h->found : h->queue;
+}
+
+/* Finds the queue of h's id among all: 1 found (h->found set), 0 on none,
+ * -1 on an error (h->err). */
+static int locate(struct au_handle *h)
+{
+	struct au_queue *q = h->cl->q;
+	char *name = NULL;
+
+	if (au_queue_locate(q, h->id, NULL, &name) < 0) {
+		if (q->err.code == AU_ENOTFOUND)
+			return 0;
+		h->err = q->err;
+		return -1;
+	}
+	free(h->found);
+	h->found = name;
+	return 1;
 }
 
 const char *au_handle_id(const struct au_handle *h)
@@ -138,7 +173,12 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 	if (o->nheaders > AU_MAX_HEADERS)
 		return au_seterr(err, AU_EINVAL, "too many headers: %zu (limit %d)", o->nheaders,
 				 AU_MAX_HEADERS);
-	au_id_new(c->id);
+	if (o->key && (!*o->key || strlen(o->key) > AU_MAX_KEY))
+		return au_seterr(err, AU_EINVAL, "idempotency key must be 1 to %d bytes", AU_MAX_KEY);
+	if (!o->key)
+		au_id_new(c->id);
+	else if (au_id_from_key(c->id, au_queue_name(o->queue), o->key) < 0)
+		return au_seterr(err, AU_ENOMEM, "unable to hash the idempotency key");
 	c->task = au_strdup(task);
 	c->queue = au_strdup(au_queue_name(o->queue));
 	c->priority = o->priority;
@@ -169,6 +209,20 @@ oom:
 	return au_seterr(err, AU_ENOMEM, "out of memory");
 }
 
+/* 1 when the computation of a key has a record already (it finished):
+ * enqueueing it again would run it for a result the store refuses. A
+ * store that cannot say is taken for no: the queue still dedupes what is
+ * waiting or running. */
+static int key_taken(struct au_client *cl, const char *id)
+{
+	struct au_record rec;
+	int rc = au_store_get(cl->store, id, &rec);
+
+	if (rc == 0)
+		au_record_release(&rec);
+	return rc == 0;
+}
+
 int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char *const *args,
 		     const size_t *args_len, size_t n, const struct au_enqueue_opts *opts,
 		     struct au_handle **out)
@@ -186,6 +240,11 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 	au_clearerr(&cl->err);
 	if (!cs)
 		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
+	if (opts && opts->key && n != 1) {
+		free(cs);
+		return au_seterr(&cl->err, AU_EINVAL,
+				 "an idempotency key names one computation: enqueue them one by one");
+	}
 	for (i = 0; i < n; i++) {
 		if (prepare(&cs[i], task, opts, now, &cl->err) < 0)
 			goto out;
@@ -208,7 +267,9 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 			goto out;
 		}
 	}
-	if (au_queue_push(cl->q, cs, n) < 0) {
+	if (opts && opts->key && key_taken(cl, cs[0].id) == 1)
+		;   /* its computation finished and its record lasts: that one stands */
+	else if (au_queue_push(cl->q, cs, n) < 0) {
 		cl->err = cl->q->err;
 		goto out;
 	}
@@ -253,16 +314,23 @@ static int stored(struct au_handle *h, struct au_record *rec)
 	return -1;
 }
 
-/* Status from the queue's view: 1 known, 0 unknown, -1 error. */
+/* Status from the queue's view: 1 known, 0 unknown, -1 error. The queue
+ * named (or found before) first, then all of them. */
 static int queued(struct au_handle *h, enum au_status *st, struct au_queued *info)
 {
 	struct au_queue *q = h->cl->q;
+	int r, again = h->hinted || h->found;
 
-	if (au_queue_peek(q, h->queue, h->id, info) < 0) {
-		if (q->err.code == AU_ENOTFOUND)
-			return 0;
-		h->err = q->err;
-		return -1;
+	if (!again && (r = locate(h)) <= 0)
+		return r;
+	while (au_queue_peek(q, where(h), h->id, info) < 0) {
+		if (q->err.code != AU_ENOTFOUND) {
+			h->err = q->err;
+			return -1;
+		}
+		if (!again || (r = locate(h)) <= 0)
+			return again ? r : 0;
+		again = 0;
 	}
 	switch (info->state) {
 	case AU_QUEUED_READY:
@@ -309,7 +377,7 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 			memcpy(rec->id, h->id, AU_ID_SIZE);
 			rec->status = AU_FAILED;
 			rec->attempts = info.attempts;
-			rec->queue = au_strdup(h->queue);
+			rec->queue = au_strdup(where(h));
 			rec->error = au_strdup(info.error);
 		}
 		au_clearerr(&h->err);
@@ -330,9 +398,11 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 		 * be a guess */
 		au_seterr(&h->err, AU_ENOTFOUND,
 			  "no result for computation '%s' (unknown or expired)", h->id);
-	else
+	else if (h->hinted)
 		au_seterr(&h->err, AU_ENOTFOUND, "unknown computation '%s' on queue '%s'", h->id,
 			  h->queue);
+	else
+		au_seterr(&h->err, AU_ENOTFOUND, "unknown computation '%s'", h->id);
 	return 0;
 }
 
@@ -414,7 +484,7 @@ static int store_cancelled(struct au_handle *h)
 	memcpy(rec.id, h->id, AU_ID_SIZE);
 	rec.status = AU_CANCELLED;
 	rec.error = reason;
-	rec.queue = h->queue;
+	rec.queue = (char *)where(h);
 	rec.ttl_s = AU_DEFAULT_TTL_S;
 	rec.finished_at_ms = au_now_ms();
 	if (au_store_put(h->cl->store, &rec, 1, &applied) < 0)
@@ -431,6 +501,7 @@ int au_handle_cancel(struct au_handle *h)
 	struct au_queue *q = h->cl->q;
 	struct au_record rec;
 	enum au_status st;
+	int rc;
 
 	au_clearerr(&h->err);
 	if (!q->ops || !h->cl->store->ops) {
@@ -439,15 +510,21 @@ int au_handle_cancel(struct au_handle *h)
 	}
 	if (bad_id(h))
 		return -1;
+	/* ids are global: a handle that names no queue looks for its own */
+	if (!h->hinted && !h->found && locate(h) < 0)
+		return -1;
+	rc = au_queue_cancel(q, where(h), h->id);
+	if (rc < 0 && q->err.code == AU_ENOTFOUND && h->hinted && !h->found && locate(h) > 0)
+		rc = au_queue_cancel(q, where(h), h->id);   /* not on the queue named */
 	/* It left the queue: it will never run. Record the outcome. */
-	if (au_queue_cancel(q, h->queue, h->id) == 0)
+	if (rc == 0)
 		return store_cancelled(h);
 	if (q->err.code == AU_ESTATE) {
 		/* Leased: the record decides (a late result is refused), and the
 		 * worker that runs it is told to stop. */
 		if (store_cancelled(h) < 0)
 			return -1;
-		if (au_queue_cancel_running(q, h->queue, h->id) < 0 && q->err.code != AU_ESTATE)
+		if (au_queue_cancel_running(q, where(h), h->id) < 0 && q->err.code != AU_ESTATE)
 			au_log(AU_LOG_WARN, "computation '%s' is cancelled, but its worker was not told: %s",
 			       h->id, q->err.str);
 		return 0;

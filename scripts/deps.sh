@@ -6,7 +6,7 @@ set -eu
 
 pkgs=(build-essential pkg-config curl procps
       libhiredis-dev libmsgpack-dev libpq-dev libevent-dev libcurl4-openssl-dev
-      libjansson-dev lua5.1
+      libjansson-dev libssl-dev lua5.1
       redis-server postgresql-15 clickhouse-server clickhouse-client)
 
 missing=()

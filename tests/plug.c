@@ -97,8 +97,9 @@ void t_leases_release(struct au_lease *l, size_t n)
 
 struct au_queue_stats t_stats(struct au_queue *q, const char *queue)
 {
-	struct au_queue_stats st = { 0, 0, 0, 0 };
+	struct au_queue_stats st;
 
+	memset(&st, 0, sizeof(st));
 	if (au_queue_stats(q, queue, &st) < 0)
 		T_OK(0, "stats of '%s': %s", queue, q->err.str);
 	return st;

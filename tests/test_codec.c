@@ -950,6 +950,16 @@ static void test_ids(void)
 	T_EQ_INT(bad, 0, "ids: 2000 new ids are valid");
 	T_EQ_INT(dup, 0, "ids: and distinct");
 	{
+		/* the id of an idempotency key, as docs/wire-format.md computes it */
+		char k[AU_ID_SIZE];
+
+		T_OK(au_id_from_key(k, "default", "order-42") == 0 &&
+		     !strcmp(k, "45bff0d8252e0aad0684bd990d063c49"),
+		     "ids: a key's id is sha-256 of \"au key\\0<queue>\\0<key>\", 16 bytes (%s)", k);
+		T_OK(au_id_from_key(k, "other", "order-42") == 0 &&
+		     !strcmp(k, "6de923668315aeb8891579f350c4a0fe"), "ids: the same key on another queue is another id");
+	}
+	{
 		/* the first 12 digits are the clock, so ids sort by when they were made */
 		uint64_t before = au_now_ms(), after, ms = 0;
 		char id[AU_ID_SIZE];

@@ -212,8 +212,9 @@ static void test_dry_run(void)
 	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
 	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (6);\nCOMMIT;") &&
 	     strstr(printed, "CREATE TABLE au_workers") &&
+	     strstr(printed, "ADD COLUMN dead_at") &&
 	     !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 to v6 only");
+	     "dry run: prints the SQL of v2 to v6 only, v5 among them");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -279,6 +280,56 @@ static void test_upgrade(void)
 	     "upgrade: au migrate brings v2 to v6");
 	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
 	     "upgrade: no way back (%s)", err.str);
+	drop_db(url);
+}
+
+/* v4 to v5: a dead row of v4 keeps its place among the dead letters, its
+ * queue is not paused and its totals start at 0. */
+static void test_v5(void)
+{
+	char *url = fresh_db(), *lit, *cmd;
+	struct au_computation c;
+	struct au_queue_stats st;
+	struct au_dead d;
+	struct au_queue *q;
+	struct au_err err;
+	size_t n = 0;
+	PGconn *pc;
+
+	T_OK(au_pg_migrate_to(url, 4, 0, NULL, &err) == 0, "v5: a database at v4 (%s)", err.str);
+	pc = connect_to(url);
+	lit = job_literal(&c, "old");
+	cmd = au_asprintf("INSERT INTO au_queues (name) VALUES ('old');"
+			  "INSERT INTO au_jobs (id, queue, state, attempts, error, body, created_at)"
+			  " VALUES ('%s', 'old', 2, 3, 'died at v4', %s, 'epoch'::timestamptz"
+			  " + interval '1000 s')", c.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	free(lit);
+	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
+	     "v5: migrated (%s)",
+	     err.str);
+	EQ(sql_int(pc, "SELECT count(*) FROM pg_indexes WHERE indexname = 'au_jobs_dead'"
+		   " AND indexdef ILIKE '%coalesce(dead_at, created_at)%'"), 1,
+	   "v5: the dead letter index orders by when they died");
+	q = au_queue_open(url);
+	T_OK(q && !q->err.code, "v5: open (%s)", q ? q->err.str : "oom");
+	if (q && !q->err.code) {
+		T_OK(au_queue_dead(q, "old", NULL, 10, &d, &n) == 0 && n == 1, "v5: the old dead row is"
+		     " listed (%s)", q->err.str);
+		if (n == 1) {
+			T_OK(!strcmp(d.id, c.id) && d.died_at_ms == 1000000 && d.attempts == 3 &&
+			     !strcmp(d.reason, "died at v4"), "v5: its created_at stands in for when it"
+			     " died (%llu)", (unsigned long long)d.died_at_ms);
+			au_dead_release(&d);
+		}
+		memset(&st, 0, sizeof(st));
+		T_OK(au_queue_stats(q, "old", &st) == 0 && st.dead == 1 && !st.paused &&
+		     st.processed == 0 && st.failed == 0, "v5: stats of the old queue");
+	}
+	au_queue_close(q);
+	au_computation_release(&c);
+	PQfinish(pc);
 	drop_db(url);
 }
 
@@ -852,6 +903,7 @@ int main(void)
 	test_fresh();
 	test_dry_run();
 	test_upgrade();
+	test_v5();
 	test_ahead();
 	test_concurrent();
 	test_errors();

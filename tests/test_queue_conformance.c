@@ -441,6 +441,8 @@ static void test_rescue(struct au_queue *q)
 	     "leased again as attempt 2");
 	EQ(applied1(q, name, &old, "ack"), 0, "the expired attempt cannot ack");
 	EQ(n2 == 1 ? applied1(q, name, &l2[0].ref, "ack") : -1, 1, "the new one can");
+	T_OK(t_stats(q, name).failed == 1 && t_stats(q, name).processed == 1,
+	     "stats: the burial by rescue counts as failed, the ack as processed");
 	t_leases_release(l2, n2);
 	au_computation_release(&a);
 	au_computation_release(&b);
@@ -897,6 +899,333 @@ static void test_registry(void)
 	au_queue_close(q);
 }
 
+/* ---- administration: dead letters, bounds, pause, empty, drop, locate ---- */
+
+/* Leases what is ready in name and buries it with reason. */
+static void bury_all(struct au_queue *q, const char *name, const char *reason)
+{
+	struct au_lease l[8];
+	size_t n = t_lease(q, name, 8, LONG_LEASE, 0, l), i;
+	int applied[8];
+	const char *why[8];
+
+	for (i = 0; i < n; i++)
+		why[i] = reason;
+	for (i = 0; i < n; i++) {   /* one a call: each its own time of death */
+		T_OK(au_queue_bury(q, name, &l[i].ref, 1, &why[i], &applied[i]) == 0 && applied[i],
+		     "bury (%s)", q->err.str);
+		t_sleep_ms(3);
+	}
+	t_leases_release(l, n);
+}
+
+static void test_dead_letters(struct au_queue *q)
+{
+	struct au_computation c[5], d;
+	struct au_dead dead[8];
+	struct au_lease l[4];
+	struct au_queued info;
+	struct au_queue_stats st;
+	struct au_err err;
+	const char *ids[2];
+	char name[64];
+	uint64_t t0 = au_now_ms();
+	size_t n, i, removed = 9;
+	int applied[2] = { -1, -1 };
+
+	t_queue_name(name, "conf", "dead");
+	for (i = 0; i < 3; i++) {
+		t_computation(&c[i], name, (int)i);
+		t_push1(q, &c[i]);
+		bury_all(q, name, i == 0 ? "r0" : i == 1 ? "r1" : "r2");
+	}
+	/* the first housekeeping of the queue takes the rate's sample */
+	T_OK(au_queue_rescue(q, name, 10, &n, &i) == 0, "rescue (%s)", q->err.str);
+	T_OK(au_queue_dead(q, name, NULL, 8, dead, &n) == 0, "dead: list (%s)", q->err.str);
+	EQ(n, 3, "dead: three listed");
+	if (n == 3) {
+		T_OK(!strcmp(dead[0].id, c[2].id) && !strcmp(dead[1].id, c[1].id) &&
+		     !strcmp(dead[2].id, c[0].id), "dead: newest first");
+		T_EQ_STR(dead[0].reason, "r2", "dead: with the reason");
+		EQ(dead[0].attempts, 1, "dead: with the attempts made");
+		T_OK(dead[0].died_at_ms + 2000 >= t0 && dead[0].died_at_ms <= au_now_ms() + 2000 &&
+		     dead[0].died_at_ms >= dead[1].died_at_ms, "dead: with when it died (%llu)",
+		     (unsigned long long)dead[0].died_at_ms);
+		T_OK(au_computation_decode(dead[0].body, dead[0].body_len, &d, &err) == 0 &&
+		     !strcmp(d.id, c[2].id), "dead: with its body");
+		au_computation_release(&d);
+	}
+	for (i = 0; i < n; i++)
+		au_dead_release(&dead[i]);
+	T_OK(au_queue_dead(q, name, NULL, 2, dead, &n) == 0 && n == 2, "dead: max is kept");
+	for (i = 0; i < n; i++)
+		au_dead_release(&dead[i]);
+	T_OK(au_queue_dead(q, name, c[1].id, 1, dead, &n) == 0 && n == 1 &&
+	     !strcmp(dead[0].id, c[1].id) && !strcmp(dead[0].reason, "r1"), "dead: one by id");
+	if (n)
+		au_dead_release(&dead[0]);
+	t_computation(&c[3], name, 3);
+	t_push1(q, &c[3]);
+	T_OK(au_queue_dead(q, name, c[3].id, 1, dead, &n) == 0 && n == 0,
+	     "dead: a waiting one is not a dead letter");
+	st = t_stats(q, name);
+	EQ(st.failed, 3, "stats: 3 failed");
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
+	T_OK(n == 1 && au_queue_ack(q, name, &l[0].ref, 1, NULL) == 0, "ack one");
+	t_leases_release(l, n);
+	EQ(t_stats(q, name).processed, 1, "stats: 1 processed");
+
+	/* requeue: back to ready as new, only if dead */
+	ids[0] = c[0].id;
+	ids[1] = c[3].id;
+	T_OK(au_queue_requeue(q, name, ids, 2, applied) == 0, "requeue (%s)", q->err.str);
+	T_OK(applied[0] == 1 && applied[1] == 0, "requeue: the dead one applies, the gone one not");
+	EQ(peek(q, name, c[0].id, &info), AU_QUEUED_READY, "requeued: ready");
+	T_OK(info.attempts == 0 && !info.error[0], "requeued: attempts and error reset (%u '%s')",
+	     info.attempts, info.error);
+	EQ(t_stats(q, name).dead, 2, "requeued: 2 dead left");
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
+	T_OK(n == 1 && !strcmp(l[0].ref.id, c[0].id) && l[0].attempts == 1,
+	     "requeued: leased again as a first attempt");
+	/* a leased one is not touched: fencing holds */
+	T_OK(au_queue_requeue(q, name, ids, 1, applied) == 0 && applied[0] == 0,
+	     "requeue of a running one does not apply");
+	T_OK(n == 1 && applied1(q, name, &l[0].ref, "ack") == 1, "its lease still acks");
+	t_leases_release(l, n);
+	T_OK(au_queue_requeue(q, name, ids, 1, applied) == 0 && applied[0] == 0,
+	     "requeue of a finished one does not apply");
+	ids[0] = "nope";
+	T_OK(au_queue_requeue(q, name, ids, 1, applied) < 0 && q->err.code == AU_EINVAL,
+	     "requeue of an invalid id: AU_EINVAL");
+
+	/* purge */
+	T_OK(au_queue_purge(q, name, 3600000, &removed) == 0 && removed == 0,
+	     "purge older than 1 h: none (%zu)", removed);
+	T_OK(au_queue_purge(q, name, 0, &removed) == 0 && removed == 2, "purge: the 2 dead (%zu)",
+	     removed);
+	EQ(t_stats(q, name).dead, 0, "purged: none dead");
+	EQ(-peek(q, name, c[1].id, &info), AU_ENOTFOUND, "purged: its data is gone");
+	st = t_stats(q, name);
+	T_OK(st.processed == 2 && st.per_minute >= 1 && st.per_minute <= 10,
+	     "stats: 2 processed, and a rate of the recent ones (%llu a minute)",
+	     (unsigned long long)st.per_minute);
+	for (i = 0; i < 4; i++)
+		au_computation_release(&c[i]);
+}
+
+/* url with its query extended by param */
+static char *url_with(const char *param)
+{
+	return au_asprintf("%s%s%s", url, strchr(url, '?') ? "&" : "?", param);
+}
+
+static void test_dead_bounds(struct au_queue *q)
+{
+	struct au_computation c[5];
+	struct au_queue *a, *b;
+	struct au_dead dead[8];
+	struct au_queued info;
+	char name[64], *u;
+	size_t i, n, rq, bu;
+
+	t_queue_name(name, "conf", "bounds");
+	u = url_with("dead_max=2&dead_max_age=1s");
+	a = t_open_queue(u);
+	b = t_open_queue(u);
+	for (i = 0; i < 4; i++) {
+		t_computation(&c[i], name, (int)i);
+		t_push1(q, &c[i]);
+	}
+	bury_all(a, name, "boom");
+	EQ(t_stats(q, name).dead, 4, "bounds: 4 buried");
+	T_OK(au_queue_rescue(a, name, 100, &rq, &bu) == 0, "bounds: rescue (%s)", a->err.str);
+	EQ(t_stats(q, name).dead, 2, "bounds: dead_max=2 keeps 2");
+	T_OK(au_queue_dead(q, name, NULL, 8, dead, &n) == 0 && n == 2 &&
+	     !strcmp(dead[0].id, c[3].id) && !strcmp(dead[1].id, c[2].id), "bounds: the newest");
+	for (i = 0; i < n; i++)
+		au_dead_release(&dead[i]);
+	EQ(-peek(q, name, c[0].id, &info), AU_ENOTFOUND, "bounds: the oldest are gone, data and all");
+	t_sleep_ms(1100);
+	t_computation(&c[4], name, 4);
+	t_push1(q, &c[4]);
+	bury_all(q, name, "boom");
+	T_OK(au_queue_rescue(b, name, 100, &rq, &bu) == 0, "bounds: rescue of another handle");
+	T_OK(au_queue_dead(q, name, NULL, 8, dead, &n) == 0 && n == 1 && !strcmp(dead[0].id, c[4].id),
+	     "bounds: dead_max_age=1s drops those older (%zu left)", n);
+	for (i = 0; i < n; i++)
+		au_dead_release(&dead[i]);
+	au_queue_close(a);
+	au_queue_close(b);
+	free(u);
+	u = url_with("dead_max=many");
+	a = au_queue_open(u);
+	T_OK(a && a->err.code == AU_EINVAL && strstr(a->err.str, "dead_max must be a count"),
+	     "bounds: a bad dead_max is refused (%s)", a ? a->err.str : "oom");
+	au_queue_close(a);
+	free(u);
+	u = url_with("dead_max_age=soon");
+	a = au_queue_open(u);
+	T_OK(a && a->err.code == AU_EINVAL && strstr(a->err.str, "dead_max_age must be a duration"),
+	     "bounds: a bad dead_max_age is refused (%s)", a ? a->err.str : "oom");
+	au_queue_close(a);
+	free(u);
+	for (i = 0; i < 5; i++)
+		au_computation_release(&c[i]);
+}
+
+static int listed(struct au_queue *q, const char *name)
+{
+	char **names = NULL;
+	size_t n = 0, i;
+	int found = 0;
+
+	if (au_queue_list(q, &names, &n) < 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		found |= !strcmp(names[i], name);
+		free(names[i]);
+	}
+	free(names);
+	return found;
+}
+
+static void test_pause(struct au_queue *q)
+{
+	struct au_computation c[2];
+	struct au_lease l[4];
+	char name[64], other[64];
+	size_t n;
+
+	t_queue_name(name, "conf", "pause");
+	t_computation(&c[0], name, 0);
+	t_computation(&c[1], name, 1);
+	t_push1(q, &c[0]);
+	n = t_lease(q, name, 1, LONG_LEASE, 0, l);
+	EQ(n, 1, "pause: one running");
+	t_push1(q, &c[1]);
+	T_OK(au_queue_pause(q, name, 1) == 0, "pause (%s)", q->err.str);
+	T_OK(t_stats(q, name).paused, "paused: stats say so");
+	EQ(t_lease(q, name, 4, LONG_LEASE, 0, l + 1), 0, "paused: nothing is leased");
+	EQ(t_lease(q, name, 4, LONG_LEASE, 100, l + 1), 0, "paused: nor by a blocking lease");
+	EQ(t_stats(q, name).ready, 1, "paused: the waiting one waits");
+	T_OK(n == 1 && applied1(q, name, &l[0].ref, "ack") == 1, "paused: a running one still acks");
+	t_leases_release(l, n);
+	T_OK(au_queue_pause(q, name, 0) == 0, "resume (%s)", q->err.str);
+	T_OK(!t_stats(q, name).paused, "resumed: stats say so");
+	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
+	T_OK(n == 1 && !strcmp(l[0].ref.id, c[1].id), "resumed: leased");
+	t_leases_release(l, n);
+	t_queue_name(other, "conf", "pause-new");
+	T_OK(au_queue_pause(q, other, 1) == 0 && listed(q, other) == 1 && t_stats(q, other).paused,
+	     "a queue paused before its first push is listed, paused");
+	au_queue_drop(q, other, 0);
+	au_computation_release(&c[0]);
+	au_computation_release(&c[1]);
+}
+
+static void test_empty(struct au_queue *q)
+{
+	struct au_computation c[5];
+	struct au_lease l[2], k[2];
+	struct au_queued info;
+	struct au_queue_stats st;
+	char name[64];
+	size_t i, n, m, removed = 0;
+	const char *why = "boom";
+	int applied = 0;
+
+	t_queue_name(name, "conf", "empty");
+	for (i = 0; i < 5; i++) {
+		t_computation(&c[i], name, (int)i);
+		if (i == 4)
+			c[i].run_at_ms = au_now_ms() + 600000;
+		t_push1(q, &c[i]);
+	}
+	n = t_lease(q, name, 1, LONG_LEASE, 0, l);
+	m = t_lease(q, name, 1, LONG_LEASE, 0, k);
+	T_OK(n == 1 && m == 1 && au_queue_bury(q, name, &k[0].ref, 1, &why, &applied) == 0 && applied,
+	     "empty: one running, one dead");
+	T_OK(au_queue_empty(q, name, &removed) == 0 && removed == 3,
+	     "empty: the 2 ready and the scheduled one go (%zu)", removed);
+	st = t_stats(q, name);
+	T_OK(st.ready == 0 && st.scheduled == 0 && st.leased == 1 && st.dead == 1,
+	     "empty: running and dead ones stay");
+	EQ(-peek(q, name, c[2].id, &info), AU_ENOTFOUND, "empty: their data is gone");
+	EQ(-peek(q, name, c[4].id, &info), AU_ENOTFOUND, "empty: the scheduled one's too");
+	T_OK(n == 1 && applied1(q, name, &l[0].ref, "ack") == 1, "empty: the running one acks");
+	t_leases_release(l, n);
+	t_leases_release(k, m);
+	T_OK(au_queue_empty(q, name, &removed) == 0 && removed == 0, "empty again: nothing");
+	for (i = 0; i < 5; i++)
+		au_computation_release(&c[i]);
+}
+
+static void test_drop(struct au_queue *q)
+{
+	struct au_computation c;
+	struct au_lease l[2];
+	struct au_queued info;
+	struct au_queue_stats st;
+	char name[64], want[200];
+	size_t n;
+
+	t_queue_name(name, "conf", "drop");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	bury_all(q, name, "boom");
+	snprintf(want, sizeof(want), "queue '%s' holds computations: 0 ready, 0 scheduled,"
+		 " 0 running, 1 dead", name);
+	T_OK(au_queue_drop(q, name, 0) < 0 && q->err.code == AU_ESTATE, "drop: refused with work");
+	T_EQ_STR(q->err.str, want, "drop: the message says what it holds");
+	EQ(listed(q, name), 1, "drop refused: still listed");
+	T_OK(au_queue_drop(q, name, 1) == 0, "drop --force (%s)", q->err.str);
+	EQ(listed(q, name), 0, "dropped: not listed");
+	st = t_stats(q, name);
+	T_OK(st.ready + st.scheduled + st.leased + st.dead + st.processed + st.failed == 0,
+	     "dropped: nothing counted");
+	EQ(-peek(q, name, c.id, &info), AU_ENOTFOUND, "dropped: its data is gone");
+	au_computation_release(&c);
+
+	t_queue_name(name, "conf", "drop-idle");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(n == 1 && applied1(q, name, &l[0].ref, "ack") == 1, "drop: a queue whose work is done");
+	t_leases_release(l, n);
+	T_OK(au_queue_drop(q, name, 0) == 0 && listed(q, name) == 0, "drop: an idle queue goes");
+	au_computation_release(&c);
+}
+
+static void test_locate(struct au_queue *q)
+{
+	struct au_computation c;
+	struct au_lease l[2];
+	char name[64], *found = NULL;
+	size_t n;
+
+	t_queue_name(name, "conf", "locate");
+	t_computation(&c, name, 0);
+	t_push1(q, &c);
+	T_OK(au_queue_locate(q, c.id, NULL, &found) == 0 && found && !strcmp(found, name),
+	     "locate: found on its queue (%s)", q->err.str);
+	free(found);
+	found = NULL;
+	T_OK(au_queue_locate(q, c.id, "conf-no-such-queue", &found) == 0 && found &&
+	     !strcmp(found, name), "locate: a wrong hint does not matter");
+	free(found);
+	found = NULL;
+	n = t_lease(q, name, 2, LONG_LEASE, 0, l);
+	T_OK(au_queue_locate(q, c.id, NULL, &found) == 0 && found && !strcmp(found, name),
+	     "locate: a running one");
+	free(found);
+	found = NULL;
+	T_OK(n == 1 && applied1(q, name, &l[0].ref, "ack") == 1, "locate: ack");
+	t_leases_release(l, n);
+	T_OK(au_queue_locate(q, c.id, NULL, &found) < 0 && q->err.code == AU_ENOTFOUND && !found,
+	     "locate: a finished one is on no queue");
+	au_computation_release(&c);
+}
+
 /*
  * Out-of-range input never reaches a backend as it is, and never fails an
  * operation: a run_at or retry delay beyond what a backend can store stays
@@ -971,7 +1300,7 @@ static void beat_init(struct au_worker_beat *b, const char *id, uint32_t ttl_ms)
 }
 
 /* The listed entry of id (copied to *out), 1 if there is one. */
-static int listed(struct au_queue *q, const char *id, struct au_worker_beat *out)
+static int worker_listed(struct au_queue *q, const char *id, struct au_worker_beat *out)
 {
 	struct au_worker_beat *all;
 	size_t n, i;
@@ -1011,7 +1340,7 @@ static void test_workers(struct au_queue *q)
 	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 0, "registry: a beat registers (%s)",
 	     q->err.str);
 	memset(&got, 0, sizeof(got));
-	T_OK(listed(other, id, &got), "registry: listed, by another handle too");
+	T_OK(worker_listed(other, id, &got), "registry: listed, by another handle too");
 	T_EQ_STR(got.host, "conf-host", "registry: host");
 	T_EQ_STR(got.queues, "a,b", "registry: queues");
 	T_EQ_STR(got.version, AU_VERSION, "registry: version");
@@ -1033,7 +1362,7 @@ static void test_workers(struct au_queue *q)
 	b.nids = 0;
 	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 0, "registry: a second beat (%s)",
 	     q->err.str);
-	T_OK(listed(q, id, &got) && got.completed == 9 && got.state == AU_BEAT_PAUSED &&
+	T_OK(worker_listed(q, id, &got) && got.completed == 9 && got.state == AU_BEAT_PAUSED &&
 	     !strcmp(got.paused_by, "store") && got.running == 0 && got.nids == 0,
 	     "registry: ... refreshes the entry");
 
@@ -1048,18 +1377,18 @@ static void test_workers(struct au_queue *q)
 
 	beat_init(&b2, id2, 300);
 	T_OK(au_queue_beat(q, &b2, &stop) == 0 && stop == 0, "registry: an entry with a 300 ms ttl");
-	T_OK(listed(q, id2, NULL), "registry: listed while it lives");
+	T_OK(worker_listed(q, id2, NULL), "registry: listed while it lives");
 	t_sleep_ms(800);
-	T_OK(!listed(q, id2, NULL), "registry: gone after its ttl");
+	T_OK(!worker_listed(q, id2, NULL), "registry: gone after its ttl");
 	T_OK(au_queue_worker_stop(q, id2) < 0 && q->err.code == AU_ENOTFOUND,
 	     "registry: a gone worker cannot be stopped");
-	T_OK(au_queue_beat(q, &b2, &stop) == 0 && stop == 0 && listed(q, id2, NULL),
+	T_OK(au_queue_beat(q, &b2, &stop) == 0 && stop == 0 && worker_listed(q, id2, NULL),
 	     "registry: beating again brings it back");
 
-	T_OK(au_queue_worker_gone(q, id) == 0 && !listed(other, id, NULL),
+	T_OK(au_queue_worker_gone(q, id) == 0 && !worker_listed(other, id, NULL),
 	     "registry: worker_gone removes the entry");
 	T_OK(au_queue_worker_gone(q, id) == 0, "registry: removing it twice is no error");
-	T_OK(listed(q, id2, NULL), "registry: the other stays");
+	T_OK(worker_listed(q, id2, NULL), "registry: the other stays");
 	au_queue_worker_gone(q, id2);
 	au_queue_close(other);
 }
@@ -1089,6 +1418,12 @@ static void run_suite(const char *u)
 	test_cancel_running(q);
 	test_ack_store(q);
 	test_concurrent(q);
+	test_dead_letters(q);
+	test_dead_bounds(q);
+	test_pause(q);
+	test_empty(q);
+	test_drop(q);
+	test_locate(q);
 	test_out_of_range(q);
 	test_workers(q);
 	au_queue_close(q);

@@ -133,6 +133,27 @@ static void test_params(void)
 	au_url_release(&u);
 }
 
+/* Durations with a unit (au dlq purge --older-than, ?dead_max_age=). */
+static void test_durations(void)
+{
+	static const struct { const char *in; uint64_t ms; } good[] = {
+		{ "500ms", 500 }, { "30s", 30000 }, { "10m", 600000 }, { "6h", 21600000 },
+		{ "7d", 604800000 }, { "45", 45000 }, { "0s", 0 },
+	};
+	static const char *const bad[] = { "", "s", "-1s", "10x", "1.5h", "7 d", "99999999999999999999d" };
+	struct au_err err;
+	uint64_t ms;
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(good); i++)
+		T_OK(au_duration_parse(good[i].in, &ms, &err) == 0 && ms == good[i].ms,
+		     "duration '%s' is %llu ms", good[i].in, (unsigned long long)good[i].ms);
+	for (i = 0; i < AU_ARRAY_SIZE(bad); i++)
+		T_OK(au_duration_parse(bad[i], &ms, &err) < 0 && err.code == AU_EINVAL &&
+		     strstr(err.str, "invalid duration"), "duration '%s' is refused", bad[i]);
+	T_OK(au_duration_parse("18446744073709551615d", &ms, &err) < 0, "duration: overflow refused");
+}
+
 static int all_hex(const char *s)
 {
 	for (; *s; s++)
@@ -230,5 +251,6 @@ int main(void)
 	test_params();
 	test_ids();
 	test_schemes();
+	test_durations();
 	return t_done();
 }

@@ -16,11 +16,12 @@
 -- a body or not in lowercase hex. The token of a batch ends in its size, so
 -- the write that empties it knows without asking. Nothing scheduled and
 -- nothing ready costs one EXISTS, which counts a key once per mention: 2
--- for sched, 1 for prios.
+-- for sched, 1 for prios, 4 for paused (a paused queue leases nothing, for
+-- the same one command).
 
 local max, now, moved = tonumber(ARGV[2]), nil, 0
-local has = redis.call('EXISTS', ksched, ksched, kprios)
-if has == 0 then return {0, 0, -1} end
+local has = redis.call('EXISTS', kpaused, kpaused, kpaused, kpaused, ksched, ksched, kprios)
+if has == 0 or has >= 4 then return {0, 0, -1} end
 local first = has >= 2 and redis.call('ZRANGE', ksched, 0, 0, 'WITHSCORES')[2]
 first = first and (tonumber(first) or 0)
 if first then now = clock() end

@@ -46,7 +46,10 @@ for i, id in ipairs(ids) do
 end
 redis.call('HSET', katt, unpack(att))
 redis.call('HSET', kerr, unpack(why))
-if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end
+if #dead > 0 then
+  redis.call('ZADD', kdead, unpack(dead))
+  redis.call('HINCRBY', kstats, 'failed', #dead / 2)
+end
 local requeued = enqueue(groups)
 wake(requeued)
 return {requeued, #dead / 2}

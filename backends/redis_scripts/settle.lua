@@ -15,8 +15,9 @@
 -- in it); more are checked first (SMISMEMBER). A token "<a>-<hex>-<size>"
 -- tells when its batch set is empty: removing size ids empties it.
 -- Wakes one idle worker per computation made ready (up to the cap).
+-- Acks and burials add to processed and failed in stats (one HINCRBY).
 
-local mode, flags, i, ready = ARGV[2], {}, 4, 0
+local mode, flags, i, ready, counted = ARGV[2], {}, 4, 0, 0
 local extra = (mode == 'retry' and 2) or (mode == 'bury' and 1) or 0
 while i <= #ARGV do
   local token, n = ARGV[i], tonumber(ARGV[i + 1])
@@ -61,6 +62,7 @@ while i <= #ARGV do
     redis.call('HDEL', ktok, unpack(single))
     redis.call('ZREM', kleased, unpack(single))
   end
+  if mode == 'ack' or mode == 'bury' then counted = counted + #done end
   if #done == 0 then
   elseif mode == 'ack' then
     redis.call('HDEL', kbody, unpack(done))
@@ -115,4 +117,8 @@ while i <= #ARGV do
   i = last + 1 + extra * n
 end
 wake(ready)
+-- the totals of stats: one HINCRBY per call, not per computation
+if counted > 0 then
+  redis.call('HINCRBY', kstats, mode == 'ack' and 'processed' or 'failed', counted)
+end
 return table.concat(flags)
