@@ -57,6 +57,14 @@ struct mqueue {
 
 struct mwatch;
 
+/* A registry entry; expires_ms and beat_ms on au_now_ms's clock. */
+struct mworker {
+	struct au_worker_beat b;
+	uint64_t beat_ms, expires_ms;
+	int stop;
+	struct mworker *next;
+};
+
 struct mspace {
 	char *name;
 	int refs;
@@ -65,6 +73,7 @@ struct mspace {
 	struct mqueue *queues;
 	struct mwatch *watches;
 	struct mcancels *cancels;   /* watch_cancels of every handle */
+	struct mworker *workers;    /* the registry */
 	struct mspace *next;
 };
 
@@ -436,6 +445,12 @@ static void mem_close(struct au_queue *q)
 
 			sp->queues = mq->next;
 			queue_free(mq);
+		}
+		while (sp->workers) {
+			struct mworker *mw = sp->workers;
+
+			sp->workers = mw->next;
+			free(mw);
 		}
 		pthread_cond_destroy(&sp->cond);
 		pthread_mutex_destroy(&sp->mu);
@@ -1210,6 +1225,111 @@ static void mem_unwatch_cancels(struct au_queue *q)
 	h->cancels = NULL;
 }
 
+/* ---- the worker registry ---- */
+
+/* The entry of id, dropping expired ones on the way; NULL if none. */
+static struct mworker **worker_slot(struct mspace *sp, const char *id, uint64_t now)
+{
+	struct mworker **p = &sp->workers, *mw;
+
+	while ((mw = *p)) {
+		if (mw->expires_ms <= now) {
+			*p = mw->next;
+			free(mw);
+			continue;
+		}
+		if (id && !strcmp(mw->b.id, id))
+			return p;
+		p = &mw->next;
+	}
+	return NULL;
+}
+
+static int mem_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop)
+{
+	struct mhandle *h = q->ctx;
+	uint64_t now = au_now_ms();
+	struct mworker **p, *mw;
+
+	pthread_mutex_lock(&h->sp->mu);
+	p = worker_slot(h->sp, b->id, now);
+	if (p) {
+		mw = *p;
+	} else if ((mw = calloc(1, sizeof(*mw)))) {
+		/* at the end: oldest registration first */
+		for (p = &h->sp->workers; *p; p = &(*p)->next)
+			;
+		*p = mw;
+	} else {
+		pthread_mutex_unlock(&h->sp->mu);
+		return oom(q);
+	}
+	mw->b = *b;
+	mw->beat_ms = now;
+	mw->expires_ms = now + b->ttl_ms;
+	*stop = mw->stop;
+	pthread_mutex_unlock(&h->sp->mu);
+	return 0;
+}
+
+static int mem_workers(struct au_queue *q, struct au_worker_beat **out, size_t *n)
+{
+	struct mhandle *h = q->ctx;
+	uint64_t now = au_now_ms();
+	struct mworker *mw;
+	size_t k = 0;
+
+	pthread_mutex_lock(&h->sp->mu);
+	worker_slot(h->sp, NULL, now);
+	for (mw = h->sp->workers; mw; mw = mw->next)
+		k++;
+	*out = calloc(k ? k : 1, sizeof(**out));
+	if (!*out) {
+		pthread_mutex_unlock(&h->sp->mu);
+		return oom(q);
+	}
+	for (mw = h->sp->workers; mw; mw = mw->next) {
+		struct au_worker_beat *b = &(*out)[(*n)++];
+
+		*b = mw->b;
+		b->beat_at_ms = mw->beat_ms;
+		b->age_ms = now - mw->beat_ms;
+	}
+	pthread_mutex_unlock(&h->sp->mu);
+	return 0;
+}
+
+static int mem_worker_stop(struct au_queue *q, const char *worker_id)
+{
+	struct mhandle *h = q->ctx;
+	struct mworker **p;
+
+	pthread_mutex_lock(&h->sp->mu);
+	p = worker_slot(h->sp, worker_id, au_now_ms());
+	if (p)
+		(*p)->stop = 1;
+	pthread_mutex_unlock(&h->sp->mu);
+	if (!p)
+		return au_seterr(&q->err, AU_ENOTFOUND, "no live worker '%s' on '%s'", worker_id,
+				 q->url.text);
+	return 0;
+}
+
+static int mem_worker_gone(struct au_queue *q, const char *worker_id)
+{
+	struct mhandle *h = q->ctx;
+	struct mworker **p, *mw;
+
+	pthread_mutex_lock(&h->sp->mu);
+	if ((p = worker_slot(h->sp, worker_id, au_now_ms()))) {
+		mw = *p;
+		*p = mw->next;
+		free(mw);
+	}
+	pthread_mutex_unlock(&h->sp->mu);
+	return 0;
+}
+
 const struct au_queue_ops au_memory_queue_ops = {
 	.scheme = "memory",
 	.features = AU_QUEUE_WATCH,
@@ -1239,4 +1359,8 @@ const struct au_queue_ops au_memory_queue_ops = {
 	.cancel_running = mem_cancel_running,
 	.watch_cancels = mem_watch_cancels,
 	.unwatch_cancels = mem_unwatch_cancels,
+	.beat = mem_beat,
+	.workers = mem_workers,
+	.worker_stop = mem_worker_stop,
+	.worker_gone = mem_worker_gone,
 };

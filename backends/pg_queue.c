@@ -99,8 +99,19 @@ enum stmt {
 	S_PUSH, S_PUSH_KEEP, S_LEASE, S_ACK, S_ACK_STORE, S_ACK_STORE_KEEP, S_REQUEUE, S_BURY,
 	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE, S_CANCEL_RUNNING,
 	S_DEAD_LIST, S_DEAD_ONE, S_REVIVE, S_PURGE, S_PAUSE, S_EMPTY, S_DROP, S_LOCATE,
-	S_HOUSEKEEP
+	S_HOUSEKEEP,
+	S_BEAT, S_WORKERS, S_WORKER_STOP, S_WORKER_GONE
 };
+
+/* The registry's statements take every parameter as text (cast in the
+ * SQL) and return text: a beat every few seconds needs no binary form. */
+#define MS_TS(p) "'epoch'::timestamptz + " p "::text::int8 * interval '1 ms'"
+#define TS_MS(c) "(extract(epoch FROM " c ") * 1000)::int8::text"
+/* $12: the counts, "<leased> <completed> <failed> <retried> <released> <outages>" */
+#define COUNT(i) "(string_to_array($12::text, ' ')::int8[])[" #i "]"
+#define BEAT_COLS \
+	"id, host, pid, queues, version, started_at, concurrency, state, paused_by, running," \
+	" running_ids, leased, completed, failed, retried, released, outages, beat_at, expires_at"
 
 static const struct au_pg_stmt stmts[] = {
 	/* new ids (nearly always): a plain insert, with no speculative
@@ -268,6 +279,39 @@ static const struct au_pg_stmt stmts[] = {
 	/* "<queue> <id>" to every watch of cancels (LISTEN au_cancel) */
 	[S_CANCEL_RUNNING] = { "au_cancel_running",
 		"SELECT pg_notify('" CANCEL_CHANNEL "', $1::text || ' ' || $2::text)" },
+	/* the worker's row, refreshed; rows of workers gone a minute ago go on
+	 * the way (the list drops the others). A stop asked of a row that had
+	 * expired is forgotten with it. */
+	[S_BEAT] = { "au_beat",
+		"WITH gone AS (DELETE FROM au_workers"
+		" WHERE expires_at < now() - interval '1 minute' AND id <> $1::text)"
+		" INSERT INTO au_workers AS w (" BEAT_COLS ")"
+		" VALUES ($1::text, $2::text, $3::text::int4, string_to_array(nullif($4::text, ''), ','),"
+		" $5::text, " MS_TS("$6") ", $7::text::int4, $8::text, nullif($9::text, ''),"
+		" $10::text::int4, coalesce(string_to_array(nullif($11::text, ''), ' ')::uuid[], '{}'),"
+		" " COUNT(1) ", " COUNT(2) ", " COUNT(3) ", " COUNT(4) ", " COUNT(5) ", " COUNT(6) ","
+		" now(), now() + $13::text::int8 * interval '1 ms')"
+		" ON CONFLICT (id) DO UPDATE SET (" BEAT_COLS ", stop_at) ="
+		" (excluded.id, excluded.host, excluded.pid, excluded.queues, excluded.version,"
+		" excluded.started_at, excluded.concurrency, excluded.state, excluded.paused_by,"
+		" excluded.running, excluded.running_ids, excluded.leased, excluded.completed,"
+		" excluded.failed, excluded.retried, excluded.released, excluded.outages,"
+		" excluded.beat_at, excluded.expires_at,"
+		" CASE WHEN w.expires_at > now() THEN w.stop_at END)"
+		" RETURNING (stop_at IS NOT NULL)::text" },
+	[S_WORKERS] = { "au_workers",
+		"WITH gone AS (DELETE FROM au_workers WHERE expires_at <= now())"
+		" SELECT id, host, pid::text, coalesce(array_to_string(queues, ','), ''), version,"
+		" " TS_MS("started_at") ", concurrency::text, state, coalesce(paused_by, ''),"
+		" running::text, translate(coalesce(array_to_string(running_ids, ' '), ''), '-', ''),"
+		" leased::text, completed::text, failed::text, retried::text, released::text,"
+		" outages::text, " TS_MS("expires_at - beat_at") ", " TS_MS("beat_at") ","
+		" greatest(" TS_MS("now() - beat_at") "::int8, 0)::text"
+		" FROM au_workers WHERE expires_at > now() ORDER BY started_at, id" },
+	[S_WORKER_STOP] = { "au_worker_stop",
+		"UPDATE au_workers SET stop_at = coalesce(stop_at, now())"
+		" WHERE id = $1::text AND expires_at > now() RETURNING id" },
+	[S_WORKER_GONE] = { "au_worker_gone", "DELETE FROM au_workers WHERE id = $1::text" },
 };
 
 struct pg_watch;
@@ -1661,6 +1705,136 @@ static void pgq_watch_pause(struct au_queue *q, int paused)
 		watch_drop(w);
 }
 
+/* ---- the worker registry: table au_workers (schema v6) ---- */
+
+static int pgq_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop)
+{
+	char num[6][24], counts[6 * 24], ids[AU_BEAT_IDS * AU_ID_SIZE] = "";
+	const char *vals[13];
+	int lens[13];
+	PGresult *r;
+	size_t i, len = 0;
+
+	for (i = 0; i < b->nids && i < AU_BEAT_IDS; i++)
+		len += (size_t)snprintf(ids + len, sizeof(ids) - len, "%s%s", i ? " " : "", b->ids[i]);
+	snprintf(num[0], sizeof(num[0]), "%u", (unsigned)b->pid);
+	snprintf(num[1], sizeof(num[1]), "%llu", (unsigned long long)b->started_ms);
+	snprintf(num[2], sizeof(num[2]), "%u", (unsigned)b->concurrency);
+	snprintf(num[3], sizeof(num[3]), "%u", (unsigned)b->running);
+	snprintf(num[4], sizeof(num[4]), "%u", (unsigned)b->ttl_ms);
+	snprintf(counts, sizeof(counts), "%lld %lld %lld %lld %lld %lld",
+		 (long long)(b->leased & INT64_MAX), (long long)(b->completed & INT64_MAX),
+		 (long long)(b->failed & INT64_MAX), (long long)(b->retried & INT64_MAX),
+		 (long long)(b->released & INT64_MAX), (long long)(b->outages & INT64_MAX));
+	vals[0] = b->id;
+	vals[1] = b->host;
+	vals[2] = num[0];
+	vals[3] = b->queues;
+	vals[4] = b->version;
+	vals[5] = num[1];
+	vals[6] = num[2];
+	vals[7] = au_beat_state_name(b->state);
+	vals[8] = b->paused_by;
+	vals[9] = num[3];
+	vals[10] = ids;
+	vals[11] = counts;
+	vals[12] = num[4];
+	for (i = 0; i < 13; i++)
+		lens[i] = (int)strlen(vals[i]);
+	if (!(r = run(q, S_BEAT, 13, vals, lens)))
+		return -1;
+	*stop = PQntuples(r) > 0 && !strcmp(PQgetvalue(r, 0, 0), "true");
+	PQclear(r);
+	return 0;
+}
+
+static void text_col(char *dst, size_t size, const PGresult *r, int row, int col)
+{
+	snprintf(dst, size, "%s", PQgetvalue(r, row, col));
+}
+
+static uint64_t u64_col(const PGresult *r, int row, int col)
+{
+	return strtoull(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int pgq_workers(struct au_queue *q, struct au_worker_beat **out, size_t *n)
+{
+	PGresult *r = run(q, S_WORKERS, 0, NULL, NULL);
+	int rows, i;
+
+	if (!r)
+		return -1;
+	rows = PQntuples(r);
+	if (!(*out = calloc(rows ? (size_t)rows : 1, sizeof(**out)))) {
+		PQclear(r);
+		return oom(q);
+	}
+	for (i = 0; i < rows; i++) {
+		struct au_worker_beat *b = &(*out)[i];
+		char ids[AU_BEAT_IDS * AU_ID_SIZE], state[32], *tok, *save;
+
+		text_col(b->id, sizeof(b->id), r, i, 0);
+		text_col(b->host, sizeof(b->host), r, i, 1);
+		b->pid = (uint32_t)u64_col(r, i, 2);
+		text_col(b->queues, sizeof(b->queues), r, i, 3);
+		text_col(b->version, sizeof(b->version), r, i, 4);
+		b->started_ms = u64_col(r, i, 5);
+		b->concurrency = (uint32_t)u64_col(r, i, 6);
+		text_col(state, sizeof(state), r, i, 7);
+		if (au_beat_state_parse(state, &b->state) < 0)
+			b->state = AU_BEAT_RUNNING;
+		text_col(b->paused_by, sizeof(b->paused_by), r, i, 8);
+		b->running = (uint32_t)u64_col(r, i, 9);
+		text_col(ids, sizeof(ids), r, i, 10);
+		for (tok = strtok_r(ids, " ", &save); tok && b->nids < AU_BEAT_IDS;
+		     tok = strtok_r(NULL, " ", &save))
+			if (au_id_valid(tok))
+				memcpy(b->ids[b->nids++], tok, AU_ID_SIZE);
+		b->leased = u64_col(r, i, 11);
+		b->completed = u64_col(r, i, 12);
+		b->failed = u64_col(r, i, 13);
+		b->retried = u64_col(r, i, 14);
+		b->released = u64_col(r, i, 15);
+		b->outages = u64_col(r, i, 16);
+		b->ttl_ms = (uint32_t)u64_col(r, i, 17);
+		b->beat_at_ms = u64_col(r, i, 18);
+		b->age_ms = u64_col(r, i, 19);
+	}
+	*n = (size_t)rows;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_worker_stop(struct au_queue *q, const char *worker_id)
+{
+	const char *vals[] = { worker_id };
+	int lens[] = { (int)strlen(worker_id) };
+	PGresult *r = run(q, S_WORKER_STOP, 1, vals, lens);
+	int found;
+
+	if (!r)
+		return -1;
+	found = PQntuples(r) > 0;
+	PQclear(r);
+	if (!found)
+		return au_seterr(&q->err, AU_ENOTFOUND, "no live worker '%s' on '%s'", worker_id,
+				 q->url.text);
+	return 0;
+}
+
+static int pgq_worker_gone(struct au_queue *q, const char *worker_id)
+{
+	const char *vals[] = { worker_id };
+	int lens[] = { (int)strlen(worker_id) };
+	PGresult *r = run(q, S_WORKER_GONE, 1, vals, lens);
+
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
 /* libpq takes both spellings of the scheme; so does au. */
 const struct au_queue_ops au_pg_queue_ops = {
 	.scheme = "postgres",
@@ -1694,4 +1868,8 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.cancel_running = pgq_cancel_running,
 	.watch_cancels = pgq_watch_cancels,
 	.unwatch_cancels = pgq_unwatch_cancels,
+	.beat = pgq_beat,
+	.workers = pgq_workers,
+	.worker_stop = pgq_worker_stop,
+	.worker_gone = pgq_worker_gone,
 };

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core.h"
 
@@ -94,6 +96,48 @@ struct au_queued {
 	uint32_t attempts;
 	uint32_t max_attempts;
 	char error[AU_ERRSTR_SIZE];  /* last error or bury reason, "" if none */
+};
+
+/*
+ * The worker registry: each worker process keeps an entry of its own
+ * through its queue backend (beat), refreshed every AU_BEAT_EVERY_MS and
+ * gone AU_BEAT_TTL_MS after the last refresh unless refreshed again, so
+ * the entry of a worker that died vanishes by itself. `au workers` lists
+ * them, `au worker stop ID` asks one to drain.
+ */
+#define AU_BEAT_EVERY_MS 2000u
+#define AU_BEAT_TTL_MS (3 * AU_BEAT_EVERY_MS)
+#define AU_BEAT_IDS 16              /* running ids an entry names, at most */
+#define AU_WORKER_ID_SIZE 320       /* "<host>:<pid>:<8 hex>" + NUL */
+
+enum au_beat_state {
+	AU_BEAT_RUNNING = 0,        /* leasing as usual */
+	AU_BEAT_PAUSED,             /* a server it needs is away: not leasing (paused_by) */
+	AU_BEAT_DRAINING            /* stopping: finishing what runs, leasing nothing */
+};
+const char *au_beat_state_name(enum au_beat_state st);   /* "running", ... */
+/* 0 and *st for a name au_beat_state_name gives, -1 for anything else. */
+int au_beat_state_parse(const char *name, enum au_beat_state *st);
+
+/* One worker's entry. The worker fills all but beat_at_ms and age_ms,
+ * which the backend fills when it lists entries. */
+struct au_worker_beat {
+	char id[AU_WORKER_ID_SIZE];    /* unique per process and start */
+	char host[256];
+	uint32_t pid;
+	char queues[256];              /* the queues it serves, comma-separated */
+	char version[32];              /* AU_VERSION */
+	uint64_t started_ms;           /* unix ms, the worker's clock */
+	uint32_t concurrency;
+	enum au_beat_state state;
+	char paused_by[32];            /* AU_BEAT_PAUSED: "tasks", "store" or "queue" */
+	uint32_t running;              /* computations running now */
+	uint32_t nids;                 /* ids[0..nids): the first of them */
+	char ids[AU_BEAT_IDS][AU_ID_SIZE];
+	uint64_t leased, completed, failed, retried, released, outages;
+	uint32_t ttl_ms;               /* the entry lives this long after each beat */
+	uint64_t beat_at_ms;           /* listed: the last beat, unix ms (server clock) */
+	uint64_t age_ms;               /* listed: since the last beat (server clock) */
 };
 
 struct au_queue;
@@ -249,6 +293,24 @@ struct au_queue_ops {
 	int (*watch_cancels)(struct au_queue *q, const char *queue, struct event_base *base,
 			     au_queue_cancel_fn fn, void *arg);
 	void (*unwatch_cancels)(struct au_queue *q);
+	/*
+	 * Optional: the worker registry. None is on the path of a computation;
+	 * a worker beats every AU_BEAT_EVERY_MS.
+	 * beat registers b (b->id) or refreshes its entry, which then lives
+	 * b->ttl_ms (server clock) unless beaten again; *stop = 1 when a stop
+	 * was asked for it (worker_stop) and 0 otherwise.
+	 * workers lists the live entries into *out
+	 * (malloc'ed, the caller frees it), *n of them; entries past their
+	 * ttl are never listed, and the call may delete them.
+	 * worker_stop asks the live worker worker_id to stop (its next beat
+	 * hears it); -1 with AU_ENOTFOUND when no live entry has that id.
+	 * worker_gone deletes the entry of worker_id (a clean exit); no entry
+	 * is no error.
+	 */
+	int (*beat)(struct au_queue *q, const struct au_worker_beat *b, int *stop);
+	int (*workers)(struct au_queue *q, struct au_worker_beat **out, size_t *n);
+	int (*worker_stop)(struct au_queue *q, const char *worker_id);
+	int (*worker_gone)(struct au_queue *q, const char *worker_id);
 };
 
 struct au_queue {
@@ -530,6 +592,78 @@ static inline uint64_t au_queue_delay(uint64_t delay_ms)
 static inline int au_queue_check(struct au_queue *q)
 {
 	return q->ops->check ? q->ops->check(q) : 0;
+}
+
+/* The registry's wrappers: -1 with AU_ESTATE when the backend keeps none,
+ * AU_EINVAL for an id that is empty, too long or has a control byte or a
+ * space (no id becomes a key or a statement that was not meant). */
+static inline int au_queue_bad_worker_id(struct au_queue *q, const char *id)
+{
+	size_t i, n = id ? strnlen(id, AU_WORKER_ID_SIZE) : 0;
+	char shown[AU_ID_SHOWN_SIZE];
+
+	for (i = 0; i < n; i++)
+		if ((unsigned char)id[i] <= ' ' || id[i] == 0x7f)
+			break;
+	if (n && n < AU_WORKER_ID_SIZE && i == n)
+		return 0;
+	return au_seterr(&q->err, AU_EINVAL, "invalid worker id '%s'", au_id_shown(shown, id));
+}
+
+static inline int au_queue_no_registry(struct au_queue *q)
+{
+	return au_seterr(&q->err, AU_ESTATE, "queue '%s' keeps no worker registry", q->url.text);
+}
+
+static inline int au_queue_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop)
+{
+	*stop = 0;
+	if (!q->ops->beat)
+		return au_queue_no_registry(q);
+	if (au_queue_bad_worker_id(q, b->id) < 0)
+		return -1;
+	return q->ops->beat(q, b, stop);
+}
+
+static inline int au_queue_beat_cmp(const void *a, const void *b)
+{
+	const struct au_worker_beat *x = a, *y = b;
+
+	if (x->started_ms != y->started_ms)
+		return x->started_ms < y->started_ms ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+/* Sorted by start, then id. */
+static inline int au_queue_workers(struct au_queue *q, struct au_worker_beat **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (!q->ops->workers)
+		return au_queue_no_registry(q);
+	if (q->ops->workers(q, out, n) < 0)
+		return -1;
+	if (*n > 1)
+		qsort(*out, *n, sizeof(**out), au_queue_beat_cmp);
+	return 0;
+}
+
+static inline int au_queue_worker_stop(struct au_queue *q, const char *worker_id)
+{
+	if (!q->ops->worker_stop)
+		return au_queue_no_registry(q);
+	if (au_queue_bad_worker_id(q, worker_id) < 0)
+		return -1;
+	return q->ops->worker_stop(q, worker_id);
+}
+
+static inline int au_queue_worker_gone(struct au_queue *q, const char *worker_id)
+{
+	if (!q->ops->worker_gone)
+		return au_queue_no_registry(q);
+	if (au_queue_bad_worker_id(q, worker_id) < 0)
+		return -1;
+	return q->ops->worker_gone(q, worker_id);
 }
 
 #endif

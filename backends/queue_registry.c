@@ -175,3 +175,26 @@ int au_queue_housekeep_due(struct au_housekeeping *hk, const char *queue)
 	hk->at_us[slot] = now;
 	return 1;
 }
+
+static const char *const beat_states[] = {
+	[AU_BEAT_RUNNING] = "running",
+	[AU_BEAT_PAUSED] = "paused",
+	[AU_BEAT_DRAINING] = "draining",
+};
+
+const char *au_beat_state_name(enum au_beat_state st)
+{
+	return (size_t)st < AU_ARRAY_SIZE(beat_states) ? beat_states[st] : "unknown";
+}
+
+int au_beat_state_parse(const char *name, enum au_beat_state *st)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(beat_states); i++)
+		if (!strcmp(name, beat_states[i])) {
+			*st = (enum au_beat_state)i;
+			return 0;
+		}
+	return -1;
+}

@@ -24,6 +24,8 @@
  *   au:{q}:paused  STRING present while the queue is paused (leases take none)
  *   au:{q}:stats   HASH processed, failed (totals), samples for the rate
  *   au:queues      SET of queue names
+ *   au:registry:{workers} ZSET worker id -> last beat ms: the worker registry
+ *   au:registry:{workers}:<id> HASH one worker's entry, PEXPIRE'd at its TTL
  *
  * Every operation is one round trip per batch: a Lua script (EVALSHA, EVAL
  * when the server does not have it yet) or a pipeline. The scripts are the
@@ -1954,6 +1956,216 @@ static void rq_unwatch_cancels(struct au_queue *q)
 	r->cancels = NULL;
 }
 
+/* ---- the worker registry (redis_scripts/registry.lua) ---- */
+
+#define REGISTRY "au:registry:{workers}"
+#define REGISTRY_MAX 10000      /* entries a list reads, at most */
+
+/* EVAL of registry.lua: a beat every few seconds, so its text is sent each
+ * time rather than kept among the SHA-named scripts of the busy paths. */
+static void registry_cmd(struct rq *r, const char *op, const char *id)
+{
+	size_t off;
+
+	p_cmd(r, -1);
+	p_str(r, "EVAL");
+	p_str(r, au_lua_registry);
+	p_str(r, "2");
+	p_str(r, REGISTRY);
+	off = r->arena.len;
+	if (au_buf_printf(&r->arena, REGISTRY ":%s", id ? id : "") < 0)
+		r->oom = 1;
+	else
+		p_push(r, NULL, off, r->arena.len - off);
+	p_str(r, op);
+}
+
+static void p_field(struct rq *r, const char *name, const char *value)
+{
+	p_str(r, name);
+	p_copy(r, value, strlen(value));
+}
+
+static void p_field_u64(struct rq *r, const char *name, uint64_t v)
+{
+	p_str(r, name);
+	p_i64(r, (int64_t)(v > INT64_MAX ? INT64_MAX : v));
+}
+
+static int rq_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop)
+{
+	struct rq *r = q->ctx;
+	char ids[AU_BEAT_IDS * AU_ID_SIZE] = "";
+	size_t i, len = 0;
+
+	for (i = 0; i < b->nids && i < AU_BEAT_IDS; i++)
+		len += (size_t)snprintf(ids + len, sizeof(ids) - len, "%s%s", i ? " " : "", b->ids[i]);
+	p_reset(r);
+	registry_cmd(r, "beat", b->id);
+	p_i64(r, b->ttl_ms);
+	p_str(r, b->id);
+	p_field(r, "id", b->id);
+	p_field(r, "host", b->host);
+	p_field_u64(r, "pid", b->pid);
+	p_field(r, "queues", b->queues);
+	p_field(r, "version", b->version);
+	p_field_u64(r, "started", b->started_ms);
+	p_field_u64(r, "concurrency", b->concurrency);
+	p_field(r, "state", au_beat_state_name(b->state));
+	p_field(r, "paused_by", b->paused_by);
+	p_field_u64(r, "running", b->running);
+	p_field(r, "running_ids", ids);
+	p_field_u64(r, "leased", b->leased);
+	p_field_u64(r, "completed", b->completed);
+	p_field_u64(r, "failed", b->failed);
+	p_field_u64(r, "retried", b->retried);
+	p_field_u64(r, "released", b->released);
+	p_field_u64(r, "outages", b->outages);
+	p_field_u64(r, "ttl", b->ttl_ms);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	*stop = r->rep[0]->type == REDIS_REPLY_INTEGER && r->rep[0]->integer == 1;
+	replies_free(r, 0, 1);
+	return 0;
+}
+
+static uint64_t field_u64(const redisReply *v)
+{
+	if (v->type == REDIS_REPLY_INTEGER)
+		return v->integer > 0 ? (uint64_t)v->integer : 0;
+	return v->str ? strtoull(v->str, NULL, 10) : 0;
+}
+
+static void copy_str(char *dst, size_t size, const redisReply *v)
+{
+	size_t n = v->str ? (v->len < size - 1 ? v->len : size - 1) : 0;
+
+	if (n)
+		memcpy(dst, v->str, n);
+	dst[n] = '\0';
+}
+
+/* One entry from HGETALL's field, value pairs; fields written by hand are
+ * read as they come (a count that is no number counts 0). */
+static void beat_of(struct au_worker_beat *b, const redisReply *h, uint64_t now)
+{
+	size_t i;
+
+	memset(b, 0, sizeof(*b));
+	for (i = 0; i + 1 < h->elements; i += 2) {
+		const char *f = h->element[i]->str ? h->element[i]->str : "";
+		const redisReply *v = h->element[i + 1];
+		char ids[AU_BEAT_IDS * AU_ID_SIZE], *tok, *save;
+
+		if (!strcmp(f, "id"))
+			copy_str(b->id, sizeof(b->id), v);
+		else if (!strcmp(f, "host"))
+			copy_str(b->host, sizeof(b->host), v);
+		else if (!strcmp(f, "pid"))
+			b->pid = (uint32_t)field_u64(v);
+		else if (!strcmp(f, "queues"))
+			copy_str(b->queues, sizeof(b->queues), v);
+		else if (!strcmp(f, "version"))
+			copy_str(b->version, sizeof(b->version), v);
+		else if (!strcmp(f, "started"))
+			b->started_ms = field_u64(v);
+		else if (!strcmp(f, "concurrency"))
+			b->concurrency = (uint32_t)field_u64(v);
+		else if (!strcmp(f, "state")) {
+			char st[32];
+
+			copy_str(st, sizeof(st), v);
+			if (au_beat_state_parse(st, &b->state) < 0)
+				b->state = AU_BEAT_RUNNING;
+		} else if (!strcmp(f, "paused_by"))
+			copy_str(b->paused_by, sizeof(b->paused_by), v);
+		else if (!strcmp(f, "running"))
+			b->running = (uint32_t)field_u64(v);
+		else if (!strcmp(f, "running_ids")) {
+			copy_str(ids, sizeof(ids), v);
+			for (tok = strtok_r(ids, " ", &save); tok && b->nids < AU_BEAT_IDS;
+			     tok = strtok_r(NULL, " ", &save))
+				if (au_id_valid(tok))
+					memcpy(b->ids[b->nids++], tok, AU_ID_SIZE);
+		} else if (!strcmp(f, "leased"))
+			b->leased = field_u64(v);
+		else if (!strcmp(f, "completed"))
+			b->completed = field_u64(v);
+		else if (!strcmp(f, "failed"))
+			b->failed = field_u64(v);
+		else if (!strcmp(f, "retried"))
+			b->retried = field_u64(v);
+		else if (!strcmp(f, "released"))
+			b->released = field_u64(v);
+		else if (!strcmp(f, "outages"))
+			b->outages = field_u64(v);
+		else if (!strcmp(f, "ttl"))
+			b->ttl_ms = (uint32_t)field_u64(v);
+		else if (!strcmp(f, "beat"))
+			b->beat_at_ms = field_u64(v);
+	}
+	b->age_ms = now > b->beat_at_ms ? now - b->beat_at_ms : 0;
+}
+
+static int rq_workers(struct au_queue *q, struct au_worker_beat **out, size_t *n)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+	uint64_t now;
+	size_t i;
+
+	p_reset(r);
+	registry_cmd(r, "list", NULL);
+	p_i64(r, REGISTRY_MAX);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
+		replies_free(r, 0, 1);
+		return bad_reply(r, "workers");
+	}
+	now = field_u64(rep->element[0]);
+	if (!(*out = calloc(rep->elements, sizeof(**out)))) {
+		replies_free(r, 0, 1);
+		return oom(q);
+	}
+	for (i = 1; i < rep->elements; i++)
+		if (rep->element[i]->type == REDIS_REPLY_ARRAY)
+			beat_of(&(*out)[(*n)++], rep->element[i], now);
+	replies_free(r, 0, 1);
+	return 0;
+}
+
+static int rq_worker_stop(struct au_queue *q, const char *worker_id)
+{
+	struct rq *r = q->ctx;
+	int found;
+
+	p_reset(r);
+	registry_cmd(r, "stop", worker_id);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	found = r->rep[0]->type == REDIS_REPLY_INTEGER && r->rep[0]->integer == 1;
+	replies_free(r, 0, 1);
+	if (!found)
+		return au_seterr(&q->err, AU_ENOTFOUND, "no live worker '%s' on '%s'", worker_id,
+				 q->url.text);
+	return 0;
+}
+
+static int rq_worker_gone(struct au_queue *q, const char *worker_id)
+{
+	struct rq *r = q->ctx;
+
+	p_reset(r);
+	registry_cmd(r, "gone", worker_id);
+	p_str(r, worker_id);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	replies_free(r, 0, 1);
+	return 0;
+}
+
 const struct au_queue_ops au_redis_queue_ops = {
 	.scheme = "redis",
 	.features = AU_QUEUE_WATCH | AU_QUEUE_SHARED,
@@ -1985,4 +2197,8 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.cancel_running = rq_cancel_running,
 	.watch_cancels = rq_watch_cancels,
 	.unwatch_cancels = rq_unwatch_cancels,
+	.beat = rq_beat,
+	.workers = rq_workers,
+	.worker_stop = rq_worker_stop,
+	.worker_gone = rq_worker_gone,
 };

@@ -20,6 +20,7 @@
 #include "fleet.h"
 #include "pg_schema.h"
 #include "queue.h"
+#include "workers.h"
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
 
@@ -40,6 +41,8 @@ static const char usage_text[] =
 	"  queues [--json]         (counts, paused, totals and rate of each queue)\n"
 	"  queue pause|resume|empty|delete NAME [--force]   (au queue --help)\n"
 	"  dlq list|show ID|requeue ID...|--all|purge [--older-than D]   (au dlq --help)\n"
+	"  worker stop ID          (asks one worker of 'au workers' to drain)\n"
+	"  workers [--json]        (the live workers: what each runs, its counts)\n"
 	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
 	"  version\n"
 	"\n"
@@ -597,6 +600,11 @@ int main(int argc, char **argv)
 		return au_cli_queue(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "queues"))
 		return au_cli_queues(&c.cfg, argc - first, argv + first);
+	/* these parse their own options (cli/workers.c) */
+	if (!strcmp(cmd, "workers"))
+		return au_cli_workers(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
+		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
 	/* options may also follow the command */
 	argv += first;
 	argc -= first;

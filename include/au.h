@@ -403,6 +403,9 @@ struct au_worker_stats {
 	uint64_t loop_max_us;
 };
 void au_worker_stats(const struct au_worker *w, struct au_worker_stats *st);
+/* The worker's id in the registry (`au workers`, `au worker stop ID`):
+ * "<host>:<pid>:<8 hex digits>", unique per process and start. */
+const char *au_worker_id(const struct au_worker *w);
 
 /* Runs a worker with its own loop until SIGTERM/SIGINT (or max_jobs /
  * idle_exit_ms). Returns 0 on a clean stop. */

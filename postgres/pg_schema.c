@@ -97,6 +97,34 @@ static const struct step {
 	  "DROP INDEX au_jobs_dead;\n"
 	  "CREATE INDEX au_jobs_dead ON au_jobs (queue, (coalesce(dead_at, created_at)))"
 	  " WHERE state = 2;\n" },
+	{ 6, "worker registry",
+	  "-- One row per live worker process, written by its beat every few\n"
+	  "-- seconds; a row whose expires_at passed is a worker gone (listed by\n"
+	  "-- no one, deleted by the next list or beat). stop_at: 'au worker stop'\n"
+	  "-- asked it to drain.\n"
+	  "CREATE TABLE au_workers (\n"
+	  "\tid text COLLATE \"C\" PRIMARY KEY,\n"
+	  "\thost text NOT NULL,\n"
+	  "\tpid int NOT NULL,\n"
+	  "\tqueues text[] NOT NULL,\n"
+	  "\tversion text NOT NULL,\n"
+	  "\tstarted_at timestamptz NOT NULL,\n"
+	  "\tconcurrency int NOT NULL,\n"
+	  "\tstate text NOT NULL,\n"
+	  "\tpaused_by text,\n"
+	  "\trunning int NOT NULL DEFAULT 0,\n"
+	  "\trunning_ids uuid[] NOT NULL DEFAULT '{}',\n"
+	  "\tleased bigint NOT NULL DEFAULT 0,\n"
+	  "\tcompleted bigint NOT NULL DEFAULT 0,\n"
+	  "\tfailed bigint NOT NULL DEFAULT 0,\n"
+	  "\tretried bigint NOT NULL DEFAULT 0,\n"
+	  "\treleased bigint NOT NULL DEFAULT 0,\n"
+	  "\toutages bigint NOT NULL DEFAULT 0,\n"
+	  "\tbeat_at timestamptz NOT NULL DEFAULT now(),\n"
+	  "\texpires_at timestamptz NOT NULL,\n"
+	  "\tstop_at timestamptz\n"
+	  ");\n"
+	  "CREATE INDEX au_workers_expires ON au_workers (expires_at);\n" },
 };
 
 /* ---- versions and migrations ---- */

@@ -1273,6 +1273,126 @@ static void test_out_of_range(struct au_queue *q)
 	au_computation_release(&d);
 }
 
+/* ---- the worker registry ---- */
+
+static void beat_init(struct au_worker_beat *b, const char *id, uint32_t ttl_ms)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->id, sizeof(b->id), "%s", id);
+	snprintf(b->host, sizeof(b->host), "conf-host");
+	b->pid = 4242;
+	snprintf(b->queues, sizeof(b->queues), "a,b");
+	snprintf(b->version, sizeof(b->version), "%s", AU_VERSION);
+	b->started_ms = au_now_ms() - 5000;
+	b->concurrency = 8;
+	b->state = AU_BEAT_RUNNING;
+	b->running = 2;
+	b->nids = 2;
+	au_id_new(b->ids[0]);
+	au_id_new(b->ids[1]);
+	b->leased = 10;
+	b->completed = 7;
+	b->failed = 1;
+	b->retried = 2;
+	b->released = 3;
+	b->outages = 4;
+	b->ttl_ms = ttl_ms;
+}
+
+/* The listed entry of id (copied to *out), 1 if there is one. */
+static int worker_listed(struct au_queue *q, const char *id, struct au_worker_beat *out)
+{
+	struct au_worker_beat *all;
+	size_t n, i;
+	int found = 0;
+
+	if (au_queue_workers(q, &all, &n) < 0) {
+		T_OK(0, "workers (%s)", q->err.str);
+		return 0;
+	}
+	for (i = 0; i < n; i++)
+		if (!strcmp(all[i].id, id)) {
+			if (out)
+				*out = all[i];
+			found = 1;
+		}
+	free(all);
+	return found;
+}
+
+static void test_workers(struct au_queue *q)
+{
+	struct au_worker_beat b, got, b2;
+	struct au_queue *other;
+	char id[128], id2[128];
+	int stop = -1;
+
+	if (!q->ops->beat) {
+		beat_init(&b, "x", 1000);
+		T_OK(au_queue_beat(q, &b, &stop) < 0 && q->err.code == AU_ESTATE,
+		     "registry: not kept, said so");
+		return;
+	}
+	other = t_open_queue(url);
+	snprintf(id, sizeof(id), "conf-host:4242:%08x", (unsigned)au_random64());
+	snprintf(id2, sizeof(id2), "conf-host:4243:%08x", (unsigned)au_random64());
+	beat_init(&b, id, 30000);
+	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 0, "registry: a beat registers (%s)",
+	     q->err.str);
+	memset(&got, 0, sizeof(got));
+	T_OK(worker_listed(other, id, &got), "registry: listed, by another handle too");
+	T_EQ_STR(got.host, "conf-host", "registry: host");
+	T_EQ_STR(got.queues, "a,b", "registry: queues");
+	T_EQ_STR(got.version, AU_VERSION, "registry: version");
+	T_OK(got.pid == 4242 && got.started_ms == b.started_ms && got.concurrency == 8 &&
+	     got.state == AU_BEAT_RUNNING && got.ttl_ms == 30000, "registry: pid, started,"
+	     " concurrency, state, ttl");
+	T_OK(got.running == 2 && got.nids == 2 && !strcmp(got.ids[0], b.ids[0]) &&
+	     !strcmp(got.ids[1], b.ids[1]), "registry: what runs now");
+	T_OK(got.leased == 10 && got.completed == 7 && got.failed == 1 && got.retried == 2 &&
+	     got.released == 3 && got.outages == 4, "registry: counts");
+	T_OK(got.age_ms < 3000 && got.beat_at_ms + 10000 > au_now_ms() &&
+	     got.beat_at_ms < au_now_ms() + 10000, "registry: last beat just now (%llu ms ago)",
+	     (unsigned long long)got.age_ms);
+
+	b.completed = 9;
+	b.state = AU_BEAT_PAUSED;
+	snprintf(b.paused_by, sizeof(b.paused_by), "store");
+	b.running = 0;
+	b.nids = 0;
+	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 0, "registry: a second beat (%s)",
+	     q->err.str);
+	T_OK(worker_listed(q, id, &got) && got.completed == 9 && got.state == AU_BEAT_PAUSED &&
+	     !strcmp(got.paused_by, "store") && got.running == 0 && got.nids == 0,
+	     "registry: ... refreshes the entry");
+
+	T_OK(au_queue_worker_stop(other, "conf-host:1:nobody") < 0 &&
+	     other->err.code == AU_ENOTFOUND, "registry: stop of an unknown worker: AU_ENOTFOUND");
+	T_OK(au_queue_worker_stop(other, "bad id") < 0 && other->err.code == AU_EINVAL,
+	     "registry: an id with a space is refused");
+	T_OK(au_queue_worker_stop(other, id) == 0, "registry: stop (%s)", other->err.str);
+	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 1, "registry: the next beat hears it");
+	stop = 0;
+	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 1, "registry: ... and the one after");
+
+	beat_init(&b2, id2, 300);
+	T_OK(au_queue_beat(q, &b2, &stop) == 0 && stop == 0, "registry: an entry with a 300 ms ttl");
+	T_OK(worker_listed(q, id2, NULL), "registry: listed while it lives");
+	t_sleep_ms(800);
+	T_OK(!worker_listed(q, id2, NULL), "registry: gone after its ttl");
+	T_OK(au_queue_worker_stop(q, id2) < 0 && q->err.code == AU_ENOTFOUND,
+	     "registry: a gone worker cannot be stopped");
+	T_OK(au_queue_beat(q, &b2, &stop) == 0 && stop == 0 && worker_listed(q, id2, NULL),
+	     "registry: beating again brings it back");
+
+	T_OK(au_queue_worker_gone(q, id) == 0 && !worker_listed(other, id, NULL),
+	     "registry: worker_gone removes the entry");
+	T_OK(au_queue_worker_gone(q, id) == 0, "registry: removing it twice is no error");
+	T_OK(worker_listed(q, id2, NULL), "registry: the other stays");
+	au_queue_worker_gone(q, id2);
+	au_queue_close(other);
+}
+
 static void run_suite(const char *u)
 {
 	struct au_queue *q;
@@ -1305,6 +1425,7 @@ static void run_suite(const char *u)
 	test_drop(q);
 	test_locate(q);
 	test_out_of_range(q);
+	test_workers(q);
 	au_queue_close(q);
 }
 

@@ -30,6 +30,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,6 +185,20 @@ struct rescue_req {
 	struct au_err queue_err, store_err;
 };
 
+/* The worker's entry in the registry (backends/queue.h, beat), refreshed
+ * every AU_BEAT_EVERY_MS; the loop fills b before each submit. */
+struct beat_req {
+	struct au_io_req io;
+	struct au_worker *w;
+	int busy;
+	int off;                      /* the queue keeps no registry: no more beats */
+	int registered;               /* a beat went through: the entry is removed at exit */
+	int stop;                     /* by the thread: a stop was asked for this worker */
+	int rc;
+	struct au_err err;
+	struct au_worker_beat b;
+};
+
 /* The servers a worker needs, each of which can be down. */
 enum part { PART_TASKS, PART_STORE, PART_QUEUE, PART_N };
 static const char *const part_name[PART_N] = { "a server the tasks need", "the result store",
@@ -207,6 +222,10 @@ struct au_worker {
 	struct flush_req flush;
 	struct extend_req extend;
 	struct rescue_req rescue;
+	struct beat_req beat;
+	struct event *beat_ev;
+	char id[AU_WORKER_ID_SIZE];    /* in the registry: "<host>:<pid>:<8 hex>" */
+	uint64_t started_ms;
 	int ack_store;                 /* the thread's: worth trying au_queue_ack_store */
 
 	struct attempt_list lists[ATTEMPT_NSTATES];
@@ -261,6 +280,7 @@ static void extend_cb(evutil_socket_t fd, short what, void *arg);
 static void rescue_cb(evutil_socket_t fd, short what, void *arg);
 static void drain_cb(evutil_socket_t fd, short what, void *arg);
 static void grace_cb(evutil_socket_t fd, short what, void *arg);
+static void beat_cb(evutil_socket_t fd, short what, void *arg);
 static void maybe_exit(struct au_worker *w);
 
 /* Times the loop's calls of the worker's callbacks into stats.loop_hist:
@@ -1227,6 +1247,94 @@ static void rescue_done(struct au_worker *w)
 	}
 }
 
+/* ---- the registry: one beat every AU_BEAT_EVERY_MS ---- */
+
+/* What the entry says now: counts, what runs, the state. */
+static void beat_fill(struct au_worker *w, struct au_worker_beat *b)
+{
+	const char *name = au_worker_name(), *colon = strrchr(name, ':');
+	static const enum attempt_state runs[] = { ATTEMPT_RUNNING, ATTEMPT_ZOMBIE };
+	struct attempt *a;
+	size_t i;
+
+	memset(b, 0, sizeof(*b));
+	snprintf(b->id, sizeof(b->id), "%s", w->id);
+	snprintf(b->host, sizeof(b->host), "%.*s", colon ? (int)(colon - name) : (int)strlen(name),
+		 name);
+	b->pid = (uint32_t)getpid();
+	snprintf(b->queues, sizeof(b->queues), "%s", w->queue_name);
+	snprintf(b->version, sizeof(b->version), "%s", AU_VERSION);
+	b->started_ms = w->started_ms;
+	b->concurrency = w->opts.concurrency;
+	if (w->stopping) {
+		b->state = AU_BEAT_DRAINING;
+	} else if (any_down(w)) {
+		b->state = AU_BEAT_PAUSED;
+		snprintf(b->paused_by, sizeof(b->paused_by), "%s",
+			 w->outage[PART_TASKS].down ? "tasks"
+			 : w->outage[PART_STORE].down ? "store" : "queue");
+	}
+	/* running, then timed out but still holding their slots */
+	b->running = (uint32_t)(count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_ZOMBIE));
+	for (i = 0; i < AU_ARRAY_SIZE(runs); i++)
+		for (a = w->lists[runs[i]].head; a && b->nids < AU_BEAT_IDS; a = a->next)
+			memcpy(b->ids[b->nids++], a->lease.ref.id, AU_ID_SIZE);
+	b->leased = w->stats.leased;
+	b->completed = w->stats.completed;
+	b->failed = w->stats.failed;
+	b->retried = w->stats.retried;
+	b->released = w->stats.released;
+	b->outages = w->stats.outages;
+	b->ttl_ms = AU_BEAT_TTL_MS;
+}
+
+static void beat_run(evutil_socket_t fd, short what, void *arg)
+{
+	struct au_worker *w = arg;
+	struct beat_req *b = &w->beat;
+
+	(void)fd;
+	(void)what;
+	if (b->busy || b->off || !w->io || w->exited)
+		return;
+	beat_fill(w, &b->b);
+	b->busy = 1;
+	au_io_submit(w->io, &b->io);
+}
+
+static void beat_io(struct au_io_req *r)
+{
+	struct beat_req *b = (struct beat_req *)r;
+	struct au_worker *w = b->w;
+
+	b->stop = 0;
+	b->rc = au_queue_beat(w->q, &b->b, &b->stop);
+	if (b->rc < 0)
+		b->err = w->q->err;
+}
+
+static void beat_done(struct au_worker *w)
+{
+	struct beat_req *b = &w->beat;
+
+	b->busy = 0;
+	if (b->rc < 0) {
+		if (b->err.code == AU_ESTATE) {   /* no registry: nothing to beat */
+			au_log(AU_LOG_DEBUG, "%s", b->err.str);
+			b->off = 1;
+		} else {
+			report(w, &b->err);
+		}
+		return;
+	}
+	b->registered = 1;
+	if (b->stop && !w->stopping) {
+		au_log(AU_LOG_INFO, "worker '%s' asked to stop (au worker stop): draining", w->id);
+		au_worker_stop(w);
+		beat_run(-1, 0, w);   /* the registry shows it draining */
+	}
+}
+
 /* The I/O thread handed requests back. */
 static void io_ready(void *arg)
 {
@@ -1242,6 +1350,8 @@ static void io_ready(void *arg)
 			flush_done(w);
 		else if (r == &w->extend.io)
 			extend_done(w);
+		else if (r == &w->beat.io)
+			beat_done(w);
 		else
 			rescue_done(w);
 	}
@@ -1391,6 +1501,7 @@ static void stop_now(struct au_worker *w)
 	event_del(w->rescue_ev);
 	event_del(w->grace_ev);
 	event_del(w->outage_ev);
+	event_del(w->beat_ev);
 	if (w->watching_cancels)
 		au_queue_unwatch_cancels(w->q);
 	w->watching_cancels = 0;
@@ -1475,6 +1586,7 @@ TIMED(rescue)
 TIMED(drain)
 TIMED(grace)
 TIMED(outage)
+TIMED(beat)
 
 static struct event *timer(struct au_worker *w, event_callback_fn fn, short flags)
 {
@@ -1507,6 +1619,8 @@ static int requests_init(struct au_worker *w)
 	e->applied = calloc(cap, sizeof(*e->applied));
 	w->rescue.io.run = rescue_io;
 	w->rescue.w = w;
+	w->beat.io.run = beat_io;
+	w->beat.w = w;
 	return w->lease.out && f->wb && f->recs && f->refs && f->delays && f->texts && f->applied &&
 			       f->idx && e->refs && e->applied ? 0 : -1;
 }
@@ -1575,6 +1689,9 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->grace_ev = timer(w, grace_cb, 0);
 	w->drain_ev = timer(w, drain_cb, 0);
 	w->outage_ev = timer(w, outage_cb, 0);
+	w->beat_ev = timer(w, beat_cb, EV_PERSIST);
+	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
+	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
 	w->store_url = au_strdup(conf.store_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
@@ -1594,7 +1711,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	if (!w->queue_name || !w->store_url || !w->builtins ||
 	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
 	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
-	    !w->drain_ev || !w->outage_ev || !w->q || !w->store) {
+	    !w->drain_ev || !w->outage_ev || !w->beat_ev || !w->q || !w->store) {
 		au_worker_free(w);
 		return NULL;
 	}
@@ -1659,6 +1776,9 @@ int au_worker_start(struct au_worker *w)
 	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
 	set_timer(w->extend_ev, beat ? beat : 1);
 	set_timer(w->rescue_ev, RESCUE_EVERY_MS);
+	w->started_ms = au_now_ms();
+	set_timer(w->beat_ev, AU_BEAT_EVERY_MS);
+	beat_run(-1, 0, w);   /* registered at once */
 	wake_cb(w);
 	return 0;
 }
@@ -1666,6 +1786,11 @@ int au_worker_start(struct au_worker *w)
 void au_worker_stats(const struct au_worker *w, struct au_worker_stats *st)
 {
 	*st = w->stats;
+}
+
+const char *au_worker_id(const struct au_worker *w)
+{
+	return w->id;
 }
 
 void au_worker_free(struct au_worker *w)
@@ -1682,6 +1807,11 @@ void au_worker_free(struct au_worker *w)
 	/* the thread finishes what it is doing; what it has not begun, it drops */
 	au_io_free(w->io);
 	w->io = NULL;
+	/* the thread is gone and the queue handle is the loop's again: the
+	 * entry goes at once rather than at the end of its ttl (best effort) */
+	if (w->beat.registered && au_queue_worker_gone(w->q, w->id) < 0)
+		au_log(AU_LOG_DEBUG, "could not remove worker '%s' from the registry: %s", w->id,
+		       w->q->err.str);
 	/* Running tasks let go first (their cancel hooks may use the
 	 * ClickHouse client); then the client drops what is still pending
 	 * without calling back. */
@@ -1715,6 +1845,8 @@ void au_worker_free(struct au_worker *w)
 		event_free(w->drain_ev);
 	if (w->outage_ev)
 		event_free(w->outage_ev);
+	if (w->beat_ev)
+		event_free(w->beat_ev);
 	if (w->q)
 		au_queue_close(w->q);
 	if (w->store)
@@ -1763,7 +1895,7 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 			*err = w->err;
 		goto out;
 	}
-	au_log(AU_LOG_INFO, "worker %s on queue '%s' (concurrency %u, batch %u)", au_worker_name(),
+	au_log(AU_LOG_INFO, "worker %s on queue '%s' (concurrency %u, batch %u)", w->id,
 	       w->queue_name, w->opts.concurrency, w->opts.batch);
 	event_base_dispatch(base);
 	au_log(AU_LOG_INFO, "worker %s stopped: %llu completed, %llu failed, %llu retried, "
