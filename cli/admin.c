@@ -15,11 +15,11 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "admin.h"
 #include "queue.h"
 #include "store.h"
 
-enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
 
 #define PAGE 1000               /* dead letters read per call */
 
@@ -81,28 +81,7 @@ static const struct option admin_options[] = {
 	{ NULL, 0, NULL, 0 }
 };
 
-static int exit_code(const struct au_err *err)
-{
-	switch (err->code) {
-	case AU_ENOTFOUND:
-	case AU_EEXPIRED:
-		return EXIT_UNKNOWN;
-	case AU_ETIMEDOUT:
-		return EXIT_TIMEOUT;
-	case AU_ECONN:
-		return EXIT_CONN;
-	case AU_EINVAL:
-		return EXIT_USAGE;
-	default:
-		return EXIT_FAILED;
-	}
-}
 
-static int fail(const struct au_err *err)
-{
-	fprintf(stderr, "au: %s\n", err->str[0] ? err->str : "unknown error");
-	return exit_code(err);
-}
 
 static int usage(const char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage(const char *text, const char *fmt, ...)
@@ -176,7 +155,7 @@ static struct au_queue *open_queue(struct admin *a, int *rc)
 		return NULL;
 	}
 	if (q->err.code) {
-		*rc = fail(&q->err);
+		*rc = au_cli_fail(&q->err);
 		au_queue_close(q);
 		return NULL;
 	}
@@ -295,14 +274,14 @@ static int dlq_list(struct admin *a, struct au_queue *q)
 		return EXIT_FAILED;
 	if (queues_of(q, a->queue, &names, &n) < 0) {
 		free(dead);
-		return fail(&q->err);
+		return au_cli_fail(&q->err);
 	}
 	if (!a->json)
 		printf("%-32s  %-16s  %-20s  %8s  %-16s  %s\n", "id", "queue", "died", "attempts",
 		       "task", "reason");
 	for (i = 0; i < n && !rc; i++) {
 		if (au_queue_dead(q, names[i], NULL, (size_t)a->limit, dead, &got) < 0) {
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 			break;
 		}
 		for (k = 0; k < got; k++) {
@@ -338,12 +317,12 @@ static int find_dead(struct admin *a, struct au_queue *q, const char *id, char *
 	}
 	if (au_queue_locate(q, id, a->queue, queue) < 0) {
 		if (q->err.code != AU_ENOTFOUND)
-			return fail(&q->err);
+			return au_cli_fail(&q->err);
 		fprintf(stderr, "au: no dead letter '%s' on any queue\n", id);
 		return EXIT_UNKNOWN;
 	}
 	if (au_queue_dead(q, *queue, id, 1, d, &n) < 0)
-		return fail(&q->err);
+		return au_cli_fail(&q->err);
 	if (n == 1)
 		return 0;
 	if (au_queue_peek(q, *queue, id, &info) < 0)
@@ -399,7 +378,7 @@ static struct au_store *open_store(struct admin *a, int *rc)
 		return NULL;
 	}
 	if (s->err.code) {
-		*rc = fail(&s->err);
+		*rc = au_cli_fail(&s->err);
 		au_store_close(s);
 		return NULL;
 	}
@@ -415,7 +394,7 @@ static int forget_records(struct au_store *s, const char *const *ids, size_t n)
 	for (i = 0; i < n; i++)
 		if (au_store_del(s, ids[i]) < 0 && s->err.code != AU_ENOTFOUND &&
 		    s->err.code != AU_EEXPIRED)
-			return fail(&s->err);
+			return au_cli_fail(&s->err);
 	return 0;
 }
 
@@ -435,13 +414,13 @@ static int requeue_all(struct admin *a, struct au_queue *q, struct au_store *s, 
 		goto out;
 	}
 	if (queues_of(q, a->queue, &names, &n) < 0) {
-		rc = fail(&q->err);
+		rc = au_cli_fail(&q->err);
 		goto out;
 	}
 	for (i = 0; i < n && !rc; i++) {
 		do {
 			if (au_queue_dead(q, names[i], NULL, PAGE, dead, &got) < 0) {
-				rc = fail(&q->err);
+				rc = au_cli_fail(&q->err);
 				break;
 			}
 			/* an entry buried for not being an id cannot run again */
@@ -451,7 +430,7 @@ static int requeue_all(struct admin *a, struct au_queue *q, struct au_store *s, 
 			*skipped += got - m;
 			if (!(rc = forget_records(s, ids, m)) &&
 			    au_queue_requeue(q, names[i], ids, m, applied) < 0)
-				rc = fail(&q->err);
+				rc = au_cli_fail(&q->err);
 			for (k = done = 0; k < got; k++)
 				au_dead_release(&dead[k]);
 			for (k = 0; k < m; k++)
@@ -495,7 +474,7 @@ static int dlq_requeue(struct admin *a, struct au_queue *q, int argc, char **arg
 		au_dead_release(&d);
 		if ((r = forget_records(s, &id, 1)) == 0 &&
 		    au_queue_requeue(q, queue, &id, 1, &applied) < 0)
-			r = fail(&q->err);
+			r = au_cli_fail(&q->err);
 		else if (!r && !applied) {
 			fprintf(stderr, "au: computation '%s' is no longer a dead letter\n", id);
 			r = EXIT_FAILED;
@@ -523,10 +502,10 @@ static int dlq_purge(struct admin *a, struct au_queue *q)
 	if (a->older && au_duration_parse(a->older, &older, &err) < 0)
 		return usage(dlq_usage, "--older-than: %s", err.str);
 	if (queues_of(q, a->queue, &names, &n) < 0)
-		return fail(&q->err);
+		return au_cli_fail(&q->err);
 	for (i = 0; i < n; i++) {
 		if (au_queue_purge(q, names[i], older, &removed) < 0) {
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 			break;
 		}
 		total += removed;
@@ -621,7 +600,7 @@ int au_cli_queue(const struct au_config *cfg, int argc, char **argv)
 	 * a name nobody used is most likely a typo */
 	if (i >= 2 && (r = known(q, name)) <= 0) {
 		if (r < 0)
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 		else
 			fprintf(stderr, "au: unknown queue '%s'\n", name);
 		au_queue_close(q);
@@ -631,13 +610,13 @@ int au_cli_queue(const struct au_config *cfg, int argc, char **argv)
 	case 0:
 	case 1:
 		if (au_queue_pause(q, name, i == 0) < 0)
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 		else
 			printf("%s queue '%s'\n", i == 0 ? "paused" : "resumed", name);
 		break;
 	case 2:
 		if (au_queue_empty(q, name, &removed) < 0)
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 		else if (a.json)
 			printf("{\"queue\":\"%s\",\"removed\":%zu}\n", name, removed);
 		else
@@ -650,7 +629,7 @@ int au_cli_queue(const struct au_config *cfg, int argc, char **argv)
 			fprintf(stderr, "au: %s: use --force to delete them with it\n", q->err.str);
 			rc = EXIT_FAILED;
 		} else {
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 		}
 		break;
 	}
@@ -676,7 +655,7 @@ int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
 	if (!(q = open_queue(&a, &rc)))
 		return rc;
 	if (queues_of(q, NULL, &names, &n) < 0) {
-		rc = fail(&q->err);
+		rc = au_cli_fail(&q->err);
 		goto out;
 	}
 	memset(&sum, 0, sizeof(sum));
@@ -686,7 +665,7 @@ int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		memset(&st, 0, sizeof(st));
 		if (au_queue_stats(q, names[i], &st) < 0) {
-			rc = fail(&q->err);
+			rc = au_cli_fail(&q->err);
 			break;
 		}
 		sum.ready += st.ready;

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "admin.h"
 #include "core.h"
 #include "fleet.h"
@@ -22,7 +23,6 @@
 #include "queue.h"
 #include "workers.h"
 
-enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
 
 static const char usage_text[] =
 	"usage: au [--queue-url URL] [--store-url URL] [--clickhouse URL] COMMAND [ARGS]\n"
@@ -66,28 +66,7 @@ static int usage(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-static int exit_code(const struct au_err *err)
-{
-	switch (err->code) {
-	case AU_ENOTFOUND:
-	case AU_EEXPIRED:
-		return EXIT_UNKNOWN;
-	case AU_ETIMEDOUT:
-		return EXIT_TIMEOUT;
-	case AU_ECONN:
-		return EXIT_CONN;
-	case AU_EINVAL:
-		return EXIT_USAGE;
-	default:
-		return EXIT_FAILED;
-	}
-}
 
-static int fail(const struct au_err *err)
-{
-	fprintf(stderr, "au: %s\n", err->str[0] ? err->str : "unknown error");
-	return exit_code(err);
-}
 
 /* Options shared by every command; one table for getopt_long. */
 struct cli {
@@ -338,7 +317,7 @@ static struct au_client *connect_client(struct cli *c, int *rc)
 		return NULL;
 	}
 	if (au_client_err(cl)->code) {
-		*rc = fail(au_client_err(cl));
+		*rc = au_cli_fail(au_client_err(cl));
 		au_client_free(cl);
 		return NULL;
 	}
@@ -441,7 +420,7 @@ static int cmd_enqueue(struct cli *c, int argc, char **argv)
 
 		if (au_enqueue_batch(cl, argv[0], (const unsigned char *const *)args + done,
 				     lens + done, chunk, &c->eo, hs + done) < 0) {
-			rc = fail(au_client_err(cl));
+			rc = au_cli_fail(au_client_err(cl));
 			break;
 		}
 		nh = done + chunk;
@@ -452,7 +431,7 @@ static int cmd_enqueue(struct cli *c, int argc, char **argv)
 			int r;
 
 			if (au_handle_wait(hs[i], c->wait_timeout ? c->wait_timeout : -1, &rec) < 0) {
-				rc = fail(au_handle_err(hs[i]));
+				rc = au_cli_fail(au_handle_err(hs[i]));
 				continue;
 			}
 			r = print_record(&rec, c->json);
@@ -505,7 +484,7 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	au_record_init(&rec);
 	if (!strcmp(cmd, "status")) {
 		if (au_handle_status(h, &st) < 0) {
-			rc = fail(au_handle_err(h));
+			rc = au_cli_fail(au_handle_err(h));
 		} else {
 			if (c->json)
 				printf("{\"id\":\"%s\",\"status\":\"%s\"}\n", argv[0],
@@ -513,11 +492,11 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 			else
 				printf("%s\n", au_status_name(st));
 			if (st == AU_UNKNOWN)
-				rc = fail(au_handle_err(h));
+				rc = au_cli_fail(au_handle_err(h));
 		}
 	} else if (!strcmp(cmd, "cancel")) {
 		if (au_handle_cancel(h) < 0)
-			rc = fail(au_handle_err(h));
+			rc = au_cli_fail(au_handle_err(h));
 		else
 			printf("cancelled\n");
 	} else {
@@ -525,7 +504,7 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 					     : au_handle_result(h, &rec);
 
 		if (r < 0) {
-			rc = fail(au_handle_err(h));
+			rc = au_cli_fail(au_handle_err(h));
 		} else {
 			rc = print_record(&rec, c->json);
 			if (!rc)
@@ -565,7 +544,7 @@ static int cmd_migrate(struct cli *c, int argc)
 		struct au_err err = { 0, "" };
 
 		if (au_pg_migrate(urls[i], c->dry_run, stdout, &err) < 0)
-			return fail(&err);
+			return au_cli_fail(&err);
 	}
 	return 0;
 }

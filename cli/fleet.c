@@ -230,21 +230,13 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	return 0;
 }
 
-static int exit_code(const struct au_err *err)
-{
-	if (err->code == AU_ECONN)
-		return AU_EXIT_CONN;
-	return err->code == AU_EINVAL ? AU_EXIT_USAGE : AU_EXIT_FAILED;
-}
-
 static int run_worker(const struct settings *s)
 {
 	struct au_err err = { 0, "" };
 
 	au_log_set_level(s->level);
 	if (au_worker_run(&s->cfg, &s->wo, NULL, &err) < 0) {
-		fprintf(stderr, "au: %s\n", err.str[0] ? err.str : "unknown error");
-		return exit_code(&err);
+		return au_cli_fail(&err);
 	}
 	return 0;
 }
@@ -461,7 +453,7 @@ static void reaped(struct fleet *f, pid_t pid, int status)
 	if (f->stopping) {
 		if (!clean) {
 			au_log(AU_LOG_WARN, "worker process %d %s", (int)pid, how(status, b1, sizeof(b1)));
-			f->rc = AU_EXIT_FAILED;
+			f->rc = EXIT_FAILED;
 		}
 		return;
 	}
@@ -521,7 +513,7 @@ static int supervise(const struct au_fleet_opts *o, struct settings *s)
 		free(f.retiring);
 		settings_release(&f.s);
 		fprintf(stderr, "au: out of memory\n");
-		return AU_EXIT_FAILED;
+		return EXIT_FAILED;
 	}
 	sigemptyset(&f.set);
 	sigaddset(&f.set, SIGTERM);
@@ -551,7 +543,7 @@ static int supervise(const struct au_fleet_opts *o, struct settings *s)
 			au_log(AU_LOG_ERROR, "%d worker processes still running 5 s after the grace "
 			       "period: killing them", alive(&f));
 			signal_all(&f, SIGKILL);
-			f.rc = AU_EXIT_FAILED;
+			f.rc = EXIT_FAILED;
 			f.kill_at_ms = UINT64_MAX;
 		}
 		if (!alive(&f) && (f.stopping || !pending(&f)))
@@ -597,12 +589,12 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 	int rc;
 
 	if (settings_load(o, &s) < 0)
-		return AU_EXIT_USAGE;
+		return EXIT_USAGE;
 	if (s.processes > 1024) {
 		settings_release(&s);
 		fprintf(stderr, "au: invalid value %d for --processes (expected 1..1024)\n",
 			s.processes);
-		return AU_EXIT_USAGE;
+		return EXIT_USAGE;
 	}
 	au_log_set_level(s.level);
 	if (au_startup_check(&s.cfg, s.wo.queue, o->skip, o->wait_for_servers, version,
@@ -611,7 +603,7 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 		if (!err.code)
 			return 0;   /* asked to stop while waiting */
 		fprintf(stderr, "au: unable to start the worker: %s\n", err.str);
-		return exit_code(&err) == AU_EXIT_USAGE ? AU_EXIT_USAGE : AU_EXIT_CONN;
+		return au_cli_exit_code(&err) == EXIT_USAGE ? EXIT_USAGE : EXIT_CONN;
 	}
 	au_startup_report(&s.cfg, &s.wo, s.processes, version, o->skip);
 	if (s.processes > 0)

@@ -8,10 +8,8 @@
 
 #include <stdint.h>
 
+#include "cli.h"
 #include "core.h"
-
-/* Exit codes of `au worker` (docs/cli.md), as cli/au.c has them. */
-enum { AU_EXIT_FAILED = 1, AU_EXIT_USAGE = 2, AU_EXIT_CONN = 5 };
 
 /* The parts the start-up checks ping (--skip-check names them). */
 enum au_part { AU_PART_QUEUE = 1 << 0, AU_PART_STORE = 1 << 1, AU_PART_CLICKHOUSE = 1 << 2 };

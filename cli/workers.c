@@ -11,10 +11,9 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "queue.h"
 #include "workers.h"
-
-enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT_CONN = 5 };
 
 static const char workers_usage[] =
 	"usage: au workers [--json]\n"
@@ -32,28 +31,6 @@ static const char stop_usage[] =
 	"Asks the worker ID (as 'au workers' lists it) to drain: it leases nothing\n"
 	"more, finishes what runs within its grace period, and exits 0, as on\n"
 	"SIGTERM. It hears it within 2 s, wherever it runs.\n";
-
-static int exit_code(const struct au_err *err)
-{
-	switch (err->code) {
-	case AU_ENOTFOUND:
-		return EXIT_UNKNOWN;
-	case AU_ETIMEDOUT:
-		return EXIT_TIMEOUT;
-	case AU_ECONN:
-		return EXIT_CONN;
-	case AU_EINVAL:
-		return EXIT_USAGE;
-	default:
-		return EXIT_FAILED;
-	}
-}
-
-static int fail(const struct au_err *err)
-{
-	fprintf(stderr, "au: %s\n", err->str[0] ? err->str : "unknown error");
-	return exit_code(err);
-}
 
 static int usage(const char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage(const char *text, const char *fmt, ...)
@@ -122,7 +99,7 @@ static struct au_queue *open_queue(struct au_config *cfg, int *rc)
 		return NULL;
 	}
 	if (q->err.code) {
-		*rc = fail(&q->err);
+		*rc = au_cli_fail(&q->err);
 		au_queue_close(q);
 		return NULL;
 	}
@@ -205,7 +182,7 @@ int au_cli_workers(const struct au_config *cfg, int argc, char **argv)
 	if (!(q = open_queue(&conf, &rc)))
 		return rc;
 	if (au_queue_workers(q, &all, &n) < 0) {
-		rc = fail(&q->err);
+		rc = au_cli_fail(&q->err);
 		goto out;
 	}
 	now = au_now_ms();
@@ -253,7 +230,7 @@ int au_cli_worker_stop(const struct au_config *cfg, int argc, char **argv)
 	if (!(q = open_queue(&conf, &rc)))
 		return rc;
 	if (au_queue_worker_stop(q, argv[1]) < 0)
-		rc = fail(&q->err);
+		rc = au_cli_fail(&q->err);
 	else
 		printf("asked worker '%s' to stop\n", argv[1]);
 	au_queue_close(q);

@@ -1,0 +1,27 @@
+/* cli.c - the exit codes every `au` command shares (cli.h). */
+#include <stdio.h>
+
+#include "cli.h"
+
+int au_cli_exit_code(const struct au_err *err)
+{
+	switch (err->code) {
+	case AU_ENOTFOUND:
+	case AU_EEXPIRED:
+		return EXIT_UNKNOWN;
+	case AU_ETIMEDOUT:
+		return EXIT_TIMEOUT;
+	case AU_ECONN:
+		return EXIT_CONN;
+	case AU_EINVAL:
+		return EXIT_USAGE;
+	default:
+		return EXIT_FAILED;
+	}
+}
+
+int au_cli_fail(const struct au_err *err)
+{
+	fprintf(stderr, "au: %s\n", err->str[0] ? err->str : "unknown error");
+	return au_cli_exit_code(err);
+}
