@@ -81,21 +81,6 @@ static const struct option admin_options[] = {
 	{ NULL, 0, NULL, 0 }
 };
 
-
-
-static int usage(const char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage(const char *text, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "au: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n%s", text);
-	return EXIT_USAGE;
-}
-
 /*
  * Parses argv (argv[0] the command, e.g. "dlq list") into a; the
  * positional arguments are moved to argv[1..*argc). An option that does
@@ -116,9 +101,9 @@ static int parse(struct admin *a, const char *cmd, const char *text, unsigned al
 			return -1;
 		}
 		if (o == '?')
-			return usage(text, "unknown option '%s' for '%s'", argv[optind - 1], cmd);
+			return au_cli_usage(text, "unknown option '%s' for '%s'", argv[optind - 1], cmd);
 		if (!(o & allowed))
-			return usage(text, "option '%s' does not apply to '%s'", argv[optind - 1], cmd);
+			return au_cli_usage(text, "option '%s' does not apply to '%s'", argv[optind - 1], cmd);
 		switch (o) {
 		case A_QUEUE: a->queue = optarg; break;
 		case A_JSON: a->json = 1; break;
@@ -132,7 +117,7 @@ static int parse(struct admin *a, const char *cmd, const char *text, unsigned al
 			errno = 0;
 			a->limit = strtoll(optarg, &end, 10);
 			if (errno || end == optarg || *end || a->limit < 1 || a->limit > PAGE)
-				return usage(text, "invalid value '%s' for --limit (expected 1..%d)",
+				return au_cli_usage(text, "invalid value '%s' for --limit (expected 1..%d)",
 					     optarg, PAGE);
 			break;
 		}
@@ -453,7 +438,7 @@ static int dlq_requeue(struct admin *a, struct au_queue *q, int argc, char **arg
 	int i, rc = 0, r;
 
 	if (a->all == (argc > 1))
-		return usage(dlq_usage, "dlq requeue takes computation IDs or --all");
+		return au_cli_usage(dlq_usage, "dlq requeue takes computation IDs or --all");
 	if (!(s = open_store(a, &rc)))
 		return rc;
 	if (a->all)
@@ -500,7 +485,7 @@ static int dlq_purge(struct admin *a, struct au_queue *q)
 	int rc = 0;
 
 	if (a->older && au_duration_parse(a->older, &older, &err) < 0)
-		return usage(dlq_usage, "--older-than: %s", err.str);
+		return au_cli_usage(dlq_usage, "--older-than: %s", err.str);
 	if (queues_of(q, a->queue, &names, &n) < 0)
 		return au_cli_fail(&q->err);
 	for (i = 0; i < n; i++) {
@@ -540,14 +525,14 @@ int au_cli_dlq(const struct au_config *cfg, int argc, char **argv)
 	for (i = 0; i < AU_ARRAY_SIZE(subs) && strcmp(subs[i].name, argv[1]); i++)
 		;
 	if (i == AU_ARRAY_SIZE(subs))
-		return usage(dlq_usage, "unknown command 'dlq %s'", argv[1]);
+		return au_cli_usage(dlq_usage, "unknown command 'dlq %s'", argv[1]);
 	snprintf(cmd, sizeof(cmd), "dlq %s", subs[i].name);
 	argc--;
 	argv++;
 	if ((rc = parse(&a, cmd, dlq_usage, subs[i].allowed | A_URLS, &argc, argv)))
 		return rc < 0 ? 0 : rc;
 	if (subs[i].args >= 0 && argc - 1 != subs[i].args)
-		return usage(dlq_usage, subs[i].args ? "%s takes one computation ID" :
+		return au_cli_usage(dlq_usage, subs[i].args ? "%s takes one computation ID" :
 				       "%s takes no arguments", cmd);
 	if (!(q = open_queue(&a, &rc)))
 		return rc;
@@ -583,17 +568,17 @@ int au_cli_queue(const struct au_config *cfg, int argc, char **argv)
 	for (i = 0; i < AU_ARRAY_SIZE(subs) && strcmp(subs[i].name, argv[1]); i++)
 		;
 	if (i == AU_ARRAY_SIZE(subs))
-		return usage(queue_usage, "unknown command 'queue %s'", argv[1]);
+		return au_cli_usage(queue_usage, "unknown command 'queue %s'", argv[1]);
 	snprintf(cmd, sizeof(cmd), "queue %s", subs[i].name);
 	argc--;
 	argv++;
 	if ((rc = parse(&a, cmd, queue_usage, subs[i].allowed | A_URLS, &argc, argv)))
 		return rc < 0 ? 0 : rc;
 	if (argc != 2)
-		return usage(queue_usage, "%s takes one queue NAME", cmd);
+		return au_cli_usage(queue_usage, "%s takes one queue NAME", cmd);
 	name = argv[1];
 	if (!*name)
-		return usage(queue_usage, "%s: empty queue name", cmd);
+		return au_cli_usage(queue_usage, "%s: empty queue name", cmd);
 	if (!(q = open_queue(&a, &rc)))
 		return rc;
 	/* pausing a queue before its first push is fine; emptying or deleting
@@ -651,7 +636,7 @@ int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
 	if ((rc = parse(&a, "queues", queues_usage, A_JSON | A_URLS, &argc, argv)))
 		return rc < 0 ? 0 : rc;
 	if (argc != 1)
-		return usage(queues_usage, "queues takes no arguments");
+		return au_cli_usage(queues_usage, "queues takes no arguments");
 	if (!(q = open_queue(&a, &rc)))
 		return rc;
 	if (queues_of(q, NULL, &names, &n) < 0) {

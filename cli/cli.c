@@ -1,4 +1,5 @@
 /* cli.c - the exit codes every `au` command shares (cli.h). */
+#include <stdarg.h>
 #include <stdio.h>
 
 #include "cli.h"
@@ -24,4 +25,16 @@ int au_cli_fail(const struct au_err *err)
 {
 	fprintf(stderr, "au: %s\n", err->str[0] ? err->str : "unknown error");
 	return au_cli_exit_code(err);
+}
+
+int au_cli_usage(const char *text, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "au: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n%s", text);
+	return EXIT_USAGE;
 }

@@ -14,5 +14,8 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNKNOWN = 3, EXIT_TIMEOUT = 4, EXIT
 int au_cli_exit_code(const struct au_err *err);
 /* Prints "au: <message>" on stderr; returns au_cli_exit_code(err). */
 int au_cli_fail(const struct au_err *err);
+/* Prints "au: <fmt ...>" and then text (a command's usage) on stderr;
+ * returns EXIT_USAGE. */
+int au_cli_usage(const char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -32,18 +32,6 @@ static const char stop_usage[] =
 	"more, finishes what runs within its grace period, and exits 0, as on\n"
 	"SIGTERM. It hears it within 2 s, wherever it runs.\n";
 
-static int usage(const char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage(const char *text, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "au: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n%s", text);
-	return EXIT_USAGE;
-}
 
 enum { W_JSON = 1, W_QUEUE_URL, W_STORE_URL, W_CH };
 
@@ -72,14 +60,14 @@ static int parse(struct au_config *cfg, int *json, const char *cmd, const char *
 			return -1;
 		case W_JSON:
 			if (!json)
-				return usage(text, "option '--json' does not apply to '%s'", cmd);
+				return au_cli_usage(text, "option '--json' does not apply to '%s'", cmd);
 			*json = 1;
 			break;
 		case W_QUEUE_URL: cfg->queue_url = optarg; break;
 		case W_STORE_URL: cfg->store_url = optarg; break;
 		case W_CH: cfg->clickhouse_url = optarg; break;
 		default:
-			return usage(text, "unknown option '%s' for '%s'", argv[optind - 1], cmd);
+			return au_cli_usage(text, "unknown option '%s' for '%s'", argv[optind - 1], cmd);
 		}
 	}
 	for (i = optind; i < *argc; i++)
@@ -178,7 +166,7 @@ int au_cli_workers(const struct au_config *cfg, int argc, char **argv)
 	if ((rc = parse(&conf, &json, "workers", workers_usage, &argc, argv)))
 		return rc < 0 ? 0 : rc;
 	if (argc > 1)
-		return usage(workers_usage, "workers takes no arguments");
+		return au_cli_usage(workers_usage, "workers takes no arguments");
 	if (!(q = open_queue(&conf, &rc)))
 		return rc;
 	if (au_queue_workers(q, &all, &n) < 0) {
@@ -226,7 +214,7 @@ int au_cli_worker_stop(const struct au_config *cfg, int argc, char **argv)
 	if ((rc = parse(&conf, NULL, "worker stop", stop_usage, &argc, argv)))
 		return rc < 0 ? 0 : rc;
 	if (argc != 2)
-		return usage(stop_usage, "worker stop takes one worker ID");
+		return au_cli_usage(stop_usage, "worker stop takes one worker ID");
 	if (!(q = open_queue(&conf, &rc)))
 		return rc;
 	if (au_queue_worker_stop(q, argv[1]) < 0)
