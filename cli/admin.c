@@ -129,24 +129,6 @@ static int parse(struct admin *a, const char *cmd, const char *text, unsigned al
 	return 0;
 }
 
-static struct au_queue *open_queue(struct admin *a, int *rc)
-{
-	struct au_queue *q;
-
-	au_config_from_env(&a->cfg);
-	if (!(q = au_queue_open(a->cfg.queue_url))) {
-		fprintf(stderr, "au: out of memory\n");
-		*rc = EXIT_FAILED;
-		return NULL;
-	}
-	if (q->err.code) {
-		*rc = au_cli_fail(&q->err);
-		au_queue_close(q);
-		return NULL;
-	}
-	return q;
-}
-
 static void names_free(char **names, size_t n)
 {
 	while (n)
@@ -534,7 +516,7 @@ int au_cli_dlq(const struct au_config *cfg, int argc, char **argv)
 	if (subs[i].args >= 0 && argc - 1 != subs[i].args)
 		return au_cli_usage(dlq_usage, subs[i].args ? "%s takes one computation ID" :
 				       "%s takes no arguments", cmd);
-	if (!(q = open_queue(&a, &rc)))
+	if (!(q = au_cli_open_queue(&a.cfg, &rc)))
 		return rc;
 	switch (i) {
 	case 0: rc = dlq_list(&a, q); break;
@@ -579,7 +561,7 @@ int au_cli_queue(const struct au_config *cfg, int argc, char **argv)
 	name = argv[1];
 	if (!*name)
 		return au_cli_usage(queue_usage, "%s: empty queue name", cmd);
-	if (!(q = open_queue(&a, &rc)))
+	if (!(q = au_cli_open_queue(&a.cfg, &rc)))
 		return rc;
 	/* pausing a queue before its first push is fine; emptying or deleting
 	 * a name nobody used is most likely a typo */
@@ -637,7 +619,7 @@ int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	if (argc != 1)
 		return au_cli_usage(queues_usage, "queues takes no arguments");
-	if (!(q = open_queue(&a, &rc)))
+	if (!(q = au_cli_open_queue(&a.cfg, &rc)))
 		return rc;
 	if (queues_of(q, NULL, &names, &n) < 0) {
 		rc = au_cli_fail(&q->err);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "queue.h"
 
 int au_cli_exit_code(const struct au_err *err)
 {
@@ -37,4 +38,22 @@ int au_cli_usage(const char *text, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\n%s", text);
 	return EXIT_USAGE;
+}
+
+struct au_queue *au_cli_open_queue(struct au_config *cfg, int *rc)
+{
+	struct au_queue *q;
+
+	au_config_from_env(cfg);
+	if (!(q = au_queue_open(cfg->queue_url))) {
+		fprintf(stderr, "au: out of memory\n");
+		*rc = EXIT_FAILED;
+		return NULL;
+	}
+	if (q->err.code) {
+		*rc = au_cli_fail(&q->err);
+		au_queue_close(q);
+		return NULL;
+	}
+	return q;
 }

@@ -76,24 +76,6 @@ static int parse(struct au_config *cfg, int *json, const char *cmd, const char *
 	return 0;
 }
 
-static struct au_queue *open_queue(struct au_config *cfg, int *rc)
-{
-	struct au_queue *q;
-
-	au_config_from_env(cfg);
-	if (!(q = au_queue_open(cfg->queue_url))) {
-		fprintf(stderr, "au: out of memory\n");
-		*rc = EXIT_FAILED;
-		return NULL;
-	}
-	if (q->err.code) {
-		*rc = au_cli_fail(&q->err);
-		au_queue_close(q);
-		return NULL;
-	}
-	return q;
-}
-
 /* "4s", "12m", "3h", "2d": ms as a person reads an age. */
 static const char *ago(char *buf, size_t size, uint64_t ms)
 {
@@ -167,7 +149,7 @@ int au_cli_workers(const struct au_config *cfg, int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	if (argc > 1)
 		return au_cli_usage(workers_usage, "workers takes no arguments");
-	if (!(q = open_queue(&conf, &rc)))
+	if (!(q = au_cli_open_queue(&conf, &rc)))
 		return rc;
 	if (au_queue_workers(q, &all, &n) < 0) {
 		rc = au_cli_fail(&q->err);
@@ -215,7 +197,7 @@ int au_cli_worker_stop(const struct au_config *cfg, int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	if (argc != 2)
 		return au_cli_usage(stop_usage, "worker stop takes one worker ID");
-	if (!(q = open_queue(&conf, &rc)))
+	if (!(q = au_cli_open_queue(&conf, &rc)))
 		return rc;
 	if (au_queue_worker_stop(q, argv[1]) < 0)
 		rc = au_cli_fail(&q->err);
