@@ -34,8 +34,8 @@ static const char usage_text[] =
 	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
 	"  result ID [--queue Q] [--json]\n"
 	"  cancel ID [--queue Q]\n"
-	"  worker [--queue Q] [--concurrency N] [--batch N] [--processes N] [--lease MS]\n"
-	"         [--grace MS] [--retry-base MS] [--max-tasks N] [--idle-exit MS] [--quiet]\n"
+	"  worker [--queues Q,Q...|Q:W,Q:W...] [--concurrency N] [--batch N] [--processes N]\n"
+	"         [--lease MS] [--grace MS] [--retry-base MS] [--max-tasks N] [--idle-exit MS] [--quiet]\n"
 	"         [--log-level debug|info|warn|error] [--config FILE] [--wait-for-servers]\n"
 	"         [--restart-delay MS] [--skip-check queue,store,clickhouse]\n"
 	"  queues [--json]         (counts, paused, totals and rate of each queue)\n"
@@ -75,6 +75,7 @@ struct cli {
 	struct au_worker_opts wo;
 	struct au_header headers[AU_MAX_HEADERS];
 	const char *args, *args_file;
+	const char *queues;           /* --queues, the worker's */
 	int json, wait, wait_timeout, timeout, processes, dry_run;
 	struct au_fleet_opts fleet;   /* the worker's own options (cli/fleet.h) */
 };
@@ -84,7 +85,7 @@ enum {
 	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
 	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
 	O_DRY_RUN, O_ON_TIMEOUT, O_KEY, O_LOG_LEVEL, O_CONFIG, O_WAIT_SERVERS, O_RESTART_DELAY,
-	O_SKIP_CHECK
+	O_SKIP_CHECK, O_QUEUES
 };
 
 static const struct option options[] = {
@@ -94,6 +95,7 @@ static const struct option options[] = {
 	{ "args", required_argument, NULL, O_ARGS },
 	{ "args-file", required_argument, NULL, O_ARGS_FILE },
 	{ "queue", required_argument, NULL, O_QUEUE },
+	{ "queues", required_argument, NULL, O_QUEUES },
 	{ "priority", required_argument, NULL, O_PRIORITY },
 	{ "delay", required_argument, NULL, O_DELAY },
 	{ "ttl", required_argument, NULL, O_TTL },
@@ -165,6 +167,7 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 		case O_ARGS: c->args = optarg; break;
 		case O_ARGS_FILE: c->args_file = optarg; break;
 		case O_QUEUE: c->eo.queue = c->wo.queue = optarg; break;
+		case O_QUEUES: c->wo.queue = c->queues = optarg; break;
 		case O_HEADER: {
 			char *eq = strchr(optarg, '=');
 
@@ -551,8 +554,14 @@ static int cmd_migrate(struct cli *c, int argc)
 
 static int cmd_worker(struct cli *c, int argc)
 {
+	struct au_queue_list ql;
+	struct au_err err;
+
 	if (argc)
 		return usage("worker takes no arguments");
+	if (au_queue_list_parse(c->wo.queue, &ql, &err) < 0)
+		return usage("%s", err.str);
+	au_queue_list_release(&ql);
 	c->fleet.cfg = c->cfg;
 	c->fleet.wo = c->wo;
 	c->fleet.processes = c->processes;
@@ -572,6 +581,8 @@ int main(int argc, char **argv)
 	if (first >= argc)
 		return usage(NULL);
 	cmd = argv[first];
+	if (c.queues && strcmp(cmd, "worker"))
+		return usage("--queues is an option of the worker; '%s' takes --queue Q", cmd);
 	/* these parse their own options (cli/admin.c) */
 	if (!strcmp(cmd, "dlq"))
 		return au_cli_dlq(&c.cfg, argc - first, argv + first);
@@ -597,6 +608,8 @@ int main(int argc, char **argv)
 			argv[1 + np++] = argv[i];
 		argc = 1 + np;
 	}
+	if (c.queues && strcmp(cmd, "worker"))
+		return usage("--queues is an option of the worker; '%s' takes --queue Q", cmd);
 	if (!strcmp(cmd, "enqueue"))
 		return cmd_enqueue(&c, argc - 1, argv + 1);
 	if (!strcmp(cmd, "status") || !strcmp(cmd, "wait") || !strcmp(cmd, "result") ||

@@ -113,16 +113,24 @@ static int ping_clickhouse(const char *url, char *version, size_t len, struct au
 int au_startup_ping(const struct au_config *cfg, const char *queue, unsigned skip,
 		    unsigned *failed, char *ch_version, size_t len, struct au_err *err)
 {
+	struct au_queue_list ql;
+
 	if (len)
 		ch_version[0] = '\0';
 	*failed = 0;
-	if (!(skip & AU_PART_QUEUE) && ping_queue(cfg->queue_url, au_queue_name(queue), err) < 0)
+	if (au_queue_list_parse(queue, &ql, err) < 0) {
+		*failed = AU_PART_QUEUE;
+		return -1;
+	}
+	/* the queues share one server: asking about the first one pings it */
+	if (!(skip & AU_PART_QUEUE) && ping_queue(cfg->queue_url, ql.names[0], err) < 0)
 		*failed = AU_PART_QUEUE;
 	else if (!(skip & AU_PART_STORE) && ping_store(cfg->store_url, err) < 0)
 		*failed = AU_PART_STORE;
 	else if (!(skip & AU_PART_CLICKHOUSE) &&
 		 ping_clickhouse(cfg->clickhouse_url, ch_version, len, err) < 0)
 		*failed = AU_PART_CLICKHOUSE;
+	au_queue_list_release(&ql);
 	return *failed ? -1 : 0;
 }
 
@@ -193,7 +201,9 @@ void au_startup_report(const struct au_config *cfg, const struct au_worker_opts 
 		au_log(AU_LOG_INFO, "  clickhouse  %s (not checked)", c);
 	else
 		au_log(AU_LOG_INFO, "  clickhouse  %s (version %s)", c, ch_version);
-	au_log(AU_LOG_INFO, "  queues      %s", au_queue_name(wo->queue));
+	au_log(AU_LOG_INFO, "  queues      %s%s", au_queue_name(wo->queue),
+	       !strchr(au_queue_name(wo->queue), ',') ? ""
+	       : strchr(wo->queue, ':') ? " (weighted)" : " (in this order)");
 	au_log(AU_LOG_INFO, "  processes   %d x concurrency %u%s", processes ? processes : 1,
 	       wo->concurrency ? wo->concurrency : AU_DEFAULT_CONCURRENCY,
 	       processes ? ", supervised" : "");

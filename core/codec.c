@@ -637,12 +637,12 @@ fail:
 
 enum {
 	R_V, R_ID, R_STATUS, R_TASK, R_QUEUE, R_WORKER, R_ATTEMPTS, R_TTL_S, R_CREATED_AT,
-	R_STARTED_AT, R_FINISHED_AT, R_EXPIRES_AT, R_ERROR, R_RESULT, R_NKEYS
+	R_STARTED_AT, R_FINISHED_AT, R_EXPIRES_AT, R_ERROR, R_HISTORY, R_RESULT, R_NKEYS
 };
 
 static const char *const record_keys[R_NKEYS] = {
 	"v", "id", "status", "task", "queue", "worker", "attempts", "ttl_s", "created_at",
-	"started_at", "finished_at", "expires_at", "error", "result",
+	"started_at", "finished_at", "expires_at", "error", "history", "result",
 };
 
 static int pack_opt_text(msgpack_packer *pk, const char *key, const char *s)
@@ -664,9 +664,11 @@ int au_record_encode(const struct au_record *r, struct au_buf *out, struct au_er
 		return fail(&x, "'status' %d is not a status", (int)r->status);
 	if (r->result_len && check(r->result, r->result_len, AU_MAX_DEPTH - 1, &x) < 0)
 		return -1;
+	if (r->history_len && check(r->history, r->history_len, 3, &x) < 0)
+		return -1;
 	msgpack_packer_init(&pk, out, buf_write);
 	rc = msgpack_pack_map(&pk, R_NKEYS - !r->task - !r->queue - !r->worker - !r->error -
-				   !r->result_len);
+				   !r->history_len - !r->result_len);
 	rc |= pack_text(&pk, k[R_V]) | msgpack_pack_uint32(&pk, AU_WIRE_VERSION);
 	rc |= pack_text(&pk, k[R_ID]) | pack_text(&pk, r->id);
 	rc |= pack_text(&pk, k[R_STATUS]) | pack_text(&pk, au_status_name(r->status));
@@ -680,6 +682,8 @@ int au_record_encode(const struct au_record *r, struct au_buf *out, struct au_er
 	rc |= pack_text(&pk, k[R_FINISHED_AT]) | msgpack_pack_uint64(&pk, r->finished_at_ms);
 	rc |= pack_text(&pk, k[R_EXPIRES_AT]) | msgpack_pack_uint64(&pk, r->expires_at_ms);
 	rc |= pack_opt_text(&pk, k[R_ERROR], r->error);
+	if (r->history_len)
+		rc |= pack_text(&pk, k[R_HISTORY]) | au_buf_append(out, r->history, r->history_len);
 	if (r->result_len)
 		rc |= pack_text(&pk, k[R_RESULT]) | au_buf_append(out, r->result, r->result_len);
 	if (rc) {
@@ -716,12 +720,146 @@ int au_record_decode(const unsigned char *buf, size_t len, struct au_record *r, 
 	    get_uint(&f[R_STARTED_AT], &x, "started_at", UINT64_MAX, &r->started_at_ms) < 0 ||
 	    get_uint(&f[R_FINISHED_AT], &x, "finished_at", UINT64_MAX, &r->finished_at_ms) < 0 ||
 	    get_uint(&f[R_EXPIRES_AT], &x, "expires_at", UINT64_MAX, &r->expires_at_ms) < 0 ||
-	    get_raw(&f[R_RESULT], &x, &r->result, &r->result_len) < 0)
+	    get_raw(&f[R_RESULT], &x, &r->result, &r->result_len) < 0 ||
+	    get_raw(&f[R_HISTORY], &x, &r->history, &r->history_len) < 0)
 		goto fail;
 	return 0;
 fail:
 	au_record_release(r);
 	return -1;
+}
+
+/* ---- a computation's history: one map per attempt ---- */
+
+/* One entry's span in a history and the attempt it names (0: none). */
+struct entry {
+	const unsigned char *p;
+	size_t len;
+	uint64_t attempt;
+};
+
+/* The entries of history (an array of maps) into e[0..*n), at most max:
+ * the last ones. -1 when it is not such an array. */
+static int history_entries(const unsigned char *buf, size_t len, struct entry *e, size_t max,
+			   size_t *n, const struct ctx *x)
+{
+	struct mp_reader r = { buf, len, 0, 3, x };
+	struct mp_val v, key, val;
+	uint64_t i, k, count;
+
+	*n = 0;
+	if (check(buf, len, 3, x) < 0 || mp_head(&r, &v) < 0)
+		return -1;
+	if (v.kind != MP_ARRAY)
+		return fail(x, "'history' must be an array");
+	for (count = v.n, i = 0; i < count; i++) {
+		struct entry one = { buf + r.pos, 0, 0 };
+
+		if (mp_head(&r, &v) < 0)
+			return -1;
+		if (v.kind != MP_MAP)
+			return fail(x, "'history' entries must be maps");
+		for (k = 0; k < v.n; k++) {
+			size_t at;
+
+			if (mp_head(&r, &key) < 0)
+				return -1;
+			at = r.pos;
+			if (key.kind == MP_STR && key.n == 7 && !memcmp(key.data, "attempt", 7)) {
+				if (mp_head(&r, &val) < 0)
+					return -1;
+				if (val.kind == MP_UINT)
+					one.attempt = val.u;
+				r.pos = at;
+			}
+			if (mp_skip(&r, 2) < 0)
+				return -1;
+		}
+		one.len = (size_t)(buf + r.pos - one.p);
+		if (*n == max) {   /* the oldest goes */
+			memmove(e, e + 1, (max - 1) * sizeof(*e));
+			(*n)--;
+		}
+		e[(*n)++] = one;
+	}
+	return 0;
+}
+
+static int pack_note(msgpack_packer *pk, const struct au_attempt_note *a)
+{
+	size_t elen = a->error ? strlen(a->error) : 0;
+	int rc;
+
+	if (elen > AU_HISTORY_ERROR_MAX) {   /* cut before a UTF-8 sequence, not inside it */
+		elen = AU_HISTORY_ERROR_MAX;
+		while (elen && ((unsigned char)a->error[elen] & 0xc0) == 0x80)
+			elen--;
+	}
+	rc = msgpack_pack_map(pk, 2 + !!a->worker + !!a->started_at_ms + !!a->finished_at_ms +
+				  !!a->error + !!a->ch_code);
+	rc |= pack_text(pk, "attempt") | msgpack_pack_uint32(pk, a->attempt);
+	if (a->worker)
+		rc |= pack_text(pk, "worker") | pack_text(pk, a->worker);
+	if (a->started_at_ms)
+		rc |= pack_text(pk, "started_at") | msgpack_pack_uint64(pk, a->started_at_ms);
+	if (a->finished_at_ms)
+		rc |= pack_text(pk, "finished_at") | msgpack_pack_uint64(pk, a->finished_at_ms);
+	rc |= pack_text(pk, "outcome") | pack_text(pk, a->outcome);
+	if (a->error)
+		rc |= pack_text(pk, "error") | msgpack_pack_str(pk, elen) |
+		      msgpack_pack_str_body(pk, a->error, elen);
+	if (a->ch_code)
+		rc |= pack_text(pk, "ch_code") | msgpack_pack_int32(pk, a->ch_code);
+	return rc;
+}
+
+int au_history_append(const unsigned char *prior, size_t prior_len,
+		      const struct au_attempt_note *note, struct au_buf *out, struct au_err *err)
+{
+	const struct ctx x = { err, AU_EPROTO, "malformed history" };
+	struct entry e[AU_HISTORY_MAX];
+	struct au_attempt_note lost = { 0 };
+	unsigned char seen[AU_HISTORY_MAX] = { 0 };
+	uint32_t lostv[AU_HISTORY_MAX], a, from;
+	size_t n = 0, i, nlost = 0, skip, start = out->len;
+	msgpack_packer pk;
+	int rc = 0;
+
+	/* a history the queue gave back unreadable is dropped, not fatal */
+	if (prior_len && history_entries(prior, prior_len, e, AU_HISTORY_MAX, &n, &x) < 0)
+		n = 0;
+	/* attempts that counted but have no entry: their lease ran out */
+	from = note->attempt > AU_HISTORY_MAX ? note->attempt - AU_HISTORY_MAX : 1;
+	for (i = 0; i < n; i++)
+		if (e[i].attempt >= from && e[i].attempt < note->attempt)
+			seen[e[i].attempt - from] = 1;
+	for (a = from; a < note->attempt; a++)
+		if (!seen[a - from])
+			lostv[nlost++] = a;
+	/* the oldest go first: entries, then lost ones */
+	skip = n + nlost + 1 > AU_HISTORY_MAX ? n + nlost + 1 - AU_HISTORY_MAX : 0;
+	if (skip > n) {
+		memmove(lostv, lostv + (skip - n), (nlost - (skip - n)) * sizeof(*lostv));
+		nlost -= skip - n;
+		skip = n;
+	}
+	msgpack_packer_init(&pk, out, buf_write);
+	rc |= msgpack_pack_array(&pk, n - skip + nlost + 1);
+	for (i = skip; i < n; i++)
+		rc |= au_buf_append(out, e[i].p, e[i].len);
+	lost.outcome = "lost";
+	lost.error = "the lease ran out before its worker reported (it stopped, crashed or was "
+		     "cut off)";
+	for (i = 0; i < nlost; i++) {
+		lost.attempt = lostv[i];
+		rc |= pack_note(&pk, &lost);
+	}
+	rc |= pack_note(&pk, note);
+	if (rc) {
+		out->len = start;
+		return oom(err);
+	}
+	return 0;
 }
 
 /* ---- msgpack builders ---- */

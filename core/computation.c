@@ -64,6 +64,7 @@ void au_record_init(struct au_record *r)
 void au_record_release(struct au_record *r)
 {
 	free(r->result);
+	free(r->history);
 	free(r->error);
 	free(r->task);
 	free(r->queue);

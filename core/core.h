@@ -104,6 +104,53 @@ const char *au_id_shown(char out[AU_ID_SHOWN_SIZE], const char *id);
 int au_id_from_key(char out[AU_ID_SIZE], const char *queue, const char *key);
 const char *au_id_shown_n(char out[AU_ID_SHOWN_SIZE], const char *id, size_t len);
 
+/* ---- the queues a worker serves (core/queues.c) ---- */
+
+#define AU_MAX_QUEUES 16
+#define AU_QUEUE_WEIGHT_MAX 1000
+#define AU_QUEUE_NAME_MAX 100
+
+/* "a,b,c": strict order; "a:5,b:1": weighted (au_worker_opts.queue). */
+struct au_queue_list {
+	size_t n;
+	int weighted;                      /* a weight was given: the order is drawn */
+	char *names[AU_MAX_QUEUES];
+	unsigned weights[AU_MAX_QUEUES];   /* 1 where none was given */
+};
+/* spec NULL or "" is the default queue. -1 with AU_EINVAL naming spec. */
+int au_queue_list_parse(const char *spec, struct au_queue_list *l, struct au_err *err);
+void au_queue_list_release(struct au_queue_list *l);
+/* The order one lease tries them in, into order[0..l->n): as given, or
+ * drawn without replacement with the chance of each one's weight. */
+void au_queue_list_order(const struct au_queue_list *l, size_t *order);
+/* "a,b" or "a:5,b:1", malloc'ed; NULL on OOM. */
+char *au_queue_list_text(const struct au_queue_list *l);
+/* A name a queue can have: [A-Za-z0-9_.:-], at most AU_QUEUE_NAME_MAX
+ * bytes, not ending in ':' and digits (which --queues reads as a
+ * weight). -1 with AU_EINVAL naming it. */
+int au_queue_name_check(const char *name, struct au_err *err);
+
+/* ---- a computation's history (core/codec.c; docs/wire-format.md) ---- */
+
+#define AU_HISTORY_MAX 32          /* entries kept: the last ones */
+#define AU_HISTORY_ERROR_MAX 1024  /* bytes of an entry's error */
+
+/* One attempt as its history tells it. */
+struct au_attempt_note {
+	uint32_t attempt;
+	const char *worker;        /* the worker's registry id, NULL: not known */
+	uint64_t started_at_ms, finished_at_ms;   /* unix ms, 0: not known */
+	const char *outcome;       /* "completed", "failed", "retrying", "cancelled", "lost" */
+	const char *error;         /* NULL: none; cut to AU_HISTORY_ERROR_MAX bytes */
+	int ch_code;               /* the ClickHouse error code the error names, 0: none */
+};
+/* The history prior (a msgpack array of entries, NULL for none) with
+ * note appended to out, and before it an entry "lost" for each attempt
+ * below note->attempt that has none; the last AU_HISTORY_MAX entries.
+ * A prior that cannot be read is dropped. -1 only on OOM. */
+int au_history_append(const unsigned char *prior, size_t prior_len,
+		      const struct au_attempt_note *note, struct au_buf *out, struct au_err *err);
+
 /* ---- URLs (core/url.c) ---- */
 
 /*

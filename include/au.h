@@ -151,6 +151,11 @@ struct au_record {
 	uint64_t started_at_ms;
 	uint64_t finished_at_ms;
 	uint64_t expires_at_ms;   /* set by the store */
+	/* Each attempt, oldest first: a msgpack array of maps (attempt,
+	 * worker, started_at, finished_at, outcome, error, ch_code), as
+	 * docs/wire-format.md "History" says; NULL for none. */
+	unsigned char *history;
+	size_t history_len;
 };
 
 void au_record_init(struct au_record *r);
@@ -194,7 +199,7 @@ struct au_handle;
 
 /* Options for one enqueue. Zero-initialise, then set what you need. */
 struct au_enqueue_opts {
-	const char *queue;        /* default AU_DEFAULT_QUEUE */
+	const char *queue;        /* default AU_DEFAULT_QUEUE; [A-Za-z0-9_.:-], up to 100 bytes */
 	int priority;
 	uint64_t delay_ms;        /* run no sooner than now + delay */
 	uint32_t max_attempts;    /* default AU_DEFAULT_MAX_ATTEMPTS */
@@ -353,7 +358,11 @@ extern const struct au_middleware_ops au_logging_middleware;
 /* Worker                                                               */
 
 struct au_worker_opts {
-	const char *queue;          /* default AU_DEFAULT_QUEUE */
+	/* The queues to serve (default AU_DEFAULT_QUEUE): one name, several in
+	 * strict order ("a,b,c": b is leased from only while a has nothing
+	 * ready), or with weights ("a:5,b:1": each lease draws the order at
+	 * random by weight). Up to 16; a bad list makes au_worker_err say why. */
+	const char *queue;
 	unsigned concurrency;       /* computations in flight, default AU_DEFAULT_CONCURRENCY */
 	unsigned batch;             /* max leased per round trip, default AU_DEFAULT_BATCH */
 	uint32_t lease_ms;          /* default AU_DEFAULT_LEASE_MS */

@@ -173,6 +173,8 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 	if (o->nheaders > AU_MAX_HEADERS)
 		return au_seterr(err, AU_EINVAL, "too many headers: %zu (limit %d)", o->nheaders,
 				 AU_MAX_HEADERS);
+	if (au_queue_name_check(au_queue_name(o->queue), err) < 0)
+		return -1;
 	if (o->key && (!*o->key || strlen(o->key) > AU_MAX_KEY))
 		return au_seterr(err, AU_EINVAL, "idempotency key must be 1 to %d bytes", AU_MAX_KEY);
 	if (!o->key)

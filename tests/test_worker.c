@@ -385,6 +385,100 @@ static void test_cancel_running(struct au_config *cfg, struct au_client *cl, str
 	au_handle_free(h);
 }
 
+/* The queue of each attempt begun, as one letter: the last byte of its name. */
+static char began[512];
+static size_t nbegan;
+static int note_queue(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	const char *q = run->c->queue;
+
+	(void)ctx;
+	(void)errbuf;
+	(void)errlen;
+	if (nbegan + 1 < sizeof(began) && q && *q)
+		began[nbegan++] = q[strlen(q) - 1];
+	return 0;
+}
+static const struct au_middleware_ops queue_notes = { .name = "queues", .before = note_queue };
+
+/* One worker, several queues: strict order, weights, retries and results
+ * on a queue other than the first. */
+static void test_queues(struct au_config *cfg, struct au_client *cl, struct event_base *base)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_handle *h[20], *flaky;
+	struct au_worker *w;
+	struct au_record rec;
+	size_t i, na = 0;
+	int done = 0;
+
+	eo.queue = "mq-l";
+	for (i = 0; i < 10; i++)
+		h[i] = submit(cl, "au.echo", "[1]", &eo);
+	eo.queue = "mq-h";
+	for (i = 10; i < 20; i++)
+		h[i] = submit(cl, "au.echo", "[2]", &eo);
+	eo.queue = "mq-l";
+	eo.max_attempts = 2;
+	flaky = submit(cl, "au.fail", "{\"message\":\"again\",\"retryable\":true}", &eo);
+	wo.queue = "mq-h,mq-l";
+	wo.concurrency = 1;
+	wo.batch = 1;
+	wo.retry_base_ms = 10;
+	wo.poll_ms = 50;   /* the retry comes due while the worker idles */
+	wo.idle_exit_ms = 300;
+	nbegan = 0;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	T_OK(w && !au_worker_err(w)->code && au_worker_use(w, &queue_notes, NULL) == 0 &&
+	     au_worker_start(w) == 0, "queues: a worker on 'mq-h,mq-l'");
+	event_base_dispatch(base);
+	began[nbegan] = '\0';
+	T_EQ_STR(began, "hhhhhhhhhhllllllllllll", "queues: strict order, all of mq-h first");
+	for (i = 0; i < 20; i++) {
+		done += au_handle_result(h[i], &rec) == 0 && rec.status == AU_COMPLETED &&
+			rec.queue && !strcmp(rec.queue, i < 10 ? "mq-l" : "mq-h");
+		au_record_release(&rec);
+		au_handle_free(h[i]);
+	}
+	T_EQ_INT(done, 20, "queues: each record names the queue it came from");
+	T_OK(au_handle_result(flaky, &rec) == 0 && rec.status == AU_FAILED && rec.attempts == 2,
+	     "queues: a retry on the second queue goes back to it and runs again");
+	au_record_release(&rec);
+	au_handle_free(flaky);
+	au_worker_free(w);
+
+	memset(&eo, 0, sizeof(eo));
+	for (i = 0; i < 400; i++) {
+		struct au_handle *x;
+
+		eo.queue = i % 2 ? "mq-b" : "mq-a";
+		x = submit(cl, "au.noop", "null", &eo);
+		au_handle_free(x);
+	}
+	wo.queue = "mq-a:3,mq-b:1";
+	wo.max_jobs = 200;
+	nbegan = 0;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	T_OK(w && au_worker_use(w, &queue_notes, NULL) == 0 && au_worker_start(w) == 0,
+	     "queues: a worker on 'mq-a:3,mq-b:1'");
+	event_base_dispatch(base);
+	for (i = 0; i < nbegan; i++)
+		na += began[i] == 'a';
+	T_EQ_INT(nbegan, 200, "queues: weighted: 200 begun");
+	/* binomial(200, 3/4): mean 150, sd 6.1 */
+	T_OK(na >= 120 && na <= 180, "queues: weighted: about 3 in 4 from mq-a (%zu of 200)", na);
+	au_worker_free(w);
+
+	wo.queue = "mq-a,,mq-b";
+	w = au_worker_new(cfg, &wo, NULL, base);
+	T_OK(w && au_worker_err(w)->code == AU_EINVAL &&
+	     !strcmp(au_worker_err(w)->str, "invalid queues 'mq-a,,mq-b': an empty queue name") &&
+	     au_worker_start(w) < 0, "queues: an empty name is refused: %s",
+	     w ? au_worker_err(w)->str : "");
+	au_worker_free(w);
+}
+
 int main(void)
 {
 	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
@@ -491,6 +585,7 @@ int main(void)
 	au_registry_add(reg, "test.away", task_away, NULL);
 	test_outage(&cfg, cl, base, reg);
 	test_cancel_running(&cfg, cl, base);
+	test_queues(&cfg, cl, base);
 	test_zombie(&cfg, cl, base, reg);
 	au_handle_free(ok);
 	au_handle_free(denied);

@@ -93,6 +93,7 @@ struct attempt {
 	int task_busy;                /* the task has neither called back nor been cancelled */
 	int lost;                     /* the lease was taken over (extend refused) */
 	int stored;                   /* its record is stored; the queue is still to be told */
+	unsigned qi;                  /* the queue it came from: w->ql.names[qi] */
 	struct au_lease lease;
 	struct au_computation c;
 	au_task_fn fn;                /* found when leased, called by begin() */
@@ -125,12 +126,14 @@ struct lease_req {
 	int rc;
 	struct au_err err;
 	struct au_lease *out;         /* [batch] */
+	unsigned *qi;                 /* [batch]: the queue each came from */
 };
 
 /* One attempt being written back. The thread reads none of the attempt. */
 struct writeback {
 	struct attempt *a;
 	struct au_ref ref;
+	unsigned qi;
 	enum disposition d;           /* the thread may change it: record not stored */
 	int record;                   /* its index in recs, -1 for none */
 	int completed;                /* its record says completed */
@@ -169,7 +172,8 @@ struct extend_req {
 	struct au_worker *w;
 	int busy;
 	size_t cap, n;
-	struct au_ref *refs;          /* [cap] */
+	struct au_ref *refs;          /* [cap], those of each queue together */
+	size_t from[AU_MAX_QUEUES + 1];   /* queue qi's: refs[from[qi]..from[qi + 1]) */
 	int *applied;
 	int rc;
 	struct au_err err;
@@ -207,9 +211,13 @@ static const char *const part_name[PART_N] = { "a server the tasks need", "the r
 struct au_worker {
 	struct event_base *base;
 	struct au_worker_opts opts;
-	char *queue_name;
+	struct au_queue_list ql;       /* the queues it serves, in order or by weight */
+	char *queues_text;             /* "a,b" or "a:5,b:1", as logged and registered */
 	char *store_url;
 	struct au_queue *q;            /* the I/O thread's, but for watching */
+	/* The handles that watch each queue (one watch per handle): wq[0] is
+	 * q, the others are opened for watching only. */
+	struct au_queue *wq[AU_MAX_QUEUES];
 	struct au_store *store;        /* the I/O thread's */
 	struct au_clickhouse *ch;
 	struct au_registry *reg;       /* the caller's tasks, may be NULL */
@@ -250,8 +258,8 @@ struct au_worker {
 	struct event *pump_ev, *start_ev, *flush_ev, *poll_ev, *extend_ev, *rescue_ev, *grace_ev,
 		*drain_ev;
 	uint64_t drain_deadline_us;
-	int watching;
-	int watching_cancels;
+	unsigned watching;             /* bit qi: wq[qi] watches queue qi */
+	unsigned watching_cancels;     /* likewise, for cancels */
 	int watch_paused;
 	int wake_pending;              /* woken since the last lease was sent */
 	int queue_empty;               /* the last lease found fewer than it asked for */
@@ -404,9 +412,13 @@ static void update_watch(struct au_worker *w)
 {
 	int paused = w->stopping || room(w) == 0;
 
+	size_t qi;
+
 	if (w->watching && paused != w->watch_paused) {
 		w->watch_paused = paused;
-		au_queue_watch_pause(w->q, paused);
+		for (qi = 0; qi < w->ql.n; qi++)
+			if (w->watching & 1u << qi)
+				au_queue_watch_pause(w->wq[qi], paused);
 	}
 }
 
@@ -727,7 +739,7 @@ static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn
 }
 
 /* A lease came back: its attempt is held until a slot is free. */
-static void take(struct au_worker *w, struct au_lease *l)
+static void take(struct au_worker *w, struct au_lease *l, unsigned qi)
 {
 	struct attempt *a = attempt_new(w);
 
@@ -741,6 +753,7 @@ static void take(struct au_worker *w, struct au_lease *l)
 	a->task.base = w->base;
 	a->task.ch = w->ch;
 	a->lease = *l;
+	a->qi = qi;
 	memset(l, 0, sizeof(*l));
 	a->run.c = &a->c;
 	a->run.worker = au_worker_name();
@@ -779,7 +792,7 @@ static int unpack(struct au_worker *w, struct attempt *a)
 		au_computation_release(&a->c);
 		au_computation_init(&a->c);
 		memcpy(a->c.id, a->lease.ref.id, AU_ID_SIZE);
-		a->c.queue = au_strdup(w->queue_name);
+		a->c.queue = au_strdup(w->ql.names[a->qi]);
 		a->c.attempts = a->lease.attempts;
 		a->c.ttl_s = AU_DEFAULT_TTL_S;   /* its record must not stay forever */
 		decide(a, VERDICT_REJECTED, au_strdup(err.str));
@@ -874,10 +887,26 @@ static void lease_io(struct au_io_req *r)
 	struct lease_req *l = (struct lease_req *)r;
 	struct au_worker *w = l->w;
 
+	size_t order[AU_MAX_QUEUES], k, i, got;
+
+	/* strict order, or one drawn by weight: the first queue gets all it
+	 * has, the next what is still missing, and so on */
+	au_queue_list_order(&w->ql, order);
 	l->n = 0;
-	l->rc = au_queue_lease(w->q, w->queue_name, l->max, w->opts.lease_ms, 0, l->out, &l->n);
-	if (l->rc < 0)
-		l->err = w->q->err;
+	l->rc = 0;
+	for (k = 0; k < w->ql.n && l->n < l->max; k++) {
+		got = 0;
+		if (au_queue_lease(w->q, w->ql.names[order[k]], l->max - l->n, w->opts.lease_ms, 0,
+				   l->out + l->n, &got) < 0) {
+			/* what the others gave is kept: reported only when nothing came */
+			l->rc = l->n ? 0 : -1;
+			l->err = w->q->err;
+			break;
+		}
+		for (i = 0; i < got; i++)
+			l->qi[l->n + i] = (unsigned)order[k];
+		l->n += got;
+	}
 }
 
 /*
@@ -915,36 +944,45 @@ static void unstored(struct flush_req *f, size_t from, size_t to)
 	}
 }
 
-/* Acks with their records in one transaction, where the queue can. */
+/* Acks with their records in one transaction per queue, where the queue
+ * can: 0 when every ack went so. (The records of each queue's acks are
+ * together in recs, in the order of wb: see flush.) */
 static int ack_stored(struct flush_req *f)
 {
 	struct au_worker *w = f->w;
-	size_t i, k = 0;
+	size_t i, k, qi;
+	int rc = 0;
 
 	if (!w->ack_store || !f->nack)
 		return -1;
-	for (i = 0; i < f->n; i++)
-		if (f->wb[i].d == DISPOSE_ACK && f->wb[i].record >= 0) {
-			f->refs[k] = f->wb[i].ref;
-			f->idx[k++] = i;
+	for (qi = 0; qi < w->ql.n && w->ack_store; qi++) {
+		for (i = k = 0; i < f->n; i++)
+			if (f->wb[i].d == DISPOSE_ACK && f->wb[i].record >= 0 && f->wb[i].qi == qi) {
+				f->refs[k] = f->wb[i].ref;
+				f->idx[k++] = i;
+			}
+		if (!k)
+			continue;
+		if (au_queue_ack_store(w->q, w->ql.names[qi], w->store_url, f->refs,
+				       f->recs + f->wb[f->idx[0]].record, k, f->applied) < 0) {
+			if (w->q->err.code == AU_ESTATE)
+				w->ack_store = 0;   /* not one database: never again */
+			rc = -1;
+			continue;
 		}
-	if (au_queue_ack_store(w->q, w->queue_name, w->store_url, f->refs, f->recs, k,
-			       f->applied) < 0) {
-		if (w->q->err.code == AU_ESTATE)
-			w->ack_store = 0;   /* not one database: never again */
-		return -1;
+		for (i = 0; i < k; i++)
+			f->wb[f->idx[i]].done = f->wb[f->idx[i]].stored = 1;
 	}
-	for (i = 0; i < k; i++)
-		f->wb[f->idx[i]].done = f->wb[f->idx[i]].stored = 1;
-	return 0;
+	return w->ack_store ? rc : -1;
 }
 
 static void flush_io(struct au_io_req *r)
 {
 	struct flush_req *f = (struct flush_req *)r;
 	struct au_worker *w = f->w;
-	size_t from = 0, i, d;
+	size_t from = 0, i, d, qi;
 	int rc;
+	const char *name;
 
 	f->store_failed = f->queue_failed = f->store_down = f->queue_down = 0;
 	if (ack_stored(f) == 0)
@@ -960,13 +998,15 @@ static void flush_io(struct au_io_req *r)
 	}
 	/* Each call on its own: what fails here runs out its lease and is
 	 * rescued, and must not hold back the others. */
+	for (qi = 0; qi < w->ql.n; qi++)
 	for (d = 0; d < DISPOSE_N; d++) {
 		size_t k = 0;
 
+		name = w->ql.names[qi];
 		for (i = 0; i < f->n; i++) {
 			struct writeback *b = &f->wb[i];
 
-			if (b->done || b->kept || b->d != d)
+			if (b->done || b->kept || b->d != d || b->qi != qi)
 				continue;
 			f->refs[k] = b->ref;
 			f->delays[k] = b->delay_ms;
@@ -977,17 +1017,16 @@ static void flush_io(struct au_io_req *r)
 			continue;
 		switch ((enum disposition)d) {
 		case DISPOSE_ACK:
-			rc = au_queue_ack(w->q, w->queue_name, f->refs, k, f->applied);
+			rc = au_queue_ack(w->q, name, f->refs, k, f->applied);
 			break;
 		case DISPOSE_RETRY:
-			rc = au_queue_retry(w->q, w->queue_name, f->refs, k, f->delays, f->texts,
-					    f->applied);
+			rc = au_queue_retry(w->q, name, f->refs, k, f->delays, f->texts, f->applied);
 			break;
 		case DISPOSE_BURY:
-			rc = au_queue_bury(w->q, w->queue_name, f->refs, k, f->texts, f->applied);
+			rc = au_queue_bury(w->q, name, f->refs, k, f->texts, f->applied);
 			break;
 		default:
-			rc = au_queue_release(w->q, w->queue_name, f->refs, k, f->applied);
+			rc = au_queue_release(w->q, name, f->refs, k, f->applied);
 			break;
 		}
 		if (rc < 0 && outage_code(w->q->err.code)) {
@@ -1012,9 +1051,20 @@ static void extend_io(struct au_io_req *r)
 	struct extend_req *e = (struct extend_req *)r;
 	struct au_worker *w = e->w;
 
-	e->rc = au_queue_extend(w->q, w->queue_name, e->refs, e->n, w->opts.lease_ms, e->applied);
-	if (e->rc < 0)
-		e->err = w->q->err;
+	size_t qi, from, n;
+
+	e->rc = 0;
+	for (qi = 0; qi < w->ql.n; qi++) {
+		from = e->from[qi];
+		n = e->from[qi + 1] - from;
+		if (n && au_queue_extend(w->q, w->ql.names[qi], e->refs + from, n, w->opts.lease_ms,
+					 e->applied + from) < 0) {
+			e->rc = -1;
+			e->err = w->q->err;
+			for (; n; n--)   /* not known to be lost */
+				e->applied[from + n - 1] = 1;
+		}
+	}
 }
 
 static void rescue_io(struct au_io_req *r)
@@ -1022,10 +1072,19 @@ static void rescue_io(struct au_io_req *r)
 	struct rescue_req *s = (struct rescue_req *)r;
 	struct au_worker *w = s->w;
 
+	size_t qi, requeued, buried;
+
 	s->requeued = s->buried = s->swept = 0;
-	s->queue_rc = au_queue_rescue(w->q, w->queue_name, RESCUE_MAX, &s->requeued, &s->buried);
-	if (s->queue_rc < 0)
-		s->queue_err = w->q->err;
+	s->queue_rc = 0;
+	for (qi = 0; qi < w->ql.n; qi++) {
+		requeued = buried = 0;
+		if (au_queue_rescue(w->q, w->ql.names[qi], RESCUE_MAX, &requeued, &buried) < 0) {
+			s->queue_rc = -1;
+			s->queue_err = w->q->err;
+		}
+		s->requeued += requeued;
+		s->buried += buried;
+	}
 	s->store_rc = 0;
 	if (s->sweep && (s->store_rc = au_store_sweep(w->store, SWEEP_MAX, &s->swept)) < 0)
 		s->store_err = w->store->err;
@@ -1050,7 +1109,7 @@ static void lease_done(struct au_worker *w)
 	if (!l->n && w->outage[PART_TASKS].trying == 2)
 		w->outage[PART_TASKS].trying = 1;   /* nothing to try with yet */
 	for (i = 0; i < l->n; i++)
-		take(w, &l->out[i]);
+		take(w, &l->out[i], l->qi[i]);
 	if (w->stopping)   /* leased while stopping: back unharmed */
 		while (w->lists[ATTEMPT_HELD].head)
 			decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
@@ -1099,7 +1158,7 @@ static void flush(struct au_worker *w)
 {
 	struct flush_req *f = &w->flush;
 	struct attempt *a;
-	size_t i, pass;
+	size_t i, pass, qi;
 
 	if (f->busy || !w->lists[ATTEMPT_DECIDED].head)
 		return;
@@ -1113,6 +1172,7 @@ static void flush(struct au_worker *w)
 		set_state(a, ATTEMPT_WRITING);
 		b->a = a;
 		b->ref = a->lease.ref;
+		b->qi = a->qi;
 		b->d = a->disposition;
 		b->record = -1;
 		b->completed = a->run.status == AU_COMPLETED;
@@ -1129,12 +1189,15 @@ static void flush(struct au_worker *w)
 		a->lease.body = NULL;
 		a->lease.body_len = 0;
 	}
-	/* records of acks first: ack_store takes recs[0..nack) */
+	/* records of acks first, those of each queue together: ack_store
+	 * takes recs[0..nack), one queue's at a time */
 	for (pass = 0; pass < 2; pass++)
+		for (qi = 0; qi < (pass ? 1 : w->ql.n); qi++)
 		for (i = 0; i < f->n; i++) {
 			struct writeback *b = &f->wb[i];
 
-			if (b->stored || b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK))
+			if (b->stored || b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK) ||
+			    (!pass && b->qi != qi))
 				continue;
 			b->record = (int)f->nrec;
 			record_of(b->a, &f->recs[f->nrec++]);
@@ -1210,10 +1273,8 @@ static void extend_done(struct au_worker *w)
 	int st;
 
 	e->busy = 0;
-	if (e->rc < 0) {
-		report(w, &e->err);
-		return;
-	}
+	if (e->rc < 0)
+		report(w, &e->err);   /* applied[] is 1 for what the failed calls held */
 	/* rare: find the attempts, which may have moved on since */
 	for (i = 0; i < e->n; i++) {
 		if (e->applied[i])
@@ -1237,8 +1298,8 @@ static void rescue_done(struct au_worker *w)
 	if (s->queue_rc < 0)
 		report(w, &s->queue_err);
 	else if (s->requeued || s->buried)
-		au_log(AU_LOG_WARN, "rescued %zu expired leases on queue '%s' (%zu dead-lettered)",
-		       s->requeued + s->buried, w->queue_name, s->buried);
+		au_log(AU_LOG_WARN, "rescued %zu expired leases on queue%s '%s' (%zu dead-lettered)",
+		       s->requeued + s->buried, w->ql.n > 1 ? "s" : "", w->queues_text, s->buried);
 	if (s->store_rc < 0)
 		report(w, &s->store_err);
 	if (s->requeued) {
@@ -1262,7 +1323,7 @@ static void beat_fill(struct au_worker *w, struct au_worker_beat *b)
 	snprintf(b->host, sizeof(b->host), "%.*s", colon ? (int)(colon - name) : (int)strlen(name),
 		 name);
 	b->pid = (uint32_t)getpid();
-	snprintf(b->queues, sizeof(b->queues), "%s", w->queue_name);
+	snprintf(b->queues, sizeof(b->queues), "%s", w->queues_text);
 	snprintf(b->version, sizeof(b->version), "%s", AU_VERSION);
 	b->started_ms = w->started_ms;
 	b->concurrency = w->opts.concurrency;
@@ -1440,6 +1501,7 @@ static void extend_run(evutil_socket_t fd, short what, void *arg)
 	struct au_worker *w = arg;
 	struct extend_req *e = &w->extend;
 	struct attempt *a;
+	size_t qi;
 	int st;
 
 	(void)fd;
@@ -1448,9 +1510,14 @@ static void extend_run(evutil_socket_t fd, short what, void *arg)
 		return;
 	e->n = 0;
 	/* decided ones too: those kept while the store or queue is away */
-	for (st = ATTEMPT_HELD; st <= ATTEMPT_DECIDED; st++)
-		for (a = w->lists[st].head; a && e->n < e->cap; a = a->next)
-			e->refs[e->n++] = a->lease.ref;
+	for (qi = 0; qi < w->ql.n; qi++) {
+		e->from[qi] = e->n;
+		for (st = ATTEMPT_HELD; st <= ATTEMPT_DECIDED; st++)
+			for (a = w->lists[st].head; a && e->n < e->cap; a = a->next)
+				if (a->qi == qi)
+					e->refs[e->n++] = a->lease.ref;
+	}
+	e->from[w->ql.n] = e->n;
 	if (!e->n)
 		return;
 	e->busy = 1;
@@ -1491,6 +1558,40 @@ static void drain_run(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(w->drain_ev, &tick);
 }
 
+/* Each queue on its own handle (one watch per handle), for arrivals and
+ * for cancels; a queue whose backend cannot watch is polled. */
+static void watch_all(struct au_worker *w)
+{
+	size_t qi;
+
+	for (qi = 0; qi < w->ql.n; qi++) {
+		if (au_queue_watch_cancels(w->wq[qi], w->ql.names[qi], w->base, cancel_cb, w) == 0)
+			w->watching_cancels |= 1u << qi;
+		if (au_queue_watch(w->wq[qi], w->ql.names[qi], w->base, wake_cb, w) == 0)
+			w->watching |= 1u << qi;
+	}
+}
+
+static void unwatch_all(struct au_worker *w)
+{
+	size_t qi;
+
+	for (qi = 0; qi < w->ql.n; qi++)
+		if (w->watching & 1u << qi)
+			au_queue_unwatch(w->wq[qi]);
+	w->watching = 0;
+}
+
+static void unwatch_cancels_all(struct au_worker *w)
+{
+	size_t qi;
+
+	for (qi = 0; qi < w->ql.n; qi++)
+		if (w->watching_cancels & 1u << qi)
+			au_queue_unwatch_cancels(w->wq[qi]);
+	w->watching_cancels = 0;
+}
+
 static void stop_now(struct au_worker *w)
 {
 	if (w->exited)
@@ -1502,9 +1603,7 @@ static void stop_now(struct au_worker *w)
 	event_del(w->grace_ev);
 	event_del(w->outage_ev);
 	event_del(w->beat_ev);
-	if (w->watching_cancels)
-		au_queue_unwatch_cancels(w->q);
-	w->watching_cancels = 0;
+	unwatch_cancels_all(w);
 	w->drain_deadline_us = au_mono_us() + DRAIN_MAX_MS * 1000;
 	drain_cb(-1, 0, w);
 }
@@ -1547,9 +1646,7 @@ void au_worker_stop(struct au_worker *w)
 	if (w->stopping)
 		return;
 	w->stopping = 1;
-	if (w->watching)
-		au_queue_unwatch(w->q);
-	w->watching = 0;
+	unwatch_all(w);
 	event_del(w->poll_ev);
 	/* what was leased ahead never began: back unharmed */
 	while (w->lists[ATTEMPT_HELD].head)
@@ -1602,6 +1699,7 @@ static int requests_init(struct au_worker *w)
 	w->lease.io.run = lease_io;
 	w->lease.w = w;
 	w->lease.out = calloc(w->opts.batch, sizeof(*w->lease.out));
+	w->lease.qi = calloc(w->opts.batch, sizeof(*w->lease.qi));
 	f->io.run = flush_io;
 	f->w = w;
 	f->cap = cap;
@@ -1621,7 +1719,7 @@ static int requests_init(struct au_worker *w)
 	w->rescue.w = w;
 	w->beat.io.run = beat_io;
 	w->beat.w = w;
-	return w->lease.out && f->wb && f->recs && f->refs && f->delays && f->texts && f->applied &&
+	return w->lease.out && w->lease.qi && f->wb && f->recs && f->refs && f->delays && f->texts && f->applied &&
 			       f->idx && e->refs && e->applied ? 0 : -1;
 }
 
@@ -1633,6 +1731,7 @@ static void requests_release(struct au_worker *w)
 		for (i = 0; i < w->opts.batch; i++)
 			au_lease_release(&w->lease.out[i]);
 	free(w->lease.out);
+	free(w->lease.qi);
 	for (i = 0; i < w->flush.n; i++) {
 		free(w->flush.wb[i].why);
 		free(w->flush.wb[i].body);
@@ -1653,6 +1752,9 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 {
 	struct au_worker *w = calloc(1, sizeof(*w));
 	struct au_config conf = *cfg;
+	struct au_err bad = { 0, "" };
+	size_t i;
+	int opened = 1;
 
 	if (!w)
 		return NULL;
@@ -1676,8 +1778,17 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 		w->opts.retry_max_ms = AU_DEFAULT_RETRY_MAX_MS;
 	if (!w->opts.poll_ms)
 		w->opts.poll_ms = AU_DEFAULT_POLL_MS;
-	w->queue_name = au_strdup(au_queue_name(w->opts.queue));
-	w->opts.queue = w->queue_name;
+	if (au_queue_list_parse(w->opts.queue, &w->ql, &bad) < 0) {
+		/* the worker says why at start; it still needs one name meanwhile */
+		if (!(w->ql.names[0] = au_strdup(AU_DEFAULT_QUEUE))) {
+			free(w);
+			return NULL;
+		}
+		w->ql.n = 1;
+		w->ql.weights[0] = 1;
+	}
+	w->queues_text = au_queue_list_text(&w->ql);
+	w->opts.queue = w->queues_text;
 	w->reg = reg;
 	w->builtins = au_registry_new();
 	w->pump_ev = timer(w, pump_cb, 0);
@@ -1695,6 +1806,9 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->store_url = au_strdup(conf.store_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
+	w->wq[0] = w->q;
+	for (i = 1; i < w->ql.n && w->q && !w->q->err.code; i++)
+		opened &= (w->wq[i] = au_queue_open(conf.queue_url)) != NULL;
 	w->store = au_store_open(conf.store_url);
 	/* the attempts it can hold, allocated and touched once now rather
 	 * than page by page in the loop's first rounds */
@@ -1708,17 +1822,26 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 		w->spares = a;
 		w->nspares++;
 	}
-	if (!w->queue_name || !w->store_url || !w->builtins ||
+	if (!opened || !w->queues_text || !w->store_url || !w->builtins ||
 	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
 	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
 	    !w->drain_ev || !w->outage_ev || !w->beat_ev || !w->q || !w->store) {
 		au_worker_free(w);
 		return NULL;
 	}
+	if (bad.code) {
+		w->err = bad;
+		return w;
+	}
 	if (w->q->err.code) {
 		w->err = w->q->err;
 		return w;
 	}
+	for (i = 1; i < w->ql.n; i++)
+		if (w->wq[i]->err.code) {
+			w->err = w->wq[i]->err;
+			return w;
+		}
 	if (w->store->err.code) {
 		w->err = w->store->err;
 		return w;
@@ -1758,22 +1881,16 @@ int au_worker_start(struct au_worker *w)
 	 * keeps nothing across a restart) */
 	if (au_queue_check(w->q) < 0)
 		au_log(AU_LOG_INFO, "could not check the queue's server: %s", w->q->err.str);
-	/* cancels of running computations, where the queue can tell them */
-	if (au_queue_watch_cancels(w->q, w->queue_name, w->base, cancel_cb, w) == 0)
-		w->watching_cancels = 1;
-	/* a queue that cannot watch is polled */
-	if (au_queue_watch(w->q, w->queue_name, w->base, wake_cb, w) == 0)
-		w->watching = 1;
+	/* arrivals, and cancels of running computations, where the queue
+	 * can tell them; a queue that cannot watch is polled */
+	watch_all(w);
 	/* from here on the queue and store handles belong to the thread */
 	if (!w->io && !(w->io = au_io_new(w->base, io_ready, w))) {
-		if (w->watching)
-			au_queue_unwatch(w->q);
-		if (w->watching_cancels)
-			au_queue_unwatch_cancels(w->q);
-		w->watching = w->watching_cancels = 0;
+		unwatch_all(w);
+		unwatch_cancels_all(w);
 		return au_seterr(&w->err, AU_ENOMEM, "unable to start the worker's i/o thread");
 	}
-	set_timer(w->poll_ev, w->watching ? w->opts.poll_ms : UNWATCHED_POLL_MS);
+	set_timer(w->poll_ev, w->watching == (1u << w->ql.n) - 1 ? w->opts.poll_ms : UNWATCHED_POLL_MS);
 	set_timer(w->extend_ev, beat ? beat : 1);
 	set_timer(w->rescue_ev, RESCUE_EVERY_MS);
 	w->started_ms = au_now_ms();
@@ -1800,10 +1917,8 @@ void au_worker_free(struct au_worker *w)
 
 	if (!w)
 		return;
-	if (w->watching)
-		au_queue_unwatch(w->q);
-	if (w->watching_cancels)
-		au_queue_unwatch_cancels(w->q);
+	unwatch_all(w);
+	unwatch_cancels_all(w);
 	/* the thread finishes what it is doing; what it has not begun, it drops */
 	au_io_free(w->io);
 	w->io = NULL;
@@ -1849,10 +1964,14 @@ void au_worker_free(struct au_worker *w)
 		event_free(w->beat_ev);
 	if (w->q)
 		au_queue_close(w->q);
+	for (i = 1; i < w->ql.n; i++)
+		if (w->wq[i])
+			au_queue_close(w->wq[i]);
 	if (w->store)
 		au_store_close(w->store);
 	au_registry_free(w->builtins);
-	free(w->queue_name);
+	au_queue_list_release(&w->ql);
+	free(w->queues_text);
 	free(w->store_url);
 	free(w);
 }
@@ -1895,8 +2014,8 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 			*err = w->err;
 		goto out;
 	}
-	au_log(AU_LOG_INFO, "worker %s on queue '%s' (concurrency %u, batch %u)", w->id,
-	       w->queue_name, w->opts.concurrency, w->opts.batch);
+	au_log(AU_LOG_INFO, "worker %s on queue%s '%s' (concurrency %u, batch %u)", w->id,
+	       w->ql.n > 1 ? "s" : "", w->queues_text, w->opts.concurrency, w->opts.batch);
 	event_base_dispatch(base);
 	au_log(AU_LOG_INFO, "worker %s stopped: %llu completed, %llu failed, %llu retried, "
 	       "%llu dead-lettered, %llu released", au_worker_name(),
