@@ -294,6 +294,7 @@ static int find_dead(struct admin *a, struct au_queue *q, const char *id, char *
 		return 0;
 	if (au_queue_peek(q, *queue, id, &info) < 0)
 		info.state = 0;
+	au_queued_release(&info);
 	fprintf(stderr, "au: computation '%s' is not a dead letter: it is %s on queue '%s'\n", id,
 		info.state == AU_QUEUED_LEASED ? "running" :
 		info.state == AU_QUEUED_SCHEDULED ? "scheduled" : "waiting", *queue);

@@ -981,7 +981,7 @@ static void flush_io(struct au_io_req *r)
 			break;
 		case DISPOSE_RETRY:
 			rc = au_queue_retry(w->q, w->queue_name, f->refs, k, f->delays, f->texts,
-					    f->applied);
+					    NULL, f->applied);
 			break;
 		case DISPOSE_BURY:
 			rc = au_queue_bury(w->q, w->queue_name, f->refs, k, f->texts, f->applied);
