@@ -29,6 +29,8 @@ struct mentry {
 	unsigned char *body;
 	size_t body_len;
 	char *error;                /* last error or bury reason, NULL if none */
+	unsigned char *story;       /* what the last retry left, NULL if none */
+	size_t story_len;
 	int priority;
 	uint32_t max_attempts, attempts;
 	enum au_queued_state state;
@@ -288,7 +290,18 @@ static void job_free(struct mentry *j)
 {
 	free(j->body);
 	free(j->error);
+	free(j->story);
 	free(j);
+}
+
+/* A malloc'ed copy of len bytes (at least one byte allocated), or NULL. */
+static unsigned char *copy_of(const unsigned char *p, size_t len)
+{
+	unsigned char *c = malloc(len ? len : 1);
+
+	if (c)
+		memcpy(c, p, len);
+	return c;
 }
 
 static void job_remove(struct mqueue *mq, struct mentry *j)
@@ -566,14 +579,18 @@ static int lease_locked(struct au_queue *q, struct mqueue *mq, size_t max, uint3
 			job_move(mq, j, AU_QUEUED_DEAD, now);
 			continue;
 		}
-		l->body = malloc(j->body_len ? j->body_len : 1);
-		if (!l->body) {
+		l->body = copy_of(j->body, j->body_len);
+		/* a first attempt has no story (the other backends do not
+		 * even look) */
+		l->story = j->story && j->attempts ? copy_of(j->story, j->story_len) : NULL;
+		if (!l->body || (j->story && j->attempts && !l->story)) {
+			au_lease_release(l);
 			if (*n)
 				break;
 			return oom(q);
 		}
-		memcpy(l->body, j->body, j->body_len);
 		l->body_len = j->body_len;
+		l->story_len = l->story ? j->story_len : 0;
 		j->attempts++;
 		au_token_new(j->token, j->attempts);
 		memcpy(l->ref.id, j->id, AU_ID_SIZE);
@@ -617,17 +634,28 @@ static int mem_lease(struct au_queue *q, const char *queue, size_t max, uint32_t
 enum settle { S_ACK, S_RETRY, S_RELEASE, S_BURY, S_EXTEND };
 
 /* The fenced writes of an attempt: each applies only while refs[i].token
- * is the entry's current lease. */
+ * is the entry's current lease. The stories of a retry are copied before
+ * the lock is taken, so running out of memory fails the call whole. */
 static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		  enum settle kind, const uint64_t *delay_ms, const char *const *text,
-		  uint32_t lease_ms, int *applied)
+		  const struct au_story *story, uint32_t lease_ms, int *applied)
 {
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
 	uint64_t now = au_now_ms();
 	struct mqueue *mq;
+	unsigned char **copies = NULL;
 	int woke = 0;
 	size_t i, acked = 0;
 
+	if (story && n && !(copies = calloc(n, sizeof(*copies))))
+		return oom(q);
+	for (i = 0; copies && i < n; i++)
+		if (story[i].len && !(copies[i] = copy_of(story[i].data, story[i].len))) {
+			while (i)
+				free(copies[--i]);
+			free(copies);
+			return oom(q);
+		}
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
 	for (i = 0; i < n; i++) {
@@ -655,6 +683,12 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 			mq->failed++;
 			continue;
 		}
+		if (copies && copies[i]) {
+			free(j->story);
+			j->story = copies[i];
+			j->story_len = story[i].len;
+			copies[i] = NULL;
+		}
 		if (kind == S_RELEASE && j->attempts)
 			j->attempts--;
 		if (delay_ms && delay_ms[i]) {
@@ -678,37 +712,42 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 	if (woke)
 		notify(sp, mq->name);
 	pthread_mutex_unlock(&sp->mu);
+	/* those of stale refs */
+	for (i = 0; copies && i < n; i++)
+		free(copies[i]);
+	free(copies);
 	return 0;
 }
 
 static int mem_ack(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		   int *applied)
 {
-	return settle(q, queue, refs, n, S_ACK, NULL, NULL, 0, applied);
+	return settle(q, queue, refs, n, S_ACK, NULL, NULL, NULL, 0, applied);
 }
 
 static int mem_retry(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
-		     const uint64_t *delay_ms, const char *const *error, int *applied)
+		     const uint64_t *delay_ms, const char *const *error,
+		     const struct au_story *story, int *applied)
 {
-	return settle(q, queue, refs, n, S_RETRY, delay_ms, error, 0, applied);
+	return settle(q, queue, refs, n, S_RETRY, delay_ms, error, story, 0, applied);
 }
 
 static int mem_release(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		       size_t n, int *applied)
 {
-	return settle(q, queue, refs, n, S_RELEASE, NULL, NULL, 0, applied);
+	return settle(q, queue, refs, n, S_RELEASE, NULL, NULL, NULL, 0, applied);
 }
 
 static int mem_bury(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		    const char *const *reason, int *applied)
 {
-	return settle(q, queue, refs, n, S_BURY, NULL, reason, 0, applied);
+	return settle(q, queue, refs, n, S_BURY, NULL, reason, NULL, 0, applied);
 }
 
 static int mem_extend(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		      size_t n, uint32_t lease_ms, int *applied)
 {
-	return settle(q, queue, refs, n, S_EXTEND, NULL, NULL, lease_ms, applied);
+	return settle(q, queue, refs, n, S_EXTEND, NULL, NULL, NULL, lease_ms, applied);
 }
 
 static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t *requeued,
@@ -783,10 +822,13 @@ static int mem_peek(struct au_queue *q, const char *queue, const char *id,
 	pthread_mutex_lock(&sp->mu);
 	mq = queue_find(sp, au_queue_name(queue));
 	j = mq ? job_find(mq, id) : NULL;
-	if (j) {
+	if (j && j->story && !(info->story = copy_of(j->story, j->story_len))) {
+		rc = oom(q);
+	} else if (j) {
 		info->state = j->state;
 		info->attempts = j->attempts;
 		info->max_attempts = j->max_attempts;
+		info->story_len = j->story ? j->story_len : 0;
 		snprintf(info->error, sizeof(info->error), "%s", j->error ? j->error : "");
 	} else {
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
@@ -935,10 +977,14 @@ static int dead_copy(const struct mentry *j, struct au_dead *d)
 	d->died_at_ms = j->key;
 	d->attempts = j->attempts;
 	snprintf(d->reason, sizeof(d->reason), "%s", j->error ? j->error : "");
-	if (!(d->body = malloc(j->body_len ? j->body_len : 1)))
+	d->body = copy_of(j->body, j->body_len);
+	d->story = j->story ? copy_of(j->story, j->story_len) : NULL;
+	if (!d->body || (j->story && !d->story)) {
+		au_dead_release(d);
 		return -1;
-	memcpy(d->body, j->body, j->body_len);
+	}
 	d->body_len = j->body_len;
+	d->story_len = d->story ? j->story_len : 0;
 	return 0;
 }
 
@@ -1008,6 +1054,9 @@ static int mem_requeue(struct au_queue *q, const char *queue, const char *const 
 		j->attempts = 0;
 		free(j->error);
 		j->error = NULL;
+		free(j->story);
+		j->story = NULL;
+		j->story_len = 0;
 		job_move(mq, j, AU_QUEUED_READY, 0);
 		woke++;
 	}

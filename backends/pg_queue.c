@@ -79,10 +79,10 @@
 #define DIED "coalesce(dead_at, created_at)"
 
 /* The columns of a dead letter (dead): id, died at (unix ms), attempts,
- * reason, body. */
+ * reason, body, story (NULL: none). */
 #define DEAD_COLS \
-	"SELECT id, (extract(epoch FROM " DIED ") * 1000)::int8, attempts, coalesce(error, ''), body" \
-	" FROM au_jobs"
+	"SELECT id, (extract(epoch FROM " DIED ") * 1000)::int8, attempts, coalesce(error, ''), body," \
+	" story FROM au_jobs"
 
 /* An ack with the records of ack_store ($4 ids, $5 records, $6 ttls),
  * written as the store writes them (postgres/pg_record.h) whether or not
@@ -141,9 +141,10 @@ static const struct au_pg_stmt stmts[] = {
 		" AND NOT EXISTS (SELECT FROM au_queues WHERE name = $1 AND paused)"
 		" ORDER BY priority DESC, run_at, seq LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
 		" AND state = 0"
-		" RETURNING id, token, attempts, body, priority, run_at, seq, state, error)"
+		" RETURNING id, token, attempts, body, priority, run_at, seq, state, error, story)"
+		/* only a later attempt can have a story (v7), so only one returns it */
 		" SELECT id, token, attempts, CASE WHEN state = 1 THEN body END,"
-		" CASE WHEN state = 2 THEN error END"
+		" CASE WHEN state = 2 THEN error END, CASE WHEN state = 1 AND attempts > 1 THEN story END"
 		" FROM l ORDER BY priority DESC, run_at, seq" },
 	[S_ACK] = { "au_ack", "WITH a AS (" ACK ")" COUNT_INTO("processed", "a") " SELECT i FROM a" },
 	/* new record ids (nearly always), else again as S_ACK_STORE_KEEP */
@@ -151,13 +152,16 @@ static const struct au_pg_stmt stmts[] = {
 		ACK_STORE(AU_PG_RECORD_INSERT(AU_PG_RECORD_ROWS("$4", "$5", "$6"))) },
 	[S_ACK_STORE_KEEP] = { "au_ack_store_keep",
 		ACK_STORE(AU_PG_RECORD_UPSERT(AU_PG_RECORD_ROWS("$4", "$5", "$6"))) },
-	/* retry ($6 false) and release ($6 true: the attempt does not count) */
+	/* retry ($6 false) and release ($6 true: the attempt does not count);
+	 * $7 the stories, a NULL one (or $7 shorter than the rest: unnest pads
+	 * it with NULLs) keeping the story the row has */
 	[S_REQUEUE] = { "au_requeue",
 		"WITH u AS (UPDATE au_jobs j SET state = 0, run_at = now() + r.delay * interval '1 ms',"
 		" attempts = j.attempts - CASE WHEN $6::bool AND j.attempts > 0 THEN 1 ELSE 0 END,"
-		" token = NULL, lease_until = NULL, error = coalesce(nullif(r.error, ''), j.error)"
-		" FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::text[])"
-		" WITH ORDINALITY AS r(id, token, delay, error, i) WHERE " FENCE
+		" token = NULL, lease_until = NULL, error = coalesce(nullif(r.error, ''), j.error),"
+		" story = coalesce(r.story, j.story)"
+		" FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::text[], $7::bytea[])"
+		" WITH ORDINALITY AS r(id, token, delay, error, story, i) WHERE " FENCE
 		" RETURNING r.i, r.delay)"
 		" SELECT i FROM u UNION ALL SELECT 0::int8 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
 		" WHERE EXISTS (SELECT FROM u WHERE delay = 0)" },
@@ -199,7 +203,7 @@ static const struct au_pg_stmt stmts[] = {
 	[S_PEEK] = { "au_peek",
 		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4"
 		" WHEN run_at > now() THEN 2 ELSE 1 END, greatest(attempts, 0), greatest(max_attempts, 0),"
-		" coalesce(error, '')"
+		" coalesce(error, ''), story"
 		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
 	/* the rate compares processed with the sample housekeeping took 30 to
 	 * 70 s ago (a younger one counts as 30 s old) */
@@ -222,7 +226,7 @@ static const struct au_pg_stmt stmts[] = {
 	/* dead letters back to waiting as new; the ordinals of those revived */
 	[S_REVIVE] = { "au_revive",
 		"WITH u AS (UPDATE au_jobs j SET state = 0, attempts = 0, error = NULL, dead_at = NULL,"
-		" run_at = now() FROM unnest($2::uuid[]) WITH ORDINALITY AS r(id, i)"
+		" story = NULL, run_at = now() FROM unnest($2::uuid[]) WITH ORDINALITY AS r(id, i)"
 		" WHERE j.id = ANY($2::uuid[]) AND j.id = r.id AND j.queue = $1 AND j.state = 2"
 		" RETURNING r.i)"
 		" SELECT i FROM u UNION ALL SELECT 0::int8 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
@@ -604,6 +608,20 @@ static int lease_once(struct au_queue *q, const char *queue, size_t max, uint32_
 			return oom(q);
 		}
 		memcpy(l->body, PQgetvalue(r, i, 3), (size_t)blen);
+		l->story = NULL;
+		l->story_len = 0;
+		if (!PQgetisnull(r, i, 5) && PQgetlength(r, i, 5) > 0) {
+			size_t slen = (size_t)PQgetlength(r, i, 5);
+
+			if (!(l->story = malloc(slen))) {
+				au_lease_release(l);
+				leases_release(out, k);
+				PQclear(r);
+				return oom(q);
+			}
+			memcpy(l->story, PQgetvalue(r, i, 5), slen);
+			l->story_len = slen;
+		}
 		k++;
 	}
 	*n = k;
@@ -744,8 +762,8 @@ static int settle(struct au_queue *q, enum stmt s, size_t n, const size_t *at, i
 		  int *applied)
 {
 	struct au_buf *b = &((struct pgq *)q->ctx)->params;
-	const char *vals[6];
-	int lens[6], i;
+	const char *vals[7];
+	int lens[7], i;
 	PGresult *r;
 
 	for (i = 0; i < np; i++) {
@@ -844,10 +862,11 @@ static int pgq_ack_store(struct au_queue *q, const char *queue, const char *stor
 }
 
 static int requeue(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
-		   const uint64_t *delay_ms, const char *const *error, int uncount, int *applied)
+		   const uint64_t *delay_ms, const char *const *error, const struct au_story *story,
+		   int uncount, int *applied)
 {
 	struct au_buf *b = &((struct pgq *)q->ctx)->params;
-	size_t at[6], i;
+	size_t at[7], i;
 	int rc;
 
 	if (!n)
@@ -863,21 +882,28 @@ static int requeue(struct au_queue *q, const char *queue, const struct au_ref *r
 		rc |= add_text(b, error ? error[i] : NULL);
 	at[5] = b->len;
 	rc |= au_buf_append(b, uncount ? "\1" : "\0", 1);
+	/* no stories: an empty array, which keeps every one */
+	at[6] = b->len;
+	rc |= au_pg_array(b, AU_PG_BYTEA, story ? n : 0);
+	for (i = 0; story && i < n; i++)
+		rc |= story[i].len ? au_pg_array_add(b, story[i].data, (int)story[i].len)
+				   : au_pg_array_add(b, NULL, -1);
 	if (rc)
 		return oom(q);
-	return settle(q, S_REQUEUE, n, at, 6, applied);
+	return settle(q, S_REQUEUE, n, at, 7, applied);
 }
 
 static int pgq_retry(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
-		     const uint64_t *delay_ms, const char *const *error, int *applied)
+		     const uint64_t *delay_ms, const char *const *error,
+		     const struct au_story *story, int *applied)
 {
-	return requeue(q, queue, refs, n, delay_ms, error, 0, applied);
+	return requeue(q, queue, refs, n, delay_ms, error, story, 0, applied);
 }
 
 static int pgq_release(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		       size_t n, int *applied)
 {
-	return requeue(q, queue, refs, n, NULL, NULL, 1, applied);
+	return requeue(q, queue, refs, n, NULL, NULL, NULL, 1, applied);
 }
 
 static int pgq_bury(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
@@ -993,6 +1019,15 @@ static int pgq_peek(struct au_queue *q, const char *queue, const char *id,
 		return au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id,
 				 au_queue_name(queue));
 	}
+	if (!PQgetisnull(r, 0, 4) && PQgetlength(r, 0, 4) > 0) {
+		info->story_len = (size_t)PQgetlength(r, 0, 4);
+		if (!(info->story = malloc(info->story_len))) {
+			info->story_len = 0;
+			PQclear(r);
+			return oom(q);
+		}
+		memcpy(info->story, PQgetvalue(r, 0, 4), info->story_len);
+	}
 	info->state = (enum au_queued_state)au_pg_get_u32(PQgetvalue(r, 0, 0));
 	info->attempts = au_pg_get_u32(PQgetvalue(r, 0, 1));
 	info->max_attempts = au_pg_get_u32(PQgetvalue(r, 0, 2));
@@ -1093,6 +1128,17 @@ static int pgq_dead(struct au_queue *q, const char *queue, const char *id, size_
 		}
 		memcpy(d->body, PQgetvalue(r, i, 4), (size_t)blen);
 		d->body_len = (size_t)blen;
+		if (!PQgetisnull(r, i, 5) && PQgetlength(r, i, 5) > 0) {
+			d->story_len = (size_t)PQgetlength(r, i, 5);
+			if (!(d->story = malloc(d->story_len))) {
+				au_dead_release(d);
+				while (i)
+					au_dead_release(&out[--i]);
+				PQclear(r);
+				return oom(q);
+			}
+			memcpy(d->story, PQgetvalue(r, i, 5), d->story_len);
+		}
 	}
 	*n = (size_t)i;
 	PQclear(r);

@@ -27,13 +27,26 @@ struct au_ref {
 	char token[AU_TOKEN_SIZE];
 };
 
+/*
+ * A computation's story as the worker encodes it (opaque to the queue):
+ * what its attempts did, kept with it between attempts. The queue stores
+ * the bytes verbatim and hands them back verbatim, at most AU_MAX_STORY.
+ */
+struct au_story { const unsigned char *data; size_t len; };
+#define AU_MAX_STORY 65536u
+
 /* One leased computation. body is the stored message, malloc'ed. */
 struct au_lease {
 	struct au_ref ref;
 	uint32_t attempts;          /* including this one */
 	unsigned char *body;
 	size_t body_len;
+	unsigned char *story;       /* what the last retry left with it, malloc'ed;
+				       NULL (and 0) when none, as on a first attempt,
+				       which is never asked for one */
+	size_t story_len;
 };
+/* Frees body and story; the lease can be filled again. */
 void au_lease_release(struct au_lease *l);
 
 struct au_queue_stats {
@@ -55,7 +68,11 @@ struct au_dead {
 	char reason[AU_ERRSTR_SIZE];
 	unsigned char *body;        /* the computation (wire format), malloc'ed */
 	size_t body_len;
+	unsigned char *story;       /* its story as its last retry left it, malloc'ed;
+				       NULL when none */
+	size_t story_len;
 };
+/* Frees body and story. */
 void au_dead_release(struct au_dead *d);
 
 /* How many dead letters a queue keeps, and how long (URL parameters
@@ -96,7 +113,11 @@ struct au_queued {
 	uint32_t attempts;
 	uint32_t max_attempts;
 	char error[AU_ERRSTR_SIZE];  /* last error or bury reason, "" if none */
+	unsigned char *story;       /* its story, malloc'ed; NULL when none */
+	size_t story_len;
 };
+/* Frees the story. Harmless on one zeroed or left by a failed peek. */
+void au_queued_release(struct au_queued *q);
 
 /*
  * The worker registry: each worker process keeps an entry of its own
@@ -178,11 +199,18 @@ struct au_queue_ops {
 	int (*ack)(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		   size_t n, int *applied);
 	/* Back to the queue after delay_ms[i] (0 = ready now); error[i] (may be
-	 * NULL) is kept as the last error. The attempt counts. */
+	 * NULL) is kept as the last error. The attempt counts. story NULL keeps
+	 * whatever story each has; otherwise story[i] with len > 0 replaces the
+	 * story of refs[i] (copied, at most AU_MAX_STORY: the wrapper checks),
+	 * len 0 keeps it. Fenced like the rest: a stale token changes no story.
+	 * The story goes with the computation (ack, cancel, empty, drop,
+	 * purge, the dead set's bounds); bury, release and rescue keep it,
+	 * requeue clears it. */
 	int (*retry)(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		     size_t n, const uint64_t *delay_ms, const char *const *error,
-		     int *applied);
-	/* Like retry, but the attempt does not count (graceful shutdown). */
+		     const struct au_story *story, int *applied);
+	/* Like retry, but the attempt does not count (graceful shutdown); the
+	 * story stays as it was. */
 	int (*release)(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		       size_t n, int *applied);
 	/* To the dead letter set, with a reason each. */
@@ -202,7 +230,9 @@ struct au_queue_ops {
 	 * AU_ESTATE when it is leased, AU_ENOTFOUND when the queue has no
 	 * such id waiting. */
 	int (*cancel)(struct au_queue *q, const char *queue, const char *id);
-	/* State of one computation; -1 with AU_ENOTFOUND if unknown. */
+	/* State of one computation; -1 with AU_ENOTFOUND if unknown. On 0,
+	 * info->story is the computation's story or NULL (au_queued_release);
+	 * on -1 it is NULL. */
 	int (*peek)(struct au_queue *q, const char *queue, const char *id,
 		    struct au_queued *info);
 	int (*stats)(struct au_queue *q, const char *queue, struct au_queue_stats *st);
@@ -216,7 +246,7 @@ struct au_queue_ops {
 
 	/* Dead letters of queue, newest first: with id NULL up to max of them
 	 * into out[0..max), with an id that one (*n = 0 when it is not dead).
-	 * Each out[i] owns its body (au_dead_release). */
+	 * Each out[i] owns its body and story (au_dead_release). */
 	int (*dead)(struct au_queue *q, const char *queue, const char *id, size_t max,
 		    struct au_dead *out, size_t *n);
 	/* Dead letters back to ready, as if new: attempts 0, error cleared,
@@ -368,11 +398,22 @@ static inline int au_queue_ack(struct au_queue *q, const char *queue, const stru
 	return q->ops->ack(q, au_queue_name(queue), refs, n, applied);
 }
 
+/* -1 with AU_EINVAL, nothing applied, when a story is over AU_MAX_STORY. */
 static inline int au_queue_retry(struct au_queue *q, const char *queue,
 				 const struct au_ref *refs, size_t n, const uint64_t *delay_ms,
-				 const char *const *error, int *applied)
+				 const char *const *error, const struct au_story *story,
+				 int *applied)
 {
-	return q->ops->retry(q, au_queue_name(queue), refs, n, delay_ms, error, applied);
+	for (size_t i = 0; story && i < n; i++)
+		if (story[i].len > AU_MAX_STORY) {
+			char shown[AU_ID_SHOWN_SIZE];
+			const char *id = refs[i].id;
+
+			au_id_shown_n(shown, id, strnlen(id, AU_ID_SIZE));
+			return au_seterr(&q->err, AU_EINVAL, "story of computation '%s' too large:"
+					 " %zu bytes (limit %u)", shown, story[i].len, AU_MAX_STORY);
+		}
+	return q->ops->retry(q, au_queue_name(queue), refs, n, delay_ms, error, story, applied);
 }
 
 static inline int au_queue_release(struct au_queue *q, const char *queue,
@@ -411,6 +452,11 @@ static inline int au_queue_cancel(struct au_queue *q, const char *queue, const c
 static inline int au_queue_peek(struct au_queue *q, const char *queue, const char *id,
 				struct au_queued *info)
 {
+	/* so that au_queued_release is right after a failure too */
+	if (info) {
+		info->story = NULL;
+		info->story_len = 0;
+	}
 	if (!au_id_valid(id))
 		return au_queue_bad_id(q, id);
 	return q->ops->peek(q, au_queue_name(queue), id, info);

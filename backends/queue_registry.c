@@ -72,15 +72,24 @@ void au_queue_close(struct au_queue *q)
 void au_lease_release(struct au_lease *l)
 {
 	free(l->body);
-	l->body = NULL;
-	l->body_len = 0;
+	free(l->story);
+	l->body = l->story = NULL;
+	l->body_len = l->story_len = 0;
 }
 
 void au_dead_release(struct au_dead *d)
 {
 	free(d->body);
-	d->body = NULL;
-	d->body_len = 0;
+	free(d->story);
+	d->body = d->story = NULL;
+	d->body_len = d->story_len = 0;
+}
+
+void au_queued_release(struct au_queued *q)
+{
+	free(q->story);
+	q->story = NULL;
+	q->story_len = 0;
 }
 
 int au_queue_dead_limits(const struct au_url *url, struct au_dead_limits *out,
@@ -119,9 +128,11 @@ int au_queue_locate(struct au_queue *q, const char *id, const char *hint, char *
 	if (!au_id_valid(id))
 		return au_queue_bad_id(q, id);
 	if (hint && *hint) {
-		if (au_queue_peek(q, hint, id, &info) == 0)
+		if (au_queue_peek(q, hint, id, &info) == 0) {
+			au_queued_release(&info);
 			return (*queue = au_strdup(hint)) ? 0 :
 			       au_seterr(&q->err, AU_ENOMEM, "out of memory");
+		}
 		if (q->err.code != AU_ENOTFOUND)
 			return -1;
 	}
@@ -136,6 +147,7 @@ int au_queue_locate(struct au_queue *q, const char *id, const char *hint, char *
 		if (hint && !strcmp(names[i], hint))
 			continue;
 		if (au_queue_peek(q, names[i], id, &info) == 0) {
+			au_queued_release(&info);
 			*queue = names[i];
 			names[i] = NULL;
 			rc = 0;

@@ -17,6 +17,8 @@
  *   au:{q}:body    HASH id -> the computation (wire format)
  *   au:{q}:att     HASH id -> attempts of finished leases (absent: 0)
  *   au:{q}:err     HASH id -> last error or bury reason
+ *   au:{q}:story   HASH id -> the story its last retry left (opaque bytes,
+ *                  the worker's), read by a lease only for later attempts
  *   au:{q}:seq     STRING counter: FIFO among scheduled ones due together
  *   au:{q}:rescue  STRING throttle of the expired-lease sweep (SET NX PX)
  *   au:{q}:wakelist LIST of wake tokens: one per computation made ready
@@ -132,7 +134,7 @@ static const char *const script_bodies[SC_COUNT] = {
 static const char *const key_names[] = {
 	"prios", "sched", "leased", "dead", "seq", "rescue",
 	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:", "wakelist",
-	"paused", "stats"
+	"paused", "stats", "story"
 };
 
 /* ---- state ---- */
@@ -830,19 +832,20 @@ out:
 
 static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		  const char *mode, const uint64_t *delay_ms, const char *const *text,
-		  uint32_t lease_ms, int idempotent, int *applied);
+		  const struct au_story *story, uint32_t lease_ms, int idempotent, int *applied);
 
 /* The lease script's reply: ids, attempts (NULL: all 1), bodies (NULL: not
- * sent; an element is nil for an id without a body). */
+ * sent; an element is nil for an id without a body), stories (NULL: not
+ * sent; nil for an id without one). */
 static int lease_lists(const redisReply *rep, size_t max, redisReply ***ids, redisReply ***atts,
-		       redisReply ***bodies, size_t *n)
+		       redisReply ***bodies, redisReply ***stories, size_t *n)
 {
 	size_t i;
 
 	*n = 0;
-	*ids = *atts = *bodies = NULL;
+	*ids = *atts = *bodies = *stories = NULL;
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || rep->elements == 4 ||
-	    rep->elements > 6)
+	    rep->elements > 7)
 		return -1;
 	for (i = 0; i < 3; i++)
 		if (rep->element[i]->type != REDIS_REPLY_INTEGER)
@@ -856,18 +859,35 @@ static int lease_lists(const redisReply *rep, size_t max, redisReply ***ids, red
 	*ids = rep->element[3]->element;
 	if (rep->element[4]->elements)
 		*atts = rep->element[4]->element;
-	if (rep->elements == 6)
+	if (rep->elements >= 6)
 		*bodies = rep->element[5]->element;
+	if (rep->elements == 7)
+		*stories = rep->element[6]->element;
 	if ((*atts && rep->element[4]->elements != *n) ||
-	    (*bodies && rep->element[5]->elements != *n) || *n > max)
+	    (*bodies && rep->element[5]->elements != *n) ||
+	    (*stories && rep->element[6]->elements != *n) || *n > max)
 		return -1;
 	for (i = 0; i < *n; i++)
 		if ((*ids)[i]->type != REDIS_REPLY_STRING || (*ids)[i]->len >= AU_ID_SIZE ||
 		    (*atts && ((*atts)[i]->type != REDIS_REPLY_INTEGER || (*atts)[i]->integer < 1 ||
 			       (*atts)[i]->integer > UINT32_MAX)) ||
 		    (*bodies && (*bodies)[i]->type != REDIS_REPLY_STRING &&
-		     (*bodies)[i]->type != REDIS_REPLY_NIL))
+		     (*bodies)[i]->type != REDIS_REPLY_NIL) ||
+		    (*stories && (*stories)[i]->type != REDIS_REPLY_STRING &&
+		     (*stories)[i]->type != REDIS_REPLY_NIL))
 			return -1;
+	return 0;
+}
+
+/* Whether some of atts[0..n) (NULL: all first attempts) are later ones,
+ * whose stories a lease reads. */
+static int later_attempts(redisReply **atts, size_t n)
+{
+	size_t i;
+
+	for (i = 0; atts && i < n; i++)
+		if (atts[i]->integer > 1)
+			return 1;
 	return 0;
 }
 
@@ -929,7 +949,9 @@ static int bury_poison(struct rq *r, const char *queue, const struct poison *p, 
 /*
  * One lease: the script leases the ids and returns their bodies when there
  * are few; otherwise an HMGET reads them (a second round trip, but passing
- * many bodies through Lua costs Redis more). The script dead-letters or
+ * many bodies through Lua costs Redis more). Stories come the same way,
+ * only when some of the ids are later attempts (an HMGET of story in the
+ * same round trip as that of the bodies). The script dead-letters or
  * drops malformed entries itself (*buried, *dropped); an id found here
  * without a body (written by hand, or whose data was deleted), or that is
  * not 32 lowercase hex digits, is dead-lettered with a fenced bury, one
@@ -940,7 +962,7 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		      long long *buried)
 {
 	char rnd[17];
-	redisReply *lr, **ids, **atts, **bodies;
+	redisReply *lr, **ids, **atts, **bodies, **stories;
 	struct poison *bad = NULL;
 	size_t i, got, nbad = 0, size = 0;
 	int rc = -1, fetched = 0;
@@ -957,7 +979,7 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		return -1;
 	lr = r->rep[0];
 	r->rep[0] = NULL;
-	if (lease_lists(lr, max, &ids, &atts, &bodies, &got) < 0) {
+	if (lease_lists(lr, max, &ids, &atts, &bodies, &stories, &got) < 0) {
 		freeReplyObject(lr);
 		return bad_reply(r, "lease");
 	}
@@ -965,26 +987,40 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 	*buried = lr->element[1]->integer;
 	*next_due_ms = lr->element[2]->integer;
 	if (got && !bodies) {
-		const redisReply *br;
+		const redisReply *br, *sr = NULL;
+		int later = later_attempts(atts, got), k;
 
 		p_reset(r);
-		p_cmd(r, -1);
-		p_str(r, "HMGET");
-		p_key(r, queue, "body");
-		for (i = 0; i < got; i++)
-			p_bin(r, ids[i]->str, ids[i]->len);
+		for (k = 0; k < 1 + later; k++) {
+			p_cmd(r, -1);
+			p_str(r, "HMGET");
+			p_key(r, queue, k ? "story" : "body");
+			for (i = 0; i < got; i++)
+				p_bin(r, ids[i]->str, ids[i]->len);
+		}
 		if (roundtrip(r, 1) < 0) {
 			/* the leases come back by rescue */
 			freeReplyObject(lr);
 			return -1;
 		}
 		br = r->rep[0];
-		if (br->type != REDIS_REPLY_ARRAY || br->elements != got) {
-			replies_free(r, 0, 1);
+		if (later)
+			sr = r->rep[1];
+		if (br->type != REDIS_REPLY_ARRAY || br->elements != got ||
+		    (sr && (sr->type != REDIS_REPLY_ARRAY || sr->elements != got))) {
+			replies_free(r, 0, r->ncmds);
 			freeReplyObject(lr);
 			return bad_reply(r, "lease");
 		}
+		for (i = 0; sr && i < got; i++)
+			if (sr->element[i]->type != REDIS_REPLY_STRING &&
+			    sr->element[i]->type != REDIS_REPLY_NIL) {
+				replies_free(r, 0, r->ncmds);
+				freeReplyObject(lr);
+				return bad_reply(r, "lease");
+			}
 		bodies = br->element;
+		stories = sr ? sr->element : NULL;
 		fetched = 1;
 	}
 	for (i = 0; i < got; i++) {
@@ -999,11 +1035,23 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 			size = batch_size(atts, got, atts[i]->integer);
 
 		if (valid && b->type == REDIS_REPLY_STRING) {
+			const redisReply *st = stories && attempts > 1 ? stories[i] : NULL;
+
 			out[*n].body = malloc(b->len ? b->len : 1);
+			out[*n].story = NULL;
+			out[*n].story_len = 0;
 			if (!out[*n].body)
 				break;
 			memcpy(out[*n].body, b->str, b->len);
 			out[*n].body_len = b->len;
+			if (st && st->type == REDIS_REPLY_STRING && st->len) {
+				if (!(out[*n].story = malloc(st->len))) {
+					au_lease_release(&out[*n]);
+					break;
+				}
+				memcpy(out[*n].story, st->str, st->len);
+				out[*n].story_len = st->len;
+			}
 			out[*n].attempts = attempts;
 			memcpy(out[*n].ref.id, ids[i]->str, ids[i]->len + 1);
 			token = out[(*n)++].ref.token;
@@ -1021,7 +1069,7 @@ static int lease_once(struct rq *r, const char *queue, size_t max, uint32_t leas
 		snprintf(token, AU_TOKEN_SIZE, "%u-%s-%zu", attempts, rnd, size);
 	}
 	if (fetched)
-		replies_free(r, 0, 1);
+		replies_free(r, 0, r->ncmds);
 	freeReplyObject(lr);
 	if (i < got) {
 		/* the rest stay leased on the server and come back by rescue */
@@ -1126,7 +1174,7 @@ static int by_token(const void *a, const void *b)
  */
 static int settle(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		  const char *mode, const uint64_t *delay_ms, const char *const *text,
-		  uint32_t lease_ms, int idempotent, int *applied)
+		  const struct au_story *story, uint32_t lease_ms, int idempotent, int *applied)
 {
 	struct rq *r = q->ctx;
 	const struct au_ref **by;
@@ -1159,6 +1207,12 @@ static int settle(struct au_queue *q, const char *queue, const struct au_ref *re
 				p_i64(r, delay_ms ? (int64_t)au_queue_delay(delay_ms[by[k] - refs]) : 0);
 			for (k = g; (retry || bury) && k < e; k++)
 				p_str(r, text && text[by[k] - refs] ? text[by[k] - refs] : "");
+			/* '' keeps the story: a stored one is never empty */
+			for (k = g; retry && k < e; k++)
+				if (story && story[by[k] - refs].len)
+					p_bin(r, story[by[k] - refs].data, story[by[k] - refs].len);
+				else
+					p_str(r, "");
 		}
 	}
 	if (roundtrip(r, idempotent) < 0)
@@ -1185,32 +1239,33 @@ out:
 static int rq_ack(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		  int *applied)
 {
-	return settle(q, queue, refs, n, "ack", NULL, NULL, 0, 0, applied);
+	return settle(q, queue, refs, n, "ack", NULL, NULL, NULL, 0, 0, applied);
 }
 
 static int rq_retry(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
-		    const uint64_t *delay_ms, const char *const *error, int *applied)
+		    const uint64_t *delay_ms, const char *const *error,
+		    const struct au_story *story, int *applied)
 {
-	return settle(q, queue, refs, n, "retry", delay_ms, error, 0, 0, applied);
+	return settle(q, queue, refs, n, "retry", delay_ms, error, story, 0, 0, applied);
 }
 
 static int rq_release(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		      size_t n, int *applied)
 {
-	return settle(q, queue, refs, n, "release", NULL, NULL, 0, 0, applied);
+	return settle(q, queue, refs, n, "release", NULL, NULL, NULL, 0, 0, applied);
 }
 
 static int rq_bury(struct au_queue *q, const char *queue, const struct au_ref *refs, size_t n,
 		   const char *const *reason, int *applied)
 {
-	return settle(q, queue, refs, n, "bury", NULL, reason, 0, 0, applied);
+	return settle(q, queue, refs, n, "bury", NULL, reason, NULL, 0, 0, applied);
 }
 
 static int rq_extend(struct au_queue *q, const char *queue, const struct au_ref *refs,
 		     size_t n, uint32_t lease_ms, int *applied)
 {
 	/* setting a deadline twice is harmless */
-	return settle(q, queue, refs, n, "extend", NULL, NULL, lease_ms, 1, applied);
+	return settle(q, queue, refs, n, "extend", NULL, NULL, NULL, lease_ms, 1, applied);
 }
 
 /* ---- maintenance and inspection ---- */
@@ -1293,16 +1348,22 @@ static int rq_peek(struct au_queue *q, const char *queue, const char *id,
 	if (roundtrip(r, 1) < 0)
 		return -1;
 	rep = r->rep[0];
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[1]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[2]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[3]->type != REDIS_REPLY_STRING ||
+	    rep->element[4]->type != REDIS_REPLY_STRING ||
 	    rep->element[0]->integer < 0 || rep->element[0]->integer > AU_QUEUED_DEAD)
 		rc = bad_reply(r, "peek");
 	else if (!rep->element[0]->integer)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id, queue);
+	else if (rep->element[4]->len && !(info->story = malloc(rep->element[4]->len)))
+		rc = oom(q);
 	else {
+		info->story_len = rep->element[4]->len;
+		if (info->story_len)
+			memcpy(info->story, rep->element[4]->str, info->story_len);
 		info->state = (enum au_queued_state)rep->element[0]->integer;
 		info->attempts = (uint32_t)rep->element[1]->integer;
 		info->max_attempts = (uint32_t)rep->element[2]->integer;
@@ -1717,7 +1778,7 @@ static int rq_dead(struct au_queue *q, const char *queue, const char *id, size_t
 	if (roundtrip(r, 1) < 0)
 		return -1;
 	rep = r->rep[0];
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 || rep->elements / 5 > max) {
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 6 || rep->elements / 6 > max) {
 		replies_free(r, 0, 1);
 		return bad_reply(r, "dead");
 	}
@@ -1726,8 +1787,8 @@ static int rq_dead(struct au_queue *q, const char *queue, const char *id, size_t
 			replies_free(r, 0, 1);
 			return bad_reply(r, "dead");
 		}
-	for (k = 0; k < rep->elements / 5; k++) {
-		redisReply **e = rep->element + 5 * k;
+	for (k = 0; k < rep->elements / 6; k++) {
+		redisReply **e = rep->element + 6 * k;
 		struct au_dead *d = &out[k];
 
 		memset(d, 0, sizeof(*d));
@@ -1741,6 +1802,14 @@ static int rq_dead(struct au_queue *q, const char *queue, const char *id, size_t
 		}
 		memcpy(d->body, e[4]->str, e[4]->len);
 		d->body_len = e[4]->len;
+		if (e[5]->len && !(d->story = malloc(e[5]->len))) {
+			au_dead_release(d);
+			rc = oom(q);
+			break;
+		}
+		if (e[5]->len)
+			memcpy(d->story, e[5]->str, e[5]->len);
+		d->story_len = e[5]->len;
 	}
 	if (rc < 0)
 		while (k)

@@ -208,11 +208,23 @@ static const char *task_of(const struct au_dead *d, struct au_computation *c)
 	return c->task;
 }
 
+/* The story of d as JSON (the worker's msgpack), or NULL when it has none
+ * or it does not decode. */
+static json_t *story_json(const struct au_dead *d)
+{
+	json_t *story = NULL;
+	struct au_err err;
+
+	if (!d->story_len || au_msgpack_to_jansson(d->story, d->story_len, &story, &err) < 0)
+		return NULL;
+	return story;
+}
+
 static json_t *dead_json(const struct au_dead *d, const char *queue, int whole)
 {
 	struct au_computation c;
 	char when[32];
-	json_t *o = json_object(), *body = NULL;
+	json_t *o = json_object(), *body = NULL, *story;
 	struct au_err err;
 
 	json_object_set_new(o, "id", json_string(d->id));
@@ -226,6 +238,8 @@ static json_t *dead_json(const struct au_dead *d, const char *queue, int whole)
 	json_object_set_new(o, "died_at_ms", json_integer((json_int_t)d->died_at_ms));
 	if (whole && au_msgpack_to_jansson(d->body, d->body_len, &body, &err) == 0)
 		json_object_set_new(o, "computation", body);
+	if (whole && (story = story_json(d)))
+		json_object_set_new(o, "story", story);
 	au_computation_release(&c);
 	return o;
 }
@@ -294,6 +308,7 @@ static int find_dead(struct admin *a, struct au_queue *q, const char *id, char *
 		return 0;
 	if (au_queue_peek(q, *queue, id, &info) < 0)
 		info.state = 0;
+	au_queued_release(&info);
 	fprintf(stderr, "au: computation '%s' is not a dead letter: it is %s on queue '%s'\n", id,
 		info.state == AU_QUEUED_LEASED ? "running" :
 		info.state == AU_QUEUED_SCHEDULED ? "scheduled" : "waiting", *queue);
@@ -326,6 +341,17 @@ static int dlq_show(struct admin *a, struct au_queue *q, const char *id)
 		       c.max_attempts, iso_time(d.died_at_ms, when), d.reason);
 		if (c.created_at_ms)
 			printf("created:   %s\n", iso_time(c.created_at_ms, when));
+		if (d.story_len) {
+			json_t *story = story_json(&d);
+
+			/* the worker's story is an array of one entry per attempt */
+			if (json_is_array(story))
+				printf("story:     %zu attempts (--json shows them)\n",
+				       json_array_size(story));
+			else
+				printf("story:     %zu bytes\n", d.story_len);
+			json_decref(story);
+		}
 		free(text);
 		json_decref(args);
 		au_computation_release(&c);

@@ -125,6 +125,13 @@ static const struct step {
 	  "\tstop_at timestamptz\n"
 	  ");\n"
 	  "CREATE INDEX au_workers_expires ON au_workers (expires_at);\n" },
+	{ 7, "the stories of computations",
+	  "-- story: what the attempts of a computation did, as the worker\n"
+	  "-- encodes it (opaque to the queue), left by its last retry for the\n"
+	  "-- next attempt; NULL when none, as on every first attempt. Last in\n"
+	  "-- the row, so a lease's new version of a row without one costs\n"
+	  "-- nothing more.\n"
+	  "ALTER TABLE au_jobs ADD COLUMN story bytea;\n" },
 };
 
 /* ---- versions and migrations ---- */

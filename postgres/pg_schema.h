@@ -16,7 +16,7 @@
 typedef struct pg_conn PGconn;
 
 /* The schema version this build reads and writes. */
-#define AU_PG_SCHEMA_VERSION 6
+#define AU_PG_SCHEMA_VERSION 7
 
 /* Channels: a push, retry, release or rescue that makes computations of a
  * queue ready sends the queue's name on AU_PG_QUEUE_CHANNEL; a result write
@@ -42,8 +42,8 @@ int au_pg_migrate_to(const char *url, int version, int dry_run, FILE *out,
 int au_pg_schema_version(const char *url, int *db_version, int *binary_version,
 			 struct au_err *err);
 /* 0 if the database behind c is at AU_PG_SCHEMA_VERSION, else -1 with
- * AU_ESTATE: "database schema is at v1, this au expects v6: run 'au
- * migrate'" or "... at v7, this au expects v6: upgrade au". */
+ * AU_ESTATE: "database schema is at v1, this au expects v7: run 'au
+ * migrate'" or "... at v8, this au expects v7: upgrade au". */
 int au_pg_schema_check(PGconn *c, struct au_err *err);
 /* On a fresh connection to url: a database without au tables is migrated at
  * once, an older schema only with upgrade (?migrate=1); 0 when the schema

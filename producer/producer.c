@@ -316,8 +316,9 @@ static int stored(struct au_handle *h, struct au_record *rec)
 	return -1;
 }
 
-/* Status from the queue's view: 1 known, 0 unknown, -1 error. The queue
- * named (or found before) first, then all of them. */
+/* Status from the queue's view: 1 known (the caller releases info), 0
+ * unknown, -1 error. The queue named (or found before) first, then all of
+ * them. */
 static int queued(struct au_handle *h, enum au_status *st, struct au_queued *info)
 {
 	struct au_queue *q = h->cl->q;
@@ -382,6 +383,7 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 			rec->queue = au_strdup(where(h));
 			rec->error = au_strdup(info.error);
 		}
+		au_queued_release(&info);
 		au_clearerr(&h->err);
 		return 0;
 	}

@@ -166,7 +166,9 @@ static void test_fresh(void)
 	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "fresh: at the latest version");
 	T_OK(printed && strstr(printed, "migrated to v1: queue") &&
 	     strstr(printed, "migrated to v4:") &&
-	     strstr(printed, "migrated to v6: worker registry"), "fresh: every step reported");
+	     strstr(printed, "migrated to v6: worker registry") &&
+	     strstr(printed, "migrated to v7: the stories of computations"),
+	     "fresh: every step reported");
 	free(printed);
 	c = connect_to(url);
 	T_OK(has_table(c, "au_jobs") && has_table(c, "au_results") && has_table(c, "au_queues"),
@@ -174,6 +176,9 @@ static void test_fresh(void)
 	EQ(sql_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'au_jobs'"
 		   " AND 'fillfactor=50' = ANY(reloptions)"), 1, "fresh: au_jobs keeps room for updates (v4)");
 	T_OK(has_table(c, "au_workers"), "fresh: the worker registry exists (v6)");
+	EQ(sql_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'au_jobs'"
+		   " AND column_name = 'story' AND data_type = 'bytea' AND is_nullable = 'YES'"), 1,
+	   "fresh: au_jobs keeps the stories (v7)");
 	EQ(sql_int(c, "SELECT count(*) - count(DISTINCT version) FROM au_schema_version"), 0,
 	   "fresh: one version row per step");
 	PQfinish(c);
@@ -208,13 +213,14 @@ static void test_dry_run(void)
 	out = open_memstream(&printed, &len);
 	T_OK(au_pg_migrate(url, 1, out, &err) == 0, "dry run (%s)", err.str);
 	fclose(out);
-	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v6") &&
+	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v7") &&
 	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
-	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (6);\nCOMMIT;") &&
+	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (7);\nCOMMIT;") &&
 	     strstr(printed, "CREATE TABLE au_workers") &&
 	     strstr(printed, "ADD COLUMN dead_at") &&
+	     strstr(printed, "ADD COLUMN story bytea") &&
 	     !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 to v6 only, v5 among them");
+	     "dry run: prints the SQL of v2 to v7 only, v5 among them");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -244,7 +250,7 @@ static void test_upgrade(void)
 	free(cmd);
 	free(lit);
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "upgrade: an older schema is not used");
-	T_EQ_STR(msg, "database schema is at v1, this au expects v6: run 'au migrate'",
+	T_EQ_STR(msg, "database schema is at v1, this au expects v7: run 'au migrate'",
 		 "upgrade: the message");
 	EQ(db_version(url), 1, "upgrade: opening changed nothing");
 
@@ -261,6 +267,7 @@ static void test_upgrade(void)
 		T_OK(!strcmp(l[0].ref.id, c.id) && au_computation_decode(l[0].body, l[0].body_len, &d,
 									  &err) == 0,
 		     "upgrade: the job pushed at v1 is leased and decodes");
+		T_OK(!l[0].story && !l[0].story_len, "upgrade: it has no story (v7)");
 		au_computation_release(&d);
 		au_lease_release(&l[0]);
 	} else {
@@ -277,7 +284,7 @@ static void test_upgrade(void)
 	au_pg_migrate_to(url, 2, 0, NULL, &err);
 	EQ(db_version(url), 2, "upgrade: a database at v2");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
-	     "upgrade: au migrate brings v2 to v6");
+	     "upgrade: au migrate brings v2 to v7");
 	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
 	     "upgrade: no way back (%s)", err.str);
 	drop_db(url);
@@ -336,18 +343,18 @@ static void test_v5(void)
 static void test_ahead(void)
 {
 	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
-	const char *want = "database schema is at v8, this au expects v6: upgrade au";
+	const char *want = "database schema is at v9, this au expects v7: upgrade au";
 	struct au_err err;
 	PGconn *c;
 
 	au_pg_migrate(url, 0, NULL, &err);
 	c = connect_to(url);
-	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (7), (8)"));
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (8), (9)"));
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
 	T_EQ_STR(msg, want, "ahead: the message");
 	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) < 0 && !strcmp(err.str, want), "ahead: migrate refuses");
-	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 8, "ahead: left alone");
+	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 9, "ahead: left alone");
 	PQfinish(c);
 	drop_db(url);
 }
@@ -814,8 +821,12 @@ static void test_watchers(void)
 /* The state of id, or minus the error code. */
 static int peek(struct au_queue *q, const char *queue, const char *id, struct au_queued *info)
 {
+	int st;
+
 	memset(info, 0, sizeof(*info));
-	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+	st = au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+	au_queued_release(info);
+	return st;
 }
 
 static void test_bad_rows(void)
@@ -853,6 +864,7 @@ static void test_bad_rows(void)
 	T_OK(au_queue_peek(q, "r", "22222222222222222222222222222222", &info) == 0 &&
 	     info.state == AU_QUEUED_DEAD && info.attempts == 0,
 	     "bad rows: peek reads it (dead, attempts shown as 0)");
+	au_queued_release(&info);
 	T_OK(au_queue_stats(q, "r", &st) == 0 && st.dead == 2, "bad rows: stats count the two dead");
 
 	/* leased by hand, with neither deadline nor token: rescued */

@@ -96,6 +96,7 @@ static void test_redis_garbage(struct au_queue *q, redisContext *c)
 	     "peek: the ghost is dead");
 	T_EQ_STR(info.error, "malformed ready entry: no body for it in the queue's body hash",
 		 "peek: with the reason");
+	au_queued_release(&info);
 	t_leases_release(l, n);
 	au_computation_release(&good);
 }
@@ -163,7 +164,7 @@ static void test_redis_clean(struct au_queue *q, redisContext *c)
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
 	t_leases_release(l, n);
-	T_OK(n == 2 && au_queue_retry(q, name, refs, 2, delay, err, NULL) == 0, "retry both");
+	T_OK(n == 2 && au_queue_retry(q, name, refs, 2, delay, err, NULL, NULL) == 0, "retry both");
 	n = t_lease(q, name, 4, LONG_LEASE, 0, l);
 	for (i = 0; i < n; i++)
 		refs[i] = l[i].ref;
@@ -198,7 +199,7 @@ static void test_redis_push_again(struct au_queue *q)
 	cs[N - 1].run_at_ms = au_now_ms() + 600000;
 	au_queue_push(q, cs, N);
 	n = t_lease(q, name, 3, LONG_LEASE, 0, l);
-	T_OK(n == 3 && au_queue_retry(q, name, &l[1].ref, 1, &delay, &why, NULL) == 0 &&
+	T_OK(n == 3 && au_queue_retry(q, name, &l[1].ref, 1, &delay, &why, NULL, NULL) == 0 &&
 	     au_queue_bury(q, name, &l[2].ref, 1, &why, NULL) == 0,
 	     "again: one leased, one retried, one dead, one scheduled, the rest ready");
 	t_leases_release(l, n);
@@ -499,11 +500,15 @@ static int raw_reply(redisContext *c, int type, const char *fmt, ...)
 	return rc;
 }
 
-/* The state of id, or minus the error code. */
+/* The state of id, or minus the error code; info without its story. */
 static int peek(struct au_queue *q, const char *queue, const char *id, struct au_queued *info)
 {
+	int st;
+
 	memset(info, 0, sizeof(*info));
-	return au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+	st = au_queue_peek(q, queue, id, info) < 0 ? -q->err.code : (int)info->state;
+	au_queued_release(info);
+	return st;
 }
 
 /* The ready entries of queue name, in order, joined by '|', into out. */
@@ -568,11 +573,13 @@ static void test_redis_poison(struct au_queue *q, redisContext *c)
 	     "poison: a count that is no number: dead");
 	snprintf(want, sizeof(want), "malformed ready entry '%s x': attempts not a number", ids[0]);
 	T_EQ_STR(info.error, want, "poison: with the reason");
+	au_queued_release(&info);
 	T_OK(au_queue_peek(q, name, ids[1], &info) == 0 && info.state == AU_QUEUED_DEAD,
 	     "poison: a count too long: dead");
 	snprintf(want, sizeof(want), "malformed ready entry '%s 9999999999': attempts out of range",
 		 ids[1]);
 	T_EQ_STR(info.error, want, "poison: with the reason");
+	au_queued_release(&info);
 	T_OK(raw_reply(c, REDIS_REPLY_STRING, "ZSCORE au:{%s}:dead %s", name, upper),
 	     "poison: the id in capitals is filed under itself");
 
@@ -594,7 +601,7 @@ static void test_redis_poison(struct au_queue *q, redisContext *c)
 	t_push1(q, &cs[4]);
 	n = t_lease(q, name, 16, LONG_LEASE, 0, l);
 	raw(c, "SET au:{%s}:seq 9223372036854775807", name);
-	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &delay, &why, NULL) == 0,
+	T_OK(n == 1 && au_queue_retry(q, name, &l[0].ref, 1, &delay, &why, NULL, NULL) == 0,
 	     "poison: a retry with a delay, seq at its end (%s)", q->err.str);
 	t_leases_release(l, n);
 	EQ(peek(q, name, cs[4].id, &info), AU_QUEUED_SCHEDULED, "poison: it waits its delay");

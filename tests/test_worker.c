@@ -313,6 +313,7 @@ static void test_outage(struct au_config *cfg, struct au_client *cl, struct even
 	     (unsigned long long)st.released);
 	T_OK(au_queue_peek(q, "ou", au_handle_id(down), &info) == 0 && info.state == AU_QUEUED_READY &&
 	     info.attempts == 0, "outage: back in the queue, no attempt spent (%u)", info.attempts);
+	au_queued_release(&info);
 	au_worker_free(w);
 	event_free(stopper);
 

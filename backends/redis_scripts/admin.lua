@@ -3,11 +3,12 @@
 --
 -- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  mode, then its own arguments:
---   dead max [id]     -> {id, died at ms, attempts, reason, body, ...}: the
---                        dead letters newest first, or the one named
+--   dead max [id]     -> {id, died at ms, attempts, reason, body, story
+--                        ('' when none), ...}: the dead letters newest
+--                        first, or the one named
 --   requeue id...     -> '1' or '0' per id, one string: back to the end of
---                        its ready list as a first attempt (att and err
---                        cleared) if it was dead
+--                        its ready list as a first attempt (att, err and
+--                        story cleared) if it was dead
 --   purge older max   -> how many of the oldest dead buried at least older
 --                        ms ago were deleted (up to max)
 --   pause 1|0         -> 1; resuming wakes idle workers
@@ -24,7 +25,7 @@
 local mode = ARGV[2]
 local function forget(ids)
   if #ids == 0 then return end
-  for _, k in ipairs({kbody, katt, kerr, korder}) do redis.call('HDEL', k, unpack(ids)) end
+  for _, k in ipairs({kbody, katt, kerr, korder, kstory}) do redis.call('HDEL', k, unpack(ids)) end
 end
 
 if mode == 'dead' then
@@ -39,11 +40,12 @@ if mode == 'dead' then
   end
   if #ids == 0 then return {} end
   local att, why = redis.call('HMGET', katt, unpack(ids)), redis.call('HMGET', kerr, unpack(ids))
-  local body, out = redis.call('HMGET', kbody, unpack(ids)), {}
+  local body, story = redis.call('HMGET', kbody, unpack(ids)), redis.call('HMGET', kstory, unpack(ids))
+  local out = {}
   for i, id in ipairs(ids) do
-    local k = 5 * (i - 1)
+    local k = 6 * (i - 1)
     out[k + 1], out[k + 2], out[k + 3] = id, tostring(at[i]), att[i] or '0'
-    out[k + 4], out[k + 5] = why[i] or '', body[i] or ''
+    out[k + 4], out[k + 5], out[k + 6] = why[i] or '', body[i] or '', story[i] or ''
   end
   return out
 elseif mode == 'requeue' then
@@ -60,6 +62,7 @@ elseif mode == 'requeue' then
   if #ids > 0 then
     redis.call('HDEL', katt, unpack(ids))
     redis.call('HDEL', kerr, unpack(ids))
+    redis.call('HDEL', kstory, unpack(ids))
     if redis.call('EXISTS', kpaused) == 0 then wake(enqueue(groups)) else enqueue(groups) end
   end
   return table.concat(flags)
@@ -105,7 +108,7 @@ elseif mode == 'drop' then
     return {ready, sched, leased, dead}
   end
   local keys = {kprios, ksched, kleased, kdead, kseq, krescue, kbody, katt, ktok, kerr, korder,
-                kbatches, kwake, kpaused, kstats}
+                kbatches, kwake, kpaused, kstats, kstory}
   for _, p in ipairs(prios) do keys[#keys + 1] = kready .. p end
   for _, b in ipairs(batches) do keys[#keys + 1] = kbatch .. b end
   redis.call('DEL', unpack(keys))

@@ -14,7 +14,7 @@ if not removed then
   removed = redis.call('LREM', kready .. meta(body), -1, waiting(id)) > 0
 end
 if removed then
-  for _, k in ipairs({kbody, katt, kerr, korder}) do redis.call('HDEL', k, id) end
+  for _, k in ipairs({kbody, katt, kerr, korder, kstory}) do redis.call('HDEL', k, id) end
   return 1
 end
 return 0

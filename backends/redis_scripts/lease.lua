@@ -9,8 +9,10 @@
 -- first; when this lease leaves some of them, it wakes as many idle workers.
 -- Returns {dropped, buried, ms until the next scheduled one or -1 (only
 -- when nothing was popped)}, then when some were: {ids}, {attempts} ({} when
--- all are first attempts) and, for up to 16 ids, {bodies}. For more, the
--- caller reads the bodies with HMGET. Malformed entries are dealt with
+-- all are first attempts) and, for up to 16 ids, {bodies}, then {stories}
+-- when some are not first attempts (false for an id without one). For
+-- more, the caller reads the bodies (and those stories) with HMGET. A
+-- lease of first attempts only never looks at story. Malformed entries are dealt with
 -- below (buried: dead-lettered with a reason; dropped: removed, having no
 -- id to file them under); the caller dead-letters the ids it finds without
 -- a body or not in lowercase hex. The token of a batch ends in its size, so
@@ -87,7 +89,7 @@ end
 -- dead-lettered with the reason under its first word when that is an id
 -- or has a body; the rest (no id to file them under) are
 -- removed and counted. libau checks the ids it gets (lowercase hex, a body).
-local oid, oatt, groups, bad, keys = {}, {}, {}, {}, {}
+local oid, oatt, groups, bad, keys, later = {}, {}, {}, {}, {}, false
 for _, e in ipairs(ids) do
   local id, a = e, 1
   if #e ~= 32 then
@@ -103,6 +105,7 @@ for _, e in ipairs(ids) do
   if id then
     oid[#oid + 1], oatt[#oatt + 1] = id, a
     add(groups, a, id)
+    if a > 1 then later = true end
   end
 end
 for a, g in pairs(groups) do
@@ -132,5 +135,7 @@ if #bad > 0 then
     redis.call('HSET', kerr, unpack(why))
   end
 end
-return {dropped, buried, -1, oid, oatt,
-        #oid > 0 and #oid <= 16 and redis.call('HMGET', kbody, unpack(oid)) or nil}
+if #oid == 0 or #oid > 16 then return {dropped, buried, -1, oid, oatt} end
+local bodies = redis.call('HMGET', kbody, unpack(oid))
+if not later then return {dropped, buried, -1, oid, oatt, bodies} end
+return {dropped, buried, -1, oid, oatt, bodies, redis.call('HMGET', kstory, unpack(oid))}

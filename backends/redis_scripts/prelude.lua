@@ -2,7 +2,7 @@
 -- locals and the helpers the scripts share. redis_queue.c sends each script
 -- as this text followed by the script's own file.
 --
--- KEYS (the same 17 for every script, in this order: key_names in
+-- KEYS (the same 18 for every script, in this order: key_names in
 -- redis_queue.c; docs/redis-layout.md says what each holds):
 --   KEYS[1]  au:{q}:prios      KEYS[8]  au:{q}:att
 --   KEYS[2]  au:{q}:sched      KEYS[9]  au:{q}:tok
@@ -12,7 +12,7 @@
 --   KEYS[6]  au:{q}:rescue     KEYS[13] au:{q}:batches
 --   KEYS[7]  au:{q}:body       KEYS[14] au:{q}:batch:  (prefix: .. token)
 --   KEYS[15] au:{q}:wakelist   KEYS[16] au:{q}:paused
---   KEYS[17] au:{q}:stats
+--   KEYS[17] au:{q}:stats      KEYS[18] au:{q}:story
 -- ARGV[1] is, for every script, the most wake tokens one call pushes and
 -- the length the wake list is trimmed to; the rest of ARGV is each
 -- script's own.
@@ -42,7 +42,7 @@ local kprios, ksched, kleased, kdead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local kseq, krescue, kbody, katt = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ktok, kerr, korder, kready = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local kbatches, kbatch, kwake = KEYS[13], KEYS[14], KEYS[15]
-local kpaused, kstats = KEYS[16], KEYS[17]
+local kpaused, kstats, kstory = KEYS[16], KEYS[17], KEYS[18]
 local function clock()
   local t = redis.call('TIME')
   return t[1] * 1000 + math.floor(t[2] / 1000)

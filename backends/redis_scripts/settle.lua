@@ -6,7 +6,8 @@
 -- ARGV[3]  lease ms (extend)
 -- then per token:
 --   the token, n, n ids,
---   then per id its delay ms and (after those) its error or '' (retry),
+--   then per id its delay ms, (after those) its error or '' and (after
+--   those) its story or '' (retry: '' keeps the story it has),
 --   or per id its reason (bury)
 --
 -- An id applies if it is in the token's batch or (extended) has the token
@@ -16,9 +17,10 @@
 -- tells when its batch set is empty: removing size ids empties it.
 -- Wakes one idle worker per computation made ready (up to the cap).
 -- Acks and burials add to processed and failed in stats (one HINCRBY).
+-- An ack deletes the story with the rest; bury and release keep it.
 
 local mode, flags, i, ready, counted = ARGV[2], {}, 4, 0, 0
-local extra = (mode == 'retry' and 2) or (mode == 'bury' and 1) or 0
+local extra = (mode == 'retry' and 3) or (mode == 'bury' and 1) or 0
 while i <= #ARGV do
   local token, n = ARGV[i], tonumber(ARGV[i + 1])
   local first, last, kb, a = i + 2, i + 1 + n, kbatch .. ARGV[i], attempts(ARGV[i]) or 1
@@ -66,9 +68,11 @@ while i <= #ARGV do
   if #done == 0 then
   elseif mode == 'ack' then
     redis.call('HDEL', kbody, unpack(done))
+    -- a first attempt has no att, err or story: requeue clears them
     if a ~= 1 then
       redis.call('HDEL', katt, unpack(done))
       redis.call('HDEL', kerr, unpack(done))
+      redis.call('HDEL', kstory, unpack(done))
     end
   elseif mode == 'extend' then
     -- the pin comes along (redis_queue.c says why)
@@ -81,7 +85,7 @@ while i <= #ARGV do
     redis.call('HSET', ktok, unpack(tok))
     redis.call('ZADD', kleased, unpack(dl))
   else
-    local att, why, dead, sched, order, groups = {}, {}, {}, {}, {}, {}
+    local att, why, dead, sched, order, groups, story = {}, {}, {}, {}, {}, {}, {}
     local now = clock()
     local bodies, s = redis.call('HMGET', kbody, unpack(done)), nil
     for k, id in ipairs(done) do
@@ -95,6 +99,10 @@ while i <= #ARGV do
       if mode == 'bury' or text ~= '' then
         why[#why + 1], why[#why + 2] = id, text
       end
+      local told = mode == 'retry' and ARGV[last + 2 * n + j] or ''
+      if told ~= '' then
+        story[#story + 1], story[#story + 2] = id, told
+      end
       if mode == 'bury' then
         dead[#dead + 1], dead[#dead + 2] = now, id
       elseif delay > 0 then
@@ -107,6 +115,7 @@ while i <= #ARGV do
     end
     if #att > 0 then redis.call('HSET', katt, unpack(att)) end
     if #why > 0 then redis.call('HSET', kerr, unpack(why)) end
+    if #story > 0 then redis.call('HSET', kstory, unpack(story)) end
     if #dead > 0 then redis.call('ZADD', kdead, unpack(dead)) end
     if #sched > 0 then
       redis.call('ZADD', ksched, unpack(sched))
