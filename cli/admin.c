@@ -208,7 +208,7 @@ static const char *task_of(const struct au_dead *d, struct au_computation *c)
 	return c->task;
 }
 
-/* The story of d as JSON (the worker's msgpack), or NULL when it has none
+/* The history of d as JSON (the worker's msgpack), or NULL when it has none
  * or it does not decode. */
 static json_t *story_json(const struct au_dead *d)
 {
@@ -239,7 +239,7 @@ static json_t *dead_json(const struct au_dead *d, const char *queue, int whole)
 	if (whole && au_msgpack_to_jansson(d->body, d->body_len, &body, &err) == 0)
 		json_object_set_new(o, "computation", body);
 	if (whole && (story = story_json(d)))
-		json_object_set_new(o, "story", story);
+		json_object_set_new(o, "history", story);
 	au_computation_release(&c);
 	return o;
 }
@@ -344,12 +344,12 @@ static int dlq_show(struct admin *a, struct au_queue *q, const char *id)
 		if (d.story_len) {
 			json_t *story = story_json(&d);
 
-			/* the worker's story is an array of one entry per attempt */
+			/* an array of one entry per attempt (wire-format.md, "History") */
 			if (json_is_array(story))
-				printf("story:     %zu attempts (--json shows them)\n",
+				printf("history:   %zu attempts (--json shows them)\n",
 				       json_array_size(story));
 			else
-				printf("story:     %zu bytes\n", d.story_len);
+				printf("history:   %zu bytes\n", d.story_len);
 			json_decref(story);
 		}
 		free(text);

@@ -305,6 +305,39 @@ static int print_record(const struct au_record *r, int json)
 	return 0;
 }
 
+/* status --json: what is known now, as the record's keys (without v and
+ * the result, which `au result` prints): a finished computation's
+ * record, or what the queue tells of one that waits or runs (its queue,
+ * attempts so far, last error, history). */
+static int print_status(const struct au_record *r)
+{
+	static const char *const unset[] = { "ttl_s", "created_at", "started_at", "finished_at",
+					     "expires_at" };
+	struct au_err err = { 0, "" };
+	json_t *o = record_json(r, &err);
+	char *text;
+	size_t i;
+
+	if (!o) {
+		fprintf(stderr, "au: unable to print the status of computation '%s': %s\n", r->id,
+			err.str[0] ? err.str : "out of memory");
+		return EXIT_FAILED;
+	}
+	json_object_del(o, "v");
+	json_object_del(o, "result");
+	for (i = 0; i < AU_ARRAY_SIZE(unset); i++) {
+		json_t *v = json_object_get(o, unset[i]);
+
+		if (v && json_is_integer(v) && !json_integer_value(v))
+			json_object_del(o, unset[i]);
+	}
+	text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	printf("%s\n", text ? text : "{}");
+	free(text);
+	json_decref(o);
+	return 0;
+}
+
 static int record_exit(const struct au_record *r)
 {
 	return r->status == AU_COMPLETED ? 0 : EXIT_FAILED;
@@ -485,15 +518,19 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 		return EXIT_FAILED;
 	}
 	au_record_init(&rec);
-	if (!strcmp(cmd, "status")) {
+	if (!strcmp(cmd, "status") && c->json) {
+		if (au_handle_inspect(h, &rec) < 0) {
+			rc = au_cli_fail(au_handle_err(h));
+		} else {
+			rc = print_status(&rec);
+			if (!rc && rec.status == AU_UNKNOWN)
+				rc = au_cli_fail(au_handle_err(h));
+		}
+	} else if (!strcmp(cmd, "status")) {
 		if (au_handle_status(h, &st) < 0) {
 			rc = au_cli_fail(au_handle_err(h));
 		} else {
-			if (c->json)
-				printf("{\"id\":\"%s\",\"status\":\"%s\"}\n", argv[0],
-				       au_status_name(st));
-			else
-				printf("%s\n", au_status_name(st));
+			printf("%s\n", au_status_name(st));
 			if (st == AU_UNKNOWN)
 				rc = au_cli_fail(au_handle_err(h));
 		}

@@ -230,15 +230,21 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	return 0;
 }
 
-static int run_worker(const struct settings *s)
+/* A child `au worker stop` stopped exits with this: the parent does not
+ * start another in its place. */
+#define EXIT_CHILD_STOPPED 6
+
+/* The exit status of one worker process; a child says whether it was
+ * asked to stop. */
+static int run_worker(const struct settings *s, int child)
 {
 	struct au_err err = { 0, "" };
+	int rc;
 
 	au_log_set_level(s->level);
-	if (au_worker_run(&s->cfg, &s->wo, NULL, &err) < 0) {
+	if ((rc = au_worker_run(&s->cfg, &s->wo, NULL, &err)) < 0)
 		return au_cli_fail(&err);
-	}
-	return 0;
+	return rc == 1 && child ? EXIT_CHILD_STOPPED : 0;
 }
 
 /* ---- the supervisor ---- */
@@ -312,7 +318,7 @@ static int spawn(struct fleet *f, int i)
 #endif
 		sigprocmask(SIG_SETMASK, &f->old, NULL);
 		signal(SIGHUP, SIG_IGN);   /* a reload is the parent's business */
-		_exit(run_worker(&f->s));
+		_exit(run_worker(&f->s, 1));
 	}
 	if (pid < 0) {
 		au_log(AU_LOG_ERROR, "unable to start a worker process: %s", strerror(errno));
@@ -428,7 +434,8 @@ static void roll(struct fleet *f)
 
 static void reaped(struct fleet *f, pid_t pid, int status)
 {
-	int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	int asked = WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CHILD_STOPPED;
+	int clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) || asked;
 	char b1[64], b2[32];
 	struct slot *sl = NULL;
 	uint64_t up, delay;
@@ -458,6 +465,11 @@ static void reaped(struct fleet *f, pid_t pid, int status)
 		return;
 	}
 	up = now_ms() - sl->started_ms;
+	if (asked) {
+		au_log(AU_LOG_INFO, "worker process %d stopped by 'au worker stop'; not replaced (%d "
+		       "left)", (int)pid, alive(f));
+		return;
+	}
 	if (clean && f->s.wo.idle_exit_ms) {
 		au_log(AU_LOG_INFO, "worker process %d exited after %u ms idle", (int)pid,
 		       f->s.wo.idle_exit_ms);
@@ -609,7 +621,7 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 	if (s.processes > 0)
 		return supervise(o, &s);
 	signal(SIGHUP, hup_ignored);
-	rc = run_worker(&s);
+	rc = run_worker(&s, 0);
 	settings_release(&s);
 	return rc;
 }

@@ -256,6 +256,12 @@ int au_handle_status(struct au_handle *h, enum au_status *out);
 int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec);
 /* The stored record, if terminal. */
 int au_handle_result(struct au_handle *h, struct au_record *rec);
+/* What is known of the computation now, as a record (`au status --json`):
+ * a finished one's record as stored; for one that waits or runs, its
+ * status, queue, attempts so far, last error and history (docs/wire-format.md,
+ * "History") as the queue tells them. rec->status AU_UNKNOWN when neither
+ * the queue nor the store knows it (au_handle_err says why). */
+int au_handle_inspect(struct au_handle *h, struct au_record *rec);
 /* Cancels a pending or scheduled computation: it will never run. A running
  * one gives AU_ESTATE, a finished one AU_ESTATE. */
 int au_handle_cancel(struct au_handle *h);
@@ -417,7 +423,8 @@ void au_worker_stats(const struct au_worker *w, struct au_worker_stats *st);
 const char *au_worker_id(const struct au_worker *w);
 
 /* Runs a worker with its own loop until SIGTERM/SIGINT (or max_jobs /
- * idle_exit_ms). Returns 0 on a clean stop. */
+ * idle_exit_ms, or `au worker stop`). Returns 0 on a clean stop, 1 on a
+ * clean stop that `au worker stop` asked for, -1 on an error (err). */
 int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts,
 		  struct au_registry *reg, struct au_err *err);
 

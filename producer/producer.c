@@ -353,8 +353,9 @@ static int queued(struct au_handle *h, enum au_status *st, struct au_queued *inf
 }
 
 /* One look: fills rec for terminal states (a dead-lettered computation that
- * left no record gets one made from the queue's reason). */
-static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
+ * left no record gets one made from the queue's reason and history), and
+ * with all for every state the queue knows. */
+static int look(struct au_handle *h, enum au_status *st, struct au_record *rec, int all)
 {
 	struct au_queued info;
 	struct au_err first;
@@ -376,12 +377,17 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 	if ((r = queued(h, st, &info)) < 0)
 		return -1;
 	if (r > 0) {
-		if (*st == AU_FAILED) {
+		if (*st == AU_FAILED || all) {
 			memcpy(rec->id, h->id, AU_ID_SIZE);
-			rec->status = AU_FAILED;
+			rec->status = *st;
 			rec->attempts = info.attempts;
 			rec->queue = au_strdup(where(h));
-			rec->error = au_strdup(info.error);
+			rec->error = info.error[0] || *st == AU_FAILED ? au_strdup(info.error) : NULL;
+			/* the history the queue keeps between attempts */
+			rec->history = info.story;
+			rec->history_len = info.story_len;
+			info.story = NULL;
+			info.story_len = 0;
 		}
 		au_queued_release(&info);
 		au_clearerr(&h->err);
@@ -410,13 +416,28 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec)
 	return 0;
 }
 
+int au_handle_inspect(struct au_handle *h, struct au_record *rec)
+{
+	enum au_status st = AU_UNKNOWN;
+
+	au_clearerr(&h->err);
+	if (look(h, &st, rec, 1) < 0)
+		return -1;
+	if (st == AU_UNKNOWN) {   /* look said why in h->err */
+		au_record_release(rec);
+		memcpy(rec->id, h->id, AU_ID_SIZE);
+		rec->status = AU_UNKNOWN;
+	}
+	return 0;
+}
+
 int au_handle_status(struct au_handle *h, enum au_status *out)
 {
 	struct au_record rec;
 	int r;
 
 	au_clearerr(&h->err);
-	r = look(h, out, &rec);
+	r = look(h, out, &rec, 0);
 	au_record_release(&rec);
 	return r;
 }
@@ -427,7 +448,7 @@ int au_handle_status(struct au_handle *h, enum au_status *out)
 static int outcome(struct au_handle *h, enum au_status *st, struct au_record *rec)
 {
 	au_clearerr(&h->err);
-	if (look(h, st, rec) < 0)
+	if (look(h, st, rec, 0) < 0)
 		return -1;
 	if (au_status_terminal(*st))
 		return 1;
@@ -537,7 +558,7 @@ int au_handle_cancel(struct au_handle *h)
 		h->err = q->err;
 		return -1;
 	}
-	if (look(h, &st, &rec) < 0)
+	if (look(h, &st, &rec, 0) < 0)
 		return -1;
 	au_record_release(&rec);
 	if (au_status_terminal(st))

@@ -44,8 +44,8 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	t_match "$b: dlq show: when it died" "$out" "died: +[0-9]{4}-[0-9]{2}-[0-9]{2}T"
 	t_match "$b: dlq show --json: the whole computation" "$("$au" dlq show "$id" --json)" \
 		"\"max_attempts\":1,.*\"computation\":\\{.*\"id\":\"$id\""
-	t_ok "$b: dlq show: no story line without a story" bash -c "! \"$au\" dlq show $id | grep -q story:"
-	# the story a worker's retry would have left, [{"a":1},{"a":2}] in
+	t_ok "$b: dlq show: no history line without a history" bash -c "! \"$au\" dlq show $id | grep -q history:"
+	# the history a worker's retry would have left, [{"a":1},{"a":2}] in
 	# msgpack, written where the backend keeps it
 	if [ "$b" = redis ]; then
 		printf '\x92\x81\xa1a\x01\x81\xa1a\x02' |
@@ -53,10 +53,10 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	else
 		psql -q "$url" -c "UPDATE au_jobs SET story = '\\x9281a1610181a16102' WHERE id = '$id'"
 	fi
-	t_match "$b: dlq show: how many attempts its story tells" "$("$au" dlq show "$id")" \
-		"story: +2 attempts"
-	t_match "$b: dlq show --json: the story" "$("$au" dlq show "$id" --json)" \
-		'"story":\[\{"a":1\},\{"a":2\}\]'
+	t_match "$b: dlq show: how many attempts its history tells" "$("$au" dlq show "$id")" \
+		"history: +2 attempts"
+	t_match "$b: dlq show --json: the history" "$("$au" dlq show "$id" --json)" \
+		'"history":\[\{"a":1\},\{"a":2\}\]'
 	t_eq "$b: status without --queue on queue '$Q'" "$("$au" status "$id")" failed
 
 	# --- pause: a running worker leases nothing; requeue waits; resume runs it
@@ -74,7 +74,7 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	t_ok "$b: the requeued one ran again and died again" t_until 15 dead_listed "$Q" "$id"
 	after=$(died_at "$id")
 	t_ok "$b: ... later than the first time ($before < $after)" test "${after:-0}" -gt "${before:-0}"
-	t_ok "$b: the requeue took its story" bash -c "! \"$au\" dlq show $id | grep -q story:"
+	t_ok "$b: the requeue took its history" bash -c "! \"$au\" dlq show $id | grep -q history:"
 
 	# --- requeue --all, purge --older-than
 	id2=$("$au" enqueue au.fail --queue "$Q" --max-attempts 1 --args '{"retryable":true}')

@@ -55,7 +55,7 @@ worker "$Q"
 "$au" wait "$idd" --queue "$Q" --timeout 10000 >/dev/null
 out=$("$au" result "$idd" --queue "$Q" --json)
 t_match "result --json is the whole record, in order" "$out" \
-	"^\{\"v\":1,\"id\":\"$idd\",\"status\":\"completed\",\"task\":\"au.echo\",\"queue\":\"$Q\",\"worker\":\"[^\"]+\",\"attempts\":1,\"ttl_s\":86400,\"created_at\":[0-9]+,\"started_at\":[0-9]+,\"finished_at\":[0-9]+,\"expires_at\":[0-9]+,\"result\":\{\"x\":1\}\}$"
+	"^\{\"v\":1,\"id\":\"$idd\",\"status\":\"completed\",\"task\":\"au.echo\",\"queue\":\"$Q\",\"worker\":\"[^\"]+\",\"attempts\":1,\"ttl_s\":86400,\"created_at\":[0-9]+,\"started_at\":[0-9]+,\"finished_at\":[0-9]+,\"expires_at\":[0-9]+,\"history\":\[\{\"attempt\":1,\"worker\":\"[^\"]+:[0-9]+:[0-9a-f]{8}\",\"started_at\":[0-9]+,\"finished_at\":[0-9]+,\"outcome\":\"completed\"\}\],\"result\":\{\"x\":1\}\}$"
 left=$(( $(field "$out" expires_at) - $(field "$out" finished_at) ))
 t_ok "expires_at is ttl_s after the write ($left ms after finished_at)" \
 	[ "$left" -ge 86400000 -a "$left" -le 86405000 ]
@@ -64,7 +64,7 @@ id=$("$au" enqueue au.fail --queue "$Q" --args '{"message":"boom"}')
 "$au" wait "$id" --queue "$Q" --timeout 10000 >/dev/null 2>&1
 out=$("$au" result "$id" --queue "$Q" --json); rc=$?
 t_match "a failed record has its error and no result" "$out" \
-	"^\{\"v\":1,\"id\":\"$id\",\"status\":\"failed\",\"task\":\"au.fail\",\"queue\":\"$Q\",\"worker\":\"[^\"]+\",\"attempts\":1,\"ttl_s\":86400,(\"[a-z_]+\":[0-9]+,){4}\"error\":\"boom\"\}$"
+	"^\{\"v\":1,\"id\":\"$id\",\"status\":\"failed\",\"task\":\"au.fail\",\"queue\":\"$Q\",\"worker\":\"[^\"]+\",\"attempts\":1,\"ttl_s\":86400,(\"[a-z_]+\":[0-9]+,){4}\"error\":\"boom\",\"history\":\[\{\"attempt\":1,[^]]*\"outcome\":\"failed\",\"error\":\"boom\"\}\]\}$"
 t_eq "result --json of a failed computation exits 1" "$rc" 1
 
 # --- ttl_s 0 on redis://: kept until deleted

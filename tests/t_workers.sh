@@ -4,7 +4,8 @@
 # their pids and queue, a running computation under the one that runs it;
 # `au worker stop ID` drains that one (exit 0, its computation completes)
 # while the other keeps working; a SIGKILLed worker's entry vanishes
-# within the TTL (6 s).
+# within the TTL (6 s); a child of a fleet asked to stop is not replaced,
+# and the parent exits 0 once its last child was stopped.
 # Needs AU_BIN, AU_TEST_REDIS, AU_TEST_PG (tests/run.sh sets them).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -75,5 +76,22 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_ok "$b: a SIGKILLed worker is listed for a while" listed $idle
 	t_ok "$b: ... and vanishes within the ttl" t_until 8 gone $idle
 	p1= p2=
+
+	# a child of a fleet that is asked to stop is not replaced
+	"$au" worker --queue "$Q" --processes 2 2>"$dir/$b-fleet.log" &
+	p1=$!
+	kids() { "$au" workers --json 2>/dev/null | grep -c "\"queues\":\"$Q\""; }
+	t_ok "$b: a fleet of 2 is listed" t_until 10 sh -c "[ \$('$au' workers --json | grep -c '\"queues\":\"$Q\"') = 2 ]"
+	k1=$("$au" workers --json | grep "\"queues\":\"$Q\"" | head -1 | sed -n 's/^{"id":"\([^"]*\)".*/\1/p')
+	"$au" worker stop "$k1" >/dev/null
+	t_ok "$b: the child asked to stop leaves" t_until 8 sh -c "[ \$('$au' workers --json | grep -c '\"queues\":\"$Q\"') = 1 ]"
+	sleep 2.5   # a replacement would be listed by now
+	t_eq "$b: and is not replaced" "$(kids)" 1
+	t_match "$b: the parent says so" "$(cat "$dir/$b-fleet.log")" "stopped by 'au worker stop'; not replaced \(1 left\)"
+	k2=$("$au" workers --json | grep "\"queues\":\"$Q\"" | sed -n 's/^{"id":"\([^"]*\)".*/\1/p')
+	"$au" worker stop "$k2" >/dev/null
+	wait "$p1"
+	t_eq "$b: once the last one is stopped the parent exits 0" "$?" 0
+	p1=
 done
 t_done

@@ -993,6 +993,94 @@ static void test_ids(void)
 	close(fds[1]);
 }
 
+/* The history's JSON after appending note to prior (msgpack, may be NULL). */
+static char *history_json(const unsigned char *prior, size_t len, const struct au_attempt_note *n)
+{
+	struct au_buf b = AU_BUF_INIT;
+	char *json = NULL;
+
+	if (au_history_append(prior, len, n, &b, NULL) == 0)
+		json = au_msgpack_to_json(b.data, b.len, NULL);
+	au_buf_release(&b);
+	return json;
+}
+
+static void test_history(void)
+{
+	struct au_attempt_note n = { 1, "h:1:0000abcd", 1000, 1250, "retrying",
+				     "clickhouse error 60 at 'x': table t doesn't exist", 60 };
+	struct au_buf b = AU_BUF_INIT, b2 = AU_BUF_INIT, rb = AU_BUF_INIT;
+	struct au_record in, out;
+	struct au_err err;
+	char *json, big[3000];
+	size_t count = 0;
+	const char *p;
+
+	T_OK(au_history_append(NULL, 0, &n, &b, NULL) == 0, "history: a first entry");
+	json = au_msgpack_to_json(b.data, b.len, NULL);
+	T_EQ_STR(json, "[{\"attempt\":1,\"worker\":\"h:1:0000abcd\",\"started_at\":1000,"
+		 "\"finished_at\":1250,\"outcome\":\"retrying\",\"error\":\"clickhouse error 60 at "
+		 "'x': table t doesn't exist\",\"ch_code\":60}]", "history: one entry, every key");
+	free(json);
+
+	/* attempt 2 was lost (its lease ran out), attempt 3 completes */
+	n = (struct au_attempt_note){ 3, "h:2:0000beef", 5000, 5001, "completed", NULL, 0 };
+	json = history_json(b.data, b.len, &n);
+	T_OK(json && strstr(json, "[{\"attempt\":1,") == json &&
+	     strstr(json, "},{\"attempt\":2,\"outcome\":\"lost\",\"error\":\"the lease ran out") &&
+	     strstr(json, "},{\"attempt\":3,\"worker\":\"h:2:0000beef\",\"started_at\":5000,"
+		    "\"finished_at\":5001,\"outcome\":\"completed\"}]"),
+	     "history: an attempt that counted without an entry is entered as lost: %s", json);
+	free(json);
+
+	/* what the queue gave back is unreadable: dropped, the rest still told */
+	n.attempt = 2;
+	json = history_json((const unsigned char *)"\x91\xc1", 2, &n);
+	T_OK(json && strstr(json, "[{\"attempt\":1,\"outcome\":\"lost\"") == json &&
+	     strstr(json, "{\"attempt\":2,") != NULL, "history: an unreadable one is dropped: %s",
+	     json);
+	free(json);
+	json = history_json((const unsigned char *)"\x81\xa1" "a\x01", 4, &n);
+	T_OK(json && strstr(json, "[{\"attempt\":1,\"outcome\":\"lost\"") == json,
+	     "history: a map instead of an array is dropped too");
+	free(json);
+
+	/* the last 32 entries; an error's first 1024 bytes */
+	memset(big, 'e', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	n = (struct au_attempt_note){ 40, NULL, 0, 0, "failed", big, 0 };
+	json = history_json(b.data, b.len, &n);
+	for (p = json; p && (p = strstr(p, "{\"attempt\":")); p++)
+		count++;
+	T_EQ_INT(count, 32, "history: 32 entries kept of 40 attempts");
+	T_OK(json && strstr(json, "[{\"attempt\":9,") == json && strstr(json, "{\"attempt\":40,"),
+	     "history: the last ones, 9 to 40");
+	T_OK(json && strstr(json, "\"error\":\"eeee") && !strstr(json, big) &&
+	     strlen(strstr(json, "\"error\":\"eeee")) == strlen("\"error\":\"") + 1024 + 3,
+	     "history: the error cut to 1024 bytes");
+	free(json);
+	T_OK(au_history_append(b.data, b.len, &n, &b2, NULL) == 0, "history: appended again");
+
+	/* the record carries it as it is */
+	au_record_init(&in);
+	au_id_new(in.id);
+	in.status = AU_FAILED;
+	in.history = b2.data;
+	in.history_len = b2.len;
+	T_OK(au_record_encode(&in, &rb, &err) == 0 && au_record_decode(rb.data, rb.len, &out, &err) == 0,
+	     "history: a record with one encodes and decodes");
+	T_OK(out.history_len == b2.len && !memcmp(out.history, b2.data, b2.len),
+	     "history: the record's is the same bytes");
+	au_record_release(&out);
+	au_buf_reset(&rb);
+	in.history = (unsigned char *)"\xdc\xff";
+	in.history_len = 2;
+	T_OK(au_record_encode(&in, &rb, &err) < 0, "history: a malformed one is refused on encode");
+	au_buf_release(&rb);
+	au_buf_release(&b);
+	au_buf_release(&b2);
+}
+
 int main(void)
 {
 	test_ids();
@@ -1004,6 +1092,7 @@ int main(void)
 	test_hostile();
 	test_truncation();
 	test_record();
+	test_history();
 	test_mp_helpers();
 	test_json();
 	test_fuzz();

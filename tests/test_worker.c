@@ -445,6 +445,15 @@ static void test_queues(struct au_config *cfg, struct au_client *cl, struct even
 	T_EQ_INT(done, 20, "queues: each record names the queue it came from");
 	T_OK(au_handle_result(flaky, &rec) == 0 && rec.status == AU_FAILED && rec.attempts == 2,
 	     "queues: a retry on the second queue goes back to it and runs again");
+	{
+		char *json = au_msgpack_to_json(rec.history, rec.history_len, NULL);
+
+		T_OK(json && strstr(json, "[{\"attempt\":1,\"worker\":\"") == json &&
+		     strstr(json, "\"outcome\":\"retrying\",\"error\":\"again\"},{\"attempt\":2,") &&
+		     strstr(json, "\"outcome\":\"failed\",\"error\":\"again\"}]"),
+		     "history (memory): both attempts, the queue kept the first: %s", json);
+		free(json);
+	}
 	au_record_release(&rec);
 	au_handle_free(flaky);
 	au_worker_free(w);

@@ -105,6 +105,8 @@ struct attempt {
 	unsigned char *result;
 	size_t result_len;
 	char *error;
+	struct au_buf history;        /* with this attempt, once decided: its record's, or
+				       * what the queue keeps for the next attempt */
 	struct attempt *prev, *next;
 };
 
@@ -141,6 +143,8 @@ struct writeback {
 	uint32_t attempts;            /* of the lease, for the delay of a retry the thread makes */
 	uint64_t delay_ms;            /* of a retry */
 	const char *error;            /* reason of a bury, last error of a retry */
+	const unsigned char *history; /* the attempt's, kept by the queue with a retry */
+	size_t history_len;
 	unsigned char *body;          /* the lease's, freed by the thread that allocated it */
 	char *why;                    /* by the thread: "result not stored: ..." */
 	int stored;                   /* its record is in the store (before, or by this call) */
@@ -160,6 +164,7 @@ struct flush_req {
 	struct au_ref *refs;
 	uint64_t *delays;
 	const char **texts;
+	struct au_story *stories;
 	int *applied;
 	size_t *idx;
 	int store_failed, queue_failed;
@@ -264,6 +269,7 @@ struct au_worker {
 	int wake_pending;              /* woken since the last lease was sent */
 	int queue_empty;               /* the last lease found fewer than it asked for */
 	int stopping;
+	int asked_to_stop;             /* by `au worker stop`, through the registry */
 	int exited;
 	uint64_t avg_run_us;           /* moving average of an attempt's run time */
 	uint64_t last_active_us;       /* monotonic: last lease or decision */
@@ -537,6 +543,7 @@ static void attempt_free(struct attempt *a)
 	au_computation_release(&a->c);
 	free(a->result);
 	free(a->error);
+	au_buf_release(&a->history);
 	/* as many spares as a worker can hold attempts at once */
 	if (w->nspares < (size_t)w->opts.concurrency + w->opts.batch) {
 		a->next = w->spares;
@@ -568,6 +575,39 @@ static void run_hooks(struct au_worker *w, struct attempt *a)
 	au_chain_finish(&w->chain, &a->run);
 }
 
+/* The ClickHouse code an error names ("clickhouse error 60 ..."), 0 for none. */
+static int ch_code_of(const char *error)
+{
+	const char *p = error ? strstr(error, "clickhouse error ") : NULL;
+	int code = 0;
+
+	if (!p)
+		return 0;
+	for (p += 17; *p >= '0' && *p <= '9' && code < 1000000; p++)
+		code = code * 10 + (*p - '0');
+	return code;
+}
+
+/* This attempt joins the history the queue kept with the computation
+ * (docs/wire-format.md, "History"): its record's, or the queue's again
+ * for the next attempt. Without memory for it the history is left out. */
+static void note_attempt(struct attempt *a, const char *outcome, const char *error)
+{
+	struct au_attempt_note n = { 0 };
+
+	n.attempt = a->lease.attempts;
+	n.worker = a->w->id;
+	n.started_at_ms = a->started_at_ms;
+	n.finished_at_ms = a->started_at_ms ? a->started_at_ms + (a->run.finished_at_us -
+								  a->run.started_at_us) / 1000 : 0;
+	n.outcome = outcome;
+	n.error = error;
+	n.ch_code = ch_code_of(error);
+	au_buf_reset(&a->history);
+	if (au_history_append(a->lease.story, a->lease.story_len, &n, &a->history, NULL) < 0)
+		au_buf_release(&a->history);
+}
+
 /*
  * Settles a held or running attempt: what the queue will be told and what
  * the record will say. Takes error (may be NULL). A settled attempt stays
@@ -578,6 +618,8 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 {
 	struct au_worker *w = a->w;
 	enum au_status status = AU_FAILED;
+	const char *outcome = "failed";
+	char *own = NULL;             /* the attempt's own error, where a->error says more */
 	uint64_t ran;
 
 	if (a->state != ATTEMPT_RUNNING && a->state != ATTEMPT_HELD) {
@@ -601,6 +643,7 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 	case VERDICT_COMPLETED:
 		a->disposition = DISPOSE_ACK;
 		status = AU_COMPLETED;
+		outcome = "completed";
 		w->stats.completed++;
 		break;
 	case VERDICT_FAILED:
@@ -612,13 +655,14 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 			a->disposition = DISPOSE_RETRY;
 			a->retry_delay_ms = retry_delay(w, a->lease.attempts);
 			status = AU_RETRYING;
+			outcome = "retrying";
 			w->stats.retried++;
 		} else {
 			char *e = au_asprintf("failed after %u attempts: %s", a->lease.attempts,
 					      a->error ? a->error : "");
 
 			if (e) {
-				free(a->error);
+				own = a->error;
 				a->error = e;
 			}
 			a->disposition = DISPOSE_BURY;
@@ -632,6 +676,7 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 	case VERDICT_CANCELLED:
 		a->disposition = DISPOSE_ACK;
 		status = AU_CANCELLED;
+		outcome = "cancelled";
 		w->stats.cancelled++;
 		break;
 	case VERDICT_RELEASED:
@@ -642,8 +687,11 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 		break;
 	}
 	a->run.status = status;
-	if (v != VERDICT_RELEASED && v != VERDICT_OUTAGE)
+	if (v != VERDICT_RELEASED && v != VERDICT_OUTAGE) {
+		note_attempt(a, outcome, own ? own : a->error);
+		free(own);
 		run_hooks(w, a);
+	}
 	set_state(a, ATTEMPT_DECIDED);
 	event_active(w->flush_ev, 0, 0);
 	/* the one tried while the tasks' server was down came to an outcome */
@@ -870,6 +918,8 @@ static void record_of(const struct attempt *a, struct au_record *r)
 	r->result = a->result;
 	r->result_len = a->result_len;
 	r->error = a->error;
+	r->history = a->history.data;
+	r->history_len = a->history.len;
 	r->task = a->c.task;
 	r->queue = a->c.queue;
 	r->worker = (char *)a->run.worker;
@@ -976,13 +1026,60 @@ static int ack_stored(struct flush_req *f)
 	return w->ack_store ? rc : -1;
 }
 
+/* Tells queue (the worker's qi-th) what became of the attempts of f that
+ * came from it and have disposition d, in one call. */
+static void tell_queue(struct flush_req *f, const char *name, unsigned qi, enum disposition d)
+{
+	struct au_worker *w = f->w;
+	size_t i, k = 0;
+	int rc;
+
+	for (i = 0; i < f->n; i++) {
+		struct writeback *b = &f->wb[i];
+
+		if (b->done || b->kept || b->d != d || b->qi != qi)
+			continue;
+		f->refs[k] = b->ref;
+		f->delays[k] = b->delay_ms;
+		f->texts[k] = b->error ? b->error : "failed";
+		f->stories[k].data = b->history;
+		f->stories[k].len = b->history_len;
+		f->idx[k++] = i;
+	}
+	if (!k)
+		return;
+	switch (d) {
+	case DISPOSE_ACK:
+		rc = au_queue_ack(w->q, name, f->refs, k, f->applied);
+		break;
+	case DISPOSE_RETRY:
+		rc = au_queue_retry(w->q, name, f->refs, k, f->delays, f->texts, f->stories,
+				    f->applied);
+		break;
+	case DISPOSE_BURY:
+		rc = au_queue_bury(w->q, name, f->refs, k, f->texts, f->applied);
+		break;
+	default:
+		rc = au_queue_release(w->q, name, f->refs, k, f->applied);
+		break;
+	}
+	if (rc < 0 && outage_code(w->q->err.code)) {
+		/* told nothing: kept, told again once the queue is back */
+		for (i = 0; i < k; i++)
+			f->wb[f->idx[i]].kept = 1;
+		f->queue_down = 1;
+		f->queue_err = w->q->err;
+	} else if (rc < 0) {
+		f->queue_failed = 1;
+		f->queue_err = w->q->err;
+	}
+}
+
 static void flush_io(struct au_io_req *r)
 {
 	struct flush_req *f = (struct flush_req *)r;
 	struct au_worker *w = f->w;
 	size_t from = 0, i, d, qi;
-	int rc;
-	const char *name;
 
 	f->store_failed = f->queue_failed = f->store_down = f->queue_down = 0;
 	if (ack_stored(f) == 0)
@@ -999,47 +1096,8 @@ static void flush_io(struct au_io_req *r)
 	/* Each call on its own: what fails here runs out its lease and is
 	 * rescued, and must not hold back the others. */
 	for (qi = 0; qi < w->ql.n; qi++)
-	for (d = 0; d < DISPOSE_N; d++) {
-		size_t k = 0;
-
-		name = w->ql.names[qi];
-		for (i = 0; i < f->n; i++) {
-			struct writeback *b = &f->wb[i];
-
-			if (b->done || b->kept || b->d != d || b->qi != qi)
-				continue;
-			f->refs[k] = b->ref;
-			f->delays[k] = b->delay_ms;
-			f->texts[k] = b->error ? b->error : "failed";
-			f->idx[k++] = i;
-		}
-		if (!k)
-			continue;
-		switch ((enum disposition)d) {
-		case DISPOSE_ACK:
-			rc = au_queue_ack(w->q, name, f->refs, k, f->applied);
-			break;
-		case DISPOSE_RETRY:
-			rc = au_queue_retry(w->q, name, f->refs, k, f->delays, f->texts, f->applied);
-			break;
-		case DISPOSE_BURY:
-			rc = au_queue_bury(w->q, name, f->refs, k, f->texts, f->applied);
-			break;
-		default:
-			rc = au_queue_release(w->q, name, f->refs, k, f->applied);
-			break;
-		}
-		if (rc < 0 && outage_code(w->q->err.code)) {
-			/* told nothing: kept, told again once the queue is back */
-			for (i = 0; i < k; i++)
-				f->wb[f->idx[i]].kept = 1;
-			f->queue_down = 1;
-			f->queue_err = w->q->err;
-		} else if (rc < 0) {
-			f->queue_failed = 1;
-			f->queue_err = w->q->err;
-		}
-	}
+		for (d = 0; d < DISPOSE_N; d++)
+			tell_queue(f, w->ql.names[qi], (unsigned)qi, (enum disposition)d);
 	for (i = 0; i < f->n; i++) {
 		free(f->wb[i].body);
 		f->wb[i].body = NULL;
@@ -1050,8 +1108,7 @@ static void extend_io(struct au_io_req *r)
 {
 	struct extend_req *e = (struct extend_req *)r;
 	struct au_worker *w = e->w;
-
-	size_t qi, from, n;
+	size_t qi, from, n, i;
 
 	e->rc = 0;
 	for (qi = 0; qi < w->ql.n; qi++) {
@@ -1061,8 +1118,8 @@ static void extend_io(struct au_io_req *r)
 					 e->applied + from) < 0) {
 			e->rc = -1;
 			e->err = w->q->err;
-			for (; n; n--)   /* not known to be lost */
-				e->applied[from + n - 1] = 1;
+			for (i = 0; i < n; i++)   /* not known to be lost */
+				e->applied[from + i] = 1;
 		}
 	}
 }
@@ -1180,6 +1237,8 @@ static void flush(struct au_worker *w)
 		b->attempts = a->lease.attempts;
 		b->delay_ms = b->d == DISPOSE_RETRY ? a->retry_delay_ms : 0;
 		b->error = a->error;
+		b->history = a->history.data;
+		b->history_len = a->history.len;
 		b->why = NULL;
 		b->done = b->kept = 0;
 		b->stored = a->stored;
@@ -1191,19 +1250,21 @@ static void flush(struct au_worker *w)
 	}
 	/* records of acks first, those of each queue together: ack_store
 	 * takes recs[0..nack), one queue's at a time */
-	for (pass = 0; pass < 2; pass++)
-		for (qi = 0; qi < (pass ? 1 : w->ql.n); qi++)
-		for (i = 0; i < f->n; i++) {
-			struct writeback *b = &f->wb[i];
+	for (pass = 0; pass < 2; pass++) {
+		for (qi = 0; qi < (pass ? 1 : w->ql.n); qi++) {
+			for (i = 0; i < f->n; i++) {
+				struct writeback *b = &f->wb[i];
 
-			if (b->stored || b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK) ||
-			    (!pass && b->qi != qi))
-				continue;
-			b->record = (int)f->nrec;
-			record_of(b->a, &f->recs[f->nrec++]);
-			if (!pass)
-				f->nack++;
+				if (b->stored || b->d != (pass ? DISPOSE_BURY : DISPOSE_ACK) ||
+				    (!pass && b->qi != qi))
+					continue;
+				b->record = (int)f->nrec;
+				record_of(b->a, &f->recs[f->nrec++]);
+				if (!pass)
+					f->nack++;
+			}
 		}
+	}
 	f->busy = 1;
 	au_io_submit(w->io, &f->io);
 }
@@ -1391,6 +1452,7 @@ static void beat_done(struct au_worker *w)
 	b->registered = 1;
 	if (b->stop && !w->stopping) {
 		au_log(AU_LOG_INFO, "worker '%s' asked to stop (au worker stop): draining", w->id);
+		w->asked_to_stop = 1;
 		au_worker_stop(w);
 		beat_run(-1, 0, w);   /* the registry shows it draining */
 	}
@@ -1708,6 +1770,7 @@ static int requests_init(struct au_worker *w)
 	f->refs = calloc(f->cap, sizeof(*f->refs));
 	f->delays = calloc(f->cap, sizeof(*f->delays));
 	f->texts = calloc(f->cap, sizeof(*f->texts));
+	f->stories = calloc(f->cap, sizeof(*f->stories));
 	f->applied = calloc(f->cap, sizeof(*f->applied));
 	f->idx = calloc(f->cap, sizeof(*f->idx));
 	e->io.run = extend_io;
@@ -1719,7 +1782,8 @@ static int requests_init(struct au_worker *w)
 	w->rescue.w = w;
 	w->beat.io.run = beat_io;
 	w->beat.w = w;
-	return w->lease.out && w->lease.qi && f->wb && f->recs && f->refs && f->delays && f->texts && f->applied &&
+	return w->lease.out && w->lease.qi && f->wb && f->recs && f->refs && f->delays &&
+			       f->texts && f->stories && f->applied &&
 			       f->idx && e->refs && e->applied ? 0 : -1;
 }
 
@@ -1741,6 +1805,7 @@ static void requests_release(struct au_worker *w)
 	free(w->flush.refs);
 	free(w->flush.delays);
 	free(w->flush.texts);
+	free(w->flush.stories);
 	free(w->flush.applied);
 	free(w->flush.idx);
 	free(w->extend.refs);
@@ -2022,7 +2087,7 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 	       (unsigned long long)w->stats.completed, (unsigned long long)w->stats.failed,
 	       (unsigned long long)w->stats.retried, (unsigned long long)w->stats.buried,
 	       (unsigned long long)w->stats.released);
-	rc = 0;
+	rc = w->asked_to_stop;
 out:
 	if (sigterm)
 		event_free(sigterm);
