@@ -42,8 +42,8 @@ kill -CONT "$rpid"
 n=0 late=0
 for id in $ids; do
 	out=$("$au" wait "$id" --queue "$Q" --timeout 15000 --json 2>&1) && n=$((n + 1))
-	s=$(printf '%s' "$out" | grep -o '"started_at":[0-9]*' | grep -o '[0-9]*$')
-	f=$(printf '%s' "$out" | grep -o '"finished_at":[0-9]*' | grep -o '[0-9]*$')
+	s=$(printf '%s' "$out" | grep -o '"started_at":[0-9]*' | grep -o '[0-9]*$' | head -1)
+	f=$(printf '%s' "$out" | grep -o '"finished_at":[0-9]*' | grep -o '[0-9]*$' | head -1)
 	ms=$((${f:-0} - ${s:-0}))
 	echo "# $id ran $ms ms"
 	{ [ "$ms" -ge 1400 ] && [ "$ms" -lt 2000 ]; } || late=$((late + 1))
