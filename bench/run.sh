@@ -7,6 +7,9 @@
 # same-run comparison.
 set -u
 cd "$(dirname "$0")/.."
+# each worker process the bench starts warns alike (a throwaway Redis keeps
+# nothing across a restart): each distinct line once
+exec 2> >(awk '!seen[$0]++' >&2)
 BUILD=${BUILD:-build/rel}
 export AU_PORT_BASE=${AU_PORT_BASE:-17800}
 export AU_PG_DURABLE=1   # fsync and synchronous_commit on, as the peers ran
