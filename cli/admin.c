@@ -7,11 +7,13 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -48,23 +50,31 @@ static const char queue_usage[] =
 	"(which deletes them too, running and dead ones included).\n";
 
 static const char queues_usage[] =
-	"usage: au queues [--json]\n"
+	"usage: au queues [--json | --watch [--interval DURATION]]\n"
 	"\n"
 	"Every known queue, by name: computations ready, scheduled, running and\n"
 	"dead, whether it is paused, the totals processed (acked) and failed (dead-\n"
-	"lettered), and the acks per minute of the last minute or so.\n";
+	"lettered), and the acks per minute of the last minute or so.\n"
+	"\n"
+	"options:\n"
+	"  --json                   one JSON object per queue, for a script\n"
+	"  --watch                  the table again every --interval until Ctrl-C\n"
+	"  --interval DURATION      with --watch: 500ms, 2s, 1m; a bare number is seconds\n"
+	"                           (default: 2s)\n"
+	"\n"
+	"example: au queues --watch --interval 1s\n";
 
 /* What the options set; allowed says which apply to the command. */
 struct admin {
 	struct au_config cfg;
-	const char *queue, *older;
+	const char *queue, *older, *interval;
 	long long limit;
-	int json, all, force;
+	int json, all, force, watch;
 };
 
 enum {
 	A_QUEUE = 1 << 0, A_LIMIT = 1 << 1, A_JSON = 1 << 2, A_ALL = 1 << 3, A_OLDER = 1 << 4,
-	A_FORCE = 1 << 5, A_URLS = 1 << 6
+	A_FORCE = 1 << 5, A_URLS = 1 << 6, A_WATCH = 1 << 10, A_INTERVAL = 1 << 11
 };
 
 static const struct option admin_options[] = {
@@ -74,9 +84,12 @@ static const struct option admin_options[] = {
 	{ "all", no_argument, NULL, A_ALL },
 	{ "older-than", required_argument, NULL, A_OLDER },
 	{ "force", no_argument, NULL, A_FORCE },
+	{ "watch", no_argument, NULL, A_WATCH },
+	{ "interval", required_argument, NULL, A_INTERVAL },
 	{ "queue-url", required_argument, NULL, A_URLS },
 	{ "store-url", required_argument, NULL, A_URLS | 1 << 7 },
 	{ "clickhouse", required_argument, NULL, A_URLS | 1 << 8 },
+	{ "config", required_argument, NULL, A_URLS | 1 << 9 },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -90,6 +103,7 @@ static const struct option admin_options[] = {
 static int parse(struct admin *a, const char *cmd, const char *text, unsigned allowed,
 		 int *argc, char **argv)
 {
+	const char *config = NULL;
 	int o, n = 1, i;
 	char *end;
 
@@ -109,10 +123,13 @@ static int parse(struct admin *a, const char *cmd, const char *text, unsigned al
 		case A_JSON: a->json = 1; break;
 		case A_ALL: a->all = 1; break;
 		case A_FORCE: a->force = 1; break;
+		case A_WATCH: a->watch = 1; break;
+		case A_INTERVAL: a->interval = optarg; break;
 		case A_OLDER: a->older = optarg; break;
 		case A_URLS: a->cfg.queue_url = optarg; break;
 		case A_URLS | 1 << 7: a->cfg.store_url = optarg; break;
 		case A_URLS | 1 << 8: a->cfg.clickhouse_url = optarg; break;
+		case A_URLS | 1 << 9: config = optarg; break;
 		case A_LIMIT:
 			errno = 0;
 			a->limit = strtoll(optarg, &end, 10);
@@ -126,7 +143,7 @@ static int parse(struct admin *a, const char *cmd, const char *text, unsigned al
 	for (i = optind; i < *argc; i++)
 		argv[n++] = argv[i];
 	*argc = n;
-	return 0;
+	return au_cli_config(&a->cfg, config) < 0 ? EXIT_USAGE : 0;
 }
 
 static void names_free(char **names, size_t n)
@@ -632,27 +649,18 @@ int au_cli_queue(const struct au_config *cfg, int argc, char **argv)
 
 /* ---- au queues ---- */
 
-int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
+/* One table (or JSON lines) of every queue's counts. */
+static int queues_once(const struct admin *a, struct au_queue *q)
 {
-	struct admin a = { .cfg = *cfg };
 	struct au_queue_stats st, sum;
-	struct au_queue *q;
 	char **names = NULL;
 	size_t n = 0, i;
-	int rc;
+	int rc = 0;
 
-	if ((rc = parse(&a, "queues", queues_usage, A_JSON | A_URLS, &argc, argv)))
-		return rc < 0 ? 0 : rc;
-	if (argc != 1)
-		return au_cli_usage(queues_usage, "queues takes no arguments");
-	if (!(q = au_cli_open_queue(&a.cfg, &rc)))
-		return rc;
-	if (queues_of(q, NULL, &names, &n) < 0) {
-		rc = au_cli_fail(&q->err);
-		goto out;
-	}
+	if (queues_of(q, NULL, &names, &n) < 0)
+		return au_cli_fail(&q->err);
 	memset(&sum, 0, sizeof(sum));
-	if (!a.json)
+	if (!a->json)
 		printf("%-24s %10s %10s %10s %10s %6s %12s %10s %8s\n", "queue", "ready", "scheduled",
 		       "running", "dead", "paused", "processed", "failed", "per_min");
 	for (i = 0; i < n; i++) {
@@ -668,7 +676,7 @@ int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
 		sum.processed += st.processed;
 		sum.failed += st.failed;
 		sum.per_minute += st.per_minute;
-		if (a.json) {
+		if (a->json) {
 			json_t *o = json_object();
 
 			json_object_set_new(o, "queue", json_string(names[i]));
@@ -689,14 +697,79 @@ int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
 			       (unsigned long long)st.failed, (unsigned long long)st.per_minute);
 		}
 	}
-	if (!a.json && !rc && n > 1)
+	if (!a->json && !rc && n > 1)
 		printf("%-24s %10llu %10llu %10llu %10llu %6s %12llu %10llu %8llu\n", "(total)",
 		       (unsigned long long)sum.ready, (unsigned long long)sum.scheduled,
 		       (unsigned long long)sum.leased, (unsigned long long)sum.dead, "",
 		       (unsigned long long)sum.processed, (unsigned long long)sum.failed,
 		       (unsigned long long)sum.per_minute);
-out:
 	names_free(names, n);
+	return rc;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* --watch: the table every interval, on a cleared screen when stdout is a
+ * terminal, until SIGINT or SIGTERM (exit 0). */
+static int queues_watch(const struct admin *a, struct au_queue *q, uint64_t interval_ms)
+{
+	struct sigaction sa;
+	int tty = isatty(STDOUT_FILENO), rc = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_interrupt;   /* no SA_RESTART: the nap ends at once */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	while (!interrupted) {
+		struct timespec ts = { (time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000L };
+		char when[32];
+		time_t now = time(NULL);
+
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+		printf("%sau queues, every %.1f s (Ctrl-C stops), %s\n", tty ? "\033[H\033[J" : "",
+		       (double)interval_ms / 1000, when);
+		/* a server away is shown and watched on; anything else ends it */
+		if ((rc = queues_once(a, q)) != 0 && q->err.code != AU_ECONN)
+			break;
+		rc = 0;
+		printf("\n");
+		fflush(stdout);
+		nanosleep(&ts, NULL);
+	}
+	return rc;
+}
+
+int au_cli_queues(const struct au_config *cfg, int argc, char **argv)
+{
+	struct admin a = { .cfg = *cfg };
+	struct au_queue *q;
+	uint64_t interval = 2000;
+	struct au_err err;
+	int rc;
+
+	if ((rc = parse(&a, "queues", queues_usage, A_JSON | A_URLS | A_WATCH | A_INTERVAL, &argc,
+			argv)))
+		return rc < 0 ? 0 : rc;
+	if (argc != 1)
+		return au_cli_usage(queues_usage, "queues takes no arguments");
+	if (a.interval && !a.watch)
+		return au_cli_usage(queues_usage, "option '--interval' applies only with --watch");
+	if (a.watch && a.json)
+		return au_cli_usage(queues_usage, "--watch prints the table: it takes no --json");
+	if (a.interval && (au_duration_parse(a.interval, &interval, &err) < 0 || interval < 100 ||
+			   interval > 86400000))
+		return au_cli_usage(queues_usage, "invalid value '%s' for --interval: expected a "
+				    "duration from 100ms to 1d (500ms, 2s, 1m; a bare number is "
+				    "seconds)", a.interval);
+	if (!(q = au_cli_open_queue(&a.cfg, &rc)))
+		return rc;
+	rc = a.watch ? queues_watch(&a, q, interval) : queues_once(&a, q);
 	au_queue_close(q);
 	return rc;
 }

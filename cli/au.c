@@ -25,28 +25,31 @@
 
 
 static const char usage_text[] =
-	"usage: au [--queue-url URL] [--store-url URL] [--clickhouse URL] COMMAND [ARGS]\n"
+	"usage: au [--queue-url URL] [--store-url URL] [--clickhouse URL] [--config FILE]\n"
+	"          COMMAND [ARGS] [OPTIONS]\n"
 	"\n"
-	"  enqueue TASK [--args JSON | --args-file FILE|-] [--queue Q] [--priority P]\n"
-	"          [--delay MS] [--ttl S] [--timeout MS [--on-timeout retry|fail]] [--max-attempts N]\n"
-	"          [--header K=V]... [--key KEY] [--wait [--wait-timeout MS]] [--json]\n"
-	"  status ID [--queue Q] [--json]   (--queue: a hint, ids are found on any queue)\n"
-	"  wait ID [--queue Q] [--timeout MS] [--json]\n"
-	"  result ID [--queue Q] [--json]\n"
-	"  cancel ID [--queue Q]\n"
-	"  worker [--queues Q,Q...|Q:W,Q:W...] [--concurrency N] [--batch N] [--processes N]\n"
-	"         [--lease MS] [--grace MS] [--retry-base MS] [--max-tasks N] [--idle-exit MS] [--quiet]\n"
-	"         [--log-level debug|info|warn|error] [--config FILE] [--wait-for-servers]\n"
-	"         [--restart-delay MS] [--skip-check queue,store,clickhouse]\n"
-	"  queues [--json]         (counts, paused, totals and rate of each queue)\n"
-	"  queue pause|resume|empty|delete NAME [--force]   (au queue --help)\n"
-	"  dlq list|show ID|requeue ID...|--all|purge [--older-than D]   (au dlq --help)\n"
-	"  worker stop ID          (asks one worker of 'au workers' to drain)\n"
-	"  workers [--json]        (the live workers: what each runs, its counts)\n"
-	"  migrate [--dry-run]     (PostgreSQL queue and store: create or upgrade the schema)\n"
-	"  version\n"
+	"computations:\n"
+	"  enqueue TASK            enqueues one (or a batch) and prints its id\n"
+	"  status ID               pending, scheduled, running, retrying, completed, ...\n"
+	"  wait ID                 waits for the outcome and prints it\n"
+	"  result ID               prints the outcome of a finished one\n"
+	"  cancel ID               cancels one that waits or runs\n"
+	"workers:\n"
+	"  worker                  runs computations (--queues, --concurrency, --processes)\n"
+	"  workers                 the live workers: what each runs, its counts\n"
+	"  worker stop ID          asks one worker of 'au workers' to drain and exit\n"
+	"queues:\n"
+	"  queues                  counts, paused, totals and rate of each queue\n"
+	"  queue pause|resume|empty|delete NAME\n"
+	"  dlq list|show|requeue|purge   dead letters\n"
+	"  migrate                 creates or upgrades the PostgreSQL schema\n"
+	"  version                 prints the version (also --version, -V)\n"
+	"  help [COMMAND]          this text, or a command's options and an example\n"
 	"\n"
-	"URLs also come from AU_QUEUE, AU_STORE and AU_CLICKHOUSE.\n";
+	"'au COMMAND --help' and 'au help COMMAND' say more. URLs also come from\n"
+	"AU_QUEUE, AU_STORE and AU_CLICKHOUSE, and --config FILE (or AU_CONFIG) from\n"
+	"KEY=VALUE lines: flags first, then the environment, then the file.\n"
+	"DURATION: 500ms, 30s, 10m, 2h, 1d; a bare number is seconds.\n";
 
 /* Prints "au: <message>" (when fmt is not NULL) and the usage; the exit
  * code of a usage error. */
@@ -62,183 +65,444 @@ static int usage(const char *fmt, ...)
 		va_end(ap);
 		fprintf(stderr, "\n");
 	}
-	fputs(usage_text, stderr);
+	fputs(fmt ? "run 'au help' for the commands, 'au COMMAND --help' for one\n" : usage_text,
+	      stderr);
 	return EXIT_USAGE;
 }
 
+/* The commands this file runs. The others parse their own options:
+ * cli/admin.c (dlq, queue, queues), cli/workers.c (workers, worker stop). */
+enum cmd { C_ENQUEUE, C_STATUS, C_WAIT, C_RESULT, C_CANCEL, C_WORKER, C_MIGRATE, C_VERSION,
+	   C_HELP, C_N };
+#define ON(c) (1u << (c))
+#define EVERY ((1u << C_N) - 1)
 
+static const struct command {
+	const char *name;
+	const char *synopsis;       /* after "au " */
+	const char *about;          /* what it does, then an example */
+} commands[C_N] = {
+	[C_ENQUEUE] = { "enqueue", "enqueue TASK [--args JSON | --args-file FILE] [OPTIONS]",
+		"Enqueues a computation of TASK with the arguments --args gives (a JSON\n"
+		"value, default {}), or one for each line of --args-file, and prints the\n"
+		"id of each; with --wait, its outcome instead.\n"
+		"\n"
+		"example: au enqueue ch.query --args '{\"sql\":\"SELECT 1\"}' --wait\n" },
+	[C_STATUS] = { "status", "status ID [--queue Q] [--json]",
+		"Prints the status of computation ID: pending, scheduled, running,\n"
+		"retrying, completed, failed or cancelled. With --json, what is known\n"
+		"of it too: queue, attempts, the last error and the history of its\n"
+		"attempts (docs/wire-format.md). Exit 3 when no queue or store knows it.\n"
+		"\n"
+		"example: au status 0123456789abcdef0123456789abcdef --json\n" },
+	[C_WAIT] = { "wait", "wait ID [--timeout DURATION] [--queue Q] [--json]",
+		"Waits for the outcome of computation ID and prints it as 'au result'\n"
+		"does; without --timeout it waits as long as it takes. On a terminal it\n"
+		"shows the status and the time waited meanwhile. Exit 4 when --timeout\n"
+		"runs out first.\n"
+		"\n"
+		"example: au wait 0123456789abcdef0123456789abcdef --timeout 5m\n" },
+	[C_RESULT] = { "result", "result ID [--queue Q] [--json]",
+		"Prints the outcome of a finished computation: its result (JSON) when it\n"
+		"completed, exit 1 and its error when it failed or was cancelled; with\n"
+		"--json the whole record. Exit 3 for an unknown or expired id.\n"
+		"\n"
+		"example: au result 0123456789abcdef0123456789abcdef --json\n" },
+	[C_CANCEL] = { "cancel", "cancel ID [--queue Q]",
+		"Cancels a computation that waits, or one that runs (its ClickHouse query\n"
+		"is killed); its record says cancelled. A finished one cannot be.\n"
+		"\n"
+		"example: au cancel 0123456789abcdef0123456789abcdef\n" },
+	[C_WORKER] = { "worker", "worker [--queues Q,Q... | Q:W,Q:W...] [OPTIONS]",
+		"Runs computations: leases them from the queues in the order given (or\n"
+		"by weight), runs each against ClickHouse and writes its outcome to the\n"
+		"store; SIGTERM stops it gracefully. With --processes N, a parent\n"
+		"supervises N worker processes (SIGHUP reloads --config).\n"
+		"\n"
+		"example: au worker --queues reports,default --concurrency 32 --processes 4\n" },
+	[C_MIGRATE] = { "migrate", "migrate [--dry-run]",
+		"Creates or upgrades the PostgreSQL schema of the queue and the store,\n"
+		"whichever are on PostgreSQL; --dry-run prints what it would do.\n"
+		"\n"
+		"example: AU_QUEUE=postgres://au@db/au au migrate --dry-run\n" },
+	[C_VERSION] = { "version", "version", "Prints au's version and its wire format's.\n" },
+	[C_HELP] = { "help", "help [COMMAND]",
+		"Prints the commands, or what COMMAND does, its options and an example.\n" },
+};
 
-/* Options shared by every command; one table for getopt_long. */
+enum {
+	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_CONFIG, O_HELP, O_VERSION, O_ARGS, O_ARGS_FILE,
+	O_QUEUE, O_QUEUES, O_PRIORITY, O_DELAY, O_TTL, O_TIMEOUT, O_ON_TIMEOUT, O_MAX_ATTEMPTS,
+	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
+	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
+	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_END
+};
+
+/* How an option's value is read. */
+enum kind { K_FLAG, K_TEXT, K_INT, K_DURATION };
+
+static const struct opt {
+	const char *name;
+	int id;
+	unsigned cmds;              /* the commands it applies to */
+	enum kind kind;
+	long long min, max;         /* K_INT, and K_DURATION in ms */
+	const char *arg;            /* the value's name in --help */
+	const char *help;           /* one line, its default last */
+} opts[] = {
+	{ "queue-url", O_QUEUE_URL, EVERY, K_TEXT, 0, 0, "URL",
+	  "the queue (default: AU_QUEUE, " AU_DEFAULT_QUEUE_URL ")" },
+	{ "store-url", O_STORE_URL, EVERY, K_TEXT, 0, 0, "URL",
+	  "the result store (default: AU_STORE, " AU_DEFAULT_STORE_URL ")" },
+	{ "clickhouse", O_CH, EVERY, K_TEXT, 0, 0, "URL",
+	  "ClickHouse (default: AU_CLICKHOUSE, " AU_DEFAULT_CLICKHOUSE_URL ")" },
+	{ "config", O_CONFIG, EVERY, K_TEXT, 0, 0, "FILE",
+	  "KEY=VALUE settings (default: AU_CONFIG); flags and the environment win" },
+	{ "help", O_HELP, EVERY, K_FLAG, 0, 0, NULL, "this text" },
+	{ "version", O_VERSION, ON(C_VERSION), K_FLAG, 0, 0, NULL, NULL },
+	{ "args", O_ARGS, ON(C_ENQUEUE), K_TEXT, 0, 0, "JSON",
+	  "the arguments, one JSON value (default: {})" },
+	{ "args-file", O_ARGS_FILE, ON(C_ENQUEUE), K_TEXT, 0, 0, "FILE",
+	  "one computation per line of JSON arguments ('-': stdin)" },
+	{ "queue", O_QUEUE, ON(C_ENQUEUE), K_TEXT, 0, 0, "Q", "the queue (default: default)" },
+	{ "queue", O_QUEUE, ON(C_STATUS) | ON(C_WAIT) | ON(C_RESULT) | ON(C_CANCEL), K_TEXT, 0, 0,
+	  "Q", "where to look first: ids are found on any queue (default: all)" },
+	{ "queue", O_QUEUE, ON(C_WORKER), K_TEXT, 0, 0, "Q",
+	  "a queue to serve, repeatable: as --queues (default: default)" },
+	{ "queues", O_QUEUES, ON(C_WORKER), K_TEXT, 0, 0, "LIST",
+	  "the queues to serve: a,b,c in strict order, a:5,b:1 by weight (default: default)" },
+	{ "priority", O_PRIORITY, ON(C_ENQUEUE), K_INT, AU_PRIORITY_MIN, AU_PRIORITY_MAX, "P",
+	  "-100..100, higher first; FIFO within one (default: 0)" },
+	{ "delay", O_DELAY, ON(C_ENQUEUE), K_DURATION, 0, 3650LL * 86400000, "DURATION",
+	  "run no sooner than this from now (default: now)" },
+	{ "ttl", O_TTL, ON(C_ENQUEUE), K_DURATION, 0, 4294967295LL * 1000, "DURATION",
+	  "keep the result this long after it is written; 0 keeps it (default: 1d)" },
+	{ "timeout", O_TIMEOUT, ON(C_ENQUEUE), K_DURATION, 1, 0x7fffffff, "DURATION",
+	  "end an attempt that runs longer: ClickHouse stops it (default: none)" },
+	{ "timeout", O_TIMEOUT, ON(C_WAIT), K_DURATION, 1, 0x7fffffff, "DURATION",
+	  "give up after this, exit 4 (default: no limit)" },
+	{ "on-timeout", O_ON_TIMEOUT, ON(C_ENQUEUE), K_TEXT, 0, 0, "retry|fail",
+	  "what a timed-out attempt does (default: retry)" },
+	{ "max-attempts", O_MAX_ATTEMPTS, ON(C_ENQUEUE), K_INT, 1, 0x7fffffff, "N",
+	  "attempts before a retryable failure is final (default: 3)" },
+	{ "header", O_HEADER, ON(C_ENQUEUE), K_TEXT, 0, 0, "K=V",
+	  "a header for middleware and tracing, repeatable up to 32 (default: none)" },
+	{ "key", O_KEY, ON(C_ENQUEUE), K_TEXT, 0, 0, "KEY",
+	  "idempotency key: one computation per key and queue (default: none)" },
+	{ "wait", O_WAIT, ON(C_ENQUEUE), K_FLAG, 0, 0, NULL,
+	  "wait for the outcome and print it, as 'au wait' does" },
+	{ "wait-timeout", O_WAIT_TIMEOUT, ON(C_ENQUEUE), K_DURATION, 1, 0x7fffffff, "DURATION",
+	  "with --wait: give up after this, exit 4 (default: no limit)" },
+	{ "json", O_JSON, ON(C_ENQUEUE) | ON(C_STATUS) | ON(C_WAIT) | ON(C_RESULT), K_FLAG, 0, 0,
+	  NULL, "print JSON for a script to parse" },
+	{ "concurrency", O_CONC, ON(C_WORKER), K_INT, 1, 100000, "N",
+	  "computations in flight in each process (default: 16)" },
+	{ "batch", O_BATCH, ON(C_WORKER), K_INT, 1, 100000, "N",
+	  "most computations leased per round trip (default: 64)" },
+	{ "processes", O_PROCS, ON(C_WORKER), K_INT, 1, 1024, "N",
+	  "N worker processes under a supervising parent (default: one, unsupervised)" },
+	{ "lease", O_LEASE, ON(C_WORKER), K_DURATION, 1000, 0x7fffffff, "DURATION",
+	  "lease length, renewed every third of it while running (default: 30s)" },
+	{ "grace", O_GRACE, ON(C_WORKER), K_DURATION, 0, 0x7fffffff, "DURATION",
+	  "on SIGTERM, how long running ones may finish (default: 10s)" },
+	{ "retry-base", O_RETRY_BASE, ON(C_WORKER), K_DURATION, 1, 0x7fffffff, "DURATION",
+	  "first retry delay, doubled per attempt up to 300s (default: 1s)" },
+	{ "max-tasks", O_MAX_JOBS, ON(C_WORKER), K_INT, 1, 0x7fffffff, "N",
+	  "a process leaves after N attempts; a fleet starts a fresh one (default: never)" },
+	{ "max-jobs", O_MAX_JOBS_OLD, ON(C_WORKER), K_INT, 1, 0x7fffffff, "N", NULL },
+	{ "idle-exit", O_IDLE_EXIT, ON(C_WORKER), K_DURATION, 1, 0x7fffffff, "DURATION",
+	  "a process leaves after this without work (default: never)" },
+	{ "quiet", O_QUIET, ON(C_WORKER), K_FLAG, 0, 0, NULL, "no line per computation" },
+	{ "log-level", O_LOG_LEVEL, ON(C_WORKER), K_TEXT, 0, 0, "LEVEL",
+	  "debug, info, warn or error (default: info)" },
+	{ "wait-for-servers", O_WAIT_SERVERS, ON(C_WORKER), K_FLAG, 0, 0, NULL,
+	  "at start, wait for a server that does not answer (default: refuse, exit 5)" },
+	{ "restart-delay", O_RESTART_DELAY, ON(C_WORKER), K_DURATION, 1, 0x7fffffff, "DURATION",
+	  "with --processes: before a dead child starts again, doubled per death (default: 1s)" },
+	{ "skip-check", O_SKIP_CHECK, ON(C_WORKER), K_TEXT, 0, 0, "PARTS",
+	  "do not check these at start: queue,store,clickhouse (default: check all)" },
+	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
+	  "print the statements, change nothing" },
+};
+
+/* What the options set. */
 struct cli {
+	enum cmd cmd;
 	struct au_config cfg;
 	struct au_enqueue_opts eo;
 	struct au_worker_opts wo;
 	struct au_header headers[AU_MAX_HEADERS];
 	const char *args, *args_file;
-	const char *queues;           /* --queues, the worker's */
-	int json, wait, wait_timeout, timeout, processes, dry_run;
+	struct au_buf queues;         /* the worker's --queue and --queues, joined */
+	int json, wait, processes, dry_run;
+	int timeout_ms, wait_timeout_ms;   /* of wait, of enqueue --wait; 0: no limit */
+	unsigned char seen[O_END - O_QUEUE_URL];
 	struct au_fleet_opts fleet;   /* the worker's own options (cli/fleet.h) */
 };
 
-enum {
-	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_ARGS, O_ARGS_FILE, O_QUEUE, O_PRIORITY, O_DELAY,
-	O_TTL, O_TIMEOUT, O_MAX_ATTEMPTS, O_HEADER, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC,
-	O_BATCH, O_PROCS, O_LEASE, O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_IDLE_EXIT, O_QUIET, O_HELP,
-	O_DRY_RUN, O_ON_TIMEOUT, O_KEY, O_LOG_LEVEL, O_CONFIG, O_WAIT_SERVERS, O_RESTART_DELAY,
-	O_SKIP_CHECK, O_QUEUES
-};
+static struct option long_options[AU_ARRAY_SIZE(opts) + 1];
 
-static const struct option options[] = {
-	{ "queue-url", required_argument, NULL, O_QUEUE_URL },
-	{ "store-url", required_argument, NULL, O_STORE_URL },
-	{ "clickhouse", required_argument, NULL, O_CH },
-	{ "args", required_argument, NULL, O_ARGS },
-	{ "args-file", required_argument, NULL, O_ARGS_FILE },
-	{ "queue", required_argument, NULL, O_QUEUE },
-	{ "queues", required_argument, NULL, O_QUEUES },
-	{ "priority", required_argument, NULL, O_PRIORITY },
-	{ "delay", required_argument, NULL, O_DELAY },
-	{ "ttl", required_argument, NULL, O_TTL },
-	{ "timeout", required_argument, NULL, O_TIMEOUT },
-	{ "max-attempts", required_argument, NULL, O_MAX_ATTEMPTS },
-	{ "header", required_argument, NULL, O_HEADER },
-	{ "wait", no_argument, NULL, O_WAIT },
-	{ "wait-timeout", required_argument, NULL, O_WAIT_TIMEOUT },
-	{ "json", no_argument, NULL, O_JSON },
-	{ "concurrency", required_argument, NULL, O_CONC },
-	{ "batch", required_argument, NULL, O_BATCH },
-	{ "processes", required_argument, NULL, O_PROCS },
-	{ "lease", required_argument, NULL, O_LEASE },
-	{ "grace", required_argument, NULL, O_GRACE },
-	{ "retry-base", required_argument, NULL, O_RETRY_BASE },
-	{ "max-tasks", required_argument, NULL, O_MAX_JOBS },
-	{ "max-jobs", required_argument, NULL, O_MAX_JOBS },   /* the older name */
-	{ "idle-exit", required_argument, NULL, O_IDLE_EXIT },
-	{ "quiet", no_argument, NULL, O_QUIET },
-	{ "help", no_argument, NULL, O_HELP },
-	{ "dry-run", no_argument, NULL, O_DRY_RUN },
-	{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
-	{ "key", required_argument, NULL, O_KEY },
-	{ "log-level", required_argument, NULL, O_LOG_LEVEL },
-	{ "config", required_argument, NULL, O_CONFIG },
-	{ "wait-for-servers", no_argument, NULL, O_WAIT_SERVERS },
-	{ "restart-delay", required_argument, NULL, O_RESTART_DELAY },
-	{ "skip-check", required_argument, NULL, O_SKIP_CHECK },
-	{ NULL, 0, NULL, 0 }
-};
-
-/* Parses a decimal in [min, max]; -1 on error (message printed). */
-static int number(const char *opt, const char *s, long long min, long long max, long long *out)
+static const struct opt *opt_of(int id)
 {
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(opts); i++)
+		if (opts[i].id == id)
+			return &opts[i];
+	return NULL;
+}
+
+/* Whether option id applies to command cmd (an option may have an entry
+ * of its own per command, for its help). */
+static int applies(int id, enum cmd cmd)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(opts); i++)
+		if (opts[i].id == id && (opts[i].cmds & ON(cmd)))
+			return 1;
+	return 0;
+}
+
+static int command_of(const char *name)
+{
+	int i;
+
+	for (i = 0; i < C_N; i++)
+		if (commands[i].name && !strcmp(commands[i].name, name))
+			return i;
+	return -1;
+}
+
+/* `au COMMAND --help`: what it does, its options with their defaults, an
+ * example. Every option line begins "  --NAME" (bash completion reads them). */
+static void command_help(enum cmd cmd, FILE *out)
+{
+	const struct command *c = &commands[cmd];
+	size_t i;
+
+	fprintf(out, "usage: au %s\n\n%s", c->synopsis, c->about);
+	fprintf(out, "\noptions:\n");
+	for (i = 0; i < AU_ARRAY_SIZE(opts); i++) {
+		const struct opt *o = &opts[i];
+		char left[64];
+
+		if (!(o->cmds & ON(cmd)) || !o->help || o->cmds == EVERY)
+			continue;
+		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+		fprintf(out, "  %-24s %s\n", left, o->help);
+	}
+	fprintf(out, "\nevery command also takes:\n");
+	for (i = 0; i < AU_ARRAY_SIZE(opts); i++) {
+		const struct opt *o = &opts[i];
+		char left[64];
+
+		if (o->cmds != EVERY)
+			continue;
+		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+		fprintf(out, "  %-24s %s\n", left, o->help);
+	}
+	fprintf(out, "\nDURATION: 500ms, 30s, 10m, 2h, 1d; a bare number is seconds.\n"
+		"Exit codes: 0 ok, 1 failed, 2 usage, 3 unknown id, 4 timed out, 5 unreachable.\n");
+}
+
+/* A value of option o, in range, into *v (a duration in ms). */
+static int value_of(const struct opt *o, const char *s, long long *v)
+{
+	struct au_err err;
+	uint64_t ms;
 	char *end;
 
+	if (o->kind == K_DURATION) {
+		if (au_duration_parse(s, &ms, &err) < 0)
+			return usage("invalid value '%s' for --%s: expected a duration (500ms, 30s, 10m, "
+				     "2h, 1d; a bare number is seconds)", s, o->name);
+		if ((long long)ms < o->min || (long long)ms > o->max || ms > INT64_MAX)
+			return usage("invalid value '%s' for --%s: %s", s, o->name,
+				     !ms ? "must be more than 0" : (long long)ms < o->min
+				     ? "too short" : "too long");
+		*v = (long long)ms;
+		return 0;
+	}
 	errno = 0;
-	*out = strtoll(s, &end, 10);
-	if (errno || end == s || *end || *out < min || *out > max) {
-		fprintf(stderr, "au: invalid value '%s' for --%s (expected %lld..%lld)\n", s, opt, min,
-			max);
+	*v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || *v < o->min || *v > o->max)
+		return usage("invalid value '%s' for --%s (expected %lld..%lld)", s, o->name, o->min,
+			     o->max);
+	return 0;
+}
+
+/* The worker's queues, from every --queue and --queues in order. */
+static int add_queues(struct cli *c, const char *list)
+{
+	if (c->queues.len && au_buf_puts(&c->queues, ",") < 0)
 		return -1;
+	if (au_buf_puts(&c->queues, list) < 0 || au_buf_reserve(&c->queues, 1) < 0)
+		return -1;
+	c->queues.data[c->queues.len] = '\0';
+	c->wo.queue = (const char *)c->queues.data;
+	return 0;
+}
+
+/* One option: applies to the command, given once (but --header, and the
+ * worker's --queue/--queues, which mean several), a value in range. */
+static int apply(struct cli *c, int id, const char *arg)
+{
+	const struct opt *o = opt_of(id);
+	long long v = 0;
+
+	if (!applies(id, c->cmd))
+		return usage("option '--%s' does not apply to '%s'", o->name, commands[c->cmd].name);
+	if (c->seen[id - O_QUEUE_URL]++ && id != O_HEADER &&
+	    !(c->cmd == C_WORKER && (id == O_QUEUE || id == O_QUEUES)))
+		return usage("option '--%s' given twice", o->name);
+	if ((o->kind == K_INT || o->kind == K_DURATION) && value_of(o, arg, &v))
+		return EXIT_USAGE;
+	switch (id) {
+	case O_QUEUE_URL: c->cfg.queue_url = arg; break;
+	case O_STORE_URL: c->cfg.store_url = arg; break;
+	case O_CH: c->cfg.clickhouse_url = arg; break;
+	case O_CONFIG: c->fleet.config_file = arg; break;
+	case O_ARGS: c->args = arg; break;
+	case O_ARGS_FILE: c->args_file = arg; break;
+	case O_QUEUE:
+	case O_QUEUES:
+		c->eo.queue = arg;
+		if (c->cmd == C_WORKER && add_queues(c, arg) < 0)
+			return usage("out of memory");
+		break;
+	case O_HEADER: {
+		char *eq = strchr(arg, '=');
+
+		if (!eq || eq == arg)
+			return usage("invalid header '%s' (expected KEY=VALUE)", arg);
+		if (c->eo.nheaders == AU_MAX_HEADERS)
+			return usage("too many headers (at most %d)", AU_MAX_HEADERS);
+		*eq = '\0';
+		c->headers[c->eo.nheaders].key = (char *)arg;
+		c->headers[c->eo.nheaders++].value = eq + 1;
+		c->eo.headers = c->headers;
+		break;
+	}
+	case O_WAIT: c->wait = 1; break;
+	case O_JSON: c->json = 1; break;
+	case O_QUIET: c->wo.log = 0; break;
+	case O_DRY_RUN: c->dry_run = 1; break;
+	case O_KEY: c->eo.key = arg; break;
+	case O_ON_TIMEOUT:
+		if (strcmp(arg, "retry") != 0 && strcmp(arg, "fail") != 0)
+			return usage("invalid value '%s' for --on-timeout (expected retry or fail)", arg);
+		c->eo.fail_on_timeout = !strcmp(arg, "fail");
+		break;
+	case O_LOG_LEVEL: {
+		enum au_loglevel lvl;
+
+		if (au_fleet_log_level(arg, &lvl) < 0)
+			return usage("invalid value '%s' for --log-level (expected debug, info, warn or "
+				     "error)", arg);
+		c->fleet.log_level = arg;
+		break;
+	}
+	case O_WAIT_SERVERS: c->fleet.wait_for_servers = 1; break;
+	case O_SKIP_CHECK:
+		if (au_fleet_parts(arg, &c->fleet.skip) < 0)
+			return usage("invalid value '%s' for --skip-check (expected queue, store, "
+				     "clickhouse)", arg);
+		break;
+	case O_PRIORITY: c->eo.priority = (int)v; break;
+	case O_DELAY: c->eo.delay_ms = (uint64_t)v; break;
+	case O_TTL:   /* whole seconds, rounded up; 0: kept until deleted */
+		c->eo.ttl_s = v ? (uint32_t)((v + 999) / 1000) : AU_TTL_NEVER;
+		break;
+	case O_TIMEOUT: c->eo.timeout_ms = (uint32_t)v; c->timeout_ms = (int)v; break;
+	case O_MAX_ATTEMPTS: c->eo.max_attempts = (uint32_t)v; break;
+	case O_WAIT_TIMEOUT: c->wait_timeout_ms = (int)v; break;
+	case O_CONC: c->wo.concurrency = (unsigned)v; break;
+	case O_BATCH: c->wo.batch = (unsigned)v; break;
+	case O_PROCS: c->processes = (int)v; break;
+	case O_LEASE: c->wo.lease_ms = (uint32_t)v; break;
+	case O_GRACE: c->wo.grace_ms = v ? (uint32_t)v : 1; break;
+	case O_RETRY_BASE: c->wo.retry_base_ms = (uint32_t)v; break;
+	case O_MAX_JOBS:
+	case O_MAX_JOBS_OLD:
+		if (c->seen[O_MAX_JOBS - O_QUEUE_URL] && c->seen[O_MAX_JOBS_OLD - O_QUEUE_URL])
+			return usage("option '--max-tasks' given twice (--max-jobs is its older name)");
+		c->wo.max_jobs = (uint32_t)v;
+		break;
+	case O_IDLE_EXIT: c->wo.idle_exit_ms = (uint32_t)v; break;
+	case O_RESTART_DELAY: c->fleet.restart_delay_ms = (uint32_t)v; break;
 	}
 	return 0;
 }
 
-static const char *option_name(int val)
+/* Options that only mean something with another one. */
+static int check_pairs(const struct cli *c)
 {
-	const struct option *o;
+	static const struct { int id, needs; } pairs[] = {
+		{ O_WAIT_TIMEOUT, O_WAIT }, { O_ON_TIMEOUT, O_TIMEOUT }, { O_RESTART_DELAY, O_PROCS },
+	};
+	size_t i;
 
-	for (o = options; o->name; o++)
-		if (o->val == val)
-			return o->name;
-	return "?";
+	for (i = 0; i < AU_ARRAY_SIZE(pairs); i++)
+		if (c->seen[pairs[i].id - O_QUEUE_URL] && !c->seen[pairs[i].needs - O_QUEUE_URL])
+			return usage("option '--%s' applies only with --%s", opt_of(pairs[i].id)->name,
+				     opt_of(pairs[i].needs)->name);
+	if (c->args && c->args_file)
+		return usage("--args and --args-file exclude each other");
+	return 0;
 }
 
-/* stop_at_command: options before the command only (global ones). */
+/*
+ * The options of argv. With stop_at_command, those before the command
+ * (only the ones every command takes: the URLs, --config, --help,
+ * --version); *first is then the command's index. Otherwise those of the
+ * command c->cmd, wherever they are; *first is where the positional
+ * arguments begin.
+ */
 static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int *first)
 {
-	long long v;
-	int o;
+	size_t i, n = 0;
+	int id, rc;
 
+	for (i = 0; i < AU_ARRAY_SIZE(opts); i++) {
+		if (n && long_options[n - 1].val == opts[i].id)
+			continue;   /* another entry of the same option */
+		long_options[n].name = opts[i].name;
+		long_options[n].has_arg = opts[i].kind == K_FLAG ? no_argument : required_argument;
+		long_options[n++].val = opts[i].id;
+	}
 	optind = 0;   /* 0: glibc re-initialises, needed for the second pass */
-	while ((o = getopt_long(argc, argv, stop_at_command ? "+h" : "h", options, NULL)) != -1) {
-		switch (o) {
-		case O_QUEUE_URL: c->cfg.queue_url = optarg; break;
-		case O_STORE_URL: c->cfg.store_url = optarg; break;
-		case O_CH: c->cfg.clickhouse_url = optarg; break;
-		case O_ARGS: c->args = optarg; break;
-		case O_ARGS_FILE: c->args_file = optarg; break;
-		case O_QUEUE: c->eo.queue = c->wo.queue = optarg; break;
-		case O_QUEUES: c->wo.queue = c->queues = optarg; break;
-		case O_HEADER: {
-			char *eq = strchr(optarg, '=');
-
-			if (!eq || eq == optarg || c->eo.nheaders == AU_MAX_HEADERS)
-				return usage("invalid header '%s' (expected KEY=VALUE)", optarg);
-			*eq = '\0';
-			c->headers[c->eo.nheaders].key = optarg;
-			c->headers[c->eo.nheaders++].value = eq + 1;
-			c->eo.headers = c->headers;
-			break;
+	opterr = 0;
+	while ((id = getopt_long(argc, argv, stop_at_command ? "+hV" : "h", long_options, NULL)) !=
+	       -1) {
+		if (id == '?') {
+			if (optopt && optopt < 256)
+				return usage("unknown option '-%c'", optopt);
+			if (optopt)
+				return usage("option '--%s' takes a value", opt_of(optopt)->name);
+			return usage("unknown option '%s'", argv[optind - 1]);
 		}
-		case O_WAIT: c->wait = 1; break;
-		case O_JSON: c->json = 1; break;
-		case O_QUIET: c->wo.log = 0; break;
-		case O_DRY_RUN: c->dry_run = 1; break;
-		case O_KEY: c->eo.key = optarg; break;
-		case O_ON_TIMEOUT:
-			if (strcmp(optarg, "retry") != 0 && strcmp(optarg, "fail") != 0)
-				return usage("invalid value '%s' for --on-timeout (expected retry or fail)",
-					     optarg);
-			c->eo.fail_on_timeout = !strcmp(optarg, "fail");
-			break;
-		case O_LOG_LEVEL: {
-			enum au_loglevel lvl;
-
-			if (au_fleet_log_level(optarg, &lvl) < 0)
-				return usage("invalid log level '%s' (expected debug, info, warn or error)",
-					     optarg);
-			c->fleet.log_level = optarg;
-			break;
-		}
-		case O_CONFIG: c->fleet.config_file = optarg; break;
-		case O_WAIT_SERVERS: c->fleet.wait_for_servers = 1; break;
-		case O_SKIP_CHECK:
-			if (au_fleet_parts(optarg, &c->fleet.skip) < 0)
-				return usage("invalid --skip-check '%s' (expected queue, store, clickhouse)",
-					     optarg);
-			break;
-		case O_HELP:
-		case 'h':
-			fputs(usage_text, stdout);
+		if (id == 'h' || id == O_HELP) {
+			if (stop_at_command)
+				fputs(usage_text, stdout);
+			else
+				command_help(c->cmd, stdout);
 			exit(0);
-		case '?':
-			return EXIT_USAGE;
-		default:
-			/* every remaining option takes a number */
-			if (number(option_name(o), optarg,
-				   o == O_PRIORITY ? AU_PRIORITY_MIN : 0,
-				   o == O_PRIORITY ? AU_PRIORITY_MAX : 0x7fffffff, &v) < 0)
-				return EXIT_USAGE;
-			switch (o) {
-			case O_PRIORITY: c->eo.priority = (int)v; break;
-			case O_DELAY: c->eo.delay_ms = (uint64_t)v; break;
-			case O_TTL: c->eo.ttl_s = v ? (uint32_t)v : AU_TTL_NEVER; break;
-			case O_TIMEOUT: c->eo.timeout_ms = (uint32_t)v; c->timeout = (int)v; break;
-			case O_MAX_ATTEMPTS: c->eo.max_attempts = (uint32_t)v; break;
-			case O_WAIT_TIMEOUT: c->wait_timeout = (int)v; break;
-			case O_CONC: c->wo.concurrency = (unsigned)v; break;
-			case O_BATCH: c->wo.batch = (unsigned)v; break;
-			case O_PROCS: c->processes = (int)v; break;
-			case O_LEASE: c->wo.lease_ms = (uint32_t)v; break;
-			case O_GRACE: c->wo.grace_ms = (uint32_t)v; break;
-			case O_RETRY_BASE: c->wo.retry_base_ms = (uint32_t)v; break;
-			case O_MAX_JOBS: c->wo.max_jobs = (uint32_t)v; break;
-			case O_IDLE_EXIT: c->wo.idle_exit_ms = (uint32_t)v; break;
-			case O_RESTART_DELAY: c->fleet.restart_delay_ms = (uint32_t)v; break;
-			}
 		}
+		if (id == 'V' || id == O_VERSION) {
+			if (stop_at_command) {
+				printf("au %s (wire format v%d)\n", AU_VERSION, AU_WIRE_VERSION);
+				exit(0);
+			}
+			return usage("option '--version' goes before the command");
+		}
+		if (stop_at_command && opt_of(id)->cmds != EVERY)
+			return usage("option '--%s' goes after the command", opt_of(id)->name);
+		if ((rc = apply(c, id, optarg)))
+			return rc;
 	}
 	*first = optind;
-	return 0;
+	return stop_at_command ? 0 : check_pairs(c);
 }
 
 static json_t *msgpack_json(const unsigned char *buf, size_t len)
@@ -410,6 +674,34 @@ static int read_args_file(const char *path, unsigned char ***args, size_t **lens
 	return rc;
 }
 
+/* au_handle_wait, showing on a terminal (stderr) the status and the time
+ * waited, refreshed every half second; the line is cleared at the end. */
+static int wait_shown(struct au_handle *h, int timeout_ms, struct au_record *rec)
+{
+	uint64_t t0 = au_mono_us();
+	enum au_status st;
+	int shown = 0, r, slice, waited;
+
+	if (!isatty(STDERR_FILENO))
+		return au_handle_wait(h, timeout_ms, rec);
+	for (;;) {
+		waited = (int)((au_mono_us() - t0) / 1000);
+		slice = timeout_ms < 0 || timeout_ms - waited > 500 ? 500 : timeout_ms - waited;
+		r = au_handle_wait(h, slice > 0 ? slice : 0, rec);
+		if (r == 0 || au_handle_err(h)->code != AU_ETIMEDOUT ||
+		    (timeout_ms >= 0 && (au_mono_us() - t0) / 1000 >= (uint64_t)timeout_ms))
+			break;
+		if (au_handle_status(h, &st) < 0)
+			st = AU_UNKNOWN;
+		fprintf(stderr, "\r\033[Kau: waiting for %s: %s, %.1f s", au_handle_id(h),
+			au_status_name(st), (double)(au_mono_us() - t0) / 1e6);
+		shown = 1;
+	}
+	if (shown)
+		fprintf(stderr, "\r\033[K");
+	return r;
+}
+
 static int cmd_enqueue(struct cli *c, int argc, char **argv)
 {
 	unsigned char **args = NULL, *one = NULL;
@@ -466,7 +758,7 @@ static int cmd_enqueue(struct cli *c, int argc, char **argv)
 			struct au_record rec;
 			int r;
 
-			if (au_handle_wait(hs[i], c->wait_timeout ? c->wait_timeout : -1, &rec) < 0) {
+			if (wait_shown(hs[i], c->wait_timeout_ms ? c->wait_timeout_ms : -1, &rec) < 0) {
 				rc = au_cli_fail(au_handle_err(hs[i]));
 				continue;
 			}
@@ -540,7 +832,7 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 		else
 			printf("cancelled\n");
 	} else {
-		int r = !strcmp(cmd, "wait") ? au_handle_wait(h, c->timeout ? c->timeout : -1, &rec)
+		int r = !strcmp(cmd, "wait") ? wait_shown(h, c->timeout_ms ? c->timeout_ms : -1, &rec)
 					     : au_handle_result(h, &rec);
 
 		if (r < 0) {
@@ -605,11 +897,40 @@ static int cmd_worker(struct cli *c, int argc)
 	return au_fleet_worker(&c->fleet);   /* cli/fleet.c */
 }
 
+/* `au help [COMMAND]` */
+static int cmd_help(struct cli *c, int argc, char **argv)
+{
+	static const char *const theirs[] = { "dlq", "queue", "queues", "workers" };
+	char *args[] = { NULL, (char *)"--help", NULL };
+	size_t i;
+	int k;
+
+	if (argc == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (argc > 1)
+		return usage("help takes one COMMAND");
+	if ((k = command_of(argv[0])) >= 0) {
+		command_help((enum cmd)k, stdout);
+		return 0;
+	}
+	for (i = 0; i < AU_ARRAY_SIZE(theirs); i++)
+		if (!strcmp(argv[0], theirs[i])) {
+			args[0] = argv[0];
+			return !strcmp(argv[0], "dlq") ? au_cli_dlq(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "queue") ? au_cli_queue(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
+			       : au_cli_workers(&c->cfg, 2, args);
+		}
+	return usage("unknown command '%s'", argv[0]);
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c;
 	const char *cmd;
-	int first, rc;
+	int first, rc, k, i, np = 0;
 
 	memset(&c, 0, sizeof(c));
 	c.wo.log = 1;
@@ -618,51 +939,62 @@ int main(int argc, char **argv)
 	if (first >= argc)
 		return usage(NULL);
 	cmd = argv[first];
-	if (c.queues && strcmp(cmd, "worker"))
-		return usage("--queues is an option of the worker; '%s' takes --queue Q", cmd);
-	/* these parse their own options (cli/admin.c) */
+	/* the settings file's URLs, under the flags and the environment (the
+	 * worker reads the whole file itself, again at each SIGHUP) */
+	if (strcmp(cmd, "worker") && au_cli_config(&c.cfg, c.fleet.config_file) < 0)
+		return EXIT_USAGE;
+	/* these parse their own options (cli/admin.c, cli/workers.c) */
 	if (!strcmp(cmd, "dlq"))
 		return au_cli_dlq(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "queue"))
 		return au_cli_queue(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "queues"))
 		return au_cli_queues(&c.cfg, argc - first, argv + first);
-	/* these parse their own options (cli/workers.c) */
 	if (!strcmp(cmd, "workers"))
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
 		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
-	/* options may also follow the command */
+	if ((k = command_of(cmd)) < 0)
+		return usage("unknown command '%s'", cmd);
+	c.cmd = (enum cmd)k;
+	/* the command's options may come anywhere after it */
 	argv += first;
 	argc -= first;
 	if ((rc = parse(&c, argc, argv, 0, &first)))
 		return rc;
-	/* collect the positional arguments after the command */
-	{
-		int i, np = 0;
-
-		for (i = first; i < argc; i++)
-			argv[1 + np++] = argv[i];
-		argc = 1 + np;
-	}
-	if (c.queues && strcmp(cmd, "worker"))
-		return usage("--queues is an option of the worker; '%s' takes --queue Q", cmd);
-	if (!strcmp(cmd, "enqueue"))
-		return cmd_enqueue(&c, argc - 1, argv + 1);
-	if (!strcmp(cmd, "status") || !strcmp(cmd, "wait") || !strcmp(cmd, "result") ||
-	    !strcmp(cmd, "cancel"))
-		return cmd_handle(&c, cmd, argc - 1, argv + 1);
-	if (!strcmp(cmd, "worker"))
-		return cmd_worker(&c, argc - 1);
-	if (!strcmp(cmd, "migrate"))
-		return cmd_migrate(&c, argc - 1);
-	if (!strcmp(cmd, "version")) {
+	if (c.cmd != C_WORKER && c.seen[O_CONFIG - O_QUEUE_URL] &&
+	    au_cli_config(&c.cfg, c.fleet.config_file) < 0)
+		return EXIT_USAGE;
+	for (i = first; i < argc; i++)   /* the positional arguments, after the command */
+		argv[1 + np++] = argv[i];
+	argc = 1 + np;
+	switch (c.cmd) {
+	case C_ENQUEUE:
+		rc = cmd_enqueue(&c, argc - 1, argv + 1);
+		break;
+	case C_STATUS:
+	case C_WAIT:
+	case C_RESULT:
+	case C_CANCEL:
+		rc = cmd_handle(&c, cmd, argc - 1, argv + 1);
+		break;
+	case C_WORKER:
+		rc = cmd_worker(&c, argc - 1);
+		break;
+	case C_MIGRATE:
+		rc = cmd_migrate(&c, argc - 1);
+		break;
+	case C_VERSION:
+		if (argc > 1)
+			return usage("version takes no arguments");
 		printf("au %s (wire format v%d)\n", AU_VERSION, AU_WIRE_VERSION);
-		return 0;
+		rc = 0;
+		break;
+	case C_HELP:
+	default:
+		rc = cmd_help(&c, argc - 1, argv + 1);
+		break;
 	}
-	if (!strcmp(cmd, "help")) {
-		fputs(usage_text, stdout);
-		return 0;
-	}
-	return usage("unknown command '%s'", cmd);
+	au_buf_release(&c.queues);
+	return rc;
 }

@@ -23,4 +23,27 @@ int au_cli_fail(const struct au_err *err);
 struct au_queue *au_cli_open_queue(struct au_config *cfg, int *rc);
 int au_cli_usage(const char *text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * The settings file (--config FILE, or AU_CONFIG): KEY=VALUE lines as a
+ * shell or systemd's EnvironmentFile= reads them (blank lines and #
+ * comments skipped, an optional "export ", the value optionally quoted).
+ * Flags win over the environment, the environment over the file.
+ */
+typedef int (*au_cli_setting_fn)(void *arg, const char *path, unsigned line, const char *key,
+				 const char *val);
+/* Calls fn for each setting of path until one returns non-zero; -1 (the
+ * message printed) when the file cannot be read or a line is not a
+ * setting, else what fn last returned. */
+int au_cli_settings(const char *path, au_cli_setting_fn fn, void *arg);
+/* The file to read: the flag's, else AU_CONFIG's, else NULL. */
+const char *au_cli_config_path(const char *flag);
+/* A URL setting (AU_QUEUE, AU_STORE, AU_CLICKHOUSE) of the file into cfg
+ * unless cfg has it from a flag or the environment has it: 1 it was one
+ * (used or not), 0 another key, -1 out of memory. *owned keeps the copy. */
+int au_cli_url_setting(struct au_config *cfg, const char *key, const char *val, char **owned);
+/* The URLs of the settings file into cfg (for commands other than the
+ * worker, which reads the whole file): 0, or -1 with the message printed
+ * (an unreadable file, an unknown key). */
+int au_cli_config(struct au_config *cfg, const char *flag);
+
 #endif

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -93,17 +94,28 @@ static void settings_release(struct settings *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* A number setting of the file, into *out unless the command line set it. */
+/* Where a setting came from, for a message: "'FILE' line N" or "the
+ * environment". */
+static const char *origin(const char *path, unsigned line, char *buf, size_t len)
+{
+	if (!line)
+		return "the environment";
+	snprintf(buf, len, "'%s' line %u", path, line);
+	return buf;
+}
+
+/* A number setting, into *out unless the command line set it. */
 static int file_number(const char *path, unsigned line, const char *key, const char *val,
 		       uint32_t min, uint32_t *out, uint32_t flag)
 {
-	char *end;
+	char *end, where[PATH_MAX + 32];
 	unsigned long v;
 
 	errno = 0;
 	v = strtoul(val, &end, 10);
 	if (errno || end == val || *end || v < min || v > 0x7fffffff || val[0] == '-') {
-		au_log(AU_LOG_ERROR, "'%s' line %u: invalid value '%s' for %s", path, line, val, key);
+		au_log(AU_LOG_ERROR, "%s: invalid value '%s' for %s",
+		       origin(path, line, where, sizeof(where)), val, key);
 		return -1;
 	}
 	if (!flag)
@@ -111,108 +123,75 @@ static int file_number(const char *path, unsigned line, const char *key, const c
 	return 0;
 }
 
-/*
- * The settings file: KEY=VALUE lines as a shell or systemd's
- * EnvironmentFile= reads them (blank lines and # comments skipped, an
- * optional "export ", the value optionally in quotes). A setting given on
- * the command line stays as given; the file fills the rest.
- */
-static int read_file(const char *path, const struct au_fleet_opts *o, struct settings *s)
+/* The worker's settings other than the URLs, as the file and the
+ * environment name them. */
+static const char *const keys[] = {
+	"AU_PROCESSES", "AU_CONCURRENCY", "AU_BATCH", "AU_LOG_LEVEL", "AU_MAX_TASKS", "AU_LEASE_MS",
+	"AU_GRACE_MS", "AU_RETRY_BASE_MS",
+};
+
+struct loading {
+	const struct au_fleet_opts *o;
+	struct settings *s;
+};
+
+/* One setting of the file (line > 0) or the environment (line 0). A flag
+ * wins over both, the environment over the file. */
+static int setting(void *arg, const char *path, unsigned line, const char *key, const char *val)
 {
-	FILE *f = fopen(path, "r");
-	char buf[4096];
-	unsigned line = 0;
-	int rc = 0;
+	struct loading *l = arg;
+	const struct au_fleet_opts *o = l->o;
+	struct settings *s = l->s;
+	char where[PATH_MAX + 32];
+	int i = !strcmp(key, "AU_QUEUE") ? 0 : !strcmp(key, "AU_STORE") ? 1 : 2, r;
 
-	if (!f) {
-		au_log(AU_LOG_ERROR, "unable to open '%s': %s", path, strerror(errno));
-		return -1;
+	if ((r = au_cli_url_setting(&s->cfg, key, val, &s->owned[i])) != 0)
+		return r < 0 ? -1 : 0;
+	if (line && getenv(key))
+		return 0;   /* the environment's, read after the file */
+	if (!strcmp(key, "AU_LOG_LEVEL")) {
+		enum au_loglevel lvl;
+
+		if (au_fleet_log_level(val, &lvl) < 0) {
+			au_log(AU_LOG_ERROR, "%s: invalid log level '%s' (expected debug, info, warn "
+			       "or error)", origin(path, line, where, sizeof(where)), val);
+			return -1;
+		}
+		if (!o->log_level)
+			s->level = lvl;
+		return 0;
 	}
-	while (rc == 0 && fgets(buf, sizeof(buf), f)) {
-		char *k = buf, *v, *e;
-		size_t n;
+	if (!strcmp(key, "AU_CONCURRENCY"))
+		return file_number(path, line, key, val, 1, &s->wo.concurrency, o->wo.concurrency);
+	if (!strcmp(key, "AU_BATCH"))
+		return file_number(path, line, key, val, 1, &s->wo.batch, o->wo.batch);
+	if (!strcmp(key, "AU_MAX_TASKS"))
+		return file_number(path, line, key, val, 0, &s->wo.max_jobs, o->wo.max_jobs);
+	if (!strcmp(key, "AU_LEASE_MS"))
+		return file_number(path, line, key, val, 1, &s->wo.lease_ms, o->wo.lease_ms);
+	if (!strcmp(key, "AU_GRACE_MS"))
+		return file_number(path, line, key, val, 0, &s->wo.grace_ms, o->wo.grace_ms);
+	if (!strcmp(key, "AU_RETRY_BASE_MS"))
+		return file_number(path, line, key, val, 1, &s->wo.retry_base_ms, o->wo.retry_base_ms);
+	if (!strcmp(key, "AU_PROCESSES")) {
+		uint32_t p = (uint32_t)s->processes;
 
-		line++;
-		n = strlen(k);
-		while (n && isspace((unsigned char)k[n - 1]))
-			k[--n] = '\0';
-		while (isspace((unsigned char)*k))
-			k++;
-		if (!*k || *k == '#')
-			continue;
-		if (!strncmp(k, "export ", 7))
-			k += 7;
-		if (!(v = strchr(k, '='))) {
-			au_log(AU_LOG_ERROR, "'%s' line %u: expected KEY=VALUE", path, line);
-			rc = -1;
-			break;
-		}
-		for (e = v; e > k && isspace((unsigned char)e[-1]); e--)
-			;
-		*e = '\0';
-		v++;
-		while (isspace((unsigned char)*v))
-			v++;
-		n = strlen(v);
-		if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
-			v[n - 1] = '\0';
-			v++;
-		}
-		if (!strcmp(k, "AU_QUEUE") || !strcmp(k, "AU_STORE") || !strcmp(k, "AU_CLICKHOUSE")) {
-			int i = k[3] == 'Q' ? 0 : k[3] == 'S' ? 1 : 2;
-			const char **url = i == 0 ? &s->cfg.queue_url : i == 1 ? &s->cfg.store_url
-									: &s->cfg.clickhouse_url;
-			const char *flag = i == 0 ? o->cfg.queue_url : i == 1 ? o->cfg.store_url
-									: o->cfg.clickhouse_url;
-
-			if (flag)
-				continue;
-			free(s->owned[i]);
-			if (!(s->owned[i] = au_strdup(v))) {
-				rc = -1;
-				break;
-			}
-			*url = s->owned[i];
-		} else if (!strcmp(k, "AU_LOG_LEVEL")) {
-			enum au_loglevel lvl;
-
-			if (au_fleet_log_level(v, &lvl) < 0) {
-				au_log(AU_LOG_ERROR, "'%s' line %u: invalid log level '%s' (expected "
-				       "debug, info, warn or error)", path, line, v);
-				rc = -1;
-			} else if (!o->log_level) {
-				s->level = lvl;
-			}
-		} else if (!strcmp(k, "AU_CONCURRENCY")) {
-			rc = file_number(path, line, k, v, 1, &s->wo.concurrency, o->wo.concurrency);
-		} else if (!strcmp(k, "AU_BATCH")) {
-			rc = file_number(path, line, k, v, 1, &s->wo.batch, o->wo.batch);
-		} else if (!strcmp(k, "AU_MAX_TASKS")) {
-			rc = file_number(path, line, k, v, 0, &s->wo.max_jobs, o->wo.max_jobs);
-		} else if (!strcmp(k, "AU_LEASE_MS")) {
-			rc = file_number(path, line, k, v, 1, &s->wo.lease_ms, o->wo.lease_ms);
-		} else if (!strcmp(k, "AU_GRACE_MS")) {
-			rc = file_number(path, line, k, v, 0, &s->wo.grace_ms, o->wo.grace_ms);
-		} else if (!strcmp(k, "AU_RETRY_BASE_MS")) {
-			rc = file_number(path, line, k, v, 1, &s->wo.retry_base_ms,
-					 o->wo.retry_base_ms);
-		} else if (!strcmp(k, "AU_PROCESSES")) {
-			uint32_t p = (uint32_t)s->processes;
-
-			rc = file_number(path, line, k, v, 1, &p, (uint32_t)o->processes);
-			s->processes = (int)p;
-		} else {
-			au_log(AU_LOG_ERROR, "'%s' line %u: unknown setting '%s'", path, line, k);
-			rc = -1;
-		}
+		r = file_number(path, line, key, val, 1, &p, (uint32_t)o->processes);
+		s->processes = (int)p;
+		return r;
 	}
-	fclose(f);
-	return rc;
+	au_log(AU_LOG_ERROR, "%s: unknown setting '%s'", origin(path, line, where, sizeof(where)),
+	       key);
+	return -1;
 }
 
-/* The command line, then the file, then the environment and defaults. */
+/* The command line, then the environment, then the file, then the defaults. */
 static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 {
+	struct loading l = { o, s };
+	const char *path, *v;
+	size_t i;
+
 	memset(s, 0, sizeof(*s));
 	s->cfg = o->cfg;
 	s->wo = o->wo;
@@ -220,14 +199,19 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	s->level = AU_LOG_INFO;
 	if (o->log_level && au_fleet_log_level(o->log_level, &s->level) < 0)
 		return -1;
-	if (o->config_file && read_file(o->config_file, o, s) < 0) {
-		settings_release(s);
-		return -1;
-	}
+	path = au_cli_config_path(o->config_file);
+	if (path && au_cli_settings(path, setting, &l) < 0)
+		goto fail;
+	for (i = 0; i < AU_ARRAY_SIZE(keys); i++)
+		if ((v = getenv(keys[i])) && setting(&l, NULL, 0, keys[i], v) < 0)
+			goto fail;
 	au_config_from_env(&s->cfg);
 	/* one line per computation is an info line */
 	s->wo.log = o->wo.log && s->level <= AU_LOG_INFO;
 	return 0;
+fail:
+	settings_release(s);
+	return -1;
 }
 
 /* A child `au worker stop` stopped exits with this: the parent does not
@@ -374,8 +358,8 @@ static void reload(struct fleet *f, const struct au_fleet_opts *o)
 	struct settings s;
 	size_t i;
 
-	if (o->config_file)
-		au_log(AU_LOG_INFO, "received SIGHUP: reading '%s'", o->config_file);
+	if (au_cli_config_path(o->config_file))
+		au_log(AU_LOG_INFO, "received SIGHUP: reading '%s'", au_cli_config_path(o->config_file));
 	else
 		au_log(AU_LOG_INFO, "received SIGHUP: no --config; replacing the worker processes");
 	if (settings_load(o, &s) < 0) {

@@ -33,13 +33,14 @@ static const char stop_usage[] =
 	"SIGTERM. It hears it within 2 s, wherever it runs.\n";
 
 
-enum { W_JSON = 1, W_QUEUE_URL, W_STORE_URL, W_CH };
+enum { W_JSON = 1, W_QUEUE_URL, W_STORE_URL, W_CH, W_CONFIG };
 
 static const struct option workers_options[] = {
 	{ "json", no_argument, NULL, W_JSON },
 	{ "queue-url", required_argument, NULL, W_QUEUE_URL },
 	{ "store-url", required_argument, NULL, W_STORE_URL },
 	{ "clickhouse", required_argument, NULL, W_CH },
+	{ "config", required_argument, NULL, W_CONFIG },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -49,6 +50,7 @@ static const struct option workers_options[] = {
 static int parse(struct au_config *cfg, int *json, const char *cmd, const char *text,
 		 int *argc, char **argv)
 {
+	const char *config = NULL;
 	int o, n = 1, i;
 
 	optind = 0;
@@ -66,6 +68,7 @@ static int parse(struct au_config *cfg, int *json, const char *cmd, const char *
 		case W_QUEUE_URL: cfg->queue_url = optarg; break;
 		case W_STORE_URL: cfg->store_url = optarg; break;
 		case W_CH: cfg->clickhouse_url = optarg; break;
+		case W_CONFIG: config = optarg; break;
 		default:
 			return au_cli_usage(text, "unknown option '%s' for '%s'", argv[optind - 1], cmd);
 		}
@@ -73,7 +76,7 @@ static int parse(struct au_config *cfg, int *json, const char *cmd, const char *
 	for (i = optind; i < *argc; i++)
 		argv[n++] = argv[i];
 	*argc = n;
-	return 0;
+	return au_cli_config(cfg, config) < 0 ? EXIT_USAGE : 0;
 }
 
 /* "4s", "12m", "3h", "2d": ms as a person reads an age. */

@@ -74,7 +74,7 @@ say "1 computation: sales per week, waited for (--wait)"
 
 say "a computation that fails: unknown table"
 id=$("$au" enqueue ch.query --args '{"sql":"SELECT count() FROM no_such_table"}')
-"$au" wait "$id" --timeout 10000
+"$au" wait "$id" --timeout 10000ms
 "$au" status "$id"
 
 say "workers' last log lines"

@@ -12,7 +12,7 @@ dir=$(mktemp -d "${AU_TEST_TMP:-/tmp}/t_dlq.XXXXXX")
 export AU_STORE="file://$dir/store" AU_CLICKHOUSE=$AU_TEST_CH
 wpid=
 worker() { # queue: runs a worker in the background, sets $wpid
-	"$au" worker --queue "$1" --quiet --retry-base 50 2>>"$dir/worker.log" &
+	"$au" worker --queue "$1" --quiet --retry-base 50ms 2>>"$dir/worker.log" &
 	wpid=$!
 }
 stop() { [ -n "$wpid" ] && kill -TERM "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null; wpid=; }
@@ -70,7 +70,7 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	sleep 2
 	t_eq "$b: paused: a new computation waits with a worker running" "$("$au" status "$eid")" pending
 	t_eq "$b: queue resume" "$("$au" queue resume "$Q")" "resumed queue '$Q'"
-	t_eq "$b: resumed: it runs (wait without --queue)" "$("$au" wait "$eid" --timeout 15000)" '[7]'
+	t_eq "$b: resumed: it runs (wait without --queue)" "$("$au" wait "$eid" --timeout 15000ms)" '[7]'
 	t_ok "$b: the requeued one ran again and died again" t_until 15 dead_listed "$Q" "$id"
 	after=$(died_at "$id")
 	t_ok "$b: ... later than the first time ($before < $after)" test "${after:-0}" -gt "${before:-0}"
@@ -92,13 +92,13 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	# --- ids found on any queue: status, wait, result, cancel without --queue
 	sid=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":1500}')
 	t_ok "$b: status without --queue: running" t_until 10 status_is "$sid" running
-	t_match "$b: wait without --queue" "$("$au" wait "$sid" --timeout 15000 --json)" '"status":"completed"'
+	t_match "$b: wait without --queue" "$("$au" wait "$sid" --timeout 15000ms --json)" '"status":"completed"'
 	t_match "$b: result without --queue" "$("$au" result "$sid" --json)" '"status":"completed"'
-	did=$("$au" enqueue au.echo --queue "$Q" --delay 600000)
+	did=$("$au" enqueue au.echo --queue "$Q" --delay 600000ms)
 	t_eq "$b: status without --queue: scheduled" "$("$au" status "$did")" scheduled
 	t_eq "$b: cancel without --queue" "$("$au" cancel "$did")" cancelled
 	t_eq "$b: cancelled" "$("$au" status "$did")" cancelled
-	did=$("$au" enqueue au.echo --queue "$Q" --delay 600000)
+	did=$("$au" enqueue au.echo --queue "$Q" --delay 600000ms)
 	t_eq "$b: a wrong --queue is only a hint" "$("$au" status "$did" --queue default)" scheduled
 
 	# --- queues: counts, totals, sorted by name
@@ -126,7 +126,7 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 	t_eq "$b: an emptied computation is unknown (exit 3)" "$rc" 3
 	t_eq "$b: queue delete" "$("$au" queue delete "$Q")" "deleted queue '$Q'"
 	t_ok "$b: deleted: not listed" bash -c "! \"$au\" queues --json | grep -q '\"queue\":\"$Q\"'"
-	"$au" enqueue au.echo --queue "$Q" --delay 600000 >/dev/null
+	"$au" enqueue au.echo --queue "$Q" --delay 600000ms >/dev/null
 	t_eq "$b: delete --force" "$("$au" queue delete "$Q" --force)" "deleted queue '$Q'"
 done
 

@@ -18,7 +18,7 @@ q() { echo "d$RANDOM$RANDOM"; }
 newid() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
 worker() { # queue, extra args...: runs a worker in the background, sets $wpid
 	local queue=$1; shift
-	"$au" worker --queue "$queue" --quiet --retry-base 50 "$@" >>"$dir/worker.log" 2>&1 &
+	"$au" worker --queue "$queue" --quiet --retry-base 50ms "$@" >>"$dir/worker.log" 2>&1 &
 	wpid=$!
 }
 stop() { kill -TERM "$wpid"; wait "$wpid"; wpid=; }
@@ -52,7 +52,7 @@ idd=$("$au" enqueue au.echo --queue "$Q" --args '{"x":1}')
 t_match "--ttl 0 writes ttl_s 0 into the body" "$(body_of "$Q" "$id0")" "$(hex ttl_s)00"
 t_match "no --ttl writes ttl_s 86400 into the body" "$(body_of "$Q" "$idd")" "$(hex ttl_s)ce00015180"
 worker "$Q"
-"$au" wait "$idd" --queue "$Q" --timeout 10000 >/dev/null
+"$au" wait "$idd" --queue "$Q" --timeout 10000ms >/dev/null
 out=$("$au" result "$idd" --queue "$Q" --json)
 t_match "result --json is the whole record, in order" "$out" \
 	"^\{\"v\":1,\"id\":\"$idd\",\"status\":\"completed\",\"task\":\"au.echo\",\"queue\":\"$Q\",\"worker\":\"[^\"]+\",\"attempts\":1,\"ttl_s\":86400,\"created_at\":[0-9]+,\"started_at\":[0-9]+,\"finished_at\":[0-9]+,\"expires_at\":[0-9]+,\"history\":\[\{\"attempt\":1,\"worker\":\"[^\"]+:[0-9]+:[0-9a-f]{8}\",\"started_at\":[0-9]+,\"finished_at\":[0-9]+,\"outcome\":\"completed\"\}\],\"result\":\{\"x\":1\}\}$"
@@ -61,20 +61,20 @@ t_ok "expires_at is ttl_s after the write ($left ms after finished_at)" \
 	[ "$left" -ge 86400000 -a "$left" -le 86405000 ]
 t_eq "wait --json prints the same record" "$("$au" wait "$idd" --queue "$Q" --json)" "$out"
 id=$("$au" enqueue au.fail --queue "$Q" --args '{"message":"boom"}')
-"$au" wait "$id" --queue "$Q" --timeout 10000 >/dev/null 2>&1
+"$au" wait "$id" --queue "$Q" --timeout 10000ms >/dev/null 2>&1
 out=$("$au" result "$id" --queue "$Q" --json); rc=$?
 t_match "a failed record has its error and no result" "$out" \
 	"^\{\"v\":1,\"id\":\"$id\",\"status\":\"failed\",\"task\":\"au.fail\",\"queue\":\"$Q\",\"worker\":\"[^\"]+\",\"attempts\":1,\"ttl_s\":86400,(\"[a-z_]+\":[0-9]+,){4}\"error\":\"boom\",\"history\":\[\{\"attempt\":1,[^]]*\"outcome\":\"failed\",\"error\":\"boom\"\}\]\}$"
 t_eq "result --json of a failed computation exits 1" "$rc" 1
 
 # --- ttl_s 0 on redis://: kept until deleted
-out=$("$au" wait "$id0" --queue "$Q" --timeout 10000 --json)
+out=$("$au" wait "$id0" --queue "$Q" --timeout 10000ms --json)
 t_match "--ttl 0: the record says ttl_s 0 and expires_at 0" "$out" '"ttl_s":0,.*"expires_at":0,'
 t_eq "--ttl 0: the Redis key has no expiry" "$(rcli TTL "au:r:$id0")" -1
 
 # --- an expired Redis result cannot be told from an unknown one
 id=$("$au" enqueue au.echo --queue "$Q" --ttl 1 --args '[1]')
-t_eq "result readable before the ttl" "$("$au" wait "$id" --queue "$Q" --timeout 10000)" '[1]'
+t_eq "result readable before the ttl" "$("$au" wait "$id" --queue "$Q" --timeout 10000ms)" '[1]'
 sleep 2.2
 out=$("$au" result "$id" --queue "$Q" 2>&1); rc=$?
 t_eq "expired on redis://: exit 3" "$rc" 3
@@ -100,7 +100,7 @@ rcli ZADD "au:{$Q}:prios" 0 0 >/dev/null
 rcli LPUSH "au:{$Q}:wakelist" 1 >/dev/null
 rcli LTRIM "au:{$Q}:wakelist" 0 31 >/dev/null
 t_eq "in a ready list, a body run_at an hour ahead runs now" \
-	"$("$au" wait "$id" --queue "$Q" --timeout 5000 2>&1)" '{"by":"hand"}'
+	"$("$au" wait "$id" --queue "$Q" --timeout 5000ms 2>&1)" '{"by":"hand"}'
 
 # --- Redis: pushed by hand with a wake token, an idle worker starts it at
 # once (without the token, its poll would: up to 1 s later, each time)
@@ -111,7 +111,7 @@ for _ in 1 2 3 4 5; do
 	t=$(redis_ms)
 	printf '%s\n' "RPUSH au:{$Q}:ready:0 $id" "ZADD au:{$Q}:prios 0 0" \
 		"LPUSH au:{$Q}:wakelist 1" "LTRIM au:{$Q}:wakelist 0 31" | rcli >/dev/null
-	out=$("$au" wait "$id" --queue "$Q" --timeout 5000 --json 2>&1)
+	out=$("$au" wait "$id" --queue "$Q" --timeout 5000ms --json 2>&1)
 	late=$(( $(field "$out" started_at) - t ))
 	[ "$late" -gt "$worst" ] && worst=$late
 done
@@ -132,7 +132,7 @@ at=$(( $(redis_ms) + 1500 ))
 body_hex "$id" "$Q" "$at" | xxd -r -p | rcli -x HSET "au:{$Q}:body" "$id" >/dev/null
 rcli HSET "au:{$Q}:order" "$id" "0 $(rcli INCR "au:{$Q}:seq")" >/dev/null
 rcli ZADD "au:{$Q}:sched" "$at" "$id" >/dev/null
-out=$("$au" wait "$id" --queue "$Q" --timeout 10000 --json 2>&1)
+out=$("$au" wait "$id" --queue "$Q" --timeout 10000ms --json 2>&1)
 t_match "delayed by hand without a wake token: it runs" "$out" '"status":"completed"'
 late=$(( $(field "$out" started_at) - at ))
 t_ok "not before its run_at ($late ms after)" [ "$late" -ge 0 ]
@@ -164,7 +164,7 @@ id=$(newid)
 out=$(insert "$id" "$(body_hex "$id" "$Q" "$later")" 2>&1)
 t_eq "after au migrate: the plain-SQL insert of docs/postgres.md succeeds" "$? $out" "0 "
 t_eq "after au migrate: the plain-SQL insert runs, run_at column now, body's later" \
-	"$("$au" wait "$id" --queue "$Q" --timeout 10000 2>&1)" '{"by":"hand"}'
+	"$("$au" wait "$id" --queue "$Q" --timeout 10000ms 2>&1)" '{"by":"hand"}'
 t_eq "its record is readable with plain SQL" \
 	"$(psql -qtA "$url" -c "SELECT count(*) FROM au_results WHERE id = '$id' AND expires_at > now()")" 1
 id=$(newid)
@@ -174,7 +174,7 @@ t_eq "the run_at column decides: a body without run_at waits" \
 
 # --- ttl_s 0 on postgres://
 id=$("$au" enqueue au.echo --queue "$Q" --ttl 0 --args '[0]')
-out=$("$au" wait "$id" --queue "$Q" --timeout 10000 --json)
+out=$("$au" wait "$id" --queue "$Q" --timeout 10000ms --json)
 t_match "--ttl 0 on postgres://: ttl_s 0, expires_at 0" "$out" '"ttl_s":0,.*"expires_at":0,'
 t_eq "--ttl 0 on postgres://: the row expires at infinity" \
 	"$(psql -qtA "$url" -c "SELECT expires_at = 'infinity' FROM au_results WHERE id = '$id'")" t

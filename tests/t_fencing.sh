@@ -17,12 +17,12 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	case $qurl in redis*) k=redis ;; *) k=pg ;; esac
 	export AU_QUEUE=$qurl
 	Q=f$RANDOM$RANDOM
-	"$au" worker --queue "$Q" --lease 1000 >/dev/null 2>"$dir/$k-a.log" &
+	"$au" worker --queue "$Q" --lease 1000ms >/dev/null 2>"$dir/$k-a.log" &
 	a=$!
 	id=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":1500}' --max-attempts 3)
 	t_ok "$k: the first worker runs it" t_until 10 status_is "$id" "$Q" running
 	kill -STOP "$a"
-	"$au" worker --queue "$Q" --lease 1000 >/dev/null 2>"$dir/$k-b.log" &
+	"$au" worker --queue "$Q" --lease 1000ms >/dev/null 2>"$dir/$k-b.log" &
 	b=$!
 	t_ok "$k: the second worker takes it over once the lease ran out and completes it" \
 		t_until 15 status_is "$id" "$Q" completed

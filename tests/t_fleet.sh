@@ -18,7 +18,7 @@ kill_run() { # name, queue url, leased-ids function
 	[ "$url" = pg ] && url=$dburl
 	export AU_QUEUE=$url AU_STORE=$dburl
 	enqueue_sleeps 5000 10
-	fleet "$dir/kill-$name.log" --processes 2 --concurrency 8 --lease 1500 --quiet
+	fleet "$dir/kill-$name.log" --processes 2 --concurrency 8 --lease 1500ms --quiet
 	t_ok "$name: two worker processes" t_until 10 is nchildren 2
 	t_ok "$name: the run is under way" t_until 30 at_least nrecords 800
 	victim=$(children | head -1)

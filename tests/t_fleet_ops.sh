@@ -22,7 +22,7 @@ cache_up() {
 	t_until 10 redis-cli -p "$cport" ping >/dev/null
 }
 cache_up
-fleet "$dir/crash.log" --processes 2 --restart-delay 100 --quiet
+fleet "$dir/crash.log" --processes 2 --restart-delay 100ms --quiet
 t_ok "crash loop: two worker processes" t_until 10 is nchildren 2
 kill -KILL "$cpid"; wait "$cpid" 2>/dev/null; cpid=
 kill -KILL $(children)
@@ -39,7 +39,7 @@ cache_up
 t_ok "crash loop: once the server is back two children stay up" \
 	t_until 15 sh -c "sleep 1; test \$(pgrep -P $fpid | wc -l) = 2"
 id=$("$au" enqueue au.echo --queue "$Q" --args '{"back":1}')
-t_eq "crash loop: and run computations" "$("$au" wait "$id" --queue "$Q" --timeout 10000)" '{"back":1}'
+t_eq "crash loop: and run computations" "$("$au" wait "$id" --queue "$Q" --timeout 10000ms)" '{"back":1}'
 stop_fleet
 t_eq "crash loop: the fleet stops with 0" "$frc" 0
 kill -KILL "$cpid"; wait "$cpid" 2>/dev/null; cpid=
@@ -68,7 +68,7 @@ newq
 newdb
 export AU_QUEUE=$AU_TEST_REDIS AU_STORE=$dburl
 enqueue_sleeps 200 500
-fleet "$dir/term.log" --processes 2 --concurrency 6 --grace 5000 --quiet
+fleet "$dir/term.log" --processes 2 --concurrency 6 --grace 5000ms --quiet
 running() { [ "$(qstats | awk '{ print $4 }')" -ge 8 ]; }
 t_ok "sigterm: computations are running" t_until 15 running
 sleep 0.2

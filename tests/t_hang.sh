@@ -29,11 +29,11 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	case $qurl in redis*) b=redis ;; *) b=pg ;; esac
 	export AU_QUEUE=$qurl
 	Q=t$RANDOM$RANDOM
-	"$au" worker --queue "$Q" --retry-base 100 >/dev/null 2>"$dir/$b.log" &
+	"$au" worker --queue "$Q" --retry-base 100ms >/dev/null 2>"$dir/$b.log" &
 	wpid=$!
 
 	# on_timeout fail: one attempt, failed, the query gone
-	id=$("$au" enqueue ch.query --queue "$Q" --args "$hang" --timeout 1000 --on-timeout fail \
+	id=$("$au" enqueue ch.query --queue "$Q" --args "$hang" --timeout 1000ms --on-timeout fail \
 		--max-attempts 3)
 	t_ok "$b: the hanging query runs on the server" t_until 10 runs_now "$id"
 	t_ok "$b: on_timeout fail: failed within its timeout and a little" \
@@ -44,7 +44,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_match "$b: the error says it timed out" "$out" '"error":"[^"]*(timed out after 1000 ms|clickhouse error 159)'
 
 	# on_timeout retry (the default): each attempt ends the same way, then dead letter
-	id=$("$au" enqueue ch.query --queue "$Q" --args "$hang" --timeout 1000 --max-attempts 2)
+	id=$("$au" enqueue ch.query --queue "$Q" --args "$hang" --timeout 1000ms --max-attempts 2)
 	t_ok "$b: on_timeout retry: retried, then failed after its attempts" \
 		t_until 10 status_is "$id" "$Q" failed
 	t_match "$b: on_timeout retry: two attempts" "$("$au" wait "$id" --queue "$Q" --json)" \

@@ -25,7 +25,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	# (--max-tasks 1), the second makes 2 and 3
 	id=$("$au" enqueue au.fail --queue "$Q" --max-attempts 3 \
 		--args '{"message":"flaky","retryable":true}')
-	"$au" worker --queue "$Q" --max-tasks 1 --retry-base 100 >/dev/null 2>"$dir/$b.w1" &
+	"$au" worker --queue "$Q" --max-tasks 1 --retry-base 100ms >/dev/null 2>"$dir/$b.w1" &
 	wpid=$!; wait "$wpid"; wpid=
 	out=$("$au" status "$id" --json)
 	t_match "$b: status --json while it waits for its retry: retrying, 1 attempt" "$out" \
@@ -33,7 +33,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_match "$b: with the queue's history of attempt 1" "$out" \
 		"\"history\":\[\{\"attempt\":1,$W,$T,\"outcome\":\"retrying\",\"error\":\"flaky\"\}\]\}$"
 	w1=$(echo "$out" | grep -o '"worker":"[^"]*"' | tail -1)
-	"$au" worker --queue "$Q" --retry-base 100 --idle-exit 1500 >/dev/null 2>"$dir/$b.w2" &
+	"$au" worker --queue "$Q" --retry-base 100ms --idle-exit 1500ms >/dev/null 2>"$dir/$b.w2" &
 	wpid=$!; wait "$wpid"; wpid=
 	out=$("$au" result "$id" --json)
 	t_match "$b: the record tells all three attempts" "$out" \
@@ -51,19 +51,19 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 
 	# the ClickHouse code of a failed query
 	id=$("$au" enqueue ch.query --queue "$Q" --args '{"sql":"SELECT * FROM no_such_table_au"}')
-	"$au" worker --queue "$Q" --idle-exit 800 >/dev/null 2>"$dir/$b.ch" &
+	"$au" worker --queue "$Q" --idle-exit 800ms >/dev/null 2>"$dir/$b.ch" &
 	wpid=$!; wait "$wpid"; wpid=
 	out=$("$au" result "$id" --json)
 	t_match "$b: a query on a missing table: failed, ch_code 60 in its history" "$out" \
 		"\"history\":\[\{\"attempt\":1,$W,$T,\"outcome\":\"failed\",\"error\":\"ch.query: clickhouse error 60[^\"]*\",\"ch_code\":60\}\]"
 
 	# a worker killed mid-run: the next attempt tells the first as lost
-	"$au" worker --queue "$Q" --lease 1000 >/dev/null 2>"$dir/$b.k1" &
+	"$au" worker --queue "$Q" --lease 1000ms >/dev/null 2>"$dir/$b.k1" &
 	wpid=$!
 	id=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":1500}')
 	t_ok "$b: a 1.5 s computation runs" t_until 10 status_is "$id" "$Q" running
 	kill -KILL "$wpid"; wait "$wpid" 2>/dev/null
-	"$au" worker --queue "$Q" --lease 1000 --idle-exit 4000 >/dev/null 2>"$dir/$b.k2" &
+	"$au" worker --queue "$Q" --lease 1000ms --idle-exit 4000ms >/dev/null 2>"$dir/$b.k2" &
 	wpid=$!
 	t_ok "$b: a second worker completes it" t_until 15 status_is "$id" "$Q" completed
 	kill -TERM "$wpid"; wait "$wpid"; wpid=

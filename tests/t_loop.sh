@@ -32,7 +32,7 @@ done
 running() { "$au" queues --json | grep -q "\"queue\":\"$Q\",.*\"running\":4"; }
 # a heartbeat every second: the first one after the stop would wait for
 # the server, and with it every timer of a loop that calls it
-"$au" worker --queue "$Q" --concurrency 4 --lease 3000 --quiet 2>"$dir/worker.log" &
+"$au" worker --queue "$Q" --concurrency 4 --lease 3000ms --quiet 2>"$dir/worker.log" &
 wpid=$!
 t_ok "the four computations are running" t_until 10 running
 sleep 0.2
@@ -41,7 +41,7 @@ sleep 2.5
 kill -CONT "$rpid"
 n=0 late=0
 for id in $ids; do
-	out=$("$au" wait "$id" --queue "$Q" --timeout 15000 --json 2>&1) && n=$((n + 1))
+	out=$("$au" wait "$id" --queue "$Q" --timeout 15000ms --json 2>&1) && n=$((n + 1))
 	s=$(printf '%s' "$out" | grep -o '"started_at":[0-9]*' | grep -o '[0-9]*$' | head -1)
 	f=$(printf '%s' "$out" | grep -o '"finished_at":[0-9]*' | grep -o '[0-9]*$' | head -1)
 	ms=$((${f:-0} - ${s:-0}))

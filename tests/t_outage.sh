@@ -101,7 +101,7 @@ for qurl in $queues; do
 	kill -TERM "$wpid"; wait "$wpid"
 	t_eq "$b: wrong password: the worker still stops cleanly" $? 0
 	wpid=
-	AU_CLICKHOUSE=$ch "$au" worker --queue "$Q" --idle-exit 1000 >/dev/null 2>"$dir/good.log" &
+	AU_CLICKHOUSE=$ch "$au" worker --queue "$Q" --idle-exit 1000ms >/dev/null 2>"$dir/good.log" &
 	wpid=$!
 	wait "$wpid"; wpid=
 	t_ok "$b: right password: all complete, on their first counted attempt" \

@@ -20,13 +20,13 @@ t_eq "migrate exits 0" "$?" 0
 t_eq "schema at the latest version" "$(version)" 7
 t_match "migrating again has nothing to do" "$("$au" migrate --dry-run 2>&1)" "(up to date|nothing|v7)"
 
-"$au" worker --quiet --retry-base 50 2>/dev/null &
+"$au" worker --quiet --retry-base 50ms 2>/dev/null &
 wpid=$!
 id=$("$au" enqueue au.echo --args '{"on":"postgres"}')
-t_eq "a computation runs on postgres://" "$("$au" wait "$id" --timeout 10000)" '{"on":"postgres"}'
+t_eq "a computation runs on postgres://" "$("$au" wait "$id" --timeout 10000ms)" '{"on":"postgres"}'
 id=$("$au" enqueue au.fail --max-attempts 2 --args '{"message":"nope","retryable":true}')
-t_match "retries on postgres://" "$("$au" wait "$id" --timeout 10000 --json 2>&1)" '"status":"failed".*"attempts":2'
-id=$("$au" enqueue au.echo --delay 600000)
+t_match "retries on postgres://" "$("$au" wait "$id" --timeout 10000ms --json 2>&1)" '"status":"failed".*"attempts":2'
+id=$("$au" enqueue au.echo --delay 600000ms)
 t_eq "cancel on postgres://" "$("$au" cancel "$id")" cancelled
 kill -TERM $wpid; wait $wpid
 t_eq "worker stops with 0" "$?" 0

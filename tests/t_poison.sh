@@ -28,7 +28,7 @@ export AU_CLICKHOUSE=$AU_TEST_CH AU_STORE="file://$dir/store"
 rport=${AU_TEST_REDIS##*:}
 rcli() { redis-cli -p "$rport" "$@"; }
 worker() { # queue, log: sets $wpid
-	"$au" worker --queue "$1" --retry-base 50 >/dev/null 2>>"$2" &
+	"$au" worker --queue "$1" --retry-base 50ms >/dev/null 2>>"$2" &
 	wpid=$!
 }
 stop_worker() { kill -TERM "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; wpid=; }
@@ -66,7 +66,7 @@ log="$dir/pg.log"
 worker "$Q" "$log"
 ok=1
 for id in "${good[@]}"; do
-	[ "$("$au" wait "$id" --queue "$Q" --timeout 20000 2>/dev/null)" = '{"n":1}' ] || ok=0
+	[ "$("$au" wait "$id" --queue "$Q" --timeout 20000ms 2>/dev/null)" = '{"n":1}' ] || ok=0
 done
 t_ok "postgres: every good computation around the bad rows completes" [ "$ok" = 1 ]
 t_eq "postgres: attempts 2147483647 is dead-lettered with the reason" \
@@ -103,14 +103,14 @@ rcli HSET "au:{$Q}:body" "$upper" xx >/dev/null
 # a seq counter overwritten by hand, and attempts no count
 rcli SET "au:{$Q}:seq" "not a number" >/dev/null
 for i in 4 5 6; do good+=("$("$au" enqueue au.echo --queue "$Q" --args '{"n":1}')"); done
-delayed=$("$au" enqueue au.echo --queue "$Q" --delay 200 --args '{"n":1}' 2>&1)
+delayed=$("$au" enqueue au.echo --queue "$Q" --delay 200ms --args '{"n":1}' 2>&1)
 t_ok "redis: a delayed push with a broken seq counter works ($delayed)" au_id_ok "$delayed"
 good+=("$delayed")
 log="$dir/redis.log"
 worker "$Q" "$log"
 ok=1
 for id in "${good[@]}"; do
-	[ "$("$au" wait "$id" --queue "$Q" --timeout 20000 2>/dev/null)" = '{"n":1}' ] || ok=0
+	[ "$("$au" wait "$id" --queue "$Q" --timeout 20000ms 2>/dev/null)" = '{"n":1}' ] || ok=0
 done
 t_ok "redis: every good computation around the bad entries completes" [ "$ok" = 1 ]
 t_eq "redis: au queues counts the four dead" "$(count "$Q" dead)" 4

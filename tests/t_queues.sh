@@ -30,7 +30,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	# strict order: everything of hi before anything of lo
 	enqueue "$Q-lo" 20
 	enqueue "$Q-hi" 20
-	"$au" worker --queues "$Q-hi,$Q-lo" --concurrency 1 --batch 1 --idle-exit 500 \
+	"$au" worker --queues "$Q-hi,$Q-lo" --concurrency 1 --batch 1 --idle-exit 500ms \
 		>/dev/null 2>"$dir/$b.strict" &
 	wpid=$!
 	wait "$wpid"; wpid=
@@ -59,7 +59,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 
 	# the third queue of an idle worker wakes it, and its leases are kept
 	# alive past --lease while its computation runs
-	"$au" worker --queues "$Q-x,$Q-y,$Q-z" --lease 1000 --idle-exit 6000 \
+	"$au" worker --queues "$Q-x,$Q-y,$Q-z" --lease 1000ms --idle-exit 6000ms \
 		>/dev/null 2>"$dir/$b.wake" &
 	wpid=$!
 	t_until 5 sh -c "'$au' workers --json | grep -q '\"queues\":\"$Q-x,$Q-y,$Q-z\"'"
@@ -68,13 +68,13 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	sleep 0.3
 	t0=$(date +%s%N)
 	id=$("$au" enqueue au.echo --queue "$Q-z" --args '["z"]')
-	out=$("$au" wait "$id" --timeout 3000); rc=$?
+	out=$("$au" wait "$id" --timeout 3000ms); rc=$?
 	t1=$(date +%s%N)
 	t_eq "$b: a computation on the third queue completes" "$rc/$out" '0/["z"]'
 	t_ok "$b: within 500 ms of its enqueue (woken, not polled): $(((t1 - t0) / 1000000)) ms" \
 		[ $(((t1 - t0) / 1000000)) -lt 500 ]
 	id=$("$au" enqueue au.sleep --queue "$Q-y" --args '{"ms":2500}')
-	"$au" wait "$id" --timeout 8000 --json >"$dir/$b.long"; rc=$?
+	"$au" wait "$id" --timeout 8000ms --json >"$dir/$b.long"; rc=$?
 	t_eq "$b: a 2.5 s computation on the second queue, lease 1 s: completes" "$rc" 0
 	t_match "$b: on its first attempt (the lease was extended)" "$(cat "$dir/$b.long")" \
 		'"attempts":1[,}]'

@@ -54,7 +54,7 @@ empty() { [ "$(qstats)" = "ready 0 running 0 dead 0" ]; }
 run() { # name, log: enqueue 3000, start the fleet, wait for 500 records
 	seq 1 3000 | sed 's/.*/{"ms":5,"i":&}/' >"$dir/args.jsonl"
 	"$au" enqueue au.sleep --queue "$Q" --args-file "$dir/args.jsonl" >/dev/null || exit 1
-	"$au" worker --queue "$Q" --processes 2 --concurrency 8 --lease 3000 --quiet 2>>"$2" &
+	"$au" worker --queue "$Q" --processes 2 --concurrency 8 --lease 3000ms --quiet 2>>"$2" &
 	fpid=$!
 	t_ok "$1: the run is under way" t_until 30 at_least nrecords 500
 	before=$(children)

@@ -26,7 +26,7 @@ export AU_QUEUE=$AU_TEST_REDIS AU_STORE="file://$dir/store" AU_CLICKHOUSE=$AU_TE
 Q=s$$
 
 # --- the block, with the password masked
-out=$("$au" worker --queue "$Q" --processes 2 --concurrency 3 --idle-exit 300 \
+out=$("$au" worker --queue "$Q" --processes 2 --concurrency 3 --idle-exit 300ms \
 	--clickhouse "http://au:au-secret@127.0.0.1:$chport/default" 2>&1); rc=$?
 t_eq "checks pass: the fleet runs and exits 0" "$rc" 0
 t_match "block: the version" "$out" "info: au [0-9]+\.[0-9]+\.[0-9]+ \(wire format v1\) worker"
@@ -75,7 +75,7 @@ refused "with --processes: refused before any child starts" \
 	"clickhouse: unable to connect to 'http://127.0.0.1:1/default'" \
 	--processes 2 --clickhouse http://127.0.0.1:1/default
 t_ok "with --processes: no child started" sh -c "! printf '%s' \"\$1\" | grep -q 'on queue'" _ "$out"
-out=$("$au" worker --queue "$Q" --idle-exit 200 --skip-check clickhouse \
+out=$("$au" worker --queue "$Q" --idle-exit 200ms --skip-check clickhouse \
 	--clickhouse http://127.0.0.1:1/default 2>&1); rc=$?
 t_eq "--skip-check clickhouse: starts without it" "$rc" 0
 t_match "--skip-check clickhouse: and says so" "$out" "clickhouse +http://127.0.0.1:1/default \(not checked\)"
@@ -99,7 +99,7 @@ is() { [ "$($1)" = "$2" ]; }
 t_ok "wait: it starts once the server is up" t_until 20 is children 2
 id=$(AU_QUEUE="redis://127.0.0.1:$wport" "$au" enqueue au.echo --queue "$Q" --args '{"w":1}')
 t_eq "wait: and runs computations" \
-	"$(AU_QUEUE="redis://127.0.0.1:$wport" "$au" wait "$id" --queue "$Q" --timeout 10000)" '{"w":1}'
+	"$(AU_QUEUE="redis://127.0.0.1:$wport" "$au" wait "$id" --queue "$Q" --timeout 10000ms)" '{"w":1}'
 kill -TERM "$wpid"; wait "$wpid"; rc=$?; wpid=
 t_eq "wait: the fleet stops with 0" "$rc" 0
 kill -KILL "$rpid"; wait "$rpid" 2>/dev/null; rpid=

@@ -27,7 +27,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_eq "$b: 8 producers at once, one key: one id" "$(cat "$dir/$b".[1-8] | sort -u | wc -l)" 1
 	id=$(cat "$dir/$b.1")
 	t_eq "$b: one computation waits" "$(waiting "$Q")" 1
-	"$au" worker --queue "$Q" --idle-exit 500 >/dev/null 2>"$dir/$b.log" &
+	"$au" worker --queue "$Q" --idle-exit 500ms >/dev/null 2>"$dir/$b.log" &
 	wpid=$!
 	wait "$wpid"; wpid=
 	t_eq "$b: it ran once" "$(grep -c "$id .*completed" "$dir/$b.log")" 1

@@ -23,7 +23,7 @@ trap cleanup EXIT
 export AU_QUEUE=$AU_TEST_REDIS AU_CLICKHOUSE=$AU_TEST_CH
 q() { echo "u$RANDOM$RANDOM"; }
 worker() { # queue, log: a worker with the logging middleware, sets $wpid
-	"$au" worker --queue "$1" --retry-base 100 >/dev/null 2>>"$2" &
+	"$au" worker --queue "$1" --retry-base 100ms >/dev/null 2>>"$2" &
 	wpid=$!
 }
 stop_worker() { kill -TERM "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; wpid=; }
@@ -57,14 +57,14 @@ sleep 1
 t_eq "store down: what is enqueued meanwhile waits in the queue" \
 	"$(AU_STORE=memory:// "$au" status "$id2" --queue "$Q")" pending
 store_up
-out=$("$au" wait "$id" --queue "$Q" --timeout 15000 --json 2>&1)
+out=$("$au" wait "$id" --queue "$Q" --timeout 15000ms --json 2>&1)
 t_match "store back: the kept result is stored" "$out" '"status":"completed"'
 t_match "store back: from its first attempt, not run again" "$out" '"attempts":1,'
 t_match "store back: with its result" "$out" '"result":\{"n":2\}'
 t_eq "store back: it ran once" "$(grep -c "$id .*attempt=" "$dir/down.log")" 1
 t_ok "store back: the worker says so and leases again" \
 	log_has "$dir/down.log" "the result store is back after [0-9.]* s, leasing again"
-out=$("$au" wait "$id2" --queue "$Q" --timeout 15000 --json 2>&1)
+out=$("$au" wait "$id2" --queue "$Q" --timeout 15000ms --json 2>&1)
 t_match "store back: what waited runs, on its first attempt" "$out" '"attempts":1,.*"result":\{"n":3\}'
 t_eq "store down: nothing was dead-lettered" "$(dead_count "$Q")" 0
 stop_worker
@@ -75,7 +75,7 @@ export AU_STORE="file://$dir/files"
 worker "$Q" "$dir/gone.log"
 id=$("$au" enqueue au.echo --queue "$Q" --args '{"n":3}')
 t_eq "file store: a first result is stored" \
-	"$("$au" wait "$id" --queue "$Q" --timeout 10000)" '{"n":3}'
+	"$("$au" wait "$id" --queue "$Q" --timeout 10000ms)" '{"n":3}'
 # The worker holds the directory open; once it is gone no record can be
 # linked into it, and trying again would not help.
 rm -rf "$dir/files"

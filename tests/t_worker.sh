@@ -13,7 +13,7 @@ rcli() { redis-cli -p "$rport" "$@"; }
 q() { echo "t$RANDOM$RANDOM"; }
 worker() { # queue, extra args...: runs a worker in the background, sets $wpid
 	local queue=$1; shift
-	"$au" worker --queue "$queue" --quiet --retry-base 50 "$@" 2>>"$dir/worker.log" &
+	"$au" worker --queue "$queue" --quiet --retry-base 50ms "$@" 2>>"$dir/worker.log" &
 	wpid=$!
 }
 status_is() { [ "$("$au" status "$1" --queue "$2" 2>/dev/null)" = "$3" ]; }
@@ -29,7 +29,7 @@ rcli SADD au:queues "$Q" >/dev/null
 worker "$Q"
 good=$("$au" enqueue au.echo --queue "$Q" --args '{"after":"garbage"}')
 t_eq "worker survives garbage and runs the next computation" \
-	"$("$au" wait "$good" --queue "$Q" --timeout 10000)" '{"after":"garbage"}'
+	"$("$au" wait "$good" --queue "$Q" --timeout 10000ms)" '{"after":"garbage"}'
 t_ok "garbage computation is failed" status_is "$gid" "$Q" failed
 res=$("$au" result "$gid" --queue "$Q" --json 2>&1)
 t_match "its record says why" "$res" '"error":"malformed computation'
@@ -41,18 +41,18 @@ t_eq "worker exits 0 on SIGTERM" "$?" 0
 Q=$(q)
 worker "$Q"
 id=$("$au" enqueue no.such.task --queue "$Q")
-out=$("$au" wait "$id" --queue "$Q" --timeout 10000 2>&1); rc=$?
+out=$("$au" wait "$id" --queue "$Q" --timeout 10000ms 2>&1); rc=$?
 t_eq "unknown task: wait exits 1" "$rc" 1
 t_match "unknown task: named in the error" "$out" "unknown task 'no.such.task'"
 id=$("$au" enqueue au.fail --queue "$Q" --max-attempts 3 --args '{"message":"boom","retryable":true}')
-out=$("$au" wait "$id" --queue "$Q" --timeout 20000 --json 2>&1)
+out=$("$au" wait "$id" --queue "$Q" --timeout 20000ms --json 2>&1)
 t_match "retryable failure is tried max_attempts times" "$out" '"status":"failed".*"attempts":3'
 t_match "then fails with the last error" "$out" 'failed after 3 attempts: boom'
 id=$("$au" enqueue au.fail --queue "$Q" --max-attempts 3 --args '{"message":"bad input"}')
-out=$("$au" wait "$id" --queue "$Q" --timeout 10000 --json 2>&1)
+out=$("$au" wait "$id" --queue "$Q" --timeout 10000ms --json 2>&1)
 t_match "permanent failure is not retried" "$out" '"status":"failed".*"attempts":1'
-id=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":5000}' --timeout 300 --max-attempts 1)
-out=$("$au" wait "$id" --queue "$Q" --timeout 10000 --json 2>&1)
+id=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":5000}' --timeout 300ms --max-attempts 1)
+out=$("$au" wait "$id" --queue "$Q" --timeout 10000ms --json 2>&1)
 t_match "timeout fails the attempt" "$out" '"status":"failed".*timed out after 300 ms'
 kill -TERM $wpid; wait $wpid
 
@@ -60,12 +60,12 @@ kill -TERM $wpid; wait $wpid
 Q=$(q)
 "$au" enqueue au.fail --queue "$Q" --max-attempts 2 --args '{"retryable":true}' >/dev/null
 "$au" enqueue au.noop --queue "$Q" >/dev/null
-timeout 20 "$au" worker --queue "$Q" --quiet --retry-base 50 --max-jobs 3 2>/dev/null
+timeout 20 "$au" worker --queue "$Q" --quiet --retry-base 50ms --max-jobs 3 2>/dev/null
 t_eq "worker with --max-jobs stops after that many attempts" "$?" 0
 
 # --- cancel of a pending computation: it never runs
 Q=$(q)
-id=$("$au" enqueue au.echo --queue "$Q" --delay 600000)
+id=$("$au" enqueue au.echo --queue "$Q" --delay 600000ms)
 t_ok "delayed computation is scheduled" status_is "$id" "$Q" scheduled
 t_eq "cancel succeeds" "$("$au" cancel "$id" --queue "$Q")" cancelled
 t_ok "status is cancelled" status_is "$id" "$Q" cancelled
@@ -77,7 +77,7 @@ t_match "nothing is left on the queue" "$("$au" queues --json)" "\"queue\":\"$Q\
 Q=$(q)
 worker "$Q"
 id=$("$au" enqueue au.echo --queue "$Q" --ttl 1 --args '[1,2]')
-t_eq "result readable before the ttl" "$("$au" wait "$id" --queue "$Q" --timeout 10000)" '[1,2]'
+t_eq "result readable before the ttl" "$("$au" wait "$id" --queue "$Q" --timeout 10000ms)" '[1,2]'
 sleep 2.2
 out=$("$au" result "$id" --queue "$Q" 2>&1); rc=$?
 t_eq "after the ttl: exit 3" "$rc" 3
@@ -91,7 +91,7 @@ t_eq "worker exits 0" "$?" 0
 t_ok "in-flight computation completed" status_is "$id" "$Q" completed
 
 # --- grace period over: the computation goes back without spending an attempt
-worker "$Q" --grace 200
+worker "$Q" --grace 200ms
 id=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":5000}')
 t_ok "long computation starts" t_until 5 status_is "$id" "$Q" running
 kill -TERM $wpid; wait $wpid
@@ -104,7 +104,7 @@ Q=$(q)
 ppid_=$!
 ids=$(for i in 1 2 3 4; do "$au" enqueue au.echo --queue "$Q" --args "[$i]"; done)
 n=0
-for id in $ids; do [ "$("$au" wait "$id" --queue "$Q" --timeout 10000)" ] && n=$((n + 1)); done
+for id in $ids; do [ "$("$au" wait "$id" --queue "$Q" --timeout 10000ms)" ] && n=$((n + 1)); done
 t_eq "--processes 2 runs computations" "$n" 4
 t_eq "two worker processes" "$(pgrep -P $ppid_ | wc -l)" 2
 kill -TERM $ppid_; wait $ppid_
@@ -113,14 +113,14 @@ t_eq "no worker process left" "$(pgrep -f "worker --queue $Q" | wc -l)" 0
 
 # --- SIGKILL mid-computation: the lease runs out, another worker finishes it
 Q=$(q)
-worker "$Q" --lease 1000
+worker "$Q" --lease 1000ms
 id=$("$au" enqueue au.sleep --queue "$Q" --args '{"ms":300}')
 sleep 0.1
 kill -STOP $wpid 2>/dev/null
 t_ok "computation was leased" status_is "$id" "$Q" running
 kill -KILL $wpid; wait $wpid 2>/dev/null
-worker "$Q" --lease 1000
-out=$("$au" wait "$id" --queue "$Q" --timeout 15000 --json 2>&1)
+worker "$Q" --lease 1000ms
+out=$("$au" wait "$id" --queue "$Q" --timeout 15000ms --json 2>&1)
 t_match "rescued and completed on the second attempt" "$out" '"status":"completed".*"attempts":2'
 kill -TERM $wpid; wait $wpid
 

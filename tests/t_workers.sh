@@ -64,7 +64,7 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_ok "$b: its entry is gone at once" gone $busy
 	t_ok "$b: the other keeps running" kill -0 $idle
 	id=$("$au" enqueue au.echo --queue "$Q" --args '[7]')
-	t_eq "$b: ... and working" "$("$au" wait "$id" --queue "$Q" --timeout 10000)" '[7]'
+	t_eq "$b: ... and working" "$("$au" wait "$id" --queue "$Q" --timeout 10000ms)" '[7]'
 	t_ok "$b: ... and listed" listed $idle
 	if [ $busy = $p1 ]; then p1=; else p2=; fi
 

@@ -95,7 +95,7 @@ static void run(const char *queue_url, const char *store_url, const char *ch_url
 		fprintf(f, "{\"sql\":\"SELECT v FROM au_e2e WHERE id = {id:UInt32}\",\"params\":{\"id\":%zu}}\n", i);
 	fclose(f);
 	snprintf(cmd, sizeof(cmd), "AU_QUEUE='%s' AU_STORE='%s' '%s' enqueue ch.query --queue %s "
-		 "--timeout 30000 --args-file '%s'", queue_url, store_url, bin, queue, path);
+		 "--timeout 30000ms --args-file '%s'", queue_url, store_url, bin, queue, path);
 	f = popen(cmd, "r");
 	for (i = N / 2; f && i < N && fgets(line, sizeof(line), f); i++) {
 		line[strcspn(line, "\n")] = '\0';
