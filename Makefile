@@ -1,12 +1,19 @@
 # au - one GNU Makefile. `make`, `make test`, `make unit`, `make demo`,
 # `make bench`, `make soak`, `make check-layers`, `make deps`,
 # `make install PREFIX=... DESTDIR=...`, `make clean`.
+# `make` also builds examples/*.c into $(BUILD)/examples/.
 # Any target takes SANITIZE=address,undefined.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
 PKGS := hiredis msgpack libpq libevent libcurl jansson libcrypto
+
+# The library's version, from include/au.h; the shared library is
+# libau.so.$(VERSION), its soname libau.so.<major>.
+VERSION := $(shell sed -n 's/^.define AU_VERSION "\([^"]*\)"/\1/p' include/au.h)
+SONAME := libau.so.$(firstword $(subst ., ,$(VERSION)))
+SOLIB := libau.so.$(VERSION)
 
 O ?= -O2
 CFLAGS ?= $(O) -g
@@ -36,13 +43,15 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_COMMON := $(BUILD)/tests/harness.o $(BUILD)/tests/plug.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_SRC := $(wildcard examples/*.c)
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
 # Tests that need no server: `make unit`.
 UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc
 
 .PHONY: all test unit check-layers demo bench soak deps install clean
 .SECONDARY:
-all: $(BUILD)/libau.a $(BUILD)/libau.so $(BUILD)/au au au.pc $(TEST_BIN) $(BENCH_BIN)
+all: $(BUILD)/libau.a $(BUILD)/libau.so $(BUILD)/au au $(TEST_BIN) $(BENCH_BIN) $(EXAMPLE_BIN)
 
 # `au` at the top level is a link to the build in use.
 au: $(BUILD)/au
@@ -66,9 +75,15 @@ $(BUILD)/libau.a: $(LIB_OBJ)
 	@rm -f $@
 	@ar rcs $@ $^
 
-$(BUILD)/libau.so: $(LIB_OBJ)
+$(BUILD)/$(SOLIB): $(LIB_OBJ)
 	@echo "  LD $@"
-	@$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	@$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+# The links: libau.so.<major> is what programs load, libau.so what -lau finds.
+$(BUILD)/$(SONAME): $(BUILD)/$(SOLIB)
+	@ln -sf $(SOLIB) $@
+$(BUILD)/libau.so: $(BUILD)/$(SONAME)
+	@ln -sf $(SONAME) $@
 
 # The `au` command: every file of cli/ (au.c parses and dispatches).
 CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
@@ -82,9 +97,35 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(BUILD)/libau.a
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libau.a
 	@$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-au.pc: FORCE
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: au\nDescription: computations on ClickHouse through a queue\nVersion: 0.1.0\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lau\n' \
-		'$(PREFIX)' '$(PKGS)' > $@
+# The examples see the public header only, as a program built against an
+# installed libau does (tests/t_install.sh builds them that way too).
+$(BUILD)/examples/%: examples/%.c include/au.h $(BUILD)/libau.a
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) -Iinclude $(ALL_CFLAGS) -o $@ $< $(BUILD)/libau.a $(LDFLAGS) $(LDLIBS)
+
+# au.pc is written by `make install`, so it carries the PREFIX given there.
+# Requires.private names the libraries whose Debian .pc files link
+# statically; libpq.pc and libcurl.pc do not (their Libs.private name
+# -lpgcommon, -lnghttp2, ... which the -dev packages do not ship), so those
+# two are plain -l flags: `pkg-config --static --libs au` then links.
+PC_REQUIRES := hiredis msgpack libevent jansson libcrypto
+PC_LIBS := -lpq -lcurl -lpthread -lm
+define au_pc
+prefix=$(PREFIX)
+exec_prefix=$${prefix}
+libdir=$${exec_prefix}/lib
+includedir=$${prefix}/include
+
+Name: au
+Description: computations on ClickHouse through a queue
+Version: $(VERSION)
+Requires.private: $(PC_REQUIRES)
+Cflags: -I$${includedir}
+Libs: -L$${libdir} -lau
+Libs.private: $(PC_LIBS)
+endef
+export au_pc
 
 deps:
 	@scripts/deps.sh
@@ -113,15 +154,22 @@ soak: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/soak.sh
 
+# bin/au, lib/ (libau.a, libau.so.$(VERSION) and its two links),
+# include/au.h, lib/pkgconfig/au.pc, the man page and the bash completion.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	install -m 755 $(BUILD)/au $(DESTDIR)$(PREFIX)/bin/au
 	install -m 644 $(BUILD)/libau.a $(DESTDIR)$(PREFIX)/lib/libau.a
-	install -m 755 $(BUILD)/libau.so $(DESTDIR)$(PREFIX)/lib/libau.so
+	install -m 755 $(BUILD)/$(SOLIB) $(DESTDIR)$(PREFIX)/lib/$(SOLIB)
+	ln -sf $(SOLIB) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libau.so
 	install -m 644 include/au.h $(DESTDIR)$(PREFIX)/include/au.h
-	install -m 644 au.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/au.pc
+	printf '%s\n' "$$au_pc" > $(DESTDIR)$(PREFIX)/lib/pkgconfig/au.pc
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/au.pc
+	install -m 644 docs/au.1 $(DESTDIR)$(PREFIX)/share/man/man1/au.1
+	install -m 644 scripts/au-completion.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/au
 
 clean:
 	rm -rf build au au.pc
-
-FORCE:
