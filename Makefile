@@ -51,7 +51,7 @@ UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc
 
 .PHONY: all test unit check-layers demo bench soak deps install clean
 .SECONDARY:
-all: $(BUILD)/libau.a $(BUILD)/libau.so $(BUILD)/au au $(TEST_BIN) $(BENCH_BIN) $(EXAMPLE_BIN)
+all: $(BUILD)/libau.a $(BUILD)/$(SOLIB) $(BUILD)/$(SONAME) $(BUILD)/libau.so $(BUILD)/au au $(TEST_BIN) $(BENCH_BIN) $(EXAMPLE_BIN)
 
 # `au` at the top level is a link to the build in use.
 au: $(BUILD)/au
