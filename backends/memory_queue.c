@@ -790,7 +790,23 @@ static int mem_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 	return 0;
 }
 
-static int mem_cancel(struct au_queue *q, const char *queue, const char *id)
+/* What cancel saw of j, copied into seen (when asked); -1 on OOM. */
+static int seen_copy(const struct mentry *j, struct au_cancelled *seen)
+{
+	if (!seen)
+		return 0;
+	seen->attempts = j->attempts;
+	if (j->body && !(seen->body = copy_of(j->body, j->body_len)))
+		return -1;
+	seen->body_len = j->body ? j->body_len : 0;
+	if (j->story && !(seen->story = copy_of(j->story, j->story_len)))
+		return -1;
+	seen->story_len = j->story ? j->story_len : 0;
+	return 0;
+}
+
+static int mem_cancel(struct au_queue *q, const char *queue, const char *id,
+		      struct au_cancelled *seen)
 {
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
 	struct mqueue *mq;
@@ -803,6 +819,8 @@ static int mem_cancel(struct au_queue *q, const char *queue, const char *id)
 	if (!j || j->state == AU_QUEUED_DEAD)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' waiting in queue '%s'", id,
 			       au_queue_name(queue));
+	else if (seen_copy(j, seen) < 0)
+		rc = oom(q);   /* nothing removed: the caller may try again */
 	else if (j->state == AU_QUEUED_LEASED)
 		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);
 	else

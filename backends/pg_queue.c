@@ -194,12 +194,15 @@ static const struct au_pg_stmt stmts[] = {
 		COUNT_INTO("failed", "f")
 		" SELECT state::int4 FROM u UNION ALL SELECT -1 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
 		" WHERE EXISTS (SELECT FROM u WHERE state = 0)" },
-	/* the deleted row, or the state of one that was not waiting */
+	/* the deleted row, or the state of one that was not waiting (and
+	 * what a leased one holds): state, body, attempts, story */
 	[S_CANCEL] = { "au_cancel",
 		"WITH d AS (DELETE FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state = 0"
-		" RETURNING state)"
-		" SELECT state::int4 FROM d UNION ALL"
-		" SELECT state::int4 FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state <> 0" },
+		" RETURNING state, body, attempts, story)"
+		" SELECT state::int4, body, greatest(attempts, 0), story FROM d UNION ALL"
+		" SELECT state::int4, CASE WHEN state = 1 THEN body END, greatest(attempts, 0),"
+		" CASE WHEN state = 1 THEN story END"
+		" FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state <> 0" },
 	[S_PEEK] = { "au_peek",
 		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4"
 		" WHEN run_at > now() THEN 2 ELSE 1 END, greatest(attempts, 0), greatest(max_attempts, 0),"
@@ -990,7 +993,24 @@ static int pgq_rescue(struct au_queue *q, const char *queue, size_t max, size_t 
 	return housekeep(q, vals[0]);
 }
 
-static int pgq_cancel(struct au_queue *q, const char *queue, const char *id)
+/* A malloc'ed copy of column col of row 0 into *out (NULL when null or
+ * empty); -1 on OOM. */
+static int column_bytes(struct au_queue *q, const PGresult *r, int col, unsigned char **out,
+			size_t *len)
+{
+	*out = NULL;
+	*len = 0;
+	if (PQgetisnull(r, 0, col) || PQgetlength(r, 0, col) <= 0)
+		return 0;
+	if (!(*out = malloc((size_t)PQgetlength(r, 0, col))))
+		return oom(q);
+	*len = (size_t)PQgetlength(r, 0, col);
+	memcpy(*out, PQgetvalue(r, 0, col), *len);
+	return 0;
+}
+
+static int pgq_cancel(struct au_queue *q, const char *queue, const char *id,
+		      struct au_cancelled *seen)
 {
 	PGresult *r = run_id(q, S_CANCEL, queue, id);
 	int rc = 0, st;
@@ -998,6 +1018,18 @@ static int pgq_cancel(struct au_queue *q, const char *queue, const char *id)
 	if (!r && q->err.code != AU_ENOTFOUND)
 		return -1;
 	st = r && PQntuples(r) ? (int)au_pg_get_u32(PQgetvalue(r, 0, 0)) : -1;
+	if (seen && (st == 0 || st == 1)) {
+		seen->attempts = au_pg_get_u32(PQgetvalue(r, 0, 2));
+		if (column_bytes(q, r, 1, &seen->body, &seen->body_len) < 0 ||
+		    column_bytes(q, r, 3, &seen->story, &seen->story_len) < 0) {
+			/* removed all the same (st 0): say so, without what it saw */
+			au_cancelled_release(seen);
+			if (st == 1) {
+				PQclear(r);
+				return -1;
+			}
+		}
+	}
 	PQclear(r);
 	if (st == 1)
 		rc = au_seterr(&q->err, AU_ESTATE, "computation '%s' is running", id);

@@ -119,6 +119,19 @@ struct au_queued {
 /* Frees the story. Harmless on one zeroed or left by a failed peek. */
 void au_queued_release(struct au_queued *q);
 
+/* What a cancel saw of the computation it removed, or found leased: what
+ * the canceller's CANCELLED record is made of. */
+struct au_cancelled {
+	uint32_t attempts;          /* made (a running one included) */
+	unsigned char *body;        /* the computation (wire format), malloc'ed;
+				       NULL when the queue kept none */
+	size_t body_len;
+	unsigned char *story;       /* its story, malloc'ed; NULL when none */
+	size_t story_len;
+};
+/* Frees body and story. Harmless on one zeroed or left by a failed cancel. */
+void au_cancelled_release(struct au_cancelled *c);
+
 /*
  * The worker registry: each worker process keeps an entry of its own
  * through its queue backend (beat), refreshed every AU_BEAT_EVERY_MS and
@@ -228,8 +241,11 @@ struct au_queue_ops {
 		      size_t *requeued, size_t *buried);
 	/* Removes a ready or scheduled computation so it never runs. -1 with
 	 * AU_ESTATE when it is leased, AU_ENOTFOUND when the queue has no
-	 * such id waiting. */
-	int (*cancel)(struct au_queue *q, const char *queue, const char *id);
+	 * such id waiting. When seen is not NULL, on 0 it gets what was
+	 * removed and on AU_ESTATE what is leased (the body, attempts and
+	 * story, read in the same atomic step); otherwise it stays zeroed. */
+	int (*cancel)(struct au_queue *q, const char *queue, const char *id,
+		      struct au_cancelled *seen);
 	/* State of one computation; -1 with AU_ENOTFOUND if unknown. On 0,
 	 * info->story is the computation's story or NULL (au_queued_release);
 	 * on -1 it is NULL. */
@@ -446,7 +462,18 @@ static inline int au_queue_cancel(struct au_queue *q, const char *queue, const c
 {
 	if (!au_id_valid(id))
 		return au_queue_bad_id(q, id);
-	return q->ops->cancel(q, au_queue_name(queue), id);
+	return q->ops->cancel(q, au_queue_name(queue), id, NULL);
+}
+
+/* Cancel, and what it saw in *seen (zeroed first; au_cancelled_release
+ * after, whatever the outcome). */
+static inline int au_queue_cancel_seen(struct au_queue *q, const char *queue, const char *id,
+				       struct au_cancelled *seen)
+{
+	memset(seen, 0, sizeof(*seen));
+	if (!au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	return q->ops->cancel(q, au_queue_name(queue), id, seen);
 }
 
 static inline int au_queue_peek(struct au_queue *q, const char *queue, const char *id,

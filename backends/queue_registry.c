@@ -92,6 +92,14 @@ void au_queued_release(struct au_queued *q)
 	q->story_len = 0;
 }
 
+void au_cancelled_release(struct au_cancelled *c)
+{
+	free(c->body);
+	free(c->story);
+	c->body = c->story = NULL;
+	c->body_len = c->story_len = 0;
+}
+
 int au_queue_dead_limits(const struct au_url *url, struct au_dead_limits *out,
 			 struct au_err *err)
 {

@@ -1309,10 +1309,27 @@ static int rq_rescue(struct au_queue *q, const char *queue, size_t max, size_t *
 	return 0;
 }
 
-static int rq_cancel(struct au_queue *q, const char *queue, const char *id)
+/* A malloc'ed copy of a bulk reply's bytes into *out, NULL when empty. */
+static int reply_bytes(struct au_queue *q, const redisReply *v, unsigned char **out, size_t *len)
+{
+	*out = NULL;
+	*len = 0;
+	if (!v->len)
+		return 0;
+	if (!(*out = malloc(v->len)))
+		return oom(q);
+	memcpy(*out, v->str, v->len);
+	*len = v->len;
+	return 0;
+}
+
+static int rq_cancel(struct au_queue *q, const char *queue, const char *id,
+		     struct au_cancelled *seen)
 {
 	struct rq *r = q->ctx;
+	const redisReply *rep;
 	long long v;
+	int rc;
 
 	queue = au_queue_name(queue);
 	p_reset(r);
@@ -1321,8 +1338,28 @@ static int rq_cancel(struct au_queue *q, const char *queue, const char *id)
 	p_str(r, id);
 	if (roundtrip(r, 0) < 0)
 		return -1;
-	v = r->rep[0]->type == REDIS_REPLY_INTEGER ? r->rep[0]->integer : -1;
+	rep = r->rep[0];
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[1]->type != REDIS_REPLY_STRING ||
+	    rep->element[2]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[3]->type != REDIS_REPLY_STRING) {
+		replies_free(r, 0, 1);
+		return bad_reply(r, "cancel");
+	}
+	v = rep->element[0]->integer;
+	rc = 0;
+	if (seen && (v == 1 || v == 2)) {
+		seen->attempts = (uint32_t)rep->element[2]->integer;
+		rc = reply_bytes(q, rep->element[1], &seen->body, &seen->body_len);
+		if (rc == 0)
+			rc = reply_bytes(q, rep->element[3], &seen->story, &seen->story_len);
+	}
 	replies_free(r, 0, 1);
+	if (rc < 0 && v == 1)   /* removed all the same: say so, without what it saw */
+		au_cancelled_release(seen);
+	else if (rc < 0)
+		return -1;
 	if (v == 1)
 		return 0;
 	if (v == 2)

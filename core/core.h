@@ -50,6 +50,9 @@ char *au_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * of a valid UTF-8 sequence with '?', in place, so the text can travel as
  * a msgpack or JSON string to any language. Returns how many it replaced. */
 size_t au_utf8_scrub(char *s);
+/* Length of the valid UTF-8 sequence at p (n > 0 bytes there), 0 if none:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+size_t au_utf8_seq(const unsigned char *p, size_t n);
 
 /* ---- growable byte buffer (core/buf.c) ---- */
 
@@ -211,7 +214,9 @@ int au_mp_map(struct au_buf *b, uint32_t n);
 /* ---- jansson bridge (core/json.c) ---- */
 /* json_t is jansson's; kept opaque here so that only users include it. */
 struct json_t;
-/* msgpack value -> new json_t reference (bin becomes a string if UTF-8). */
+/* msgpack value -> new json_t reference, as docs/wire-format.md "The JSON
+ * mirror" renders each kind: every well-formed value has a rendering, so
+ * this fails only on malformed msgpack (AU_EPROTO, AU_ETOOBIG) and OOM. */
 int au_msgpack_to_jansson(const unsigned char *buf, size_t len, struct json_t **out,
 			  struct au_err *err);
 /* json_t -> msgpack appended to out. Integers stay integers, reals doubles. */

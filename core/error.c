@@ -72,9 +72,7 @@ char *au_asprintf(const char *fmt, ...)
 	return s;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none:
- * no overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+size_t au_utf8_seq(const unsigned char *p, size_t n)
 {
 	size_t len, i;
 	uint32_t cp;
@@ -108,7 +106,7 @@ size_t au_utf8_scrub(char *s)
 	size_t n = s ? strlen(s) : 0, i = 0, fixed = 0, len;
 
 	while (i < n) {
-		if ((len = utf8_seq(p + i, n - i))) {
+		if ((len = au_utf8_seq(p + i, n - i))) {
 			i += len;
 			continue;
 		}

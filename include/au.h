@@ -28,7 +28,7 @@ extern "C" {
 
 #define AU_ID_SIZE 33     /* 32 lowercase hex digits + NUL */
 #define AU_TOKEN_SIZE 40  /* lease token: "<attempt>-<16 hex>" + NUL */
-#define AU_ERRSTR_SIZE 256
+#define AU_ERRSTR_SIZE 512  /* room for a message that names two URLs and a hint */
 
 #define AU_PRIORITY_MIN (-100)
 #define AU_PRIORITY_MAX 100
@@ -167,11 +167,16 @@ void au_id_new(char out[AU_ID_SIZE]);
 /* 1 if s is 32 lowercase hex digits, else 0. */
 int au_id_valid(const char *s);
 
-/* JSON <-> msgpack, the human mirror of the wire format. The returned buffer
- * is malloc'ed; the caller frees it. */
+/* JSON <-> msgpack, the human mirror of the wire format (docs/wire-format.md,
+ * "The JSON mirror"). The returned buffer is malloc'ed; the caller frees it.
+ * An integer literal up to 18446744073709551615 becomes a msgpack integer;
+ * invalid JSON is AU_EINVAL with its line and column. */
 int au_json_to_msgpack(const char *json, unsigned char **out, size_t *len,
 		       struct au_err *err);
-/* Returns a malloc'ed JSON text or NULL (err set). */
+/* Returns a malloc'ed JSON text or NULL (err set). Every well-formed msgpack
+ * value has one (integers above INT64_MAX as decimal strings, NaN as "nan",
+ * bin that is not UTF-8 as {"bin": base64}, ext as {"ext": type, "data":
+ * base64}, ...): NULL means malformed msgpack or out of memory. */
 char *au_msgpack_to_json(const unsigned char *buf, size_t len, struct au_err *err);
 
 /* ------------------------------------------------------------------ */

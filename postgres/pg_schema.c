@@ -248,13 +248,15 @@ static int run_steps(PGconn *c, const struct au_url *url, int version, int targe
  * meanwhile waits and then sees where the run ended, not a step between.
  */
 static int migrate(PGconn *c, const struct au_url *url, int target, int dry_run, int only_empty,
-		   FILE *out, struct au_err *err)
+		   FILE *out, int *before, int *after, struct au_err *err)
 {
 	int version, rc;
 
 	if (!dry_run && simple(c, url, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL, err) < 0)
 		return -1;
 	rc = db_version(c, url, &version, err);
+	if (rc == 0 && before)
+		*before = version;
 	if (rc == 0 && version > AU_PG_SCHEMA_VERSION)
 		rc = version_error(err, version);
 	else if (rc == 0 && version > target)
@@ -263,8 +265,13 @@ static int migrate(PGconn *c, const struct au_url *url, int target, int dry_run,
 	if (rc == 0 && dry_run && out)
 		fprintf(out, "-- database schema is at v%d, this au expects v%d%s\n", version, target,
 			version == target ? ": nothing to do" : "");
+	else if (rc == 0 && out && version == target)
+		fprintf(out, "postgres schema of '%s' is already at v%d: nothing to do\n", url->text,
+			version);
 	if (rc == 0 && (!only_empty || version == 0))
 		rc = run_steps(c, url, version, target, dry_run, out, err);
+	if (rc == 0 && after)
+		*after = dry_run || (only_empty && version) ? version : target;
 	if (!dry_run && PQstatus(c) == CONNECTION_OK)
 		PQclear(PQexec(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
 	return rc;
@@ -292,7 +299,8 @@ fail:
 	return NULL;
 }
 
-int au_pg_migrate_to(const char *text, int version, int dry_run, FILE *out, struct au_err *err)
+static int migrate_url(const char *text, int version, int dry_run, FILE *out, int *before,
+		       int *after, struct au_err *err)
 {
 	struct au_url url;
 	PGconn *c;
@@ -303,15 +311,74 @@ int au_pg_migrate_to(const char *text, int version, int dry_run, FILE *out, stru
 				 AU_PG_SCHEMA_VERSION);
 	if (!(c = connect_url(text, &url, err)))
 		return -1;
-	rc = migrate(c, &url, version, dry_run, 0, out, err);
+	rc = migrate(c, &url, version, dry_run, 0, out, before, after, err);
 	PQfinish(c);
 	au_url_release(&url);
 	return rc;
 }
 
+int au_pg_migrate_to(const char *text, int version, int dry_run, FILE *out, struct au_err *err)
+{
+	return migrate_url(text, version, dry_run, out, NULL, NULL, err);
+}
+
 int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err)
 {
-	return au_pg_migrate_to(url, AU_PG_SCHEMA_VERSION, dry_run, out, err);
+	return migrate_url(url, AU_PG_SCHEMA_VERSION, dry_run, out, NULL, NULL, err);
+}
+
+int au_pg_migrate_report(const char *url, int dry_run, FILE *out, int *before, int *after,
+			 struct au_err *err)
+{
+	return migrate_url(url, AU_PG_SCHEMA_VERSION, dry_run, out, before, after, err);
+}
+
+int au_pg_url(const char *url)
+{
+	return url && (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13));
+}
+
+/* url for a message: its password masked; one that does not parse is
+ * not shown (it may hold a password where the parser saw none). */
+static char *shown_url(const char *text)
+{
+	struct au_url url;
+	struct au_err ignored;
+	char *s;
+
+	if (!text || !*text)
+		return au_strdup("(none)");
+	if (au_url_parse(text, &url, &ignored) < 0)
+		return au_strdup("(an invalid url)");
+	s = au_strdup(url.text);
+	au_url_release(&url);
+	return s;
+}
+
+int au_pg_migrate_all(const char *queue_url, const char *store_url, int dry_run, FILE *out,
+		      struct au_err *err)
+{
+	const char *urls[2];
+	int n = 0, i;
+
+	if (au_pg_url(queue_url))
+		urls[n++] = queue_url;
+	if (au_pg_url(store_url) && !(n && !strcmp(store_url, urls[0])))
+		urls[n++] = store_url;
+	if (!n) {
+		char *q = shown_url(queue_url), *s = shown_url(store_url);
+
+		if (q && s && out)
+			fprintf(out, "nothing to migrate: neither the queue '%s' nor the store '%s' is"
+				" on PostgreSQL\n", q, s);
+		free(q);
+		free(s);
+		return 0;
+	}
+	for (i = 0; i < n; i++)
+		if (au_pg_migrate(urls[i], dry_run, out, err) < 0)
+			return -1;
+	return 0;
 }
 
 int au_pg_schema_version(const char *text, int *db_version_out, int *binary_version,
@@ -354,7 +421,7 @@ int au_pg_schema_ensure(PGconn *c, const struct au_url *url, int upgrade, struct
 	if (db_version(c, url, &version, err) < 0)
 		return -1;
 	if (version < AU_PG_SCHEMA_VERSION &&
-	    (migrate(c, url, AU_PG_SCHEMA_VERSION, 0, !upgrade, NULL, err) < 0 ||
+	    (migrate(c, url, AU_PG_SCHEMA_VERSION, 0, !upgrade, NULL, NULL, NULL, err) < 0 ||
 	     db_version(c, url, &version, err) < 0))
 		return -1;
 	return version == AU_PG_SCHEMA_VERSION ? 0 : version_error(err, version);

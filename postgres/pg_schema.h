@@ -35,6 +35,23 @@ typedef struct pg_conn PGconn;
  * error with the message of au_pg_schema_check.
  */
 int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err);
+/* Same, and where the database was and is: *before the run (0: no au
+ * schema) and *after it (a dry run changes nothing: *after == *before);
+ * either may be NULL; on -1 *after is left alone. A database already at
+ * AU_PG_SCHEMA_VERSION prints "postgres schema of '<url>' is already at
+ * v7: nothing to do" to out (au_pg_migrate does too; the URL's password
+ * masked). */
+int au_pg_migrate_report(const char *url, int dry_run, FILE *out, int *before, int *after,
+			 struct au_err *err);
+/* 1 when url is postgres:// or postgresql://, else 0 (NULL too). */
+int au_pg_url(const char *url);
+/* `au migrate`: migrates (au_pg_migrate) the database of queue_url and
+ * that of store_url, whichever are PostgreSQL, once when they are the
+ * same. When neither is, prints "nothing to migrate: neither the queue
+ * '<url>' nor the store '<url>' is on PostgreSQL" to out (may be NULL)
+ * and returns 0: nothing to do is no error. -1 with err as au_pg_migrate. */
+int au_pg_migrate_all(const char *queue_url, const char *store_url, int dry_run, FILE *out,
+		      struct au_err *err);
 /* Same, to an older version (tests build databases at old versions). */
 int au_pg_migrate_to(const char *url, int version, int dry_run, FILE *out,
 		     struct au_err *err);

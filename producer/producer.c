@@ -352,6 +352,29 @@ static int queued(struct au_handle *h, enum au_status *st, struct au_queued *inf
 	return 1;
 }
 
+/*
+ * Says in h->err (AU_ENOTFOUND) that no queue and no record know h's id:
+ * where it looked (the URLs, passwords masked) and what would explain it,
+ * so that a client pointed at another store than its workers is told so.
+ */
+static void unknown(struct au_handle *h)
+{
+	const char *surl = h->cl->store->url.text, *qurl = h->cl->q->url.text;
+	char on[AU_QUEUE_NAME_MAX + 64];
+
+	if (h->hinted)
+		snprintf(on, sizeof(on), "queue '%s' or any other", h->queue);
+	else
+		snprintf(on, sizeof(on), "any queue");
+	/* a store that drops expired records itself (Redis) cannot tell an
+	 * expired id from one never seen */
+	au_seterr(&h->err, AU_ENOTFOUND,
+		  "unknown computation '%s': not on %s of '%s' and no record in store '%s'"
+		  " (%sa worker writing to another AU_STORE, or another queue server, would"
+		  " explain it)", h->id, on, qurl, surl,
+		  au_store_has(h->cl->store, AU_STORE_TELLS_EXPIRED) ? "" : "an expired record, ");
+}
+
 /* One look: fills rec for terminal states (a dead-lettered computation that
  * left no record gets one made from the queue's reason and history), and
  * with all for every state the queue knows. */
@@ -401,18 +424,8 @@ static int look(struct au_handle *h, enum au_status *st, struct au_record *rec, 
 	*st = AU_UNKNOWN;
 	if (first.code == AU_EEXPIRED)
 		h->err = first;
-	else if (h->err.code == AU_EEXPIRED)
-		return 0;
-	else if (!au_store_has(h->cl->store, AU_STORE_TELLS_EXPIRED))
-		/* the store drops expired records itself (Redis): "unknown" would
-		 * be a guess */
-		au_seterr(&h->err, AU_ENOTFOUND,
-			  "no result for computation '%s' (unknown or expired)", h->id);
-	else if (h->hinted)
-		au_seterr(&h->err, AU_ENOTFOUND, "unknown computation '%s' on queue '%s'", h->id,
-			  h->queue);
-	else
-		au_seterr(&h->err, AU_ENOTFOUND, "unknown computation '%s'", h->id);
+	else if (h->err.code != AU_EEXPIRED)
+		unknown(h);
 	return 0;
 }
 
@@ -497,25 +510,43 @@ int au_handle_wait(struct au_handle *h, int timeout_ms, struct au_record *rec)
 	}
 }
 
-/* Stores the CANCELLED record of h: first write wins, so it is the
- * outcome unless a worker stored one before. */
-static int store_cancelled(struct au_handle *h)
+/* Stores the CANCELLED record of h, made of what the queue's cancel saw
+ * (the task, created_at and ttl its computation carries, its attempts and
+ * history): first write wins, so it is the outcome unless a worker stored
+ * one before. */
+static int store_cancelled(struct au_handle *h, const struct au_cancelled *seen)
 {
 	char reason[] = "cancelled by client";
+	struct au_computation c;
+	struct au_err ignored = { 0, "" };
 	struct au_record rec;
-	int applied = 0;
+	int applied = 0, known;
 
+	au_computation_init(&c);
+	/* a body that does not decode (a hand-written one) leaves these out */
+	known = seen->body && au_computation_decode(seen->body, seen->body_len, &c, &ignored) == 0;
 	au_record_init(&rec);
 	memcpy(rec.id, h->id, AU_ID_SIZE);
 	rec.status = AU_CANCELLED;
 	rec.error = reason;
 	rec.queue = (char *)where(h);
 	rec.ttl_s = AU_DEFAULT_TTL_S;
+	rec.attempts = seen->attempts;
+	rec.history = seen->story;
+	rec.history_len = seen->story_len;
+	if (known) {
+		rec.task = c.task;
+		rec.created_at_ms = c.created_at_ms;
+		rec.ttl_s = c.ttl_s;   /* 0: never expires, as the worker's would */
+	}
 	rec.finished_at_ms = au_now_ms();
-	if (au_store_put(h->cl->store, &rec, 1, &applied) < 0)
+	if (au_store_put(h->cl->store, &rec, 1, &applied) < 0) {
+		au_computation_release(&c);
 		return au_seterr(&h->err, h->cl->store->err.code,
 				 "computation '%s' was cancelled but its record was not stored: %s",
 				 h->id, h->cl->store->err.str);
+	}
+	au_computation_release(&c);
 	if (!applied)   /* a worker stored an outcome first */
 		return au_seterr(&h->err, AU_ESTATE, "computation '%s' already has an outcome", h->id);
 	return 0;
@@ -524,6 +555,7 @@ static int store_cancelled(struct au_handle *h)
 int au_handle_cancel(struct au_handle *h)
 {
 	struct au_queue *q = h->cl->q;
+	struct au_cancelled seen;
 	struct au_record rec;
 	enum au_status st;
 	int rc;
@@ -538,22 +570,28 @@ int au_handle_cancel(struct au_handle *h)
 	/* ids are global: a handle that names no queue looks for its own */
 	if (!h->hinted && !h->found && locate(h) < 0)
 		return -1;
-	rc = au_queue_cancel(q, where(h), h->id);
+	rc = au_queue_cancel_seen(q, where(h), h->id, &seen);
 	if (rc < 0 && q->err.code == AU_ENOTFOUND && h->hinted && !h->found && locate(h) > 0)
-		rc = au_queue_cancel(q, where(h), h->id);   /* not on the queue named */
+		rc = au_queue_cancel_seen(q, where(h), h->id, &seen);   /* not on the queue named */
 	/* It left the queue: it will never run. Record the outcome. */
-	if (rc == 0)
-		return store_cancelled(h);
+	if (rc == 0) {
+		rc = store_cancelled(h, &seen);
+		au_cancelled_release(&seen);
+		return rc;
+	}
 	if (q->err.code == AU_ESTATE) {
 		/* Leased: the record decides (a late result is refused), and the
 		 * worker that runs it is told to stop. */
-		if (store_cancelled(h) < 0)
+		rc = store_cancelled(h, &seen);
+		au_cancelled_release(&seen);
+		if (rc < 0)
 			return -1;
 		if (au_queue_cancel_running(q, where(h), h->id) < 0 && q->err.code != AU_ESTATE)
 			au_log(AU_LOG_WARN, "computation '%s' is cancelled, but its worker was not told: %s",
 			       h->id, q->err.str);
 		return 0;
 	}
+	au_cancelled_release(&seen);
 	if (q->err.code != AU_ENOTFOUND) {
 		h->err = q->err;
 		return -1;

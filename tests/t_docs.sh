@@ -78,18 +78,20 @@ t_eq "result readable before the ttl" "$("$au" wait "$id" --queue "$Q" --timeout
 sleep 2.2
 out=$("$au" result "$id" --queue "$Q" 2>&1); rc=$?
 t_eq "expired on redis://: exit 3" "$rc" 3
+hint="(a worker writing to another AU_STORE, or another queue server, would explain it)"
+xhint="(an expired record, a worker writing to another AU_STORE, or another queue server, would explain it)"
 t_eq "expired on redis://: the promised message" "$out" \
-	"au: no result for computation '$id' (unknown or expired)"
+	"au: unknown computation '$id': not on queue '$Q' or any other of '$AU_QUEUE' and no record in store '$AU_STORE' $xhint"
 out=$("$au" status "$id" --queue "$Q" 2>"$dir/err"); rc=$?
 t_eq "expired on redis://: status says unknown, exit 3" "$rc $out $(cat "$dir/err")" \
-	"3 unknown au: no result for computation '$id' (unknown or expired)"
+	"3 unknown au: unknown computation '$id': not on queue '$Q' or any other of '$AU_QUEUE' and no record in store '$AU_STORE' $xhint"
 nid=$(newid)
-out=$("$au" result "$nid" --queue "$Q" 2>&1); rc=$?
+out=$("$au" result "$nid" 2>&1); rc=$?
 t_eq "never enqueued, redis:// store: the same message and exit" "$rc $out" \
-	"3 au: no result for computation '$nid' (unknown or expired)"
+	"3 au: unknown computation '$nid': not on any queue of '$AU_QUEUE' and no record in store '$AU_STORE' $xhint"
 out=$(AU_STORE="file://$dir/store" "$au" result "$nid" --queue "$Q" 2>&1); rc=$?
-t_eq "never enqueued, file:// store (tells expired): unknown" "$rc $out" \
-	"3 au: unknown computation '$nid' on queue '$Q'"
+t_eq "never enqueued, file:// store (tells expired): unknown, no word of expiry" "$rc $out" \
+	"3 au: unknown computation '$nid': not on queue '$Q' or any other of '$AU_QUEUE' and no record in store 'file://$dir/store' $hint"
 
 # --- Redis: the position in the queue decides, not the body's run_at
 id=$(newid)

@@ -19,6 +19,9 @@ t_eq "dry run changes nothing" "$(psql -tAq "$url" -c "SELECT count(*) FROM pg_t
 t_eq "migrate exits 0" "$?" 0
 t_eq "schema at the latest version" "$(version)" 7
 t_match "migrating again has nothing to do" "$("$au" migrate --dry-run 2>&1)" "(up to date|nothing|v7)"
+out=$("$au" migrate 2>&1); rc=$?
+t_eq "a second migrate says the schema is already there" "$rc $out" \
+	"0 postgres schema of '$url' is already at v7: nothing to do"
 
 "$au" worker --quiet --retry-base 50ms 2>/dev/null &
 wpid=$!

@@ -24,7 +24,7 @@ static struct au_clickhouse *ch;
 /* The answer of a one-value query, trailing newline removed (static). */
 static const char *scalar(struct au_clickhouse *c, const char *sql)
 {
-	static char out[512];
+	static char out[AU_ERRSTR_SIZE + 16];
 	struct au_ch_query q = { .sql = sql };
 	struct au_ch_response r;
 

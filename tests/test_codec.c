@@ -820,19 +820,55 @@ static void test_json(void)
 		{ "d0fb", "-5" },
 		{ "82a17a01a16180", "{\"z\":1,\"a\":{}}" }, /* key order kept */
 		{ "a2c3a9", "\"\xc3\xa9\"" },
+		/* every value has a rendering (docs/wire-format.md) */
+		{ "cf7fffffffffffffff", "9223372036854775807" },
+		{ "cf8000000000000000", "\"9223372036854775808\"" },   /* 2^63 */
+		{ "cfffffffffffffffff", "\"18446744073709551615\"" },  /* 2^64-1 */
+		{ "d38000000000000000", "-9223372036854775808" },      /* INT64_MIN */
+		{ "91cfffffffffffffffff", "[\"18446744073709551615\"]" },
+		{ "cb7ff8000000000000", "\"nan\"" },
+		{ "ca7fc00000", "\"nan\"" },
+		{ "cb7ff0000000000000", "\"inf\"" },
+		{ "cbfff0000000000000", "\"-inf\"" },
+		{ "c401ff", "{\"bin\":\"/w==\"}" },
+		{ "c402ffee", "{\"bin\":\"/+4=\"}" },
+		{ "c403ff0203", "{\"bin\":\"/wID\"}" },
+		{ "c400", "\"\"" },                       /* empty bin is text */
+		{ "d40100", "{\"ext\":1,\"data\":\"AA==\"}" },
+		{ "d6ff00000001", "{\"ext\":-1,\"data\":\"AAAAAQ==\"}" },   /* a timestamp */
+		{ "c7000a", "{\"ext\":10,\"data\":\"\"}" },
+		{ "a1ff", "\"\xef\xbf\xbd\"" },           /* not UTF-8: U+FFFD */
+		{ "a461ffc362", "\"a\xef\xbf\xbd\xef\xbf\xbd" "b\"" },
+		{ "a3610062", "\"a\\u0000b\"" },
+		{ "81a1ff01", "{\"\xef\xbf\xbd\":1}" },
+		{ "810102", "{\"1\":2}" },
+		{ "82c001c3c2", "{\"null\":1,\"true\":false}" },
+		{ "819201a1780a", "{\"[1,\\\"x\\\"]\":10}" },
+		{ "81cfffffffffffffffff01", "{\"18446744073709551615\":1}" },
+		{ "81c401ff02", "{\"{\\\"bin\\\":\\\"/w==\\\"}\":2}" },
+		{ "82a131010102", "{\"1\":2}" },         /* alike: the later wins */
 	};
 	static const struct {
 		const char *hex, *msg;
 	} bad[] = {
-		{ "cfffffffffffffffff",
-		  "unable to convert msgpack to json: integer 18446744073709551615 out of range" },
-		{ "d40100", "unable to convert msgpack to json: ext values have no json form" },
-		{ "810102", "unable to convert msgpack to json: map keys must be strings" },
-		{ "c401ff", "unable to convert msgpack to json: binary value is not valid utf-8" },
-		{ "a1ff", "unable to convert msgpack to json: string is not valid utf-8" },
-		{ "81a1ff01", "unable to convert msgpack to json: map key is not valid utf-8" },
-		{ "cb7ff8000000000000", "unable to convert msgpack to json: float is not finite" },
 		{ "c1", "malformed msgpack: invalid byte 0xc1 at byte 0" },
+	};
+	/* integer literals above INT64_MAX read as uint64 */
+	static const struct {
+		const char *json, *hex, *back;
+	} big[] = {
+		{ "9223372036854775808", "cf8000000000000000", "\"9223372036854775808\"" },
+		{ "18446744073709551615", "cfffffffffffffffff", "\"18446744073709551615\"" },
+		{ "[1,9223372036854775808,-9223372036854775808]",
+		  "9301cf8000000000000000d38000000000000000",
+		  "[1,\"9223372036854775808\",-9223372036854775808]" },
+		{ "{\"k\\\"18446744073709551615\": 18446744073709551615 }",
+		  "81b66b22" "3138343436373434303733373039353531363135" "cfffffffffffffffff",
+		  "{\"k\\\"18446744073709551615\":\"18446744073709551615\"}" },
+		{ "[\"18446744073709551615\",10000000000000000000,1e19]",
+		  "93b4" "3138343436373434303733373039353531363135" "cf8ac7230489e80000"
+		  "cb43e158e460913d00",
+		  "[\"18446744073709551615\",\"10000000000000000000\",1e19]" },
 	};
 	struct au_buf b = AU_BUF_INIT;
 	struct au_err err = { 0 };
@@ -852,7 +888,7 @@ static void test_json(void)
 		free(out);
 	}
 	for (i = 0; i < AU_ARRAY_SIZE(to_json); i++) {
-		unsigned char raw[32];
+		unsigned char raw[64];
 		size_t j, n = strlen(to_json[i].hex) / 2;
 
 		for (j = 0; j < n; j++)
@@ -879,7 +915,43 @@ static void test_json(void)
 	T_OK(au_json_to_msgpack("[1,\n2,,3]", &out, &len, &err) == -1, "bad json refused");
 	T_OK(has(err.str, "invalid json at line 2 column "), "message: %s", err.str);
 	T_OK(au_json_to_msgpack("18446744073709551616", &out, &len, &err) == -1,
-	     "integer over int64 refused: %s", err.str);
+	     "integer over uint64 refused: %s", err.str);
+	T_OK(has(err.str, "too big integer"), "message: %s", err.str);
+	T_OK(au_json_to_msgpack("-9223372036854775809", &out, &len, &err) == -1,
+	     "integer under int64 refused: %s", err.str);
+	for (i = 0; i < AU_ARRAY_SIZE(big); i++) {
+		T_OK(au_json_to_msgpack(big[i].json, &out, &len, &err) == 0, "json %s converts: %s",
+		     big[i].json, err.str);
+		au_buf_reset(&b);
+		au_buf_append(&b, out, len);
+		expect_bytes(&b, big[i].hex, big[i].json);
+		s = au_msgpack_to_json(out, len, &err);
+		T_EQ_STR(s, big[i].back, "and back, uint64 as a string");
+		free(s);
+		free(out);
+	}
+	T_OK(au_json_to_msgpack("[\"\\u0000au:u64:5\"]", &out, &len, &err) == 0,
+	     "a string that looks like the mark, without a big integer: %s", err.str);
+	s = au_msgpack_to_json(out, len, &err);
+	T_EQ_STR(s, "[\"\\u0000au:u64:5\"]", "stays a string");
+	free(s);
+	free(out);
+	T_OK(au_json_to_msgpack("[\"\\u0000au:u64:5\",9223372036854775808]", &out, &len, &err) == -1 &&
+	     err.code == AU_EINVAL && !out, "a big integer and a string with \\u0000 refused");
+	T_EQ_STR(err.str, "json with an integer above 9223372036854775807 cannot have a string"
+		 " with \\u0000 too", "message");
+	{
+		struct au_err e1, e2;
+
+		au_json_to_msgpack("[9223372036854775807, 9223372036854775807, x]", &out, &len, &e1);
+		au_json_to_msgpack("[9223372036854775808, 9223372036854775808, x]", &out, &len, &e2);
+		T_OK(has(e1.str, "invalid json at line 1 column "), "message: %s", e1.str);
+		T_EQ_STR(e2.str, e1.str, "the error's column is the text's, big integers or not");
+		au_json_to_msgpack("[9223372036854775807,\n 9223372036854775807, x]", &out, &len, &e1);
+		au_json_to_msgpack("[9223372036854775808,\n 9223372036854775808, x]", &out, &len, &e2);
+		T_OK(has(e1.str, "invalid json at line 2 column "), "message: %s", e1.str);
+		T_EQ_STR(e2.str, e1.str, "and on a later line");
+	}
 
 	/* nesting: 32 levels fine, 33 refused */
 	memset(deep, '[', 32);

@@ -186,7 +186,13 @@ static void test_fresh(void)
 	out = open_memstream(&printed, &len);
 	T_OK(au_pg_migrate(url, 0, out, &err) == 0, "fresh: migrating again works");
 	fclose(out);
-	T_OK(printed && !*printed, "... and does nothing");
+	{
+		char want[AU_ERRSTR_SIZE];
+
+		snprintf(want, sizeof(want), "postgres schema of '%s' is already at v%d: nothing to do\n",
+			 url, AU_PG_SCHEMA_VERSION);
+		T_EQ_STR(printed, want, "... does nothing, and says so");
+	}
 	free(printed);
 	drop_db(url);
 
@@ -198,6 +204,76 @@ static void test_fresh(void)
 		EQ(open_error(url, msg, sizeof(msg)), AU_OK, "fresh: queue and store open an empty database");
 	}
 	EQ(db_version(url), AU_PG_SCHEMA_VERSION, "fresh: ... and migrate it");
+	drop_db(url);
+}
+
+/* What `au migrate` prints and says it did (au_pg_migrate_report,
+ * au_pg_migrate_all). */
+static void test_report(void)
+{
+	char *url = fresh_db(), *printed = NULL, want[AU_ERRSTR_SIZE], *pw;
+	int before = -1, after = -1;
+	struct au_err err;
+	size_t len;
+	FILE *out;
+
+	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) == 0, "report: a database at v1 (%s)", err.str);
+	T_OK(au_pg_migrate_report(url, 1, NULL, &before, &after, &err) == 0, "report: a dry run (%s)",
+	     err.str);
+	EQ(before, 1, "report: a dry run says v1 before");
+	EQ(after, 1, "report: ... and v1 after (it changed nothing)");
+	before = after = -1;
+	T_OK(au_pg_migrate_report(url, 0, NULL, &before, &after, &err) == 0, "report: migrate (%s)",
+	     err.str);
+	EQ(before, 1, "report: v1 before");
+	EQ(after, AU_PG_SCHEMA_VERSION, "report: the latest after");
+	before = after = -1;
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate_report(url, 0, out, &before, &after, &err) == 0, "report: again (%s)", err.str);
+	fclose(out);
+	EQ(before, AU_PG_SCHEMA_VERSION, "report: again: the latest before");
+	EQ(after, AU_PG_SCHEMA_VERSION, "report: again: the same after");
+	snprintf(want, sizeof(want), "postgres schema of '%s' is already at v%d: nothing to do\n", url,
+		 AU_PG_SCHEMA_VERSION);
+	T_EQ_STR(printed, want, "report: again: says it is already there");
+	free(printed);
+
+	/* the whole `au migrate`: the queue's and the store's, once when the same */
+	printed = NULL;
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate_all(url, url, 0, out, &err) == 0, "all: queue and store on one database (%s)",
+	     err.str);
+	fclose(out);
+	T_EQ_STR(printed, want, "all: one database is migrated once");
+	free(printed);
+	printed = NULL;
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate_all("redis://127.0.0.1:1", "file:///tmp/x", 0, out, &err) == 0,
+	     "all: neither on PostgreSQL is no error");
+	fclose(out);
+	T_EQ_STR(printed, "nothing to migrate: neither the queue 'redis://127.0.0.1:1' nor the store"
+		 " 'file:///tmp/x' is on PostgreSQL\n", "all: and says so");
+	free(printed);
+	printed = NULL;
+	out = open_memstream(&printed, &len);
+	T_OK(au_pg_migrate_all("redis://:s3cret@127.0.0.1:1", "memory://", 1, out, &err) == 0,
+	     "all: a dry run likewise");
+	fclose(out);
+	T_OK(printed && strstr(printed, "nothing to migrate: neither the queue 'redis://:***@127.0.0.1:1'"),
+	     "all: the password masked (%s)", printed ? printed : "nothing");
+	T_OK(printed && !strstr(printed, "s3cret"), "all: never shown");
+	free(printed);
+	printed = NULL;
+	out = open_memstream(&printed, &len);
+	pw = au_asprintf("postgres://%s@127.0.0.1:1/none", "au:s3cret");
+	T_OK(au_pg_migrate_all("redis://127.0.0.1:1", pw, 0, out, &err) < 0 && err.code != AU_OK,
+	     "all: a store on PostgreSQL that is not there fails");
+	T_OK(!strstr(err.str, "s3cret"), "all: the error hides the password (%s)", err.str);
+	fclose(out);
+	free(printed);
+	free(pw);
+	EQ(au_pg_url("postgresql://h/db") + au_pg_url("postgres://h/db") + au_pg_url("redis://h") +
+	   au_pg_url(NULL), 2, "au_pg_url: postgres:// and postgresql://");
 	drop_db(url);
 }
 
@@ -914,6 +990,7 @@ int main(void)
 	admin = connect_to(url);
 	test_fresh();
 	test_dry_run();
+	test_report();
 	test_upgrade();
 	test_v5();
 	test_ahead();

@@ -798,6 +798,38 @@ static void test_cancel(struct au_queue *q)
 	T_OK(au_queue_cancel(q, name, wait.id) < 0 && q->err.code == AU_ENOTFOUND,
 	     "cancel twice: AU_ENOTFOUND");
 	EQ(peek(q, name, wait.id, &info), -AU_ENOTFOUND, "cancelled: gone");
+	{
+		/* what a cancel saw: the canceller's record is made of it */
+		struct au_computation seen_c, back;
+		struct au_cancelled seen;
+		struct au_err err;
+
+		au_computation_init(&back);
+		t_computation(&seen_c, name, 3);
+		t_push1(q, &seen_c);
+		T_OK(au_queue_cancel_seen(q, name, seen_c.id, &seen) == 0, "cancel, seeing (%s)",
+		     q->err.str);
+		T_OK(seen.body && au_computation_decode(seen.body, seen.body_len, &back, &err) == 0 &&
+		     !strcmp(back.id, seen_c.id) && !strcmp(back.task, seen_c.task) &&
+		     back.created_at_ms == seen_c.created_at_ms,
+		     "cancel saw the computation it removed");
+		EQ(seen.attempts, 0, "cancel saw no attempts made");
+		T_OK(!seen.story && !seen.story_len, "cancel saw no story");
+		au_computation_release(&back);
+		au_computation_init(&back);
+		au_cancelled_release(&seen);
+		T_OK(au_queue_cancel_seen(q, name, run.id, &seen) < 0 && q->err.code == AU_ESTATE,
+		     "cancel running, seeing: AU_ESTATE");
+		T_OK(seen.body && au_computation_decode(seen.body, seen.body_len, &back, &err) == 0 &&
+		     !strcmp(back.id, run.id), "cancel saw the running computation");
+		EQ(seen.attempts, 1, "cancel saw the running attempt");
+		au_computation_release(&back);
+		au_cancelled_release(&seen);
+		T_OK(au_queue_cancel_seen(q, name, seen_c.id, &seen) < 0 && q->err.code == AU_ENOTFOUND,
+		     "cancel twice, seeing: AU_ENOTFOUND");
+		T_OK(!seen.body && !seen.attempts, "cancel of nothing saw nothing");
+		au_computation_release(&seen_c);
+	}
 	EQ(t_lease(q, name, 4, LONG_LEASE, 0, l + n), 0, "cancelled ones are never leased");
 	EQ(peek(q, name, run.id, &info), AU_QUEUED_LEASED, "the running one is untouched");
 	t_leases_release(l, n);
