@@ -505,16 +505,15 @@ static int parse(struct cli *c, int argc, char **argv, int stop_at_command, int 
 	return stop_at_command ? 0 : check_pairs(c);
 }
 
-static json_t *msgpack_json(const unsigned char *buf, size_t len)
+/* A value as JSON (every well-formed msgpack value has a rendering,
+ * docs/wire-format.md); NULL with err set for one that is not. */
+static json_t *msgpack_json(const unsigned char *buf, size_t len, struct au_err *err)
 {
 	struct json_t *j = NULL;
-	struct au_err err;
 
 	if (!buf || !len)
 		return json_null();
-	if (au_msgpack_to_jansson(buf, len, &j, &err) < 0)
-		return json_pack("{s:s}", "undecodable", err.str);
-	return j;
+	return au_msgpack_to_jansson(buf, len, &j, err) < 0 ? NULL : j;
 }
 
 /* --json: the whole record as the wire format's JSON mirror has it
@@ -532,8 +531,15 @@ static json_t *record_json(const struct au_record *r, struct au_err *err)
 	if (au_record_encode(&rest, &b, err) == 0)
 		au_msgpack_to_jansson(b.data, b.len, &o, err);
 	au_buf_release(&b);
-	if (o && r->result_len)
-		json_object_set_new(o, "result", msgpack_json(r->result, r->result_len));
+	if (o && r->result_len) {
+		json_t *v = msgpack_json(r->result, r->result_len, err);
+
+		if (!v) {   /* a result that cannot be shown is an error, not a success */
+			json_decref(o);
+			return NULL;
+		}
+		json_object_set_new(o, "result", v);
+	}
 	return o;
 }
 
@@ -546,7 +552,11 @@ static int print_record(const struct au_record *r, int json)
 
 	if (!json) {
 		if (r->status == AU_COMPLETED) {
-			o = msgpack_json(r->result, r->result_len);
+			if (!(o = msgpack_json(r->result, r->result_len, &err))) {
+				fprintf(stderr, "au: unable to print the result of computation '%s': %s\n",
+					r->id, err.str);
+				return EXIT_FAILED;
+			}
 			text = json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
 			printf("%s\n", text ? text : "null");
 			free(text);
@@ -849,35 +859,18 @@ static int cmd_handle(struct cli *c, const char *cmd, int argc, char **argv)
 	return rc;
 }
 
-static int is_postgres(const char *url)
-{
-	return !strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13);
-}
-
-/* The PostgreSQL schema behind the queue and the store, whichever use it. */
+/* The PostgreSQL schema behind the queue and the store, whichever use it;
+ * nothing on PostgreSQL is said and is no error. */
 static int cmd_migrate(struct cli *c, int argc)
 {
 	struct au_config conf = c->cfg;
-	const char *urls[2];
-	int n = 0, i;
+	struct au_err err = { 0, "" };
 
 	if (argc)
 		return usage("migrate takes no arguments");
 	au_config_from_env(&conf);
-	if (is_postgres(conf.queue_url))
-		urls[n++] = conf.queue_url;
-	if (is_postgres(conf.store_url) && !(n && !strcmp(conf.store_url, urls[0])))
-		urls[n++] = conf.store_url;
-	if (!n) {
-		fprintf(stderr, "au: nothing to migrate: neither the queue nor the store is on PostgreSQL\n");
-		return EXIT_USAGE;
-	}
-	for (i = 0; i < n; i++) {
-		struct au_err err = { 0, "" };
-
-		if (au_pg_migrate(urls[i], c->dry_run, stdout, &err) < 0)
-			return au_cli_fail(&err);
-	}
+	if (au_pg_migrate_all(conf.queue_url, conf.store_url, c->dry_run, stdout, &err) < 0)
+		return au_cli_fail(&err);
 	return 0;
 }
 

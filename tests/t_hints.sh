@@ -13,7 +13,7 @@ dir=$(mktemp -d "${AU_TEST_TMP:-/tmp}/t_hints.XXXXXX")
 export AU_STORE="file://$dir/a" AU_CLICKHOUSE=$AU_TEST_CH
 wpid=
 worker() { # queue, store: runs a worker in the background, sets $wpid
-	AU_STORE=$2 "$au" worker --queue "$1" --quiet --retry-base 50 2>>"$dir/worker.log" &
+	AU_STORE=$2 "$au" worker --queue "$1" --quiet --retry-base 50ms 2>>"$dir/worker.log" &
 	wpid=$!
 }
 stop() { [ -n "$wpid" ] && kill -TERM "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null; wpid=; }
@@ -66,7 +66,7 @@ for url in "$AU_TEST_REDIS" "$AU_TEST_PG"; do
 
 	# scheduled ones and running ones too: the record of a running one
 	# counts the attempt that was running
-	id=$("$au" enqueue au.echo --queue "$Q" --args '[3]' --delay 60000)
+	id=$("$au" enqueue au.echo --queue "$Q" --args '[3]' --delay 60000ms)
 	t_eq "$b: cancel a scheduled one" "$("$au" cancel "$id" --queue "$Q")" cancelled
 	t_match "$b: its record has the task and created_at" "$("$au" result "$id" --json)" \
 		"\"task\":\"au.echo\",\"queue\":\"$Q\",.*\"created_at\":1[0-9]{12},"
