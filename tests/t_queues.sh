@@ -92,7 +92,7 @@ t_match "and says what a weight is" "$out" "a weight is ':' and 1 to 1000"
 out=$("$au" worker --queues "a,b,a" 2>&1); rc=$?
 t_match "a queue named twice is refused" "$rc/$out" "^2/.*'a' is named twice"
 out=$("$au" enqueue au.echo --queues a 2>&1); rc=$?
-t_match "--queues on enqueue is refused" "$rc/$out" "^2/.*--queues is an option of the worker"
+t_match "--queues on enqueue is refused" "$rc/$out" "^2/au: option '--queues' does not apply to 'enqueue'"
 out=$("$au" enqueue au.echo --queue "a,b" 2>&1); rc=$?
 t_match "a queue name with ',' is refused" "$rc/$out" "^2/.*invalid queue name 'a,b': it cannot hold ','"
 out=$("$au" enqueue au.echo --queue "a:5" 2>&1); rc=$?
