@@ -274,34 +274,34 @@ static int command_of(const char *name)
 	return -1;
 }
 
+/* The options of cmd with their help: its own, or (every) those every
+ * command takes. */
+static void print_options(FILE *out, enum cmd cmd, int every)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(opts); i++) {
+		const struct opt *o = &opts[i];
+		char left[64];
+
+		if (!(o->cmds & ON(cmd)) || !o->help || (o->cmds == EVERY) != every)
+			continue;
+		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+		fprintf(out, "  %-24s %s\n", left, o->help);
+	}
+}
+
 /* `au COMMAND --help`: what it does, its options with their defaults, an
  * example. Every option line begins "  --NAME" (bash completion reads them). */
 static void command_help(enum cmd cmd, FILE *out)
 {
 	const struct command *c = &commands[cmd];
-	size_t i;
 
 	fprintf(out, "usage: au %s\n\n%s", c->synopsis, c->about);
 	fprintf(out, "\noptions:\n");
-	for (i = 0; i < AU_ARRAY_SIZE(opts); i++) {
-		const struct opt *o = &opts[i];
-		char left[64];
-
-		if (!(o->cmds & ON(cmd)) || !o->help || o->cmds == EVERY)
-			continue;
-		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(out, "  %-24s %s\n", left, o->help);
-	}
+	print_options(out, cmd, 0);
 	fprintf(out, "\nevery command also takes:\n");
-	for (i = 0; i < AU_ARRAY_SIZE(opts); i++) {
-		const struct opt *o = &opts[i];
-		char left[64];
-
-		if (o->cmds != EVERY)
-			continue;
-		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(out, "  %-24s %s\n", left, o->help);
-	}
+	print_options(out, cmd, 1);
 	fprintf(out, "\nDURATION: 500ms, 30s, 10m, 2h, 1d; a bare number is seconds.\n"
 		"Exit codes: 0 ok, 1 failed, 2 usage, 3 unknown id, 4 timed out, 5 unreachable.\n");
 }

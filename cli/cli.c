@@ -117,10 +117,9 @@ const char *au_cli_config_path(const char *flag)
 	return flag ? flag : env && *env ? env : NULL;
 }
 
-/* The worker's keys, which other commands accept and leave alone. */
-static const char *const worker_keys[] = {
+const char *const au_cli_worker_keys[] = {
 	"AU_PROCESSES", "AU_CONCURRENCY", "AU_BATCH", "AU_LOG_LEVEL", "AU_MAX_TASKS", "AU_LEASE_MS",
-	"AU_GRACE_MS", "AU_RETRY_BASE_MS",
+	"AU_GRACE_MS", "AU_RETRY_BASE_MS", NULL
 };
 
 int au_cli_url_setting(struct au_config *cfg, const char *key, const char *val, char **owned)
@@ -154,8 +153,8 @@ static int url_line(void *arg, const char *path, unsigned line, const char *key,
 
 	if (r != 0)
 		return r < 0 ? -1 : 0;
-	for (k = 0; k < sizeof(worker_keys) / sizeof(worker_keys[0]); k++)
-		if (!strcmp(key, worker_keys[k]))
+	for (k = 0; au_cli_worker_keys[k]; k++)
+		if (!strcmp(key, au_cli_worker_keys[k]))
 			return 0;
 	fprintf(stderr, "au: '%s' line %u: unknown setting '%s'\n", path, line, key);
 	return -1;

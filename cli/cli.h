@@ -35,6 +35,9 @@ typedef int (*au_cli_setting_fn)(void *arg, const char *path, unsigned line, con
  * message printed) when the file cannot be read or a line is not a
  * setting, else what fn last returned. */
 int au_cli_settings(const char *path, au_cli_setting_fn fn, void *arg);
+/* The worker's keys beyond the URLs (NULL-terminated): the worker reads
+ * them from the file and the environment, other commands leave them alone. */
+extern const char *const au_cli_worker_keys[];
 /* The file to read: the flag's, else AU_CONFIG's, else NULL. */
 const char *au_cli_config_path(const char *flag);
 /* A URL setting (AU_QUEUE, AU_STORE, AU_CLICKHOUSE) of the file into cfg

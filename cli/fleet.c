@@ -123,13 +123,6 @@ static int file_number(const char *path, unsigned line, const char *key, const c
 	return 0;
 }
 
-/* The worker's settings other than the URLs, as the file and the
- * environment name them. */
-static const char *const keys[] = {
-	"AU_PROCESSES", "AU_CONCURRENCY", "AU_BATCH", "AU_LOG_LEVEL", "AU_MAX_TASKS", "AU_LEASE_MS",
-	"AU_GRACE_MS", "AU_RETRY_BASE_MS",
-};
-
 struct loading {
 	const struct au_fleet_opts *o;
 	struct settings *s;
@@ -202,8 +195,9 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	path = au_cli_config_path(o->config_file);
 	if (path && au_cli_settings(path, setting, &l) < 0)
 		goto fail;
-	for (i = 0; i < AU_ARRAY_SIZE(keys); i++)
-		if ((v = getenv(keys[i])) && setting(&l, NULL, 0, keys[i], v) < 0)
+	for (i = 0; au_cli_worker_keys[i]; i++)
+		if ((v = getenv(au_cli_worker_keys[i])) &&
+		    setting(&l, NULL, 0, au_cli_worker_keys[i], v) < 0)
 			goto fail;
 	au_config_from_env(&s->cfg);
 	/* one line per computation is an info line */
