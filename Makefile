@@ -1,5 +1,5 @@
 # au - one GNU Makefile. `make`, `make test`, `make unit`, `make demo`,
-# `make bench`, `make soak`, `make check-layers`, `make deps`,
+# `make bench`, `make soak`, `make check-layers`, `make deps`, `make servers`,
 # `make install PREFIX=... DESTDIR=...`, `make clean`.
 # `make` also builds examples/*.c into $(BUILD)/examples/.
 # Any target takes SANITIZE=address,undefined.
@@ -19,6 +19,21 @@ O ?= -O2
 CFLAGS ?= $(O) -g
 WARN := -Wall -Wextra -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings -Wvla -Werror
+# A machine without the libraries stops here with what to run, unless the
+# goal installs them itself first (test, demo, bench, soak run `deps`).
+DEB_hiredis := libhiredis-dev
+DEB_msgpack := libmsgpack-dev
+DEB_libpq := libpq-dev
+DEB_libevent := libevent-dev
+DEB_libcurl := libcurl4-openssl-dev
+DEB_jansson := libjansson-dev
+DEB_libcrypto := libssl-dev
+ifeq ($(filter deps clean test demo bench soak servers,$(MAKECMDGOALS)),)
+MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(DEB_$(p)))))
+ifneq ($(MISSING),)
+$(error missing the Debian packages $(MISSING): `make deps` installs them (as root, or through sudo), `make test` and `make demo` do it themselves)
+endif
+endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # The library's folders, lowest layer first (docs/architecture.md).
@@ -49,7 +64,7 @@ EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 # Tests that need no server: `make unit`.
 UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc
 
-.PHONY: all test unit check-layers demo bench soak deps install clean
+.PHONY: all test unit check-layers demo bench soak deps servers install clean
 .SECONDARY:
 all: $(BUILD)/libau.a $(BUILD)/$(SOLIB) $(BUILD)/$(SONAME) $(BUILD)/libau.so $(BUILD)/au au $(TEST_BIN) $(BENCH_BIN) $(EXAMPLE_BIN)
 
@@ -145,6 +160,10 @@ check-layers: all
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) scripts/demo.sh
+
+# Redis, PostgreSQL and ClickHouse to try au by hand, until Ctrl-C.
+servers: deps
+	@scripts/servers.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

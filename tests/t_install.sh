@@ -218,5 +218,36 @@ t_eq "completion: an au whose help prints nothing: the static list" \
 	"$(comp /bin/false enqueue --pri)" "--priority "
 "$au" queue empty "$Q" >/dev/null && "$au" queue delete "$Q" >/dev/null
 
+# --- a machine without a library: make names the package and what installs it
+out=$(mk -n PKGS="hiredis nosuchlib" DEB_nosuchlib=libnosuch-dev 2>&1); rc=$?
+t_ok "make stops when a library is missing" [ "$rc" -ne 0 ]
+t_match "and names its Debian package and make deps" "$out" \
+	"missing the Debian packages libnosuch-dev: .make deps. installs them"
+
+# --- make servers: servers to try au by hand, and the line that points au at them
+sport=$((AU_PORT_BASE + 40))
+AU_PORT_BASE=$sport setsid scripts/servers.sh >"$dir/servers.out" 2>&1 &
+spid=$!
+t_ok "scripts/servers.sh (make servers) says what to export" \
+	t_until 60 grep -q '^ *export AU_QUEUE=redis://' "$dir/servers.out"
+line=$(sed -n 's/^ *export \(AU_QUEUE=redis:.*\)/\1/p' "$dir/servers.out")
+t_match "Redis, Redis, ClickHouse at its ports" "$line" \
+	"^AU_QUEUE=redis://127\.0\.0\.1:$sport/0 AU_STORE=redis://127\.0\.0\.1:$sport/1 AU_CLICKHOUSE=http://127\.0\.0\.1:$((sport + 2))/default$"
+sdir=$(sed -n 's/^servers: data in \(.*\), deleted.*/\1/p' "$dir/servers.out")
+envf=$(sed -n 's/^The same three lines are in \(.*\), for au.*/\1/p' "$dir/servers.out")
+out=$(env -u AU_QUEUE -u AU_STORE -u AU_CLICKHOUSE AU_CONFIG="$envf" \
+	"$AU_BIN" worker --concurrency 2 --max-tasks 1 2>"$dir/sworker.log" &
+	env -u AU_QUEUE -u AU_STORE -u AU_CLICKHOUSE AU_CONFIG="$envf" "$AU_BIN" enqueue ch.query \
+		--wait --wait-timeout 30s --args '{"sql":"SELECT 6 * 7 AS x"}' 2>&1; wait)
+t_eq "a worker and a client on its file run a ch.query there" "$out" \
+	'{"columns":["x"],"types":["UInt16"],"rows":[[42]]}'
+pgline=$(sed -n 's/^ *export \(AU_QUEUE=postgres:.*\)/\1/p' "$dir/servers.out")
+t_match "and it names its PostgreSQL" "$pgline" \
+	"^AU_QUEUE=postgres://postgres@127\.0\.0\.1:$((sport + 1))/postgres AU_STORE=postgres://"
+kill -TERM "$spid"   # (a background job ignores SIGINT; Ctrl-C reaches the trap too)
+t_ok "SIGTERM stops it" t_until 20 bash -c "! kill -0 $spid 2>/dev/null"
+t_ok "and deletes its directory" [ -n "$sdir" ] && [ ! -e "$sdir" ]
+t_ok "its Redis is gone" bash -c "! redis-cli -p $sport ping >/dev/null 2>&1"
+
 rm -rf "$dir"
 t_done
