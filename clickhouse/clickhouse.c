@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -49,6 +50,7 @@ struct ch_req {
 	int overflow;            /* the answer went over AU_CH_MAX_BODY */
 	int header_code;         /* X-ClickHouse-Exception-Code (20.1 and later) */
 	char tag[40];            /* X-ClickHouse-Exception-Tag (25.11 and later) */
+	char why[CURL_ERROR_SIZE];  /* curl's own words for a failure (TLS) */
 	uint32_t timeout_ms;
 	au_ch_done_fn done;
 	void *arg;
@@ -59,6 +61,7 @@ struct au_clickhouse {
 	struct au_url url;       /* url.text is masked: safe in messages */
 	char *endpoint;          /* scheme://host:port/ */
 	char *database;
+	char *cafile;            /* ?cafile=: the CAs trusted instead of the system's */
 	struct curl_slist *headers;
 	struct ch_req sync;      /* au_ch_query_sync's request, reused */
 	CURLM *multi;
@@ -150,6 +153,10 @@ static int req_init(struct au_clickhouse *ch, struct ch_req *req)
 	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
 	curl_easy_setopt(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->why);
+	/* https: curl verifies the certificate and the host name by default */
+	if (ch->cafile)
+		curl_easy_setopt(req->easy, CURLOPT_CAINFO, ch->cafile);
 	return 0;
 }
 
@@ -189,6 +196,7 @@ static int req_setup(struct ch_req *req, const struct au_ch_query *q, const void
 	req->overflow = 0;
 	req->header_code = 0;
 	req->tag[0] = '\0';
+	req->why[0] = '\0';
 	req->timeout_ms = q->timeout_ms;
 	if (au_buf_puts(u, ch->endpoint) < 0 ||
 	    au_buf_printf(u, "?buffer_size=%u", q->buffer_size ? q->buffer_size : SERVER_BUFFER) < 0 ||
@@ -342,6 +350,53 @@ static long code_status(int code)
 	return 500;
 }
 
+/* 1 for the curl results of a TLS handshake that failed or a certificate
+ * that was not accepted. */
+static int tls_failed(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * A TLS failure is the server's or the setup's, never the statement's: it
+ * is AU_ECONN, an outage, like any connection that could not be made. The
+ * message keeps curl's own words (which certificate problem, which host
+ * name) and says what to try.
+ */
+static void tls_error(struct ch_req *req, CURLcode rc)
+{
+	struct au_clickhouse *ch = req->ch;
+	char why[CURL_ERROR_SIZE];
+	const char *hint = "";
+
+	snprintf(why, sizeof(why), "%s", req->why[0] ? req->why : curl_easy_strerror(rc));
+	/* quoted as curl says it: "SSL certificate problem: ...", "OpenSSL/3.0: ..." */
+	why[strcspn(why, "\r\n")] = '\0';
+	if (rc == CURLE_PEER_FAILED_VERIFICATION && strstr(why, "host name"))
+		hint = " (the certificate is for another host name: use the name it was made for)";
+	else if (rc == CURLE_PEER_FAILED_VERIFICATION && !ch->cafile)
+		hint = " (a private or self-signed CA? trust it with ?cafile=/path/to/ca.pem)";
+	else if (rc == CURLE_PEER_FAILED_VERIFICATION)
+		hint = " (is cafile the CA that signed the server's certificate?)";
+	else if (rc == CURLE_SSL_CONNECT_ERROR && strstr(why, "wrong version number"))
+		hint = " (is it an http port? use http://)";
+	au_seterr(&req->resp.err, AU_ECONN, "unable to connect to '%s': tls: %s%s", ch->url.text,
+		  why, hint);
+}
+
 /* Fills req->resp.err from the curl result and the HTTP answer. */
 static void req_finish(struct ch_req *req, CURLcode rc)
 {
@@ -369,6 +424,8 @@ static void req_finish(struct ch_req *req, CURLcode rc)
 			  where, AU_CH_MAX_BODY);
 	} else if (rc == CURLE_OUT_OF_MEMORY || rc == CURLE_WRITE_ERROR) {
 		au_seterr(&r->err, AU_ENOMEM, "out of memory");
+	} else if (tls_failed(rc)) {
+		tls_error(req, rc);
 	} else if (rc != CURLE_OK) {
 		long os_errno = 0;
 		char why[128];
@@ -519,6 +576,43 @@ enum au_ch_fault au_ch_fault(const struct au_clickhouse *ch, const struct au_ch_
 
 /* ---- constructor ---- */
 
+/* The URL's own parameters: only cafile=, and only for https. Anything
+ * else would be taken for a ClickHouse setting, which au does not pass. */
+static int url_params(struct au_clickhouse *ch, int https, struct au_err *err)
+{
+	const char *p = ch->url.query;
+
+	while (p && *p) {
+		size_t klen = strcspn(p, "=&");
+
+		if (klen != 6 || strncmp(p, "cafile", 6) != 0)
+			return au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': unknown parameter "
+					 "'%.*s' (the only one is cafile=)", ch->url.text, (int)klen, p);
+		p += strcspn(p, "&");
+		p += *p == '&';
+	}
+	if (!ch->url.query)
+		return 0;
+	if (!https)
+		return au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': cafile= is for https://",
+				 ch->url.text);
+	free(ch->cafile);
+	if (!(ch->cafile = au_url_param(&ch->url, "cafile")))
+		return au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': bad cafile", ch->url.text);
+	if (!*ch->cafile)
+		return au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': empty cafile", ch->url.text);
+	/* curl would only say "problem with the SSL CA cert", at the first request */
+	if (access(ch->cafile, R_OK) < 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+		why[0] = (char)tolower((unsigned char)why[0]);
+		return au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': cannot read cafile '%s': %s",
+				 ch->url.text, ch->cafile, why);
+	}
+	return 0;
+}
+
 struct au_clickhouse *au_ch_new(const char *text, struct au_err *err)
 {
 	struct au_clickhouse *ch;
@@ -542,11 +636,8 @@ struct au_clickhouse *au_ch_new(const char *text, struct au_err *err)
 			  ch->url.text);
 		goto fail;
 	}
-	if (ch->url.query) {
-		au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': query parameters are not supported",
-			  ch->url.text);
+	if (url_params(ch, https, err) < 0)
 		goto fail;
-	}
 	db = ch->url.path && *ch->url.path ? ch->url.path : AU_CH_DEFAULT_DATABASE;
 	if (!au_sql_identifier_valid(db) || strchr(db, '.')) {
 		au_seterr(err, AU_EINVAL, "invalid clickhouse url '%s': bad database name", ch->url.text);
@@ -618,6 +709,7 @@ void au_ch_free(struct au_clickhouse *ch)
 	au_url_release(&ch->url);
 	free(ch->endpoint);
 	free(ch->database);
+	free(ch->cafile);
 	free(ch->version);
 	free(ch);
 }

@@ -54,14 +54,24 @@ static void test_urls(void)
 		{ "http://h/no-such", "invalid clickhouse url 'http://h/no-such': bad database name" },
 		{ "http://h/a.b", "invalid clickhouse url 'http://h/a.b': bad database name" },
 		{ "http://u:pw@h/?x=1",
-		  "invalid clickhouse url 'http://u:***@h/?x=1': query parameters are not supported" },
+		  "invalid clickhouse url 'http://u:***@h/?x=1': unknown parameter 'x' (the only one is cafile=)" },
+		{ "https://h/?cafile=/dev/null&max_threads=1",
+		  "invalid clickhouse url 'https://h/?cafile=/dev/null&max_threads=1': unknown parameter "
+		  "'max_threads' (the only one is cafile=)" },
+		{ "http://h/?cafile=/dev/null",
+		  "invalid clickhouse url 'http://h/?cafile=/dev/null': cafile= is for https://" },
+		{ "https://h/?cafile=", "invalid clickhouse url 'https://h/?cafile=': empty cafile" },
+		{ "https://h/?cafile=/no/such/ca.pem",
+		  "invalid clickhouse url 'https://h/?cafile=/no/such/ca.pem': cannot read cafile "
+		  "'/no/such/ca.pem': no such file or directory" },
 		{ "http://h:70000/", "invalid url 'http://h:70000/': bad port" },
 		{ "nonsense", "invalid url 'nonsense': missing scheme" },
 	};
+	struct au_clickhouse *c;
 	struct au_err err;
 
 	for (size_t i = 0; i < AU_ARRAY_SIZE(bad); i++) {
-		struct au_clickhouse *c = au_ch_new(bad[i].url, &err);
+		c = au_ch_new(bad[i].url, &err);
 
 		T_OK(c == NULL, "au_ch_new refuses %s", bad[i].url);
 		T_EQ_INT(err.code, AU_EINVAL, "bad url code");
@@ -70,6 +80,9 @@ static void test_urls(void)
 	}
 	au_ch_free(au_ch_new("https://[::1]", &err));   /* no request: just parses and frees */
 	T_OK(1, "ipv6 https url accepted");
+	c = au_ch_new("https://u:pw@h:9443/db?cafile=%2Fdev%2Fnull", &err);
+	T_OK(c != NULL, "https url with a cafile accepted (percent-escapes decoded)");
+	au_ch_free(c);
 }
 
 static void test_sync(void)
