@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,16 +20,14 @@
 #include "task.h"
 #include "tasks.h"
 
-/* The URL as messages show it (password masked); "" if it does not parse. */
+/* The URL as messages show it, password masked even when it does not
+ * parse. */
 static void masked_url(const char *text, char *out, size_t len)
 {
-	struct au_url u;
+	char *m = au_url_masked(text);
 
-	if (au_url_parse(text, &u, NULL) == 0 && u.text)
-		snprintf(out, len, "%s", u.text);
-	else
-		snprintf(out, len, "%s", text ? text : "");
-	au_url_release(&u);
+	snprintf(out, len, "%s", m ? m : "");
+	free(m);
 }
 
 /* The part's name and URL ahead of the client's message, unless the

@@ -176,6 +176,10 @@ struct au_url {
 
 int au_url_parse(const char *text, struct au_url *url, struct au_err *err);
 void au_url_release(struct au_url *url);
+/* text as messages show it, a new string (NULL on OOM): the password and
+ * secret query parameters (password=, sslpassword=) replaced by "***",
+ * even when text does not parse; the same as url.text when it does. */
+char *au_url_masked(const char *text);
 /* Value of key in the query string (decoded, malloc'ed) or NULL. */
 char *au_url_param(const struct au_url *url, const char *key);
 

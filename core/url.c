@@ -62,17 +62,84 @@ void au_url_release(struct au_url *url)
 	memset(url, 0, sizeof(*url));
 }
 
+/* A query parameter that holds a secret: libpq takes password= and
+ * sslpassword= there as well as in the authority. */
+static int secret_key(const char *key, size_t n)
+{
+	return n >= 8 && !strncmp(key + n - 8, "password", 8);
+}
+
+/* text with the values of its secret query parameters replaced by "***";
+ * takes text. */
+static char *mask_query(char *text)
+{
+	struct au_buf b = AU_BUF_INIT;
+	char *q, *p, *out;
+	int rc;
+
+	if (!text || !(q = strchr(text, '?')))
+		return text;
+	rc = au_buf_append(&b, text, (size_t)(q + 1 - text));
+	for (p = q + 1; *p && rc == 0;) {
+		size_t n = strcspn(p, "&#"), k = strcspn(p, "=&#");
+
+		if (k < n && secret_key(p, k))
+			rc = au_buf_printf(&b, "%.*s=***", (int)k, p);
+		else
+			rc = au_buf_append(&b, p, n);
+		p += n;
+		if (*p == '&' && rc == 0)
+			rc = au_buf_append(&b, p++, 1);
+		else if (*p == '#')
+			break;
+	}
+	if (rc == 0 && *p)
+		rc = au_buf_puts(&b, p);
+	out = rc == 0 ? (char *)au_buf_detach(&b, NULL) : NULL;
+	au_buf_release(&b);
+	free(text);
+	return out;
+}
+
 /* The URL with its password replaced by "***", for messages. */
 static char *masked(const char *text, const char *at, const char *colon)
 {
 	if (!at || !colon || colon > at)
-		return au_strdup(text);
-	return au_asprintf("%.*s***%s", (int)(colon + 1 - text), text, at);
+		return mask_query(au_strdup(text));
+	return mask_query(au_asprintf("%.*s***%s", (int)(colon + 1 - text), text, at));
+}
+
+/* The '@' that ends the credentials of text (the last one before the
+ * path) and the ':' before the password, or NULL. */
+static void credentials(const char *text, const char **at, const char **colon)
+{
+	const char *p = strstr(text, "://"), *auth, *auth_end;
+
+	*at = *colon = NULL;
+	if (!p)
+		return;
+	auth = p + 3;
+	auth_end = auth + strcspn(auth, "/?#");
+	for (const char *s = auth; s < auth_end; s++)
+		if (*s == '@')
+			*at = s;
+	if (*at)
+		*colon = memchr(auth, ':', (size_t)(*at - auth));
+}
+
+char *au_url_masked(const char *text)
+{
+	const char *at, *colon;
+
+	if (!text)
+		return au_strdup("");
+	credentials(text, &at, &colon);
+	return masked(text, at, colon);
 }
 
 int au_url_parse(const char *text, struct au_url *url, struct au_err *err)
 {
-	const char *p, *auth, *auth_end, *at = NULL, *colon = NULL, *hp, *q;
+	const char *p, *auth, *auth_end, *at, *colon, *hp, *q;
 	int bad = 0;
 
 	memset(url, 0, sizeof(*url));
@@ -93,13 +160,7 @@ int au_url_parse(const char *text, struct au_url *url, struct au_err *err)
 	auth = p + 3;
 	auth_end = auth + strcspn(auth, "/?#");
 	q = strchr(auth, '?');
-
-	/* credentials: the last '@' before the path */
-	for (const char *s = auth; s < auth_end; s++)
-		if (*s == '@')
-			at = s;
-	if (at)
-		colon = memchr(auth, ':', (size_t)(at - auth));
+	credentials(text, &at, &colon);
 	/* before anything can fail: no message may show the password */
 	url->text = masked(text, at, colon);
 	if (!url->text)

@@ -39,6 +39,16 @@ static void test_good(void)
 		{ "redis://[::1]/3", "redis", NULL, NULL, "::1", 0, "3", NULL, "redis://[::1]/3" },
 		{ "REDIS://h?db=1", "redis", NULL, NULL, "h", 0, NULL, "db=1", "REDIS://h?db=1" },
 		{ "redis://a:b:c@h", "redis", "a", "b:c", "h", 0, NULL, NULL, "redis://a:***@h" },
+		/* libpq's secrets in the query are masked too */
+		{ "postgres://u@h/db?sslmode=verify-full&password=s3&sslrootcert=/ca.pem", "postgres",
+		  "u", NULL, "h", 0, "db", "sslmode=verify-full&password=s3&sslrootcert=/ca.pem",
+		  "postgres://u@h/db?sslmode=verify-full&password=***&sslrootcert=/ca.pem" },
+		{ "postgres://u:pw@h/db?sslpassword=k1&sslkey=/k#frag", "postgres", "u", "pw", "h", 0,
+		  "db", "sslpassword=k1&sslkey=/k", "postgres://u:***@h/db?sslpassword=***&sslkey=/k#frag" },
+		{ "postgres://h/db?password", "postgres", NULL, NULL, "h", 0, "db", "password",
+		  "postgres://h/db?password" },
+		{ "https://h/?cafile=/a%20b.pem", "https", NULL, NULL, "h", 0, "", "cafile=/a%20b.pem",
+		  "https://h/?cafile=/a%20b.pem" },
 	};
 	struct au_url u;
 	struct au_err err = { 0 };
@@ -244,10 +254,36 @@ static void test_schemes(void)
 	au_store_close(s);
 }
 
+/* au_url_masked: the same text as a parse gives, and masked even when the
+ * URL does not parse (a start-up message quotes what it was given). */
+static void test_masked(void)
+{
+	static const struct { const char *in, *out; } cases[] = {
+		{ "http://au:au-secret@127.0.0.1:99999/default", "http://au:***@127.0.0.1:99999/default" },
+		{ "redis://:pw@h:x", "redis://:***@h:x" },
+		{ "postgres://u:p@h/db?password=a&b=1", "postgres://u:***@h/db?password=***&b=1" },
+		{ "nonsense", "nonsense" },
+		{ "redis://h", "redis://h" },
+		{ "", "" },
+	};
+	struct au_url u;
+
+	for (size_t i = 0; i < AU_ARRAY_SIZE(cases); i++) {
+		char *m = au_url_masked(cases[i].in);
+
+		T_EQ_STR(m, cases[i].out, "au_url_masked");
+		if (au_url_parse(cases[i].in, &u, NULL) == 0)
+			T_EQ_STR(m, u.text, "au_url_masked is what a parse shows");
+		au_url_release(&u);
+		free(m);
+	}
+}
+
 int main(void)
 {
 	test_good();
 	test_bad();
+	test_masked();
 	test_params();
 	test_ids();
 	test_schemes();
