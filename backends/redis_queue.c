@@ -2274,6 +2274,7 @@ static int rq_worker_gone(struct au_queue *q, const char *worker_id)
 
 const struct au_queue_ops au_redis_queue_ops = {
 	.scheme = "redis",
+	.alias = "rediss",        /* refused by au_redis_connect: no TLS in hiredis 0.14 */
 	.features = AU_QUEUE_WATCH | AU_QUEUE_SHARED,
 	.open = rq_open,
 	.close = rq_close,

@@ -136,13 +136,25 @@ static struct timeval ms_tv(int ms)
 	return (struct timeval){ ms / 1000, ms % 1000 * 1000 };
 }
 
+/* a macro's value as a string */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 struct redisContext *au_redis_connect(const struct au_url *url, int db, struct au_err *err)
 {
-	redisContext *c = redisConnectWithTimeout(url->host, au_redis_port(url),
-						  ms_tv(AU_REDIS_CONNECT_TIMEOUT_MS));
+	redisContext *c;
 	const char *auth[3];
 	int argc;
 
+	/* hiredis has TLS from 1.0 on, and Debian's 0.14 is built without it:
+	 * a tunnel is the way, and the message says so */
+	if (!strcmp(url->scheme, "rediss")) {
+		au_seterr(err, AU_EINVAL, "unsupported scheme '%s': this build's hiredis (%s) has no "
+			  "TLS; reach Redis through a TLS tunnel (stunnel, spiped) on 127.0.0.1 and use "
+			  "redis://", url->text, STR(HIREDIS_MAJOR) "." STR(HIREDIS_MINOR));
+		return NULL;
+	}
+	c = redisConnectWithTimeout(url->host, au_redis_port(url), ms_tv(AU_REDIS_CONNECT_TIMEOUT_MS));
 	if (!c) {
 		au_seterr(err, AU_ENOMEM, "out of memory");
 		return NULL;

@@ -6,7 +6,8 @@
  * the Redis files include hiredis.h; this header needs only its tags.
  *
  * URL: redis://[[user]:password@]host[:port][/db]. "redis://user:pw@" logs
- * in as the ACL user, "redis://:pw@" as the default user.
+ * in as the ACL user, "redis://:pw@" as the default user. rediss:// (TLS)
+ * is refused: hiredis 0.14 has no TLS (README, "Redis over TLS").
  */
 #ifndef AU_REDIS_CLIENT_H
 #define AU_REDIS_CLIENT_H
@@ -60,6 +61,10 @@ int au_redis_auth_argv(const struct au_url *url, const char *argv[3]);
  *              connection with neither AUTH nor SELECT sends a PING to
  *              find out)
  *   AU_ECONN   "lost connection to '<url>': ..." during AUTH or SELECT
+ *   AU_EINVAL  "unsupported scheme '<rediss url>': this build's hiredis
+ *              (0.14) has no TLS; reach Redis through a TLS tunnel ..."
+ *              for rediss:// (the backends take the scheme so that this
+ *              is what it gets, not "unknown scheme")
  *   AU_ENOMEM  "out of memory"
  */
 struct redisContext *au_redis_connect(const struct au_url *url, int db, struct au_err *err);

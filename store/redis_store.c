@@ -386,6 +386,7 @@ static int redis_wait(struct au_store *s, const char *id, int timeout_ms, struct
 
 const struct au_store_ops au_redis_store_ops = {
 	.scheme = "redis",
+	.alias = "rediss",        /* refused by au_redis_connect: no TLS in hiredis 0.14 */
 	.features = AU_STORE_NATIVE_EXPIRY | AU_STORE_SHARED,
 	.open = redis_open,
 	.close = redis_close,
