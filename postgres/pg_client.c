@@ -57,7 +57,9 @@ static void tidy(char *out, size_t n, const char *msg)
 		len = strlen(p);
 	}
 	snprintf(out, n, "%.*s", (int)len, p);
-	out[0] = (char)tolower((unsigned char)out[0]);
+	/* "Connection refused", but "SSL error: ..." stays */
+	if (!isupper((unsigned char)out[1]))
+		out[0] = (char)tolower((unsigned char)out[0]);
 }
 
 int au_pg_connect_error(struct au_err *err, const struct au_url *url, PGconn *c)
@@ -67,6 +69,10 @@ int au_pg_connect_error(struct au_err *err, const struct au_url *url, PGconn *c)
 	if (!c)
 		return au_seterr(err, AU_ENOMEM, "out of memory");
 	tidy(why, sizeof(why), PQerrorMessage(c));
+	/* libpq names neither the file nor the setting */
+	if (strstr(why, "certificate verify failed"))
+		return au_seterr(err, AU_ECONN, "unable to connect to '%s': %s (is sslrootcert the CA "
+				 "that signed the server's certificate?)", url->text, why);
 	return au_seterr(err, AU_ECONN, "unable to connect to '%s': %s", url->text, why);
 }
 
