@@ -153,7 +153,7 @@ tls_start_redis() {
 		--dir "$dir" --logfile "$dir/redis.log" --tls-cert-file "$dir/server.pem" \
 		--tls-key-file "$dir/server.key" --tls-ca-cert-file "$dir/ca.pem" --tls-auth-clients no "$@" &
 	_tls_pids+=($!)
-	_tls_wait "redis with tls" sh -c "redis-cli --tls --cacert '$certs/ca.pem' -p $port ping | grep -q PONG"
+	_tls_wait "redis with tls" sh -c "redis-cli --tls --cacert '$certs/ca.pem' -p $port ping 2>&1 | grep -Eq 'PONG|NOAUTH'"
 }
 
 # Runs a background process whose pid tls_stop ends too.
