@@ -7,7 +7,8 @@ set -eu
 pkgs=(build-essential pkg-config curl procps
       libhiredis-dev libmsgpack-dev libpq-dev libevent-dev libcurl4-openssl-dev
       libjansson-dev libssl-dev lua5.1
-      redis-server postgresql-15 clickhouse-server clickhouse-client)
+      redis-server postgresql-15 clickhouse-server clickhouse-client
+      openssl stunnel4)   # the TLS tests: certificates, a tunnel to Redis
 
 missing=()
 for p in "${pkgs[@]}"; do
