@@ -18,12 +18,14 @@
 #include <string.h>
 
 #include "core.h"
+#include "middleware.h"
 #include "queue.h"
 #include "store.h"
 
 struct au_client {
 	struct au_queue *q;
 	struct au_store *store;
+	struct au_chain chain;      /* before_enqueue hooks */
 	struct au_err err;
 };
 
@@ -74,7 +76,15 @@ void au_client_free(struct au_client *cl)
 		au_queue_close(cl->q);
 	if (cl->store)
 		au_store_close(cl->store);
+	au_chain_release(&cl->chain);
 	free(cl);
+}
+
+int au_client_use(struct au_client *cl, const struct au_middleware_ops *ops, void *ctx)
+{
+	if (au_chain_add(&cl->chain, ops, ctx) < 0)
+		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
+	return 0;
 }
 
 const struct au_err *au_client_err(const struct au_client *cl)
@@ -215,6 +225,23 @@ oom:
  * enqueueing it again would run it for a result the store refuses. A
  * store that cannot say is taken for no: the queue still dedupes what is
  * waiting or running. */
+/* The middlewares' before_enqueue hooks, in order: they may add headers
+ * (a signature, a trace id) or refuse. */
+static int before_enqueue(struct au_client *cl, struct au_computation *c)
+{
+	struct au_enqueue_ctx e = { c, c->queue };
+	char errbuf[512];
+
+	switch (au_chain_before_enqueue(&cl->chain, &e, errbuf, sizeof(errbuf))) {
+	case AU_HOOK_OK:
+		return 0;
+	case AU_HOOK_REFUSE:
+		return au_seterr(&cl->err, AU_EREFUSED, "%s", errbuf);
+	default:
+		return au_seterr(&cl->err, AU_EINVAL, "%s", errbuf);
+	}
+}
+
 static int key_taken(struct au_client *cl, const char *id)
 {
 	struct au_record rec;
@@ -259,6 +286,8 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 		}
 		memcpy(cs[i].args, args[i], args_len[i]);
 		cs[i].args_len = args_len[i];
+		if (cl->chain.n && before_enqueue(cl, &cs[i]) < 0)
+			goto out;
 		/* The size limit applies to the whole message, as workers see it. */
 		au_buf_reset(&probe);
 		if (au_computation_encode(&cs[i], &probe, &cl->err) < 0)

@@ -40,21 +40,29 @@ static int mw_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 	return 0;
 }
 
-static void mw_after(void *ctx, struct au_run *run)
+static int mw_after(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 {
+	(void)errbuf;
+	(void)errlen;
 	note("after:%s ", (char *)ctx);
 	T_OK(run->status == AU_COMPLETED && run->result_len > 0, "after hook sees the result (%s)",
 	     (char *)ctx);
+	return 0;
 }
 
-static void mw_error(void *ctx, struct au_run *run)
+static int mw_error(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 {
+	(void)errbuf;
+	(void)errlen;
 	note("error:%s ", (char *)ctx);
 	note("(%s) ", au_status_name(run->status));
+	return 0;
 }
 
+/* fail-closed: a before hook's error fails the attempt */
 static const struct au_middleware_ops mw = {
-	.name = "trace", .before = mw_before, .after = mw_after, .on_error = mw_error,
+	.name = "trace", .flags = AU_MW_FAIL_CLOSED,
+	.before = mw_before, .after = mw_after, .on_error = mw_error,
 };
 
 /* "double" task: {"x": n} -> 2n, completing on the loop later. */
@@ -553,7 +561,8 @@ int main(void)
 	T_OK(strstr(trace, "before:a before:b ") && strstr(trace, "after:b after:a ") &&
 	     !strstr(trace, "after:a after:b"), "before hooks in order, after hooks in reverse");
 	T_OK(au_handle_result(denied, &rec) == 0 && rec.status == AU_FAILED && rec.error &&
-	     !strcmp(rec.error, "denied by policy"), "a before hook refuses with its message");
+	     !strcmp(rec.error, "middleware 'trace': before: denied by policy"),
+	     "a fail-closed before hook's error fails it, named: %s", rec.error ? rec.error : "");
 	T_OK(strstr(trace, "before:a error:b (failed) error:a (failed)") != NULL,
 	     "refusal stops the chain and runs on_error");
 	au_record_release(&rec);
