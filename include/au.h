@@ -28,6 +28,7 @@ extern "C" {
 #define AU_WIRE_VERSION 1
 
 #define AU_ID_SIZE 33     /* 32 lowercase hex digits + NUL */
+#define AU_QUERY_ID_SIZE 96   /* a ClickHouse query_id of au's: "[<trace id>:]<id>-<attempt>" + NUL */
 #define AU_TOKEN_SIZE 40  /* lease token: "<attempt>-<16 hex>" + NUL */
 #define AU_ERRSTR_SIZE 512  /* room for a message that names two URLs and a hint */
 
@@ -325,7 +326,8 @@ void au_task_fail(struct au_task_ctx *ctx, int kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx);
 struct event_base *au_task_base(struct au_task_ctx *ctx);
-/* "<id>-<attempt>": the ClickHouse query_id of this attempt. */
+/* "[<trace id>:]<id>-<attempt>": the ClickHouse query_id of this attempt (the
+ * trace id of its traceparent header first, when it has a valid one). */
 const char *au_task_query_id(struct au_task_ctx *ctx);
 /*
  * Registers fn(arg), called if the worker abandons the attempt before the
@@ -451,6 +453,10 @@ enum au_log_format { AU_LOG_TEXT = 0, AU_LOG_JSON = 1 };
 /* A context for au_logging_middleware writing to out (NULL: stderr) in
  * format; NULL when out of memory. The chain frees it. */
 void *au_logging_new(FILE *out, enum au_log_format format);
+/* The built-in tracing middleware (ctx NULL): a client's computations
+ * carry a W3C traceparent header, the caller's if valid, else a new one;
+ * workers put its trace id first in the ClickHouse query_id. */
+extern const struct au_middleware_ops au_tracing_middleware;
 
 /* ------------------------------------------------------------------ */
 /* Worker                                                               */
@@ -473,6 +479,9 @@ struct au_worker_opts {
 				       default AU_DEFAULT_RETRY_BASE_MS */
 	uint32_t retry_max_ms;      /* cap on the retry delay, default AU_DEFAULT_RETRY_MAX_MS */
 	uint32_t poll_ms;           /* fallback poll when idle, default AU_DEFAULT_POLL_MS */
+	int log_format;             /* au_worker_run's logging middleware: enum au_log_format */
+	const char *middleware;     /* au_worker_run: a spec for au_worker_use_spec, used
+				       after the logging middleware; NULL: none */
 };
 
 struct au_worker;
@@ -489,6 +498,20 @@ const struct au_err *au_worker_err(const struct au_worker *w);
  * worker owns ctx from then on: ops->free(ctx), if set, runs in
  * au_worker_free (also when au_worker_use itself fails). */
 int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx);
+/*
+ * Adds the middlewares a spec names, in order: items separated by commas,
+ * each NAME or NAME:ARG (an item holding '=' and no name continues the
+ * argument before it):
+ *   logging[:text|json]  the logging middleware
+ *   tracing              the tracing middleware (its hook is the client's)
+ *   timeout:TASK=DURATION,...  a default timeout per task, for the
+ *                        computations that set none (`500ms`, `30s`, `2m`)
+ * -1 with err (also au_worker_err) for an unknown name or a bad argument.
+ */
+int au_worker_use_spec(struct au_worker *w, const char *spec, struct au_err *err);
+/* The same for a client: the middlewares with a before_enqueue hook are
+ * added, the others (and timeout) are accepted and left out. */
+int au_client_use_spec(struct au_client *cl, const char *spec, struct au_err *err);
 /* Starts leasing; returns at once. Use event_base_dispatch(base) to run. */
 int au_worker_start(struct au_worker *w);
 /* Graceful stop: stop leasing, finish in-flight work within grace_ms, release

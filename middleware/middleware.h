@@ -51,4 +51,18 @@ int au_chain_hook_result(struct au_chain *ch, size_t pos, const char *hook, int 
  * on_retry (AU_RETRYING) or on_dead (run->dead), each in reverse order. */
 void au_chain_finish(struct au_chain *ch, struct au_run *run);
 
+/* Calls fn(arg, name, value) for each item of a middleware spec
+ * ("logging:json,tracing,ratelimit:a=1/s,b=2/s": value NULL for an item
+ * without ':'); stops at the first that returns -1 (err says why). */
+int au_mw_spec_each(const char *spec, int (*fn)(void *arg, const char *name, const char *value,
+						struct au_err *err),
+		    void *arg, struct au_err *err);
+/* 0 if every item of spec names a built-in middleware with a good value
+ * (or timeout:TASK=DURATION,...); -1 with err saying which does not. */
+int au_mw_check(const char *spec, struct au_err *err);
+/* The built-in middleware name, with its value: *ops and a new *ctx
+ * (the chain frees it); -1 with err for an unknown name or a bad value. */
+int au_mw_new(const char *name, const char *value, const struct au_config *cfg,
+	      const struct au_middleware_ops **ops, void **ctx, struct au_err *err);
+
 #endif

@@ -26,6 +26,7 @@ struct au_client {
 	struct au_queue *q;
 	struct au_store *store;
 	struct au_chain chain;      /* before_enqueue hooks */
+	char *queue_url;            /* for a middleware that opens its own connection */
 	struct au_err err;
 };
 
@@ -55,9 +56,10 @@ struct au_client *au_client_new(const struct au_config *cfg)
 	if (!cl)
 		return NULL;
 	au_config_from_env(&conf);
+	cl->queue_url = au_strdup(conf.queue_url);
 	cl->q = au_queue_open(conf.queue_url);
 	cl->store = au_store_open(conf.store_url);
-	if (!cl->q || !cl->store) {
+	if (!cl->q || !cl->store || !cl->queue_url) {
 		au_client_free(cl);
 		return NULL;
 	}
@@ -77,7 +79,32 @@ void au_client_free(struct au_client *cl)
 	if (cl->store)
 		au_store_close(cl->store);
 	au_chain_release(&cl->chain);
+	free(cl->queue_url);
 	free(cl);
+}
+
+static int spec_item(void *arg, const char *name, const char *value, struct au_err *err)
+{
+	struct au_client *cl = arg;
+	struct au_config cfg = { cl->queue_url, NULL, NULL };
+	const struct au_middleware_ops *ops;
+	void *ctx;
+
+	if (!strcmp(name, "timeout"))   /* the workers' */
+		return 0;
+	if (au_mw_new(name, value, &cfg, &ops, &ctx, err) < 0)
+		return -1;
+	if (!ops->before_enqueue) {     /* nothing a client runs */
+		if (ops->free)
+			ops->free(ctx);
+		return 0;
+	}
+	return au_client_use(cl, ops, ctx) < 0 ? au_seterr(err, AU_ENOMEM, "out of memory") : 0;
+}
+
+int au_client_use_spec(struct au_client *cl, const char *spec, struct au_err *err)
+{
+	return au_mw_spec_each(spec, spec_item, cl, err);
 }
 
 int au_client_use(struct au_client *cl, const struct au_middleware_ops *ops, void *ctx)

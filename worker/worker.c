@@ -225,6 +225,12 @@ struct au_worker {
 	struct au_queue_list ql;       /* the queues it serves, in order or by weight */
 	char *queues_text;             /* "a,b" or "a:5,b:1", as logged and registered */
 	char *store_url;
+	char *queue_url;
+	struct task_timeout {          /* timeout:TASK=DURATION of au_worker_use_spec */
+		char *task;
+		uint32_t ms;
+	} *timeouts;
+	size_t ntimeouts;
 	struct au_queue *q;            /* the I/O thread's, but for watching */
 	/* The handles that watch each queue (one watch per handle): wq[0] is
 	 * q, the others are opened for watching only. */
@@ -834,20 +840,27 @@ static void take(struct au_worker *w, struct au_lease *l, unsigned qi)
 	w->stats.leased++;
 }
 
-/* "<id>-<attempt>", without a printf per computation */
-static void query_id(char out[AU_ID_SIZE + 16], const char *id, uint32_t attempt)
+/* "[<trace id>:]<id>-<attempt>", without a printf per computation: a
+ * computation with a traceparent header is found by its trace id in
+ * ClickHouse's system.query_log too. */
+static void query_id(char out[AU_QUERY_ID_SIZE], const struct au_computation *c, uint32_t attempt)
 {
-	char tmp[12], *p = tmp + sizeof(tmp);
-	size_t n;
+	char tmp[12], *p = tmp + sizeof(tmp), trace[AU_ID_SIZE];
+	size_t n, at = 0;
 
 	do
 		*--p = (char)('0' + attempt % 10);
 	while (attempt /= 10);
 	n = (size_t)(tmp + sizeof(tmp) - p);
-	memcpy(out, id, AU_ID_SIZE - 1);
-	out[AU_ID_SIZE - 1] = '-';
-	memcpy(out + AU_ID_SIZE, p, n);
-	out[AU_ID_SIZE + n] = '\0';
+	if (c->nheaders && au_traceparent_trace_id(au_computation_header(c, "traceparent"), trace) == 0) {
+		memcpy(out, trace, AU_ID_SIZE - 1);
+		out[AU_ID_SIZE - 1] = ':';
+		at = AU_ID_SIZE;
+	}
+	memcpy(out + at, c->id, AU_ID_SIZE - 1);
+	out[at + AU_ID_SIZE - 1] = '-';
+	memcpy(out + at + AU_ID_SIZE, p, n);
+	out[at + AU_ID_SIZE + n] = '\0';
 }
 
 /* Reads a held attempt's computation; -1 when it cannot run at all (the
@@ -870,7 +883,7 @@ static int unpack(struct au_worker *w, struct attempt *a)
 		return -1;
 	}
 	a->c.attempts = a->lease.attempts;
-	query_id(a->task.query_id, a->c.id, a->lease.attempts);
+	query_id(a->task.query_id, &a->c, a->lease.attempts);
 	if (strcmp(a->c.id, a->lease.ref.id) != 0) {
 		decide(a, VERDICT_REJECTED,
 		       au_strdup("malformed computation: id does not match the queue's"));
@@ -879,6 +892,13 @@ static int unpack(struct au_worker *w, struct attempt *a)
 	if (find_task(w, a->c.task, &a->fn, &a->fn_arg) < 0) {
 		decide(a, VERDICT_REJECTED, au_asprintf("unknown task '%s'", a->c.task));
 		return -1;
+	}
+	if (!a->c.timeout_ms && w->ntimeouts) {   /* its task's default, if it has none */
+		size_t i;
+
+		for (i = 0; i < w->ntimeouts; i++)
+			if (!strcmp(w->timeouts[i].task, a->c.task))
+				a->c.timeout_ms = w->timeouts[i].ms;
 	}
 	return 0;
 }
@@ -2001,6 +2021,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
 	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
 	w->store_url = au_strdup(conf.store_url);
+	w->queue_url = au_strdup(conf.queue_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
 	w->wq[0] = w->q;
@@ -2019,7 +2040,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 		w->spares = a;
 		w->nspares++;
 	}
-	if (!opened || !w->queues_text || !w->store_url || !w->builtins ||
+	if (!opened || !w->queues_text || !w->store_url || !w->queue_url || !w->builtins ||
 	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
 	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
 	    !w->drain_ev || !w->outage_ev || !w->beat_ev || !w->q || !w->store) {
@@ -2052,6 +2073,74 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 const struct au_err *au_worker_err(const struct au_worker *w)
 {
 	return &w->err;
+}
+
+/* timeout:TASK=DURATION,...: defaults for computations without one */
+static int task_timeouts(struct au_worker *w, const char *value, struct au_err *err)
+{
+	char *copy = au_strdup(value ? value : ""), *item, *next;
+	int rc = 0;
+
+	if (!copy)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	for (item = copy; item && !rc; item = next) {
+		char *eq = strchr(item, '=');
+		struct task_timeout *t;
+		uint64_t ms;
+
+		next = strchr(item, ',');
+		if (next)
+			*next++ = '\0';
+		if (!eq || eq == item) {
+			rc = au_seterr(err, AU_EINVAL, "invalid middleware 'timeout:%s': expected "
+				       "TASK=DURATION", value ? value : "");
+			break;
+		}
+		*eq = '\0';
+		if (au_duration_parse(eq + 1, &ms, err) < 0 || !ms || ms > UINT32_MAX) {
+			rc = au_seterr(err, AU_EINVAL, "invalid middleware 'timeout:%s': '%s' is not a "
+				       "duration from 1ms", value, eq + 1);
+			break;
+		}
+		t = realloc(w->timeouts, (w->ntimeouts + 1) * sizeof(*t));
+		if (!t || !(t[w->ntimeouts].task = au_strdup(item))) {
+			if (t)
+				w->timeouts = t;
+			rc = au_seterr(err, AU_ENOMEM, "out of memory");
+			break;
+		}
+		w->timeouts = t;
+		t[w->ntimeouts++].ms = (uint32_t)ms;
+	}
+	free(copy);
+	return rc;
+}
+
+static int spec_item(void *arg, const char *name, const char *value, struct au_err *err)
+{
+	struct au_worker *w = arg;
+	struct au_config cfg = { w->queue_url, w->store_url, NULL };
+	const struct au_middleware_ops *ops;
+	void *ctx;
+
+	if (!strcmp(name, "timeout"))
+		return task_timeouts(w, value, err);
+	if (au_mw_new(name, value, &cfg, &ops, &ctx, err) < 0)
+		return -1;
+	if (au_worker_use(w, ops, ctx) < 0)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	return 0;
+}
+
+int au_worker_use_spec(struct au_worker *w, const char *spec, struct au_err *err)
+{
+	struct au_err own = { 0, "" };
+
+	if (au_mw_spec_each(spec, spec_item, w, err ? err : &own) < 0) {
+		w->err = err ? *err : own;
+		return -1;
+	}
+	return 0;
 }
 
 int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx)
@@ -2170,6 +2259,10 @@ void au_worker_free(struct au_worker *w)
 	au_queue_list_release(&w->ql);
 	free(w->queues_text);
 	free(w->store_url);
+	free(w->queue_url);
+	while (w->ntimeouts--)
+		free(w->timeouts[w->ntimeouts].task);
+	free(w->timeouts);
 	free(w);
 }
 
@@ -2196,8 +2289,13 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 		au_seterr(err, AU_ENOMEM, "out of memory");
 		goto out;
 	}
-	if (opts && opts->log)
-		au_worker_use(w, &au_logging_middleware, NULL);
+	if (opts && opts->log &&
+	    au_worker_use(w, &au_logging_middleware, au_logging_new(NULL, opts->log_format)) < 0) {
+		au_seterr(err, AU_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (opts && opts->middleware && au_worker_use_spec(w, opts->middleware, err) < 0)
+		goto out;
 	sigterm = evsignal_new(base, SIGTERM, on_signal, w);
 	sigint = evsignal_new(base, SIGINT, on_signal, w);
 	if (!sigterm || !sigint) {
