@@ -977,11 +977,13 @@ int main(int argc, char **argv)
 	/* the command's options may come anywhere after it */
 	argv += first;
 	argc -= first;
-	if ((rc = parse(&c, argc, argv, 0, &first)))
+	if ((rc = parse(&c, argc, argv, 0, &first)) == 0 && c.cmd != C_WORKER &&
+	    c.seen[O_CONFIG - O_QUEUE_URL] && au_cli_config(&c.cfg, c.fleet.config_file) < 0)
+		rc = EXIT_USAGE;
+	if (rc) {
+		au_buf_release(&c.queues);
 		return rc;
-	if (c.cmd != C_WORKER && c.seen[O_CONFIG - O_QUEUE_URL] &&
-	    au_cli_config(&c.cfg, c.fleet.config_file) < 0)
-		return EXIT_USAGE;
+	}
 	for (i = first; i < argc; i++)   /* the positional arguments, after the command */
 		argv[1 + np++] = argv[i];
 	argc = 1 + np;
