@@ -57,6 +57,10 @@ void au_chain_finish(struct au_chain *ch, struct au_run *run);
 int au_mw_spec_each(const char *spec, int (*fn)(void *arg, const char *name, const char *value,
 						struct au_err *err),
 		    void *arg, struct au_err *err);
+/* Calls fn(arg, task, ms) for each TASK=DURATION of a timeout:... value
+ * (fn NULL: checks only); -1 with err for a bad pair or when fn fails. */
+int au_mw_timeouts(const char *value, int (*fn)(void *arg, const char *task, uint32_t ms),
+		   void *arg, struct au_err *err);
 /* 0 if every item of spec names a built-in middleware with a good value
  * (or timeout:TASK=DURATION,...); -1 with err saying which does not. */
 int au_mw_check(const char *spec, struct au_err *err);

@@ -65,33 +65,42 @@ int au_mw_spec_each(const char *spec, int (*fn)(void *arg, const char *name, con
 	return rc < 0 ? -1 : 0;
 }
 
+int au_mw_timeouts(const char *value, int (*fn)(void *arg, const char *task, uint32_t ms),
+		   void *arg, struct au_err *err)
+{
+	char *copy = au_strdup(value ? value : ""), *item, *next;
+	int rc = 0;
+
+	if (!copy)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	for (item = copy; item && !rc; item = next) {
+		char *eq = strchr(item, '=');
+		uint64_t ms;
+
+		if ((next = strchr(item, ',')))
+			*next++ = '\0';
+		if (!eq || eq == item || au_duration_parse(eq + 1, &ms, NULL) < 0 || !ms ||
+		    ms > UINT32_MAX) {
+			rc = au_seterr(err, AU_EINVAL, "invalid middleware 'timeout:%s': expected "
+				       "TASK=DURATION,... with durations from 1ms", value ? value : "");
+			break;
+		}
+		*eq = '\0';
+		if (fn && fn(arg, item, (uint32_t)ms) < 0)
+			rc = au_seterr(err, AU_ENOMEM, "out of memory");
+	}
+	free(copy);
+	return rc;
+}
+
 static int check_item(void *arg, const char *name, const char *value, struct au_err *err)
 {
 	const struct au_middleware_ops *ops;
 	void *ctx;
 
 	(void)arg;
-	if (!strcmp(name, "timeout")) {
-		char *copy = au_strdup(value ? value : ""), *item, *next;
-		int rc = 0;
-
-		if (!copy)
-			return au_seterr(err, AU_ENOMEM, "out of memory");
-		for (item = copy; item && !rc; item = next) {
-			char *eq = strchr(item, '=');
-			uint64_t ms;
-
-			if ((next = strchr(item, ',')))
-				*next++ = '\0';
-			if (!eq || eq == item || au_duration_parse(eq + 1, &ms, NULL) < 0 || !ms ||
-			    ms > UINT32_MAX)
-				rc = au_seterr(err, AU_EINVAL, "invalid middleware 'timeout:%s': expected "
-					       "TASK=DURATION,... with durations from 1ms",
-					       value ? value : "");
-		}
-		free(copy);
-		return rc;
-	}
+	if (!strcmp(name, "timeout"))
+		return au_mw_timeouts(value, NULL, NULL, err);
 	if (au_mw_new(name, value, NULL, &ops, &ctx, err) < 0)
 		return -1;
 	if (ops->free)

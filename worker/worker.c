@@ -2076,44 +2076,18 @@ const struct au_err *au_worker_err(const struct au_worker *w)
 }
 
 /* timeout:TASK=DURATION,...: defaults for computations without one */
-static int task_timeouts(struct au_worker *w, const char *value, struct au_err *err)
+static int task_timeout(void *arg, const char *task, uint32_t ms)
 {
-	char *copy = au_strdup(value ? value : ""), *item, *next;
-	int rc = 0;
+	struct au_worker *w = arg;
+	struct task_timeout *t = realloc(w->timeouts, (w->ntimeouts + 1) * sizeof(*t));
 
-	if (!copy)
-		return au_seterr(err, AU_ENOMEM, "out of memory");
-	for (item = copy; item && !rc; item = next) {
-		char *eq = strchr(item, '=');
-		struct task_timeout *t;
-		uint64_t ms;
-
-		next = strchr(item, ',');
-		if (next)
-			*next++ = '\0';
-		if (!eq || eq == item) {
-			rc = au_seterr(err, AU_EINVAL, "invalid middleware 'timeout:%s': expected "
-				       "TASK=DURATION", value ? value : "");
-			break;
-		}
-		*eq = '\0';
-		if (au_duration_parse(eq + 1, &ms, err) < 0 || !ms || ms > UINT32_MAX) {
-			rc = au_seterr(err, AU_EINVAL, "invalid middleware 'timeout:%s': '%s' is not a "
-				       "duration from 1ms", value, eq + 1);
-			break;
-		}
-		t = realloc(w->timeouts, (w->ntimeouts + 1) * sizeof(*t));
-		if (!t || !(t[w->ntimeouts].task = au_strdup(item))) {
-			if (t)
-				w->timeouts = t;
-			rc = au_seterr(err, AU_ENOMEM, "out of memory");
-			break;
-		}
-		w->timeouts = t;
-		t[w->ntimeouts++].ms = (uint32_t)ms;
-	}
-	free(copy);
-	return rc;
+	if (!t)
+		return -1;
+	w->timeouts = t;
+	if (!(t[w->ntimeouts].task = au_strdup(task)))
+		return -1;
+	t[w->ntimeouts++].ms = ms;
+	return 0;
 }
 
 static int spec_item(void *arg, const char *name, const char *value, struct au_err *err)
@@ -2124,7 +2098,7 @@ static int spec_item(void *arg, const char *name, const char *value, struct au_e
 	void *ctx;
 
 	if (!strcmp(name, "timeout"))
-		return task_timeouts(w, value, err);
+		return au_mw_timeouts(value, task_timeout, w, err);
 	if (au_mw_new(name, value, &cfg, &ops, &ctx, err) < 0)
 		return -1;
 	if (au_worker_use(w, ops, ctx) < 0)
