@@ -41,6 +41,10 @@
 #define LAT_SAMPLES 200
 
 static const char *lat_path;
+/* The middlewares of the next workers started (au_worker_use_spec), and
+ * whether they log (JSON lines, to /dev/null): section 6. */
+static const char *worker_mw;
+static int worker_logs;
 
 static uint64_t mono_ns(void)
 {
@@ -134,6 +138,11 @@ static struct bench_worker start_worker(const struct au_config *cfg, const char 
 		au_registry_add(reg, "bench.inc", task_inc, NULL);
 		/* its own loop, so that the stats can be read after it stops */
 		w = au_worker_new(cfg, &wo, reg, base);
+		if (w && worker_logs)
+			au_worker_use(w, &au_logging_middleware,
+				      au_logging_new(fopen("/dev/null", "w"), AU_LOG_JSON));
+		if (w && worker_mw && au_worker_use_spec(w, worker_mw, NULL) < 0)
+			fprintf(stderr, "bench worker: %s\n", au_worker_err(w)->str);
 		term = evsignal_new(base, SIGTERM, on_term, w);
 		if (w && term && evsignal_add(term, NULL) == 0 && au_worker_start(w) == 0) {
 			event_base_dispatch(base);
@@ -760,6 +769,48 @@ int main(int argc, char **argv)
 		       strncmp(argv[1], "redis://", 8) ? "server statements per computation at 50/s"
 						       : "server commands per computation at 50/s",
 		       two, sixteen, two > 0 ? sixteen / two : 0);
+	}
+
+	/* 6. the cost of the middleware chain: the same backlog drained by
+	 * workers without middleware and with the production chain, in
+	 * turns, three times each (this machine is noisy: the median of each) */
+	if (!getenv("BENCH_NO_CHAIN")) {
+		const char *spec = getenv("BENCH_CHAIN") ? getenv("BENCH_CHAIN") : "tracing";
+		struct au_client *traced = au_client_new(&cfg);
+		double bare[3], chain[3];
+		size_t m = n < 20000 ? n : 20000;
+
+		if (!traced || au_client_use_spec(traced, spec, NULL) < 0) {
+			fprintf(stderr, "bench: the chain '%s' does not start\n", spec);
+			return 1;
+		}
+		for (int r = 0; r < 3; r++)
+			for (int with = 0; with < 2; with++) {
+				snprintf(queue, sizeof(queue), "bench-%llx",
+					 (unsigned long long)(au_random64() & 0xffffff));
+				if (enqueue_n(with ? traced : cl, queue, m, NULL) < 0) {
+					fprintf(stderr, "bench: enqueue: %s\n",
+						au_client_err(with ? traced : cl)->str);
+					return 1;
+				}
+				worker_logs = with;
+				worker_mw = with ? spec : NULL;
+				t0 = mono_ns();
+				for (int k = 0; k < nworkers; k++)
+					pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
+				drained(q, queue, mono_ns() + 300000000000ull);
+				(with ? chain : bare)[r] = (double)m / ((double)(mono_ns() - t0) / 1e9);
+				stop_workers(pids, nworkers);
+			}
+		worker_logs = 0;
+		worker_mw = NULL;
+		qsort(bare, 3, sizeof(bare[0]), cmp_double);
+		qsort(chain, 3, sizeof(chain[0]), cmp_double);
+		printf("%-44s %10.0f /s\n", "drain, no middleware (median of 3)", bare[1]);
+		printf("%-44s %10.0f /s (%.1f%% slower)\n", "drain, logging (JSON) and the chain", chain[1],
+		       100.0 * (1 - chain[1] / bare[1]));
+		printf("%-44s %s\n", "  the chain", spec);
+		au_client_free(traced);
 	}
 
 	/* 5. ch.query SELECT 1 next to a raw libcurl loop, 4 connections each.

@@ -19,6 +19,7 @@
 #include "admin.h"
 #include "core.h"
 #include "fleet.h"
+#include "middleware.h"
 #include "pg_schema.h"
 #include "queue.h"
 #include "workers.h"
@@ -135,7 +136,7 @@ enum {
 	O_QUEUE, O_QUEUES, O_PRIORITY, O_DELAY, O_TTL, O_TIMEOUT, O_ON_TIMEOUT, O_MAX_ATTEMPTS,
 	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
 	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
-	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_END
+	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_MIDDLEWARE, O_LOG_FORMAT, O_END
 };
 
 /* How an option's value is read. */
@@ -223,6 +224,12 @@ static const struct opt {
 	  "do not check these at start: queue,store,clickhouse (default: check all)" },
 	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
 	  "print the statements, change nothing" },
+	{ "middleware", O_MIDDLEWARE, ON(C_WORKER), K_TEXT, 0, 0, "LIST",
+	  "more hooks: tracing, timeout:TASK=DURATION,... (default: AU_MIDDLEWARE; logging is on)" },
+	{ "middleware", O_MIDDLEWARE, ON(C_ENQUEUE), K_TEXT, 0, 0, "LIST",
+	  "the client's hooks: tracing, logging (default: AU_MIDDLEWARE, none)" },
+	{ "log-format", O_LOG_FORMAT, ON(C_WORKER), K_TEXT, 0, 0, "text|json",
+	  "a line of text or a JSON object per event (default: text)" },
 };
 
 /* What the options set. */
@@ -388,6 +395,12 @@ static int apply(struct cli *c, int id, const char *arg)
 	case O_JSON: c->json = 1; break;
 	case O_QUIET: c->wo.log = 0; break;
 	case O_DRY_RUN: c->dry_run = 1; break;
+	case O_MIDDLEWARE: c->wo.middleware = arg; break;
+	case O_LOG_FORMAT:
+		if (strcmp(arg, "text") != 0 && strcmp(arg, "json") != 0)
+			return usage("invalid value '%s' for --log-format (expected text or json)", arg);
+		c->fleet.log_format = arg;
+		break;
 	case O_KEY: c->eo.key = arg; break;
 	case O_ON_TIMEOUT:
 		if (strcmp(arg, "retry") != 0 && strcmp(arg, "fail") != 0)
@@ -753,6 +766,15 @@ static int cmd_enqueue(struct cli *c, int argc, char **argv)
 		rc = rc ? rc : EXIT_FAILED;
 		goto out;
 	}
+	{
+		const char *mw = c->wo.middleware ? c->wo.middleware : getenv("AU_MIDDLEWARE");
+
+		if (mw && *mw && au_client_use_spec(cl, mw, &err) < 0) {
+			fprintf(stderr, "au: %s\n", err.str);
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	}
 	for (done = 0; done < n; done += 1000) {
 		size_t chunk = n - done < 1000 ? n - done : 1000;
 
@@ -884,6 +906,8 @@ static int cmd_worker(struct cli *c, int argc)
 	if (au_queue_list_parse(c->wo.queue, &ql, &err) < 0)
 		return usage("%s", err.str);
 	au_queue_list_release(&ql);
+	if (c->wo.middleware && au_mw_check(c->wo.middleware, &err) < 0)
+		return usage("%s", err.str);
 	c->fleet.cfg = c->cfg;
 	c->fleet.wo = c->wo;
 	c->fleet.processes = c->processes;
@@ -953,11 +977,13 @@ int main(int argc, char **argv)
 	/* the command's options may come anywhere after it */
 	argv += first;
 	argc -= first;
-	if ((rc = parse(&c, argc, argv, 0, &first)))
+	if ((rc = parse(&c, argc, argv, 0, &first)) == 0 && c.cmd != C_WORKER &&
+	    c.seen[O_CONFIG - O_QUEUE_URL] && au_cli_config(&c.cfg, c.fleet.config_file) < 0)
+		rc = EXIT_USAGE;
+	if (rc) {
+		au_buf_release(&c.queues);
 		return rc;
-	if (c.cmd != C_WORKER && c.seen[O_CONFIG - O_QUEUE_URL] &&
-	    au_cli_config(&c.cfg, c.fleet.config_file) < 0)
-		return EXIT_USAGE;
+	}
 	for (i = first; i < argc; i++)   /* the positional arguments, after the command */
 		argv[1 + np++] = argv[i];
 	argc = 1 + np;

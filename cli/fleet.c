@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "fleet.h"
+#include "middleware.h"
 
 /* Everything a child is started with; a reload makes a new one. */
 struct settings {
@@ -45,6 +46,7 @@ struct settings {
 	enum au_loglevel level;
 	int processes;
 	char *owned[3];             /* URLs read from the file */
+	char *middleware;           /* AU_MIDDLEWARE read from the file or the environment */
 };
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
@@ -91,6 +93,7 @@ static void settings_release(struct settings *s)
 
 	for (i = 0; i < AU_ARRAY_SIZE(s->owned); i++)
 		free(s->owned[i]);
+	free(s->middleware);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -136,6 +139,7 @@ static int setting(void *arg, const char *path, unsigned line, const char *key, 
 	const struct au_fleet_opts *o = l->o;
 	struct settings *s = l->s;
 	char where[PATH_MAX + 32];
+	struct au_err err;
 	int i = !strcmp(key, "AU_QUEUE") ? 0 : !strcmp(key, "AU_STORE") ? 1 : 2, r;
 
 	if ((r = au_cli_url_setting(&s->cfg, key, val, &s->owned[i])) != 0)
@@ -152,6 +156,28 @@ static int setting(void *arg, const char *path, unsigned line, const char *key, 
 		}
 		if (!o->log_level)
 			s->level = lvl;
+		return 0;
+	}
+	if (!strcmp(key, "AU_MIDDLEWARE")) {
+		if (o->wo.middleware)   /* the flag's */
+			return 0;
+		if (au_mw_check(val, &err) < 0) {
+			au_log(AU_LOG_ERROR, "%s: AU_MIDDLEWARE: %s", origin(path, line, where,
+									   sizeof(where)), err.str);
+			return -1;
+		}
+		free(s->middleware);
+		s->wo.middleware = s->middleware = au_strdup(val);
+		return s->middleware ? 0 : -1;
+	}
+	if (!strcmp(key, "AU_LOG_FORMAT")) {
+		if (strcmp(val, "text") != 0 && strcmp(val, "json") != 0) {
+			au_log(AU_LOG_ERROR, "%s: invalid AU_LOG_FORMAT '%s' (expected text or json)",
+			       origin(path, line, where, sizeof(where)), val);
+			return -1;
+		}
+		if (!o->log_format)
+			s->wo.log_format = !strcmp(val, "json") ? AU_LOG_JSON : AU_LOG_TEXT;
 		return 0;
 	}
 	if (!strcmp(key, "AU_CONCURRENCY"))
@@ -190,6 +216,7 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	s->wo = o->wo;
 	s->processes = o->processes;
 	s->level = AU_LOG_INFO;
+	s->wo.log_format = o->log_format && !strcmp(o->log_format, "json") ? AU_LOG_JSON : AU_LOG_TEXT;
 	if (o->log_level && au_fleet_log_level(o->log_level, &s->level) < 0)
 		return -1;
 	path = au_cli_config_path(o->config_file);

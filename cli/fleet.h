@@ -22,6 +22,7 @@ struct au_fleet_opts {
 	struct au_worker_opts wo;   /* --concurrency, --batch, --max-tasks, ...; wo.log
 				       is 0 for --quiet */
 	const char *log_level;      /* --log-level debug|info|warn|error */
+	const char *log_format;     /* --log-format text|json */
 	const char *config_file;    /* --config FILE: KEY=VALUE lines, re-read on SIGHUP */
 	int processes;              /* --processes N; 0: one process, not supervised */
 	int wait_for_servers;       /* --wait-for-servers: wait for a part that is down */

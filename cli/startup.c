@@ -209,6 +209,10 @@ void au_startup_report(const struct au_config *cfg, const struct au_worker_opts 
 	if (wo->max_jobs)
 		au_log(AU_LOG_INFO, "  max tasks   %u per process", wo->max_jobs);
 	au_log(AU_LOG_INFO, "  tasks       %s", tasks.data ? (char *)tasks.data : "?");
+	au_log(AU_LOG_INFO, "  middleware  %s%s%s%s", wo->log ? "logging" : "",
+	       wo->log ? wo->log_format == AU_LOG_JSON ? " (json)" : " (text)" : "",
+	       wo->log && wo->middleware ? ", " : "", wo->middleware ? wo->middleware
+	       : wo->log ? "" : "none");
 	au_buf_release(&tasks);
 	au_registry_free(reg);
 }

@@ -202,6 +202,8 @@ static int req_setup(struct ch_req *req, const struct au_ch_query *q, const void
 	    au_buf_printf(u, "?buffer_size=%u", q->buffer_size ? q->buffer_size : SERVER_BUFFER) < 0 ||
 	    add_param(u, "database", ch->database, strlen(ch->database)) < 0 ||
 	    (q->query_id && add_param(u, "query_id", q->query_id, strlen(q->query_id)) < 0) ||
+	    (q->log_comment && ch->version && atoi(ch->version) >= 21 &&
+	     add_param(u, "log_comment", q->log_comment, strlen(q->log_comment)) < 0) ||
 	    (q->timeout_ms && au_buf_printf(u, "&max_execution_time=%u",
 					    (unsigned)((q->timeout_ms + 999) / 1000)) < 0) ||
 	    (q->data && add_param(u, "query", q->sql, strlen(q->sql)) < 0))

@@ -23,6 +23,8 @@ struct au_clickhouse;
 struct au_ch_query {
 	const char *sql;          /* the whole statement (sent as the POST body) */
 	const char *query_id;     /* NULL = none */
+	const char *log_comment;  /* NULL = none; sent to servers that keep it (21.1 and
+				   * later: system.query_log.log_comment) */
 	uint32_t timeout_ms;      /* 0 = none; sets max_execution_time too */
 	const char *data;         /* for INSERT ... FORMAT X: rows after the sql */
 	size_t data_len;

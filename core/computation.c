@@ -55,6 +55,48 @@ void au_computation_release(struct au_computation *c)
 	au_computation_init(c);
 }
 
+const char *au_computation_header(const struct au_computation *c, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < c->nheaders; i++)
+		if (!strcmp(c->headers[i].key, key))
+			return c->headers[i].value;
+	return NULL;
+}
+
+/* The limits are the wire format's (docs/wire-format.md): 32 headers,
+ * keys of 1 to 1024 bytes, values of at most 1024. */
+int au_computation_set_header(struct au_computation *c, const char *key, const char *value)
+{
+	struct au_header *h;
+	size_t i, kl = strlen(key), vl = strlen(value);
+	char *v;
+
+	if (!kl || kl > 1024 || vl > 1024)
+		return -1;
+	if (!(v = au_strdup(value)))
+		return -1;
+	for (i = 0; i < c->nheaders; i++)
+		if (!strcmp(c->headers[i].key, key)) {
+			free(c->headers[i].value);
+			c->headers[i].value = v;
+			return 0;
+		}
+	if (c->nheaders >= AU_MAX_HEADERS ||
+	    !(h = realloc(c->headers, (c->nheaders + 1) * sizeof(*h)))) {
+		free(v);
+		return -1;
+	}
+	c->headers = h;
+	if (!(h[c->nheaders].key = au_strdup(key))) {
+		free(v);
+		return -1;
+	}
+	h[c->nheaders++].value = v;
+	return 0;
+}
+
 void au_record_init(struct au_record *r)
 {
 	memset(r, 0, sizeof(*r));

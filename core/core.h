@@ -87,6 +87,14 @@ int au_duration_parse(const char *s, uint64_t *ms, struct au_err *err);
 uint64_t au_random64(void);
 /* Fresh lease token for an attempt: "<attempt>-<16 hex digits>". */
 void au_token_new(char out[AU_TOKEN_SIZE], uint32_t attempt);
+/* ---- W3C trace context (core/trace.c) ---- */
+#define AU_TRACEPARENT_SIZE 56   /* "00-<32 hex>-<16 hex>-<2 hex>" + NUL */
+/* A new traceparent: version 00, random trace and span ids, sampled. */
+void au_traceparent_new(char out[AU_TRACEPARENT_SIZE]);
+/* 0 and the trace id (32 lowercase hex + NUL) when tp is a valid
+ * traceparent (version 00 format, ids not all zero); -1 otherwise. */
+int au_traceparent_trace_id(const char *tp, char out[AU_ID_SIZE]);
+
 /* Constant-time comparison of two NUL-terminated secrets. 1 if equal. */
 int au_secret_equal(const char *a, const char *b);
 /* "host:pid" of this process, cached; a forked child names itself anew. */

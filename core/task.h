@@ -28,7 +28,7 @@ struct au_task_ctx {
 	const struct au_task_ops *ops;
 	struct event_base *base;           /* the loop the task runs on */
 	struct au_clickhouse *ch;          /* NULL when none is configured */
-	char query_id[AU_ID_SIZE + 16];    /* "<id>-<attempt>" */
+	char query_id[AU_QUERY_ID_SIZE];   /* "[<trace id>:]<id>-<attempt>" */
 	void (*cancel_fn)(void *arg);      /* set by au_task_on_cancel */
 	void *cancel_arg;
 };

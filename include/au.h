@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,6 +28,7 @@ extern "C" {
 #define AU_WIRE_VERSION 1
 
 #define AU_ID_SIZE 33     /* 32 lowercase hex digits + NUL */
+#define AU_QUERY_ID_SIZE 96   /* a ClickHouse query_id of au's: "[<trace id>:]<id>-<attempt>" + NUL */
 #define AU_TOKEN_SIZE 40  /* lease token: "<attempt>-<16 hex>" + NUL */
 #define AU_ERRSTR_SIZE 512  /* room for a message that names two URLs and a hint */
 
@@ -71,7 +73,8 @@ enum au_errcode {
 	AU_ESTALE,     /* lease token no longer current (fencing) */
 	AU_ENOTASK,    /* unknown task */
 	AU_ECLICKHOUSE,/* ClickHouse answered with an error */
-	AU_EIO         /* local I/O error (file store, ...) */
+	AU_EIO,        /* local I/O error (file store, ...) */
+	AU_EREFUSED    /* a middleware refused it (before_enqueue) */
 };
 
 struct au_err {
@@ -228,8 +231,14 @@ struct au_enqueue_opts {
 
 /* Connects to the queue and the store named by cfg. NULL only on OOM; check
  * au_client_err() for a connection error. */
+struct au_middleware_ops;
 struct au_client *au_client_new(const struct au_config *cfg);
 void au_client_free(struct au_client *cl);
+/* Adds a middleware to the client: its before_enqueue runs for each
+ * computation au_enqueue and au_enqueue_batch make, in the order added.
+ * The client owns ctx from then on (ops->free(ctx) in au_client_free, or
+ * at once when this fails). */
+int au_client_use(struct au_client *cl, const struct au_middleware_ops *ops, void *ctx);
 const struct au_err *au_client_err(const struct au_client *cl);
 
 /* Enqueue one computation: task name, msgpack-encoded arguments. On success
@@ -317,7 +326,8 @@ void au_task_fail(struct au_task_ctx *ctx, int kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 struct au_clickhouse *au_task_clickhouse(struct au_task_ctx *ctx);
 struct event_base *au_task_base(struct au_task_ctx *ctx);
-/* "<id>-<attempt>": the ClickHouse query_id of this attempt. */
+/* "[<trace id>:]<id>-<attempt>": the ClickHouse query_id of this attempt (the
+ * trace id of its traceparent header first, when it has a valid one). */
 const char *au_task_query_id(struct au_task_ctx *ctx);
 /*
  * Registers fn(arg), called if the worker abandons the attempt before the
@@ -330,40 +340,123 @@ void au_task_on_cancel(struct au_task_ctx *ctx, void (*fn)(void *arg), void *arg
 /* ------------------------------------------------------------------ */
 /* Middleware                                                           */
 
+/*
+ * A middleware is one `const struct au_middleware_ops` plus a context of
+ * its own, registered in order on a worker (au_worker_use) or a client
+ * (au_client_use). before_enqueue and before run in the order registered;
+ * after, on_error, on_retry and on_dead in reverse (the first registered
+ * wraps all the others, as an onion).
+ *
+ * Every hook returns AU_HOOK_OK, or AU_HOOK_ERROR with a message in
+ * errbuf when it could not do its work: the chain logs
+ * "middleware 'NAME': <hook>: <message>". Whether that fails the
+ * computation is the middleware's declared choice (AU_MW_FAIL_CLOSED): a
+ * failing before_enqueue then fails the enqueue, a failing before fails
+ * the attempt for good; otherwise the chain goes on as if the hook had
+ * returned AU_HOOK_OK. The hooks after the outcome (after, on_error,
+ * on_retry, on_dead) cannot change it: their errors are logged only.
+ *
+ * A hook may also decide, not fail:
+ *   AU_HOOK_REFUSE (before_enqueue): the enqueue fails with errbuf
+ *     (code AU_EREFUSED); (before): the computation is dead-lettered with
+ *     errbuf as its reason, never run (a forged signature).
+ *   AU_HOOK_DELAY (before): not now: the computation goes back to its
+ *     queue for run->delay_ms without spending an attempt (a rate limit).
+ *   AU_HOOK_PENDING (before): the hook answers later, on the worker's
+ *     loop, with au_run_resume(run, rc, delay_ms, message); `run` stays
+ *     valid until then. The attempt holds its slot meanwhile, and its
+ *     timeout does not run yet.
+ *
+ * Hooks run on the worker's loop (before_enqueue: in the caller's
+ * thread) and must not block it: a middleware that needs I/O does it on
+ * the loop (au_run_base) or on a thread of its own, and answers with
+ * AU_HOOK_PENDING.
+ */
+enum au_hook_rc {
+	AU_HOOK_OK = 0,
+	AU_HOOK_ERROR = -1,
+	AU_HOOK_REFUSE = 1,
+	AU_HOOK_DELAY = 2,
+	AU_HOOK_PENDING = 3,
+};
+
+/* au_middleware_ops.flags */
+#define AU_MW_FAIL_CLOSED 0x1   /* a hook error fails the computation (or the enqueue) */
+
 /* What a middleware sees of one attempt. */
 struct au_run {
 	const struct au_computation *c;
-	const char *worker;
+	const char *worker;          /* "host:pid" */
 	uint64_t started_at_us;      /* monotonic */
 	uint64_t finished_at_us;
 	enum au_status status;       /* AU_RUNNING in before; then AU_COMPLETED,
 					AU_FAILED, AU_RETRYING or AU_CANCELLED */
 	const unsigned char *result; /* after: msgpack value */
 	size_t result_len;
-	const char *error;           /* on_error: the message */
+	const char *error;           /* on_error, on_retry, on_dead: the message */
+	const char *queue;           /* the queue it was leased from */
+	uint32_t attempt;            /* this attempt, 1 for the first */
+	uint64_t queued_ms;          /* from enqueue (or the time it was due) to this start */
+	uint64_t retry_in_ms;        /* on_error with AU_RETRYING, on_retry: the delay */
+	int dead;                    /* on_error, on_dead: the computation goes to the dead
+					letter set (retries spent, rejected) */
+	int ch_code;                 /* the ClickHouse error code of the error, 0 if none */
+	const char *query_id;        /* the ClickHouse query_id of this attempt */
+	uint64_t ch_read_rows;       /* what the attempt's ClickHouse queries read, where */
+	uint64_t ch_read_bytes;      /* the server says (0 if it does not) */
+	uint64_t delay_ms;           /* before: with AU_HOOK_DELAY, how long to wait */
+	void *worker_ctx;            /* the worker's: do not touch */
 };
 
-/*
- * Hooks run in order for before, in reverse order for after/on_error.
- * before() runs on the loop just before the task; returning -1 fails the
- * attempt for good with the message in errbuf (on_error then runs).
- * after() (status AU_COMPLETED) or on_error() (AU_RETRYING, AU_FAILED) runs
- * once the outcome is decided, before the record is written to the store.
- * If that write then fails, the attempt is retried or dead-lettered instead
- * and on_error() runs a second time with that outcome (error "result not
- * stored: ..."). An attempt released at shutdown runs neither. Hooks run on
- * the loop and must not block; `run` is valid during the call only.
- */
+/* What before_enqueue sees of one computation, before it is encoded.
+ * The hook may add or replace headers (au_computation_set_header). */
+struct au_enqueue_ctx {
+	struct au_computation *c;
+	const char *queue;
+};
+
 struct au_middleware_ops {
 	const char *name;
+	unsigned flags;              /* AU_MW_FAIL_CLOSED or 0 */
+	/* client side, in au_enqueue / au_enqueue_batch, once per computation */
+	int (*before_enqueue)(void *ctx, struct au_enqueue_ctx *e, char *errbuf, size_t errlen);
+	/* worker side */
 	int (*before)(void *ctx, struct au_run *run, char *errbuf, size_t errlen);
-	void (*after)(void *ctx, struct au_run *run);
-	void (*on_error)(void *ctx, struct au_run *run);
+	int (*after)(void *ctx, struct au_run *run, char *errbuf, size_t errlen);   /* completed */
+	/* failed, retrying or cancelled; run->retry_in_ms and run->dead say what follows */
+	int (*on_error)(void *ctx, struct au_run *run, char *errbuf, size_t errlen);
+	/* after on_error, when the computation will run again */
+	int (*on_retry)(void *ctx, struct au_run *run, char *errbuf, size_t errlen);
+	/* after on_error, when it goes to the dead letter set */
+	int (*on_dead)(void *ctx, struct au_run *run, char *errbuf, size_t errlen);
 	void (*free)(void *ctx);
 };
 
-/* The built-in logging middleware: one line per computation to stream. */
+/* The answer of a before hook that returned AU_HOOK_PENDING: rc is
+ * AU_HOOK_OK, AU_HOOK_ERROR, AU_HOOK_REFUSE or AU_HOOK_DELAY (with
+ * delay_ms), message the error or reason (may be NULL). Call it on the
+ * worker's loop, once. */
+void au_run_resume(struct au_run *run, int rc, uint64_t delay_ms, const char *message);
+/* The worker's loop, for a hook that works on it. */
+struct event_base *au_run_base(const struct au_run *run);
+/* Sets (or replaces) a header of c; 0, or -1 when out of memory or over
+ * the limits of docs/wire-format.md (32 headers, 1024 bytes each). */
+int au_computation_set_header(struct au_computation *c, const char *key, const char *value);
+/* The value of header key, or NULL. */
+const char *au_computation_header(const struct au_computation *c, const char *key);
+
+/* The built-in logging middleware: one line per event (enqueued, started,
+ * finished, failed, retried, dead, cancelled) to stderr, with an RFC 3339
+ * timestamp; au_logging_new picks the format. */
 extern const struct au_middleware_ops au_logging_middleware;
+enum au_log_format { AU_LOG_TEXT = 0, AU_LOG_JSON = 1 };
+/* A context for au_logging_middleware writing to out (NULL: stderr) in
+ * format; NULL when out of memory. The chain frees it. */
+void *au_logging_new(FILE *out, enum au_log_format format);
+/* The built-in tracing middleware (ctx NULL): a client's computations
+ * carry a W3C traceparent header, the caller's if valid, else a new one;
+ * workers put its trace id first in the ClickHouse query_id. */
+extern const struct au_middleware_ops au_tracing_middleware;
 
 /* ------------------------------------------------------------------ */
 /* Worker                                                               */
@@ -386,6 +479,9 @@ struct au_worker_opts {
 				       default AU_DEFAULT_RETRY_BASE_MS */
 	uint32_t retry_max_ms;      /* cap on the retry delay, default AU_DEFAULT_RETRY_MAX_MS */
 	uint32_t poll_ms;           /* fallback poll when idle, default AU_DEFAULT_POLL_MS */
+	int log_format;             /* au_worker_run's logging middleware: enum au_log_format */
+	const char *middleware;     /* au_worker_run: a spec for au_worker_use_spec, used
+				       after the logging middleware; NULL: none */
 };
 
 struct au_worker;
@@ -402,6 +498,20 @@ const struct au_err *au_worker_err(const struct au_worker *w);
  * worker owns ctx from then on: ops->free(ctx), if set, runs in
  * au_worker_free (also when au_worker_use itself fails). */
 int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx);
+/*
+ * Adds the middlewares a spec names, in order: items separated by commas,
+ * each NAME or NAME:ARG (an item holding '=' and no name continues the
+ * argument before it):
+ *   logging[:text|json]  the logging middleware
+ *   tracing              the tracing middleware (its hook is the client's)
+ *   timeout:TASK=DURATION,...  a default timeout per task, for the
+ *                        computations that set none (`500ms`, `30s`, `2m`)
+ * -1 with err (also au_worker_err) for an unknown name or a bad argument.
+ */
+int au_worker_use_spec(struct au_worker *w, const char *spec, struct au_err *err);
+/* The same for a client: the middlewares with a before_enqueue hook are
+ * added, the others (and timeout) are accepted and left out. */
+int au_client_use_spec(struct au_client *cl, const char *spec, struct au_err *err);
 /* Starts leasing; returns at once. Use event_base_dispatch(base) to run. */
 int au_worker_start(struct au_worker *w);
 /* Graceful stop: stop leasing, finish in-flight work within grace_ms, release

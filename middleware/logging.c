@@ -1,28 +1,243 @@
 /*
- * logging.c - the built-in logging middleware: one line per finished attempt
- * on stderr (ctx may be a FILE * to log elsewhere).
+ * logging.c - the built-in logging middleware: a line per event of a
+ * computation, with an RFC 3339 time (UTC, milliseconds), as text or as
+ * one JSON object per line (au_logging_new; a NULL ctx is text on stderr).
  *
- *   au: 9f2c...e1 ch.query queue=default attempt=1/3 completed 3.2ms worker=host:123
+ *   2026-12-02T14:03:11.482Z au: 9f2c...e1 ch.query queue=default attempt=1/3 completed 3.2ms worker=host:123
+ *   {"ts":"2026-12-02T14:03:11.482Z","event":"finished","status":"completed","id":"9f2c...e1",
+ *    "task":"ch.query","queue":"default","attempt":1,"max_attempts":3,"duration_ms":3.2,
+ *    "worker":"host:123","query_id":"9f2c...e1-1"}
+ *
+ * Events: enqueued (a client's), started (at --log-level debug only: it
+ * doubles the lines), finished, failed, retried, dead, cancelled.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "middleware.h"
 
-static void log_line(void *ctx, struct au_run *run)
-{
-	FILE *out = ctx ? ctx : stderr;
-	double ms = (double)(run->finished_at_us - run->started_at_us) / 1000.0;
+struct logging {
+	FILE *out;
+	enum au_log_format format;
+};
 
-	fprintf(out, "au: %s %s queue=%s attempt=%u/%u %s %.1fms worker=%s%s%s\n",
-		run->c->id, run->c->task ? run->c->task : "?",
-		run->c->queue ? run->c->queue : "?", run->c->attempts, run->c->max_attempts,
-		au_status_name(run->status), ms, run->worker, run->error ? ": " : "",
-		run->error ? run->error : "");
+void *au_logging_new(FILE *out, enum au_log_format format)
+{
+	struct logging *l = calloc(1, sizeof(*l));
+
+	if (l) {
+		l->out = out;
+		l->format = format;
+	}
+	return l;
+}
+
+static void now_rfc3339(char out[32])
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(out, 24, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, 32 - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+}
+
+/* s as a JSON string */
+static void json_str(struct au_buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+	au_buf_append(b, "\"", 1);
+	for (; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			char e[2] = { '\\', (char)*p };
+
+			au_buf_append(b, e, 2);
+		} else if (*p < 0x20) {
+			char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
+
+			au_buf_append(b, e, 6);
+		} else {
+			au_buf_append(b, p, 1);
+		}
+	}
+	au_buf_append(b, "\"", 1);
+}
+
+static void json_key(struct au_buf *b, const char *key, const char *value)
+{
+	if (!value)
+		return;
+	au_buf_printf(b, ",\"%s\":", key);
+	json_str(b, value);
+}
+
+static void emit(const struct logging *l, struct au_buf *b)
+{
+	FILE *out = l && l->out ? l->out : stderr;
+
+	au_buf_append(b, "\n", 1);
+	if (b->data) {
+		flockfile(out);
+		fwrite(b->data, 1, b->len, out);
+		fflush(out);
+		funlockfile(out);
+	}
+	au_buf_release(b);
+}
+
+static const char *trace_of(const struct au_computation *c)
+{
+	return au_computation_header(c, "traceparent");
+}
+
+/* One event of an attempt. */
+static void line(const struct logging *l, const struct au_run *run, const char *event,
+		 const char *word)
+{
+	struct au_buf b = AU_BUF_INIT;
+	const struct au_computation *c = run->c;
+	char ts[32];
+	int started = !strcmp(event, "started");
+	double ms = started ? 0 : (double)(run->finished_at_us - run->started_at_us) / 1000.0;
+
+	now_rfc3339(ts);
+	if (l && l->format == AU_LOG_JSON) {
+		au_buf_printf(&b, "{\"ts\":\"%s\",\"event\":\"%s\"", ts, event);
+		if (!started)
+			json_key(&b, "status", au_status_name(run->status));
+		json_key(&b, "id", c->id);
+		json_key(&b, "task", c->task);
+		json_key(&b, "queue", run->queue ? run->queue : c->queue);
+		au_buf_printf(&b, ",\"attempt\":%u,\"max_attempts\":%u", c->attempts, c->max_attempts);
+		if (started)
+			au_buf_printf(&b, ",\"queued_ms\":%llu", (unsigned long long)run->queued_ms);
+		else
+			au_buf_printf(&b, ",\"duration_ms\":%.1f", ms);
+		json_key(&b, "worker", run->worker);
+		json_key(&b, "query_id", run->query_id);
+		json_key(&b, "traceparent", trace_of(c));
+		if (run->retry_in_ms)
+			au_buf_printf(&b, ",\"retry_in_ms\":%llu", (unsigned long long)run->retry_in_ms);
+		if (run->ch_code)
+			au_buf_printf(&b, ",\"ch_code\":%d", run->ch_code);
+		if (!started)
+			json_key(&b, "error", run->error);
+		au_buf_append(&b, "}", 1);
+	} else {
+		const char *trace = trace_of(c);
+
+		au_buf_printf(&b, "%s au: %s %s queue=%s attempt=%u/%u %s", ts, c->id,
+			      c->task ? c->task : "?", run->queue ? run->queue : c->queue ? c->queue : "?",
+			      c->attempts, c->max_attempts, word);
+		if (started)
+			au_buf_printf(&b, " queued=%llums", (unsigned long long)run->queued_ms);
+		else
+			au_buf_printf(&b, " %.1fms", ms);
+		au_buf_printf(&b, " worker=%s", run->worker);
+		if (run->retry_in_ms)
+			au_buf_printf(&b, " retry_in=%llums", (unsigned long long)run->retry_in_ms);
+		if (run->ch_code)
+			au_buf_printf(&b, " ch_code=%d", run->ch_code);
+		if (trace)
+			au_buf_printf(&b, " trace=%s", trace);
+		if (run->error && !started)
+			au_buf_printf(&b, ": %s", run->error);
+	}
+	emit(l, &b);
+}
+
+static int on_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	(void)errbuf;
+	(void)errlen;
+	if (au_log_level() <= AU_LOG_DEBUG)
+		line(ctx, run, "started", "started");
+	return AU_HOOK_OK;
+}
+
+static int on_after(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	(void)errbuf;
+	(void)errlen;
+	line(ctx, run, "finished", "completed");
+	return AU_HOOK_OK;
+}
+
+/* failed for good (not dead-lettered) and cancelled; retried and dead
+ * have hooks of their own */
+static int on_error(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	(void)errbuf;
+	(void)errlen;
+	if (run->status == AU_CANCELLED)
+		line(ctx, run, "cancelled", "cancelled");
+	else if (run->status == AU_FAILED && !run->dead)
+		line(ctx, run, "failed", "failed");
+	return AU_HOOK_OK;
+}
+
+static int on_retry(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	(void)errbuf;
+	(void)errlen;
+	line(ctx, run, "retried", "retrying");
+	return AU_HOOK_OK;
+}
+
+static int on_dead(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	(void)errbuf;
+	(void)errlen;
+	line(ctx, run, "dead", "failed dead");
+	return AU_HOOK_OK;
+}
+
+static int on_enqueue(void *ctx, struct au_enqueue_ctx *e, char *errbuf, size_t errlen)
+{
+	const struct logging *l = ctx;
+	const struct au_computation *c = e->c;
+	struct au_buf b = AU_BUF_INIT;
+	const char *trace = trace_of(c);
+	char ts[32];
+
+	(void)errbuf;
+	(void)errlen;
+	if (au_log_level() > AU_LOG_INFO)
+		return AU_HOOK_OK;
+	now_rfc3339(ts);
+	if (l && l->format == AU_LOG_JSON) {
+		au_buf_printf(&b, "{\"ts\":\"%s\",\"event\":\"enqueued\"", ts);
+		json_key(&b, "id", c->id);
+		json_key(&b, "task", c->task);
+		json_key(&b, "queue", c->queue);
+		au_buf_printf(&b, ",\"max_attempts\":%u", c->max_attempts);
+		json_key(&b, "traceparent", trace);
+		au_buf_append(&b, "}", 1);
+	} else {
+		au_buf_printf(&b, "%s au: %s %s queue=%s enqueued", ts, c->id, c->task,
+			      c->queue ? c->queue : "default");
+		if (trace)
+			au_buf_printf(&b, " trace=%s", trace);
+	}
+	emit(l, &b);
+	return AU_HOOK_OK;
 }
 
 const struct au_middleware_ops au_logging_middleware = {
 	.name = "logging",
-	.after = log_line,
-	.on_error = log_line,
+	.before_enqueue = on_enqueue,
+	.before = on_before,
+	.after = on_after,
+	.on_error = on_error,
+	.on_retry = on_retry,
+	.on_dead = on_dead,
+	.free = free,
 };

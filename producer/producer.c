@@ -18,12 +18,15 @@
 #include <string.h>
 
 #include "core.h"
+#include "middleware.h"
 #include "queue.h"
 #include "store.h"
 
 struct au_client {
 	struct au_queue *q;
 	struct au_store *store;
+	struct au_chain chain;      /* before_enqueue hooks */
+	char *queue_url;            /* for a middleware that opens its own connection */
 	struct au_err err;
 };
 
@@ -53,9 +56,10 @@ struct au_client *au_client_new(const struct au_config *cfg)
 	if (!cl)
 		return NULL;
 	au_config_from_env(&conf);
+	cl->queue_url = au_strdup(conf.queue_url);
 	cl->q = au_queue_open(conf.queue_url);
 	cl->store = au_store_open(conf.store_url);
-	if (!cl->q || !cl->store) {
+	if (!cl->q || !cl->store || !cl->queue_url) {
 		au_client_free(cl);
 		return NULL;
 	}
@@ -74,7 +78,40 @@ void au_client_free(struct au_client *cl)
 		au_queue_close(cl->q);
 	if (cl->store)
 		au_store_close(cl->store);
+	au_chain_release(&cl->chain);
+	free(cl->queue_url);
 	free(cl);
+}
+
+static int spec_item(void *arg, const char *name, const char *value, struct au_err *err)
+{
+	struct au_client *cl = arg;
+	struct au_config cfg = { cl->queue_url, NULL, NULL };
+	const struct au_middleware_ops *ops;
+	void *ctx;
+
+	if (!strcmp(name, "timeout"))   /* the workers' */
+		return 0;
+	if (au_mw_new(name, value, &cfg, &ops, &ctx, err) < 0)
+		return -1;
+	if (!ops->before_enqueue) {     /* nothing a client runs */
+		if (ops->free)
+			ops->free(ctx);
+		return 0;
+	}
+	return au_client_use(cl, ops, ctx) < 0 ? au_seterr(err, AU_ENOMEM, "out of memory") : 0;
+}
+
+int au_client_use_spec(struct au_client *cl, const char *spec, struct au_err *err)
+{
+	return au_mw_spec_each(spec, spec_item, cl, err);
+}
+
+int au_client_use(struct au_client *cl, const struct au_middleware_ops *ops, void *ctx)
+{
+	if (au_chain_add(&cl->chain, ops, ctx) < 0)
+		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
+	return 0;
 }
 
 const struct au_err *au_client_err(const struct au_client *cl)
@@ -215,6 +252,23 @@ oom:
  * enqueueing it again would run it for a result the store refuses. A
  * store that cannot say is taken for no: the queue still dedupes what is
  * waiting or running. */
+/* The middlewares' before_enqueue hooks, in order: they may add headers
+ * (a signature, a trace id) or refuse. */
+static int before_enqueue(struct au_client *cl, struct au_computation *c)
+{
+	struct au_enqueue_ctx e = { c, c->queue };
+	char errbuf[512];
+
+	switch (au_chain_before_enqueue(&cl->chain, &e, errbuf, sizeof(errbuf))) {
+	case AU_HOOK_OK:
+		return 0;
+	case AU_HOOK_REFUSE:
+		return au_seterr(&cl->err, AU_EREFUSED, "%s", errbuf);
+	default:
+		return au_seterr(&cl->err, AU_EINVAL, "%s", errbuf);
+	}
+}
+
 static int key_taken(struct au_client *cl, const char *id)
 {
 	struct au_record rec;
@@ -259,6 +313,8 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 		}
 		memcpy(cs[i].args, args[i], args_len[i]);
 		cs[i].args_len = args_len[i];
+		if (cl->chain.n && before_enqueue(cl, &cs[i]) < 0)
+			goto out;
 		/* The size limit applies to the whole message, as workers see it. */
 		au_buf_reset(&probe);
 		if (au_computation_encode(&cs[i], &probe, &cl->err) < 0)

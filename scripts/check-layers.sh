@@ -19,7 +19,7 @@ declare -A may=(
 	[store]="core redis postgres"
 	[middleware]="core"
 	[tasks]="core clickhouse"
-	[producer]="core backends store"
+	[producer]="core backends store middleware"
 	[worker]="core clickhouse backends store middleware tasks"
 	[cli]="core clickhouse redis postgres backends store middleware tasks producer worker"
 )

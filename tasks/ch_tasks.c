@@ -465,6 +465,7 @@ static void run_task(struct au_task_ctx *ctx, const struct au_computation *c, vo
 		*p = (struct pending){ ctx, ch, task, rows, c->fail_on_timeout };
 		q.sql = (const char *)sql.data;
 		q.query_id = au_task_query_id(ctx);
+		q.log_comment = au_computation_header(c, "traceparent");
 		if (data.len) {
 			q.data = (const char *)data.data;
 			q.data_len = data.len;

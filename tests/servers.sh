@@ -123,7 +123,7 @@ XML
 	cat >"$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-    <profiles><default><max_memory_usage>1000000000</max_memory_usage></default></profiles>
+    <profiles><default><max_memory_usage>1000000000</max_memory_usage><log_queries>1</log_queries></default></profiles>
     <users>
         <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
             <profile>default</profile><quota>default</quota></default>

@@ -40,21 +40,29 @@ static int mw_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 	return 0;
 }
 
-static void mw_after(void *ctx, struct au_run *run)
+static int mw_after(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 {
+	(void)errbuf;
+	(void)errlen;
 	note("after:%s ", (char *)ctx);
 	T_OK(run->status == AU_COMPLETED && run->result_len > 0, "after hook sees the result (%s)",
 	     (char *)ctx);
+	return 0;
 }
 
-static void mw_error(void *ctx, struct au_run *run)
+static int mw_error(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 {
+	(void)errbuf;
+	(void)errlen;
 	note("error:%s ", (char *)ctx);
 	note("(%s) ", au_status_name(run->status));
+	return 0;
 }
 
+/* fail-closed: a before hook's error fails the attempt */
 static const struct au_middleware_ops mw = {
-	.name = "trace", .before = mw_before, .after = mw_after, .on_error = mw_error,
+	.name = "trace", .flags = AU_MW_FAIL_CLOSED,
+	.before = mw_before, .after = mw_after, .on_error = mw_error,
 };
 
 /* "double" task: {"x": n} -> 2n, completing on the loop later. */
@@ -489,6 +497,200 @@ static void test_queues(struct au_config *cfg, struct au_client *cl, struct even
 	au_worker_free(w);
 }
 
+/* ---- the hook set: order, failure policy, refuse, delay, answer later ---- */
+static char htrace[8192];
+static int hdelays;
+
+static void hnote(const char *hook, const char *mw, const struct au_run *run)
+{
+	const char *c = au_computation_header(run->c, "case");
+	size_t n = strlen(htrace);
+
+	snprintf(htrace + n, sizeof(htrace) - n, "%s:%s:%s ", hook, mw, c ? c : "?");
+}
+
+struct resume_later {
+	struct au_run *run;
+	int rc;
+	struct event *ev;
+};
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct resume_later *r = arg;
+
+	(void)fd;
+	(void)what;
+	au_run_resume(r->run, r->rc, 0, r->rc == AU_HOOK_REFUSE ? "refused later" : NULL);
+	event_free(r->ev);
+	free(r);
+}
+
+static int h_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
+{
+	const char *c = au_computation_header(run->c, "case"), *me = ctx;
+
+	hnote("before", me, run);
+	if (!c || strcmp(me, "2") != 0) {
+		if (c && !strcmp(c, "open") && !strcmp(me, "1")) {
+			snprintf(errbuf, errlen, "could not look");
+			return AU_HOOK_ERROR;   /* middleware 1 is fail-open */
+		}
+		return AU_HOOK_OK;
+	}
+	if (!strcmp(c, "closed")) {
+		snprintf(errbuf, errlen, "could not look");
+		return AU_HOOK_ERROR;       /* middleware 2 is fail-closed */
+	}
+	if (!strcmp(c, "refuse")) {
+		snprintf(errbuf, errlen, "no entry");
+		return AU_HOOK_REFUSE;
+	}
+	if (!strcmp(c, "delay") && hdelays++ == 0) {
+		run->delay_ms = 300;
+		return AU_HOOK_DELAY;
+	}
+	if (!strcmp(c, "later") || !strcmp(c, "later-refuse")) {
+		struct resume_later *r = calloc(1, sizeof(*r));
+		struct timeval tv = { 0, 50000 };
+
+		r->run = run;
+		r->rc = !strcmp(c, "later") ? AU_HOOK_OK : AU_HOOK_REFUSE;
+		r->ev = evtimer_new(au_run_base(run), resume_cb, r);
+		evtimer_add(r->ev, &tv);
+		return AU_HOOK_PENDING;
+	}
+	if (!strcmp(c, "stamp"))
+		return au_computation_header(run->c, "stamp") ? AU_HOOK_OK : AU_HOOK_REFUSE;
+	return AU_HOOK_OK;
+}
+
+#define H_HOOK(name)                                                                  \
+	static int h_##name(void *ctx, struct au_run *run, char *errbuf, size_t errlen) \
+	{                                                                             \
+		(void)errbuf;                                                         \
+		(void)errlen;                                                         \
+		hnote(#name, ctx, run);                                               \
+		return AU_HOOK_OK;                                                    \
+	}
+H_HOOK(after)
+H_HOOK(on_error)
+H_HOOK(on_retry)
+H_HOOK(on_dead)
+
+static const struct au_middleware_ops h_open = {
+	.name = "one", .before = h_before, .after = h_after, .on_error = h_on_error,
+	.on_retry = h_on_retry, .on_dead = h_on_dead,
+};
+static const struct au_middleware_ops h_closed = {
+	.name = "two", .flags = AU_MW_FAIL_CLOSED, .before = h_before, .after = h_after,
+	.on_error = h_on_error, .on_retry = h_on_retry, .on_dead = h_on_dead,
+};
+
+static int h_enqueue(void *ctx, struct au_enqueue_ctx *e, char *errbuf, size_t errlen)
+{
+	const char *c = au_computation_header(e->c, "case");
+
+	(void)ctx;
+	if (c && !strcmp(c, "no")) {
+		snprintf(errbuf, errlen, "not from this client");
+		return AU_HOOK_REFUSE;
+	}
+	if (c && !strcmp(c, "stamp"))
+		return au_computation_set_header(e->c, "stamp", "1") == 0 ? AU_HOOK_OK : AU_HOOK_ERROR;
+	return AU_HOOK_OK;
+}
+
+static const struct au_middleware_ops h_client = { .name = "stamper", .before_enqueue = h_enqueue };
+
+static struct au_handle *hsubmit(struct au_client *cl, const char *task, const char *json,
+				 const char *c, uint32_t max_attempts)
+{
+	struct au_header h = { (char *)"case", (char *)c };
+	struct au_enqueue_opts eo = { 0 };
+
+	eo.headers = &h;
+	eo.nheaders = 1;
+	eo.max_attempts = max_attempts;
+	return submit(cl, task, json, &eo);
+}
+
+static void test_hooks(struct event_base *base)
+{
+	struct au_config cfg = { "memory://th", "memory://th", "http://127.0.0.1:1/default" };
+	struct au_client *cl = au_client_new(&cfg);
+	struct au_worker_opts wo = { 0 };
+	struct au_handle *h[9], *no;
+	static const char *const cases[] = { "ok", "open", "closed", "refuse", "delay", "later",
+					     "later-refuse", "stamp", "retry" };
+	struct au_record rec;
+	struct au_worker *w;
+	uint64_t t0 = au_now_ms();
+	size_t i;
+
+	T_OK(cl && au_client_use(cl, &h_client, NULL) == 0, "hooks: a client with a before_enqueue");
+	for (i = 0; i < 9; i++)
+		h[i] = !strcmp(cases[i], "retry")
+		       ? hsubmit(cl, "au.fail", "{\"message\":\"again\",\"retryable\":true}", cases[i], 2)
+		       : hsubmit(cl, "au.echo", "{\"x\":1}", cases[i], 1);
+	no = hsubmit(cl, "au.echo", "{}", "no", 1);
+	T_OK(!no && au_client_err(cl)->code == AU_EREFUSED &&
+	     !strcmp(au_client_err(cl)->str, "not from this client"),
+	     "hooks: before_enqueue refuses, with its message: %s", au_client_err(cl)->str);
+	wo.concurrency = 4;
+	wo.retry_base_ms = 20;
+	wo.idle_exit_ms = 800;
+	w = au_worker_new(&cfg, &wo, NULL, base);
+	T_OK(w && au_worker_use(w, &h_open, (void *)"1") == 0 &&
+	     au_worker_use(w, &h_closed, (void *)"2") == 0 && au_worker_start(w) == 0,
+	     "hooks: a worker with a fail-open and a fail-closed middleware");
+	event_base_dispatch(base);
+
+	T_OK(strstr(htrace, "before:1:ok before:2:ok after:2:ok after:1:ok") != NULL,
+	     "hooks: before in order, after in reverse");
+	T_OK(au_handle_result(h[0], &rec) == 0 && rec.status == AU_COMPLETED, "hooks: ok completes");
+	au_record_release(&rec);
+	T_OK(au_handle_result(h[1], &rec) == 0 && rec.status == AU_COMPLETED,
+	     "hooks: a fail-open middleware's error is logged, the computation runs");
+	au_record_release(&rec);
+	T_OK(au_handle_result(h[2], &rec) == 0 && rec.status == AU_FAILED && rec.error &&
+	     !strcmp(rec.error, "middleware 'two': before: could not look"),
+	     "hooks: a fail-closed middleware's error fails it, named: %s", rec.error);
+	au_record_release(&rec);
+	T_OK(strstr(htrace, "on_error:2:closed on_error:1:closed ") && !strstr(htrace, "on_dead:2:closed"),
+	     "hooks: on_error in reverse; failed for good is not dead");
+	T_OK(au_handle_result(h[3], &rec) == 0 && rec.status == AU_FAILED && rec.error &&
+	     !strcmp(rec.error, "no entry"), "hooks: a refusal fails it with the reason");
+	au_record_release(&rec);
+	T_OK(strstr(htrace, "on_dead:2:refuse on_dead:1:refuse ") != NULL,
+	     "hooks: a refusal dead-letters it (on_dead, in reverse)");
+	T_OK(au_handle_result(h[4], &rec) == 0 && rec.status == AU_COMPLETED && rec.attempts == 1 &&
+	     rec.started_at_ms >= t0 + 300,
+	     "hooks: a delay defers it 300 ms, then it runs, on its first attempt (%u)", rec.attempts);
+	au_record_release(&rec);
+	T_OK(strstr(htrace, "before:2:delay before:1:delay before:2:delay after:2:delay") ||
+	     strstr(htrace, "before:2:delay ") != NULL, "hooks: before runs again when it is due");
+	T_OK(au_handle_result(h[5], &rec) == 0 && rec.status == AU_COMPLETED,
+	     "hooks: a hook that answers later lets it run");
+	au_record_release(&rec);
+	T_OK(au_handle_result(h[6], &rec) == 0 && rec.status == AU_FAILED && rec.error &&
+	     !strcmp(rec.error, "refused later"), "hooks: or refuses it later: %s", rec.error);
+	au_record_release(&rec);
+	T_OK(au_handle_result(h[7], &rec) == 0 && rec.status == AU_COMPLETED,
+	     "hooks: the worker sees the header the client's hook added");
+	au_record_release(&rec);
+	T_OK(au_handle_result(h[8], &rec) == 0 && rec.status == AU_FAILED && rec.attempts == 2,
+	     "hooks: retried, then failed for good");
+	au_record_release(&rec);
+	T_OK(strstr(htrace, "on_error:2:retry on_error:1:retry on_retry:2:retry on_retry:1:retry ") &&
+	     strstr(htrace, "on_dead:2:retry on_dead:1:retry "),
+	     "hooks: on_error then on_retry, then on_error and on_dead: %s", htrace);
+	for (i = 0; i < 9; i++)
+		au_handle_free(h[i]);
+	au_worker_free(w);
+	au_client_free(cl);
+}
+
 int main(void)
 {
 	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
@@ -553,7 +755,8 @@ int main(void)
 	T_OK(strstr(trace, "before:a before:b ") && strstr(trace, "after:b after:a ") &&
 	     !strstr(trace, "after:a after:b"), "before hooks in order, after hooks in reverse");
 	T_OK(au_handle_result(denied, &rec) == 0 && rec.status == AU_FAILED && rec.error &&
-	     !strcmp(rec.error, "denied by policy"), "a before hook refuses with its message");
+	     !strcmp(rec.error, "middleware 'trace': before: denied by policy"),
+	     "a fail-closed before hook's error fails it, named: %s", rec.error ? rec.error : "");
 	T_OK(strstr(trace, "before:a error:b (failed) error:a (failed)") != NULL,
 	     "refusal stops the chain and runs on_error");
 	au_record_release(&rec);
@@ -597,6 +800,7 @@ int main(void)
 	test_cancel_running(&cfg, cl, base);
 	test_queues(&cfg, cl, base);
 	test_zombie(&cfg, cl, base, reg);
+	test_hooks(base);
 	au_handle_free(ok);
 	au_handle_free(denied);
 	au_handle_free(flaky);

@@ -58,6 +58,8 @@
 
 enum attempt_state {
 	ATTEMPT_HELD,       /* leased ahead, waiting for a slot */
+	ATTEMPT_DEFERRED,   /* a before hook said not yet (AU_HOOK_DELAY): waits
+			       for its timer, without a slot */
 	ATTEMPT_RUNNING,    /* the task has not reported; holds a slot */
 	ATTEMPT_DECIDED,    /* outcome known, waiting for flush() */
 	ATTEMPT_WRITING,    /* with the I/O thread, being written back */
@@ -93,6 +95,10 @@ struct attempt {
 	int task_busy;                /* the task has neither called back nor been cancelled */
 	int lost;                     /* the lease was taken over (extend refused) */
 	int stored;                   /* its record is stored; the queue is still to be told */
+	int unpacked;                 /* c is decoded (a deferred attempt begins again) */
+	int in_hook;                  /* a before hook answers later (AU_HOOK_PENDING) */
+	size_t hook_pos;              /* the before hook it is at */
+	struct event *defer_ev;       /* ATTEMPT_DEFERRED: when it may begin again */
 	unsigned qi;                  /* the queue it came from: w->ql.names[qi] */
 	struct au_lease lease;
 	struct au_computation c;
@@ -219,6 +225,12 @@ struct au_worker {
 	struct au_queue_list ql;       /* the queues it serves, in order or by weight */
 	char *queues_text;             /* "a,b" or "a:5,b:1", as logged and registered */
 	char *store_url;
+	char *queue_url;
+	struct task_timeout {          /* timeout:TASK=DURATION of au_worker_use_spec */
+		char *task;
+		uint32_t ms;
+	} *timeouts;
+	size_t ntimeouts;
 	struct au_queue *q;            /* the I/O thread's, but for watching */
 	/* The handles that watch each queue (one watch per handle): wq[0] is
 	 * q, the others are opened for watching only. */
@@ -360,8 +372,8 @@ static size_t count(const struct au_worker *w, enum attempt_state st)
 /* Attempts not yet written back. */
 static size_t inflight(const struct au_worker *w)
 {
-	return count(w, ATTEMPT_HELD) + count(w, ATTEMPT_RUNNING) + count(w, ATTEMPT_DECIDED) +
-	       count(w, ATTEMPT_WRITING);
+	return count(w, ATTEMPT_HELD) + count(w, ATTEMPT_DEFERRED) + count(w, ATTEMPT_RUNNING) +
+	       count(w, ATTEMPT_DECIDED) + count(w, ATTEMPT_WRITING);
 }
 
 /* Slots taken: by every task still running, whatever its attempt's state
@@ -399,8 +411,8 @@ static size_t prefetch_max(const struct au_worker *w)
  * written back, so a write-back that falls behind holds the leases back. */
 static size_t room(const struct au_worker *w)
 {
-	size_t have = busy(w) + count(w, ATTEMPT_HELD) + count(w, ATTEMPT_DECIDED) +
-		      count(w, ATTEMPT_WRITING);
+	size_t have = busy(w) + count(w, ATTEMPT_HELD) + count(w, ATTEMPT_DEFERRED) +
+		      count(w, ATTEMPT_DECIDED) + count(w, ATTEMPT_WRITING);
 	size_t cap = w->opts.concurrency + prefetch_max(w);
 	size_t n = have < cap ? cap - have : 0;
 
@@ -472,6 +484,8 @@ static int any_down(const struct au_worker *w)
 /* Part p failed for want of its server: leasing stops, what has not begun
  * goes back unharmed, and it is tried again after a back-off that doubles
  * while the outage lasts. */
+static void release_held(struct au_worker *w);
+
 static void outage_begin(struct au_worker *w, enum part p, const char *why)
 {
 	struct outage *o = &w->outage[p];
@@ -493,8 +507,7 @@ static void outage_begin(struct au_worker *w, enum part p, const char *why)
 		report(w, &err);
 	}
 	o->trying = 0;
-	while (w->lists[ATTEMPT_HELD].head)
-		decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
+	release_held(w);
 	if (!w->stopping || p != PART_TASKS)
 		set_timer(w->outage_ev, o->backoff_ms);
 }
@@ -539,6 +552,8 @@ static void attempt_free(struct attempt *a)
 	list_del(&w->lists[a->state], a);
 	if (a->timer)
 		event_free(a->timer);
+	if (a->defer_ev)
+		event_free(a->defer_ev);
 	au_lease_release(&a->lease);
 	au_computation_release(&a->c);
 	free(a->result);
@@ -566,12 +581,15 @@ static uint64_t retry_delay(const struct au_worker *w, uint32_t attempt)
 	return d > w->opts.retry_max_ms ? w->opts.retry_max_ms : d;
 }
 
+static int ch_code_of(const char *error);
+
 /* The after (completed) or on_error hooks, with the outcome as it stands. */
 static void run_hooks(struct au_worker *w, struct attempt *a)
 {
 	a->run.result = a->run.status == AU_COMPLETED ? a->result : NULL;
 	a->run.result_len = a->run.status == AU_COMPLETED ? a->result_len : 0;
 	a->run.error = a->error;
+	a->run.ch_code = ch_code_of(a->error);
 	au_chain_finish(&w->chain, &a->run);
 }
 
@@ -622,10 +640,12 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 	char *own = NULL;             /* the attempt's own error, where a->error says more */
 	uint64_t ran;
 
-	if (a->state != ATTEMPT_RUNNING && a->state != ATTEMPT_HELD) {
+	if (a->state != ATTEMPT_RUNNING && a->state != ATTEMPT_HELD && a->state != ATTEMPT_DEFERRED) {
 		free(error);
 		return;
 	}
+	if (a->defer_ev)
+		evtimer_del(a->defer_ev);
 	free(a->error);
 	a->error = error;
 	/* errors quote what a task or a server said: make them text that
@@ -687,6 +707,8 @@ static void decide(struct attempt *a, enum verdict v, char *error)
 		break;
 	}
 	a->run.status = status;
+	a->run.retry_in_ms = a->disposition == DISPOSE_RETRY ? a->retry_delay_ms : 0;
+	a->run.dead = a->disposition == DISPOSE_BURY;
 	if (v != VERDICT_RELEASED && v != VERDICT_OUTAGE) {
 		note_attempt(a, outcome, own ? own : a->error);
 		free(own);
@@ -806,6 +828,10 @@ static void take(struct au_worker *w, struct au_lease *l, unsigned qi)
 	a->run.c = &a->c;
 	a->run.worker = au_worker_name();
 	a->run.status = AU_RUNNING;
+	a->run.queue = w->ql.names[qi];
+	a->run.attempt = a->lease.attempts;
+	a->run.query_id = a->task.query_id;
+	a->run.worker_ctx = a;
 	au_computation_init(&a->c);
 	memcpy(a->c.id, a->lease.ref.id, AU_ID_SIZE);
 	a->c.attempts = a->lease.attempts;
@@ -814,20 +840,27 @@ static void take(struct au_worker *w, struct au_lease *l, unsigned qi)
 	w->stats.leased++;
 }
 
-/* "<id>-<attempt>", without a printf per computation */
-static void query_id(char out[AU_ID_SIZE + 16], const char *id, uint32_t attempt)
+/* "[<trace id>:]<id>-<attempt>", without a printf per computation: a
+ * computation with a traceparent header is found by its trace id in
+ * ClickHouse's system.query_log too. */
+static void query_id(char out[AU_QUERY_ID_SIZE], const struct au_computation *c, uint32_t attempt)
 {
-	char tmp[12], *p = tmp + sizeof(tmp);
-	size_t n;
+	char tmp[12], *p = tmp + sizeof(tmp), trace[AU_ID_SIZE];
+	size_t n, at = 0;
 
 	do
 		*--p = (char)('0' + attempt % 10);
 	while (attempt /= 10);
 	n = (size_t)(tmp + sizeof(tmp) - p);
-	memcpy(out, id, AU_ID_SIZE - 1);
-	out[AU_ID_SIZE - 1] = '-';
-	memcpy(out + AU_ID_SIZE, p, n);
-	out[AU_ID_SIZE + n] = '\0';
+	if (c->nheaders && au_traceparent_trace_id(au_computation_header(c, "traceparent"), trace) == 0) {
+		memcpy(out, trace, AU_ID_SIZE - 1);
+		out[AU_ID_SIZE - 1] = ':';
+		at = AU_ID_SIZE;
+	}
+	memcpy(out + at, c->id, AU_ID_SIZE - 1);
+	out[at + AU_ID_SIZE - 1] = '-';
+	memcpy(out + at + AU_ID_SIZE, p, n);
+	out[at + AU_ID_SIZE + n] = '\0';
 }
 
 /* Reads a held attempt's computation; -1 when it cannot run at all (the
@@ -836,6 +869,9 @@ static int unpack(struct au_worker *w, struct attempt *a)
 {
 	struct au_err err = { 0, "" };
 
+	if (a->unpacked)
+		return 0;
+	a->unpacked = 1;
 	if (au_computation_decode(a->lease.body, a->lease.body_len, &a->c, &err) < 0) {
 		au_computation_release(&a->c);
 		au_computation_init(&a->c);
@@ -847,7 +883,7 @@ static int unpack(struct au_worker *w, struct attempt *a)
 		return -1;
 	}
 	a->c.attempts = a->lease.attempts;
-	query_id(a->task.query_id, a->c.id, a->lease.attempts);
+	query_id(a->task.query_id, &a->c, a->lease.attempts);
 	if (strcmp(a->c.id, a->lease.ref.id) != 0) {
 		decide(a, VERDICT_REJECTED,
 		       au_strdup("malformed computation: id does not match the queue's"));
@@ -857,10 +893,71 @@ static int unpack(struct au_worker *w, struct attempt *a)
 		decide(a, VERDICT_REJECTED, au_asprintf("unknown task '%s'", a->c.task));
 		return -1;
 	}
+	if (!a->c.timeout_ms && w->ntimeouts) {   /* its task's default, if it has none */
+		size_t i;
+
+		for (i = 0; i < w->ntimeouts; i++)
+			if (!strcmp(w->timeouts[i].task, a->c.task))
+				a->c.timeout_ms = w->timeouts[i].ms;
+	}
 	return 0;
 }
 
-/* A held attempt gets its slot: the before hooks, its timer, its task. */
+/* Its timer and its task: the before hooks let it run. */
+static void run_task(struct au_worker *w, struct attempt *a)
+{
+	if (a->c.timeout_ms) {
+		struct timeval tv = { (time_t)(a->c.timeout_ms / 1000),
+				      (suseconds_t)(a->c.timeout_ms % 1000) * 1000 };
+
+		if (!a->timer)
+			a->timer = evtimer_new(w->base, on_timeout, a);
+		if (a->timer)
+			evtimer_add(a->timer, &tv);
+	}
+	a->task_busy = 1;
+	w->tasks_busy++;
+	a->fn(&a->task, &a->c, a->fn_arg);
+}
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg);
+
+/* What the before hooks came to (au_chain_before's answer). */
+static void hooks_said(struct au_worker *w, struct attempt *a, int rc, const char *msg)
+{
+	struct timeval tv;
+
+	switch (rc) {
+	case AU_HOOK_OK:
+		run_task(w, a);
+		return;
+	case AU_HOOK_PENDING:
+		/* the hook holds the slot, as a task would, until it answers */
+		a->in_hook = 1;
+		a->task_busy = 1;
+		w->tasks_busy++;
+		return;
+	case AU_HOOK_REFUSE:
+		decide(a, VERDICT_REJECTED, au_strdup(msg));
+		return;
+	case AU_HOOK_DELAY:
+		/* back to wait, without its slot: it begins again when due */
+		if (!a->defer_ev && !(a->defer_ev = evtimer_new(w->base, defer_cb, a))) {
+			decide(a, VERDICT_RELEASED, NULL);
+			return;
+		}
+		tv.tv_sec = (time_t)(a->run.delay_ms / 1000);
+		tv.tv_usec = (suseconds_t)(a->run.delay_ms % 1000) * 1000;
+		set_state(a, ATTEMPT_DEFERRED);
+		evtimer_add(a->defer_ev, &tv);
+		event_active(w->start_ev, 0, 0);   /* its slot is free */
+		return;
+	default:
+		decide(a, VERDICT_FAILED, au_strdup(msg));
+	}
+}
+
+/* A held attempt gets its slot: the before hooks, then its timer and its task. */
 static void begin(struct au_worker *w, struct attempt *a)
 {
 	char errbuf[512];
@@ -871,21 +968,78 @@ static void begin(struct au_worker *w, struct attempt *a)
 	if (unpack(w, a) < 0)
 		return;
 	set_state(a, ATTEMPT_RUNNING);
-	if (au_chain_before(&w->chain, &a->run, errbuf, sizeof(errbuf)) < 0) {
-		decide(a, VERDICT_FAILED, au_strdup(errbuf));
+	if (!w->chain.n) {
+		run_task(w, a);
 		return;
 	}
-	if (a->c.timeout_ms) {
-		struct timeval tv = { (time_t)(a->c.timeout_ms / 1000),
-				      (suseconds_t)(a->c.timeout_ms % 1000) * 1000 };
+	{
+		uint64_t due = a->c.run_at_ms > a->c.created_at_ms ? a->c.run_at_ms : a->c.created_at_ms;
 
-		a->timer = evtimer_new(w->base, on_timeout, a);
-		if (a->timer)
-			evtimer_add(a->timer, &tv);
+		a->run.queued_ms = due && due < a->started_at_ms ? a->started_at_ms - due : 0;
 	}
-	a->task_busy = 1;
-	w->tasks_busy++;
-	a->fn(&a->task, &a->c, a->fn_arg);
+	a->hook_pos = 0;
+	hooks_said(w, a, au_chain_before(&w->chain, &a->run, &a->hook_pos, errbuf, sizeof(errbuf)),
+		   errbuf);
+}
+
+/* A deferred attempt is due: it waits for a slot again, first in line. */
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct attempt *a = arg;
+	struct au_worker *w = a->w;
+
+	(void)fd;
+	(void)what;
+	if (a->state != ATTEMPT_DEFERRED)
+		return;
+	list_del(&w->lists[ATTEMPT_DEFERRED], a);
+	a->state = ATTEMPT_HELD;
+	a->next = w->lists[ATTEMPT_HELD].head;
+	a->prev = NULL;
+	if (a->next)
+		a->next->prev = a;
+	else
+		w->lists[ATTEMPT_HELD].tail = a;
+	w->lists[ATTEMPT_HELD].head = a;
+	w->lists[ATTEMPT_HELD].n++;
+	event_active(w->start_ev, 0, 0);
+}
+
+void au_run_resume(struct au_run *run, int rc, uint64_t delay_ms, const char *message)
+{
+	struct attempt *a = run->worker_ctx;
+	struct au_worker *w = a->w;
+	char errbuf[512];
+
+	if (!a->in_hook)
+		return;
+	a->in_hook = 0;
+	if (!task_returned(a))   /* given up meanwhile (shutdown, cancel) */
+		return;
+	run->delay_ms = delay_ms;
+	rc = au_chain_hook_result(&w->chain, a->hook_pos, "before", rc, message, errbuf,
+				  sizeof(errbuf));
+	if (rc == AU_HOOK_OK) {
+		a->hook_pos++;
+		rc = au_chain_before(&w->chain, &a->run, &a->hook_pos, errbuf, sizeof(errbuf));
+	}
+	hooks_said(w, a, rc, errbuf);
+}
+
+struct event_base *au_run_base(const struct au_run *run)
+{
+	return ((const struct attempt *)run->worker_ctx)->w->base;
+}
+
+/* Held and deferred attempts go back to the queue unharmed. */
+static void release_held(struct au_worker *w)
+{
+	struct attempt *a;
+
+	while ((a = w->lists[ATTEMPT_DEFERRED].head))
+		decide(a, VERDICT_RELEASED, NULL);
+	while ((a = w->lists[ATTEMPT_HELD].head))
+		decide(a, VERDICT_RELEASED, NULL);
 }
 
 static void stop_now(struct au_worker *w);
@@ -1168,8 +1322,7 @@ static void lease_done(struct au_worker *w)
 	for (i = 0; i < l->n; i++)
 		take(w, &l->out[i], l->qi[i]);
 	if (w->stopping)   /* leased while stopping: back unharmed */
-		while (w->lists[ATTEMPT_HELD].head)
-			decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
+		release_held(w);
 	start_run(-1, 0, w);
 }
 
@@ -1711,8 +1864,7 @@ void au_worker_stop(struct au_worker *w)
 	unwatch_all(w);
 	event_del(w->poll_ev);
 	/* what was leased ahead never began: back unharmed */
-	while (w->lists[ATTEMPT_HELD].head)
-		decide(w->lists[ATTEMPT_HELD].head, VERDICT_RELEASED, NULL);
+	release_held(w);
 	if (w->io)
 		flush(w);
 	maybe_exit(w);
@@ -1869,6 +2021,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
 	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
 	w->store_url = au_strdup(conf.store_url);
+	w->queue_url = au_strdup(conf.queue_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
 	w->wq[0] = w->q;
@@ -1887,7 +2040,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 		w->spares = a;
 		w->nspares++;
 	}
-	if (!opened || !w->queues_text || !w->store_url || !w->builtins ||
+	if (!opened || !w->queues_text || !w->store_url || !w->queue_url || !w->builtins ||
 	    au_tasks_add_builtins(w->builtins) < 0 || requests_init(w) < 0 || !w->pump_ev ||
 	    !w->start_ev || !w->flush_ev || !w->poll_ev || !w->extend_ev || !w->rescue_ev || !w->grace_ev ||
 	    !w->drain_ev || !w->outage_ev || !w->beat_ev || !w->q || !w->store) {
@@ -1920,6 +2073,48 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 const struct au_err *au_worker_err(const struct au_worker *w)
 {
 	return &w->err;
+}
+
+/* timeout:TASK=DURATION,...: defaults for computations without one */
+static int task_timeout(void *arg, const char *task, uint32_t ms)
+{
+	struct au_worker *w = arg;
+	struct task_timeout *t = realloc(w->timeouts, (w->ntimeouts + 1) * sizeof(*t));
+
+	if (!t)
+		return -1;
+	w->timeouts = t;
+	if (!(t[w->ntimeouts].task = au_strdup(task)))
+		return -1;
+	t[w->ntimeouts++].ms = ms;
+	return 0;
+}
+
+static int spec_item(void *arg, const char *name, const char *value, struct au_err *err)
+{
+	struct au_worker *w = arg;
+	struct au_config cfg = { w->queue_url, w->store_url, NULL };
+	const struct au_middleware_ops *ops;
+	void *ctx;
+
+	if (!strcmp(name, "timeout"))
+		return au_mw_timeouts(value, task_timeout, w, err);
+	if (au_mw_new(name, value, &cfg, &ops, &ctx, err) < 0)
+		return -1;
+	if (au_worker_use(w, ops, ctx) < 0)
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	return 0;
+}
+
+int au_worker_use_spec(struct au_worker *w, const char *spec, struct au_err *err)
+{
+	struct au_err own = { 0, "" };
+
+	if (au_mw_spec_each(spec, spec_item, w, err ? err : &own) < 0) {
+		w->err = err ? *err : own;
+		return -1;
+	}
+	return 0;
 }
 
 int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx)
@@ -2038,6 +2233,10 @@ void au_worker_free(struct au_worker *w)
 	au_queue_list_release(&w->ql);
 	free(w->queues_text);
 	free(w->store_url);
+	free(w->queue_url);
+	while (w->ntimeouts--)
+		free(w->timeouts[w->ntimeouts].task);
+	free(w->timeouts);
 	free(w);
 }
 
@@ -2064,8 +2263,13 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 		au_seterr(err, AU_ENOMEM, "out of memory");
 		goto out;
 	}
-	if (opts && opts->log)
-		au_worker_use(w, &au_logging_middleware, NULL);
+	if (opts && opts->log &&
+	    au_worker_use(w, &au_logging_middleware, au_logging_new(NULL, opts->log_format)) < 0) {
+		au_seterr(err, AU_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (opts && opts->middleware && au_worker_use_spec(w, opts->middleware, err) < 0)
+		goto out;
 	sigterm = evsignal_new(base, SIGTERM, on_signal, w);
 	sigint = evsignal_new(base, SIGINT, on_signal, w);
 	if (!sigterm || !sigint) {
