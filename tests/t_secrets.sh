@@ -4,7 +4,8 @@
 # scram passwords, started here; ClickHouse's user au), AU_SIGNING_KEY is
 # set, and a small but full workload runs, with the queue on Redis and the
 # store on PostgreSQL, then the other way round: a fleet from a --config
-# file, reloaded with SIGHUP; enqueue, wait, result, status --json; a
+# file (text logs, then JSON, with tracing), reloaded with SIGHUP; enqueue
+# with middleware, wait, result, status --json; a
 # computation that fails, one dead-lettered, dlq list and show; servers
 # down or refusing the password at start, with and without
 # --wait-for-servers; a wrong ClickHouse password while running (an
@@ -63,7 +64,7 @@ runs_to() { # file: the output of the last run
 	cat "$out/$n-"*.out "$out/$n-"*.err
 }
 
-round() { # label, queue url, store url
+round() { # label, queue url, store url, log format
 	local b=$1 Q=s$RANDOM$RANDOM id id2 id3 dead
 	export AU_QUEUE=$2 AU_STORE=$3 AU_CLICKHOUSE=$C
 
@@ -71,9 +72,10 @@ round() { # label, queue url, store url
 	printf 'AU_QUEUE=%s\nAU_STORE=%s\nAU_CLICKHOUSE=%s\n' "$2" "$3" "$C" >"$dir/au.conf"
 	env -u AU_QUEUE -u AU_STORE -u AU_CLICKHOUSE AU_CONFIG="$dir/au.conf" \
 		"$au" worker --queue "$Q" --processes 2 --retry-base 50ms --log-level debug \
-		>"$out/$b-fleet.out" 2>"$out/$b-fleet.err" &
+		--log-format "$4" --middleware tracing >"$out/$b-fleet.out" 2>"$out/$b-fleet.err" &
 	fpid=$!
-	id=$("$au" enqueue ch.query --queue "$Q" --args '{"sql":"SELECT 6 * 7 AS x"}' 2>>"$out/$b-enqueue.err")
+	id=$("$au" enqueue ch.query --queue "$Q" --middleware tracing,logging --header team=x \
+		--args '{"sql":"SELECT 6 * 7 AS x"}' 2>>"$out/$b-enqueue.err")
 	run "$b-wait" "$au" wait "$id" --queue "$Q" --timeout 30s
 	t_eq "$b: the workload runs (wait)" "$(cat "$out/$n-$b-wait.out")" \
 		'{"columns":["x"],"types":["UInt16"],"rows":[[42]]}'
@@ -106,7 +108,7 @@ round() { # label, queue url, store url
 	sleep 2
 	kill -TERM "$fpid"; wait "$fpid"; fpid=
 	t_match "$b: the fleet logged, with the urls masked" "$(cat "$out/$b-fleet.err")" \
-		"clickhouse +$Cm "
+		"clickhouse +$Cm |\"clickhouse\":\"$Cm\""
 	run "$b-status-json-pending" "$au" status "$id" --json
 
 	# a wrong ClickHouse password while running: an outage, logged
@@ -142,8 +144,8 @@ round() { # label, queue url, store url
 	dead=$(grep -c . "$out/$b-fleet.err")
 	t_ok "$b: the fleet wrote a log ($dead lines)" test "$dead" -gt 5
 }
-round redis-pg "$R" "$P"
-round pg-redis "$P" "$R"
+round redis-pg "$R" "$P" text
+round pg-redis "$P" "$R" json
 
 # --- what the servers keep: the store's tables, the queue's keys
 pg_dump -h "$dir/pg" -p "$pport" -U postgres -d postgres --data-only >"$out/pg.dump" 2>&1
