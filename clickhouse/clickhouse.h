@@ -56,7 +56,14 @@ void au_ch_response_release(struct au_ch_response *r);
 /* Called once per request on the loop; resp is valid during the call. */
 typedef void (*au_ch_done_fn)(struct au_ch_response *resp, void *arg);
 
-/* NULL on OOM; err set and NULL for a bad URL. */
+/*
+ * A client of the server at url, http[s]://[user[:password]@]host[:port]
+ * [/database][?cafile=/path/ca.pem] (docs/clickhouse.md); nothing is sent
+ * yet. https checks the certificate and the host name, against cafile's
+ * CAs when given (read here: one that cannot be read is a bad URL), else
+ * the system's; a TLS failure later is AU_ECONN, an outage. NULL on OOM;
+ * err set and NULL for a bad URL (AU_EINVAL).
+ */
 struct au_clickhouse *au_ch_new(const char *url, struct au_err *err);
 /* Drops requests in flight without calling their done. Call it before
  * freeing the event_base, and never from a done callback. */

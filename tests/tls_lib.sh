@@ -1,5 +1,5 @@
 # tls_lib.sh - servers with TLS for the tests (t_tls_ch.sh, t_tls_pg.sh,
-# t_rediss.sh): a CA of the test's own and certificates made with the
+# t_rediss.sh, t_secrets.sh): a CA of the test's own and certificates made with the
 # openssl command, a ClickHouse 18.16 with an https port, a PostgreSQL with
 # ssl=on, a Redis with a TLS port. Each runs on 127.0.0.1 in a directory of
 # the test, as nobody (ClickHouse, Redis) or postgres when we are root, as
