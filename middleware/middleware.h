@@ -51,4 +51,9 @@ int au_chain_hook_result(struct au_chain *ch, size_t pos, const char *hook, int 
  * on_retry (AU_RETRYING) or on_dead (run->dead), each in reverse order. */
 void au_chain_finish(struct au_chain *ch, struct au_run *run);
 
+/* With AU_SIGNING_KEY set, adds the signing middleware (au.h) with its
+ * keys to ch: 0, also when it is unset; -1 with err when the list is bad
+ * (AU_EINVAL, the key never shown) or memory runs out. */
+int au_signing_from_env(struct au_chain *ch, struct au_err *err);
+
 #endif
