@@ -200,9 +200,9 @@ int au_sign_verify(const struct au_sign_keys *ks, const struct au_computation *c
 	if (seen > 1)
 		return refuse(err, "more than one '" AU_SIGNATURE_HEADER "' header");
 	if (strncmp(v, "v1:", 3) != 0) {
-		size_t n = strspn(v + 1, "0123456789");
+		size_t n = v[0] == 'v' ? strspn(v + 1, "0123456789") : 0;
 
-		if (v[0] == 'v' && n >= 1 && n <= 3 && v[1 + n] == ':')
+		if (n >= 1 && n <= 3 && v[1 + n] == ':')
 			return au_seterr(err, AU_EREFUSED, "bad signature: unsupported version '%.*s'",
 					 (int)n + 1, v);
 		return refuse(err, "malformed '" AU_SIGNATURE_HEADER "' header");
