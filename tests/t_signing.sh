@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # t_signing.sh - signed computations end to end on Redis (wire-format.md,
 # "Signing"): a worker with AU_SIGNING_KEY runs what `au enqueue` signed
-# with its key and dead-letters, unrun, what is unsigned, forged in Redis,
-# re-signed by hand wrongly, or signed with another key; key rotation; the
-# settings file's AU_SIGNING_KEY; a bad key list refused at start; the
-# Python of the docs signs a computation a worker runs; and no key ever
-# appears in an output, a log or the store.
+# with its key and dead-letters, unrun, what is unsigned, forged in Redis
+# (args or signature changed), or signed with another key; key rotation;
+# the settings file's AU_SIGNING_KEY (a fleet reloads it on SIGHUP); a bad
+# key list refused at start; the Python of the docs signs a computation a
+# worker runs; and no key ever appears in an output, a log or the store.
 # Needs AU_BIN, AU_TEST_REDIS, AU_TEST_CH (tests/run.sh sets them).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -118,6 +118,28 @@ t_eq "--config's AU_SIGNING_KEY: signed and checked" "$r" '{"n":11}'
 refused "--config's worker checks" "$(enq "" '{"n":12}')" "bad signature: unsigned"
 r=$(AU_SIGNING_KEY=$K1 "$au" enqueue au.echo --queue "$Q" --args '{"n":13}' --config "$dir/au.conf" 2>>"$out")
 refused "the environment wins over the file" "$r" "bad signature: unknown key $(kid "$K1")"
+
+# --- a fleet reloads the file's keys on SIGHUP: its new children check with them
+stop
+printf 'AU_SIGNING_KEY=%s\n' "$K1" >"$dir/au.conf"
+"$au" worker --queue "$Q" --retry-base 50ms --processes 1 --config "$dir/au.conf" \
+	>>"$dir/worker.log" 2>&1 &
+wpid=$!
+child() { pgrep -P "$wpid" | head -1; }
+r=$(AU_SIGNING_KEY=$K1 "$au" enqueue au.echo --queue "$Q" --args '{"n":14}' --wait --wait-timeout 15s 2>>"$out")
+t_eq "fleet: signed with the file's key" "$r" '{"n":14}'
+first=$(child)
+printf 'AU_SIGNING_KEY=%s\n' "$K0" >"$dir/au.conf"
+kill -HUP "$wpid"
+replaced() { local c; c=$(child); [ -n "$c" ] && [ "$c" != "$first" ] && ! kill -0 "$first" 2>/dev/null; }
+t_ok "fleet: SIGHUP replaces the child" t_until 20 replaced
+r=$(AU_SIGNING_KEY=$K0 "$au" enqueue au.echo --queue "$Q" --args '{"n":15}' --wait --wait-timeout 15s 2>>"$out")
+t_eq "fleet: after SIGHUP the new key's runs" "$r" '{"n":15}'
+refused "fleet: after SIGHUP the old key's" "$(enq "$K1" '{"n":16}')" "bad signature: unknown key $(kid "$K1")"
+stop
+printf 'AU_SIGNING_KEY=%s\n' "$K0" >"$dir/au.conf"
+"$au" worker --queue "$Q" --retry-base 50ms --config "$dir/au.conf" >>"$dir/worker.log" 2>&1 &
+wpid=$!
 
 # --- the Python of the docs
 sed -n '/^### Signing in Python/,/^```$/p' "$docs" | sed -n '/^```python$/,/^```$/p' | sed '1d;$d' >"$dir/sign.py"
