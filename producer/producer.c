@@ -236,7 +236,6 @@ static int before_enqueue(struct au_client *cl, struct au_computation *c)
 {
 	struct au_enqueue_ctx e = { c, c->queue };
 	char errbuf[512];
-
 	int rc = au_chain_before_enqueue(&cl->chain, &e, errbuf, sizeof(errbuf));
 
 	/* the signature covers what the other hooks wrote */
