@@ -180,6 +180,32 @@ static void test_example(void)
 	T_EQ_STR(verdict(KEY1, &back), "", "the signed example verifies");
 	T_EQ_INT(b.len, 163 + 8 + 1 + 13 + 2 + 76, "the signed example's size");
 	au_computation_release(&back);
+
+	/* another writer: defaults left out, integers wider than needed, the
+	 * keys in another order; same values, so the same canonical bytes */
+	au_buf_reset(&b);
+	au_mp_map(&b, 8);
+	au_mp_str(&b, "headers", 7);
+	au_mp_map(&b, 1);
+	au_mp_str(&b, AU_SIGNATURE_HEADER, strlen(AU_SIGNATURE_HEADER));
+	au_mp_str(&b, EXAMPLE_SIG, strlen(EXAMPLE_SIG));
+	au_mp_str(&b, "args", 4);
+	au_buf_append(&b, c.args, c.args_len);
+	au_mp_str(&b, "v", 1);
+	au_buf_append(&b, "\xcc\x01", 2);
+	au_mp_str(&b, "id", 2);
+	au_mp_str(&b, ID, 32);
+	au_mp_str(&b, "task", 4);
+	au_mp_str(&b, "ch.query", 8);
+	au_mp_str(&b, "max_attempts", 12);
+	au_buf_append(&b, "\xce\x00\x00\x00\x03", 5);
+	au_mp_str(&b, "ttl_s", 5);
+	au_buf_append(&b, "\xcf\x00\x00\x00\x00\x00\x01\x51\x80", 9);
+	au_mp_str(&b, "created_at", 10);
+	au_mp_uint(&b, 1700000000000ULL);
+	T_OK(au_computation_decode(b.data, b.len, &back, &err) == 0, "another writer's form decodes");
+	T_EQ_STR(verdict(KEY1, &back), "", "... and verifies: the canonical bytes are of the values");
+	au_computation_release(&back);
 	au_computation_release(&c);
 	au_buf_release(&b);
 	au_sign_keys_release(&ks);
