@@ -66,7 +66,12 @@ r=$(AU_SIGNING_KEY="tiny-key" timeout 10 "$au" worker --queue "$Q" 2>&1)
 rc=$?
 t_ok "a worker with a bad key list does not start: exit $rc" test "$rc" -ne 0 -a "$rc" -ne 124
 printf '%s\n' "$r" >>"$out"
-t_match "... with the reason" "$r" "AU_SIGNING_KEY: key 1 is shorter than 16 bytes"
+t_eq "... with the reason" "$r" "au: unable to start the worker: AU_SIGNING_KEY: key 1 is shorter than 16 bytes"
+r=$(AU_SIGNING_KEY="tiny-key" timeout 10 "$au" worker --queue "$Q" --processes 2 2>&1)
+rc=$?
+t_eq "a fleet with a bad key list does not start either: exit 2" "$rc" 2
+printf '%s\n' "$r" >>"$out"
+t_eq "... once, with the reason" "$r" "au: unable to start the worker: AU_SIGNING_KEY: key 1 is shorter than 16 bytes"
 t_eq "nothing was enqueued" "$(rcli HLEN "au:{$Q}:body")" 0
 
 # --- before a worker runs: forged ones waiting in the queue
