@@ -122,6 +122,19 @@ const char *const au_cli_worker_keys[] = {
 	"AU_GRACE_MS", "AU_RETRY_BASE_MS", "AU_MIDDLEWARE", "AU_LOG_FORMAT", NULL
 };
 
+/* AU_SIGNING_KEY goes to the environment, where au_client_new and
+ * au_worker_new read it, unless the environment had it first; a file
+ * read again (a fleet's reload) replaces what it gave before. */
+static int signing_key_setting(const char *val)
+{
+	static int from_file;
+
+	if (getenv("AU_SIGNING_KEY") && !from_file)
+		return 1;
+	from_file = 1;
+	return setenv("AU_SIGNING_KEY", val, 1) < 0 ? -1 : 1;
+}
+
 int au_cli_url_setting(struct au_config *cfg, const char *key, const char *val, char **owned)
 {
 	const char **url = !strcmp(key, "AU_QUEUE") ? &cfg->queue_url
@@ -129,6 +142,8 @@ int au_cli_url_setting(struct au_config *cfg, const char *key, const char *val, 
 			   : !strcmp(key, "AU_CLICKHOUSE") ? &cfg->clickhouse_url : NULL;
 	char *copy;
 
+	if (!strcmp(key, "AU_SIGNING_KEY"))
+		return signing_key_setting(val);
 	if (!url)
 		return 0;
 	/* a flag (already in cfg) and then the environment come first */

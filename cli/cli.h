@@ -42,7 +42,9 @@ extern const char *const au_cli_worker_keys[];
 const char *au_cli_config_path(const char *flag);
 /* A URL setting (AU_QUEUE, AU_STORE, AU_CLICKHOUSE) of the file into cfg
  * unless cfg has it from a flag or the environment has it: 1 it was one
- * (used or not), 0 another key, -1 out of memory. *owned keeps the copy. */
+ * (used or not), 0 another key, -1 out of memory. *owned keeps the copy.
+ * AU_SIGNING_KEY (every command's) is taken here too, returning 1: it
+ * goes to the environment, unless the environment had it first. */
 int au_cli_url_setting(struct au_config *cfg, const char *key, const char *val, char **owned);
 /* The URLs of the settings file into cfg (for commands other than the
  * worker, which reads the whole file): 0, or -1 with the message printed

@@ -148,8 +148,16 @@ int au_startup_check(const struct au_config *cfg, const char *queue, unsigned sk
 	uint32_t delay = 500;
 	unsigned failed;
 	sigset_t stop, old;
+	struct au_sign_keys keys;
 	int rc = 0;
 
+	/* a bad AU_SIGNING_KEY stops the worker here, once, rather than each
+	 * process of a fleet after it started */
+	if (getenv("AU_SIGNING_KEY")) {
+		if (au_sign_keys_parse(getenv("AU_SIGNING_KEY"), &keys, err) < 0)
+			return -1;
+		au_sign_keys_release(&keys);
+	}
 	/* a stop asked for while a ping runs is seen at the next nap, or
 	 * after the last ping, not lost and not fatal */
 	sigemptyset(&stop);

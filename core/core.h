@@ -223,6 +223,45 @@ int au_mp_str(struct au_buf *b, const char *s, size_t n);
 int au_mp_array(struct au_buf *b, uint32_t n);
 int au_mp_map(struct au_buf *b, uint32_t n);
 
+/* ---- signed computations (core/sign.c; docs/wire-format.md "Signing") ---- */
+
+#define AU_SIGNATURE_HEADER "au-signature"
+#define AU_SIGN_KEY_MIN 16          /* bytes of a key, at least */
+#define AU_SIGN_KEYS_MAX 8          /* keys of one list */
+#define AU_SIGN_KEY_ID_LEN 8        /* hex digits of a key id */
+#define AU_SIGN_MAC_SIZE 32         /* HMAC-SHA256 */
+/* "v1:<8 hex key id>:<64 hex HMAC>" and its NUL */
+#define AU_SIGNATURE_SIZE (3 + AU_SIGN_KEY_ID_LEN + 1 + 2 * AU_SIGN_MAC_SIZE + 1)
+
+struct au_sign_key {
+	unsigned char *key;
+	size_t len;
+	char id[AU_SIGN_KEY_ID_LEN + 1];   /* first 8 hex digits of SHA-256(key) */
+};
+/* The keys of AU_SIGNING_KEY: the first signs, all of them verify. */
+struct au_sign_keys {
+	size_t n;
+	struct au_sign_key keys[AU_SIGN_KEYS_MAX];
+};
+/* list: keys separated by commas, each used byte for byte once the
+ * spaces and tabs around it are trimmed, at least AU_SIGN_KEY_MIN bytes.
+ * -1 with AU_EINVAL naming the key by its position, never its text. */
+int au_sign_keys_parse(const char *list, struct au_sign_keys *ks, struct au_err *err);
+/* Wipes and frees the keys; ks may be zeroed or parsed. */
+void au_sign_keys_release(struct au_sign_keys *ks);
+/* The bytes a signature covers, appended to out: au_computation_encode
+ * of c with every au-signature header left out. */
+int au_sign_canonical(const struct au_computation *c, struct au_buf *out, struct au_err *err);
+/* The au-signature header value for c signed with k. */
+int au_sign_header(const struct au_sign_key *k, const struct au_computation *c,
+		   char out[AU_SIGNATURE_SIZE], struct au_err *err);
+/* 0 when c carries one au-signature header that one of ks made for these
+ * bytes; -1 with AU_EREFUSED "bad signature: <why>" (unsigned, malformed
+ * header, unsupported version 'vN', unknown key <id>, does not match any
+ * key), or AU_ENOMEM. Compares in constant time. */
+int au_sign_verify(const struct au_sign_keys *ks, const struct au_computation *c,
+		   struct au_err *err);
+
 /* ---- jansson bridge (core/json.c) ---- */
 /* json_t is jansson's; kept opaque here so that only users include it. */
 struct json_t;

@@ -458,6 +458,22 @@ void *au_logging_new(FILE *out, enum au_log_format format);
  * workers put its trace id first in the ClickHouse query_id. */
 extern const struct au_middleware_ops au_tracing_middleware;
 
+/* The built-in signing middleware (docs/wire-format.md, "Signing"), fail
+ * closed: before_enqueue signs the computation with the first key (HMAC-
+ * SHA256, the au-signature header); before refuses (AU_HOOK_REFUSE: dead-
+ * lettered, never run) one that no key of the list signed, with the reason
+ * "bad signature: unsigned", "... unknown key <id>", "... does not match
+ * any key", .... au_client_new and au_worker_new add it by themselves when
+ * AU_SIGNING_KEY is set: a client's signs after its other middlewares, a
+ * worker's checks before them. */
+extern const struct au_middleware_ops au_signing_middleware;
+/* A context for au_signing_middleware: keys is a comma-separated list of
+ * keys of at least 16 bytes each (spaces around each trimmed); the first
+ * signs, every one verifies (rotation). NULL with err set when the list
+ * is bad (a key named by its position, never shown) or memory runs out.
+ * The chain frees it. */
+void *au_signing_new(const char *keys, struct au_err *err);
+
 /* ------------------------------------------------------------------ */
 /* Worker                                                               */
 

@@ -68,5 +68,9 @@ int au_mw_check(const char *spec, struct au_err *err);
  * (the chain frees it); -1 with err for an unknown name or a bad value. */
 int au_mw_new(const char *name, const char *value, const struct au_config *cfg,
 	      const struct au_middleware_ops **ops, void **ctx, struct au_err *err);
+/* With AU_SIGNING_KEY set, adds the signing middleware (au.h) with its
+ * keys to ch: 0, also when it is unset; -1 with err when the list is bad
+ * (AU_EINVAL, the key never shown) or memory runs out. */
+int au_signing_from_env(struct au_chain *ch, struct au_err *err);
 
 #endif

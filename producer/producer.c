@@ -27,6 +27,8 @@ struct au_client {
 	struct au_store *store;
 	struct au_chain chain;      /* before_enqueue hooks */
 	char *queue_url;            /* for a middleware that opens its own connection */
+	struct au_chain signing;    /* AU_SIGNING_KEY's: signs after every other hook */
+	struct au_err sign_err;     /* a bad AU_SIGNING_KEY: no enqueue at all */
 	struct au_err err;
 };
 
@@ -63,7 +65,9 @@ struct au_client *au_client_new(const struct au_config *cfg)
 		au_client_free(cl);
 		return NULL;
 	}
-	if (cl->q->err.code)
+	if (au_signing_from_env(&cl->signing, &cl->sign_err) < 0)
+		cl->err = cl->sign_err;
+	else if (cl->q->err.code)
 		cl->err = cl->q->err;
 	else if (cl->store->err.code)
 		cl->err = cl->store->err;
@@ -80,6 +84,7 @@ void au_client_free(struct au_client *cl)
 		au_store_close(cl->store);
 	au_chain_release(&cl->chain);
 	free(cl->queue_url);
+	au_chain_release(&cl->signing);
 	free(cl);
 }
 
@@ -258,8 +263,12 @@ static int before_enqueue(struct au_client *cl, struct au_computation *c)
 {
 	struct au_enqueue_ctx e = { c, c->queue };
 	char errbuf[512];
+	int rc = au_chain_before_enqueue(&cl->chain, &e, errbuf, sizeof(errbuf));
 
-	switch (au_chain_before_enqueue(&cl->chain, &e, errbuf, sizeof(errbuf))) {
+	/* the signature covers what the other hooks wrote */
+	if (rc == AU_HOOK_OK)
+		rc = au_chain_before_enqueue(&cl->signing, &e, errbuf, sizeof(errbuf));
+	switch (rc) {
 	case AU_HOOK_OK:
 		return 0;
 	case AU_HOOK_REFUSE:
@@ -293,6 +302,11 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 		free(cs);
 		return -1;
 	}
+	if (cl->sign_err.code) {   /* never unsigned when a signature was asked for */
+		free(cs);
+		cl->err = cl->sign_err;
+		return -1;
+	}
 	au_clearerr(&cl->err);
 	if (!cs)
 		return au_seterr(&cl->err, AU_ENOMEM, "out of memory");
@@ -313,7 +327,7 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 		}
 		memcpy(cs[i].args, args[i], args_len[i]);
 		cs[i].args_len = args_len[i];
-		if (cl->chain.n && before_enqueue(cl, &cs[i]) < 0)
+		if ((cl->chain.n || cl->signing.n) && before_enqueue(cl, &cs[i]) < 0)
 			goto out;
 		/* The size limit applies to the whole message, as workers see it. */
 		au_buf_reset(&probe);

@@ -2047,6 +2047,8 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 		au_worker_free(w);
 		return NULL;
 	}
+	if (!bad.code)   /* AU_SIGNING_KEY's check: first, before the caller's middlewares */
+		au_signing_from_env(&w->chain, &bad);
 	if (bad.code) {
 		w->err = bad;
 		return w;
