@@ -135,7 +135,7 @@ enum {
 	O_QUEUE, O_QUEUES, O_PRIORITY, O_DELAY, O_TTL, O_TIMEOUT, O_ON_TIMEOUT, O_MAX_ATTEMPTS,
 	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
 	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
-	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_END
+	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_MIDDLEWARE, O_END
 };
 
 /* How an option's value is read. */
@@ -221,6 +221,8 @@ static const struct opt {
 	  "with --processes: before a dead child starts again, doubled per death (default: 1s)" },
 	{ "skip-check", O_SKIP_CHECK, ON(C_WORKER), K_TEXT, 0, 0, "PARTS",
 	  "do not check these at start: queue,store,clickhouse (default: check all)" },
+	{ "middleware", O_MIDDLEWARE, ON(C_WORKER), K_TEXT, 0, 0, "ratelimit:SPEC",
+	  "rate limits shared by the fleet, e.g. ratelimit:ch.query=200/s (default: none)" },
 	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
 	  "print the statements, change nothing" },
 };
@@ -404,6 +406,13 @@ static int apply(struct cli *c, int id, const char *arg)
 		break;
 	}
 	case O_WAIT_SERVERS: c->fleet.wait_for_servers = 1; break;
+	case O_MIDDLEWARE:
+		/* ratelimit:SPEC only, for now; the others are on by their own flags */
+		if (strncmp(arg, "ratelimit:", 10) != 0)
+			return usage("invalid value '%s' for --middleware (expected ratelimit:SPEC,"
+				     " e.g. ratelimit:ch.query=200/s)", arg);
+		c->wo.ratelimit = arg + 10;
+		break;
 	case O_SKIP_CHECK:
 		if (au_fleet_parts(arg, &c->fleet.skip) < 0)
 			return usage("invalid value '%s' for --skip-check (expected queue, store, "
@@ -884,6 +893,13 @@ static int cmd_worker(struct cli *c, int argc)
 	if (au_queue_list_parse(c->wo.queue, &ql, &err) < 0)
 		return usage("%s", err.str);
 	au_queue_list_release(&ql);
+	if (c->wo.ratelimit) {   /* a bad spec is refused now, not in each process */
+		void *rl = au_ratelimit_new(c->wo.ratelimit, NULL, &err);
+
+		if (!rl)
+			return usage("%s", err.str);
+		au_ratelimit_middleware.free(rl);
+	}
 	c->fleet.cfg = c->cfg;
 	c->fleet.wo = c->wo;
 	c->fleet.processes = c->processes;

@@ -2198,6 +2198,15 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 	}
 	if (opts && opts->log)
 		au_worker_use(w, &au_logging_middleware, NULL);
+	if (opts && opts->ratelimit) {
+		struct au_config conf = { cfg ? cfg->queue_url : NULL, NULL, NULL };
+		void *rl;
+
+		au_config_from_env(&conf);
+		if (!(rl = au_ratelimit_new(opts->ratelimit, conf.queue_url, err)))
+			goto out;
+		au_worker_use(w, &au_ratelimit_middleware, rl);
+	}
 	sigterm = evsignal_new(base, SIGTERM, on_signal, w);
 	sigint = evsignal_new(base, SIGINT, on_signal, w);
 	if (!sigterm || !sigint) {
