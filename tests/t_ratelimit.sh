@@ -27,7 +27,7 @@ fleet() { # log, args...
 	wpid=$!
 	t_until 10 sh -c "test \$(pgrep -P $wpid | wc -l) = 2"
 }
-stop() { kill -TERM "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; wpid=; }
+stop() { kill -TERM "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null; frc=$?; wpid=; }
 # "status attempts finished_at" of each id of file $1, sorted by finish
 outcomes() {
 	xargs -P 4 -n 1 "$au" status --queue "$Q" --json <"$1" 2>/dev/null |
@@ -106,7 +106,9 @@ run() { # name, queue and store url
 	t_ok "$name: per table: the tables do not share a bucket ($((t1 - t0)) ms for 20)" \
 		[ $((t1 - t0)) -lt 3400 ]
 	stop
+	t_eq "$name: the fleet stops cleanly" "$frc" 0
 	t_ok "$name: the workers saw no outage of the rate limit" sh -c "! grep 'rate limit' '$log'"
+	t_ok "$name: and no sanitizer report" sh -c "! grep -E 'Sanitizer|runtime error' '$log'"
 }
 
 redis-cli -p "$rport" -n 3 flushdb >/dev/null
