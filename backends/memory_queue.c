@@ -11,6 +11,7 @@
  * leases wait on its condition variable, watchers get an eventfd.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,15 @@ struct mqueue {
 
 struct mwatch;
 
+/* A token bucket of rate_take; times on au_mono_us's clock. */
+struct mbucket {
+	char *key;
+	double tokens;              /* what it held at at_us */
+	uint64_t at_us;
+	uint64_t full_us;           /* full again from then on: it may go */
+	struct mbucket *next;
+};
+
 /* A registry entry; expires_ms and beat_ms on au_now_ms's clock. */
 struct mworker {
 	struct au_worker_beat b;
@@ -76,6 +86,7 @@ struct mspace {
 	struct mwatch *watches;
 	struct mcancels *cancels;   /* watch_cancels of every handle */
 	struct mworker *workers;    /* the registry */
+	struct mbucket *buckets;    /* rate limits (rate_take) */
 	struct mspace *next;
 };
 
@@ -440,6 +451,7 @@ static int mem_open(struct au_queue *q, const struct au_url *url)
 
 static void mem_unwatch(struct au_queue *q);
 static void mem_unwatch_cancels(struct au_queue *q);
+static void buckets_free(struct mspace *sp);
 
 static void mem_close(struct au_queue *q)
 {
@@ -465,6 +477,7 @@ static void mem_close(struct au_queue *q)
 			sp->workers = mw->next;
 			free(mw);
 		}
+		buckets_free(sp);
 		pthread_cond_destroy(&sp->cond);
 		pthread_mutex_destroy(&sp->mu);
 		free(sp->name);
@@ -1397,6 +1410,78 @@ static int mem_worker_gone(struct au_queue *q, const char *worker_id)
 	return 0;
 }
 
+/* ---- rate limits ---- */
+
+static void buckets_free(struct mspace *sp)
+{
+	struct mbucket *b;
+
+	while ((b = sp->buckets)) {
+		sp->buckets = b->next;
+		free(b->key);
+		free(b);
+	}
+}
+
+/* The same arithmetic as redis_scripts/rate.lua and S_RATE of pg_queue.c. */
+static int mem_rate_take(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
+			 uint64_t *wait_ms, int *taken)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	uint64_t now = au_mono_us();
+	struct mbucket **p, *b = NULL;
+	double tokens, wait_us = 0, reserve_us = (double)lim->reserve_ms * 1000;
+
+	pthread_mutex_lock(&sp->mu);
+	for (p = &sp->buckets; *p;) {
+		if (!strcmp((*p)->key, key)) {
+			b = *p;
+			break;
+		}
+		if ((*p)->full_us <= now) {   /* idle and full: gone */
+			struct mbucket *gone = *p;
+
+			*p = gone->next;
+			free(gone->key);
+			free(gone);
+			continue;
+		}
+		p = &(*p)->next;
+	}
+	if (!b) {
+		if (!(b = calloc(1, sizeof(*b))) || !(b->key = au_strdup(key))) {
+			pthread_mutex_unlock(&sp->mu);
+			free(b);
+			return oom(q);
+		}
+		b->tokens = lim->burst;
+		b->at_us = now;
+		b->next = sp->buckets;
+		sp->buckets = b;
+	}
+	tokens = b->tokens;
+	if (now > b->at_us)
+		tokens += (double)(now - b->at_us) * lim->rate_per_s / 1e6;
+	if (tokens > lim->burst)
+		tokens = lim->burst;
+	if (tokens < 1)
+		wait_us = (1 - tokens) / lim->rate_per_s * 1e6;
+	*taken = wait_us <= reserve_us;
+	if (*taken) {
+		b->tokens = tokens - 1;
+		if (now > b->at_us)
+			b->at_us = now;
+		b->full_us = b->at_us + (uint64_t)((lim->burst - b->tokens) / lim->rate_per_s * 1e6);
+	} else {
+		wait_us -= reserve_us;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	*wait_ms = (uint64_t)ceil(wait_us / 1000);
+	if (!*taken && !*wait_ms)
+		*wait_ms = 1;
+	return 0;
+}
+
 const struct au_queue_ops au_memory_queue_ops = {
 	.scheme = "memory",
 	.features = AU_QUEUE_WATCH,
@@ -1423,6 +1508,7 @@ const struct au_queue_ops au_memory_queue_ops = {
 	.empty = mem_empty,
 	.drop = mem_drop,
 	.locate = mem_locate,
+	.rate_take = mem_rate_take,
 	.cancel_running = mem_cancel_running,
 	.watch_cancels = mem_watch_cancels,
 	.unwatch_cancels = mem_unwatch_cancels,

@@ -31,6 +31,7 @@
 #define SEEK_MS 1000            /* a watch without a slot tries again (+-50%) */
 #define DEFAULT_WATCHERS 2      /* watches of a queue that listen */
 #define MAX_WATCHERS 1024
+#define RATE_SWEEP_MS 60000     /* rate_take deletes full buckets this often, per handle */
 
 /*
  * The fence of an attempt, shared by the statements that settle one: the
@@ -99,9 +100,29 @@ enum stmt {
 	S_PUSH, S_PUSH_KEEP, S_LEASE, S_ACK, S_ACK_STORE, S_ACK_STORE_KEEP, S_REQUEUE, S_BURY,
 	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE, S_CANCEL_RUNNING,
 	S_DEAD_LIST, S_DEAD_ONE, S_REVIVE, S_PURGE, S_PAUSE, S_EMPTY, S_DROP, S_LOCATE,
-	S_HOUSEKEEP,
+	S_HOUSEKEEP, S_RATE, S_RATE_SWEEP,
 	S_BEAT, S_WORKERS, S_WORKER_STOP, S_WORKER_GONE
 };
+
+/*
+ * rate_take: $1 the key, $2 tokens a second, $3 the burst, $4 how far ahead
+ * a token may be taken (ms), all text. The upsert takes the token (a new
+ * bucket is full, less the one taken) when one is due within $4, with the
+ * row locked, so takes of one bucket queue up; the bucket as refilled
+ * since `at` is REFILLED. It returns '1' and the ms until the token is
+ * due; when it takes none, the second branch says '0' and the ms until a
+ * take would, from the row as the statement found it (another take may
+ * have changed it since: then the wait is too short, and the next take
+ * says more). (A DELETE of full buckets in the same statement, as a
+ * CTE, made the upsert lose its refill when seq scans are off, as they
+ * are in au's sessions: S_RATE_SWEEP is a statement of its own.)
+ */
+#define RATE "$2::text::float8"
+#define BURST "$3::text::float8"
+#define REFILLED(b, now) \
+	"least(" b ".tokens + greatest(extract(epoch FROM " now " - " b ".at)::float8, 0) * " \
+	RATE ", " BURST ")"
+#define RESERVE "(-$4::text::float8 / 1000 * " RATE ")"
 
 /* The registry's statements take every parameter as text (cast in the
  * SQL) and return text: a beat every few seconds needs no binary form. */
@@ -319,6 +340,24 @@ static const struct au_pg_stmt stmts[] = {
 		"UPDATE au_workers SET stop_at = coalesce(stop_at, now())"
 		" WHERE id = $1::text AND expires_at > now() RETURNING id" },
 	[S_WORKER_GONE] = { "au_worker_gone", "DELETE FROM au_workers WHERE id = $1::text" },
+	[S_RATE] = { "au_rate_take",
+		"WITH up AS (INSERT INTO au_rate AS b (key, tokens, at, full_at)"
+		" VALUES ($1::text, " BURST " - 1, clock_timestamp(),"
+		" clock_timestamp() + interval '1 second' / " RATE ")"
+		" ON CONFLICT (key) DO UPDATE SET tokens = " REFILLED("b", "excluded.at") " - 1,"
+		" at = greatest(b.at, excluded.at),"
+		" full_at = greatest(b.at, excluded.at) + interval '1 second' * (" BURST
+		" - " REFILLED("b", "excluded.at") " + 1) / " RATE
+		" WHERE " REFILLED("b", "excluded.at") " - 1 >= " RESERVE
+		" RETURNING tokens)"
+		" SELECT '1', ceil(greatest(-tokens, 0) / " RATE " * 1000)::int8::text FROM up"
+		" UNION ALL SELECT '0', greatest(ceil(((1 - " REFILLED("o", "clock_timestamp()") ")"
+		" / " RATE " + " RESERVE " / " RATE ") * 1000), 1)::int8::text"
+		" FROM au_rate o WHERE o.key = $1::text AND NOT EXISTS (SELECT FROM up)" },
+	/* buckets full again a minute ago go (a take makes them anew, full):
+	 * a sweep a minute per handle that takes */
+	[S_RATE_SWEEP] = { "au_rate_sweep",
+		"DELETE FROM au_rate WHERE full_at < now() - interval '1 minute'" },
 };
 
 struct pg_watch;
@@ -332,6 +371,7 @@ struct pgq {
 	int watchers;               /* K: watches of a queue that listen (see watch) */
 	struct au_dead_limits limits;  /* of the URL */
 	struct au_housekeeping housekept;
+	uint64_t rate_swept_us;     /* au_mono_us of rate_take's last sweep */
 	au_queue_cancel_fn cancel_fn;  /* watch_cancels: handed to the watch */
 	void *cancel_arg;
 	char *cancel_queue;
@@ -1913,6 +1953,41 @@ static int pgq_worker_gone(struct au_queue *q, const char *worker_id)
 	return 0;
 }
 
+/* ---- rate limits ---- */
+
+static int pgq_rate_take(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
+			 uint64_t *wait_ms, int *taken)
+{
+	char num[3][32];
+	const char *vals[] = { key, num[0], num[1], num[2] };
+	int lens[4], i;
+	struct pgq *p = q->ctx;
+	uint64_t now = au_mono_us();
+	PGresult *r;
+
+	if (now - p->rate_swept_us > RATE_SWEEP_MS * 1000ull) {
+		p->rate_swept_us = now;
+		if ((r = run(q, S_RATE_SWEEP, 0, NULL, NULL)))
+			PQclear(r);   /* a sweep that fails is tried again next time */
+	}
+	snprintf(num[0], sizeof(num[0]), "%.17g", lim->rate_per_s);
+	snprintf(num[1], sizeof(num[1]), "%.17g", lim->burst);
+	snprintf(num[2], sizeof(num[2]), "%u", (unsigned)lim->reserve_ms);
+	for (i = 0; i < 4; i++)
+		lens[i] = (int)strlen(vals[i]);
+	if (!(r = run(q, S_RATE, 4, vals, lens)))
+		return -1;
+	if (PQntuples(r) > 0) {
+		*taken = PQgetvalue(r, 0, 0)[0] == '1';
+		*wait_ms = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+	} else {   /* none taken, and the row came after the statement began */
+		*taken = 0;
+		*wait_ms = 1;
+	}
+	PQclear(r);
+	return 0;
+}
+
 /* libpq takes both spellings of the scheme; so does au. */
 const struct au_queue_ops au_pg_queue_ops = {
 	.scheme = "postgres",
@@ -1943,6 +2018,7 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.empty = pgq_empty,
 	.drop = pgq_drop,
 	.locate = pgq_locate,
+	.rate_take = pgq_rate_take,
 	.cancel_running = pgq_cancel_running,
 	.watch_cancels = pgq_watch_cancels,
 	.unwatch_cancels = pgq_unwatch_cancels,

@@ -188,6 +188,19 @@ enum au_queue_feature {
 				       share it, and it outlives the process */
 };
 
+/*
+ * A token bucket (rate_take): it fills at rate_per_s tokens a second up to
+ * burst, and each take empties it by one. A take may reserve its token up
+ * to reserve_ms ahead of the time the bucket holds it.
+ */
+struct au_rate_limit {
+	double rate_per_s;          /* > 0 */
+	double burst;               /* >= 1: what a full bucket holds */
+	uint32_t reserve_ms;        /* 0: a token now or none */
+};
+/* A bucket's key: 1 to AU_RATE_KEY_MAX bytes of UTF-8, no control byte. */
+#define AU_RATE_KEY_MAX 1024
+
 struct au_queue_ops {
 	const char *scheme;
 	const char *alias;          /* a second scheme for the same backend, or NULL */
@@ -315,6 +328,22 @@ struct au_queue_ops {
 	int (*ack_store)(struct au_queue *q, const char *queue, const char *store_url,
 			 const struct au_ref *refs, const struct au_record *recs, size_t n,
 			 int *applied);
+
+	/*
+	 * Optional: rate limits shared by every process that uses the server
+	 * (middleware/ratelimit.c). rate_take takes one token of bucket key,
+	 * atomically, on the server's clock; a bucket nobody took from yet is
+	 * full, and one left idle until it is full again may vanish (it would
+	 * read full). A token there now: *taken = 1, *wait_ms = 0. One due
+	 * within lim->reserve_ms: it is taken ahead, *taken = 1 and *wait_ms
+	 * says when it is due (the caller waits that long, then goes). Else
+	 * nothing is taken: *taken = 0 and *wait_ms says how long until a take
+	 * would succeed (always > 0). A take sent again after a lost
+	 * connection may have taken a token the first time: the bucket then
+	 * gives fewer, never more.
+	 */
+	int (*rate_take)(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
+			 uint64_t *wait_ms, int *taken);
 
 	/* Optional, for a worker's start: looks for what the server behind
 	 * the queue puts at risk (a Redis that keeps nothing across a
@@ -666,6 +695,12 @@ static inline int au_queue_check(struct au_queue *q)
 {
 	return q->ops->check ? q->ops->check(q) : 0;
 }
+
+/* rate_take, for middleware/ratelimit.c (backends/queue_registry.c): -1
+ * with AU_EINVAL for a key or limits outside the contract, AU_ESTATE when
+ * the backend keeps no buckets. */
+int au_queue_rate_take(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
+		       uint64_t *wait_ms, int *taken);
 
 /* The registry's wrappers: -1 with AU_ESTATE when the backend keeps none,
  * AU_EINVAL for an id that is empty, too long or has a control byte or a

@@ -1,5 +1,6 @@
 /* queue_registry.c - the queue backends, found by URL scheme. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,4 +218,28 @@ int au_beat_state_parse(const char *name, enum au_beat_state *st)
 			return 0;
 		}
 	return -1;
+}
+
+int au_queue_rate_take(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
+		       uint64_t *wait_ms, int *taken)
+{
+	size_t n = key ? strnlen(key, AU_RATE_KEY_MAX + 1) : 0, i, k;
+	char shown[AU_ID_SHOWN_SIZE];
+
+	*wait_ms = 0;
+	*taken = 0;
+	for (i = 0; i < n; i += k)
+		if ((unsigned char)key[i] < ' ' || key[i] == 0x7f ||
+		    !(k = au_utf8_seq((const unsigned char *)key + i, n - i)))
+			break;
+	if (!n || n > AU_RATE_KEY_MAX || i < n)
+		return au_seterr(&q->err, AU_EINVAL, "invalid rate limit key '%s'",
+				 au_id_shown(shown, key));
+	if (!(lim->rate_per_s > 0) || !isfinite(lim->rate_per_s) || !(lim->burst >= 1) ||
+	    !isfinite(lim->burst))
+		return au_seterr(&q->err, AU_EINVAL, "invalid rate limit for '%s': %g/s, burst %g",
+				 au_id_shown(shown, key), lim->rate_per_s, lim->burst);
+	if (!q->ops->rate_take)
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' keeps no rate limits", q->url.text);
+	return q->ops->rate_take(q, key, lim, wait_ms, taken);
 }

@@ -26,6 +26,8 @@
  *   au:{q}:paused  STRING present while the queue is paused (leases take none)
  *   au:{q}:stats   HASH processed, failed (totals), samples for the rate
  *   au:queues      SET of queue names
+ *   au:rate:<key>  HASH tokens, at: a token bucket of rate_take, PEXPIRE'd
+ *                  at the time it would be full again
  *   au:registry:{workers} ZSET worker id -> last beat ms: the worker registry
  *   au:registry:{workers}:<id> HASH one worker's entry, PEXPIRE'd at its TTL
  *
@@ -116,7 +118,8 @@
  * written by hand cannot make a script fail half way (Redis does not roll
  * back a failed script).
  */
-enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_ADMIN, SC_COUNT };
+enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_ADMIN,
+       SC_RATE, SC_COUNT };
 
 /* Each script is sent as the prelude followed by its own file
  * (backends/redis_scripts/, embedded by scripts/embed.sh). */
@@ -129,6 +132,7 @@ static const char *const script_bodies[SC_COUNT] = {
 	[SC_PEEK] = au_lua_peek,
 	[SC_STATS] = au_lua_stats,
 	[SC_ADMIN] = au_lua_admin,
+	[SC_RATE] = au_lua_rate,     /* keys of its own: sent without the prelude */
 };
 
 static const char *const key_names[] = {
@@ -610,7 +614,8 @@ static int rq_open(struct au_queue *q, const struct au_url *url)
 	    au_queue_dead_limits(url, &r->limits, &q->err) < 0)
 		goto fail;
 	for (i = 0; i < SC_COUNT; i++) {
-		if (!(r->script[i] = au_asprintf("%s%s", au_lua_prelude, script_bodies[i]))) {
+		if (!(r->script[i] = au_asprintf("%s%s", i == SC_RATE ? "" : au_lua_prelude,
+						 script_bodies[i]))) {
 			oom(q);
 			goto fail;
 		}
@@ -2062,6 +2067,47 @@ static void rq_unwatch_cancels(struct au_queue *q)
 	r->cancels = NULL;
 }
 
+/* ---- rate limits (redis_scripts/rate.lua) ---- */
+
+static int rq_rate_take(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
+			uint64_t *wait_ms, int *taken)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+	char num[2][32];
+	size_t off;
+
+	snprintf(num[0], sizeof(num[0]), "%.17g", lim->rate_per_s);
+	snprintf(num[1], sizeof(num[1]), "%.17g", lim->burst);
+	p_reset(r);
+	p_cmd(r, SC_RATE);
+	p_str(r, "1");
+	off = r->arena.len;
+	if (au_buf_printf(&r->arena, "au:rate:%s", key) < 0)
+		r->oom = 1;
+	else
+		p_push(r, NULL, off, r->arena.len - off);
+	p_str(r, num[0]);
+	p_str(r, num[1]);
+	p_i64(r, lim->reserve_ms);
+	/* sent again after a lost connection: at worst a token is lost */
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
+		replies_free(r, 0, 1);
+		return bad_reply(r, "rate_take");
+	}
+	*taken = rep->element[0]->integer == 1;
+	*wait_ms = rep->element[1]->integer > 0 ? (uint64_t)rep->element[1]->integer : 0;
+	if (!*taken && !*wait_ms)
+		*wait_ms = 1;
+	replies_free(r, 0, 1);
+	return 0;
+}
+
 /* ---- the worker registry (redis_scripts/registry.lua) ---- */
 
 #define REGISTRY "au:registry:{workers}"
@@ -2300,6 +2346,7 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.empty = rq_empty,
 	.drop = rq_drop,
 	.locate = rq_locate,
+	.rate_take = rq_rate_take,
 	.check = rq_check,
 	.cancel_running = rq_cancel_running,
 	.watch_cancels = rq_watch_cancels,

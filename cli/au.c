@@ -225,7 +225,7 @@ static const struct opt {
 	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
 	  "print the statements, change nothing" },
 	{ "middleware", O_MIDDLEWARE, ON(C_WORKER), K_TEXT, 0, 0, "LIST",
-	  "more hooks: tracing, timeout:TASK=DURATION,... (default: AU_MIDDLEWARE; logging is on)" },
+	  "more hooks: tracing, ratelimit:TASK=N/s,..., timeout:TASK=DURATION,... (default: AU_MIDDLEWARE)" },
 	{ "middleware", O_MIDDLEWARE, ON(C_ENQUEUE), K_TEXT, 0, 0, "LIST",
 	  "the client's hooks: tracing, logging (default: AU_MIDDLEWARE, none)" },
 	{ "log-format", O_LOG_FORMAT, ON(C_WORKER), K_TEXT, 0, 0, "text|json",

@@ -927,3 +927,50 @@ int au_mp_map(struct au_buf *b, uint32_t n)
 
 	return msgpack_pack_map(&pk, n);
 }
+
+/* ---- one value of a map ---- */
+
+int au_msgpack_map_text(const unsigned char *buf, size_t len, const char *key, char **out,
+			size_t *out_len, struct au_err *err)
+{
+	const struct ctx x = { err, AU_EPROTO, "malformed msgpack" };
+	struct mp_reader r = { buf, len, 0, AU_MAX_DEPTH, &x };
+	size_t klen = strlen(key);
+	struct mp_val v;
+	uint64_t i;
+
+	*out = NULL;
+	*out_len = 0;
+	if (check(buf, len, AU_MAX_DEPTH, &x) < 0 || mp_head(&r, &v) < 0)
+		return -1;
+	if (v.kind != MP_MAP)
+		return 0;
+	for (i = 0; i < v.n; i++) {
+		size_t ks = r.pos, vs;
+		struct mp_reader kr, vr;
+		struct mp_val k, val;
+
+		if (mp_skip(&r, 1) < 0)
+			return -1;
+		vs = r.pos;
+		if (mp_skip(&r, 1) < 0)
+			return -1;
+		kr = (struct mp_reader){ buf + ks, vs - ks, 0, 0, &x };
+		mp_head(&kr, &k);
+		if (k.kind != MP_STR || k.n != klen || memcmp(k.data, key, klen))
+			continue;
+		vr = (struct mp_reader){ buf + vs, r.pos - vs, 0, 0, &x };
+		mp_head(&vr, &val);
+		if (val.kind != MP_STR) {
+			if (!(*out = au_msgpack_to_json(buf + vs, r.pos - vs, err)))
+				return -1;
+			*out_len = strlen(*out);
+			return 1;
+		}
+		if (!(*out = au_strndup((const char *)val.data, (size_t)val.n)))
+			return oom(err);
+		*out_len = (size_t)val.n;
+		return 1;
+	}
+	return 0;
+}

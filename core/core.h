@@ -213,6 +213,14 @@ int au_record_encode(const struct au_record *r, struct au_buf *out, struct au_er
 int au_record_decode(const unsigned char *buf, size_t len, struct au_record *r,
 		     struct au_err *err);
 
+/* The value of key in buf, a msgpack map (a computation's arguments), as
+ * text into *out (malloc'ed, NUL-terminated, *len bytes before the NUL): a
+ * string as its bytes, anything else as its JSON (au_msgpack_to_json).
+ * 1 when found; 0 when buf is no map or has no such key (*out NULL); -1
+ * for malformed msgpack (AU_EPROTO) or OOM. */
+int au_msgpack_map_text(const unsigned char *buf, size_t len, const char *key, char **out,
+			size_t *out_len, struct au_err *err);
+
 /* Appends msgpack encodings of simple values (results built by tasks). */
 int au_mp_nil(struct au_buf *b);
 int au_mp_bool(struct au_buf *b, int v);

@@ -474,6 +474,29 @@ extern const struct au_middleware_ops au_signing_middleware;
  * The chain frees it. */
 void *au_signing_new(const char *keys, struct au_err *err);
 
+/*
+ * The built-in rate limit middleware: a token bucket per task, shared by
+ * every worker of the fleet through the queue's server (Redis, PostgreSQL;
+ * memory:// within one process). A computation over its task's limit is
+ * delayed, not failed: it waits, without a slot and without spending an
+ * attempt, until its token is due. Tasks the spec does not name pass at
+ * once. docs/cli.md ("Rate limits") has the whole spec:
+ *   TASK=N/s, TASK=N/m, TASK=N/h       N a second, a minute, an hour
+ *   TASK=N/s:burst=B                   up to B at once after a pause (default 1)
+ *   TASK[ARG]=N/s                      a bucket per value of argument ARG
+ * several separated by commas: "ch.query=200/s,ch.insert[table]=5/s".
+ * When the server does not answer, computations of limited tasks wait
+ * and ask again; none fails for it.
+ */
+extern const struct au_middleware_ops au_ratelimit_middleware;
+/* A context for au_ratelimit_middleware: the limits of spec, kept on the
+ * server of queue_url (NULL: AU_QUEUE, then AU_DEFAULT_QUEUE_URL), which it
+ * connects to on its first take, with a connection and a thread of its
+ * own. NULL with err set for a bad spec (AU_EINVAL: "bad rate limit
+ * 'ch.query=fast': expected TASK=N/s") or when out of memory. The chain
+ * frees it. */
+void *au_ratelimit_new(const char *spec, const char *queue_url, struct au_err *err);
+
 /* ------------------------------------------------------------------ */
 /* Worker                                                               */
 

@@ -138,6 +138,13 @@ int au_mw_new(const char *name, const char *value, const struct au_config *cfg,
 		*ops = &au_tracing_middleware;
 		return 0;
 	}
+	if (!strcmp(name, "ratelimit")) {
+		*ops = &au_ratelimit_middleware;
+		/* without a URL (a check) the spec is read and nothing opened */
+		if (!(*ctx = au_ratelimit_new(value ? value : "", cfg ? cfg->queue_url : NULL, err)))
+			return -1;
+		return 0;
+	}
 	return au_seterr(err, AU_EINVAL, "unknown middleware '%s' (built in: logging, tracing, "
-			 "timeout)", name);
+			 "ratelimit, timeout)", name);
 }

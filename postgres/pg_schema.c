@@ -132,6 +132,18 @@ static const struct step {
 	  "-- the row, so a lease's new version of a row without one costs\n"
 	  "-- nothing more.\n"
 	  "ALTER TABLE au_jobs ADD COLUMN story bytea;\n" },
+	{ 8, "rate limits",
+	  "-- One token bucket per row, for the rate limit middleware: what it\n"
+	  "-- held at `at` (the server's clock), refilled by the next take; full\n"
+	  "-- again from full_at on, when a sweep may delete it. UNLOGGED: a take\n"
+	  "-- writes no WAL, and a bucket lost in a crash comes back full.\n"
+	  "CREATE UNLOGGED TABLE au_rate (\n"
+	  "\tkey text COLLATE \"C\" PRIMARY KEY,\n"
+	  "\ttokens float8 NOT NULL,\n"
+	  "\tat timestamptz NOT NULL,\n"
+	  "\tfull_at timestamptz NOT NULL\n"
+	  ");\n"
+	  "CREATE INDEX au_rate_full ON au_rate (full_at);\n" },
 };
 
 /* ---- versions and migrations ---- */

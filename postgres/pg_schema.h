@@ -16,7 +16,7 @@
 typedef struct pg_conn PGconn;
 
 /* The schema version this build reads and writes. */
-#define AU_PG_SCHEMA_VERSION 7
+#define AU_PG_SCHEMA_VERSION 8
 
 /* Channels: a push, retry, release or rescue that makes computations of a
  * queue ready sends the queue's name on AU_PG_QUEUE_CHANNEL; a result write
@@ -39,7 +39,7 @@ int au_pg_migrate(const char *url, int dry_run, FILE *out, struct au_err *err);
  * schema) and *after it (a dry run changes nothing: *after == *before);
  * either may be NULL; on -1 *after is left alone. A database already at
  * AU_PG_SCHEMA_VERSION prints "postgres schema of '<url>' is already at
- * v7: nothing to do" to out (au_pg_migrate does too; the URL's password
+ * v8: nothing to do" to out (au_pg_migrate does too; the URL's password
  * masked). */
 int au_pg_migrate_report(const char *url, int dry_run, FILE *out, int *before, int *after,
 			 struct au_err *err);
@@ -59,8 +59,8 @@ int au_pg_migrate_to(const char *url, int version, int dry_run, FILE *out,
 int au_pg_schema_version(const char *url, int *db_version, int *binary_version,
 			 struct au_err *err);
 /* 0 if the database behind c is at AU_PG_SCHEMA_VERSION, else -1 with
- * AU_ESTATE: "database schema is at v1, this au expects v7: run 'au
- * migrate'" or "... at v8, this au expects v7: upgrade au". */
+ * AU_ESTATE: "database schema is at v1, this au expects v8: run 'au
+ * migrate'" or "... at v9, this au expects v8: upgrade au". */
 int au_pg_schema_check(PGconn *c, struct au_err *err);
 /* On a fresh connection to url: a database without au tables is migrated at
  * once, an older schema only with upgrade (?migrate=1); 0 when the schema

@@ -16,7 +16,7 @@ _au_commands="enqueue status wait result cancel worker workers queues queue dlq 
 _au_valued=" --queue-url --store-url --clickhouse --args --args-file --queue --queues --priority
  --delay --ttl --timeout --on-timeout --max-attempts --header --key --wait-timeout --concurrency
  --batch --processes --lease --grace --retry-base --max-tasks --max-jobs --idle-exit --log-level
- --config --restart-delay --skip-check --limit --older-than "
+ --config --restart-delay --skip-check --limit --older-than --middleware "
 
 # The options of a command when its help says nothing.
 _au_static_options() { # command
@@ -29,7 +29,7 @@ _au_static_options() { # command
 	cancel) echo "$common --queue" ;;
 	worker) echo "$common --queues --queue --concurrency --batch --processes --lease --grace" \
 		"--retry-base --max-tasks --idle-exit --log-level --quiet --config" \
-		"--wait-for-servers --skip-check --restart-delay" ;;
+		"--wait-for-servers --skip-check --restart-delay --middleware" ;;
 	workers|queues) echo "$common --json" ;;
 	queue) echo "$common --json --force" ;;
 	dlq) echo "$common --queue --limit --json --all --older-than" ;;

@@ -1587,6 +1587,61 @@ static void test_locate(struct au_queue *q)
  * scheduled (it is not taken for "now"), and an absurdly long id is cut
  * in the message that refuses it.
  */
+/* rate_take: a bucket's burst at once, then a token per 1/rate; keys apart;
+ * tokens taken ahead within reserve_ms, due in turn; the contract's bounds. */
+static void test_rate(struct au_queue *q)
+{
+	struct au_rate_limit lim = { 10, 3, 0 };   /* 10 a second, 3 at once */
+	char key[64], other[80];
+	uint64_t wait = 0, last = 0;
+	int taken = 0, ok = 1, i, ahead = 0;
+
+	snprintf(key, sizeof(key), "conf:rate[%08x]", (unsigned)au_random64());
+	snprintf(other, sizeof(other), "%s-other", key);
+	for (i = 0; i < 3; i++)
+		ok &= au_queue_rate_take(q, key, &lim, &wait, &taken) == 0 && taken && wait == 0;
+	T_OK(ok, "rate: the burst is taken at once");
+	ok = au_queue_rate_take(q, key, &lim, &wait, &taken) == 0;
+	T_OK(ok && !taken && wait >= 50 && wait <= 100, "rate: then none, for about 1/rate (%llu ms)",
+	     (unsigned long long)wait);
+	T_OK(au_queue_rate_take(q, other, &lim, &last, &taken) == 0 && taken && last == 0,
+	     "rate: another key has its own bucket");
+	t_sleep_ms((unsigned)wait + 5);
+	T_OK(au_queue_rate_take(q, key, &lim, &wait, &taken) == 0 && taken && wait == 0,
+	     "rate: a token after the wait");
+
+	lim.reserve_ms = 1000;
+	ok = au_queue_rate_take(q, key, &lim, &wait, &taken) == 0;
+	T_OK(ok && taken && wait >= 50 && wait <= 100, "rate: with reserve_ms, the next token is"
+	     " taken ahead (due in %llu ms)", (unsigned long long)wait);
+	last = wait;
+	for (i = 0; i < 20; i++) {
+		if (au_queue_rate_take(q, key, &lim, &wait, &taken) < 0 || !taken)
+			break;
+		ok &= wait >= last + 80 && wait <= last + 100;
+		last = wait;
+		ahead++;
+	}
+	T_OK(ok && ahead >= 8 && ahead <= 10, "rate: each taken ahead is due 1/rate after the"
+	     " last (%d of them, the last in %llu ms)", ahead, (unsigned long long)last);
+	T_OK(i < 20 && !taken && wait >= 1 && wait <= 100, "rate: beyond reserve_ms none is"
+	     " taken, and the wait says when one could be (%llu ms)", (unsigned long long)wait);
+
+	lim.rate_per_s = 0;
+	T_OK(au_queue_rate_take(q, key, &lim, &wait, &taken) < 0 && q->err.code == AU_EINVAL,
+	     "rate: a rate of 0 is refused");
+	lim.rate_per_s = 10;
+	lim.burst = 0.5;
+	T_OK(au_queue_rate_take(q, key, &lim, &wait, &taken) < 0 && q->err.code == AU_EINVAL,
+	     "rate: a burst under 1 is refused");
+	lim.burst = 1;
+	T_OK(au_queue_rate_take(q, "", &lim, &wait, &taken) < 0 && q->err.code == AU_EINVAL &&
+	     au_queue_rate_take(q, "\xff", &lim, &wait, &taken) < 0 && q->err.code == AU_EINVAL &&
+	     au_queue_rate_take(q, "a\nb", &lim, &wait, &taken) < 0 && q->err.code == AU_EINVAL,
+	     "rate: an empty key, bytes not UTF-8, a control byte are refused");
+	T_EQ_STR(q->err.str, "invalid rate limit key 'a?b'", "rate: ... naming the key");
+}
+
 static void test_out_of_range(struct au_queue *q)
 {
 	struct au_computation c, d;
@@ -1783,6 +1838,7 @@ static void run_suite(const char *u)
 	test_empty(q);
 	test_drop(q);
 	test_locate(q);
+	test_rate(q);
 	test_out_of_range(q);
 	test_workers(q);
 	au_queue_close(q);
