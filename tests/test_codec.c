@@ -1382,6 +1382,7 @@ static void test_limits(void)
 		struct au_enqueue_opts o = { 0 };
 		struct au_client *cl = au_client_new(&cfg);
 		struct au_handle *hd = NULL;
+		static const unsigned char nil[] = { 0xc0 };
 
 		T_OK(cl && !au_client_err(cl)->code, "a client on memory://");
 		big = bin_of(AU_MAX_MESSAGE);
@@ -1399,15 +1400,16 @@ static void test_limits(void)
 		o.headers = h;
 		o.nheaders = AU_MAX_HEADERS + 1;
 		h[0].key = name[0];
-		T_OK(au_enqueue(cl, "t", NULL, 0, &o, &hd) == -1 && !hd, "au_enqueue refuses 33 headers");
+		T_OK(au_enqueue(cl, "t", nil, 1, &o, &hd) == -1 && !hd,
+		     "au_enqueue refuses 33 headers");
 		T_EQ_STR(au_client_err(cl)->str, "too many headers: 33 (limit 32)", "message");
 		o.nheaders = 1;
 		h[0].key = key;
-		T_OK(au_enqueue(cl, "t", NULL, 0, &o, &hd) == -1 && !hd,
+		T_OK(au_enqueue(cl, "t", nil, 1, &o, &hd) == -1 && !hd,
 		     "au_enqueue refuses a 1025-byte header key");
 		T_OK(has(au_client_err(cl)->str, "1 to 1024 bytes"), "message: %s", au_client_err(cl)->str);
 		o.nheaders = 0;
-		T_OK(au_enqueue(cl, "t", NULL, 0, &o, &hd) == 0 && hd, "and takes one within the limits");
+		T_OK(au_enqueue(cl, "t", nil, 1, &o, &hd) == 0 && hd, "and takes one within the limits");
 		au_handle_free(hd);
 		au_client_free(cl);
 	}
