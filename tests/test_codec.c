@@ -965,6 +965,11 @@ static void test_json(void)
 	T_OK(au_json_to_msgpack(deep, &out, &len, &err) == -1 && err.code == AU_EINVAL,
 	     "json 33 deep refused");
 	T_EQ_STR(err.str, "json nested deeper than 32", "message");
+	/* an integer above INT64_MAX where a key goes is no key (au reads
+	 * such integers as marked strings, which jansson would take for keys) */
+	T_OK(au_json_to_msgpack("{ 18446744073709551615: 1}", &out, &len, &err) == -1 &&
+	     err.code == AU_EINVAL && !out, "a big integer as an object key is refused");
+	T_EQ_STR(err.str, "invalid json at line 1 column 22: object keys must be strings", "message");
 	strcpy(deep, "{\"a\":");
 	for (i = 0; i < 40; i++)
 		strcat(deep, "[");
