@@ -65,6 +65,7 @@ EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc test_sign
 
 .PHONY: all test unit check-layers demo bench soak deps servers install clean
+.PHONY: fuzz fuzz-targets
 .SECONDARY:
 all: $(BUILD)/libau.a $(BUILD)/$(SOLIB) $(BUILD)/$(SONAME) $(BUILD)/libau.so $(BUILD)/au au $(TEST_BIN) $(BENCH_BIN) $(EXAMPLE_BIN)
 
@@ -189,6 +190,48 @@ install: all
 	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/au.pc
 	install -m 644 docs/au.1 $(DESTDIR)$(PREFIX)/share/man/man1/au.1
 	install -m 644 scripts/au-completion.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/au
+
+# ---- fuzzing: `make fuzz` (FUZZ_SECONDS=60 each), `make fuzz-targets` ----
+# libFuzzer targets of tests/fuzz/ built by clang against core/, in their
+# own object folder whatever SANITIZE says (they always carry ASan and
+# UBSan). Each runs on a scratch copy of its seed corpus
+# tests/fuzz/corpus/<target>/, which stays as committed; a crash leaves its
+# input in build/fuzz/artifacts/ and fails the run.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD := build/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 $(WARN) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(PKG_CFLAGS)
+FUZZ_LIB_SRC := $(wildcard core/*.c)
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+
+$(FUZZ_BUILD)/%.o: %.c $(HEADERS) tests/fuzz/fuzz.h
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC $<"
+	@$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	@echo "  LD $@"
+	@$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz-targets: $(FUZZ_BIN)
+
+fuzz: fuzz-targets
+	@mkdir -p $(FUZZ_BUILD)/artifacts
+	@set -e; for t in $(FUZZ_BIN); do \
+		n=$$(basename $$t); n=$${n#fuzz_}; \
+		work=$$(mktemp -d); \
+		echo "  FUZZ $$n ($(FUZZ_SECONDS)s)"; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- \
+			$$work tests/fuzz/corpus/$$n 2>$(FUZZ_BUILD)/$$n.log \
+			|| { tail -40 $(FUZZ_BUILD)/$$n.log; rm -rf $$work; \
+			     echo "fuzz: '$$n' crashed, the input is in $(FUZZ_BUILD)/artifacts/" >&2; exit 1; }; \
+		grep -E '^(Done|stat::number_of_executed_units)' $(FUZZ_BUILD)/$$n.log | head -1; \
+		rm -rf $$work; \
+	done
 
 clean:
 	rm -rf build au au.pc

@@ -664,7 +664,10 @@ int au_record_encode(const struct au_record *r, struct au_buf *out, struct au_er
 		return fail(&x, "'status' %d is not a status", (int)r->status);
 	if (r->result_len && check(r->result, r->result_len, AU_MAX_DEPTH - 1, &x) < 0)
 		return -1;
-	if (r->history_len && check(r->history, r->history_len, 3, &x) < 0)
+	/* the history too: its entries may carry keys a newer writer added,
+	 * with any value, so it may nest as deep as a result (what the
+	 * decoder accepts, this writes again) */
+	if (r->history_len && check(r->history, r->history_len, AU_MAX_DEPTH - 1, &x) < 0)
 		return -1;
 	msgpack_packer_init(&pk, out, buf_write);
 	rc = msgpack_pack_map(&pk, R_NKEYS - !r->task - !r->queue - !r->worker - !r->error -
@@ -743,12 +746,14 @@ struct entry {
 static int history_entries(const unsigned char *buf, size_t len, struct entry *e, size_t max,
 			   size_t *n, const struct ctx *x)
 {
-	struct mp_reader r = { buf, len, 0, 3, x };
+	/* entries may hold keys unknown here, nested in any way a record's
+	 * history can be (au_record_encode) */
+	struct mp_reader r = { buf, len, 0, AU_MAX_DEPTH - 1, x };
 	struct mp_val v, key, val;
 	uint64_t i, k, count;
 
 	*n = 0;
-	if (check(buf, len, 3, x) < 0 || mp_head(&r, &v) < 0)
+	if (check(buf, len, AU_MAX_DEPTH - 1, x) < 0 || mp_head(&r, &v) < 0)
 		return -1;
 	if (v.kind != MP_ARRAY)
 		return fail(x, "'history' must be an array");

@@ -446,6 +446,10 @@ int au_json_to_msgpack(const char *json, unsigned char **out, size_t *len, struc
 		for (i = 0; i < m.n; i++)
 			if (m.at[i].line == jerr.line && m.at[i].end <= (size_t)jerr.position)
 				jerr.column -= (int)BIG_ADDED;
+		/* a rewritten literal where a key goes: the text has no other
+		 * NUL (mark_big refused it), so jansson's complaint is ours */
+		if (m.n && strstr(jerr.text, "NUL byte in object key"))
+			snprintf(jerr.text, sizeof(jerr.text), "object keys must be strings");
 		free(m.text);
 		free(m.at);
 		return au_seterr(err, AU_EINVAL, "invalid json at line %d column %d: %s", jerr.line,

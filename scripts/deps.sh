@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # deps.sh - installs the Debian packages au needs that are missing: build
-# libraries and the servers the tests and the demo start. A quick no-op when
-# everything is present.
+# libraries, clang and its libFuzzer for tests/fuzz/, and the servers the
+# tests and the demo start. A quick no-op when everything is present.
 set -eu
 
 pkgs=(build-essential pkg-config curl procps
       libhiredis-dev libmsgpack-dev libpq-dev libevent-dev libcurl4-openssl-dev
-      libjansson-dev libssl-dev lua5.1
+      libjansson-dev libssl-dev lua5.1 clang libclang-rt-14-dev
       redis-server postgresql-15 clickhouse-server clickhouse-client
       openssl stunnel4)   # the TLS tests: certificates, a tunnel to Redis
 

@@ -965,6 +965,11 @@ static void test_json(void)
 	T_OK(au_json_to_msgpack(deep, &out, &len, &err) == -1 && err.code == AU_EINVAL,
 	     "json 33 deep refused");
 	T_EQ_STR(err.str, "json nested deeper than 32", "message");
+	/* an integer above INT64_MAX where a key goes is no key (au reads
+	 * such integers as marked strings, which jansson would take for keys) */
+	T_OK(au_json_to_msgpack("{ 18446744073709551615: 1}", &out, &len, &err) == -1 &&
+	     err.code == AU_EINVAL && !out, "a big integer as an object key is refused");
+	T_EQ_STR(err.str, "invalid json at line 1 column 22: object keys must be strings", "message");
 	strcpy(deep, "{\"a\":");
 	for (i = 0; i < 40; i++)
 		strcat(deep, "[");
@@ -1153,6 +1158,269 @@ static void test_history(void)
 	au_buf_release(&b2);
 }
 
+/* bin32 of n - 5 bytes: one msgpack value of exactly n bytes (n >= 5). */
+static unsigned char *bin_of(size_t n)
+{
+	unsigned char *p = calloc(1, n);
+	size_t body = n - 5;
+
+	if (!p)
+		abort();
+	p[0] = 0xc6;
+	p[1] = (unsigned char)(body >> 24);
+	p[2] = (unsigned char)(body >> 16);
+	p[3] = (unsigned char)(body >> 8);
+	p[4] = (unsigned char)body;
+	return p;
+}
+
+/* Encodes c, whose args the caller set; 0/-1. */
+static int encode(struct au_computation *c, struct au_buf *b, struct au_err *err)
+{
+	au_buf_reset(b);
+	return au_computation_encode(c, b, err);
+}
+
+/*
+ * Every limit of docs/wire-format.md at its edge and one past it, for the
+ * encoder, the decoder and au_enqueue: the size of a computation and of a
+ * record, the nesting of args and result, the header count and the size of
+ * header keys and values. Over a limit is an error that names it, and
+ * nothing is written or cut short.
+ */
+static void test_limits(void)
+{
+	struct au_computation c, out;
+	struct au_record r, rout;
+	struct au_header h[AU_MAX_HEADERS + 1];
+	struct au_buf b = AU_BUF_INIT;
+	struct au_err err = { 0 };
+	char key[AU_MAX_KEY + 2], name[AU_MAX_HEADERS + 1][8], want[200];
+	unsigned char *big;
+	size_t overhead, i;
+
+	/* a computation of exactly AU_MAX_MESSAGE bytes, then one more */
+	au_computation_init(&c);
+	memcpy(c.id, ID, sizeof(ID));
+	c.task = (char *)"t";
+	c.max_attempts = 1;
+	big = bin_of(5);
+	c.args = big;
+	c.args_len = 5;
+	T_OK(encode(&c, &b, &err) == 0, "a computation with empty args encodes");
+	overhead = b.len - 5;
+	free(big);
+	big = bin_of(AU_MAX_MESSAGE - overhead);
+	c.args = big;
+	c.args_len = AU_MAX_MESSAGE - overhead;
+	T_OK(encode(&c, &b, &err) == 0 && b.len == AU_MAX_MESSAGE,
+	     "a computation of exactly %u bytes encodes: %s", AU_MAX_MESSAGE, err.str);
+	T_OK(au_computation_decode(b.data, b.len, &out, &err) == 0 &&
+	     out.args_len == c.args_len && !memcmp(out.args, big, c.args_len),
+	     "and decodes, its args whole: %s", err.str);
+	au_computation_release(&out);
+	free(big);
+	big = bin_of(AU_MAX_MESSAGE - overhead + 1);
+	c.args = big;
+	c.args_len = AU_MAX_MESSAGE - overhead + 1;
+	au_buf_reset(&b);
+	au_buf_append(&b, "x", 1);
+	T_OK(au_computation_encode(&c, &b, &err) == -1 && err.code == AU_ETOOBIG && b.len == 1,
+	     "one byte more is refused, nothing appended");
+	snprintf(want, sizeof(want), "computation too large: %u bytes (limit %u)",
+		 AU_MAX_MESSAGE + 1, AU_MAX_MESSAGE);
+	T_EQ_STR(err.str, want, "the message names the size and the limit");
+	free(big);
+	big = bin_of(AU_MAX_MESSAGE + 1);
+	T_OK(au_computation_decode(big, AU_MAX_MESSAGE + 1, &out, &err) == -1 &&
+	     err.code == AU_ETOOBIG, "a message one byte over is not decoded");
+	T_EQ_STR(err.str, want, "decode: the same message");
+	free(big);
+
+	/* args nest 31 levels below the map, not 32 */
+	au_buf_reset(&b);
+	nested(&b, AU_MAX_DEPTH - 1);
+	big = malloc(b.len);
+	memcpy(big, b.data, b.len);
+	c.args = big;
+	c.args_len = b.len;
+	T_OK(encode(&c, &b, &err) == 0, "args 31 levels deep encode: %s", err.str);
+	T_OK(au_computation_decode(b.data, b.len, &out, &err) == 0, "and decode: %s", err.str);
+	au_computation_release(&out);
+	free(big);
+	au_buf_reset(&b);
+	nested(&b, AU_MAX_DEPTH);
+	big = malloc(b.len);
+	memcpy(big, b.data, b.len);
+	c.args = big;
+	c.args_len = b.len;
+	T_OK(encode(&c, &b, &err) == -1 && err.code == AU_EINVAL, "args 32 levels deep are refused");
+	T_EQ_STR(err.str, "invalid computation: nesting deeper than 31", "message");
+	free(big);
+	c.args = NULL;
+	c.args_len = 0;
+
+	/* headers: 32 of them, keys and values of 1024 bytes; one more of each */
+	memset(key, 'k', sizeof(key));
+	key[AU_MAX_KEY] = '\0';
+	for (i = 0; i < AU_MAX_HEADERS + 1; i++) {
+		snprintf(name[i], sizeof(name[i]), "h%zu", i);
+		h[i].key = name[i];
+		h[i].value = (char *)"v";
+	}
+	h[0].key = key;
+	h[1].value = key;
+	c.headers = h;
+	c.nheaders = AU_MAX_HEADERS;
+	T_OK(encode(&c, &b, &err) == 0, "32 headers, a 1024-byte key and value encode: %s", err.str);
+	T_OK(au_computation_decode(b.data, b.len, &out, &err) == 0 && out.nheaders == AU_MAX_HEADERS &&
+	     !strcmp(out.headers[0].key, key) && !strcmp(out.headers[1].value, key),
+	     "and decode whole: %s", err.str);
+	au_computation_release(&out);
+	c.nheaders = AU_MAX_HEADERS + 1;
+	T_OK(encode(&c, &b, &err) == -1 && b.len == 0, "33 headers are refused");
+	T_EQ_STR(err.str, "invalid computation: 'headers' may hold at most 32 entries", "message");
+	c.nheaders = 1;
+	key[AU_MAX_KEY] = 'k';
+	key[AU_MAX_KEY + 1] = '\0';
+	T_OK(encode(&c, &b, &err) == -1 && b.len == 0, "a 1025-byte header key is refused");
+	T_EQ_STR(err.str, "invalid computation: a header key must be 1 to 1024 bytes long", "message");
+	h[0].key = name[0];
+	c.nheaders = 2;
+	T_OK(encode(&c, &b, &err) == -1, "a 1025-byte header value is refused");
+	T_EQ_STR(err.str, "invalid computation: a header value must be 0 to 1024 bytes long", "message");
+	h[1].value = (char *)"v";
+	h[0].key = (char *)"";
+	T_OK(encode(&c, &b, &err) == -1, "an empty header key is refused");
+	T_EQ_STR(err.str, "invalid computation: a header key must be 1 to 1024 bytes long", "message");
+	/* the decoder: a 1025-byte key (a 33rd header is in test_computation_errors) */
+	au_buf_reset(&b);
+	base(&b, 1);
+	au_mp_str(&b, "headers", 7);
+	au_mp_map(&b, 1);
+	au_mp_str(&b, key, AU_MAX_KEY + 1);
+	au_mp_str(&b, "v", 1);
+	T_OK(au_computation_decode(b.data, b.len, &out, &err) == -1 && err.code == AU_EPROTO,
+	     "decode: a 1025-byte header key is refused");
+	T_EQ_STR(err.str, "malformed computation: a header key must be 1 to 1024 bytes long", "message");
+	au_buf_reset(&b);
+	base(&b, 1);
+	au_mp_str(&b, "headers", 7);
+	au_mp_map(&b, AU_MAX_HEADERS);
+	for (i = 0; i < AU_MAX_HEADERS; i++) {
+		au_mp_str(&b, name[i], strlen(name[i]));
+		au_mp_str(&b, key, i ? 1 : AU_MAX_KEY);
+	}
+	T_OK(au_computation_decode(b.data, b.len, &out, &err) == 0 && out.nheaders == AU_MAX_HEADERS,
+	     "decode: 32 headers, a 1024-byte value: %s", err.str);
+	au_computation_release(&out);
+
+	/* a record of exactly AU_MAX_RESULT bytes, then one more */
+	au_record_init(&r);
+	memcpy(r.id, ID, sizeof(ID));
+	r.status = AU_COMPLETED;
+	big = bin_of(5);
+	r.result = big;
+	r.result_len = 5;
+	au_buf_reset(&b);
+	T_OK(au_record_encode(&r, &b, &err) == 0, "a record with an empty result encodes");
+	overhead = b.len - 5;
+	free(big);
+	big = bin_of(AU_MAX_RESULT - overhead);
+	r.result = big;
+	r.result_len = AU_MAX_RESULT - overhead;
+	au_buf_reset(&b);
+	T_OK(au_record_encode(&r, &b, &err) == 0 && b.len == AU_MAX_RESULT,
+	     "a record of exactly %u bytes encodes: %s", AU_MAX_RESULT, err.str);
+	T_OK(au_record_decode(b.data, b.len, &rout, &err) == 0 && rout.result_len == r.result_len &&
+	     !memcmp(rout.result, big, r.result_len), "and decodes, its result whole: %s", err.str);
+	au_record_release(&rout);
+	free(big);
+	big = bin_of(AU_MAX_RESULT - overhead + 1);
+	r.result = big;
+	r.result_len = AU_MAX_RESULT - overhead + 1;
+	au_buf_reset(&b);
+	T_OK(au_record_encode(&r, &b, &err) == -1 && err.code == AU_ETOOBIG && b.len == 0,
+	     "one byte more is refused, nothing written");
+	snprintf(want, sizeof(want), "record too large: %u bytes (limit %u)", AU_MAX_RESULT + 1,
+		 AU_MAX_RESULT);
+	T_EQ_STR(err.str, want, "the message names the size and the limit");
+	free(big);
+	big = bin_of(AU_MAX_RESULT + 1);
+	T_OK(au_record_decode(big, AU_MAX_RESULT + 1, &rout, &err) == -1 && err.code == AU_ETOOBIG,
+	     "a record one byte over is not decoded");
+	T_EQ_STR(err.str, want, "decode: the same message");
+	free(big);
+	/* a result nests 31 levels below the map; a history as deep as a result */
+	au_buf_reset(&b);
+	nested(&b, AU_MAX_DEPTH);
+	r.result = b.data;
+	r.result_len = b.len;
+	{
+		struct au_buf rb = AU_BUF_INIT;
+
+		T_OK(au_record_encode(&r, &rb, &err) == -1 && err.code == AU_EINVAL,
+		     "a result 32 levels deep is refused");
+		T_EQ_STR(err.str, "invalid record: nesting deeper than 31", "message");
+		r.result = NULL;
+		r.result_len = 0;
+		au_buf_reset(&b);
+		au_mp_array(&b, 1);
+		au_mp_map(&b, 2);
+		au_mp_str(&b, "attempt", 7);
+		au_mp_uint(&b, 1);
+		au_mp_str(&b, "later", 5);
+		nested(&b, AU_MAX_DEPTH - 3);
+		r.history = b.data;
+		r.history_len = b.len;
+		T_OK(au_record_encode(&r, &rb, &err) == 0 &&
+		     au_record_decode(rb.data, rb.len, &rout, &err) == 0 &&
+		     rout.history_len == b.len && !memcmp(rout.history, b.data, b.len),
+		     "a history entry with a key nested 31 levels round-trips: %s", err.str);
+		au_record_release(&rout);
+		au_buf_release(&rb);
+	}
+
+	/* au_enqueue: the same limits before anything reaches the queue */
+	{
+		struct au_config cfg = { "memory://limits", "memory://limits", NULL };
+		struct au_enqueue_opts o = { 0 };
+		struct au_client *cl = au_client_new(&cfg);
+		struct au_handle *hd = NULL;
+		static const unsigned char nil[] = { 0xc0 };
+
+		T_OK(cl && !au_client_err(cl)->code, "a client on memory://");
+		big = bin_of(AU_MAX_MESSAGE);
+		T_OK(au_enqueue(cl, "t", big, AU_MAX_MESSAGE, NULL, &hd) == -1 && !hd &&
+		     au_client_err(cl)->code == AU_ETOOBIG, "au_enqueue refuses 1 MiB of args");
+		T_OK(has(au_client_err(cl)->str, "computation too large: ") &&
+		     has(au_client_err(cl)->str, " bytes (limit 1048576)"), "naming the limit: %s",
+		     au_client_err(cl)->str);
+		free(big);
+		au_buf_reset(&b);
+		nested(&b, AU_MAX_DEPTH);
+		T_OK(au_enqueue(cl, "t", b.data, b.len, NULL, &hd) == -1 && !hd,
+		     "au_enqueue refuses args 32 levels deep");
+		T_EQ_STR(au_client_err(cl)->str, "invalid computation: nesting deeper than 31", "message");
+		o.headers = h;
+		o.nheaders = AU_MAX_HEADERS + 1;
+		h[0].key = name[0];
+		T_OK(au_enqueue(cl, "t", nil, 1, &o, &hd) == -1 && !hd,
+		     "au_enqueue refuses 33 headers");
+		T_EQ_STR(au_client_err(cl)->str, "too many headers: 33 (limit 32)", "message");
+		o.nheaders = 1;
+		h[0].key = key;
+		T_OK(au_enqueue(cl, "t", nil, 1, &o, &hd) == -1 && !hd,
+		     "au_enqueue refuses a 1025-byte header key");
+		T_OK(has(au_client_err(cl)->str, "1 to 1024 bytes"), "message: %s", au_client_err(cl)->str);
+		o.nheaders = 0;
+		T_OK(au_enqueue(cl, "t", nil, 1, &o, &hd) == 0 && hd, "and takes one within the limits");
+		au_handle_free(hd);
+		au_client_free(cl);
+	}
+	au_buf_release(&b);
+}
+
 int main(void)
 {
 	test_ids();
@@ -1165,6 +1433,7 @@ int main(void)
 	test_truncation();
 	test_record();
 	test_history();
+	test_limits();
 	test_mp_helpers();
 	test_json();
 	test_fuzz();

@@ -413,6 +413,156 @@ static void test_task_requests(void)
 	au_buf_release(&data);
 }
 
+/*
+ * Values that try to get out of their literal, each bound into a statement
+ * of one placeholder: what comes out is the literal alone (one token after
+ * SELECT), or a refusal that names the parameter. tests/t_injection.sh
+ * sends the same values to a real server.
+ */
+static const struct {
+	const char *type, *params, *want;   /* want: the bound SQL, or the error */
+	int code;
+} injections[] = {
+	{ "String", "{\"v\": \"it's\"}", "SELECT 'it\\'s'", AU_OK },
+	{ "String", "{\"v\": \"'\"}", "SELECT '\\''", AU_OK },
+	{ "String", "{\"v\": \"''\"}", "SELECT '\\'\\''", AU_OK },
+	{ "String", "{\"v\": \"\\\\\"}", "SELECT '\\\\'", AU_OK },
+	{ "String", "{\"v\": \"\\\\'\"}", "SELECT '\\\\\\''", AU_OK },
+	{ "String", "{\"v\": \"a\\u0000b\"}", "SELECT 'a\\0b'", AU_OK },
+	{ "String", "{\"v\": \"'; DROP TABLE canary; --\"}",
+	  "SELECT '\\'; DROP TABLE canary; --'", AU_OK },
+	{ "String", "{\"v\": \"\\\\'; DROP TABLE canary; --\"}",
+	  "SELECT '\\\\\\'; DROP TABLE canary; --'", AU_OK },
+	{ "String", "{\"v\": \"x' OR '1'='1\"}", "SELECT 'x\\' OR \\'1\\'=\\'1'", AU_OK },
+	{ "String", "{\"v\": \"{other:String}\", \"other\": \"'; DROP TABLE canary; --\"}",
+	  "SELECT '{other:String}'", AU_OK },
+	{ "String", "{\"v\": \"*/ DROP /*\"}", "SELECT '*/ DROP /*'", AU_OK },
+	{ "String", "{\"v\": \"l1\\nl2\\r\\n\\tend\"}", "SELECT 'l1\\nl2\\r\\n\\tend'", AU_OK },
+	{ "String", "{\"v\": \"\\u0001\\u001f\\u007f\"}", "SELECT '\\x01\\x1F\\x7F'", AU_OK },
+	{ "String", "{\"v\": \"h\\u00e9 \\u2603 \\ud83d\\ude00\"}",
+	  "SELECT 'h\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80'", AU_OK },
+	{ "String", "{\"v\": \"`x` \\\"y\\\"\"}", "SELECT '`x` \"y\"'", AU_OK },
+	{ "Array(String)", "{\"v\": [\"'\", \"\\\\\", \"]) --\"]}",
+	  "SELECT ['\\'', '\\\\', ']) --']", AU_OK },
+	{ "Nullable(String)", "{\"v\": \"NULL'\"}", "SELECT 'NULL\\''", AU_OK },
+	{ "FixedString(2)", "{\"v\": \"'\\\\\"}", "SELECT '\\'\\\\'", AU_OK },
+	{ "Date", "{\"v\": \"2024-01-01'\"}", "parameter 'v': '2024-01-01'' is not a valid Date",
+	  AU_EINVAL },
+	{ "UUID", "{\"v\": \"61f0c404-5cb3-11e7-907b-a6006ad3db'0\"}",
+	  "parameter 'v': '61f0c404-5cb3-11e7-907b-a6006ad3db'0' is not a valid UUID", AU_EINVAL },
+	/* numbers out of the declared type's range are refused, never wrapped */
+	{ "UInt8", "{\"v\": 300}", "parameter 'v': 300 is out of range for UInt8", AU_EINVAL },
+	{ "UInt8", "{\"v\": 256}", "parameter 'v': 256 is out of range for UInt8", AU_EINVAL },
+	{ "UInt8", "{\"v\": 255}", "SELECT 255", AU_OK },
+	{ "UInt8", "{\"v\": -1}", "parameter 'v': -1 is out of range for UInt8", AU_EINVAL },
+	{ "Int8", "{\"v\": -129}", "parameter 'v': -129 is out of range for Int8", AU_EINVAL },
+	{ "Int8", "{\"v\": -128}", "SELECT -128", AU_OK },
+	{ "Int16", "{\"v\": 32768}", "parameter 'v': 32768 is out of range for Int16", AU_EINVAL },
+	{ "UInt32", "{\"v\": 4294967296}",
+	  "parameter 'v': 4294967296 is out of range for UInt32", AU_EINVAL },
+	{ "Int32", "{\"v\": -2147483649}",
+	  "parameter 'v': -2147483649 is out of range for Int32", AU_EINVAL },
+	{ "UInt64", "{\"v\": \"18446744073709551616\"}",
+	  "parameter 'v': 18446744073709551616 is out of range for UInt64", AU_EINVAL },
+	{ "UInt64", "{\"v\": \"99999999999999999999999\"}",
+	  "parameter 'v': 99999999999999999999999 is out of range for UInt64", AU_EINVAL },
+	{ "UInt64", "{\"v\": \"-0\"}", "parameter 'v': -0 is out of range for UInt64", AU_EINVAL },
+	{ "Int64", "{\"v\": \"-9223372036854775809\"}",
+	  "parameter 'v': -9223372036854775809 is out of range for Int64", AU_EINVAL },
+	{ "Int64", "{\"v\": \"+5\"}", "parameter 'v': '+5' is not a decimal integer", AU_EINVAL },
+	{ "Int64", "{\"v\": \" 5\"}", "parameter 'v': ' 5' is not a decimal integer", AU_EINVAL },
+	{ "Int64", "{\"v\": \"0x10\"}", "parameter 'v': '0x10' is not a decimal integer", AU_EINVAL },
+	{ "Int64", "{\"v\": \"1e3\"}", "parameter 'v': '1e3' is not a decimal integer", AU_EINVAL },
+	{ "Int64", "{\"v\": \"1; DROP TABLE canary\"}",
+	  "parameter 'v': '1; DROP TABLE canary' is not a decimal integer", AU_EINVAL },
+	{ "Int64", "{\"v\": \"5\\u0000\"}", "parameter 'v': '5' is not a decimal integer",
+	  AU_EINVAL },
+	{ "UInt8", "{\"v\": 1.0}", "parameter 'v': expected UInt8, got real", AU_EINVAL },
+	{ "Int32", "{\"v\": 1.5}", "parameter 'v': expected Int32, got real", AU_EINVAL },
+	{ "UInt64", "{\"v\": 1e3}", "parameter 'v': expected UInt64, got real", AU_EINVAL },
+	{ "UInt16", "{\"v\": \"5\"}", "parameter 'v': expected UInt16, got string", AU_EINVAL },
+	{ "Int8", "{\"v\": true}", "parameter 'v': expected Int8, got boolean", AU_EINVAL },
+	{ "Int8", "{\"v\": null}", "parameter 'v': expected Int8, got null", AU_EINVAL },
+	{ "Float32", "{\"v\": 1e39}", "parameter 'v': 1e+39 is out of range for Float32",
+	  AU_EINVAL },
+	{ "Float64", "{\"v\": \"1 OR 1\"}", "parameter 'v': expected Float64, got string",
+	  AU_EINVAL },
+	{ "Bool", "{\"v\": 1}", "parameter 'v': expected Bool, got integer", AU_EINVAL },
+	/* identifiers: [A-Za-z_][A-Za-z0-9_]*, once with one dot, backquoted */
+	{ "Identifier", "{\"v\": \"db.canary\"}", "SELECT `db`.`canary`", AU_OK },
+	{ "Identifier", "{\"v\": \"t`; DROP TABLE canary; --\"}",
+	  "parameter 'v': 't`; DROP TABLE canary; --' is not a valid identifier", AU_EINVAL },
+	{ "Identifier", "{\"v\": \"a.b.c\"}", "parameter 'v': 'a.b.c' is not a valid identifier",
+	  AU_EINVAL },
+	{ "Identifier", "{\"v\": \"t\\u0000x\"}", "parameter 'v': 't' is not a valid identifier",
+	  AU_EINVAL },
+	{ "Identifier", "{\"v\": \"t\\u00e9\"}",
+	  "parameter 'v': 't\xc3\xa9' is not a valid identifier", AU_EINVAL },
+	{ "Identifier", "{\"v\": \"\"}", "parameter 'v': '' is not a valid identifier", AU_EINVAL },
+	{ "Identifier", "{\"v\": \"1t\"}", "parameter 'v': '1t' is not a valid identifier",
+	  AU_EINVAL },
+	{ "Identifier", "{\"v\": \"t\\n\"}", "parameter 'v': 't\n' is not a valid identifier",
+	  AU_EINVAL },
+};
+
+static void test_injection_table(void)
+{
+	char sql[64];
+	size_t i, n, tokens;
+	const char *got, *t, *end;
+	int code;
+
+	for (i = 0; i < AU_ARRAY_SIZE(injections); i++) {
+		snprintf(sql, sizeof(sql), "SELECT {v:%s}", injections[i].type);
+		got = bind(sql, injections[i].params, &code);
+		T_EQ_STR(got, injections[i].want, injections[i].params);
+		T_EQ_INT(code, injections[i].code, injections[i].params);
+		if (code != AU_OK)
+			continue;
+		/* a string is SELECT and one literal: the value did not become SQL */
+		if (!strstr(injections[i].type, "String") || strstr(injections[i].type, "Array"))
+			continue;
+		end = got + strlen(got);
+		for (tokens = 0, t = got; (t = au_sql_token(t, end, &n)) != NULL; t += n)
+			tokens++;
+		T_EQ_INT(tokens, 2, "one literal after SELECT");
+	}
+	/* a value is never read again for placeholders, wherever it lands */
+	BIND_OK("SELECT {a:String}, {b:String}", "{\"a\": \"{b:String}\", \"b\": \"'\"}",
+		"SELECT '{b:String}', '\\''");
+	/* 1-{n} with n = -5 must not become the comment 1--5 */
+	BIND_OK("SELECT 1-{n:Int8}", "{\"n\": -5}", "SELECT 1- -5");
+}
+
+/* Table names of ch.insert: only an identifier, and its rows' keys are
+ * JSONEachRow data, never SQL. */
+static void test_insert_identifiers(void)
+{
+	static const char *const bad[] = {
+		"canary; DROP TABLE canary", "canary`", "`canary`", "db.canary.x", "canary --",
+		"canary/*", "canary\\u0000", "can ary", "canary'", "",
+	};
+	struct au_buf sql = AU_BUF_INIT, data = AU_BUF_INIT;
+	struct au_err err = { 0, "" };
+	size_t rows, i;
+	char args[200];
+
+	for (i = 0; i < AU_ARRAY_SIZE(bad); i++) {
+		snprintf(args, sizeof(args), "{\"table\": \"%s\", \"rows\": [{\"a\": 1}]}", bad[i]);
+		T_OK(request("ch.insert", args, &sql, &data, &rows, &err) < 0 && err.code == AU_EINVAL,
+		     "ch.insert refuses table %s", bad[i]);
+		T_OK(strstr(err.str, "ch.insert: parameter 'table': '") == err.str &&
+		     strstr(err.str, "' is not a valid identifier"), "and says why: %s", err.str);
+	}
+	T_OK(request("ch.insert", "{\"table\": \"db.canary\", \"rows\": [{\"a`, b) --\": \"'\"}]}",
+		     &sql, &data, &rows, &err) == 0, "ch.insert with an odd column name");
+	T_EQ_STR((char *)sql.data, "INSERT INTO `db`.`canary` FORMAT JSONEachRow",
+		 "the column names are not in the sql");
+	T_EQ_STR((char *)data.data, "{\"a`, b) --\":\"'\"}\n", "they are JSON keys of the rows");
+	au_buf_release(&sql);
+	au_buf_release(&data);
+}
+
 int main(void)
 {
 	test_integers();
@@ -423,5 +573,7 @@ int main(void)
 	test_limits();
 	test_quote_identifier_token();
 	test_task_requests();
+	test_injection_table();
+	test_insert_identifiers();
 	return t_done();
 }
