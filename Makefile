@@ -58,7 +58,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_COMMON := $(BUILD)/tests/harness.o $(BUILD)/tests/plug.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-EXAMPLE_SRC := $(wildcard examples/*.c)
+EXAMPLE_SRC := $(filter-out examples/plugin.c,$(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
 # Tests that need no server: `make unit`.
@@ -102,10 +102,13 @@ $(BUILD)/libau.so: $(BUILD)/$(SONAME)
 	@ln -sf $(SONAME) $@
 
 # The `au` command: every file of cli/ (au.c parses and dispatches).
+# The plugins it loads call the au_* functions it holds: all of libau.a
+# is linked in (--whole-archive) and exported (-rdynamic).
 CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
 $(BUILD)/au: $(CLI_OBJ) $(BUILD)/libau.a
 	@echo "  LD $@"
-	@$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	@$(CC) -rdynamic -o $@ $(CLI_OBJ) -Wl,--whole-archive $(BUILD)/libau.a -Wl,--no-whole-archive \
+		$(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(BUILD)/libau.a
 	@$(CC) -o $@ $^ $(LDFLAGS) $(LDLIBS)
@@ -119,6 +122,18 @@ $(BUILD)/examples/%: examples/%.c include/au.h $(BUILD)/libau.a
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) -Iinclude $(ALL_CFLAGS) -o $@ $< $(BUILD)/libau.a $(LDFLAGS) $(LDLIBS)
+
+# Plugins (include/au.h, "Plugins"): examples/plugin.c is a shared library
+# that `au worker --plugin` loads. It links no libau (it calls the au_* of
+# the process that loads it) and sees au's private headers for the
+# ClickHouse client; a sanitizer build builds it with the sanitizer too.
+PLUGIN_SRC := examples/plugin.c
+PLUGIN_SO := $(BUILD)/examples/libauexample.so
+all: $(PLUGIN_SO)
+$(PLUGIN_SO): $(PLUGIN_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -shared -o $@ $< $(LDFLAGS) $(shell pkg-config --libs msgpack 2>/dev/null)
 
 # au.pc is written by `make install`, so it carries the PREFIX given there.
 # Requires.private names the libraries whose Debian .pc files link

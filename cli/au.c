@@ -136,7 +136,8 @@ enum {
 	O_QUEUE, O_QUEUES, O_PRIORITY, O_DELAY, O_TTL, O_TIMEOUT, O_ON_TIMEOUT, O_MAX_ATTEMPTS,
 	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
 	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
-	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_MIDDLEWARE, O_LOG_FORMAT, O_END
+	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_MIDDLEWARE, O_LOG_FORMAT,
+	O_PLUGIN, O_END
 };
 
 /* How an option's value is read. */
@@ -222,6 +223,8 @@ static const struct opt {
 	  "with --processes: before a dead child starts again, doubled per death (default: 1s)" },
 	{ "skip-check", O_SKIP_CHECK, ON(C_WORKER), K_TEXT, 0, 0, "PARTS",
 	  "do not check these at start: queue,store,clickhouse (default: check all)" },
+	{ "plugin", O_PLUGIN, ON(C_WORKER), K_TEXT, 0, 0, "PATH",
+	  "load tasks and middleware from this shared library, repeatable (default: none)" },
 	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
 	  "print the statements, change nothing" },
 	{ "middleware", O_MIDDLEWARE, ON(C_WORKER), K_TEXT, 0, 0, "LIST",
@@ -241,6 +244,7 @@ struct cli {
 	struct au_header headers[AU_MAX_HEADERS];
 	const char *args, *args_file;
 	struct au_buf queues;         /* the worker's --queue and --queues, joined */
+	struct au_buf plugins;        /* the worker's --plugin paths, joined by commas */
 	int json, wait, processes, dry_run;
 	int timeout_ms, wait_timeout_ms;   /* of wait, of enqueue --wait; 0: no limit */
 	unsigned char seen[O_END - O_QUEUE_URL];
@@ -360,7 +364,7 @@ static int apply(struct cli *c, int id, const char *arg)
 
 	if (!applies(id, c->cmd))
 		return usage("option '--%s' does not apply to '%s'", o->name, commands[c->cmd].name);
-	if (c->seen[id - O_QUEUE_URL]++ && id != O_HEADER &&
+	if (c->seen[id - O_QUEUE_URL]++ && id != O_HEADER && id != O_PLUGIN &&
 	    !(c->cmd == C_WORKER && (id == O_QUEUE || id == O_QUEUES)))
 		return usage("option '--%s' given twice", o->name);
 	if ((o->kind == K_INT || o->kind == K_DURATION) && value_of(o, arg, &v))
@@ -400,6 +404,15 @@ static int apply(struct cli *c, int id, const char *arg)
 		if (strcmp(arg, "text") != 0 && strcmp(arg, "json") != 0)
 			return usage("invalid value '%s' for --log-format (expected text or json)", arg);
 		c->fleet.log_format = arg;
+		break;
+	case O_PLUGIN:
+		if (!*arg || strchr(arg, ','))
+			return usage("invalid value '%s' for --plugin (expected a path without ',')",
+				     arg);
+		if ((c->plugins.len && au_buf_puts(&c->plugins, ",") < 0) ||
+		    au_buf_puts(&c->plugins, arg) < 0)
+			return usage("out of memory");
+		c->wo.plugins = (const char *)c->plugins.data;
 		break;
 	case O_KEY: c->eo.key = arg; break;
 	case O_ON_TIMEOUT:
@@ -982,6 +995,7 @@ int main(int argc, char **argv)
 		rc = EXIT_USAGE;
 	if (rc) {
 		au_buf_release(&c.queues);
+		au_buf_release(&c.plugins);
 		return rc;
 	}
 	for (i = first; i < argc; i++)   /* the positional arguments, after the command */
@@ -1015,5 +1029,6 @@ int main(int argc, char **argv)
 		break;
 	}
 	au_buf_release(&c.queues);
+	au_buf_release(&c.plugins);
 	return rc;
 }

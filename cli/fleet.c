@@ -38,6 +38,7 @@
 
 #include "fleet.h"
 #include "middleware.h"
+#include "plugin.h"
 
 /* Everything a child is started with; a reload makes a new one. */
 struct settings {
@@ -47,6 +48,7 @@ struct settings {
 	int processes;
 	char *owned[3];             /* URLs read from the file */
 	char *middleware;           /* AU_MIDDLEWARE read from the file or the environment */
+	char *plugins;              /* AU_PLUGINS, read from the file or the environment */
 };
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
@@ -94,6 +96,7 @@ static void settings_release(struct settings *s)
 	for (i = 0; i < AU_ARRAY_SIZE(s->owned); i++)
 		free(s->owned[i]);
 	free(s->middleware);
+	free(s->plugins);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -192,6 +195,20 @@ static int setting(void *arg, const char *path, unsigned line, const char *key, 
 		return file_number(path, line, key, val, 0, &s->wo.grace_ms, o->wo.grace_ms);
 	if (!strcmp(key, "AU_RETRY_BASE_MS"))
 		return file_number(path, line, key, val, 1, &s->wo.retry_base_ms, o->wo.retry_base_ms);
+	if (!strcmp(key, "AU_POOL_THREADS"))
+		return file_number(path, line, key, val, 1, &s->wo.pool_threads, o->wo.pool_threads);
+	if (!strcmp(key, "AU_PLUGINS")) {   /* paths separated by commas */
+		char *copy;
+
+		if (o->wo.plugins)
+			return 0;
+		if (!(copy = strdup(val)))
+			return -1;
+		free(s->plugins);
+		s->plugins = copy;
+		s->wo.plugins = *copy ? copy : NULL;
+		return 0;
+	}
 	if (!strcmp(key, "AU_PROCESSES")) {
 		uint32_t p = (uint32_t)s->processes;
 
@@ -233,6 +250,33 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 fail:
 	settings_release(s);
 	return -1;
+}
+
+/* One line of the start-up block per plugin, kept for after the checks. */
+static void plugin_line(const char *path, const char *what, void *arg)
+{
+	au_buf_printf(arg, "  plugin      '%s': %s\n", path, what);
+}
+
+/* Each plugin of s loads (au_plugin_init included) before any worker
+ * tries: 0 (what each has appended to lines, if not NULL), or -1 with the
+ * message printed (at start-up: stderr) or logged (a reload). */
+static int plugins_check(const struct settings *s, struct au_buf *lines)
+{
+	struct au_err err = { 0, "" };
+	struct au_buf none = AU_BUF_INIT;
+	int rc = 0;
+
+	if (s->wo.plugins && au_plugins_check(s->wo.plugins, plugin_line, lines ? lines : &none,
+					      &err) < 0) {
+		if (lines)
+			fprintf(stderr, "au: %s\n", err.str);
+		else
+			au_log(AU_LOG_ERROR, "%s", err.str);
+		rc = -1;
+	}
+	au_buf_release(&none);
+	return rc;
 }
 
 /* A child `au worker stop` stopped exits with this: the parent does not
@@ -387,6 +431,11 @@ static void reload(struct fleet *f, const struct au_fleet_opts *o)
 		au_log(AU_LOG_ERROR, "settings not reloaded: the worker processes keep the old ones");
 		return;
 	}
+	if (plugins_check(&s, NULL) < 0) {
+		settings_release(&s);
+		au_log(AU_LOG_ERROR, "settings not reloaded: the worker processes keep the old ones");
+		return;
+	}
 	if (strcmp(s.cfg.queue_url, f->s.cfg.queue_url) ||
 	    strcmp(s.cfg.store_url, f->s.cfg.store_url) ||
 	    strcmp(s.cfg.clickhouse_url, f->s.cfg.clickhouse_url))
@@ -402,6 +451,7 @@ static void reload(struct fleet *f, const struct au_fleet_opts *o)
 	}
 	s.cfg = f->s.cfg;
 	s.processes = f->n;
+	free(f->s.plugins);
 	f->s = s;
 	f->gen++;
 	au_log_set_level(f->s.level);
@@ -602,7 +652,8 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 {
 	struct au_err err = { 0, "" };
 	struct settings s;
-	char version[64];
+	struct au_buf plugins = AU_BUF_INIT;   /* the start-up block's plugin lines */
+	char version[64], *p, *nl;
 	int rc;
 
 	if (settings_load(o, &s) < 0)
@@ -614,8 +665,17 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 		return EXIT_USAGE;
 	}
 	au_log_set_level(s.level);
+	/* a plugin is checked first: it needs no server, and a fleet's
+	 * children must not each find it broken (au.h: its au_plugin_init
+	 * runs here, then in each worker) */
+	if (plugins_check(&s, &plugins) < 0) {
+		au_buf_release(&plugins);
+		settings_release(&s);
+		return EXIT_USAGE;
+	}
 	if (au_startup_check(&s.cfg, s.wo.queue, o->skip, o->wait_for_servers, version,
 			     sizeof(version), &err) < 0) {
+		au_buf_release(&plugins);
 		settings_release(&s);
 		if (!err.code)
 			return 0;   /* asked to stop while waiting */
@@ -623,6 +683,12 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 		return au_cli_exit_code(&err) == EXIT_USAGE ? EXIT_USAGE : EXIT_CONN;
 	}
 	au_startup_report(&s.cfg, &s.wo, s.processes, version, o->skip);
+	for (p = (char *)plugins.data; p && *p; p = nl + 1) {
+		nl = strchr(p, '\n');
+		*nl = '\0';
+		au_log(AU_LOG_INFO, "%s", p);
+	}
+	au_buf_release(&plugins);
 	if (s.processes > 0)
 		return supervise(o, &s);
 	signal(SIGHUP, hup_ignored);

@@ -43,3 +43,9 @@ void au_task_on_cancel(struct au_task_ctx *ctx, void (*fn)(void *arg), void *arg
 	ctx->cancel_fn = fn;
 	ctx->cancel_arg = arg;
 }
+
+int au_task_offload(struct au_task_ctx *ctx, void (*work)(void *arg),
+		    void (*done)(struct au_task_ctx *ctx, void *arg), void *arg)
+{
+	return ctx->ops->offload ? ctx->ops->offload(ctx, work, done, arg) : -1;
+}

@@ -22,6 +22,9 @@ struct au_task_ops {
 	 * borrowed for the call. */
 	void (*complete)(struct au_task_ctx *ctx, const unsigned char *result, size_t len);
 	void (*fail)(struct au_task_ctx *ctx, int kind, const char *msg);   /* enum au_fail_kind */
+	/* au_task_offload, as au.h says; NULL: the runner has no pool (-1) */
+	int (*offload)(struct au_task_ctx *ctx, void (*work)(void *arg),
+		       void (*done)(struct au_task_ctx *ctx, void *arg), void *arg);
 };
 
 struct au_task_ctx {

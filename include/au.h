@@ -498,6 +498,101 @@ extern const struct au_middleware_ops au_ratelimit_middleware;
 void *au_ratelimit_new(const char *spec, const char *queue_url, struct au_err *err);
 
 /* ------------------------------------------------------------------ */
+/* Plugins                                                              */
+
+/*
+ * A plugin is a shared library (cc -shared -fPIC) of tasks and middleware
+ * that a worker opens with dlopen: `au worker --plugin PATH` (repeatable,
+ * or AU_PLUGINS=a.so,b.so), au_worker_opts.plugins with au_worker_run, or
+ * au_worker_load_plugin. A PATH with a '/' is opened as it is, a bare name
+ * is searched as dlopen(3) does. It exports two symbols:
+ *
+ *   AU_PLUGIN_DECLARE;                          the ABI it was built for
+ *   int au_plugin_init(struct au_plugin *p) { ... add tasks and middleware ... }
+ *
+ * The loader reads au_plugin_abi first: a library without it, or built
+ * for another AU_PLUGIN_ABI, is refused before any of its code is called
+ * ("unable to load plugin './x.so': built for plugin ABI 3, this au has
+ * 1"); so is one that dlopen cannot open or that has no au_plugin_init
+ * (the message names the path and says what dlerror(3) said).
+ *
+ * au_plugin_init runs on the thread that loads the plugin, before the
+ * worker starts, once for every worker that loads it, and `au worker`
+ * runs it once more to check and list the plugin before it starts (and
+ * forks) its workers: keep state in the contexts it registers, not in
+ * globals, and start no thread and open no connection there (do that
+ * lazily, on the loop). It returns 0, or -1 to refuse to load, with a
+ * message set by au_plugin_error. The library is never unloaded while
+ * the process lives, so its code, its ops tables and its static data stay
+ * valid.
+ *
+ * A plugin does not link libau: it calls the au_* functions of the process
+ * that loads it (`au` exports them; a program linked with libau.a needs
+ * -rdynamic for that, one linked with libau.so has them). The ABI number
+ * covers this header; a plugin that includes au's private headers (as
+ * examples/plugin.c does for the ClickHouse client, clickhouse/clickhouse.h)
+ * must be rebuilt with each au.
+ *
+ * Its tasks run on the worker's loop as every task does (the Tasks
+ * section): a task with blocking work hands it to au_task_offload.
+ */
+#define AU_PLUGIN_ABI 1u
+
+struct au_plugin;   /* one load of a plugin into one worker; valid during au_plugin_init */
+
+/* What a plugin defines (the loader finds them by name). */
+extern const unsigned au_plugin_abi;
+int au_plugin_init(struct au_plugin *p);
+#define AU_PLUGIN_DECLARE const unsigned au_plugin_abi = AU_PLUGIN_ABI
+
+/* Adds task name (copied) to the worker, as au_registry_add does: fn(ctx,
+ * c, arg) for each computation of it. arg stays the plugin's and is never
+ * freed by au (state to free with the worker belongs in a middleware's
+ * ctx, which the worker frees after its last task ran). A plugin's task
+ * takes the place of a built-in of that name; one of a later plugin
+ * replaces it (with a warning); the registry given to au_worker_new comes
+ * before both. 0, or -1 when out of memory. */
+int au_plugin_add_task(struct au_plugin *p, const char *name, au_task_fn fn, void *arg);
+/* Adds a middleware at the end of the worker's chain, as au_worker_use
+ * does: the worker owns ctx from then on (ops->free(ctx) in
+ * au_worker_free, or at once when this fails, or when the load is only a
+ * check). ops must stay valid (a static table of the plugin). */
+int au_plugin_add_middleware(struct au_plugin *p, const struct au_middleware_ops *ops, void *ctx);
+/* The message a failing au_plugin_init gives; returns -1, for
+ * `return au_plugin_error(p, "...")`. */
+int au_plugin_error(struct au_plugin *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The path the plugin was loaded from, as given. */
+const char *au_plugin_path(const struct au_plugin *p);
+
+/*
+ * Blocking work off the loop. work(arg) runs on one of the worker's pool
+ * threads (au_worker_opts.pool_threads, AU_POOL_THREADS, default
+ * AU_DEFAULT_POOL_THREADS; started at the first offload), so the loop
+ * goes on with other computations meanwhile; then done(ctx, arg) runs on
+ * the worker's loop, where the task finishes as usual (au_task_complete,
+ * au_task_fail, or another offload). work must not touch ctx or call any
+ * au_task_* function; it may use arg freely, which stays the task's.
+ *
+ * While the work is out, au_task_offload holds the attempt's cancel hook
+ * (au_task_on_cancel; the task's own, if it had one, is called on a
+ * cancel and is back in place when done runs): do not set another
+ * meanwhile. If the worker gives up on the attempt first (its timeout,
+ * the end of the grace period at shutdown, a client's cancel), the
+ * attempt is decided and its slot freed at once, work that has not begun
+ * never runs, and work that runs cannot be interrupted: it runs to its
+ * end on its thread, and then done(NULL, arg) runs on the loop: ctx is
+ * gone, free arg and report nothing. au_worker_free waits for work still
+ * running, then calls done(NULL, arg) for each job not delivered.
+ *
+ * 0, or -1 when the work could not be handed over (out of memory, no
+ * thread could start, a runner without a pool): done is then never
+ * called and the task still has to finish.
+ */
+int au_task_offload(struct au_task_ctx *ctx, void (*work)(void *arg),
+		    void (*done)(struct au_task_ctx *ctx, void *arg), void *arg);
+#define AU_DEFAULT_POOL_THREADS 4u
+
+/* ------------------------------------------------------------------ */
 /* Worker                                                               */
 
 struct au_worker_opts {
@@ -521,6 +616,11 @@ struct au_worker_opts {
 	int log_format;             /* au_worker_run's logging middleware: enum au_log_format */
 	const char *middleware;     /* au_worker_run: a spec for au_worker_use_spec, used
 				       after the logging middleware; NULL: none */
+	/* Plugins au_worker_run loads (after the logging middleware), paths
+	 * separated by commas (`au worker --plugin`, AU_PLUGINS); with
+	 * au_worker_new, call au_worker_load_plugin. NULL: none. */
+	const char *plugins;
+	unsigned pool_threads;      /* au_task_offload's threads, default AU_DEFAULT_POOL_THREADS */
 };
 
 struct au_worker;
@@ -551,6 +651,12 @@ int au_worker_use_spec(struct au_worker *w, const char *spec, struct au_err *err
 /* The same for a client: the middlewares with a before_enqueue hook are
  * added, the others (and timeout) are accepted and left out. */
 int au_client_use_spec(struct au_client *cl, const char *spec, struct au_err *err);
+/* Loads the plugin at path (the Plugins section) into w: its tasks and
+ * middleware. Call it before au_worker_start, on the loop's thread. 0, or
+ * -1 with err ("unable to load plugin 'PATH': ..."); w is then as it
+ * was (what au_plugin_init added is dropped, its middleware contexts
+ * freed). */
+int au_worker_load_plugin(struct au_worker *w, const char *path, struct au_err *err);
 /* Starts leasing; returns at once. Use event_base_dispatch(base) to run. */
 int au_worker_start(struct au_worker *w);
 /* Graceful stop: stop leasing, finish in-flight work within grace_ms, release

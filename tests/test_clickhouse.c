@@ -571,7 +571,7 @@ static void run_fail(struct au_task_ctx *ctx, int retryable, const char *msg)
 	snprintf(t->msg, sizeof(t->msg), "%s", msg);
 }
 
-static const struct au_task_ops run_ops = { run_complete, run_fail };
+static const struct au_task_ops run_ops = { run_complete, run_fail, NULL };
 
 /* Runs ch.query with sql on the loop; t is released by the caller (json). */
 static void run_query_task(struct au_registry *reg, const char *sql, struct task_run *t)

@@ -40,6 +40,8 @@
 #include "core.h"
 #include "io_thread.h"
 #include "middleware.h"
+#include "plugin.h"
+#include "pool.h"
 #include "queue.h"
 #include "store.h"
 #include "task.h"
@@ -239,6 +241,8 @@ struct au_worker {
 	struct au_clickhouse *ch;
 	struct au_registry *reg;       /* the caller's tasks, may be NULL */
 	struct au_registry *builtins;
+	struct au_registry *plugins;   /* the plugins' tasks (worker/plugin.c), may be NULL */
+	struct au_pool *pool;          /* au_task_offload's threads, from the first offload */
 	struct au_chain chain;
 	struct au_err err;
 
@@ -771,9 +775,24 @@ static void attempt_fail(struct au_task_ctx *ctx, int kind, const char *msg)
 			  : kind ? VERDICT_RETRYABLE : VERDICT_FAILED, au_strdup(msg));
 }
 
+/* au_task_offload: the pool starts with the first job (worker/pool.c). */
+static int attempt_offload(struct au_task_ctx *ctx, void (*work)(void *arg),
+			   void (*done)(struct au_task_ctx *ctx, void *arg), void *arg)
+{
+	struct au_worker *w = ((struct attempt *)ctx)->w;
+	unsigned n = w->opts.pool_threads ? w->opts.pool_threads : AU_DEFAULT_POOL_THREADS;
+
+	if (!w->pool && !(w->pool = au_pool_new(w->base, n))) {
+		au_log(AU_LOG_ERROR, "unable to start the worker's %u pool threads", n);
+		return -1;
+	}
+	return au_pool_offload(w->pool, ctx, work, done, arg);
+}
+
 static const struct au_task_ops attempt_task_ops = {
 	.complete = attempt_complete,
 	.fail = attempt_fail,
+	.offload = attempt_offload,
 };
 
 /* Tells a still-running task to let go. Without a cancel hook it is
@@ -805,6 +824,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn, void **arg)
 {
 	return (w->reg && au_registry_find(w->reg, name, fn, arg) == 0) ||
+	       (w->plugins && au_registry_find(w->plugins, name, fn, arg) == 0) ||
 	       au_registry_find(w->builtins, name, fn, arg) == 0 ? 0 : -1;
 }
 
@@ -2124,6 +2144,20 @@ int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void
 	return au_chain_add(&w->chain, ops, ctx);
 }
 
+int au_worker_load_plugin(struct au_worker *w, const char *path, struct au_err *err)
+{
+	struct au_buf what = AU_BUF_INIT;
+	int rc;
+
+	if (!w->plugins && !(w->plugins = au_registry_new()))
+		return au_seterr(err, AU_ENOMEM, "out of memory");
+	rc = au_plugin_load(path, w->plugins, w, &what, err);
+	if (rc == 0)
+		au_log(AU_LOG_DEBUG, "plugin '%s': %s", path, what.data ? (char *)what.data : "");
+	au_buf_release(&what);
+	return rc;
+}
+
 static void set_timer(struct event *ev, uint32_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -2197,6 +2231,8 @@ void au_worker_free(struct au_worker *w)
 			abandon(a);
 			attempt_free(a);
 		}
+	/* offloaded work still running is waited for; its done hears of no ctx */
+	au_pool_free(w->pool);
 	au_ch_free(w->ch);
 	au_chain_release(&w->chain);
 	requests_release(w);
@@ -2232,6 +2268,7 @@ void au_worker_free(struct au_worker *w)
 	if (w->store)
 		au_store_close(w->store);
 	au_registry_free(w->builtins);
+	au_registry_free(w->plugins);
 	au_queue_list_release(&w->ql);
 	free(w->queues_text);
 	free(w->store_url);
@@ -2271,6 +2308,8 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 		goto out;
 	}
 	if (opts && opts->middleware && au_worker_use_spec(w, opts->middleware, err) < 0)
+		goto out;
+	if (opts && opts->plugins && au_worker_load_plugins(w, opts->plugins, err) < 0)
 		goto out;
 	sigterm = evsignal_new(base, SIGTERM, on_signal, w);
 	sigint = evsignal_new(base, SIGINT, on_signal, w);
