@@ -136,5 +136,5 @@ out=$("$au" worker --middleware "ratelimit:a=1/s:burst=0.5" 2>&1)
 t_match "a burst under 1" "$out" "bad rate limit 'a=1/s:burst=0.5': burst must be at least 1"
 out=$("$au" worker --middleware "a=1/s" 2>&1); rc=$?
 t_eq "an unknown middleware: exit 2" "$rc" 2
-t_match "... and what is known" "$out" "invalid value 'a=1/s' for --middleware \(expected ratelimit:SPEC"
+t_match "... and what is known" "$out" "unknown middleware 'a=1/s' \(built in: logging, tracing, ratelimit, timeout\)"
 t_done
