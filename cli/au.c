@@ -135,7 +135,7 @@ enum {
 	O_QUEUE, O_QUEUES, O_PRIORITY, O_DELAY, O_TTL, O_TIMEOUT, O_ON_TIMEOUT, O_MAX_ATTEMPTS,
 	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
 	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
-	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_END
+	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_METRICS_ADDR, O_END
 };
 
 /* How an option's value is read. */
@@ -221,6 +221,8 @@ static const struct opt {
 	  "with --processes: before a dead child starts again, doubled per death (default: 1s)" },
 	{ "skip-check", O_SKIP_CHECK, ON(C_WORKER), K_TEXT, 0, 0, "PARTS",
 	  "do not check these at start: queue,store,clickhouse (default: check all)" },
+	{ "metrics-addr", O_METRICS_ADDR, ON(C_WORKER), K_TEXT, 0, 0, "HOST:PORT",
+	  "serve Prometheus GET /metrics here; --processes: child i on PORT+i (default: off)" },
 	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
 	  "print the statements, change nothing" },
 };
@@ -388,6 +390,7 @@ static int apply(struct cli *c, int id, const char *arg)
 	case O_JSON: c->json = 1; break;
 	case O_QUIET: c->wo.log = 0; break;
 	case O_DRY_RUN: c->dry_run = 1; break;
+	case O_METRICS_ADDR: c->wo.metrics_addr = arg; break;
 	case O_KEY: c->eo.key = arg; break;
 	case O_ON_TIMEOUT:
 		if (strcmp(arg, "retry") != 0 && strcmp(arg, "fail") != 0)

@@ -119,7 +119,7 @@ const char *au_cli_config_path(const char *flag)
 
 const char *const au_cli_worker_keys[] = {
 	"AU_PROCESSES", "AU_CONCURRENCY", "AU_BATCH", "AU_LOG_LEVEL", "AU_MAX_TASKS", "AU_LEASE_MS",
-	"AU_GRACE_MS", "AU_RETRY_BASE_MS", NULL
+	"AU_GRACE_MS", "AU_RETRY_BASE_MS", "AU_METRICS_ADDR", NULL
 };
 
 int au_cli_url_setting(struct au_config *cfg, const char *key, const char *val, char **owned)

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "fleet.h"
+#include "metrics.h"
 
 /* Everything a child is started with; a reload makes a new one. */
 struct settings {
@@ -45,6 +46,7 @@ struct settings {
 	enum au_loglevel level;
 	int processes;
 	char *owned[3];             /* URLs read from the file */
+	char metrics_addr[300];     /* --metrics-addr, AU_METRICS_ADDR: child i serves PORT+i */
 };
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
@@ -166,6 +168,11 @@ static int setting(void *arg, const char *path, unsigned line, const char *key, 
 		return file_number(path, line, key, val, 0, &s->wo.grace_ms, o->wo.grace_ms);
 	if (!strcmp(key, "AU_RETRY_BASE_MS"))
 		return file_number(path, line, key, val, 1, &s->wo.retry_base_ms, o->wo.retry_base_ms);
+	if (!strcmp(key, "AU_METRICS_ADDR")) {
+		if (!o->wo.metrics_addr)
+			snprintf(s->metrics_addr, sizeof(s->metrics_addr), "%s", val);
+		return 0;
+	}
 	if (!strcmp(key, "AU_PROCESSES")) {
 		uint32_t p = (uint32_t)s->processes;
 
@@ -190,6 +197,8 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	s->wo = o->wo;
 	s->processes = o->processes;
 	s->level = AU_LOG_INFO;
+	if (o->wo.metrics_addr)
+		snprintf(s->metrics_addr, sizeof(s->metrics_addr), "%s", o->wo.metrics_addr);
 	if (o->log_level && au_fleet_log_level(o->log_level, &s->level) < 0)
 		return -1;
 	path = au_cli_config_path(o->config_file);
@@ -214,13 +223,24 @@ fail:
 
 /* The exit status of one worker process; a child says whether it was
  * asked to stop. */
-static int run_worker(const struct settings *s, int child)
+static int run_worker(const struct settings *s, int child, int slot)
 {
 	struct au_err err = { 0, "" };
+	struct au_worker_opts wo = s->wo;
+	char addr[320];
 	int rc;
 
 	au_log_set_level(s->level);
-	if ((rc = au_worker_run(&s->cfg, &s->wo, NULL, &err)) < 0)
+	/* the metrics of child `slot` on PORT+slot; one replacing a child that
+	 * still drains waits for the port */
+	wo.metrics_addr = NULL;
+	if (s->metrics_addr[0]) {
+		if (au_metrics_addr_offset(s->metrics_addr, slot, addr, sizeof(addr), &err) < 0)
+			return au_cli_fail(&err);
+		wo.metrics_addr = addr;
+		wo.metrics_wait = child;
+	}
+	if ((rc = au_worker_run(&s->cfg, &wo, NULL, &err)) < 0)
 		return au_cli_fail(&err);
 	return rc == 1 && child ? EXIT_CHILD_STOPPED : 0;
 }
@@ -296,7 +316,7 @@ static int spawn(struct fleet *f, int i)
 #endif
 		sigprocmask(SIG_SETMASK, &f->old, NULL);
 		signal(SIGHUP, SIG_IGN);   /* a reload is the parent's business */
-		_exit(run_worker(&f->s, 1));
+		_exit(run_worker(&f->s, 1, i));
 	}
 	if (pid < 0) {
 		au_log(AU_LOG_ERROR, "unable to start a worker process: %s", strerror(errno));
@@ -576,7 +596,7 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 	struct au_err err = { 0, "" };
 	struct settings s;
 	char version[64];
-	int rc;
+	int rc, i;
 
 	if (settings_load(o, &s) < 0)
 		return EXIT_USAGE;
@@ -595,11 +615,17 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 		fprintf(stderr, "au: unable to start the worker: %s\n", err.str);
 		return au_cli_exit_code(&err) == EXIT_USAGE ? EXIT_USAGE : EXIT_CONN;
 	}
+	for (i = 0; s.metrics_addr[0] && i < (s.processes > 0 ? s.processes : 1); i++)
+		if (au_metrics_probe(s.metrics_addr, i, &err) < 0) {
+			settings_release(&s);
+			fprintf(stderr, "au: %s\n", err.str);
+			return err.code == AU_EINVAL ? EXIT_USAGE : EXIT_FAILED;
+		}
 	au_startup_report(&s.cfg, &s.wo, s.processes, version, o->skip);
 	if (s.processes > 0)
 		return supervise(o, &s);
 	signal(SIGHUP, hup_ignored);
-	rc = run_worker(&s, 0);
+	rc = run_worker(&s, 0, 0);
 	settings_release(&s);
 	return rc;
 }

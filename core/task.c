@@ -43,3 +43,11 @@ void au_task_on_cancel(struct au_task_ctx *ctx, void (*fn)(void *arg), void *arg
 	ctx->cancel_fn = fn;
 	ctx->cancel_arg = arg;
 }
+
+void au_task_ch_read(struct au_task_ctx *ctx, uint64_t rows, uint64_t bytes)
+{
+	if (ctx) {
+		ctx->ch_read_rows += rows;
+		ctx->ch_read_bytes += bytes;
+	}
+}
