@@ -132,6 +132,11 @@ static const struct step {
 	  "-- the row, so a lease's new version of a row without one costs\n"
 	  "-- nothing more.\n"
 	  "ALTER TABLE au_jobs ADD COLUMN story bytea;\n" },
+	{ 8, "the metrics of workers",
+	  "-- metrics: the figures a worker's metrics middleware keeps (opaque to\n"
+	  "-- the queue, read by 'au stats'), written by each beat; NULL when it\n"
+	  "-- has the middleware off.\n"
+	  "ALTER TABLE au_workers ADD COLUMN metrics bytea;\n" },
 };
 
 /* ---- versions and migrations ---- */

@@ -167,7 +167,8 @@ static void test_fresh(void)
 	T_OK(printed && strstr(printed, "migrated to v1: queue") &&
 	     strstr(printed, "migrated to v4:") &&
 	     strstr(printed, "migrated to v6: worker registry") &&
-	     strstr(printed, "migrated to v7: the stories of computations"),
+	     strstr(printed, "migrated to v7: the stories of computations") &&
+	     strstr(printed, "migrated to v8: the metrics of workers"),
 	     "fresh: every step reported");
 	free(printed);
 	c = connect_to(url);
@@ -179,6 +180,9 @@ static void test_fresh(void)
 	EQ(sql_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'au_jobs'"
 		   " AND column_name = 'story' AND data_type = 'bytea' AND is_nullable = 'YES'"), 1,
 	   "fresh: au_jobs keeps the stories (v7)");
+	EQ(sql_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'au_workers'"
+		   " AND column_name = 'metrics' AND data_type = 'bytea' AND is_nullable = 'YES'"), 1,
+	   "fresh: au_workers keeps the workers' metrics (v8)");
 	EQ(sql_int(c, "SELECT count(*) - count(DISTINCT version) FROM au_schema_version"), 0,
 	   "fresh: one version row per step");
 	PQfinish(c);
@@ -289,14 +293,15 @@ static void test_dry_run(void)
 	out = open_memstream(&printed, &len);
 	T_OK(au_pg_migrate(url, 1, out, &err) == 0, "dry run (%s)", err.str);
 	fclose(out);
-	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v7") &&
+	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v8") &&
 	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
-	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (7);\nCOMMIT;") &&
+	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (8);\nCOMMIT;") &&
 	     strstr(printed, "CREATE TABLE au_workers") &&
 	     strstr(printed, "ADD COLUMN dead_at") &&
 	     strstr(printed, "ADD COLUMN story bytea") &&
+	     strstr(printed, "ADD COLUMN metrics bytea") &&
 	     !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 to v7 only, v5 among them");
+	     "dry run: prints the SQL of v2 to v8 only, v5 among them");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -326,7 +331,7 @@ static void test_upgrade(void)
 	free(cmd);
 	free(lit);
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "upgrade: an older schema is not used");
-	T_EQ_STR(msg, "database schema is at v1, this au expects v7: run 'au migrate'",
+	T_EQ_STR(msg, "database schema is at v1, this au expects v8: run 'au migrate'",
 		 "upgrade: the message");
 	EQ(db_version(url), 1, "upgrade: opening changed nothing");
 
@@ -360,7 +365,7 @@ static void test_upgrade(void)
 	au_pg_migrate_to(url, 2, 0, NULL, &err);
 	EQ(db_version(url), 2, "upgrade: a database at v2");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
-	     "upgrade: au migrate brings v2 to v7");
+	     "upgrade: au migrate brings v2 to v8");
 	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
 	     "upgrade: no way back (%s)", err.str);
 	drop_db(url);
@@ -419,13 +424,13 @@ static void test_v5(void)
 static void test_ahead(void)
 {
 	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
-	const char *want = "database schema is at v9, this au expects v7: upgrade au";
+	const char *want = "database schema is at v9, this au expects v8: upgrade au";
 	struct au_err err;
 	PGconn *c;
 
 	au_pg_migrate(url, 0, NULL, &err);
 	c = connect_to(url);
-	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (8), (9)"));
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (9)"));
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
 	T_EQ_STR(msg, want, "ahead: the message");
 	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");
