@@ -21,6 +21,7 @@
 #include "fleet.h"
 #include "pg_schema.h"
 #include "queue.h"
+#include "stats.h"
 #include "workers.h"
 
 
@@ -38,6 +39,7 @@ static const char usage_text[] =
 	"  worker                  runs computations (--queues, --concurrency, --processes)\n"
 	"  workers                 the live workers: what each runs, its counts\n"
 	"  worker stop ID          asks one worker of 'au workers' to drain and exit\n"
+	"  stats                   the fleet's figures per task and queue (p50, p95, ...)\n"
 	"queues:\n"
 	"  queues                  counts, paused, totals and rate of each queue\n"
 	"  queue pause|resume|empty|delete NAME\n"
@@ -896,7 +898,7 @@ static int cmd_worker(struct cli *c, int argc)
 /* `au help [COMMAND]` */
 static int cmd_help(struct cli *c, int argc, char **argv)
 {
-	static const char *const theirs[] = { "dlq", "queue", "queues", "workers" };
+	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats" };
 	char *args[] = { NULL, (char *)"--help", NULL };
 	size_t i;
 	int k;
@@ -917,6 +919,7 @@ static int cmd_help(struct cli *c, int argc, char **argv)
 			return !strcmp(argv[0], "dlq") ? au_cli_dlq(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "queue") ? au_cli_queue(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "stats") ? au_cli_stats(&c->cfg, 2, args)
 			       : au_cli_workers(&c->cfg, 2, args);
 		}
 	return usage("unknown command '%s'", argv[0]);
@@ -948,6 +951,8 @@ int main(int argc, char **argv)
 		return au_cli_queues(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "workers"))
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "stats"))   /* cli/stats.c */
+		return au_cli_stats(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
 		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
 	if ((k = command_of(cmd)) < 0)
