@@ -605,12 +605,18 @@ int au_metrics_listen_wait(void *ctx, struct event_base *base, const char *addr,
 {
 	struct metrics *m = ctx;
 	struct timeval tv = { 1, 0 };
+	struct au_err e = { 0, "" };
 
-	if (au_metrics_listen(m, base, addr, err) == 0)
+	if (au_metrics_listen(m, base, addr, &e) == 0) {
+		au_log(AU_LOG_INFO, "metrics on http://%s/metrics", addr);
 		return 0;
-	if (err && err->code != AU_ESTATE)
+	}
+	if (e.code != AU_ESTATE) {
+		if (err)
+			*err = e;
 		return -1;
-	au_log(AU_LOG_WARN, "%s: trying again every second", err ? err->str : "unable to listen");
+	}
+	au_log(AU_LOG_WARN, "%s: trying again every second", e.str);
 	free(m->retry_addr);
 	if (!(m->retry_addr = au_strdup(addr)) ||
 	    (!m->retry_ev && !(m->retry_ev = evtimer_new(base, retry_cb, m))))

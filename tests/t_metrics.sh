@@ -118,6 +118,23 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_eq "$b: the fleet stops cleanly" "$?" 0
 done
 
+# --- a reload: the new child of the slot waits for the port its old one drains on
+export AU_QUEUE=$AU_TEST_REDIS
+Q=h$RANDOM$RANDOM
+p=$((base + 8))
+echo "AU_CONCURRENCY=2" >"$dir/au.conf"
+"$au" worker --queue "$Q" --processes 1 --config "$dir/au.conf" --metrics-addr "127.0.0.1:$p" \
+	2>"$dir/hup.log" &
+f=$!
+pids="$pids $f"
+t_ok "reload: the child serves /metrics" t_until 10 up $p
+kill -HUP $f
+twice() { [ "$(grep -c "metrics on http://127.0.0.1:$p/metrics" "$dir/hup.log")" -ge 2 ]; }
+t_ok "reload: the new child listens once the old one is gone" t_until 15 twice
+t_ok "reload: /metrics answers again" t_until 10 up $p
+kill -TERM $f
+wait $f 2>/dev/null
+
 # --- a worker without metrics counts from its beat
 export AU_QUEUE=$AU_TEST_REDIS
 Q=n$RANDOM$RANDOM

@@ -2220,7 +2220,8 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 		    (opts->metrics_wait ? au_metrics_listen_wait(m, base, opts->metrics_addr, err)
 		     : au_metrics_listen(m, base, opts->metrics_addr, err)) < 0)
 			goto out;
-		au_log(AU_LOG_INFO, "metrics on http://%s/metrics", opts->metrics_addr);
+		if (!opts->metrics_wait)   /* else logged once it listens */
+			au_log(AU_LOG_INFO, "metrics on http://%s/metrics", opts->metrics_addr);
 	}
 	sigterm = evsignal_new(base, SIGTERM, on_signal, w);
 	sigint = evsignal_new(base, SIGINT, on_signal, w);
