@@ -313,19 +313,19 @@ static const struct au_pg_stmt stmts[] = {
 	[S_BEAT] = { "au_beat",
 		"WITH gone AS (DELETE FROM au_workers"
 		" WHERE expires_at < now() - interval '1 minute' AND id <> $1::text)"
-		" INSERT INTO au_workers AS w (" BEAT_COLS ")"
+		" INSERT INTO au_workers AS w (" BEAT_COLS ", metrics)"
 		" VALUES ($1::text, $2::text, $3::text::int4, string_to_array(nullif($4::text, ''), ','),"
 		" $5::text, " MS_TS("$6") ", $7::text::int4, $8::text, nullif($9::text, ''),"
 		" $10::text::int4, coalesce(string_to_array(nullif($11::text, ''), ' ')::uuid[], '{}'),"
 		" " COUNT(1) ", " COUNT(2) ", " COUNT(3) ", " COUNT(4) ", " COUNT(5) ", " COUNT(6) ","
-		" now(), now() + $13::text::int8 * interval '1 ms')"
-		" ON CONFLICT (id) DO UPDATE SET (" BEAT_COLS ", stop_at) ="
+		" now(), now() + $13::text::int8 * interval '1 ms', decode(nullif($14::text, ''), 'hex'))"
+		" ON CONFLICT (id) DO UPDATE SET (" BEAT_COLS ", stop_at, metrics) ="
 		" (excluded.id, excluded.host, excluded.pid, excluded.queues, excluded.version,"
 		" excluded.started_at, excluded.concurrency, excluded.state, excluded.paused_by,"
 		" excluded.running, excluded.running_ids, excluded.leased, excluded.completed,"
 		" excluded.failed, excluded.retried, excluded.released, excluded.outages,"
 		" excluded.beat_at, excluded.expires_at,"
-		" CASE WHEN w.expires_at > now() THEN w.stop_at END)"
+		" CASE WHEN w.expires_at > now() THEN w.stop_at END, excluded.metrics)"
 		" RETURNING (stop_at IS NOT NULL)::text" },
 	[S_WORKERS] = { "au_workers",
 		"WITH gone AS (DELETE FROM au_workers WHERE expires_at <= now())"
@@ -334,7 +334,8 @@ static const struct au_pg_stmt stmts[] = {
 		" running::text, translate(coalesce(array_to_string(running_ids, ' '), ''), '-', ''),"
 		" leased::text, completed::text, failed::text, retried::text, released::text,"
 		" outages::text, " TS_MS("expires_at - beat_at") ", " TS_MS("beat_at") ","
-		" greatest(" TS_MS("now() - beat_at") "::int8, 0)::text"
+		" greatest(" TS_MS("now() - beat_at") "::int8, 0)::text,"
+		" coalesce(encode(metrics, 'hex'), '')"
 		" FROM au_workers WHERE expires_at > now() ORDER BY started_at, id" },
 	[S_WORKER_STOP] = { "au_worker_stop",
 		"UPDATE au_workers SET stop_at = coalesce(stop_at, now())"
@@ -1828,8 +1829,9 @@ static void pgq_watch_pause(struct au_queue *q, int paused)
 static int pgq_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop)
 {
 	char num[6][24], counts[6 * 24], ids[AU_BEAT_IDS * AU_ID_SIZE] = "";
-	const char *vals[13];
-	int lens[13];
+	char hex[2 * AU_BEAT_METRICS_MAX + 1];   /* the metrics, as text (schema v8) */
+	const char *vals[14];
+	int lens[14];
 	PGresult *r;
 	size_t i, len = 0;
 
@@ -1857,9 +1859,13 @@ static int pgq_beat(struct au_queue *q, const struct au_worker_beat *b, int *sto
 	vals[10] = ids;
 	vals[11] = counts;
 	vals[12] = num[4];
-	for (i = 0; i < 13; i++)
+	for (i = 0; i < b->metrics_len && i < sizeof(b->metrics); i++)
+		snprintf(hex + 2 * i, 3, "%02x", b->metrics[i]);
+	hex[2 * i] = '\0';
+	vals[13] = hex;
+	for (i = 0; i < 14; i++)
 		lens[i] = (int)strlen(vals[i]);
-	if (!(r = run(q, S_BEAT, 13, vals, lens)))
+	if (!(r = run(q, S_BEAT, 14, vals, lens)))
 		return -1;
 	*stop = PQntuples(r) > 0 && !strcmp(PQgetvalue(r, 0, 0), "true");
 	PQclear(r);
@@ -1918,6 +1924,19 @@ static int pgq_workers(struct au_queue *q, struct au_worker_beat **out, size_t *
 		b->ttl_ms = (uint32_t)u64_col(r, i, 17);
 		b->beat_at_ms = u64_col(r, i, 18);
 		b->age_ms = u64_col(r, i, 19);
+		{
+			const char *hx = PQgetvalue(r, i, 20);
+			size_t k, hn = strlen(hx) / 2;
+
+			for (k = 0; k < hn && k < sizeof(b->metrics); k++) {
+				unsigned v;
+
+				if (sscanf(hx + 2 * k, "%2x", &v) != 1)
+					break;
+				b->metrics[k] = (unsigned char)v;
+			}
+			b->metrics_len = (uint32_t)k;
+		}
 	}
 	*n = (size_t)rows;
 	PQclear(r);

@@ -143,6 +143,7 @@ void au_cancelled_release(struct au_cancelled *c);
 #define AU_BEAT_TTL_MS (3 * AU_BEAT_EVERY_MS)
 #define AU_BEAT_IDS 16              /* running ids an entry names, at most */
 #define AU_WORKER_ID_SIZE 320       /* "<host>:<pid>:<8 hex>" + NUL */
+#define AU_BEAT_METRICS_MAX 8192    /* au_worker_beat.metrics, bytes */
 
 enum au_beat_state {
 	AU_BEAT_RUNNING = 0,        /* leasing as usual */
@@ -172,6 +173,11 @@ struct au_worker_beat {
 	uint32_t ttl_ms;               /* the entry lives this long after each beat */
 	uint64_t beat_at_ms;           /* listed: the last beat, unix ms (server clock) */
 	uint64_t age_ms;               /* listed: since the last beat (server clock) */
+	/* The metrics middleware's figures (middleware/metrics.h), opaque to
+	 * the queue: stored by beat and listed as given; 0 bytes when the
+	 * worker has it off. */
+	uint32_t metrics_len;
+	unsigned char metrics[AU_BEAT_METRICS_MAX];
 };
 
 struct au_queue;

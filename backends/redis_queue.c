@@ -2174,6 +2174,8 @@ static int rq_beat(struct au_queue *q, const struct au_worker_beat *b, int *stop
 	p_field_u64(r, "released", b->released);
 	p_field_u64(r, "outages", b->outages);
 	p_field_u64(r, "ttl", b->ttl_ms);
+	p_str(r, "metrics");   /* opaque bytes; empty when the worker has none */
+	p_copy(r, b->metrics, b->metrics_len < sizeof(b->metrics) ? b->metrics_len : sizeof(b->metrics));
 	if (roundtrip(r, 1) < 0)
 		return -1;
 	*stop = r->rep[0]->type == REDIS_REPLY_INTEGER && r->rep[0]->integer == 1;
@@ -2255,6 +2257,10 @@ static void beat_of(struct au_worker_beat *b, const redisReply *h, uint64_t now)
 			b->ttl_ms = (uint32_t)field_u64(v);
 		else if (!strcmp(f, "beat"))
 			b->beat_at_ms = field_u64(v);
+		else if (!strcmp(f, "metrics") && v->str && v->len <= sizeof(b->metrics)) {
+			memcpy(b->metrics, v->str, v->len);
+			b->metrics_len = (uint32_t)v->len;
+		}
 	}
 	b->age_ms = now > b->beat_at_ms ? now - b->beat_at_ms : 0;
 }

@@ -22,6 +22,7 @@
 #include "middleware.h"
 #include "pg_schema.h"
 #include "queue.h"
+#include "stats.h"
 #include "workers.h"
 
 
@@ -39,6 +40,7 @@ static const char usage_text[] =
 	"  worker                  runs computations (--queues, --concurrency, --processes)\n"
 	"  workers                 the live workers: what each runs, its counts\n"
 	"  worker stop ID          asks one worker of 'au workers' to drain and exit\n"
+	"  stats                   the fleet's figures per task and queue (p50, p95, ...)\n"
 	"queues:\n"
 	"  queues                  counts, paused, totals and rate of each queue\n"
 	"  queue pause|resume|empty|delete NAME\n"
@@ -137,7 +139,7 @@ enum {
 	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
 	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
 	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_MIDDLEWARE, O_LOG_FORMAT,
-	O_PLUGIN, O_END
+	O_PLUGIN, O_METRICS_ADDR, O_END
 };
 
 /* How an option's value is read. */
@@ -225,6 +227,8 @@ static const struct opt {
 	  "do not check these at start: queue,store,clickhouse (default: check all)" },
 	{ "plugin", O_PLUGIN, ON(C_WORKER), K_TEXT, 0, 0, "PATH",
 	  "load tasks and middleware from this shared library, repeatable (default: none)" },
+	{ "metrics-addr", O_METRICS_ADDR, ON(C_WORKER), K_TEXT, 0, 0, "HOST:PORT",
+	  "serve Prometheus GET /metrics here; --processes: child i on PORT+i (default: off)" },
 	{ "dry-run", O_DRY_RUN, ON(C_MIGRATE), K_FLAG, 0, 0, NULL,
 	  "print the statements, change nothing" },
 	{ "middleware", O_MIDDLEWARE, ON(C_WORKER), K_TEXT, 0, 0, "LIST",
@@ -414,6 +418,7 @@ static int apply(struct cli *c, int id, const char *arg)
 			return usage("out of memory");
 		c->wo.plugins = (const char *)c->plugins.data;
 		break;
+	case O_METRICS_ADDR: c->wo.metrics_addr = arg; break;
 	case O_KEY: c->eo.key = arg; break;
 	case O_ON_TIMEOUT:
 		if (strcmp(arg, "retry") != 0 && strcmp(arg, "fail") != 0)
@@ -930,7 +935,7 @@ static int cmd_worker(struct cli *c, int argc)
 /* `au help [COMMAND]` */
 static int cmd_help(struct cli *c, int argc, char **argv)
 {
-	static const char *const theirs[] = { "dlq", "queue", "queues", "workers" };
+	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats" };
 	char *args[] = { NULL, (char *)"--help", NULL };
 	size_t i;
 	int k;
@@ -951,6 +956,7 @@ static int cmd_help(struct cli *c, int argc, char **argv)
 			return !strcmp(argv[0], "dlq") ? au_cli_dlq(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "queue") ? au_cli_queue(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "stats") ? au_cli_stats(&c->cfg, 2, args)
 			       : au_cli_workers(&c->cfg, 2, args);
 		}
 	return usage("unknown command '%s'", argv[0]);
@@ -982,6 +988,8 @@ int main(int argc, char **argv)
 		return au_cli_queues(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "workers"))
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "stats"))   /* cli/stats.c */
+		return au_cli_stats(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
 		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
 	if ((k = command_of(cmd)) < 0)

@@ -120,7 +120,7 @@ const char *au_cli_config_path(const char *flag)
 const char *const au_cli_worker_keys[] = {
 	"AU_PROCESSES", "AU_CONCURRENCY", "AU_BATCH", "AU_LOG_LEVEL", "AU_MAX_TASKS", "AU_LEASE_MS",
 	"AU_GRACE_MS", "AU_RETRY_BASE_MS", "AU_MIDDLEWARE", "AU_LOG_FORMAT", "AU_PLUGINS",
-	"AU_POOL_THREADS", NULL
+	"AU_POOL_THREADS", "AU_METRICS_ADDR", NULL
 };
 
 /* AU_SIGNING_KEY goes to the environment, where au_client_new and

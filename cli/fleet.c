@@ -39,6 +39,7 @@
 #include "fleet.h"
 #include "middleware.h"
 #include "plugin.h"
+#include "metrics.h"
 
 /* Everything a child is started with; a reload makes a new one. */
 struct settings {
@@ -49,6 +50,7 @@ struct settings {
 	char *owned[3];             /* URLs read from the file */
 	char *middleware;           /* AU_MIDDLEWARE read from the file or the environment */
 	char *plugins;              /* AU_PLUGINS, read from the file or the environment */
+	char metrics_addr[300];     /* --metrics-addr, AU_METRICS_ADDR: child i serves PORT+i */
 };
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
@@ -209,6 +211,11 @@ static int setting(void *arg, const char *path, unsigned line, const char *key, 
 		s->wo.plugins = *copy ? copy : NULL;
 		return 0;
 	}
+	if (!strcmp(key, "AU_METRICS_ADDR")) {
+		if (!o->wo.metrics_addr)
+			snprintf(s->metrics_addr, sizeof(s->metrics_addr), "%s", val);
+		return 0;
+	}
 	if (!strcmp(key, "AU_PROCESSES")) {
 		uint32_t p = (uint32_t)s->processes;
 
@@ -234,6 +241,8 @@ static int settings_load(const struct au_fleet_opts *o, struct settings *s)
 	s->processes = o->processes;
 	s->level = AU_LOG_INFO;
 	s->wo.log_format = o->log_format && !strcmp(o->log_format, "json") ? AU_LOG_JSON : AU_LOG_TEXT;
+	if (o->wo.metrics_addr)
+		snprintf(s->metrics_addr, sizeof(s->metrics_addr), "%s", o->wo.metrics_addr);
 	if (o->log_level && au_fleet_log_level(o->log_level, &s->level) < 0)
 		return -1;
 	path = au_cli_config_path(o->config_file);
@@ -285,13 +294,24 @@ static int plugins_check(const struct settings *s, struct au_buf *lines)
 
 /* The exit status of one worker process; a child says whether it was
  * asked to stop. */
-static int run_worker(const struct settings *s, int child)
+static int run_worker(const struct settings *s, int child, int slot)
 {
 	struct au_err err = { 0, "" };
+	struct au_worker_opts wo = s->wo;
+	char addr[320];
 	int rc;
 
 	au_log_set_level(s->level);
-	if ((rc = au_worker_run(&s->cfg, &s->wo, NULL, &err)) < 0)
+	/* the metrics of child `slot` on PORT+slot; one replacing a child that
+	 * still drains waits for the port */
+	wo.metrics_addr = NULL;
+	if (s->metrics_addr[0]) {
+		if (au_metrics_addr_offset(s->metrics_addr, slot, addr, sizeof(addr), &err) < 0)
+			return au_cli_fail(&err);
+		wo.metrics_addr = addr;
+		wo.metrics_wait = child;
+	}
+	if ((rc = au_worker_run(&s->cfg, &wo, NULL, &err)) < 0)
 		return au_cli_fail(&err);
 	return rc == 1 && child ? EXIT_CHILD_STOPPED : 0;
 }
@@ -367,7 +387,7 @@ static int spawn(struct fleet *f, int i)
 #endif
 		sigprocmask(SIG_SETMASK, &f->old, NULL);
 		signal(SIGHUP, SIG_IGN);   /* a reload is the parent's business */
-		_exit(run_worker(&f->s, 1));
+		_exit(run_worker(&f->s, 1, i));
 	}
 	if (pid < 0) {
 		au_log(AU_LOG_ERROR, "unable to start a worker process: %s", strerror(errno));
@@ -654,7 +674,7 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 	struct settings s;
 	struct au_buf plugins = AU_BUF_INIT;   /* the start-up block's plugin lines */
 	char version[64], *p, *nl;
-	int rc;
+	int rc, i;
 
 	if (settings_load(o, &s) < 0)
 		return EXIT_USAGE;
@@ -682,6 +702,12 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 		fprintf(stderr, "au: unable to start the worker: %s\n", err.str);
 		return au_cli_exit_code(&err) == EXIT_USAGE ? EXIT_USAGE : EXIT_CONN;
 	}
+	for (i = 0; s.metrics_addr[0] && i < (s.processes > 0 ? s.processes : 1); i++)
+		if (au_metrics_probe(s.metrics_addr, i, &err) < 0) {
+			settings_release(&s);
+			fprintf(stderr, "au: %s\n", err.str);
+			return err.code == AU_EINVAL ? EXIT_USAGE : EXIT_FAILED;
+		}
 	au_startup_report(&s.cfg, &s.wo, s.processes, version, o->skip);
 	for (p = (char *)plugins.data; p && *p; p = nl + 1) {
 		nl = strchr(p, '\n');
@@ -692,7 +718,7 @@ int au_fleet_worker(const struct au_fleet_opts *o)
 	if (s.processes > 0)
 		return supervise(o, &s);
 	signal(SIGHUP, hup_ignored);
-	rc = run_worker(&s, 0);
+	rc = run_worker(&s, 0, 0);
 	settings_release(&s);
 	return rc;
 }

@@ -49,3 +49,11 @@ int au_task_offload(struct au_task_ctx *ctx, void (*work)(void *arg),
 {
 	return ctx->ops->offload ? ctx->ops->offload(ctx, work, done, arg) : -1;
 }
+
+void au_task_ch_read(struct au_task_ctx *ctx, uint64_t rows, uint64_t bytes)
+{
+	if (ctx) {
+		ctx->ch_read_rows += rows;
+		ctx->ch_read_bytes += bytes;
+	}
+}

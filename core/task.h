@@ -34,7 +34,12 @@ struct au_task_ctx {
 	char query_id[AU_QUERY_ID_SIZE];   /* "[<trace id>:]<id>-<attempt>" */
 	void (*cancel_fn)(void *arg);      /* set by au_task_on_cancel */
 	void *cancel_arg;
+	uint64_t ch_read_rows;             /* what the attempt's ClickHouse queries read, */
+	uint64_t ch_read_bytes;            /* summed (au_task_ch_read) */
 };
+
+/* Adds what one ClickHouse query of the attempt read (its statistics). */
+void au_task_ch_read(struct au_task_ctx *ctx, uint64_t rows, uint64_t bytes);
 
 /* Finds a task by name; 0 and fills fn/arg, or -1. */
 int au_registry_find(const struct au_registry *reg, const char *name, au_task_fn *fn,

@@ -592,6 +592,22 @@ int au_task_offload(struct au_task_ctx *ctx, void (*work)(void *arg),
 		    void (*done)(struct au_task_ctx *ctx, void *arg), void *arg);
 #define AU_DEFAULT_POOL_THREADS 4u
 
+/* The built-in metrics middleware: counters (started, completed, failed,
+ * retried, dead, cancelled, enqueued on a client), an in-flight gauge,
+ * run time and queue wait histograms and what ClickHouse read, per task
+ * and queue; served in the Prometheus text format by au_metrics_listen,
+ * and carried by the worker's beat for `au stats`. Its hooks and its
+ * endpoint run on the worker's loop (on a client: use it from one thread). */
+extern const struct au_middleware_ops au_metrics_middleware;
+/* A context for au_metrics_middleware; NULL (err set) when out of memory.
+ * The chain it is added to frees it (with its listener). */
+void *au_metrics_new(struct au_err *err);
+/* Serves GET /metrics at addr ("HOST:PORT", "[::1]:PORT") on base, which
+ * must outlive the context. -1 with err: "unable to listen on
+ * '127.0.0.1:9100': address already in use" (AU_ESTATE), a bad address
+ * (AU_EINVAL). */
+int au_metrics_listen(void *ctx, struct event_base *base, const char *addr, struct au_err *err);
+
 /* ------------------------------------------------------------------ */
 /* Worker                                                               */
 
@@ -621,6 +637,10 @@ struct au_worker_opts {
 	 * au_worker_new, call au_worker_load_plugin. NULL: none. */
 	const char *plugins;
 	unsigned pool_threads;      /* au_task_offload's threads, default AU_DEFAULT_POOL_THREADS */
+	const char *metrics_addr;   /* au_worker_run: the metrics middleware on, serving
+				       GET /metrics at this HOST:PORT (NULL: off) */
+	int metrics_wait;           /* 1: a metrics_addr in use is tried again every second
+				       rather than refused (a fleet's replacing child) */
 };
 
 struct au_worker;

@@ -144,6 +144,11 @@ static const struct step {
 	  "\tfull_at timestamptz NOT NULL\n"
 	  ");\n"
 	  "CREATE INDEX au_rate_full ON au_rate (full_at);\n" },
+	{ 9, "the metrics of workers",
+	  "-- metrics: the figures a worker's metrics middleware keeps (opaque to\n"
+	  "-- the queue, read by 'au stats'), written by each beat; NULL when it\n"
+	  "-- has the middleware off.\n"
+	  "ALTER TABLE au_workers ADD COLUMN metrics bytea;\n" },
 };
 
 /* ---- versions and migrations ---- */

@@ -10,7 +10,7 @@
 # each time, so they follow the au that is installed; a static list stands
 # in when that prints nothing.
 
-_au_commands="enqueue status wait result cancel worker workers queues queue dlq migrate version help"
+_au_commands="enqueue status wait result cancel worker workers stats queues queue dlq migrate version help"
 
 # Options that take a value: the word after one is that value.
 _au_valued=" --queue-url --store-url --clickhouse --args --args-file --queue --queues --priority
@@ -29,8 +29,9 @@ _au_static_options() { # command
 	cancel) echo "$common --queue" ;;
 	worker) echo "$common --queues --queue --concurrency --batch --processes --lease --grace" \
 		"--retry-base --max-tasks --idle-exit --log-level --quiet --config" \
-		"--wait-for-servers --skip-check --restart-delay --middleware" ;;
-	workers|queues) echo "$common --json" ;;
+		"--wait-for-servers --skip-check --restart-delay --middleware --log-format --plugin" \
+		"--metrics-addr" ;;
+	workers|queues|stats) echo "$common --json" ;;
 	queue) echo "$common --json --force" ;;
 	dlq) echo "$common --queue --limit --json --all --older-than" ;;
 	migrate) echo "$common --dry-run" ;;

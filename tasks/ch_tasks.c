@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "clickhouse.h"
+#include "task.h"
 #include "tasks.h"
 
 static const char *const task_names[] = { "ch.query", "ch.exec", "ch.insert" };
@@ -275,7 +276,7 @@ static int query_exception(struct au_clickhouse *ch, struct au_ch_response *r, c
  * looks like one is only a string. Errors go to r->err.
  */
 static int query_result(struct au_clickhouse *ch, const char *body, size_t len, struct au_buf *out,
-			struct au_ch_response *r)
+			struct au_ch_response *r, uint64_t read[2])
 {
 	struct au_err *err = &r->err;
 	json_error_t jerr;
@@ -296,6 +297,17 @@ static int query_result(struct au_clickhouse *ch, const char *body, size_t len, 
 		goto done;
 	if (!json_is_array(meta) || !json_is_array(data) || exception)
 		goto bad;
+	/* what the server read: 18.16 sends no X-ClickHouse-Summary, and its
+	 * X-ClickHouse-Progress only while a query runs long, so the JSON
+	 * formats' statistics are the one figure every version gives */
+	if (read) {
+		const json_t *st = json_object_get(j, "statistics");
+		json_int_t rr = json_integer_value(json_object_get(st, "rows_read"));
+		json_int_t br = json_integer_value(json_object_get(st, "bytes_read"));
+
+		read[0] = rr > 0 ? (uint64_t)rr : 0;
+		read[1] = br > 0 ? (uint64_t)br : 0;
+	}
 	json_array_foreach(meta, i, col)
 		if (!json_is_string(json_object_get(col, "name")) ||
 		    !json_is_string(json_object_get(col, "type")))
@@ -335,13 +347,13 @@ done:
 
 /* au_ch_task_result with the server (NULL: none) and the errors in r */
 static int task_result(struct au_clickhouse *ch, const char *task, const char *body, size_t len,
-		       size_t rows, struct au_buf *out, struct au_ch_response *r)
+		       size_t rows, struct au_buf *out, struct au_ch_response *r, uint64_t read[2])
 {
 	size_t start = out->len;
 	struct au_err *err = &r->err;
 
 	if (!strcmp(task, "ch.query")) {
-		if (query_result(ch, body, len, out, r) < 0)
+		if (query_result(ch, body, len, out, r, read) < 0)
 			return -1;
 	} else if (!strcmp(task, "ch.exec")) {
 		if (au_mp_map(out, 1) < 0 || au_mp_str(out, "ok", 2) < 0 || au_mp_bool(out, 1) < 0)
@@ -364,7 +376,7 @@ int au_ch_task_result(const char *task, const char *body, size_t len, size_t row
 {
 	struct au_ch_response r = { .http_status = 200 };
 
-	if (task_result(NULL, task, body, len, rows, out, &r) < 0) {
+	if (task_result(NULL, task, body, len, rows, out, &r, NULL) < 0) {
 		if (err)
 			*err = r.err;
 		return -1;
@@ -411,8 +423,11 @@ static void finish(struct au_task_ctx *ctx, struct au_clickhouse *ch, const char
 	struct au_ch_response none = { .http_status = 200 };
 	struct au_ch_response *r = resp ? resp : &none;
 	struct au_buf out = AU_BUF_INIT;
+	uint64_t read[2] = { 0, 0 };
+	int rc = task_result(ch, task, (const char *)r->body.data, r->body.len, rows, &out, r, read);
 
-	if (task_result(ch, task, (const char *)r->body.data, r->body.len, rows, &out, r) < 0)
+	au_task_ch_read(ctx, read[0], read[1]);
+	if (rc < 0)
 		au_task_fail(ctx, r->err.code == AU_ECLICKHOUSE ? fail_kind(ch, r, fail_on_timeout)
 								: AU_FAIL_FOR_GOOD, "%s", r->err.str);
 	else

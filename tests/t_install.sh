@@ -179,7 +179,7 @@ for o in $("$AU_BIN" --help | grep -o -- '--[a-z][a-z-]*' | sort -u) --version -
 done
 t_eq "the man page has every option of au --help" "$missing" ""
 missing=
-for c in enqueue status wait result cancel worker "worker stop" workers queues queue dlq migrate \
+for c in enqueue status wait result cancel worker "worker stop" workers stats queues queue dlq migrate \
 	version help; do
 	grep -q "^\.SS \"au $c[ \"]" docs/au.1 || missing="$missing '$c'"
 done
@@ -196,7 +196,7 @@ comp() { # au binary, words...: COMPREPLY of the last word, sorted
 }
 au=$prefix/bin/au
 t_eq "completion: every command" "$(comp "$au" '')" \
-	"cancel dlq enqueue help migrate queue queues result status version wait worker workers "
+	"cancel dlq enqueue help migrate queue queues result stats status version wait worker workers "
 t_eq "completion: qu" "$(comp "$au" qu)" "queue queues "
 t_eq "completion: queue's sub-commands" "$(comp "$au" queue '')" "delete empty pause resume "
 t_eq "completion: dlq r" "$(comp "$au" dlq r)" "requeue "

@@ -168,7 +168,8 @@ static void test_fresh(void)
 	     strstr(printed, "migrated to v4:") &&
 	     strstr(printed, "migrated to v6: worker registry") &&
 	     strstr(printed, "migrated to v7: the stories of computations") &&
-	     strstr(printed, "migrated to v8: rate limits"),
+	     strstr(printed, "migrated to v8: rate limits") &&
+	     strstr(printed, "migrated to v9: the metrics of workers"),
 	     "fresh: every step reported");
 	free(printed);
 	c = connect_to(url);
@@ -182,6 +183,9 @@ static void test_fresh(void)
 	   "fresh: au_jobs keeps the stories (v7)");
 	EQ(sql_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'au_rate'"
 		   " AND relpersistence = 'u'"), 1, "fresh: the rate limits' buckets, unlogged (v8)");
+	EQ(sql_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'au_workers'"
+		   " AND column_name = 'metrics' AND data_type = 'bytea' AND is_nullable = 'YES'"), 1,
+	   "fresh: au_workers keeps the workers' metrics (v9)");
 	EQ(sql_int(c, "SELECT count(*) - count(DISTINCT version) FROM au_schema_version"), 0,
 	   "fresh: one version row per step");
 	PQfinish(c);
@@ -299,8 +303,9 @@ static void test_dry_run(void)
 	     strstr(printed, "ADD COLUMN dead_at") &&
 	     strstr(printed, "ADD COLUMN story bytea") &&
 	     strstr(printed, "CREATE UNLOGGED TABLE au_rate") &&
+	     strstr(printed, "ADD COLUMN metrics bytea") &&
 	     !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 to v8 only, v5 among them");
+	     "dry run: prints the SQL of v2 to v9 only, v5 among them");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -423,13 +428,13 @@ static void test_v5(void)
 static void test_ahead(void)
 {
 	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
-	const char *want = "database schema is at v10, this au expects v8: upgrade au";
+	const char *want = "database schema is at v10, this au expects v9: upgrade au";
 	struct au_err err;
 	PGconn *c;
 
 	au_pg_migrate(url, 0, NULL, &err);
 	c = connect_to(url);
-	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (9), (10)"));
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (10)"));
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
 	T_EQ_STR(msg, want, "ahead: the message");
 	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");

@@ -1708,6 +1708,11 @@ static void beat_init(struct au_worker_beat *b, const char *id, uint32_t ttl_ms)
 	b->released = 3;
 	b->outages = 4;
 	b->ttl_ms = ttl_ms;
+	/* the metrics blob: opaque bytes, NULs and high bytes among them, to the full size */
+	b->metrics_len = AU_BEAT_METRICS_MAX;
+	for (size_t i = 0; i < AU_BEAT_METRICS_MAX; i++)
+		b->metrics[i] = (unsigned char)(i * 7 + 3);
+	b->metrics[5] = 0;
 }
 
 /* The listed entry of id (copied to *out), 1 if there is one. */
@@ -1762,6 +1767,10 @@ static void test_workers(struct au_queue *q)
 	     !strcmp(got.ids[1], b.ids[1]), "registry: what runs now");
 	T_OK(got.leased == 10 && got.completed == 7 && got.failed == 1 && got.retried == 2 &&
 	     got.released == 3 && got.outages == 4, "registry: counts");
+	T_OK(got.metrics_len == AU_BEAT_METRICS_MAX &&
+	     !memcmp(got.metrics, b.metrics, AU_BEAT_METRICS_MAX),
+	     "registry: the metrics blob, 8 KiB of any bytes, as given (%u bytes)",
+	     (unsigned)got.metrics_len);
 	T_OK(got.age_ms < 3000 && got.beat_at_ms + 10000 > au_now_ms() &&
 	     got.beat_at_ms < au_now_ms() + 10000, "registry: last beat just now (%llu ms ago)",
 	     (unsigned long long)got.age_ms);
@@ -1771,11 +1780,18 @@ static void test_workers(struct au_queue *q)
 	snprintf(b.paused_by, sizeof(b.paused_by), "store");
 	b.running = 0;
 	b.nids = 0;
+	b.metrics_len = 3;
+	memcpy(b.metrics, "\x81\xa1v", 3);
 	T_OK(au_queue_beat(q, &b, &stop) == 0 && stop == 0, "registry: a second beat (%s)",
 	     q->err.str);
 	T_OK(worker_listed(q, id, &got) && got.completed == 9 && got.state == AU_BEAT_PAUSED &&
 	     !strcmp(got.paused_by, "store") && got.running == 0 && got.nids == 0,
 	     "registry: ... refreshes the entry");
+	T_OK(got.metrics_len == 3 && !memcmp(got.metrics, "\x81\xa1v", 3),
+	     "registry: ... and its metrics blob");
+	b.metrics_len = 0;
+	T_OK(au_queue_beat(q, &b, &stop) == 0 && worker_listed(q, id, &got) && got.metrics_len == 0,
+	     "registry: a beat without metrics (the middleware off) lists none");
 
 	T_OK(au_queue_worker_stop(other, "conf-host:1:nobody") < 0 &&
 	     other->err.code == AU_ENOTFOUND, "registry: stop of an unknown worker: AU_ENOTFOUND");

@@ -13,6 +13,7 @@
 
 #include "core.h"
 #include "harness.h"
+#include "metrics.h"
 #include "queue.h"
 
 static char trace[4096];
@@ -691,6 +692,58 @@ static void test_hooks(struct event_base *base)
 	au_client_free(cl);
 }
 
+/* The metrics middleware on a memory:// worker: its figures per task and
+ * queue as the beat carries them, and a busy port refused. */
+static void test_metrics(struct au_config *cfg, struct au_client *cl, struct event_base *base)
+{
+	struct au_enqueue_opts eo = { 0 };
+	struct au_worker_opts wo = { 0 };
+	struct au_err err = { 0, "" };
+	struct au_worker *w;
+	unsigned char blob[AU_METRICS_BLOB_MAX];
+	char addr[64];
+	void *m, *m2;
+	size_t i, len;
+	char *json;
+
+	eo.queue = "mqm";
+	for (i = 0; i < 3; i++)
+		au_handle_free(submit(cl, "au.noop", "null", &eo));
+	au_handle_free(submit(cl, "au.fail", "{}", &eo));
+	eo.max_attempts = 2;
+	au_handle_free(submit(cl, "au.fail", "{\"retryable\":true}", &eo));
+	wo.queue = "mqm";
+	wo.retry_base_ms = 10;
+	wo.poll_ms = 50;
+	wo.idle_exit_ms = 300;
+	w = au_worker_new(cfg, &wo, NULL, base);
+	m = au_metrics_new(&err);
+	T_OK(w && m && au_worker_use(w, &au_metrics_middleware, m) == 0 && au_worker_start(w) == 0,
+	     "metrics: a worker with the middleware");
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", atoi(getenv("AU_PORT_BASE") ? getenv("AU_PORT_BASE")
+								: "17300") + 71);
+	T_OK(au_metrics_listen(m, base, addr, &err) == 0, "metrics: listens on %s (%s)", addr, err.str);
+	m2 = au_metrics_new(&err);
+	T_OK(au_metrics_listen(m2, base, addr, &err) < 0 && err.code == AU_ESTATE,
+	     "metrics: a second listener on the port is refused");
+	T_OK(strstr(err.str, "unable to listen on '") && strstr(err.str, "': address already in use"),
+	     "metrics: the message: %s", err.str);
+	au_metrics_middleware.free(m2);
+	event_base_dispatch(base);
+	len = au_metrics_blob(m, blob, sizeof(blob));
+	json = au_msgpack_to_json(blob, len, NULL);
+	T_OK(json && strstr(json, "{\"v\":1,\"le_us\":[5000,10000,"), "metrics: the blob: %s",
+	     json ? json : "(none)");
+	T_OK(json && strstr(json, "[\"au.noop\",\"mqm\",3,3,0,0,0,0,0,0,0,0,["),
+	     "metrics: au.noop: 3 started, 3 completed");
+	T_OK(json && strstr(json, "[\"au.fail\",\"mqm\",3,0,1,1,1,0,0,0,0,0,["),
+	     "metrics: au.fail: 3 started, 1 failed, 1 retried, 1 dead, none in flight");
+	T_OK(json && strstr(json, "\"dropped\":0}"), "metrics: nothing dropped");
+	T_OK(au_metrics_blob(m, blob, 16) == 0, "metrics: no room, no blob");
+	free(json);
+	au_worker_free(w);
+}
+
 int main(void)
 {
 	struct au_config cfg = { "memory://tw", "memory://tw", "http://127.0.0.1:1/default" };
@@ -799,6 +852,7 @@ int main(void)
 	test_outage(&cfg, cl, base, reg);
 	test_cancel_running(&cfg, cl, base);
 	test_queues(&cfg, cl, base);
+	test_metrics(&cfg, cl, base);
 	test_zombie(&cfg, cl, base, reg);
 	test_hooks(base);
 	au_handle_free(ok);

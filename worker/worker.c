@@ -39,6 +39,7 @@
 #include "clickhouse.h"
 #include "core.h"
 #include "io_thread.h"
+#include "metrics.h"
 #include "middleware.h"
 #include "plugin.h"
 #include "pool.h"
@@ -297,6 +298,7 @@ struct au_worker {
 	size_t nspares;
 	unsigned cb_depth;             /* callbacks of ours under way (they nest) */
 	struct au_worker_stats stats;
+	void *metrics;                 /* the metrics middleware's ctx, for the beat */
 };
 
 static const struct au_task_ops attempt_task_ops;
@@ -594,6 +596,8 @@ static void run_hooks(struct au_worker *w, struct attempt *a)
 	a->run.result_len = a->run.status == AU_COMPLETED ? a->result_len : 0;
 	a->run.error = a->error;
 	a->run.ch_code = ch_code_of(a->error);
+	a->run.ch_read_rows = a->task.ch_read_rows;
+	a->run.ch_read_bytes = a->task.ch_read_bytes;
 	au_chain_finish(&w->chain, &a->run);
 }
 
@@ -1581,6 +1585,8 @@ static void beat_fill(struct au_worker *w, struct au_worker_beat *b)
 	b->released = w->stats.released;
 	b->outages = w->stats.outages;
 	b->ttl_ms = AU_BEAT_TTL_MS;
+	if (w->metrics)
+		b->metrics_len = (uint32_t)au_metrics_blob(w->metrics, b->metrics, sizeof(b->metrics));
 }
 
 static void beat_run(evutil_socket_t fd, short what, void *arg)
@@ -2139,8 +2145,17 @@ int au_worker_use_spec(struct au_worker *w, const char *spec, struct au_err *err
 	return 0;
 }
 
+static void metrics_stats(void *arg, struct au_worker_stats *st)
+{
+	au_worker_stats(arg, st);
+}
+
 int au_worker_use(struct au_worker *w, const struct au_middleware_ops *ops, void *ctx)
 {
+	if (ops == &au_metrics_middleware && ctx && !w->metrics) {
+		w->metrics = ctx;   /* its figures go with the beat */
+		au_metrics_stats_source(ctx, metrics_stats, w);
+	}
 	return au_chain_add(&w->chain, ops, ctx);
 }
 
@@ -2311,6 +2326,16 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 		goto out;
 	if (opts && opts->plugins && au_worker_load_plugins(w, opts->plugins, err) < 0)
 		goto out;
+	if (opts && opts->metrics_addr && opts->metrics_addr[0]) {
+		void *m = au_metrics_new(err);
+
+		if (!m || au_worker_use(w, &au_metrics_middleware, m) < 0 ||
+		    (opts->metrics_wait ? au_metrics_listen_wait(m, base, opts->metrics_addr, err)
+		     : au_metrics_listen(m, base, opts->metrics_addr, err)) < 0)
+			goto out;
+		if (!opts->metrics_wait)   /* else logged once it listens */
+			au_log(AU_LOG_INFO, "metrics on http://%s/metrics", opts->metrics_addr);
+	}
 	sigterm = evsignal_new(base, SIGTERM, on_signal, w);
 	sigint = evsignal_new(base, SIGINT, on_signal, w);
 	if (!sigterm || !sigint) {
