@@ -8,7 +8,8 @@ pkgs=(build-essential pkg-config curl procps
       libhiredis-dev libmsgpack-dev libpq-dev libevent-dev libcurl4-openssl-dev
       libjansson-dev libssl-dev lua5.1 clang libclang-rt-14-dev
       redis-server postgresql-15 clickhouse-server clickhouse-client
-      openssl stunnel4)   # the TLS tests: certificates, a tunnel to Redis
+      openssl stunnel4    # the TLS tests: certificates, a tunnel to Redis
+      jq python3)         # tests that read JSON
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # t_ratelimit.sh - `au worker --middleware ratelimit:SPEC`: two worker
 # processes share one token bucket on the queue's server, on Redis and on
-# PostgreSQL. 300 computations of a task limited to 50/s, enqueued at once,
+# PostgreSQL. 150 computations of a task limited to 50/s, enqueued at once,
 # finish at 50/s (within 10%, after the first second), all completed at
 # their first attempt: delayed, not failed. A task the spec does not name
 # is not held back; a bucket per value of an argument; a bad spec is
@@ -51,17 +51,17 @@ run() { # name, queue and store url
 		fleet "$log" --middleware "ratelimit:au.noop=50/s,au.echo[table]=5/s"
 
 	# not in the spec: no round trip, no delay (a 50/s limit would need 4 s)
-	seq 1 200 | sed 's/.*/{"i":&}/' >"$dir/free.jsonl"
+	seq 1 100 | sed 's/.*/{"i":&}/' >"$dir/free.jsonl"
 	t0=$(now_ms)
 	"$au" enqueue au.sleep --queue "$Q" --args-file "$dir/free.jsonl" >"$dir/free"
-	t_ok "$name: 200 of a task not in the spec complete" t_until 20 all_done "$dir/free"
+	t_ok "$name: 100 of a task not in the spec complete" t_until 20 all_done "$dir/free"
 	t1=$(last_finish "$dir/free")
 	t_ok "$name: ... at once, within 2 s of their enqueue ($((t1 - t0)) ms)" [ $((t1 - t0)) -lt 2000 ]
 
-	# 300 at once, limited to 50/s across both processes
-	seq 1 300 | sed 's/.*/{"i":&}/' >"$dir/args.jsonl"
+	# 150 at once, limited to 50/s across both processes
+	seq 1 150 | sed 's/.*/{"i":&}/' >"$dir/args.jsonl"
 	"$au" enqueue au.noop --queue "$Q" --args-file "$dir/args.jsonl" >"$dir/ids"
-	t_eq "$name: 300 enqueued" "$(wc -l <"$dir/ids")" 300
+	t_eq "$name: 150 enqueued" "$(wc -l <"$dir/ids")" 150
 	if [ "$name" = redis ]; then
 		sleep 0.5
 		t_eq "redis: the bucket is au:rate:<task>" \
@@ -72,10 +72,10 @@ run() { # name, queue and store url
 		t_eq "pg: the bucket is a row of au_rate" \
 			"$(psql -tAq "$url" -c "SELECT key FROM au_rate WHERE key LIKE 'au.n%'")" au.noop
 	fi
-	t_ok "$name: all 300 complete" t_until 30 all_done "$dir/ids"
+	t_ok "$name: all 150 complete" t_until 30 all_done "$dir/ids"
 	out=$(cat "$dir/ids.out")
 	t_eq "$name: none failed, each at its first attempt" \
-		"$(printf '%s\n' "$out" | grep -c '^completed 1 ')" 300
+		"$(printf '%s\n' "$out" | grep -c '^completed 1 ')" 150
 	# the steady part: from the 51st finish (past the first second) to the last
 	n=$(printf '%s\n' "$out" | wc -l)
 	t0=$(printf '%s\n' "$out" | sed -n 51p | cut -d' ' -f3)

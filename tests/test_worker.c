@@ -640,7 +640,7 @@ static void test_hooks(struct event_base *base)
 	     "hooks: before_enqueue refuses, with its message: %s", au_client_err(cl)->str);
 	wo.concurrency = 4;
 	wo.retry_base_ms = 20;
-	wo.idle_exit_ms = 800;
+	wo.idle_exit_ms = 2000;   /* well past the 300 ms deferral, on a loaded machine too */
 	w = au_worker_new(&cfg, &wo, NULL, base);
 	T_OK(w && au_worker_use(w, &h_open, (void *)"1") == 0 &&
 	     au_worker_use(w, &h_closed, (void *)"2") == 0 && au_worker_start(w) == 0,
@@ -667,7 +667,9 @@ static void test_hooks(struct event_base *base)
 	     "hooks: a refusal dead-letters it (on_dead, in reverse)");
 	T_OK(au_handle_result(h[4], &rec) == 0 && rec.status == AU_COMPLETED && rec.attempts == 1 &&
 	     rec.started_at_ms >= t0 + 300,
-	     "hooks: a delay defers it 300 ms, then it runs, on its first attempt (%u)", rec.attempts);
+	     "hooks: a delay defers it 300 ms, then it runs, on its first attempt (%s, %u attempts, "
+	     "began %lld ms after)", au_status_name(rec.status), rec.attempts,
+	     (long long)rec.started_at_ms - (long long)t0);
 	au_record_release(&rec);
 	T_OK(strstr(htrace, "before:2:delay before:1:delay before:2:delay after:2:delay") ||
 	     strstr(htrace, "before:2:delay ") != NULL, "hooks: before runs again when it is due");
