@@ -138,9 +138,11 @@ static struct bench_worker start_worker(const struct au_config *cfg, const char 
 		au_registry_add(reg, "bench.inc", task_inc, NULL);
 		/* its own loop, so that the stats can be read after it stops */
 		w = au_worker_new(cfg, &wo, reg, base);
-		if (w && worker_logs)
+		if (w && worker_logs) {
 			au_worker_use(w, &au_logging_middleware,
 				      au_logging_new(fopen("/dev/null", "w"), AU_LOG_JSON));
+			au_worker_use(w, &au_metrics_middleware, au_metrics_new(NULL));
+		}
 		if (w && worker_mw && au_worker_use_spec(w, worker_mw, NULL) < 0)
 			fprintf(stderr, "bench worker: %s\n", au_worker_err(w)->str);
 		term = evsignal_new(base, SIGTERM, on_term, w);
@@ -776,7 +778,11 @@ int main(int argc, char **argv)
 	 * turns, three times each (this machine is noisy: the median of each) */
 	if (!getenv("BENCH_NO_CHAIN")) {
 		const char *spec = getenv("BENCH_CHAIN") ? getenv("BENCH_CHAIN") : "tracing";
-		struct au_client *traced = au_client_new(&cfg);
+		struct au_client *traced;
+
+		/* signed by the client, checked by the workers started with it set */
+		setenv("AU_SIGNING_KEY", "bench signing key of 32 bytes ok", 1);
+		traced = au_client_new(&cfg);
 		double bare[3], chain[3];
 		size_t m = n < 20000 ? n : 20000;
 
@@ -795,6 +801,10 @@ int main(int argc, char **argv)
 				}
 				worker_logs = with;
 				worker_mw = with ? spec : NULL;
+				if (with)
+					setenv("AU_SIGNING_KEY", "bench signing key of 32 bytes ok", 1);
+				else
+					unsetenv("AU_SIGNING_KEY");
 				t0 = mono_ns();
 				for (int k = 0; k < nworkers; k++)
 					pids[k] = start_worker(&cfg, queue, 2 * batch, batch);
@@ -804,10 +814,11 @@ int main(int argc, char **argv)
 			}
 		worker_logs = 0;
 		worker_mw = NULL;
+		unsetenv("AU_SIGNING_KEY");
 		qsort(bare, 3, sizeof(bare[0]), cmp_double);
 		qsort(chain, 3, sizeof(chain[0]), cmp_double);
 		printf("%-44s %10.0f /s\n", "drain, no middleware (median of 3)", bare[1]);
-		printf("%-44s %10.0f /s (%.1f%% slower)\n", "drain, logging (JSON) and the chain", chain[1],
+		printf("%-44s %10.0f /s (%.1f%% slower)\n", "drain, logging (JSON), metrics, signing and", chain[1],
 		       100.0 * (1 - chain[1] / bare[1]));
 		printf("%-44s %s\n", "  the chain", spec);
 		au_client_free(traced);
