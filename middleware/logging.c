@@ -17,12 +17,28 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "core.h"
 #include "middleware.h"
+
+/*
+ * A worker's lines are gathered and written together, at most
+ * LOG_FLUSH_MS after the first of them or once LOG_FLUSH_BYTES are
+ * waiting, and when the worker is freed: a write per line was a system
+ * call per computation. A process killed (SIGKILL) loses at most that
+ * much of its log. A client's lines, and those of a NULL ctx, are written
+ * at once.
+ */
+#define LOG_FLUSH_MS 50
+#define LOG_FLUSH_BYTES 32768
 
 struct logging {
 	FILE *out;
 	enum au_log_format format;
+	struct au_buf line;         /* the line being made, its memory kept */
+	struct au_buf pending;      /* lines not yet written */
+	struct event *flush_ev;     /* on the worker's loop, made by the first line */
 };
 
 void *au_logging_new(FILE *out, enum au_log_format format)
@@ -79,18 +95,61 @@ static void json_key(struct au_buf *b, const char *key, const char *value)
 	json_str(b, value);
 }
 
-static void emit(const struct logging *l, struct au_buf *b)
+static void write_out(FILE *out, const void *p, size_t n)
 {
-	FILE *out = l && l->out ? l->out : stderr;
+	flockfile(out);
+	fwrite(p, 1, n, out);
+	fflush(out);
+	funlockfile(out);
+}
+
+static void flush_pending(struct logging *l)
+{
+	if (l->pending.len)
+		write_out(l->out ? l->out : stderr, l->pending.data, l->pending.len);
+	au_buf_reset(&l->pending);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	flush_pending(arg);
+}
+
+/* The line in b, with its newline: now, or with the others of the loop. */
+static void emit(struct logging *l, struct au_buf *b, struct event_base *base)
+{
+	static const struct timeval soon = { 0, LOG_FLUSH_MS * 1000 };
 
 	au_buf_append(b, "\n", 1);
-	if (b->data) {
-		flockfile(out);
-		fwrite(b->data, 1, b->len, out);
-		fflush(out);
-		funlockfile(out);
+	if (l && base && (l->flush_ev || (l->flush_ev = evtimer_new(base, flush_cb, l))) &&
+	    au_buf_append(&l->pending, b->data, b->len) == 0) {
+		if (l->pending.len >= LOG_FLUSH_BYTES)
+			flush_pending(l);
+		else if (!evtimer_pending(l->flush_ev, NULL))
+			evtimer_add(l->flush_ev, &soon);
+	} else if (b->data) {
+		write_out(l && l->out ? l->out : stderr, b->data, b->len);
 	}
-	au_buf_release(b);
+	if (l && b == &l->line)
+		au_buf_reset(b);
+	else
+		au_buf_release(b);
+}
+
+static void logging_free(void *ctx)
+{
+	struct logging *l = ctx;
+
+	if (!l)
+		return;
+	flush_pending(l);
+	if (l->flush_ev)
+		event_free(l->flush_ev);
+	au_buf_release(&l->line);
+	au_buf_release(&l->pending);
+	free(l);
 }
 
 static const char *trace_of(const struct au_computation *c)
@@ -99,10 +158,9 @@ static const char *trace_of(const struct au_computation *c)
 }
 
 /* One event of an attempt. */
-static void line(const struct logging *l, const struct au_run *run, const char *event,
-		 const char *word)
+static void line(struct logging *l, struct au_run *run, const char *event, const char *word)
 {
-	struct au_buf b = AU_BUF_INIT;
+	struct au_buf own = AU_BUF_INIT, *bp = l ? &l->line : &own;
 	const struct au_computation *c = run->c;
 	char ts[32];
 	int started = !strcmp(event, "started");
@@ -110,48 +168,48 @@ static void line(const struct logging *l, const struct au_run *run, const char *
 
 	now_rfc3339(ts);
 	if (l && l->format == AU_LOG_JSON) {
-		au_buf_printf(&b, "{\"ts\":\"%s\",\"event\":\"%s\"", ts, event);
+		au_buf_printf(bp, "{\"ts\":\"%s\",\"event\":\"%s\"", ts, event);
 		if (!started)
-			json_key(&b, "status", au_status_name(run->status));
-		json_key(&b, "id", c->id);
-		json_key(&b, "task", c->task);
-		json_key(&b, "queue", run->queue ? run->queue : c->queue);
-		au_buf_printf(&b, ",\"attempt\":%u,\"max_attempts\":%u", c->attempts, c->max_attempts);
+			json_key(bp, "status", au_status_name(run->status));
+		json_key(bp, "id", c->id);
+		json_key(bp, "task", c->task);
+		json_key(bp, "queue", run->queue ? run->queue : c->queue);
+		au_buf_printf(bp, ",\"attempt\":%u,\"max_attempts\":%u", c->attempts, c->max_attempts);
 		if (started)
-			au_buf_printf(&b, ",\"queued_ms\":%llu", (unsigned long long)run->queued_ms);
+			au_buf_printf(bp, ",\"queued_ms\":%llu", (unsigned long long)run->queued_ms);
 		else
-			au_buf_printf(&b, ",\"duration_ms\":%.1f", ms);
-		json_key(&b, "worker", run->worker);
-		json_key(&b, "query_id", run->query_id);
-		json_key(&b, "traceparent", trace_of(c));
+			au_buf_printf(bp, ",\"duration_ms\":%.1f", ms);
+		json_key(bp, "worker", run->worker);
+		json_key(bp, "query_id", run->query_id);
+		json_key(bp, "traceparent", trace_of(c));
 		if (run->retry_in_ms)
-			au_buf_printf(&b, ",\"retry_in_ms\":%llu", (unsigned long long)run->retry_in_ms);
+			au_buf_printf(bp, ",\"retry_in_ms\":%llu", (unsigned long long)run->retry_in_ms);
 		if (run->ch_code)
-			au_buf_printf(&b, ",\"ch_code\":%d", run->ch_code);
+			au_buf_printf(bp, ",\"ch_code\":%d", run->ch_code);
 		if (!started)
-			json_key(&b, "error", run->error);
-		au_buf_append(&b, "}", 1);
+			json_key(bp, "error", run->error);
+		au_buf_append(bp, "}", 1);
 	} else {
 		const char *trace = trace_of(c);
 
-		au_buf_printf(&b, "%s au: %s %s queue=%s attempt=%u/%u %s", ts, c->id,
+		au_buf_printf(bp, "%s au: %s %s queue=%s attempt=%u/%u %s", ts, c->id,
 			      c->task ? c->task : "?", run->queue ? run->queue : c->queue ? c->queue : "?",
 			      c->attempts, c->max_attempts, word);
 		if (started)
-			au_buf_printf(&b, " queued=%llums", (unsigned long long)run->queued_ms);
+			au_buf_printf(bp, " queued=%llums", (unsigned long long)run->queued_ms);
 		else
-			au_buf_printf(&b, " %.1fms", ms);
-		au_buf_printf(&b, " worker=%s", run->worker);
+			au_buf_printf(bp, " %.1fms", ms);
+		au_buf_printf(bp, " worker=%s", run->worker);
 		if (run->retry_in_ms)
-			au_buf_printf(&b, " retry_in=%llums", (unsigned long long)run->retry_in_ms);
+			au_buf_printf(bp, " retry_in=%llums", (unsigned long long)run->retry_in_ms);
 		if (run->ch_code)
-			au_buf_printf(&b, " ch_code=%d", run->ch_code);
+			au_buf_printf(bp, " ch_code=%d", run->ch_code);
 		if (trace)
-			au_buf_printf(&b, " trace=%s", trace);
+			au_buf_printf(bp, " trace=%s", trace);
 		if (run->error && !started)
-			au_buf_printf(&b, ": %s", run->error);
+			au_buf_printf(bp, ": %s", run->error);
 	}
-	emit(l, &b);
+	emit(l, bp, au_run_base(run));
 }
 
 static int on_before(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
@@ -202,7 +260,7 @@ static int on_dead(void *ctx, struct au_run *run, char *errbuf, size_t errlen)
 
 static int on_enqueue(void *ctx, struct au_enqueue_ctx *e, char *errbuf, size_t errlen)
 {
-	const struct logging *l = ctx;
+	struct logging *l = ctx;
 	const struct au_computation *c = e->c;
 	struct au_buf b = AU_BUF_INIT;
 	const char *trace = trace_of(c);
@@ -227,7 +285,7 @@ static int on_enqueue(void *ctx, struct au_enqueue_ctx *e, char *errbuf, size_t 
 		if (trace)
 			au_buf_printf(&b, " trace=%s", trace);
 	}
-	emit(l, &b);
+	emit(l, &b, NULL);
 	return AU_HOOK_OK;
 }
 
@@ -239,5 +297,5 @@ const struct au_middleware_ops au_logging_middleware = {
 	.on_error = on_error,
 	.on_retry = on_retry,
 	.on_dead = on_dead,
-	.free = free,
+	.free = logging_free,
 };

@@ -71,11 +71,23 @@ refused "another CA" \
 refused "another host name" \
 	"unable to connect to 'https://au:\*\*\*@localhost:$port/default\?cafile=$ca': tls: SSL: no alternative certificate subject name matches target host name 'localhost' \(the certificate is for another host name: use the name it was made for\)$" \
 	"https://au:au-secret@localhost:$port/default?cafile=$ca"
-chport=${AU_TEST_CH_PORT:-${AU_TEST_CH##*:}}
-chport=${chport%%/*}
+# an http port: one that answers in plain HTTP at once (ClickHouse's own
+# http port waits for a request line a TLS hello lacks, for longer when busy)
+chport=$((AU_PORT_BASE + 79))
+python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+while True:
+    c, _ = s.accept(); c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"); c.close()
+' "$chport" &
+hpid=$!
+t_until 5 sh -c "curl -s http://127.0.0.1:$chport/ >/dev/null; [ \$? -ne 7 ]"
 refused "https to an http port" \
 	"unable to connect to 'https://au:\*\*\*@127.0.0.1:$chport/default': tls: .*wrong version number \(is it an http port\? use http://\)$" \
 	"https://au:au-secret@127.0.0.1:$chport/default"
+kill "$hpid" 2>/dev/null
+wait "$hpid" 2>/dev/null
 
 # --- bad URLs: refused before anything is sent (usage error, exit 2)
 bad_url() { # name, expected message (regex), clickhouse url

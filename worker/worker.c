@@ -2352,12 +2352,18 @@ int au_worker_run(const struct au_config *cfg, const struct au_worker_opts *opts
 	au_log(AU_LOG_INFO, "worker %s on queue%s '%s' (concurrency %u, batch %u)", w->id,
 	       w->ql.n > 1 ? "s" : "", w->queues_text, w->opts.concurrency, w->opts.batch);
 	event_base_dispatch(base);
-	au_log(AU_LOG_INFO, "worker %s stopped: %llu completed, %llu failed, %llu retried, "
-	       "%llu dead-lettered, %llu released", au_worker_name(),
-	       (unsigned long long)w->stats.completed, (unsigned long long)w->stats.failed,
-	       (unsigned long long)w->stats.retried, (unsigned long long)w->stats.buried,
-	       (unsigned long long)w->stats.released);
-	rc = w->asked_to_stop;
+	{
+		struct au_worker_stats st = w->stats;
+
+		rc = w->asked_to_stop;
+		au_worker_free(w);   /* its middlewares first write what they hold */
+		w = NULL;
+		au_log(AU_LOG_INFO, "worker %s stopped: %llu completed, %llu failed, %llu retried, "
+		       "%llu dead-lettered, %llu released", au_worker_name(),
+		       (unsigned long long)st.completed, (unsigned long long)st.failed,
+		       (unsigned long long)st.retried, (unsigned long long)st.buried,
+		       (unsigned long long)st.released);
+	}
 out:
 	if (sigterm)
 		event_free(sigterm);
