@@ -18,6 +18,8 @@ _au_pids=()
 _au_pg_data=
 _au_run_as=
 
+. "$(dirname "${BASH_SOURCE[0]}")/proc_lib.sh"
+
 servers_log() { printf 'servers: %s\n' "$*" >&2; }
 
 # Servers that refuse root run as an unprivileged user when we are root.
@@ -26,35 +28,17 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 servers_stop() {
-	local pid
 	if [ -n "$_au_pg_data" ]; then
 		$_au_pg_user /usr/lib/postgresql/15/bin/pg_ctl -D "$_au_pg_data" -m immediate -w stop >/dev/null 2>&1
 		_au_pg_data=
 	fi
-	for pid in "${_au_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${_au_pids[@]}"; do
-		for _ in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.05
-		done
-		kill -KILL "$pid" 2>/dev/null
-	done
+	proc_stop "${_au_pids[@]}"
 	_au_pids=()
 	[ -n "$AU_TEST_TMP" ] && rm -rf "$AU_TEST_TMP"
 	AU_TEST_TMP=
 }
 
-_au_wait() { # what, command...
-	local what=$1; shift
-	for _ in $(seq 1 300); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	servers_log "$what did not come up"
-	return 1
-}
+_au_wait() { proc_wait "$@"; }
 
 servers_start_redis() {
 	local port=$((AU_PORT_BASE + 0)) dir="$AU_TEST_TMP/redis"

@@ -32,15 +32,8 @@ tls_certs() {
 	chmod 644 "$d"/*.pem "$d/server.key"
 }
 
-_tls_wait() { # what, command...
-	local what=$1; shift
-	for _ in $(seq 1 300); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "tls_lib: $what did not come up" >&2
-	return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/proc_lib.sh"
+_tls_wait() { proc_wait "$@"; }
 
 # tls_start_ch DIR CERTS PORT: a ClickHouse with only an https port (PORT;
 # its tcp and interserver ports are PORT+1, PORT+2), the certificate of
@@ -160,20 +153,10 @@ tls_start_redis() {
 tls_track() { _tls_pids+=("$1"); }
 
 tls_stop() {
-	local pid
 	if [ -n "$_tls_pg_data" ]; then
 		$_tls_pg_user /usr/lib/postgresql/15/bin/pg_ctl -D "$_tls_pg_data" -m immediate -w stop >/dev/null 2>&1
 		_tls_pg_data=
 	fi
-	for pid in "${_tls_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${_tls_pids[@]}"; do
-		for _ in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.05
-		done
-		kill -KILL "$pid" 2>/dev/null
-	done
+	proc_stop "${_tls_pids[@]}"
 	_tls_pids=()
 }
