@@ -325,7 +325,8 @@ int au_enqueue_batch(struct au_client *cl, const char *task, const unsigned char
 			au_seterr(&cl->err, AU_ENOMEM, "out of memory");
 			goto out;
 		}
-		memcpy(cs[i].args, args[i], args_len[i]);
+		if (args_len[i])   /* args may be NULL when empty */
+			memcpy(cs[i].args, args[i], args_len[i]);
 		cs[i].args_len = args_len[i];
 		if ((cl->chain.n || cl->signing.n) && before_enqueue(cl, &cs[i]) < 0)
 			goto out;
