@@ -6,6 +6,7 @@
 #include <string.h>
 
 static int passed, failed;
+int t_cond;
 
 int t_check(int cond, const char *file, int line, const char *fmt, ...)
 {

@@ -11,7 +11,10 @@
 /* Records one check; returns cond so callers can stop early. */
 int t_check(int cond, const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-#define T_OK(cond, ...) t_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+/* The condition is evaluated before the message's arguments, so that these
+ * may show what it left behind (an argument list alone has no order). */
+extern int t_cond;
+#define T_OK(cond, ...) (t_cond = !!(cond), t_check(t_cond, __FILE__, __LINE__, __VA_ARGS__))
 #define T_EQ_INT(a, b, name) \
 	t_check((long long)(a) == (long long)(b), __FILE__, __LINE__, "%s (%lld == %lld)", \
 		name, (long long)(a), (long long)(b))

@@ -102,6 +102,7 @@ struct attempt {
 	int in_hook;                  /* a before hook answers later (AU_HOOK_PENDING) */
 	size_t hook_pos;              /* the before hook it is at */
 	struct event *defer_ev;       /* ATTEMPT_DEFERRED: when it may begin again */
+	uint64_t defer_due_us;        /* au_mono_us() it may begin at */
 	unsigned qi;                  /* the queue it came from: w->ql.names[qi] */
 	struct au_lease lease;
 	struct au_computation c;
@@ -972,6 +973,7 @@ static void hooks_said(struct au_worker *w, struct attempt *a, int rc, const cha
 		}
 		tv.tv_sec = (time_t)(a->run.delay_ms / 1000);
 		tv.tv_usec = (suseconds_t)(a->run.delay_ms % 1000) * 1000;
+		a->defer_due_us = au_mono_us() + a->run.delay_ms * 1000;
 		set_state(a, ATTEMPT_DEFERRED);
 		evtimer_add(a->defer_ev, &tv);
 		event_active(w->start_ev, 0, 0);   /* its slot is free */
@@ -1011,11 +1013,22 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct attempt *a = arg;
 	struct au_worker *w = a->w;
+	uint64_t now;
 
 	(void)fd;
 	(void)what;
 	if (a->state != ATTEMPT_DEFERRED)
 		return;
+	now = au_mono_us();
+	if (now < a->defer_due_us) {
+		/* libevent's clock is the coarse one, a tick early at times: the
+		 * delay asked for is at least */
+		uint64_t left = a->defer_due_us - now;
+		struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
+
+		evtimer_add(a->defer_ev, &tv);
+		return;
+	}
 	list_del(&w->lists[ATTEMPT_DEFERRED], a);
 	a->state = ATTEMPT_HELD;
 	a->next = w->lists[ATTEMPT_HELD].head;
