@@ -51,6 +51,7 @@ void au_lease_release(struct au_lease *l);
 
 struct au_queue_stats {
 	uint64_t ready, scheduled, leased, dead;
+	uint64_t waiting;           /* waiting for dependencies */
 	int paused;                 /* pause(): leases take nothing */
 	uint64_t processed;         /* acked, since the queue was first used */
 	uint64_t failed;            /* dead-lettered (bury, expired leases), likewise */
@@ -104,7 +105,8 @@ enum au_queued_state {
 	AU_QUEUED_READY = 1,      /* waiting to run (first time or retry) */
 	AU_QUEUED_SCHEDULED,      /* waiting for run_at or a retry delay */
 	AU_QUEUED_LEASED,         /* running */
-	AU_QUEUED_DEAD            /* buried */
+	AU_QUEUED_DEAD,           /* buried */
+	AU_QUEUED_WAITING         /* waiting for dependencies (au_computation.deps) */
 };
 
 /* What the queue knows about one computation (peek). */
@@ -204,6 +206,9 @@ struct au_rate_limit {
 	double burst;               /* >= 1: what a full bucket holds */
 	uint32_t reserve_ms;        /* 0: a token now or none */
 };
+#define AU_KV_KEY_MAX 512
+#define AU_KV_MAX (4u << 20)        /* a value, bytes */
+
 /* A bucket's key: 1 to AU_RATE_KEY_MAX bytes of UTF-8, no control byte. */
 #define AU_RATE_KEY_MAX 1024
 
@@ -216,7 +221,22 @@ struct au_queue_ops {
 	void (*close)(struct au_queue *q);
 
 	/* Adds n computations (each c->queue names its queue); c->run_at_ms in
-	 * the future makes it scheduled. All or nothing. */
+	 * the future makes it scheduled. All or nothing.
+	 *
+	 * Dependencies (flows). A computation with c->ndeps > 0 is WAITING
+	 * (peek, stats) until each of c->deps has settled, then it becomes
+	 * ready (or scheduled, by run_at) in its queue and that queue's
+	 * watchers wake. A dependency settles when it leaves its queue for
+	 * good: ack, bury (rescue's too), cancel, empty, drop. One the
+	 * backend does not hold at push (finished, dead, unknown) has
+	 * settled already: only the ones it holds waiting, ready, scheduled
+	 * or leased are counted, atomically with the push. Dependencies may
+	 * sit in other queues of the same backend; an earlier element of the
+	 * same push counts as held. The backend resolves them itself, in the
+	 * step that settles the dependency (a script, a statement): no
+	 * poller. Whether a dependency completed is not its business: the
+	 * worker reads the records. A pushed id the backend already holds
+	 * adds nothing, deps included. */
 	int (*push)(struct au_queue *q, const struct au_computation *cs, size_t n);
 
 	/* Leases up to max ready computations of queue (due scheduled ones
@@ -388,6 +408,40 @@ struct au_queue_ops {
 	 * worker_gone deletes the entry of worker_id (a clean exit); no entry
 	 * is no error.
 	 */
+	/*
+	 * Optional (flows): fan-out. Every computation waiting for id waits
+	 * also for each of deps[0..n) that the backend holds now (as push
+	 * counts them); a dependency it already waits for is not counted
+	 * twice. The worker calls it while it holds id's lease, before it
+	 * settles id. No computation waiting for id is no error.
+	 */
+	int (*adopt)(struct au_queue *q, const char *id, const char (*deps)[AU_ID_SIZE], size_t n);
+
+	/*
+	 * Optional: a small key-value space shared by every process that uses
+	 * the server, for flows' descriptions, schedules and their ticks, and
+	 * the ClickHouse migration lock. Keys are 1 to AU_KV_KEY_MAX bytes of
+	 * [A-Za-z0-9_.:-] in namespace ns (1 to 32 bytes of [a-z_]); values
+	 * up to AU_KV_MAX bytes, opaque. ttl_ms 0 keeps a value until deleted;
+	 * otherwise it vanishes ttl_ms after its put (server clock).
+	 * kv_put with nx = 1 writes only when the key is absent: *done = 1
+	 * when it wrote, 0 when the key was there (one winner among racers).
+	 * kv_get: -1 with AU_ENOTFOUND when absent; *val malloc'ed.
+	 * kv_del deletes the key; with expect not NULL only while its value
+	 * equals expect[0..expect_len) (a lock's holder lets go of it only if
+	 * it still holds it). *done = 1 when it deleted.
+	 * kv_keys lists the live keys of ns starting with prefix (malloc'ed
+	 * array of malloc'ed strings), at most max (0: all).
+	 */
+	int (*kv_put)(struct au_queue *q, const char *ns, const char *key, const unsigned char *val,
+		      size_t len, uint64_t ttl_ms, int nx, int *done);
+	int (*kv_get)(struct au_queue *q, const char *ns, const char *key, unsigned char **val,
+		      size_t *len);
+	int (*kv_del)(struct au_queue *q, const char *ns, const char *key,
+		      const unsigned char *expect, size_t expect_len, int *done);
+	int (*kv_keys)(struct au_queue *q, const char *ns, const char *prefix, size_t max,
+		       char ***keys, size_t *n);
+
 	int (*beat)(struct au_queue *q, const struct au_worker_beat *b, int *stop);
 	int (*workers)(struct au_queue *q, struct au_worker_beat **out, size_t *n);
 	int (*worker_stop)(struct au_queue *q, const char *worker_id);
@@ -707,6 +761,19 @@ static inline int au_queue_check(struct au_queue *q)
  * the backend keeps no buckets. */
 int au_queue_rate_take(struct au_queue *q, const char *key, const struct au_rate_limit *lim,
 		       uint64_t *wait_ms, int *taken);
+
+/* adopt and the kv space (backends/queue_registry.c): -1 with AU_EINVAL
+ * for an id, a namespace, a key or a value outside the contract, AU_ESTATE
+ * when the backend has none. */
+int au_queue_adopt(struct au_queue *q, const char *id, const char (*deps)[AU_ID_SIZE], size_t n);
+int au_queue_kv_put(struct au_queue *q, const char *ns, const char *key, const unsigned char *val,
+		    size_t len, uint64_t ttl_ms, int nx, int *done);
+int au_queue_kv_get(struct au_queue *q, const char *ns, const char *key, unsigned char **val,
+		    size_t *len);
+int au_queue_kv_del(struct au_queue *q, const char *ns, const char *key,
+		    const unsigned char *expect, size_t expect_len, int *done);
+int au_queue_kv_keys(struct au_queue *q, const char *ns, const char *prefix, size_t max,
+		     char ***keys, size_t *n);
 
 /* The registry's wrappers: -1 with AU_ESTATE when the backend keeps none,
  * AU_EINVAL for an id that is empty, too long or has a control byte or a

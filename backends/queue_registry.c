@@ -243,3 +243,90 @@ int au_queue_rate_take(struct au_queue *q, const char *key, const struct au_rate
 		return au_seterr(&q->err, AU_ESTATE, "queue '%s' keeps no rate limits", q->url.text);
 	return q->ops->rate_take(q, key, lim, wait_ms, taken);
 }
+
+int au_queue_adopt(struct au_queue *q, const char *id, const char (*deps)[AU_ID_SIZE], size_t n)
+{
+	size_t i;
+
+	if (!au_id_valid(id))
+		return au_queue_bad_id(q, id);
+	for (i = 0; i < n; i++)
+		if (!au_id_valid(deps[i]))
+			return au_queue_bad_id(q, deps[i]);
+	if (!q->ops->adopt)
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' keeps no flows", q->url.text);
+	return n ? q->ops->adopt(q, id, deps, n) : 0;
+}
+
+static int kv_name_ok(const char *s, size_t max, int key)
+{
+	size_t i, n = s ? strnlen(s, max + 1) : 0;
+
+	if (!n || n > max)
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!(c >= 'a' && c <= 'z') && c != '_' &&
+		    !(key && ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+			      c == ':' || c == '-')))
+			return 0;
+	}
+	return 1;
+}
+
+static int kv_check(struct au_queue *q, const char *ns, const char *key)
+{
+	char shown[AU_ID_SHOWN_SIZE];
+
+	if (!kv_name_ok(ns, 32, 0))
+		return au_seterr(&q->err, AU_EINVAL, "invalid namespace '%s'", au_id_shown(shown, ns));
+	if (key && !kv_name_ok(key, AU_KV_KEY_MAX, 1))
+		return au_seterr(&q->err, AU_EINVAL, "invalid key '%s'", au_id_shown(shown, key));
+	if (!q->ops->kv_put)
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' keeps no shared keys", q->url.text);
+	return 0;
+}
+
+int au_queue_kv_put(struct au_queue *q, const char *ns, const char *key, const unsigned char *val,
+		    size_t len, uint64_t ttl_ms, int nx, int *done)
+{
+	*done = 0;
+	if (kv_check(q, ns, key) < 0)
+		return -1;
+	if (len > AU_KV_MAX)
+		return au_seterr(&q->err, AU_EINVAL, "value of '%s' too large: %zu bytes (limit %u)",
+				 key, len, AU_KV_MAX);
+	return q->ops->kv_put(q, ns, key, val, len, ttl_ms, nx, done);
+}
+
+int au_queue_kv_get(struct au_queue *q, const char *ns, const char *key, unsigned char **val,
+		    size_t *len)
+{
+	*val = NULL;
+	*len = 0;
+	if (kv_check(q, ns, key) < 0)
+		return -1;
+	return q->ops->kv_get(q, ns, key, val, len);
+}
+
+int au_queue_kv_del(struct au_queue *q, const char *ns, const char *key,
+		    const unsigned char *expect, size_t expect_len, int *done)
+{
+	*done = 0;
+	if (kv_check(q, ns, key) < 0)
+		return -1;
+	return q->ops->kv_del(q, ns, key, expect, expect_len, done);
+}
+
+int au_queue_kv_keys(struct au_queue *q, const char *ns, const char *prefix, size_t max,
+		     char ***keys, size_t *n)
+{
+	*keys = NULL;
+	*n = 0;
+	if (kv_check(q, ns, NULL) < 0)
+		return -1;
+	if (prefix && *prefix && !kv_name_ok(prefix, AU_KV_KEY_MAX, 1))
+		return au_seterr(&q->err, AU_EINVAL, "invalid key prefix '%s'", prefix);
+	return q->ops->kv_keys(q, ns, prefix ? prefix : "", max, keys, n);
+}

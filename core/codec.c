@@ -458,6 +458,18 @@ static int check_computation(const struct au_computation *c, const struct ctx *x
 		return fail(x, "'max_attempts' must be between 1 and 1000");
 	if (c->nheaders > AU_MAX_HEADERS)
 		return fail(x, "'headers' may hold at most %d entries", AU_MAX_HEADERS);
+	if (c->flow && !au_id_valid(c->flow))
+		return fail(x, "'flow' must be 32 lowercase hex digits");
+	if (c->ndeps > AU_MAX_DEPS)
+		return fail(x, "'deps' may hold at most %d ids", AU_MAX_DEPS);
+	for (i = 0; i < c->ndeps; i++) {
+		if (!au_id_valid(c->deps[i]))
+			return fail(x, "'deps' must hold ids of 32 lowercase hex digits");
+		if (!strcmp(c->deps[i], c->id))
+			return fail(x, "'deps': a computation cannot wait for itself");
+	}
+	if (c->dep_policy < AU_DEP_FAIL || c->dep_policy > AU_DEP_CONTINUE)
+		return fail(x, "'on_dep_fail' must be fail, cancel, ignore or continue");
 	for (i = 0; i < c->nheaders; i++)
 		if (check_text(x, "a header key", c->headers[i].key, 1, AU_MAX_HEADER_TEXT, NULL, NULL) < 0 ||
 		    check_text(x, "a header value", c->headers[i].value, 0, AU_MAX_HEADER_TEXT, NULL, NULL) < 0)
@@ -469,12 +481,12 @@ static int check_computation(const struct au_computation *c, const struct ctx *x
 
 enum {
 	C_V, C_ID, C_TASK, C_QUEUE, C_PRIORITY, C_RUN_AT, C_MAX_ATTEMPTS, C_TIMEOUT_MS, C_TTL_S,
-	C_CREATED_AT, C_HEADERS, C_ON_TIMEOUT, C_ARGS, C_NKEYS
+	C_CREATED_AT, C_HEADERS, C_ON_TIMEOUT, C_FLOW, C_DEPS, C_ON_DEP_FAIL, C_ARGS, C_NKEYS
 };
 
 static const char *const computation_keys[C_NKEYS] = {
 	"v", "id", "task", "queue", "priority", "run_at", "max_attempts", "timeout_ms", "ttl_s",
-	"created_at", "headers", "on_timeout", "args",
+	"created_at", "headers", "on_timeout", "flow", "deps", "on_dep_fail", "args",
 };
 
 static int buf_write(void *data, const char *p, size_t n)
@@ -502,7 +514,8 @@ int au_computation_encode(const struct au_computation *c, struct au_buf *out, st
 		return -1;
 	msgpack_packer_init(&pk, out, buf_write);
 	/* headers and on_timeout only when set: the smallest encoding */
-	rc = msgpack_pack_map(&pk, C_NKEYS - (c->nheaders ? 0 : 1) - (c->fail_on_timeout ? 0 : 1));
+	rc = msgpack_pack_map(&pk, C_NKEYS - (c->nheaders ? 0 : 1) - (c->fail_on_timeout ? 0 : 1) -
+				       (c->flow ? 0 : 1) - (c->ndeps ? 0 : 1) - (c->dep_policy ? 0 : 1));
 	rc |= pack_text(&pk, k[C_V]) | msgpack_pack_uint32(&pk, AU_WIRE_VERSION);
 	rc |= pack_text(&pk, k[C_ID]) | pack_text(&pk, c->id);
 	rc |= pack_text(&pk, k[C_TASK]) | pack_text(&pk, c->task);
@@ -520,6 +533,15 @@ int au_computation_encode(const struct au_computation *c, struct au_buf *out, st
 	}
 	if (c->fail_on_timeout)
 		rc |= pack_text(&pk, k[C_ON_TIMEOUT]) | pack_text(&pk, "fail");
+	if (c->flow)
+		rc |= pack_text(&pk, k[C_FLOW]) | pack_text(&pk, c->flow);
+	if (c->ndeps) {
+		rc |= pack_text(&pk, k[C_DEPS]) | msgpack_pack_array(&pk, c->ndeps);
+		for (i = 0; i < c->ndeps; i++)
+			rc |= pack_text(&pk, c->deps[i]);
+	}
+	if (c->dep_policy)
+		rc |= pack_text(&pk, k[C_ON_DEP_FAIL]) | pack_text(&pk, au_dep_policy_name(c->dep_policy));
 	rc |= pack_text(&pk, k[C_ARGS]);
 	rc |= c->args_len ? au_buf_append(out, c->args, c->args_len) : msgpack_pack_nil(&pk);
 	if (rc) {
@@ -585,6 +607,47 @@ static int get_on_timeout(const struct slice *f, const struct ctx *x, struct au_
 	return 0;
 }
 
+/* "flow": an id; "deps": an array of ids; "on_dep_fail": a policy name */
+static int get_flow(const struct slice *f, const struct ctx *x, struct au_computation *c)
+{
+	struct mp_reader r;
+	struct mp_val v, id;
+	char *name = NULL;
+	int rc;
+
+	if (f[C_FLOW].p && get_str(&f[C_FLOW], x, "flow", &c->flow) < 0)
+		return -1;
+	if (f[C_ON_DEP_FAIL].p) {
+		if (get_str(&f[C_ON_DEP_FAIL], x, "on_dep_fail", &name) < 0)
+			return -1;
+		rc = au_dep_policy_parse(name, &c->dep_policy);
+		free(name);
+		if (rc < 0)
+			return fail(x, "'on_dep_fail' must be fail, cancel, ignore or continue");
+	}
+	if (!f[C_DEPS].p)
+		return 0;
+	r = (struct mp_reader){ f[C_DEPS].p, f[C_DEPS].len, 0, 0, x };
+	mp_head(&r, &v);
+	if (v.kind != MP_ARRAY)
+		return fail(x, "'deps' must be an array of ids");
+	if (v.n > AU_MAX_DEPS)
+		return fail(x, "'deps' may hold at most %d ids", AU_MAX_DEPS);
+	if (!v.n)
+		return 0;
+	if (!(c->deps = au_calloc(v.n, sizeof(*c->deps))))
+		return oom(x->err);
+	for (; c->ndeps < v.n; c->ndeps++) {
+		if (mp_head(&r, &id) < 0 || text_of(&id, x, "a dependency") < 0)
+			return -1;
+		if (id.n != AU_ID_SIZE - 1)
+			return fail(x, "'deps' must hold ids of 32 lowercase hex digits");
+		memcpy(c->deps[c->ndeps], id.data, id.n);
+		c->deps[c->ndeps][id.n] = 0;
+	}
+	return 0;
+}
+
 int au_computation_decode(const unsigned char *buf, size_t len, struct au_computation *c,
 			  struct au_err *err)
 {
@@ -609,7 +672,7 @@ int au_computation_decode(const unsigned char *buf, size_t len, struct au_comput
 	    get_u32(&f[C_TTL_S], &x, "ttl_s", &c->ttl_s) < 0 ||
 	    get_uint(&f[C_CREATED_AT], &x, "created_at", UINT64_MAX, &created_at) < 0 ||
 	    get_headers(&f[C_HEADERS], &x, c) < 0 ||
-	    get_on_timeout(&f[C_ON_TIMEOUT], &x, c) < 0 ||
+	    get_on_timeout(&f[C_ON_TIMEOUT], &x, c) < 0 || get_flow(f, &x, c) < 0 ||
 	    get_raw(&f[C_ARGS], &x, &c->args, &c->args_len) < 0)
 		goto fail;
 	c->run_at_ms = run_at;

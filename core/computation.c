@@ -12,6 +12,7 @@ static const char *const status_names[] = {
 	[AU_COMPLETED] = "completed",
 	[AU_FAILED] = "failed",
 	[AU_CANCELLED] = "cancelled",
+	[AU_WAITING] = "waiting",
 	[AU_UNKNOWN] = "unknown",
 };
 
@@ -52,7 +53,35 @@ void au_computation_release(struct au_computation *c)
 		free(c->headers[i].value);
 	}
 	free(c->headers);
+	free(c->flow);
+	free(c->deps);
 	au_computation_init(c);
+}
+
+static const char *const dep_policy_names[] = {
+	[AU_DEP_FAIL] = "fail",
+	[AU_DEP_CANCEL] = "cancel",
+	[AU_DEP_IGNORE] = "ignore",
+	[AU_DEP_CONTINUE] = "continue",
+};
+
+const char *au_dep_policy_name(int policy)
+{
+	if ((unsigned)policy >= AU_ARRAY_SIZE(dep_policy_names))
+		return "fail";
+	return dep_policy_names[policy];
+}
+
+int au_dep_policy_parse(const char *name, int *policy)
+{
+	size_t i;
+
+	for (i = 0; i < AU_ARRAY_SIZE(dep_policy_names); i++)
+		if (name && !strcmp(name, dep_policy_names[i])) {
+			*policy = (int)i;
+			return 0;
+		}
+	return -1;
 }
 
 const char *au_computation_header(const struct au_computation *c, const char *key)

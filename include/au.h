@@ -93,6 +93,7 @@ enum au_status {
 	AU_COMPLETED,
 	AU_FAILED,
 	AU_CANCELLED,
+	AU_WAITING,     /* waiting for its dependencies (a flow's) */
 	AU_UNKNOWN
 };
 
@@ -130,7 +131,28 @@ struct au_computation {
 	struct au_header *headers;
 	size_t nheaders;
 	uint32_t attempts;        /* not on the wire: set by the queue on lease */
+	/* Flows (docs/wire-format.md "Flows"): the flow it belongs to (an id)
+	 * or NULL, and the computations it waits for: it becomes ready only
+	 * once each of deps[0..ndeps) has left its queue for good (completed,
+	 * failed, cancelled, dead-lettered, deleted); what a dependency that
+	 * did not complete does to it is dep_policy's. */
+	char *flow;
+	char (*deps)[AU_ID_SIZE];
+	size_t ndeps;
+	int dep_policy;           /* enum au_dep_policy */
 };
+
+/* What a dependency that did not complete (failed, cancelled, dead, or
+ * whose record is gone) does to the computations waiting for it. */
+enum au_dep_policy {
+	AU_DEP_FAIL = 0,          /* they fail, unrun: "dependency '<id>' failed: ..." */
+	AU_DEP_CANCEL,            /* they are cancelled, unrun */
+	AU_DEP_IGNORE,            /* they run; its {"$ref"} reads nil */
+	AU_DEP_CONTINUE           /* they run; its {"$ref"} reads {"status", "error"} */
+};
+#define AU_MAX_DEPS 65536
+const char *au_dep_policy_name(int policy);       /* "fail", ... */
+int au_dep_policy_parse(const char *name, int *policy);
 
 void au_computation_init(struct au_computation *c);
 void au_computation_release(struct au_computation *c);

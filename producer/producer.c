@@ -419,6 +419,9 @@ static int queued(struct au_handle *h, enum au_status *st, struct au_queued *inf
 	case AU_QUEUED_DEAD:
 		*st = AU_FAILED;
 		break;
+	case AU_QUEUED_WAITING:
+		*st = AU_WAITING;
+		break;
 	}
 	return 1;
 }
