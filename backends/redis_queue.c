@@ -2,7 +2,8 @@
  * redis_queue.c - the Redis queue backend: redis://[[user]:password@]host[:port][/db].
  *
  * Layout (docs/redis-layout.md): every key of queue q carries the hash tag
- * {q}, so one queue lives in one Cluster slot.
+ * {q}; the flows' scripts also reach other queues' keys by name (a
+ * dependency may sit in any queue), so no Redis Cluster.
  *   au:{q}:ready:<p> LIST entries waiting to run at priority p, oldest first:
  *                  "<id>", or "<id> <a>" after a finished attempts
  *   au:{q}:prios   ZSET p -> -p: the priorities with a ready list
@@ -25,7 +26,13 @@
  *                  (up to WAKE_MAX per call, and at most WAKE_MAX kept)
  *   au:{q}:paused  STRING present while the queue is paused (leases take none)
  *   au:{q}:stats   HASH processed, failed (totals), samples for the rate
+ *   au:{q}:waiting HASH id -> run_at ms (0: none): waiting for dependencies
+ *   au:{q}:need:<id> SET "<dep> <its queue>" that waiting id still waits for
+ *   au:{q}:rdeps:<id> SET "<waiting id> <its queue>" waiting for id (mirror)
+ *   au:{q}:parents SET ids of q that have an rdeps set
  *   au:queues      SET of queue names
+ *   au:kv:<ns>:<key> STRING a value of the kv space (PX for a ttl)
+ *   au:kv:<ns>     ZSET the keys of ns, at score 0 (ZRANGEBYLEX by prefix)
  *   au:rate:<key>  HASH tokens, at: a token bucket of rate_take, PEXPIRE'd
  *                  at the time it would be full again
  *   au:registry:{workers} ZSET worker id -> last beat ms: the worker registry
