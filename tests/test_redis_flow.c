@@ -329,6 +329,67 @@ static void test_adopt(struct au_queue *q)
 	t_computations_release(c, 5);
 }
 
+/* A root, 9,998 children of it and a sink waiting for all of them, pushed
+ * at once (ten scripts in one MULTI): the root's ack readies the children,
+ * the last child's ack the sink. */
+static void test_big(struct au_queue *q)
+{
+	enum { N = 10000, MID = N - 2 };
+	struct au_computation *c = calloc(N, sizeof(*c));
+	const struct au_computation *root[1], **mid = calloc(MID, sizeof(*mid));
+	struct au_lease *l = calloc(500, sizeof(*l));
+	struct au_ref *refs = calloc(500, sizeof(*refs));
+	int *applied = calloc(500, sizeof(*applied));
+	struct au_queue_stats st;
+	char name[64];
+	size_t i, n, acked = 0, rounds = 0;
+	uint64_t t0;
+
+	if (!T_OK(c && mid && l && refs && applied, "memory for the big flow"))
+		goto out;
+	t_queue_name(name, "flow", "big");
+	for (i = 0; i < N; i++)
+		t_computation(&c[i], name, (int)i);
+	root[0] = &c[0];
+	for (i = 1; i <= MID; i++) {
+		depend(&c[i], root, 1);
+		mid[i - 1] = &c[i];
+	}
+	depend(&c[N - 1], mid, MID);
+	t0 = au_mono_us();
+	T_OK(au_queue_push(q, c, N) == 0, "10,000 nodes pushed at once: %s", q->err.str);
+	printf("# 10,000 nodes pushed in %llu ms\n", (unsigned long long)t_ms_since(t0));
+	st = t_stats(q, name);
+	T_OK(st.ready == 1 && st.waiting == N - 1, "one ready, the rest waiting (%llu, %llu)",
+	     (unsigned long long)st.ready, (unsigned long long)st.waiting);
+	EQ(raw_int("SCARD au:{%s}:need:%s", name, c[N - 1].id), MID, "the sink waits for 9,998");
+	while (acked < N && rounds++ < 2 * N / 500 + 10) {
+		if (!(n = t_lease(q, name, 500, LONG_LEASE, 0, l)))
+			break;
+		for (i = 0; i < n; i++)
+			refs[i] = l[i].ref;
+		if (acked + n == N)
+			T_OK(!strcmp(l[n - 1].ref.id, c[N - 1].id), "the sink comes last");
+		t_leases_release(l, n);
+		if (au_queue_ack(q, name, refs, n, applied) < 0)
+			break;
+		acked += n;
+		if (acked == 1)
+			EQ(t_stats(q, name).ready, MID, "the root's ack readied its 9,998 children");
+	}
+	EQ(acked, N, "all 10,000 ran, each after what it waited for");
+	printf("# 10,000 nodes pushed, leased and acked in %llu ms\n",
+	       (unsigned long long)t_ms_since(t0));
+	au_queue_drop(q, name, 1);
+	t_computations_release(c, N);
+out:
+	free(c);
+	free(mid);
+	free(l);
+	free(refs);
+	free(applied);
+}
+
 /* ---- cost ---- */
 
 /* Commands the server ran since the last call (commandstats' calls). */
@@ -527,6 +588,7 @@ int main(void)
 	test_cancel(q);
 	test_cross(q);
 	test_adopt(q);
+	test_big(q);
 	test_cost(q);
 	test_kv(q);
 	redisFree(raw);
