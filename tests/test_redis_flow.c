@@ -453,9 +453,12 @@ static long long chain_cost(struct au_queue *q, size_t n, int chained)
 
 static void test_cost(struct au_queue *q)
 {
+	redisReply *reset = redisCommand(raw, "CONFIG RESETSTAT");
 	long long small, big, plain;
 
-	if (!T_OK(redisCommand(raw, "CONFIG RESETSTAT") != NULL, "commandstats reset"))
+	if (reset)
+		freeReplyObject(reset);
+	if (!T_OK(reset != NULL, "commandstats reset"))
 		return;
 	small = chain_cost(q, 100, 1);
 	big = chain_cost(q, 1000, 1);
