@@ -1,0 +1,245 @@
+/*
+ * test_flow_worker.c - what the worker does for flows, on memory://: a
+ * diamond whose last node gets both results through {"$ref"}, A run once;
+ * each dependency policy when a middle node fails; a {"$table"} taken from
+ * a result; a fan-out of 100 children ({"$spawn"}) and the join that gets
+ * all their results; a reference that cannot be resolved.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "core.h"
+#include "plug.h"
+#include "queue.h"
+#include "store.h"
+
+static const char *const url = "memory://fw";
+static struct au_queue *q;
+static struct au_store *st;
+static int runs_of_a;
+
+static void task_count(struct au_task_ctx *ctx, const struct au_computation *c, void *arg)
+{
+	(void)arg;
+	runs_of_a++;
+	au_task_complete(ctx, c->args, c->args_len);
+}
+
+/* A computation of task with args (JSON), waiting for deps, in queue "fw". */
+static void make(struct au_computation *c, const char *task, const char *json,
+		 const struct au_computation *const *deps, size_t ndeps, int policy, const char *flow)
+{
+	struct au_err err;
+
+	au_computation_init(c);
+	au_id_new(c->id);
+	c->task = au_strdup(task);
+	c->queue = au_strdup("fw");
+	if (au_json_to_msgpack(json, &c->args, &c->args_len, &err) < 0)
+		T_OK(0, "json: %s", err.str);
+	c->max_attempts = 1;
+	c->ttl_s = 600;
+	c->created_at_ms = au_now_ms();
+	c->dep_policy = policy;
+	c->flow = flow ? au_strdup(flow) : NULL;
+	if (ndeps) {
+		c->deps = calloc(ndeps, sizeof(*c->deps));
+		for (size_t i = 0; i < ndeps; i++)
+			memcpy(c->deps[i], deps[i]->id, AU_ID_SIZE);
+		c->ndeps = ndeps;
+	}
+}
+
+
+static void run_worker(struct event_base *base, struct au_registry *reg)
+{
+	struct au_config cfg = { url, url, "http://127.0.0.1:1/default" };
+	struct au_worker_opts wo = { 0 };
+	struct au_worker *w;
+	wo.concurrency = 8;
+	wo.idle_exit_ms = 700;
+	wo.queue = "fw";
+	w = au_worker_new(&cfg, &wo, reg, base);
+	T_OK(w && au_worker_start(w) == 0, "a worker on queue fw");
+	event_base_dispatch(base);
+	au_worker_free(w);
+}
+
+/* The record of c: its status, and its result as JSON (malloc'ed) or its error. */
+static enum au_status outcome(const struct au_computation *c, char **text)
+{
+	struct au_record r;
+	enum au_status s;
+	struct au_err err;
+
+	*text = NULL;
+	if (au_store_get(st, c->id, &r) < 0)
+		return AU_UNKNOWN;
+	s = r.status;
+	if (r.result_len)
+		*text = au_msgpack_to_json(r.result, r.result_len, &err);
+	else if (r.error)
+		*text = au_strdup(r.error);
+	au_record_release(&r);
+	return s;
+}
+
+static void test_diamond(struct event_base *base, struct au_registry *reg)
+{
+	struct au_computation c[4];
+	const struct au_computation *pa = &c[0], *pbc[2] = { &c[1], &c[2] };
+	char *j, *text;
+
+	make(&c[0], "test.count", "{\"v\":7}", NULL, 0, AU_DEP_FAIL, NULL);
+	j = au_asprintf("{\"from\":\"b\",\"a\":{\"$ref\":\"%s\"}}", c[0].id);
+	make(&c[1], "au.echo", j, &pa, 1, AU_DEP_FAIL, NULL);
+	free(j);
+	j = au_asprintf("{\"from\":\"c\",\"a\":{\"$ref\":\"%s\"}}", c[0].id);
+	make(&c[2], "au.echo", j, &pa, 1, AU_DEP_FAIL, NULL);
+	free(j);
+	j = au_asprintf("[{\"$ref\":\"%s\"},{\"$ref\":\"%s\"}]", c[1].id, c[2].id);
+	make(&c[3], "au.echo", j, pbc, 2, AU_DEP_FAIL, NULL);
+	free(j);
+	T_OK(au_queue_push(q, c, 4) == 0, "diamond: pushed (%s)", q->err.str);
+	runs_of_a = 0;
+	run_worker(base, reg);
+	EQ(runs_of_a, 1, "diamond: A ran once");
+	T_OK(outcome(&c[3], &text) == AU_COMPLETED && text &&
+	     !strcmp(text, "[{\"from\":\"b\",\"a\":{\"v\":7}},{\"from\":\"c\",\"a\":{\"v\":7}}]"),
+	     "diamond: D got both results, each with A's: %s", text ? text : "(none)");
+	free(text);
+	for (int i = 0; i < 4; i++)
+		au_computation_release(&c[i]);
+}
+
+/* A→B(fails)→D, A→C→D: B's failure decides D by the policy; C, its
+ * sibling, completes whatever the policy. */
+static void test_policy(struct event_base *base, struct au_registry *reg, int policy,
+			enum au_status want, const char *want_text)
+{
+	struct au_computation c[4];
+	const struct au_computation *pa = &c[0], *pbc[2] = { &c[1], &c[2] };
+	const char *name = au_dep_policy_name(policy);
+	char *j, *text;
+
+	make(&c[0], "au.echo", "{\"v\":1}", NULL, 0, policy, NULL);
+	make(&c[1], "au.fail", "{\"message\":\"b broke\"}", &pa, 1, policy, NULL);
+	make(&c[2], "au.echo", "{\"c\":2}", &pa, 1, policy, NULL);
+	j = au_asprintf("{\"b\":{\"$ref\":\"%s\"},\"c\":{\"$ref\":\"%s\"}}", c[1].id, c[2].id);
+	make(&c[3], "au.echo", j, pbc, 2, policy, NULL);
+	free(j);
+	T_OK(au_queue_push(q, c, 4) == 0, "policy %s: pushed", name);
+	run_worker(base, reg);
+	T_OK(outcome(&c[1], &text) == AU_FAILED, "policy %s: B failed", name);
+	free(text);
+	T_OK(outcome(&c[2], &text) == AU_COMPLETED, "policy %s: its sibling C completed", name);
+	free(text);
+	T_OK(outcome(&c[3], &text) == want && text && strstr(text, want_text),
+	     "policy %s: D is %s: %s", name, au_status_name(want), text ? text : "(none)");
+	free(text);
+	for (int i = 0; i < 4; i++)
+		au_computation_release(&c[i]);
+}
+
+static void test_table_and_bad_refs(struct event_base *base, struct au_registry *reg)
+{
+	struct au_computation c[4];
+	const struct au_computation *pa = &c[0];
+	char *j, *text, bogus[AU_ID_SIZE];
+
+	make(&c[0], "au.echo", "{\"table\":\"t_made\",\"rows\":3}", NULL, 0, AU_DEP_FAIL, NULL);
+	j = au_asprintf("{\"input\":{\"$table\":\"%s\"}}", c[0].id);
+	make(&c[1], "au.echo", j, &pa, 1, AU_DEP_FAIL, NULL);
+	free(j);
+	au_id_new(bogus);
+	j = au_asprintf("{\"x\":{\"$ref\":\"%s\"}}", bogus);
+	make(&c[2], "au.echo", j, NULL, 0, AU_DEP_FAIL, NULL);
+	free(j);
+	make(&c[3], "au.echo", "{\"x\":{\"$ref\":\"not-an-id\"}}", NULL, 0, AU_DEP_FAIL, NULL);
+	T_OK(au_queue_push(q, c, 4) == 0, "refs: pushed");
+	run_worker(base, reg);
+	T_OK(outcome(&c[1], &text) == AU_COMPLETED && text && !strcmp(text, "{\"input\":\"t_made\"}"),
+	     "refs: {\"$table\"} reads the table its dependency made: %s", text ? text : "(none)");
+	free(text);
+	T_OK(outcome(&c[2], &text) == AU_FAILED && text && strstr(text, "has no record"),
+	     "refs: a reference to an id without a record fails it, unrun: %s", text ? text : "(none)");
+	free(text);
+	T_OK(outcome(&c[3], &text) == AU_FAILED && text && strstr(text, "not a computation id"),
+	     "refs: a reference that is not an id fails it: %s", text ? text : "(none)");
+	free(text);
+	for (int i = 0; i < 4; i++)
+		au_computation_release(&c[i]);
+}
+
+/* P spawns 100 children; J, waiting for P, gets their 100 results. */
+static void test_fan_out(struct event_base *base, struct au_registry *reg)
+{
+	struct au_computation p, jn;
+	const struct au_computation *pp = &p;
+	struct au_buf b = AU_BUF_INIT;
+	char *j, *text, flow[AU_ID_SIZE];
+	size_t i, ok;
+
+	au_buf_append(&b, "{\"$spawn\":[", 11);
+	for (i = 0; i < 100; i++) {
+		char one[64];
+		int n = snprintf(one, sizeof(one), "%s{\"task\":\"au.echo\",\"args\":%zu}", i ? "," : "", i);
+
+		au_buf_append(&b, one, (size_t)n);
+	}
+	au_buf_append(&b, "],\"note\":\"p\"}", 14);
+	au_id_new(flow);
+	make(&p, "au.echo", (const char *)b.data, NULL, 0, AU_DEP_FAIL, flow);
+	j = au_asprintf("{\"all\":{\"$ref\":\"%s\"}}", p.id);
+	make(&jn, "au.echo", j, &pp, 1, AU_DEP_FAIL, flow);
+	free(j);
+	T_OK(au_queue_push(q, &p, 1) == 0 && au_queue_push(q, &jn, 1) == 0, "fan-out: P and J pushed");
+	run_worker(base, reg);
+	T_OK(outcome(&p, &text) == AU_COMPLETED && text && strstr(text, "\"$children\":[") &&
+	     strstr(text, "\"note\":\"p\"") && !strstr(text, "$spawn"),
+	     "fan-out: P's record names its children, not the request");
+	free(text);
+	T_OK(outcome(&jn, &text) == AU_COMPLETED && text, "fan-out: the join completed");
+	ok = 0;
+	if (text) {
+		char want[16];
+
+		for (i = 0; i < 100; i++) {
+			snprintf(want, sizeof(want), i ? ",%zu" : "[%zu", i);
+			ok += strstr(text, want) != NULL;
+		}
+		ok += !strncmp(text, "{\"all\":[0,1,2,", 14);
+	}
+	EQ(ok, 101, "fan-out: the join got the 100 results, in order");
+	free(text);
+	au_buf_release(&b);
+	au_computation_release(&p);
+	au_computation_release(&jn);
+}
+
+int main(void)
+{
+	struct event_base *base = event_base_new();
+	struct au_registry *reg = au_registry_new();
+
+	au_log_set_level(AU_LOG_ERROR);
+	q = au_queue_open(url);
+	st = au_store_open(url);
+	T_OK(q && !q->err.code && st && !st->err.code, "memory queue and store");
+	au_registry_add(reg, "test.count", task_count, NULL);
+	test_diamond(base, reg);
+	test_policy(base, reg, AU_DEP_FAIL, AU_FAILED, "failed: b broke");
+	test_policy(base, reg, AU_DEP_CANCEL, AU_CANCELLED, "cancelled: dependency");
+	test_policy(base, reg, AU_DEP_IGNORE, AU_COMPLETED, "{\"b\":null,\"c\":{\"c\":2}}");
+	test_policy(base, reg, AU_DEP_CONTINUE, AU_COMPLETED, "{\"status\":\"failed\",\"error\":\"b broke\"}");
+	test_table_and_bad_refs(base, reg);
+	test_fan_out(base, reg);
+	au_store_close(st);
+	au_queue_close(q);
+	au_registry_free(reg);
+	event_base_free(base);
+	return t_done();
+}
