@@ -54,9 +54,11 @@ static void make(struct au_computation *c, const char *task, const char *json,
 }
 
 
+static const char *ch_url = "http://127.0.0.1:1/default";
+
 static void run_worker(struct event_base *base, struct au_registry *reg)
 {
-	struct au_config cfg = { url, url, "http://127.0.0.1:1/default" };
+	struct au_config cfg = { url, url, ch_url };
 	struct au_worker_opts wo = { 0 };
 	struct au_worker *w;
 	wo.concurrency = 8;
@@ -220,6 +222,58 @@ static void test_fan_out(struct event_base *base, struct au_registry *reg)
 	au_computation_release(&jn);
 }
 
+/* au.map over a table of 1,000 rows in partitions of 100: ten children,
+ * and the reduce gets their ten results in order. The table is made and
+ * filled by the flow's first two nodes. */
+static void test_map(struct event_base *base, struct au_registry *reg)
+{
+	struct au_computation c[5];
+	const struct au_computation *p;
+	char table[48], *j, *text;
+	size_t ok = 0;
+
+	snprintf(table, sizeof(table), "fw_map_%08x", (unsigned)random());
+	j = au_asprintf("{\"sql\":\"CREATE TABLE %s (n UInt32) ENGINE = Memory\"}", table);
+	make(&c[0], "ch.exec", j, NULL, 0, AU_DEP_FAIL, NULL);
+	free(j);
+	p = &c[0];
+	j = au_asprintf("{\"sql\":\"INSERT INTO %s SELECT number FROM numbers(1000)\"}", table);
+	make(&c[1], "ch.exec", j, &p, 1, AU_DEP_FAIL, NULL);
+	free(j);
+	p = &c[1];
+	j = au_asprintf("{\"table\":\"%s\",\"partition\":100,\"task\":\"au.echo\","
+			"\"args\":{\"k\":1},\"order\":[[\"n\",\"asc\"]]}", table);
+	make(&c[2], "au.map", j, &p, 1, AU_DEP_FAIL, NULL);
+	free(j);
+	p = &c[2];
+	j = au_asprintf("{\"parts\":{\"$ref\":\"%s\"}}", c[2].id);
+	make(&c[3], "au.echo", j, &p, 1, AU_DEP_FAIL, NULL);
+	free(j);
+	p = &c[3];
+	j = au_asprintf("{\"sql\":\"DROP TABLE %s\"}", table);
+	make(&c[4], "ch.exec", j, &p, 1, AU_DEP_IGNORE, NULL);
+	free(j);
+	T_OK(au_queue_push(q, c, 5) == 0, "map: create, fill, map, reduce, drop pushed");
+	run_worker(base, reg);
+	T_OK(outcome(&c[2], &text) == AU_COMPLETED && text && strstr(text, "\"rows\":1000") &&
+	     strstr(text, "\"parts\":10"), "map: counted 1000 rows, 10 parts: %s", text ? text : "(none)");
+	free(text);
+	T_OK(outcome(&c[3], &text) == AU_COMPLETED && text, "map: the reduce completed");
+	for (int k = 0; text && k < 10; k++) {
+		char want[160];
+
+		snprintf(want, sizeof(want), "{\"k\":1,\"input\":{\"table\":\"%s\",\"limit\":100,\"offset\":%d,",
+			 table, k * 100);
+		ok += strstr(text, want) != NULL;
+	}
+	EQ(ok, 10, "map: the reduce got the ten partitions' results, each its rows");
+	free(text);
+	T_OK(outcome(&c[4], &text) == AU_COMPLETED, "map: the table dropped after");
+	free(text);
+	for (int k = 0; k < 5; k++)
+		au_computation_release(&c[k]);
+}
+
 int main(void)
 {
 	struct event_base *base = event_base_new();
@@ -237,6 +291,12 @@ int main(void)
 	test_policy(base, reg, AU_DEP_CONTINUE, AU_COMPLETED, "{\"status\":\"failed\",\"error\":\"b broke\"}");
 	test_table_and_bad_refs(base, reg);
 	test_fan_out(base, reg);
+	if (getenv("AU_TEST_CH")) {
+		ch_url = getenv("AU_TEST_CH");
+		test_map(base, reg);
+	} else {
+		printf("# no AU_TEST_CH: au.map not tried\n");
+	}
 	au_store_close(st);
 	au_queue_close(q);
 	au_registry_free(reg);
