@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "clickhouse.h"
 #include "core.h"
 #include "plug.h"
 #include "queue.h"
@@ -55,6 +56,7 @@ static void make(struct au_computation *c, const char *task, const char *json,
 
 
 static const char *ch_url = "http://127.0.0.1:1/default";
+static uint32_t idle_ms = 700;   /* the collector's tests wait for a housekeeping round */
 
 static void run_worker(struct event_base *base, struct au_registry *reg)
 {
@@ -62,7 +64,7 @@ static void run_worker(struct event_base *base, struct au_registry *reg)
 	struct au_worker_opts wo = { 0 };
 	struct au_worker *w;
 	wo.concurrency = 8;
-	wo.idle_exit_ms = 700;
+	wo.idle_exit_ms = idle_ms;
 	wo.queue = "fw";
 	w = au_worker_new(&cfg, &wo, reg, base);
 	T_OK(w && au_worker_start(w) == 0, "a worker on queue fw");
@@ -274,6 +276,81 @@ static void test_map(struct event_base *base, struct au_registry *reg)
 		au_computation_release(&c[k]);
 }
 
+/* 1 when ClickHouse has table name, 0 when not, -1 when it cannot say. */
+static int table_exists(const char *name)
+{
+	struct au_err err;
+	struct au_clickhouse *ch = au_ch_new(ch_url, &err);
+	struct au_ch_response r;
+	struct au_ch_query cq = { 0 };
+	char sql[160];
+	int rc;
+
+	if (!ch)
+		return -1;
+	snprintf(sql, sizeof(sql), "EXISTS TABLE %s FORMAT TSV", name);
+	cq.sql = sql;
+	rc = au_ch_query_sync(ch, &cq, &r) < 0 ? -1 : r.body.len && r.body.data[0] == '1';
+	au_ch_response_release(&r);
+	au_ch_free(ch);
+	return rc;
+}
+
+/* A flow's temporary table stays until the flow's ttl after it finished,
+ * then goes with the flow's description; a persistent one stays. */
+static void test_flow_gc(struct event_base *base, struct au_registry *reg)
+{
+	struct au_computation c[2];
+	char flow[AU_ID_SIZE], tmp[80], keep[80], *j, *desc, *text;
+	unsigned char *mp = NULL, *v = NULL;
+	size_t len = 0, vlen = 0;
+	struct au_err err;
+	int done = 0;
+
+	au_id_new(flow);
+	snprintf(tmp, sizeof(tmp), "t_%s_gc", flow);
+	snprintf(keep, sizeof(keep), "p_fw_%.8s", flow);
+	j = au_asprintf("{\"sql\":\"CREATE TABLE %s (n UInt8) ENGINE = Memory\"}", tmp);
+	make(&c[0], "ch.exec", j, NULL, 0, AU_DEP_FAIL, flow);
+	free(j);
+	j = au_asprintf("{\"sql\":\"CREATE TABLE %s (n UInt8) ENGINE = Memory\"}", keep);
+	make(&c[1], "ch.exec", j, NULL, 0, AU_DEP_FAIL, flow);
+	free(j);
+	desc = au_asprintf("{\"id\":\"%s\",\"name\":\"gc\",\"ttl_s\":5,\"nodes\":[{\"name\":\"a\","
+			   "\"id\":\"%s\"},{\"name\":\"b\",\"id\":\"%s\"}]}", flow, c[0].id, c[1].id);
+	T_OK(au_json_to_msgpack(desc, &mp, &len, &err) == 0 &&
+	     au_queue_kv_put(q, "flow", flow, mp, len, 0, 0, &done) == 0 && done,
+	     "gc: the flow's description stored (%s)", q->err.str);
+	free(desc);
+	free(mp);
+	T_OK(au_queue_push(q, c, 2) == 0, "gc: its two nodes pushed");
+	setenv("AU_FLOW_GC_MS", "100", 1);
+	idle_ms = 1600;
+	run_worker(base, reg);
+	T_OK(outcome(&c[0], &text) == AU_COMPLETED, "gc: the temporary table made: %s", text ? text : "");
+	free(text);
+	EQ(table_exists(tmp), 1, "gc: finished, its ttl not over: the temporary table stays");
+	T_OK(au_queue_kv_get(q, "flow_done", flow, &v, &vlen) == 0, "gc: the flow noted finished");
+	free(v);
+	t_sleep_ms(4000);
+	idle_ms = 2500;
+	run_worker(base, reg);
+	EQ(table_exists(tmp), 0, "gc: past its ttl: the temporary table dropped");
+	EQ(table_exists(keep), 1, "gc: the persistent one stays");
+	T_OK(au_queue_kv_get(q, "flow", flow, &v, &vlen) < 0 && q->err.code == AU_ENOTFOUND,
+	     "gc: the description is gone");
+	unsetenv("AU_FLOW_GC_MS");
+	idle_ms = 700;
+	j = au_asprintf("{\"sql\":\"DROP TABLE %s\"}", keep);
+	au_computation_release(&c[1]);
+	make(&c[1], "ch.exec", j, NULL, 0, AU_DEP_FAIL, NULL);
+	free(j);
+	au_queue_push(q, &c[1], 1);
+	run_worker(base, reg);
+	au_computation_release(&c[0]);
+	au_computation_release(&c[1]);
+}
+
 int main(void)
 {
 	struct event_base *base = event_base_new();
@@ -294,6 +371,7 @@ int main(void)
 	if (getenv("AU_TEST_CH")) {
 		ch_url = getenv("AU_TEST_CH");
 		test_map(base, reg);
+		test_flow_gc(base, reg);
 	} else {
 		printf("# no AU_TEST_CH: au.map not tried\n");
 	}

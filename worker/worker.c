@@ -39,6 +39,7 @@
 #include "clickhouse.h"
 #include "core.h"
 #include "flow.h"
+#include "flow_gc.h"
 #include "io_thread.h"
 #include "metrics.h"
 #include "middleware.h"
@@ -206,6 +207,10 @@ struct rescue_req {
 	struct au_worker *w;
 	int busy;
 	int sweep;                    /* the store is swept too */
+	int gc;                       /* and finished flows past their ttl collected */
+	int gc_rc;
+	struct au_flow_gc_stats gc_st;
+	struct au_err gc_err;
 	size_t requeued, buried, swept;
 	int queue_rc, store_rc;
 	struct au_err queue_err, store_err;
@@ -237,6 +242,9 @@ struct au_worker {
 	char *queues_text;             /* "a,b" or "a:5,b:1", as logged and registered */
 	char *store_url;
 	char *queue_url;
+	char *ch_url;                  /* for the flow collector's own client */
+	struct au_clickhouse *gc_ch;   /* the I/O thread's: blocking requests */
+	uint64_t last_gc_ms;
 	struct task_timeout {          /* timeout:TASK=DURATION of au_worker_use_spec */
 		char *task;
 		uint32_t ms;
@@ -1434,6 +1442,12 @@ static void rescue_io(struct au_io_req *r)
 	s->store_rc = 0;
 	if (s->sweep && (s->store_rc = au_store_sweep(w->store, SWEEP_MAX, &s->swept)) < 0)
 		s->store_err = w->store->err;
+	s->gc_rc = 0;
+	if (s->gc) {
+		if (!w->gc_ch && w->ch_url)
+			w->gc_ch = au_ch_new(w->ch_url, &s->gc_err);
+		s->gc_rc = au_flow_gc(w->q, w->store, w->gc_ch, w->id, &s->gc_st, &s->gc_err);
+	}
 }
 
 /* ---- back on the loop ---- */
@@ -1653,6 +1667,11 @@ static void rescue_done(struct au_worker *w)
 		       s->requeued + s->buried, w->ql.n > 1 ? "s" : "", w->queues_text, s->buried);
 	if (s->store_rc < 0)
 		report(w, &s->store_err);
+	if (s->gc && s->gc_rc < 0)
+		au_log(AU_LOG_WARN, "flows past their ttl wait: %s", s->gc_err.str);
+	else if (s->gc && s->gc_st.expired)
+		au_log(AU_LOG_INFO, "%zu flows past their ttl removed, with %zu tables",
+		       s->gc_st.expired, s->gc_st.tables);
 	if (s->requeued) {
 		w->wake_pending = 1;
 		pump(w);
@@ -1878,8 +1897,18 @@ static void extend_run(evutil_socket_t fd, short what, void *arg)
 	au_io_submit(w->io, &e->io);
 }
 
+/* How often flows are collected: AU_FLOW_GC_MS, a test hook, or the default. */
+static uint64_t gc_every_ms(void)
+{
+	const char *v = getenv("AU_FLOW_GC_MS");
+	unsigned long long ms = v ? strtoull(v, NULL, 10) : 0;
+
+	return ms ? ms : AU_FLOW_GC_EVERY_MS;
+}
+
 /* Housekeeping: expired leases of crashed workers go back to the queue;
- * expired records leave stores that have no native expiry. */
+ * expired records leave stores that have no native expiry; finished flows
+ * past their ttl lose their tables. */
 static void rescue_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
@@ -1893,6 +1922,9 @@ static void rescue_run(evutil_socket_t fd, short what, void *arg)
 	s->sweep = now - w->last_sweep_ms >= SWEEP_EVERY_MS;
 	if (s->sweep)
 		w->last_sweep_ms = now;
+	s->gc = now - w->last_gc_ms >= gc_every_ms();
+	if (s->gc)
+		w->last_gc_ms = now;
 	s->busy = 1;
 	au_io_submit(w->io, &s->io);
 }
@@ -2162,6 +2194,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
 	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
 	w->store_url = au_strdup(conf.store_url);
+	w->ch_url = conf.clickhouse_url ? au_strdup(conf.clickhouse_url) : NULL;
 	w->queue_url = au_strdup(conf.queue_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
@@ -2402,6 +2435,9 @@ void au_worker_free(struct au_worker *w)
 	au_queue_list_release(&w->ql);
 	free(w->queues_text);
 	free(w->store_url);
+	free(w->ch_url);
+	if (w->gc_ch)
+		au_ch_free(w->gc_ch);
 	free(w->queue_url);
 	while (w->ntimeouts--)
 		free(w->timeouts[w->ntimeouts].task);
