@@ -17,8 +17,84 @@
 struct got {
 	char id[AU_ID_SIZE];
 	int found;                  /* its record is in r */
+	int borrowed;               /* r is the cache's (flow.h, au_prep_cache) */
 	struct au_record r;
 };
+
+/* Records read for one lease's computations: the nodes of a wide flow
+ * leased together all need their one parent's, read once. */
+struct au_prep_cache {
+	struct got *slot;           /* open addressing by id, cap a power of two */
+	size_t n, cap;
+};
+
+static size_t id_hash(const char *id)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*id)
+		h = (h ^ (unsigned char)*id++) * 1099511628211ull;
+	return (size_t)h;
+}
+
+static struct got *cache_find(struct au_prep_cache *c, const char *id)
+{
+	size_t i;
+
+	if (!c || !c->cap)
+		return NULL;
+	for (i = id_hash(id) & (c->cap - 1); c->slot[i].id[0]; i = (i + 1) & (c->cap - 1))
+		if (!strcmp(c->slot[i].id, id))
+			return &c->slot[i];
+	return NULL;
+}
+
+/* Keeps a copy of g's outcome (the record moves to the cache, g borrows
+ * it). Nothing when full and unable to grow: the cache is only a saving. */
+static void cache_keep(struct au_prep_cache *c, struct got *g)
+{
+	size_t i;
+
+	if (!c || c->n >= AU_PREP_CACHE_MAX)
+		return;
+	if (2 * (c->n + 1) > c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 256, k;
+		struct got *v = calloc(cap, sizeof(*v));
+
+		if (!v)
+			return;
+		for (k = 0; k < c->cap; k++)
+			if (c->slot[k].id[0]) {
+				for (i = id_hash(c->slot[k].id) & (cap - 1); v[i].id[0]; i = (i + 1) & (cap - 1))
+					;
+				v[i] = c->slot[k];
+			}
+		free(c->slot);
+		c->slot = v;
+		c->cap = cap;
+	}
+	for (i = id_hash(g->id) & (c->cap - 1); c->slot[i].id[0]; i = (i + 1) & (c->cap - 1))
+		;
+	c->slot[i] = *g;
+	c->n++;
+	g->borrowed = 1;
+}
+
+struct au_prep_cache *au_prep_cache_new(void)
+{
+	return calloc(1, sizeof(struct au_prep_cache));
+}
+
+void au_prep_cache_free(struct au_prep_cache *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->cap; i++)
+		if (c->slot[i].id[0] && c->slot[i].found)
+			au_record_release(&c->slot[i].r);
+	free(c->slot);
+	free(c);
+}
 
 struct need {
 	struct got *v;
@@ -77,7 +153,7 @@ static int need_add(struct need *nd, const char *id, size_t len)
 static void need_release(struct need *nd)
 {
 	for (size_t i = 0; i < nd->n; i++)
-		if (nd->v[i].found)
+		if (nd->v[i].found && !nd->v[i].borrowed)
 			au_record_release(&nd->v[i].r);
 	free(nd->v);
 }
@@ -155,19 +231,30 @@ static int store_away(int code)
 }
 
 /* Reads the record of each id of nd not read yet. */
-static int fetch(struct au_store *s, struct need *nd, struct au_err *err)
+static int fetch(struct au_store *s, struct need *nd, struct au_prep_cache *cache,
+		 struct au_err *err)
 {
 	for (size_t i = 0; i < nd->n; i++) {
-		struct got *g = &nd->v[i];
+		struct got *g = &nd->v[i], *kept;
 
 		if (g->found || g->r.id[0])
 			continue;
+		if ((kept = cache_find(cache, g->id))) {
+			g->found = kept->found;
+			g->borrowed = 1;
+			g->r = kept->r;
+			memcpy(g->r.id, g->id, AU_ID_SIZE);
+			continue;
+		}
 		memcpy(g->r.id, g->id, AU_ID_SIZE);   /* looked at */
 		if (au_store_get(s, g->id, &g->r) == 0) {
 			g->found = 1;
+			cache_keep(cache, g);
 			continue;
 		}
 		memcpy(g->r.id, g->id, AU_ID_SIZE);
+		if (s->err.code == AU_ENOTFOUND)
+			cache_keep(cache, g);   /* none is an answer too */
 		if (store_away(s->err.code)) {
 			*err = s->err;
 			return -1;
@@ -388,8 +475,8 @@ static int add_children(struct need *nd, msgpack_zone *zone)
 	return rc;
 }
 
-int au_flow_prepare(struct au_store *s, const unsigned char *body, size_t len,
-		    struct au_prep *p, struct au_err *err)
+int au_flow_prepare(struct au_store *s, struct au_prep_cache *cache, const unsigned char *body,
+		    size_t len, struct au_prep *p, struct au_err *err)
 {
 	struct au_computation c;
 	struct au_err derr;
@@ -419,7 +506,7 @@ int au_flow_prepare(struct au_store *s, const unsigned char *body, size_t len,
 	/* the records, and those of fan-outs' children, in rounds */
 	for (unsigned round = 0; nd.n; round++) {
 		need_find(&nd, nd.v[0].id);   /* sorts, each once */
-		if (fetch(s, &nd, err) < 0) {
+		if (fetch(s, &nd, cache, err) < 0) {
 			rc = -1;
 			goto out;
 		}

@@ -20,6 +20,8 @@ enum au_prep_verdict {
 	AU_PREP_AWAY                /* the store could not be read: released */
 };
 
+struct au_prep_cache;
+
 struct au_prep {
 	int verdict;
 	char *error;                /* malloc'ed */
@@ -37,8 +39,14 @@ int au_flow_needs_prep(const unsigned char *body, size_t len);
  * computation the worker cannot decode is left to the worker (0, p empty).
  * On the I/O thread: it waits on the store.
  */
-int au_flow_prepare(struct au_store *s, const unsigned char *body, size_t len,
-		    struct au_prep *p, struct au_err *err);
+int au_flow_prepare(struct au_store *s, struct au_prep_cache *cache, const unsigned char *body,
+		    size_t len, struct au_prep *p, struct au_err *err);
+/* Records read once for the computations of one lease (cache may be NULL
+ * in au_flow_prepare): what a wide flow's nodes need is their one
+ * parent's. At most AU_PREP_CACHE_MAX records. */
+#define AU_PREP_CACHE_MAX 4096
+struct au_prep_cache *au_prep_cache_new(void);
+void au_prep_cache_free(struct au_prep_cache *c);
 void au_prep_release(struct au_prep *p);
 
 /*

@@ -1181,6 +1181,7 @@ static void lease_io(struct au_io_req *r)
 	struct au_worker *w = l->w;
 
 	size_t order[AU_MAX_QUEUES], k, i, got;
+	struct au_prep_cache *cache = NULL;
 
 	/* strict order, or one drawn by weight: the first queue gets all it
 	 * has, the next what is still missing, and so on */
@@ -1200,17 +1201,23 @@ static void lease_io(struct au_io_req *r)
 			l->qi[l->n + i] = (unsigned)order[k];
 		l->n += got;
 	}
-	/* a flow's computation: its dependencies' records, read here, off the loop */
+	/* a flow's computation: its dependencies' records, read here, off the
+	 * loop, each once for the whole lease */
 	for (i = 0; i < l->n; i++) {
 		struct au_err err;
 
 		memset(&l->prep[i], 0, sizeof(l->prep[i]));
-		if (au_flow_needs_prep(l->out[i].body, l->out[i].body_len) &&
-		    au_flow_prepare(w->store, l->out[i].body, l->out[i].body_len, &l->prep[i], &err) < 0) {
+		if (!au_flow_needs_prep(l->out[i].body, l->out[i].body_len))
+			continue;
+		if (!cache)
+			cache = au_prep_cache_new();
+		if (au_flow_prepare(w->store, cache, l->out[i].body, l->out[i].body_len, &l->prep[i],
+				    &err) < 0) {
 			l->prep[i].verdict = AU_PREP_AWAY;
 			l->prep[i].error = au_strdup(err.str);
 		}
 	}
+	au_prep_cache_free(cache);
 }
 
 /*
