@@ -19,6 +19,7 @@
 #include "admin.h"
 #include "core.h"
 #include "fleet.h"
+#include "lineage.h"
 #include "middleware.h"
 #include "pg_schema.h"
 #include "queue.h"
@@ -46,6 +47,7 @@ static const char usage_text[] =
 	"  queue pause|resume|empty|delete NAME\n"
 	"  dlq list|show|requeue|purge   dead letters\n"
 	"  migrate                 creates or upgrades the PostgreSQL schema\n"
+	"  lineage TABLE           the ch.op operations that made TABLE (--forward, --json)\n"
 	"  version                 prints the version (also --version, -V)\n"
 	"  help [COMMAND]          this text, or a command's options and an example\n"
 	"\n"
@@ -935,7 +937,8 @@ static int cmd_worker(struct cli *c, int argc)
 /* `au help [COMMAND]` */
 static int cmd_help(struct cli *c, int argc, char **argv)
 {
-	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats" };
+	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats",
+					      "lineage" };
 	char *args[] = { NULL, (char *)"--help", NULL };
 	size_t i;
 	int k;
@@ -957,6 +960,7 @@ static int cmd_help(struct cli *c, int argc, char **argv)
 			       : !strcmp(argv[0], "queue") ? au_cli_queue(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "stats") ? au_cli_stats(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "lineage") ? au_cli_lineage(&c->cfg, 2, args)
 			       : au_cli_workers(&c->cfg, 2, args);
 		}
 	return usage("unknown command '%s'", argv[0]);
@@ -990,6 +994,8 @@ int main(int argc, char **argv)
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "stats"))   /* cli/stats.c */
 		return au_cli_stats(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "lineage"))   /* cli/lineage.c */
+		return au_cli_lineage(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
 		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
 	if ((k = command_of(cmd)) < 0)

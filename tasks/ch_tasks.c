@@ -501,5 +501,5 @@ int au_ch_tasks_add(struct au_registry *reg)
 	for (size_t i = 0; i < AU_ARRAY_SIZE(task_names); i++)
 		if (au_registry_add(reg, task_names[i], run_task, (void *)task_names[i]) < 0)
 			return -1;
-	return 0;
+	return au_ch_ops_add(reg);
 }

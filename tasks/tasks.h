@@ -13,10 +13,25 @@
 /* Adds every built-in task to reg: au.noop, au.echo, au.sleep, au.fail and
  * the ClickHouse tasks. -1 on OOM. */
 int au_tasks_add_builtins(struct au_registry *reg);
-/* Adds ch.query, ch.exec, ch.insert. */
+/* Adds ch.query, ch.exec, ch.insert and ch.op. */
 int au_ch_tasks_add(struct au_registry *reg);
 /* Adds au.map (tasks/flow_tasks.c). */
 int au_flow_tasks_add(struct au_registry *reg);
+/* Adds ch.op (tasks/ch_ops.c). */
+int au_ch_ops_add(struct au_registry *reg);
+
+/*
+ * The operation log (docs/clickhouse.md "The operation log"): each ch.op
+ * that made a table adds a row to a buffer of the process, written to
+ * au_operation_log on the task's loop within 200 ms (or at 500 rows) by
+ * the ClickHouse client the task ran with. au_ch_oplog_detach(ch): if
+ * the buffer is ch's, writes what it holds with a blocking request (2 s
+ * at most) and lets go of ch and its loop; call it before au_ch_free(ch)
+ * and before the loop is freed. au_ch_oplog_pending: rows not yet written.
+ */
+struct au_clickhouse;
+void au_ch_oplog_detach(struct au_clickhouse *ch);
+size_t au_ch_oplog_pending(void);
 
 /*
  * The halves of those tasks that need no server (docs/clickhouse.md).

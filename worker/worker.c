@@ -2403,6 +2403,7 @@ void au_worker_free(struct au_worker *w)
 		}
 	/* offloaded work still running is waited for; its done hears of no ctx */
 	au_pool_free(w->pool);
+	au_ch_oplog_detach(w->ch);   /* ch.op's log rows not yet written */
 	au_ch_free(w->ch);
 	au_chain_release(&w->chain);
 	requests_release(w);
