@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ch_ops.h"
 #include "clickhouse.h"
 #include "flow_gc.h"
 
@@ -84,58 +85,6 @@ static int finished(struct au_store *s, const char *id, uint64_t *last, unsigned
 	return rc;
 }
 
-int au_flow_drop_tables(struct au_clickhouse *ch, const char *flow, size_t *dropped,
-			struct au_err *err)
-{
-	struct au_ch_response resp;
-	struct au_ch_query q = { 0 };
-	char sql[512];
-	const char *p, *end;
-	int rc;
-
-	*dropped = 0;
-	if (!au_id_valid(flow))
-		return au_seterr(err, AU_EINVAL, "invalid flow id '%.40s'", flow);
-	/* the id is 32 hex digits: nothing in it can leave the quotes */
-	snprintf(sql, sizeof(sql), "SELECT name FROM system.tables WHERE database = currentDatabase()"
-		 " AND (startsWith(name, 't_%s_') OR startsWith(name, 'f_%s_')) FORMAT TSV", flow, flow);
-	q.sql = sql;
-	rc = au_ch_query_sync(ch, &q, &resp);
-	if (rc < 0) {
-		*err = resp.err;
-		au_ch_response_release(&resp);
-		return -1;
-	}
-	p = (const char *)resp.body.data;
-	end = p ? p + resp.body.len : p;
-	while (p && p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		char name[128];
-		struct au_ch_response r2;
-
-		if (n && n < sizeof(name)) {
-			memcpy(name, p, n);
-			name[n] = 0;
-			if (au_sql_identifier_valid(name)) {
-				snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", name);
-				q.sql = sql;
-				if (au_ch_query_sync(ch, &q, &r2) < 0) {
-					*err = r2.err;
-					au_ch_response_release(&r2);
-					au_ch_response_release(&resp);
-					return -1;
-				}
-				au_ch_response_release(&r2);
-				++*dropped;
-			}
-		}
-		p = nl ? nl + 1 : end;
-	}
-	au_ch_response_release(&resp);
-	return 0;
-}
-
 int au_flow_gc(struct au_queue *q, struct au_store *s, struct au_clickhouse *ch,
 	       const char *holder, struct au_flow_gc_stats *st, struct au_err *err)
 {
@@ -180,11 +129,10 @@ int au_flow_gc(struct au_queue *q, struct au_store *s, struct au_clickhouse *ch,
 			at = strtoull(text, NULL, 10);
 			if (at > now)
 				continue;
-			if (ch && au_flow_drop_tables(ch, keys[i], &k, err) < 0) {
+			if (ch && au_ch_drop_flow_tables(ch, keys[i], err) < 0) {
 				rc = -1;   /* ClickHouse away: next time */
 				break;
 			}
-			st->tables += ch ? k : 0;
 			au_queue_kv_del(q, "flow", keys[i], NULL, 0, &done);
 			au_queue_kv_del(q, "flow_done", keys[i], NULL, 0, &done);
 			st->expired++;

@@ -1677,8 +1677,8 @@ static void rescue_done(struct au_worker *w)
 	if (s->gc && s->gc_rc < 0)
 		au_log(AU_LOG_WARN, "flows past their ttl wait: %s", s->gc_err.str);
 	else if (s->gc && s->gc_st.expired)
-		au_log(AU_LOG_INFO, "%zu flows past their ttl removed, with %zu tables",
-		       s->gc_st.expired, s->gc_st.tables);
+		au_log(AU_LOG_INFO, "%zu flows past their ttl removed, with their tables",
+		       s->gc_st.expired);
 	if (s->requeued) {
 		w->wake_pending = 1;
 		pump(w);
