@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "ch_ops.h"
 #include "clickhouse.h"
 #include "core.h"
 #include "plug.h"
@@ -276,6 +277,85 @@ static void test_map(struct event_base *base, struct au_registry *reg)
 		au_computation_release(&c[k]);
 }
 
+/* The TSV answer of sql (malloc'ed), or NULL. */
+static char *ch_tsv(const char *sql)
+{
+	struct au_err err;
+	struct au_clickhouse *ch = au_ch_new(ch_url, &err);
+	struct au_ch_response r;
+	struct au_ch_query cq = { 0 };
+	char *out = NULL;
+
+	if (!ch)
+		return NULL;
+	cq.sql = sql;
+	if (au_ch_query_sync(ch, &cq, &r) == 0)
+		out = au_strndup((const char *)r.body.data, r.body.len);
+	au_ch_response_release(&r);
+	au_ch_free(ch);
+	return out;
+}
+
+/* The "table" of c's result, or "". */
+static void table_of(const struct au_computation *c, char *out, size_t size)
+{
+	char *text, *p, *q;
+
+	*out = 0;
+	if (outcome(c, &text) == AU_COMPLETED && text && (p = strstr(text, "\"table\":\"")) &&
+	    (q = strchr(p + 9, '"')))
+		snprintf(out, size, "%.*s", (int)(q - p - 9), p + 9);
+	free(text);
+}
+
+/* ingest → (sum by k, count by k) → join, each a ch.op on the table of the
+ * one before through {"$table"}: the join's rows are those SQL gives. */
+static void test_three_levels(struct event_base *base, struct au_registry *reg)
+{
+	struct au_computation c[4];
+	const struct au_computation *pi = &c[0], *psc[2] = { &c[1], &c[2] };
+	char flow[AU_ID_SIZE], *j, *got, *want, table[128], sql[256];
+
+	au_id_new(flow);
+	make(&c[0], "ch.op", "{\"op\":\"values\",\"columns\":{\"k\":\"String\",\"x\":\"Int64\"},"
+	     "\"rows\":[[\"a\",1],[\"b\",2],[\"a\",3],[\"b\",4],[\"c\",5],[\"a\",10]]}",
+	     NULL, 0, AU_DEP_FAIL, flow);
+	j = au_asprintf("{\"op\":\"sum\",\"input\":{\"$table\":\"%s\"},\"column\":\"x\","
+			"\"group_by\":[\"k\"]}", c[0].id);
+	make(&c[1], "ch.op", j, &pi, 1, AU_DEP_FAIL, flow);
+	free(j);
+	j = au_asprintf("{\"op\":\"count\",\"input\":{\"$table\":\"%s\"},\"group_by\":[\"k\"]}",
+			c[0].id);
+	make(&c[2], "ch.op", j, &pi, 1, AU_DEP_FAIL, flow);
+	free(j);
+	j = au_asprintf("{\"op\":\"join\",\"left\":{\"$table\":\"%s\"},\"right\":{\"$table\":\"%s\"},"
+			"\"on\":\"k\"}", c[1].id, c[2].id);
+	make(&c[3], "ch.op", j, psc, 2, AU_DEP_FAIL, flow);
+	free(j);
+	T_OK(au_queue_push(q, c, 4) == 0, "3 levels: ingest, two ops, a join pushed");
+	run_worker(base, reg);
+	table_of(&c[3], table, sizeof(table));
+	T_OK(!strncmp(table, "t_", 2) && strstr(table, flow), "3 levels: the join made a table of the flow: %s",
+	     table);
+	snprintf(sql, sizeof(sql), "SELECT k, value, value_right FROM %s ORDER BY k FORMAT TSV", table);
+	got = ch_tsv(sql);
+	want = ch_tsv("SELECT k, sum(x), count() FROM (SELECT arrayJoin([('a',1),('b',2),('a',3),('b',4),"
+		      "('c',5),('a',10)]) AS t, t.1 AS k, t.2 AS x) GROUP BY k ORDER BY k FORMAT TSV");
+	T_OK(got && want && !strcmp(got, want) && !strcmp(want, "a\t14\t3\nb\t6\t2\nc\t5\t1\n"),
+	     "3 levels: the join holds what SQL computes directly: %s", got ? got : "(none)");
+	free(got);
+	free(want);
+	{
+		struct au_err err;
+		struct au_clickhouse *ch = au_ch_new(ch_url, &err);
+
+		T_OK(ch && au_ch_drop_flow_tables(ch, flow, &err) == 0, "3 levels: the flow's tables dropped");
+		au_ch_free(ch);
+	}
+	for (int k = 0; k < 4; k++)
+		au_computation_release(&c[k]);
+}
+
 /* 1 when ClickHouse has table name, 0 when not, -1 when it cannot say. */
 static int table_exists(const char *name)
 {
@@ -372,6 +452,7 @@ int main(void)
 		ch_url = getenv("AU_TEST_CH");
 		test_map(base, reg);
 		test_flow_gc(base, reg);
+		test_three_levels(base, reg);
 	} else {
 		printf("# no AU_TEST_CH: au.map not tried\n");
 	}
