@@ -1108,11 +1108,29 @@ static int build_values(struct op *o, struct au_buf *create, struct au_buf *inse
 		if (au_buf_puts(insert, i ? ", (" : "(") < 0)
 			rcode = OOM();
 		json_array_foreach(row, k, v) {
+			const char *type = json_string_value(json_object_get(cols, names[k]));
+			char ph[96], *lit;
+			json_t *one;
+
 			if (rcode)
 				break;
-			if ((k && au_buf_puts(insert, ", ") < 0) ||
-			    put_param(o, insert, json_string_value(json_object_get(cols, names[k])), v) < 0)
+			/* bound here, one at a time, so that a bad value is named
+			 * by its row and column */
+			snprintf(ph, sizeof(ph), "{v:%s}", type);
+			one = json_pack("{sO}", "v", v);
+			lit = one ? au_sql_bind(ph, one, err) : NULL;
+			json_decref(one);
+			if (!lit) {
+				const char *m = err->str;
+
+				if (!strncmp(m, "parameter 'v': ", 15))
+					m += 15;
+				snprintf(ph, sizeof(ph), "%.80s", m);
+				rcode = bad(err, "'rows': row %zu, column '%s': %s", i, names[k], ph);
+			} else if ((k && au_buf_puts(insert, ", ") < 0) || au_buf_puts(insert, lit) < 0) {
 				rcode = OOM();
+			}
+			free(lit);
 		}
 		if (!rcode && au_buf_puts(insert, ")") < 0)
 			rcode = OOM();

@@ -107,7 +107,7 @@ refused "sum of strings" '{"op":"sum","input":"ca","column":"k"}' "sum needs num
 refused "a bad output name" '{"op":"filter","input":"ca","out":{"name":"x;y","scope":"flow"}}' "'out.name' 'x;y' is not a valid name"
 refused "a bad scope" '{"op":"filter","input":"ca","out":{"name":"x","scope":"global"}}' "'out.scope' must be temp, flow or persistent"
 refused "a values type off the whitelist" '{"op":"values","columns":{"n":"Int64) ENGINE = Log; DROP TABLE ca; --"},"rows":[]}' "values takes"
-refused "a values value out of range" '{"op":"values","columns":{"n":"UInt8"},"rows":[[256]]}' "256 is out of range for UInt8"
+refused "a values value out of range" '{"op":"values","columns":{"n":"UInt8"},"rows":[[256]]}' "ch.op: 'rows': row 0, column 'n': 256 is out of range for UInt8"
 refused "two statements in query" '{"op":"query","sql":"SELECT 1; DROP TABLE ca"}' "query takes one statement"
 refused "a query that is not a SELECT" '{"op":"query","sql":"DROP TABLE ca"}' "query takes a SELECT statement"
 v=$(run '{"op":"filter","input":{"table":"ca","where":[["k","=","a'"'"' OR '"'"'1'"'"'='"'"'1"]]}}')
