@@ -215,7 +215,10 @@ static int parse_input(struct op *o, const json_t *v, const char *role, struct a
 		in->view = v;
 		if ((c = json_object_get(v, "column"))) {
 			if (!json_is_string(c) || !name_ok(json_string_value(c), NAME_MAX_LEN))
-				return bad(err, "'%s': 'column' must be a column name", role);
+				return bad(err, "'%s': 'column' must be a column name%s%s%s", role,
+					   json_is_string(c) ? ", not '" : "",
+					   json_is_string(c) ? shown(b, json_string_value(c)) : "",
+					   json_is_string(c) ? "'" : "");
 			in->column = json_string_value(c);
 		}
 	} else {
@@ -335,7 +338,10 @@ static int parse_args(struct op *o, struct au_err *err)
 			return -1;
 		if (o->def->kind == K_AGG && (v = json_object_get(o->args, "column"))) {
 			if (!json_is_string(v) || !name_ok(json_string_value(v), NAME_MAX_LEN))
-				return bad(err, "'column' must be a column name");
+				return bad(err, "'column' must be a column name%s%s%s",
+					   json_is_string(v) ? ", not '" : "",
+					   json_is_string(v) ? shown(b, json_string_value(v)) : "",
+					   json_is_string(v) ? "'" : "");
 			o->in[0].column = json_string_value(v);
 		}
 		return 0;
