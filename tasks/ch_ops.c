@@ -215,7 +215,10 @@ static int parse_input(struct op *o, const json_t *v, const char *role, struct a
 		in->view = v;
 		if ((c = json_object_get(v, "column"))) {
 			if (!json_is_string(c) || !name_ok(json_string_value(c), NAME_MAX_LEN))
-				return bad(err, "'%s': 'column' must be a column name", role);
+				return bad(err, "'%s': 'column' must be a column name%s%s%s", role,
+					   json_is_string(c) ? ", not '" : "",
+					   json_is_string(c) ? shown(b, json_string_value(c)) : "",
+					   json_is_string(c) ? "'" : "");
 			in->column = json_string_value(c);
 		}
 	} else {
@@ -335,7 +338,10 @@ static int parse_args(struct op *o, struct au_err *err)
 			return -1;
 		if (o->def->kind == K_AGG && (v = json_object_get(o->args, "column"))) {
 			if (!json_is_string(v) || !name_ok(json_string_value(v), NAME_MAX_LEN))
-				return bad(err, "'column' must be a column name");
+				return bad(err, "'column' must be a column name%s%s%s",
+					   json_is_string(v) ? ", not '" : "",
+					   json_is_string(v) ? shown(b, json_string_value(v)) : "",
+					   json_is_string(v) ? "'" : "");
 			o->in[0].column = json_string_value(v);
 		}
 		return 0;
@@ -1108,11 +1114,29 @@ static int build_values(struct op *o, struct au_buf *create, struct au_buf *inse
 		if (au_buf_puts(insert, i ? ", (" : "(") < 0)
 			rcode = OOM();
 		json_array_foreach(row, k, v) {
+			const char *type = json_string_value(json_object_get(cols, names[k]));
+			char ph[96], *lit;
+			json_t *one;
+
 			if (rcode)
 				break;
-			if ((k && au_buf_puts(insert, ", ") < 0) ||
-			    put_param(o, insert, json_string_value(json_object_get(cols, names[k])), v) < 0)
+			/* bound here, one at a time, so that a bad value is named
+			 * by its row and column */
+			snprintf(ph, sizeof(ph), "{v:%s}", type);
+			one = json_pack("{sO}", "v", v);
+			lit = one ? au_sql_bind(ph, one, err) : NULL;
+			json_decref(one);
+			if (!lit) {
+				const char *m = err->str;
+
+				if (!strncmp(m, "parameter 'v': ", 15))
+					m += 15;
+				snprintf(ph, sizeof(ph), "%.80s", m);
+				rcode = bad(err, "'rows': row %zu, column '%s': %s", i, names[k], ph);
+			} else if ((k && au_buf_puts(insert, ", ") < 0) || au_buf_puts(insert, lit) < 0) {
 				rcode = OOM();
+			}
+			free(lit);
 		}
 		if (!rcode && au_buf_puts(insert, ")") < 0)
 			rcode = OOM();

@@ -17,7 +17,7 @@ Q=chop$RANDOM$RANDOM
 ch() { curl -sS "$AU_TEST_CH" --data-binary "$1"; }
 "$au" worker --queue "$Q" --quiet 2>>"$dir/worker.log" &
 wpid=$!
-trap 'kill -TERM $wpid 2>/dev/null; wait $wpid 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -n "$wpid" ] && kill -TERM $wpid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 run() { "$au" enqueue ch.op --queue "$Q" --args "$1" --wait --wait-timeout 30s 2>&1; }
 tab() { printf '%s' "$1" | jq -r .table; }
 
@@ -107,7 +107,7 @@ refused "sum of strings" '{"op":"sum","input":"ca","column":"k"}' "sum needs num
 refused "a bad output name" '{"op":"filter","input":"ca","out":{"name":"x;y","scope":"flow"}}' "'out.name' 'x;y' is not a valid name"
 refused "a bad scope" '{"op":"filter","input":"ca","out":{"name":"x","scope":"global"}}' "'out.scope' must be temp, flow or persistent"
 refused "a values type off the whitelist" '{"op":"values","columns":{"n":"Int64) ENGINE = Log; DROP TABLE ca; --"},"rows":[]}' "values takes"
-refused "a values value out of range" '{"op":"values","columns":{"n":"UInt8"},"rows":[[256]]}' "256 is out of range for UInt8"
+refused "a values value out of range" '{"op":"values","columns":{"n":"UInt8"},"rows":[[256]]}' "ch.op: 'rows': row 0, column 'n': 256 is out of range for UInt8"
 refused "two statements in query" '{"op":"query","sql":"SELECT 1; DROP TABLE ca"}' "query takes one statement"
 refused "a query that is not a SELECT" '{"op":"query","sql":"DROP TABLE ca"}' "query takes a SELECT statement"
 v=$(run '{"op":"filter","input":{"table":"ca","where":[["k","=","a'"'"' OR '"'"'1'"'"'='"'"'1"]]}}')
@@ -152,6 +152,17 @@ t_eq "with operation, inputs, rows, attempt" "$(ch "SELECT operation, inputs, ro
 	"$(printf "add\t['ca','cb']\t4\t1\t1\t1")"
 t_eq "the retried op is logged once, by attempt 2" "$(ch "SELECT count(), max(attempt) FROM au_operation_log WHERE output = 'p_chop_slow'")" "$(printf '1\t2')"
 
+# ---- a log table that is away keeps the rows ----
+ch "RENAME TABLE au_operation_log TO au_operation_log_away"
+t1=$(tab "$(run '{"op":"filter","input":"cb"}')")
+t2=$(tab "$(run '{"op":"filter","input":"ca"}')")
+sleep 1.5
+t_eq "a write that fails is logged once" "$(grep -c 'operation log: unable to write' "$dir/worker.log")" 1
+t_match "naming the table and the error" "$(grep 'operation log: unable to write' "$dir/worker.log")" "au_operation_log.*(doesn't exist|Code: 60)"
+ch "RENAME TABLE au_operation_log_away TO au_operation_log"
+back() { test "$(ch "SELECT count() FROM au_operation_log WHERE output IN ('$t1', '$t2')")" = 2; }
+t_ok "the kept rows are written once the table is back" t_until 3 back
+
 # ---- lineage of a chain: values -> (mul, with ca) -> sum ----
 F=$(printf '%032x' $RANDOM$RANDOM)
 step() { "$au" enqueue ch.op --queue "$Q" --args "$1" --wait --wait-timeout 30s 2>&1; }
@@ -179,4 +190,7 @@ t_eq "lineage --forward --json" "$("$au" lineage p_src --forward --json | jq -c 
 t_eq "lineage of an unknown table: exit 3" "$rc:$(cat "$dir/err")" "3:au: no operation in au_operation_log made 'nosuch_table'"
 "$au" lineage 'x; DROP' >/dev/null 2>&1; t_eq "lineage of a bad name: exit 2" $? 2
 
+kill -TERM $wpid; wait $wpid; t_eq "the worker stopped cleanly" $? 0
+wpid=
+t_eq "no sanitizer report from the workers" "$(grep -c 'runtime error\|Sanitizer' "$dir/worker.log")" 0
 t_done
