@@ -45,6 +45,7 @@ static const char usage_text[] =
 	"  queues                  counts, paused, totals and rate of each queue\n"
 	"  queue pause|resume|empty|delete NAME\n"
 	"  dlq list|show|requeue|purge   dead letters\n"
+	"  schedule add|list|show|pause|resume|rm   cron schedules the fleet fires\n"
 	"  migrate                 creates or upgrades the PostgreSQL schema\n"
 	"  version                 prints the version (also --version, -V)\n"
 	"  help [COMMAND]          this text, or a command's options and an example\n"
@@ -988,6 +989,11 @@ int main(int argc, char **argv)
 		return au_cli_queues(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "workers"))
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "schedule")) {   /* cli/schedule.c */
+		int au_cli_schedule(struct au_config *cfg, int argc, char **argv);
+
+		return au_cli_schedule(&c.cfg, argc - first, argv + first);
+	}
 	if (!strcmp(cmd, "stats"))   /* cli/stats.c */
 		return au_cli_stats(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))

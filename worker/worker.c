@@ -44,6 +44,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "queue.h"
+#include "schedule.h"
 #include "store.h"
 #include "task.h"
 #include "tasks.h"
@@ -253,6 +254,7 @@ struct au_worker {
 	struct flush_req flush;
 	struct extend_req extend;
 	struct rescue_req rescue;
+	struct au_scheduler *sched;    /* fires cron schedules, with rescue (schedule.h) */
 	struct beat_req beat;
 	struct event *beat_ev;
 	char id[AU_WORKER_ID_SIZE];    /* in the registry: "<host>:<pid>:<8 hex>" */
@@ -1336,6 +1338,13 @@ static void rescue_io(struct au_io_req *r)
 	s->store_rc = 0;
 	if (s->sweep && (s->store_rc = au_store_sweep(w->store, SWEEP_MAX, &s->swept)) < 0)
 		s->store_err = w->store->err;
+	if (w->sched) {   /* its own errors: a schedule's trouble is not the queue's */
+		struct au_err e = { 0, "" };
+		size_t fired;
+
+		if (au_scheduler_run(w->sched, w->q, &fired, &e) < 0)
+			au_log(AU_LOG_WARN, "schedules: %s", e.str);
+	}
 }
 
 /* ---- back on the loop ---- */
@@ -2059,6 +2068,8 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->beat_ev = timer(w, beat_cb, EV_PERSIST);
 	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
 	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
+	if (!getenv("AU_NO_SCHEDULES"))
+		w->sched = au_scheduler_new(w->id);
 	w->store_url = au_strdup(conf.store_url);
 	w->queue_url = au_strdup(conf.queue_url);
 	w->ack_store = 1;
@@ -2245,6 +2256,7 @@ void au_worker_free(struct au_worker *w)
 	unwatch_cancels_all(w);
 	/* the thread finishes what it is doing; what it has not begun, it drops */
 	au_io_free(w->io);
+	au_scheduler_free(w->sched);
 	w->io = NULL;
 	/* the thread is gone and the queue handle is the loop's again: the
 	 * entry goes at once rather than at the end of its ttl (best effort) */
