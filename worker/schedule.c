@@ -618,10 +618,8 @@ int au_scheduler_run(struct au_scheduler *sc, struct au_queue *q, size_t *fired,
 	uint64_t now = au_schedule_now();
 
 	*fired = 0;
-	if (!q->ops->kv_put)
-		return 0;   /* a backend without the kv space has no schedules */
-	if (au_schedule_list(q, &v, &n, err) < 0)
-		return -1;
+	if (au_schedule_list(q, &v, &n, err) < 0)   /* no kv space: no schedules */
+		return err->code == AU_ESTATE ? (au_clearerr(err), 0) : -1;
 	for (i = 0; i < n; i++) {
 		struct au_err one = { 0, "" };
 
