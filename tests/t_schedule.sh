@@ -5,7 +5,8 @@
 # five `au schedule add` at once leave one schedule; after the workers were
 # stopped and the clock moved 3 h on, skip / latest / all fire 0, 1, 18;
 # pause, resume, rm and their exit codes.
-# Needs the kv space of the Redis queue (backends/queue.h kv_*).
+# Needs the kv space of the Redis queue (backends/queue.h kv_*): until the
+# redisflow branch is merged, this test fails here.
 # Needs AU_BIN, AU_TEST_REDIS (tests/run.sh).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -36,7 +37,7 @@ for i in 1 2 3 4 5; do
 	"$au" schedule add every --cron '* * * * *' --queue s-every au.noop >"$dir/add.$i" 2>&1 &
 done
 wait
-t_eq "5 adds at once: one created" "$(grep -c '^created every$' "$dir"/add.[1-5])" 1
+t_eq "5 adds at once: one created" "$(cat "$dir"/add.[1-5] | grep -c "^created every$")" 1
 t_eq "the 4 others found it unchanged" "$(cat "$dir"/add.[1-5] | grep -c '^unchanged every$')" 4
 t_eq "one schedule listed" "$("$au" schedule list --json | jq length)" 1
 
