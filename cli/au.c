@@ -936,7 +936,9 @@ static int cmd_worker(struct cli *c, int argc)
 /* `au help [COMMAND]` */
 static int cmd_help(struct cli *c, int argc, char **argv)
 {
-	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats" };
+	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats",
+					      "schedule" };
+	int au_cli_schedule(struct au_config *cfg, int argc, char **argv);
 	char *args[] = { NULL, (char *)"--help", NULL };
 	size_t i;
 	int k;
@@ -958,6 +960,7 @@ static int cmd_help(struct cli *c, int argc, char **argv)
 			       : !strcmp(argv[0], "queue") ? au_cli_queue(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "stats") ? au_cli_stats(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "schedule") ? au_cli_schedule(&c->cfg, 2, args)
 			       : au_cli_workers(&c->cfg, 2, args);
 		}
 	return usage("unknown command '%s'", argv[0]);
