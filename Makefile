@@ -62,7 +62,7 @@ EXAMPLE_SRC := $(filter-out examples/plugin.c,$(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
 # Tests that need no server: `make unit`.
-UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc test_sign
+UNIT_TESTS := test_codec test_sql test_url test_worker test_alloc test_sign test_cron test_schedule
 
 .PHONY: all test unit check-layers demo bench soak deps servers install clean
 .PHONY: fuzz fuzz-targets

@@ -46,6 +46,7 @@ static const char usage_text[] =
 	"  queues                  counts, paused, totals and rate of each queue\n"
 	"  queue pause|resume|empty|delete NAME\n"
 	"  dlq list|show|requeue|purge   dead letters\n"
+	"  schedule add|list|show|pause|resume|rm   cron schedules the fleet fires\n"
 	"  migrate                 creates or upgrades the PostgreSQL schema\n"
 	"  lineage TABLE           the ch.op operations that made TABLE (--forward, --json)\n"
 	"  version                 prints the version (also --version, -V)\n"
@@ -938,7 +939,8 @@ static int cmd_worker(struct cli *c, int argc)
 static int cmd_help(struct cli *c, int argc, char **argv)
 {
 	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats",
-					      "lineage" };
+					      "lineage", "schedule" };
+	int au_cli_schedule(struct au_config *cfg, int argc, char **argv);
 	char *args[] = { NULL, (char *)"--help", NULL };
 	size_t i;
 	int k;
@@ -961,6 +963,7 @@ static int cmd_help(struct cli *c, int argc, char **argv)
 			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "stats") ? au_cli_stats(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "lineage") ? au_cli_lineage(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "schedule") ? au_cli_schedule(&c->cfg, 2, args)
 			       : au_cli_workers(&c->cfg, 2, args);
 		}
 	return usage("unknown command '%s'", argv[0]);
@@ -992,6 +995,11 @@ int main(int argc, char **argv)
 		return au_cli_queues(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "workers"))
 		return au_cli_workers(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "schedule")) {   /* cli/schedule.c */
+		int au_cli_schedule(struct au_config *cfg, int argc, char **argv);
+
+		return au_cli_schedule(&c.cfg, argc - first, argv + first);
+	}
 	if (!strcmp(cmd, "stats"))   /* cli/stats.c */
 		return au_cli_stats(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "lineage"))   /* cli/lineage.c */

@@ -9,7 +9,8 @@ pkgs=(build-essential pkg-config curl procps
       libjansson-dev libssl-dev lua5.1 clang libclang-rt-14-dev
       redis-server postgresql-15 clickhouse-server clickhouse-client
       openssl stunnel4    # the TLS tests: certificates, a tunnel to Redis
-      jq python3)         # tests that read JSON
+      jq python3          # tests that read JSON
+      tzdata)             # the time zones of schedules (core/cron.c)
 
 missing=()
 for p in "${pkgs[@]}"; do

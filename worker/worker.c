@@ -46,6 +46,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "queue.h"
+#include "schedule.h"
 #include "store.h"
 #include "task.h"
 #include "tasks.h"
@@ -268,6 +269,7 @@ struct au_worker {
 	struct flush_req flush;
 	struct extend_req extend;
 	struct rescue_req rescue;
+	struct au_scheduler *sched;    /* fires cron schedules, with rescue (schedule.h) */
 	struct beat_req beat;
 	struct event *beat_ev;
 	char id[AU_WORKER_ID_SIZE];    /* in the registry: "<host>:<pid>:<8 hex>" */
@@ -1455,6 +1457,13 @@ static void rescue_io(struct au_io_req *r)
 			w->gc_ch = au_ch_new(w->ch_url, &s->gc_err);
 		s->gc_rc = au_flow_gc(w->q, w->store, w->gc_ch, w->id, &s->gc_st, &s->gc_err);
 	}
+	if (w->sched) {   /* its own errors: a schedule's trouble is not the queue's */
+		struct au_err e = { 0, "" };
+		size_t fired;
+
+		if (au_scheduler_run(w->sched, w->q, &fired, &e) < 0)
+			au_log(AU_LOG_WARN, "schedules: %s", e.str);
+	}
 }
 
 /* ---- back on the loop ---- */
@@ -2200,6 +2209,8 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	w->beat_ev = timer(w, beat_cb, EV_PERSIST);
 	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
 	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
+	if (!getenv("AU_NO_SCHEDULES"))
+		w->sched = au_scheduler_new(w->id);
 	w->store_url = au_strdup(conf.store_url);
 	w->ch_url = conf.clickhouse_url ? au_strdup(conf.clickhouse_url) : NULL;
 	w->queue_url = au_strdup(conf.queue_url);
@@ -2387,6 +2398,7 @@ void au_worker_free(struct au_worker *w)
 	unwatch_cancels_all(w);
 	/* the thread finishes what it is doing; what it has not begun, it drops */
 	au_io_free(w->io);
+	au_scheduler_free(w->sched);
 	w->io = NULL;
 	/* the thread is gone and the queue handle is the loop's again: the
 	 * entry goes at once rather than at the end of its ttl (best effort) */
