@@ -32,7 +32,7 @@ declare -A owners=(
 	[async.h]="redis/ backends/redis_queue.c"
 	[libpq-fe.h]="postgres/ backends/pg_queue.c store/pg_store.c"
 	[curl/curl.h]="clickhouse/clickhouse.c"
-	[msgpack.h]="core/codec.c core/json.c"
+	[msgpack.h]="core/codec.c core/json.c core/flow.c"   # flow.c: the wire format of references and children
 )
 
 passed=0 failed=0

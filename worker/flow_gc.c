@@ -6,38 +6,14 @@
  * p_* are persistent and stay), then its description. Nothing of a flow
  * that still runs is touched: its tables may still be read downstream.
  */
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ch_ops.h"
 #include "clickhouse.h"
+#include "flow.h"
 #include "flow_gc.h"
-
-static int is_key(const msgpack_object *k, const char *s)
-{
-	size_t n = strlen(s);
-
-	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, s, n);
-}
-
-static const msgpack_object *map_get(const msgpack_object *m, const char *key)
-{
-	for (size_t i = 0; m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++)
-		if (is_key(&m->via.map.ptr[i].key, key))
-			return &m->via.map.ptr[i].val;
-	return NULL;
-}
-
-static int id_of(const msgpack_object *o, char id[AU_ID_SIZE])
-{
-	if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size != AU_ID_SIZE - 1)
-		return -1;
-	memcpy(id, o->via.str.ptr, AU_ID_SIZE - 1);
-	id[AU_ID_SIZE - 1] = 0;
-	return au_id_valid(id) ? 0 : -1;
-}
 
 /* 1 and the last finish when id and all it spawned have terminal records,
  * 0 when one is still to come, -1 when the store failed. */
@@ -59,27 +35,15 @@ static int finished(struct au_store *s, const char *id, uint64_t *last, unsigned
 	}
 	if (r.finished_at_ms > *last)
 		*last = r.finished_at_ms;
-	if (r.status == AU_COMPLETED && r.result_len && depth < 8 &&
-	    memmem(r.result, r.result_len, "$children", 9)) {
-		msgpack_zone zone;
-		msgpack_object res;
-		size_t off = 0;
+	if (r.status == AU_COMPLETED && depth < 8) {
+		char (*kids)[AU_ID_SIZE] = NULL;
+		size_t nk = 0;
 
-		if (msgpack_zone_init(&zone, 2048)) {
-			if (msgpack_unpack((const char *)r.result, r.result_len, &off, &zone, &res) ==
-			    MSGPACK_UNPACK_SUCCESS) {
-				const msgpack_object *kids = map_get(&res, "$children");
-
-				for (size_t i = 0; kids && kids->type == MSGPACK_OBJECT_ARRAY &&
-						   rc == 1 && i < kids->via.array.size; i++) {
-					char kid[AU_ID_SIZE];
-
-					if (id_of(&kids->via.array.ptr[i], kid) == 0)
-						rc = finished(s, kid, last, depth + 1, err);
-				}
-			}
-			msgpack_zone_destroy(&zone);
-		}
+		if (au_result_children(r.result, r.result_len, &kids, &nk) < 0)
+			rc = au_seterr(err, AU_ENOMEM, "out of memory");
+		for (size_t i = 0; rc == 1 && i < nk; i++)
+			rc = finished(s, kids[i], last, depth + 1, err);
+		free(kids);
 	}
 	au_record_release(&r);
 	return rc;
@@ -111,12 +75,9 @@ int au_flow_gc(struct au_queue *q, struct au_store *s, struct au_clickhouse *ch,
 	for (i = 0; rc == 0 && i < n; i++) {
 		unsigned char *val = NULL;
 		size_t len = 0;
-		msgpack_zone zone;
-		msgpack_object d;
-		const msgpack_object *nodes, *ttl;
+		char (*ids)[AU_ID_SIZE] = NULL, text[32];
 		uint64_t last = 0, ttl_s = 0, at;
-		size_t off = 0, k;
-		char id[AU_ID_SIZE], text[32];
+		size_t k, nids = 0;
 		int fin = 1;
 
 		if (!au_id_valid(keys[i]))
@@ -145,23 +106,16 @@ int au_flow_gc(struct au_queue *q, struct au_store *s, struct au_clickhouse *ch,
 		}
 		if (au_queue_kv_get(q, "flow", keys[i], &val, &len) < 0)
 			continue;   /* gone meanwhile */
-		if (!msgpack_zone_init(&zone, 4096)) {
-			free(val);
+		fin = au_flow_desc_nodes(val, len, &ids, &nids, &ttl_s);
+		free(val);
+		if (fin < 0) {
 			rc = au_seterr(err, AU_ENOMEM, "out of memory");
 			break;
 		}
-		if (msgpack_unpack((const char *)val, len, &off, &zone, &d) != MSGPACK_UNPACK_SUCCESS ||
-		    !(nodes = map_get(&d, "nodes")) || nodes->type != MSGPACK_OBJECT_ARRAY) {
-			fin = 0;   /* not one au wrote: left alone */
-		} else {
-			ttl = map_get(&d, "ttl_s");
-			ttl_s = ttl && ttl->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? ttl->via.u64 : 0;
-			for (k = 0; fin == 1 && k < nodes->via.array.size; k++)
-				if (id_of(map_get(&nodes->via.array.ptr[k], "id"), id) == 0)
-					fin = finished(s, id, &last, 0, err);
-		}
-		msgpack_zone_destroy(&zone);
-		free(val);
+		for (k = 0; fin == 1 && k < nids; k++)
+			fin = finished(s, ids[k], &last, 0, err);
+		free(ids);
+		ids = NULL;
 		if (fin < 0) {
 			rc = -1;
 			break;

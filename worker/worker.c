@@ -1177,6 +1177,17 @@ static void record_of(const struct attempt *a, struct au_record *r)
 
 /* ---- on the I/O thread ---- */
 
+/* au_flow_prepare's way to the records: the worker's store. */
+static int store_get(void *arg, const char *id, struct au_record *out, struct au_err *err)
+{
+	struct au_store *s = arg;
+
+	if (au_store_get(s, id, out) == 0)
+		return 0;
+	*err = s->err;
+	return -1;
+}
+
 static void lease_io(struct au_io_req *r)
 {
 	struct lease_req *l = (struct lease_req *)r;
@@ -1213,8 +1224,8 @@ static void lease_io(struct au_io_req *r)
 			continue;
 		if (!cache)
 			cache = au_prep_cache_new();
-		if (au_flow_prepare(w->store, cache, l->out[i].body, l->out[i].body_len, &l->prep[i],
-				    &err) < 0) {
+		if (au_flow_prepare(store_get, w->store, cache, l->out[i].body, l->out[i].body_len,
+				    &l->prep[i], &err) < 0) {
 			l->prep[i].verdict = AU_PREP_AWAY;
 			l->prep[i].error = au_strdup(err.str);
 		}

@@ -1,5 +1,5 @@
 /*
- * flow.h - what the worker does for flows (docs/wire-format.md "Flows"):
+ * flow.h - what the worker does for flows, the parts that need no server (docs/wire-format.md "Flows"):
  * before a computation runs, its dependencies' records decide whether it
  * runs (its dep_policy) and its references to them are replaced by what
  * they produced; after it completes, the children it asked for are added
@@ -11,7 +11,6 @@
 #include <stddef.h>
 
 #include "core.h"
-#include "store.h"
 
 enum au_prep_verdict {
 	AU_PREP_RUN = 0,            /* it runs, with args (when not NULL) */
@@ -33,14 +32,18 @@ struct au_prep {
  * its bytes), 0 when it certainly does not. */
 int au_flow_needs_prep(const unsigned char *body, size_t len);
 /*
- * Reads the records the computation in body depends on or refers to from
- * s, and fills p. 0 on success; -1 with err when the store could not be
+ * Reads the records the computation in body depends on or refers to
+ * (through get), and fills p. 0 on success; -1 with err when the store could not be
  * read (the caller releases the computation: nothing is decided). A
  * computation the worker cannot decode is left to the worker (0, p empty).
  * On the I/O thread: it waits on the store.
  */
-int au_flow_prepare(struct au_store *s, struct au_prep_cache *cache, const unsigned char *body,
-		    size_t len, struct au_prep *p, struct au_err *err);
+/* How au_flow_prepare reads a record: 0 and *out, or -1 with err
+ * (AU_ENOTFOUND: there is none). */
+typedef int (*au_record_get_fn)(void *arg, const char *id, struct au_record *out,
+				struct au_err *err);
+int au_flow_prepare(au_record_get_fn get, void *arg, struct au_prep_cache *cache,
+		    const unsigned char *body, size_t len, struct au_prep *p, struct au_err *err);
 /* Records read once for the computations of one lease (cache may be NULL
  * in au_flow_prepare): what a wide flow's nodes need is their one
  * parent's. At most AU_PREP_CACHE_MAX records. */
@@ -62,5 +65,16 @@ void au_prep_release(struct au_prep *p);
 int au_flow_spawn(const struct au_computation *parent, const unsigned char *result, size_t len,
 		  struct au_computation **kids, size_t *n, unsigned char **out, size_t *out_len,
 		  struct au_err *err);
+
+/*
+ * For the collector of finished flows (worker/flow_gc.c). A flow's
+ * description (kv "flow"): its nodes' ids (malloc'ed, *n of them) and its
+ * ttl_s; 1 when it is one, 0 when it is not one au wrote, -1 on OOM. A
+ * completed record's result: the ids of the children it spawned
+ * ("$children"), none when it has none; -1 on OOM.
+ */
+int au_flow_desc_nodes(const unsigned char *buf, size_t len, char (**ids)[AU_ID_SIZE], size_t *n,
+		       uint64_t *ttl_s);
+int au_result_children(const unsigned char *buf, size_t len, char (**ids)[AU_ID_SIZE], size_t *n);
 
 #endif

@@ -231,9 +231,11 @@ static int store_away(int code)
 }
 
 /* Reads the record of each id of nd not read yet. */
-static int fetch(struct au_store *s, struct need *nd, struct au_prep_cache *cache,
+static int fetch(au_record_get_fn get, void *arg, struct need *nd, struct au_prep_cache *cache,
 		 struct au_err *err)
 {
+	struct au_err e;
+
 	for (size_t i = 0; i < nd->n; i++) {
 		struct got *g = &nd->v[i], *kept;
 
@@ -247,16 +249,19 @@ static int fetch(struct au_store *s, struct need *nd, struct au_prep_cache *cach
 			continue;
 		}
 		memcpy(g->r.id, g->id, AU_ID_SIZE);   /* looked at */
-		if (au_store_get(s, g->id, &g->r) == 0) {
+		e.code = 0;
+		if (get(arg, g->id, &g->r, &e) == 0) {
 			g->found = 1;
 			cache_keep(cache, g);
 			continue;
 		}
 		memcpy(g->r.id, g->id, AU_ID_SIZE);
-		if (s->err.code == AU_ENOTFOUND)
+		au_record_init(&g->r);
+		memcpy(g->r.id, g->id, AU_ID_SIZE);
+		if (e.code == AU_ENOTFOUND)
 			cache_keep(cache, g);   /* none is an answer too */
-		if (store_away(s->err.code)) {
-			*err = s->err;
+		if (store_away(e.code)) {
+			*err = e;
 			return -1;
 		}
 	}
@@ -475,7 +480,8 @@ static int add_children(struct need *nd, msgpack_zone *zone)
 	return rc;
 }
 
-int au_flow_prepare(struct au_store *s, struct au_prep_cache *cache, const unsigned char *body,
+int au_flow_prepare(au_record_get_fn get, void *arg, struct au_prep_cache *cache,
+		    const unsigned char *body,
 		    size_t len, struct au_prep *p, struct au_err *err)
 {
 	struct au_computation c;
@@ -506,7 +512,7 @@ int au_flow_prepare(struct au_store *s, struct au_prep_cache *cache, const unsig
 	/* the records, and those of fan-outs' children, in rounds */
 	for (unsigned round = 0; nd.n; round++) {
 		need_find(&nd, nd.v[0].id);   /* sorts, each once */
-		if (fetch(s, &nd, cache, err) < 0) {
+		if (fetch(get, arg, &nd, cache, err) < 0) {
 			rc = -1;
 			goto out;
 		}
@@ -739,6 +745,75 @@ out:
 	}
 	au_buf_release(&b);
 	au_buf_release(&enc);
+	msgpack_zone_destroy(&zone);
+	return rc;
+}
+
+/* ---- for the collector of finished flows ---- */
+
+static int ids_of(const msgpack_object *arr, const char *field, char (**ids)[AU_ID_SIZE], size_t *n)
+{
+	size_t i;
+
+	*ids = NULL;
+	*n = 0;
+	if (!arr || arr->type != MSGPACK_OBJECT_ARRAY || !arr->via.array.size)
+		return 0;
+	if (!(*ids = calloc(arr->via.array.size, sizeof(**ids))))
+		return -1;
+	for (i = 0; i < arr->via.array.size; i++) {
+		const msgpack_object *o = field ? map_get(&arr->via.array.ptr[i], field)
+						: &arr->via.array.ptr[i];
+
+		if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size != AU_ID_SIZE - 1)
+			continue;
+		memcpy((*ids)[*n], o->via.str.ptr, AU_ID_SIZE - 1);
+		(*ids)[*n][AU_ID_SIZE - 1] = 0;
+		if (au_id_valid((*ids)[*n]))
+			++*n;
+	}
+	return 0;
+}
+
+int au_flow_desc_nodes(const unsigned char *buf, size_t len, char (**ids)[AU_ID_SIZE], size_t *n,
+		       uint64_t *ttl_s)
+{
+	msgpack_zone zone;
+	msgpack_object d;
+	const msgpack_object *nodes, *ttl;
+	int rc = -1;
+
+	*ids = NULL;
+	*n = 0;
+	*ttl_s = 0;
+	if (!msgpack_zone_init(&zone, 4096))
+		return -1;
+	if (unpack(buf, len, &zone, &d) == 0 && (nodes = map_get(&d, "nodes")) &&
+	    nodes->type == MSGPACK_OBJECT_ARRAY) {
+		ttl = map_get(&d, "ttl_s");
+		*ttl_s = ttl && ttl->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? ttl->via.u64 : 0;
+		rc = ids_of(nodes, "id", ids, n) < 0 ? -1 : 1;
+	} else {
+		rc = 0;
+	}
+	msgpack_zone_destroy(&zone);
+	return rc;
+}
+
+int au_result_children(const unsigned char *buf, size_t len, char (**ids)[AU_ID_SIZE], size_t *n)
+{
+	msgpack_zone zone;
+	msgpack_object res;
+	int rc = 0;
+
+	*ids = NULL;
+	*n = 0;
+	if (!len || !memmem(buf, len, "$children", 9))
+		return 0;
+	if (!msgpack_zone_init(&zone, 2048))
+		return -1;
+	if (unpack(buf, len, &zone, &res) == 0)
+		rc = ids_of(children_of(&res), NULL, ids, n);
 	msgpack_zone_destroy(&zone);
 	return rc;
 }
