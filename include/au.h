@@ -303,6 +303,40 @@ int au_handle_inspect(struct au_handle *h, struct au_record *rec);
 int au_handle_cancel(struct au_handle *h);
 
 /* ------------------------------------------------------------------ */
+/* Flows (docs/flows.md)                                                */
+
+/*
+ * A flow: computations named by local names that wait for one another,
+ * built in memory and submitted in one call. Args may refer to other
+ * nodes by name, {"$ref":"NODE"} or {"$table":"NODE"} anywhere in them;
+ * submit rewrites the name to that node's id, and a node referred to
+ * that is not among the deps becomes one.
+ */
+struct au_flow;
+struct au_flow *au_flow_new(const char *name);     /* NULL on OOM */
+void au_flow_free(struct au_flow *f);
+const struct au_err *au_flow_err(const struct au_flow *f);
+/* Adds node (a name unique in the flow) of task with args (msgpack, may
+ * be NULL for {}), eo (queue, priority, max_attempts, timeout_ms; may be
+ * NULL) and the names of the nodes it waits for. Copies everything. */
+int au_flow_add(struct au_flow *f, const char *node, const char *task,
+		const unsigned char *args, size_t args_len, const struct au_enqueue_opts *eo,
+		const char *const *deps, size_t ndeps);
+void au_flow_set_policy(struct au_flow *f, int policy);   /* enum au_dep_policy */
+void au_flow_set_ttl(struct au_flow *f, uint32_t ttl_s);  /* each node's result ttl */
+/* Gives each node an id, checks the DAG (unknown deps, cycles: "flow 'x':
+ * cycle b -> c -> b"), stores the description in the queue's kv (ns
+ * "flow", key the flow id), then pushes every node in topological order in
+ * one push. -1 with au_flow_err set; nothing pushed. */
+int au_flow_submit(struct au_client *cl, struct au_flow *f, char flow_id[AU_ID_SIZE]);
+/* The id of node after submit, or NULL. */
+const char *au_flow_node_id(const struct au_flow *f, const char *node);
+/* The flow's status from its nodes': pending, running, completed, failed,
+ * cancelled (AU_UNKNOWN with err when no description is stored). */
+int au_flow_status(struct au_client *cl, const char *flow_id, enum au_status *out,
+		   struct au_err *err);
+
+/* ------------------------------------------------------------------ */
 /* Tasks                                                                */
 
 struct au_task_ctx;

@@ -681,3 +681,10 @@ int au_handle_cancel(struct au_handle *h)
 	return au_seterr(&h->err, AU_ESTATE, "computation '%s' is %s: it cannot be cancelled",
 			 h->id, au_status_name(st));
 }
+
+/* For producer/flow.c: the client's queue handle. */
+struct au_queue *au_client_queue(struct au_client *cl);
+struct au_queue *au_client_queue(struct au_client *cl)
+{
+	return cl->q->ops && cl->store->ops ? cl->q : NULL;
+}
