@@ -15,6 +15,7 @@
 #include "queue.h"
 
 struct au_queue *au_client_queue(struct au_client *cl);
+int au_client_before_enqueue(struct au_client *cl, struct au_computation *c);
 
 struct node {
 	char *name, *task, *queue;
@@ -385,6 +386,16 @@ int au_flow_submit(struct au_client *cl, struct au_flow *f, char flow_id[AU_ID_S
 			memcpy(c->deps[d], find(f, n->deps[d])->id, AU_ID_SIZE);
 		c->ndeps = n->ndeps;
 	}
+	/* each node through the client's middleware, as au_enqueue's: signed */
+	for (i = 0; i < f->n; i++)
+		if (au_client_before_enqueue(cl, &cs[i]) < 0) {
+			const struct au_err *e = au_client_err(cl);
+
+			au_seterr(&f->err, e->code, "flow '%s': node '%s': %s", f->name,
+				  f->nodes[f->order[i]].name, e->str);
+			au_queue_kv_del(q, "flow", flow_id, NULL, 0, &done);
+			goto out;
+		}
 	if (au_queue_push(q, cs, f->n) < 0) {
 		au_seterr(&f->err, q->err.code, "flow '%s': %s", f->name, q->err.str);
 		au_queue_kv_del(q, "flow", flow_id, NULL, 0, &done);

@@ -682,6 +682,13 @@ int au_handle_cancel(struct au_handle *h)
 			 h->id, au_status_name(st));
 }
 
+/* For producer/flow.c: the client's before_enqueue hooks (signing last). */
+int au_client_before_enqueue(struct au_client *cl, struct au_computation *c);
+int au_client_before_enqueue(struct au_client *cl, struct au_computation *c)
+{
+	return cl->chain.n || cl->signing.n ? before_enqueue(cl, c) : 0;
+}
+
 /* For producer/flow.c: the client's queue handle. */
 struct au_queue *au_client_queue(struct au_client *cl);
 struct au_queue *au_client_queue(struct au_client *cl)
