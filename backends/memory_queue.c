@@ -3,9 +3,10 @@
  *
  * Every handle opened with the same name shares one space (a global list
  * under a mutex, refcounted; the space goes away with its last handle).
- * A space holds queues; a queue keeps its computations in four binary heaps,
+ * A space holds queues; a queue keeps its computations in five binary heaps,
  * one per state (ready by priority then sequence, scheduled by run_at,
- * leased by deadline, dead by burial time), each entry knowing its slot so it
+ * leased by deadline, dead by burial time, waiting by arrival), each entry
+ * knowing its slot so it
  * can leave any heap in O(log n), plus a hash table from id to entry. One
  * mutex per space serialises producer threads and worker loops; blocked
  * leases wait on its condition variable, watchers get an eventfd.
@@ -24,6 +25,12 @@
 
 #include "queue.h"
 
+/* A computation waiting for another: its queue and id. */
+struct mdependent {
+	char *queue;
+	char id[AU_ID_SIZE];
+};
+
 struct mentry {
 	char id[AU_ID_SIZE];
 	char token[AU_TOKEN_SIZE];  /* the current lease, "" when not leased */
@@ -38,6 +45,11 @@ struct mentry {
 	uint64_t key, seq;          /* heap order: key, then seq */
 	size_t pos;                 /* slot in its state's heap */
 	struct mentry *next;          /* hash chain */
+	/* flows: what waits for it, until it settles (leaves for good) */
+	struct mdependent *dependents;
+	size_t ndependents, capdependents;
+	uint32_t waiting_for;       /* AU_QUEUED_WAITING: dependencies not settled */
+	uint64_t run_at;            /* AU_QUEUED_WAITING: its run_at, for when they are */
 };
 
 struct heap {
@@ -45,9 +57,12 @@ struct heap {
 	size_t n, cap;
 };
 
+struct mspace;
+
 struct mqueue {
 	char *name;
-	struct heap heaps[4];       /* indexed by state - 1 */
+	struct mspace *sp;
+	struct heap heaps[5];       /* indexed by state - 1 */
 	struct mentry **tab;          /* id -> entry, chained, power-of-two size */
 	size_t tabsize, nentries;
 	uint64_t seq;
@@ -69,6 +84,15 @@ struct mbucket {
 	struct mbucket *next;
 };
 
+/* A value of the kv space; expires_ms on au_now_ms's clock, 0: never. */
+struct mkv {
+	char *ns, *key;
+	unsigned char *val;
+	size_t len;
+	uint64_t expires_ms;
+	struct mkv *next;
+};
+
 /* A registry entry; expires_ms and beat_ms on au_now_ms's clock. */
 struct mworker {
 	struct au_worker_beat b;
@@ -87,6 +111,7 @@ struct mspace {
 	struct mcancels *cancels;   /* watch_cancels of every handle */
 	struct mworker *workers;    /* the registry */
 	struct mbucket *buckets;    /* rate limits (rate_take) */
+	struct mkv *kv;             /* the kv space */
 	struct mspace *next;
 };
 
@@ -284,8 +309,12 @@ static struct heap *heap_of(struct mqueue *mq, enum au_queued_state st)
 /* Moves j to state st, ordered by key, then seq. Ready ones are ordered by
  * priority, then a fresh sequence number: FIFO within a priority, by the
  * time they became ready. */
+static void settle_dependents(struct mqueue *mq, struct mentry *j);
+
 static void job_move(struct mqueue *mq, struct mentry *j, enum au_queued_state st, uint64_t key)
 {
+	if (st == AU_QUEUED_DEAD && j->state != AU_QUEUED_DEAD)
+		settle_dependents(mq, j);   /* a dead letter has settled */
 	if (st == AU_QUEUED_READY) {
 		key = (uint64_t)(AU_PRIORITY_MAX - j->priority);
 		j->seq = ++mq->seq;
@@ -299,6 +328,11 @@ static void job_move(struct mqueue *mq, struct mentry *j, enum au_queued_state s
 
 static void job_free(struct mentry *j)
 {
+	size_t i;
+
+	for (i = 0; i < j->ndependents; i++)
+		free(j->dependents[i].queue);
+	free(j->dependents);
 	free(j->body);
 	free(j->error);
 	free(j->story);
@@ -319,6 +353,8 @@ static void job_remove(struct mqueue *mq, struct mentry *j)
 {
 	struct mentry **p = job_slot(mq, j->id);
 
+	if (j->state != AU_QUEUED_DEAD)
+		settle_dependents(mq, j);
 	heap_del(heap_of(mq, j->state), j->pos);
 	*p = j->next;
 	mq->nentries--;
@@ -353,6 +389,7 @@ static struct mqueue *queue_get(struct mspace *sp, const char *name)
 		free(mq);
 		return NULL;
 	}
+	mq->sp = sp;
 	mq->next = sp->queues;
 	sp->queues = mq;
 	return mq;
@@ -400,6 +437,76 @@ static size_t promote(struct mqueue *mq, uint64_t now)
 		n++;
 	}
 	return n;
+}
+
+/* ---- dependencies ---- */
+
+/* The entry id holds in any queue of sp, unless it has settled (dead). */
+static struct mentry *find_held(struct mspace *sp, const char *id, struct mqueue **where)
+{
+	struct mqueue *mq;
+	struct mentry *j;
+
+	for (mq = sp->queues; mq; mq = mq->next)
+		if ((j = job_find(mq, id))) {
+			if (where)
+				*where = mq;
+			return j->state == AU_QUEUED_DEAD ? NULL : j;
+		}
+	return NULL;
+}
+
+/* Notes that (queue, id) waits for dep; 0 when it already did, 1 when
+ * noted, -1 on OOM. Only the last one is compared unless all is set: a
+ * push notes each dependent once in a row. */
+static int depend_on(struct mentry *dep, const char *queue, const char *id, int all)
+{
+	size_t i = all ? 0 : (dep->ndependents ? dep->ndependents - 1 : 0);
+
+	for (; i < dep->ndependents; i++)
+		if (!strcmp(dep->dependents[i].id, id) && !strcmp(dep->dependents[i].queue, queue))
+			return 0;
+	if (dep->ndependents == dep->capdependents) {
+		size_t cap = dep->capdependents ? 2 * dep->capdependents : 4;
+		struct mdependent *v = realloc(dep->dependents, cap * sizeof(*v));
+
+		if (!v)
+			return -1;
+		dep->dependents = v;
+		dep->capdependents = cap;
+	}
+	if (!(dep->dependents[dep->ndependents].queue = au_strdup(queue)))
+		return -1;
+	memcpy(dep->dependents[dep->ndependents].id, id, AU_ID_SIZE);
+	dep->ndependents++;
+	return 1;
+}
+
+/* j leaves for good: what waited for it waits for one less, and what
+ * waits for nothing more becomes ready (or scheduled, by its run_at). */
+static void settle_dependents(struct mqueue *mq, struct mentry *j)
+{
+	uint64_t now = au_now_ms();
+	size_t i;
+
+	for (i = 0; i < j->ndependents; i++) {
+		struct mqueue *dq = queue_find(mq->sp, j->dependents[i].queue);
+		struct mentry *d = dq ? job_find(dq, j->dependents[i].id) : NULL;
+
+		free(j->dependents[i].queue);
+		if (!d || d->state != AU_QUEUED_WAITING || !d->waiting_for || --d->waiting_for)
+			continue;
+		if (d->run_at > now) {
+			d->seq = ++dq->seq;
+			job_move(dq, d, AU_QUEUED_SCHEDULED, au_queue_run_at(d->run_at));
+		} else {
+			job_move(dq, d, AU_QUEUED_READY, 0);
+			notify(mq->sp, dq->name);
+		}
+	}
+	free(j->dependents);
+	j->dependents = NULL;
+	j->ndependents = j->capdependents = 0;
 }
 
 static int token_ok(const struct mentry *j, const char *token)
@@ -452,6 +559,7 @@ static int mem_open(struct au_queue *q, const struct au_url *url)
 static void mem_unwatch(struct au_queue *q);
 static void mem_unwatch_cancels(struct au_queue *q);
 static void buckets_free(struct mspace *sp);
+static void kv_free(struct mkv *v);
 
 static void mem_close(struct au_queue *q)
 {
@@ -478,6 +586,12 @@ static void mem_close(struct au_queue *q)
 			free(mw);
 		}
 		buckets_free(sp);
+		while (sp->kv) {
+			struct mkv *v = sp->kv;
+
+			sp->kv = v->next;
+			kv_free(v);
+		}
 		pthread_cond_destroy(&sp->cond);
 		pthread_mutex_destroy(&sp->mu);
 		free(sp->name);
@@ -538,7 +652,20 @@ static int mem_push(struct au_queue *q, const struct au_computation *cs, size_t 
 		mq->tab[b] = j;
 		mq->nentries++;
 		entries[i] = NULL;
-		if (cs[i].run_at_ms > now) {
+		for (size_t d = 0; d < cs[i].ndeps; d++) {
+			struct mentry *dep = find_held(sp, cs[i].deps[d], NULL);
+			int r = dep ? depend_on(dep, mq->name, j->id, 0) : 0;
+
+			if (r < 0)
+				au_log(AU_LOG_ERROR, "memory queue: out of memory noting that '%s'"
+				       " waits for '%s': it will not wait", j->id, cs[i].deps[d]);
+			j->waiting_for += r > 0;
+		}
+		if (j->waiting_for) {
+			j->run_at = cs[i].run_at_ms;
+			j->seq = ++mq->seq;
+			job_move(mq, j, AU_QUEUED_WAITING, 0);
+		} else if (cs[i].run_at_ms > now) {
 			j->seq = ++mq->seq;
 			job_move(mq, j, AU_QUEUED_SCHEDULED, au_queue_run_at(cs[i].run_at_ms));
 		} else {
@@ -882,6 +1009,7 @@ static int mem_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 		st->scheduled = heap_of(mq, AU_QUEUED_SCHEDULED)->n;
 		st->leased = heap_of(mq, AU_QUEUED_LEASED)->n;
 		st->dead = heap_of(mq, AU_QUEUED_DEAD)->n;
+		st->waiting = heap_of(mq, AU_QUEUED_WAITING)->n;
 		st->paused = mq->paused;
 		st->processed = mq->processed;
 		st->failed = mq->failed;
@@ -1137,7 +1265,7 @@ static int mem_pause(struct au_queue *q, const char *queue, int paused)
 static int mem_empty(struct au_queue *q, const char *queue, size_t max, size_t *removed)
 {
 	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
-	enum au_queued_state st[] = { AU_QUEUED_READY, AU_QUEUED_SCHEDULED };
+	enum au_queued_state st[] = { AU_QUEUED_WAITING, AU_QUEUED_READY, AU_QUEUED_SCHEDULED };
 	struct mqueue *mq;
 	struct mentry *j;
 	size_t i;
@@ -1173,6 +1301,11 @@ static int mem_drop(struct au_queue *q, const char *queue, int force)
 			       heap_of(mq, AU_QUEUED_READY)->n + (size_t)due, sched->n - (size_t)due,
 			       heap_of(mq, AU_QUEUED_LEASED)->n, heap_of(mq, AU_QUEUED_DEAD)->n);
 	} else if (mq) {
+		/* what waits for its computations elsewhere is told they are gone */
+		for (size_t i = 0; i < mq->tabsize; i++)
+			for (struct mentry *j = mq->tab[i]; j; j = j->next)
+				if (j->state != AU_QUEUED_DEAD)
+					settle_dependents(mq, j);
 		*p = mq->next;
 		queue_free(mq);
 	}
@@ -1482,6 +1615,185 @@ static int mem_rate_take(struct au_queue *q, const char *key, const struct au_ra
 	return 0;
 }
 
+/* ---- flows: adopt ---- */
+
+static int mem_adopt(struct au_queue *q, const char *id, const char (*deps)[AU_ID_SIZE], size_t n)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mentry *p;
+	size_t i, k;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	p = find_held(sp, id, NULL);
+	for (i = 0; p && rc == 0 && i < p->ndependents; i++) {
+		struct mqueue *dq = queue_find(sp, p->dependents[i].queue);
+		struct mentry *d = dq ? job_find(dq, p->dependents[i].id) : NULL;
+
+		if (!d || d->state != AU_QUEUED_WAITING)
+			continue;
+		for (k = 0; k < n; k++) {
+			struct mentry *c = find_held(sp, deps[k], NULL);
+			int r = c && c != d ? depend_on(c, dq->name, d->id, 1) : 0;
+
+			if (r < 0) {
+				rc = oom(q);
+				break;
+			}
+			d->waiting_for += (uint32_t)r;
+		}
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+/* ---- the kv space ---- */
+
+static void kv_free(struct mkv *v)
+{
+	free(v->ns);
+	free(v->key);
+	free(v->val);
+	free(v);
+}
+
+/* The live value of ns/key (expired ones are deleted on the way), and the
+ * link that points at it. */
+static struct mkv **kv_find(struct mspace *sp, const char *ns, const char *key)
+{
+	uint64_t now = au_now_ms();
+	struct mkv **p = &sp->kv;
+
+	while (*p) {
+		struct mkv *v = *p;
+
+		if (v->expires_ms && v->expires_ms <= now) {
+			*p = v->next;
+			kv_free(v);
+			continue;
+		}
+		if (key && !strcmp(v->ns, ns) && !strcmp(v->key, key))
+			return p;
+		p = &v->next;
+	}
+	return NULL;
+}
+
+static int mem_kv_put(struct au_queue *q, const char *ns, const char *key, const unsigned char *val,
+		      size_t len, uint64_t ttl_ms, int nx, int *done)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	unsigned char *copy = copy_of(val, len);
+	struct mkv **p, *v = NULL;
+
+	if (!copy)
+		return oom(q);
+	pthread_mutex_lock(&sp->mu);
+	p = kv_find(sp, ns, key);
+	if (p && nx) {
+		pthread_mutex_unlock(&sp->mu);
+		free(copy);
+		return 0;
+	}
+	if (p) {
+		v = *p;
+		free(v->val);
+	} else if (!(v = calloc(1, sizeof(*v))) || !(v->ns = au_strdup(ns)) ||
+		   !(v->key = au_strdup(key))) {
+		pthread_mutex_unlock(&sp->mu);
+		if (v)
+			kv_free(v);
+		free(copy);
+		return oom(q);
+	} else {
+		v->next = sp->kv;
+		sp->kv = v;
+	}
+	v->val = copy;
+	v->len = len;
+	v->expires_ms = ttl_ms ? au_now_ms() + ttl_ms : 0;
+	*done = 1;
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_kv_get(struct au_queue *q, const char *ns, const char *key, unsigned char **val,
+		      size_t *len)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mkv **p;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	p = kv_find(sp, ns, key);
+	if (!p)
+		rc = au_seterr(&q->err, AU_ENOTFOUND, "no key '%s' in '%s'", key, ns);
+	else if (!(*val = copy_of((*p)->val, (*p)->len)))
+		rc = oom(q);
+	else
+		*len = (*p)->len;
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+static int mem_kv_del(struct au_queue *q, const char *ns, const char *key,
+		      const unsigned char *expect, size_t expect_len, int *done)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	struct mkv **p, *v;
+
+	pthread_mutex_lock(&sp->mu);
+	p = kv_find(sp, ns, key);
+	if (p && (!expect || ((*p)->len == expect_len && !memcmp((*p)->val, expect, expect_len)))) {
+		v = *p;
+		*p = v->next;
+		kv_free(v);
+		*done = 1;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return 0;
+}
+
+static int mem_kv_keys(struct au_queue *q, const char *ns, const char *prefix, size_t max,
+		       char ***keys, size_t *n)
+{
+	struct mspace *sp = ((struct mhandle *)q->ctx)->sp;
+	size_t plen = strlen(prefix), cap = 0;
+	struct mkv *v;
+	char **out = NULL;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	kv_find(sp, ns, NULL);   /* the expired ones go */
+	for (v = sp->kv; v && (!max || *n < max); v = v->next) {
+		if (strcmp(v->ns, ns) || strncmp(v->key, prefix, plen))
+			continue;
+		if (*n == cap) {
+			char **w = realloc(out, (cap = cap ? 2 * cap : 16) * sizeof(*w));
+
+			if (!w) {
+				rc = oom(q);
+				break;
+			}
+			out = w;
+		}
+		if (!(out[*n] = au_strdup(v->key))) {
+			rc = oom(q);
+			break;
+		}
+		++*n;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	if (rc < 0) {
+		while (*n)
+			free(out[--*n]);
+		free(out);
+		return rc;
+	}
+	*keys = out;
+	return 0;
+}
+
 const struct au_queue_ops au_memory_queue_ops = {
 	.scheme = "memory",
 	.features = AU_QUEUE_WATCH,
@@ -1509,6 +1821,11 @@ const struct au_queue_ops au_memory_queue_ops = {
 	.drop = mem_drop,
 	.locate = mem_locate,
 	.rate_take = mem_rate_take,
+	.adopt = mem_adopt,
+	.kv_put = mem_kv_put,
+	.kv_get = mem_kv_get,
+	.kv_del = mem_kv_del,
+	.kv_keys = mem_kv_keys,
 	.cancel_running = mem_cancel_running,
 	.watch_cancels = mem_watch_cancels,
 	.unwatch_cancels = mem_unwatch_cancels,

@@ -2,7 +2,8 @@
  * redis_queue.c - the Redis queue backend: redis://[[user]:password@]host[:port][/db].
  *
  * Layout (docs/redis-layout.md): every key of queue q carries the hash tag
- * {q}, so one queue lives in one Cluster slot.
+ * {q}; the flows' scripts also reach other queues' keys by name (a
+ * dependency may sit in any queue), so no Redis Cluster.
  *   au:{q}:ready:<p> LIST entries waiting to run at priority p, oldest first:
  *                  "<id>", or "<id> <a>" after a finished attempts
  *   au:{q}:prios   ZSET p -> -p: the priorities with a ready list
@@ -25,7 +26,13 @@
  *                  (up to WAKE_MAX per call, and at most WAKE_MAX kept)
  *   au:{q}:paused  STRING present while the queue is paused (leases take none)
  *   au:{q}:stats   HASH processed, failed (totals), samples for the rate
+ *   au:{q}:waiting HASH id -> run_at ms (0: none): waiting for dependencies
+ *   au:{q}:need:<id> SET "<dep> <its queue>" that waiting id still waits for
+ *   au:{q}:rdeps:<id> SET "<waiting id> <its queue>" waiting for id (mirror)
+ *   au:{q}:parents SET ids of q that have an rdeps set
  *   au:queues      SET of queue names
+ *   au:kv:<ns>:<key> STRING a value of the kv space (PX for a ttl)
+ *   au:kv:<ns>     ZSET the keys of ns, at score 0 (ZRANGEBYLEX by prefix)
  *   au:rate:<key>  HASH tokens, at: a token bucket of rate_take, PEXPIRE'd
  *                  at the time it would be full again
  *   au:registry:{workers} ZSET worker id -> last beat ms: the worker registry
@@ -66,6 +73,7 @@
 				    (and with or without run_at), sends its bodies in the script */
 #define BLOCK_SLICE_MS 5000      /* longest BLPOP of a blocking lease, under the command timeout */
 #define LEASE_ROUNDS 16          /* lease scripts a lease call runs past malformed entries */
+#define FLOW_BATCH 1000          /* computations per flow.lua call of a push */
 
 /* ---- the scripts ---- */
 
@@ -119,7 +127,7 @@
  * back a failed script).
  */
 enum { SC_PUSH, SC_LEASE, SC_SETTLE, SC_RESCUE, SC_CANCEL, SC_PEEK, SC_STATS, SC_ADMIN,
-       SC_RATE, SC_COUNT };
+       SC_RATE, SC_FLOW, SC_KV, SC_COUNT };
 
 /* Each script is sent as the prelude followed by its own file
  * (backends/redis_scripts/, embedded by scripts/embed.sh). */
@@ -133,12 +141,14 @@ static const char *const script_bodies[SC_COUNT] = {
 	[SC_STATS] = au_lua_stats,
 	[SC_ADMIN] = au_lua_admin,
 	[SC_RATE] = au_lua_rate,     /* keys of its own: sent without the prelude */
+	[SC_FLOW] = au_lua_flow,
+	[SC_KV] = au_lua_kv,         /* keys of its own, as rate's */
 };
 
 static const char *const key_names[] = {
 	"prios", "sched", "leased", "dead", "seq", "rescue",
 	"body", "att", "tok", "err", "order", "ready:", "batches", "batch:", "wakelist",
-	"paused", "stats", "story"
+	"paused", "stats", "story", "waiting", "need:", "rdeps:", "parents"
 };
 
 /* ---- state ---- */
@@ -614,7 +624,8 @@ static int rq_open(struct au_queue *q, const struct au_url *url)
 	    au_queue_dead_limits(url, &r->limits, &q->err) < 0)
 		goto fail;
 	for (i = 0; i < SC_COUNT; i++) {
-		if (!(r->script[i] = au_asprintf("%s%s", i == SC_RATE ? "" : au_lua_prelude,
+		if (!(r->script[i] = au_asprintf("%s%s", i == SC_RATE || i == SC_KV ? "" :
+						 au_lua_prelude,
 						 script_bodies[i]))) {
 			oom(q);
 			goto fail;
@@ -789,6 +800,85 @@ static int push_small(struct rq *r, const struct au_computation *cs, size_t n,
 	return 0;
 }
 
+/*
+ * A push of which some wait for dependencies (redis_scripts/flow.lua): per
+ * FLOW_BATCH computations one script, which takes each body, its queue and
+ * its deps, whatever its queue and priority; the scripts go in one MULTI
+ * (as EVAL: a MULTI cannot take EVALSHA's NOSCRIPT back) when there are
+ * several, so the push stays all or nothing and a later script sees what
+ * an earlier one pushed. The SADD to au:queues comes first: a dependency
+ * is looked for in the queues it lists.
+ */
+static int push_flow(struct rq *r, const struct au_computation *cs, size_t n,
+		     const struct au_buf *bodies, const size_t *off)
+{
+	size_t i, k, d, calls = (n + FLOW_BATCH - 1) / FLOW_BATCH, nq = 0;
+	int multi = calls > 1, rc = 0, list;
+
+	p_reset(r);
+	p_cmd(r, -1);
+	p_str(r, "SADD");
+	p_str(r, "au:queues");
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < i && strcmp(au_queue_name(cs[k].queue), au_queue_name(cs[i].queue)); k++)
+			;
+		if (k == i) {
+			p_str(r, au_queue_name(cs[i].queue));
+			nq++;
+		}
+	}
+	/* one queue, listed by this handle already: no SADD (as push_small) */
+	list = nq > 1 || !r->listed || strcmp(r->listed, au_queue_name(cs[0].queue));
+	if (!list)
+		p_reset(r);
+	if (multi) {
+		p_cmd(r, -1);
+		p_str(r, "MULTI");
+	}
+	for (i = 0; i < n; i += FLOW_BATCH) {
+		p_cmd(r, SC_FLOW);
+		r->cmds[r->ncmds - 1].eval = multi;
+		p_keys(r, au_queue_name(cs[i].queue));
+		p_str(r, "push");
+		for (k = i; k < n && k < i + FLOW_BATCH; k++) {
+			p_str(r, au_queue_name(cs[k].queue));
+			p_str(r, cs[k].id);
+			p_i64(r, cs[k].priority);
+			p_i64(r, (int64_t)au_queue_run_at(cs[k].run_at_ms));
+			p_bin(r, bodies->data + off[k], off[k + 1] - off[k]);
+			p_i64(r, (int64_t)cs[k].ndeps);
+			for (d = 0; d < cs[k].ndeps; d++)
+				p_bin(r, cs[k].deps[d], strnlen(cs[k].deps[d], AU_ID_SIZE));
+		}
+	}
+	if (multi) {
+		p_cmd(r, -1);
+		p_str(r, "EXEC");
+	}
+	/* pushing again is harmless: known ids are left alone, deps and all */
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	if (multi) {
+		const redisReply *exec = r->rep[r->ncmds - 1];
+
+		if (exec->type != REDIS_REPLY_ARRAY || exec->elements != calls)
+			rc = bad_reply(r, "push");
+		for (i = 0; !rc && i < exec->elements; i++)
+			if (exec->element[i]->type == REDIS_REPLY_ERROR)
+				rc = reply_error(r, exec->element[i]);
+			else if (exec->element[i]->type != REDIS_REPLY_ARRAY)
+				rc = bad_reply(r, "push");
+	} else if (r->rep[r->ncmds - 1]->type != REDIS_REPLY_ARRAY) {
+		rc = bad_reply(r, "push");
+	}
+	replies_free(r, 0, r->ncmds);
+	if (!rc && list && nq == 1) {
+		free(r->listed);
+		r->listed = au_strdup(au_queue_name(cs[0].queue));
+	}
+	return rc;
+}
+
 static int rq_push(struct au_queue *q, const struct au_computation *cs, size_t n)
 {
 	struct rq *r = q->ctx;
@@ -807,6 +897,12 @@ static int rq_push(struct au_queue *q, const struct au_computation *cs, size_t n
 			goto out;
 	}
 	off[n] = bodies.len;
+	for (i = 0; i < n && !cs[i].ndeps; i++)
+		;
+	if (i < n) {
+		rc = push_flow(r, cs, n, &bodies, off);
+		goto out;
+	}
 	for (i = 1; i < n && same_group(&cs[0], &cs[i]); i++)
 		;
 	if (n && n <= SMALL_PUSH && i == n) {
@@ -1396,7 +1492,7 @@ static int rq_peek(struct au_queue *q, const char *queue, const char *id,
 	    rep->element[2]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[3]->type != REDIS_REPLY_STRING ||
 	    rep->element[4]->type != REDIS_REPLY_STRING ||
-	    rep->element[0]->integer < 0 || rep->element[0]->integer > AU_QUEUED_DEAD)
+	    rep->element[0]->integer < 0 || rep->element[0]->integer > AU_QUEUED_WAITING)
 		rc = bad_reply(r, "peek");
 	else if (!rep->element[0]->integer)
 		rc = au_seterr(&q->err, AU_ENOTFOUND, "no computation '%s' in queue '%s'", id, queue);
@@ -1419,7 +1515,8 @@ static int rq_stats(struct au_queue *q, const char *queue, struct au_queue_stats
 {
 	struct rq *r = q->ctx;
 	uint64_t paused = 0, *field[] = { &st->ready, &st->scheduled, &st->leased, &st->dead,
-					  &paused, &st->processed, &st->failed, &st->per_minute };
+					  &paused, &st->processed, &st->failed, &st->per_minute,
+					  &st->waiting };
 	const redisReply *rep;
 	size_t i;
 	int rc = 0;
@@ -1952,7 +2049,7 @@ static int rq_drop(struct au_queue *q, const char *queue, int force)
 {
 	struct rq *r = q->ctx;
 	const redisReply *rep;
-	long long v[4];
+	long long v[5];
 	size_t i;
 
 	p_reset(r);
@@ -1961,10 +2058,14 @@ static int rq_drop(struct au_queue *q, const char *queue, int force)
 	if (roundtrip(r, 1) < 0)
 		return -1;
 	rep = r->rep[0];
-	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4) {
-		for (i = 0; i < 4; i++)
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 5) {
+		for (i = 0; i < 5; i++)
 			v[i] = rep->element[i]->type == REDIS_REPLY_INTEGER ? rep->element[i]->integer : 0;
 		replies_free(r, 0, 1);
+		if (v[4])
+			return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %lld"
+					 " ready, %lld scheduled, %lld running, %lld dead, %lld"
+					 " waiting", queue, v[0], v[1], v[2], v[3], v[4]);
 		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %lld ready,"
 				 " %lld scheduled, %lld running, %lld dead", queue, v[0], v[1], v[2],
 				 v[3]);
@@ -2106,6 +2207,176 @@ static int rq_rate_take(struct au_queue *q, const char *key, const struct au_rat
 		*wait_ms = 1;
 	replies_free(r, 0, 1);
 	return 0;
+}
+
+/* ---- flows: adopt (redis_scripts/flow.lua) ---- */
+
+/* One script: it finds the queue where id has dependents, then adds each
+ * of deps held now to the waits of each of them (a wait already there
+ * stays one). */
+static int rq_adopt(struct au_queue *q, const char *id, const char (*deps)[AU_ID_SIZE], size_t n)
+{
+	struct rq *r = q->ctx;
+	size_t i;
+
+	p_reset(r);
+	p_cmd(r, SC_FLOW);
+	p_keys(r, AU_DEFAULT_QUEUE);
+	p_str(r, "adopt");
+	p_str(r, id);
+	for (i = 0; i < n; i++)
+		p_bin(r, deps[i], strnlen(deps[i], AU_ID_SIZE));
+	/* sending it again is harmless: a wait already there is not added */
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	if (r->rep[0]->type != REDIS_REPLY_INTEGER) {
+		replies_free(r, 0, 1);
+		return bad_reply(r, "adopt");
+	}
+	replies_free(r, 0, 1);
+	return 0;
+}
+
+/* ---- the key-value space (redis_scripts/kv.lua): au:kv:<ns>:<key>, indexed
+ * by au:kv:<ns> ---- */
+
+/* Begins a kv.lua call on key (NULL: the index alone) of ns. */
+static void p_kv(struct rq *r, const char *ns, const char *key, const char *mode)
+{
+	size_t off;
+
+	p_cmd(r, SC_KV);
+	p_str(r, "2");
+	off = r->arena.len;
+	if (au_buf_printf(&r->arena, "au:kv:%s:%s", ns, key ? key : "") < 0)
+		r->oom = 1;
+	else
+		p_push(r, NULL, off, r->arena.len - off);
+	off = r->arena.len;
+	if (au_buf_printf(&r->arena, "au:kv:%s", ns) < 0)
+		r->oom = 1;
+	else
+		p_push(r, NULL, off, r->arena.len - off);
+	p_str(r, mode);
+}
+
+/* The integer reply of a kv call, into *done. */
+static int kv_done(struct rq *r, const char *what, int idempotent, int *done)
+{
+	int rc = 0;
+
+	if (roundtrip(r, idempotent) < 0)
+		return -1;
+	if (r->rep[0]->type != REDIS_REPLY_INTEGER)
+		rc = bad_reply(r, what);
+	else if (done)
+		*done = r->rep[0]->integer == 1;
+	replies_free(r, 0, r->ncmds);
+	return rc;
+}
+
+static int rq_kv_put(struct au_queue *q, const char *ns, const char *key, const unsigned char *val,
+		     size_t len, uint64_t ttl_ms, int nx, int *done)
+{
+	struct rq *r = q->ctx;
+
+	*done = 0;
+	p_reset(r);
+	p_kv(r, ns, key, "put");
+	p_bin(r, val, len);
+	p_i64(r, (int64_t)au_queue_delay(ttl_ms));
+	p_str(r, nx ? "1" : "0");
+	/* an nx put sent again may find its own first write: it says 0 */
+	return kv_done(r, "kv_put", !nx, done);
+}
+
+static int rq_kv_get(struct au_queue *q, const char *ns, const char *key, unsigned char **val,
+		     size_t *len)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+	size_t off;
+	int rc = 0;
+
+	*val = NULL;
+	*len = 0;
+	p_reset(r);
+	p_cmd(r, -1);
+	p_str(r, "GET");
+	off = r->arena.len;
+	if (au_buf_printf(&r->arena, "au:kv:%s:%s", ns, key) < 0)
+		r->oom = 1;
+	else
+		p_push(r, NULL, off, r->arena.len - off);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type == REDIS_REPLY_NIL)
+		rc = au_seterr(&q->err, AU_ENOTFOUND, "no key '%s' in '%s' of '%s'", key, ns,
+			       q->url.text);
+	else if (rep->type != REDIS_REPLY_STRING)
+		rc = bad_reply(r, "kv_get");
+	else if (!(*val = malloc(rep->len ? rep->len : 1)))
+		rc = oom(q);
+	else {
+		memcpy(*val, rep->str, rep->len);
+		*len = rep->len;
+	}
+	replies_free(r, 0, 1);
+	return rc;
+}
+
+static int rq_kv_del(struct au_queue *q, const char *ns, const char *key,
+		     const unsigned char *expect, size_t expect_len, int *done)
+{
+	struct rq *r = q->ctx;
+
+	*done = 0;
+	p_reset(r);
+	p_kv(r, ns, key, "del");
+	if (expect)
+		p_bin(r, expect, expect_len);
+	/* a del sent again finds nothing: it says 0 */
+	return kv_done(r, "kv_del", 0, done);
+}
+
+static int rq_kv_keys(struct au_queue *q, const char *ns, const char *prefix, size_t max,
+		      char ***keys, size_t *n)
+{
+	struct rq *r = q->ctx;
+	const redisReply *rep;
+	char **out = NULL;
+	size_t i;
+	int rc = 0;
+
+	*keys = NULL;
+	*n = 0;
+	p_reset(r);
+	p_kv(r, ns, NULL, "keys");
+	p_str(r, prefix);
+	p_i64(r, (int64_t)max);
+	if (roundtrip(r, 1) < 0)
+		return -1;
+	rep = r->rep[0];
+	if (rep->type != REDIS_REPLY_ARRAY)
+		rc = bad_reply(r, "kv_keys");
+	else if (rep->elements && !(out = calloc(rep->elements, sizeof(*out))))
+		rc = oom(q);
+	for (i = 0; !rc && i < rep->elements; i++)
+		if (rep->element[i]->type != REDIS_REPLY_STRING)
+			rc = bad_reply(r, "kv_keys");
+		else if (!(out[i] = au_strdup(rep->element[i]->str)))
+			rc = oom(q);
+	if (rc < 0) {
+		for (i = 0; out && i < rep->elements; i++)
+			free(out[i]);
+		free(out);
+	} else {
+		*keys = out;
+		*n = rep->elements;
+	}
+	replies_free(r, 0, 1);
+	return rc;
 }
 
 /* ---- the worker registry (redis_scripts/registry.lua) ---- */
@@ -2361,4 +2632,9 @@ const struct au_queue_ops au_redis_queue_ops = {
 	.workers = rq_workers,
 	.worker_stop = rq_worker_stop,
 	.worker_gone = rq_worker_gone,
+	.adopt = rq_adopt,
+	.kv_put = rq_kv_put,
+	.kv_get = rq_kv_get,
+	.kv_del = rq_kv_del,
+	.kv_keys = rq_kv_keys,
 };

@@ -340,13 +340,14 @@ static long self_minflt(void)
 	return ru.ru_minflt;
 }
 
-/* Waits until queue has nothing ready, scheduled or leased. */
+/* Waits until queue has nothing waiting, ready, scheduled or leased. */
 static int drained(struct au_queue *q, const char *queue, uint64_t deadline_ns)
 {
 	struct au_queue_stats st;
 
 	while (mono_ns() < deadline_ns) {
-		if (au_queue_stats(q, queue, &st) == 0 && !st.ready && !st.scheduled && !st.leased)
+		if (au_queue_stats(q, queue, &st) == 0 && !st.ready && !st.scheduled && !st.leased &&
+		    !st.waiting)
 			return 0;
 		usleep(10000);   /* as the peers poll: 5-10 ms (a poll costs PostgreSQL ~5 ms of a
 				    backend with 20,000 waiting) */
@@ -569,6 +570,95 @@ static double fleet_cost(const struct au_config *cfg, struct au_client *cl, stru
 	if (o0 < 0 || o1 < 0 || o2 < 0)
 		return -1;
 	return ((o2 - o1) - (o1 - o0)) / COUNT;
+}
+
+/*
+ * Flows: n computations of bench.inc pushed in one call as a plain backlog,
+ * as a wide flow (a root, n - 2 nodes waiting for it, a join waiting for
+ * all of them) and as a deep one (a chain, each waiting for the one
+ * before), each drained by the same worker processes: nodes a second.
+ * The deep flow is one node at a time, so its rate is a round trip's.
+ */
+static void make_node(struct au_computation *c, const char *queue, size_t i, const char *flow)
+{
+	struct au_buf b = AU_BUF_INIT;
+
+	au_computation_init(c);
+	au_id_new(c->id);
+	c->task = au_strdup("bench.inc");
+	c->queue = au_strdup(queue);
+	encode_args(&b, i, 0);
+	c->args = au_buf_detach(&b, &c->args_len);
+	c->ttl_s = 3600;
+	c->created_at_ms = au_now_ms();
+	c->flow = flow ? au_strdup(flow) : NULL;
+}
+
+static void needs(struct au_computation *c, const struct au_computation *dep)
+{
+	c->deps = realloc(c->deps, (c->ndeps + 1) * sizeof(*c->deps));
+	memcpy(c->deps[c->ndeps++], dep->id, AU_ID_SIZE);
+}
+
+static double flow_rate(const struct au_config *cfg, struct au_queue *q, size_t n, int shape,
+			int nworkers, unsigned batch)
+{
+	struct au_computation *c = calloc(n, sizeof(*c));
+	struct bench_worker ws[8];
+	char queue[64], flow[AU_ID_SIZE];
+	uint64_t t0;
+	size_t i;
+	double rate = -1;
+
+	snprintf(queue, sizeof(queue), "bench-flow-%llx", (unsigned long long)(au_random64() & 0xffffff));
+	au_id_new(flow);
+	for (i = 0; c && i < n; i++) {
+		make_node(&c[i], queue, i, shape ? flow : NULL);
+		if (shape == 1 && i && i < n - 1)
+			needs(&c[i], &c[0]);           /* wide: all wait for the root */
+		if (shape == 2 && i)
+			needs(&c[i], &c[i - 1]);       /* deep: a chain */
+	}
+	if (c && shape == 1 && n > 2) {
+		c[n - 1].deps = malloc((n - 2) * sizeof(*c[n - 1].deps));
+		for (i = 1; i < n - 1; i++)
+			memcpy(c[n - 1].deps[i - 1], c[i].id, AU_ID_SIZE);
+		c[n - 1].ndeps = n - 2;
+	}
+	for (int k = 0; k < nworkers; k++)
+		ws[k] = start_worker(cfg, queue, 2 * batch, batch);
+	usleep(300000);
+	t0 = mono_ns();
+	if (c && au_queue_push(q, c, n) == 0 && drained(q, queue, mono_ns() + 300000000000ull) == 0)
+		rate = (double)n / ((double)(mono_ns() - t0) / 1e9);
+	else
+		fprintf(stderr, "bench: flow: %s\n", q->err.str);
+	stop_workers(ws, nworkers);
+	for (i = 0; c && i < n; i++)
+		au_computation_release(&c[i]);
+	free(c);
+	return rate;
+}
+
+static void flow_bench(const struct au_config *cfg, struct au_queue *q, size_t n, int nworkers,
+		       unsigned batch)
+{
+	size_t deep = n / 10 < 2000 ? n / 10 : 2000;
+	double plain, wide, chain;
+
+	if (au_queue_adopt(q, "00000000000000000000000000000000", NULL, 0) < 0 &&
+	    q->err.code == AU_ESTATE) {
+		printf("%-44s %10s\n", "flows", "(this queue keeps none)");
+		return;
+	}
+	plain = flow_rate(cfg, q, n, 0, nworkers, batch);
+	wide = flow_rate(cfg, q, n, 1, nworkers, batch);
+	chain = flow_rate(cfg, q, deep, 2, nworkers, batch);
+	printf("%-44s %10.0f /s\n", "flows: plain backlog, pushed in one call", plain);
+	printf("%-44s %10.0f /s  (%.2fx plain)\n", "flows: wide (root, n - 2 nodes, a join)", wide,
+	       wide / plain);
+	printf("%-44s %10.0f /s  (%.1f ms a step)\n", "flows: deep (a chain, one node at a time)", chain,
+	       1000.0 / chain);
 }
 
 int main(int argc, char **argv)
@@ -897,6 +987,8 @@ int main(int argc, char **argv)
 		free(args);
 		free(lens);
 	}
+	if (!getenv("BENCH_NO_FLOWS"))
+		flow_bench(&cfg, q, n < 20000 ? n : 20000, nworkers, batch);
 	free(hs);
 	au_client_free(cl);
 	au_queue_close(q);

@@ -20,13 +20,13 @@ echo "== au on Redis ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
 BENCH_BATCH=${BENCH_BATCH_REDIS:-1000} "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" "$AU_TEST_CH" "$N"
 echo
 echo "== au on Redis, ${BENCH_N_LONG_REDIS:-300000} computations (latency after a long run)"
-BENCH_NO_FLEET=1 BENCH_BATCH=${BENCH_BATCH_REDIS:-1000} "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" - "${BENCH_N_LONG_REDIS:-300000}"
+BENCH_NO_FLEET=1 BENCH_NO_FLOWS=1 BENCH_BATCH=${BENCH_BATCH_REDIS:-1000} "$BUILD/bench/bench" "$AU_TEST_REDIS" "$AU_TEST_REDIS" - "${BENCH_N_LONG_REDIS:-300000}"
 echo
 echo "== au on PostgreSQL (queue and store; synchronous_commit on)"
 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "$N"
 echo
 echo "== au on PostgreSQL, ${BENCH_N_LONG:-200000} computations (does leasing hold up as the table churns?)"
-BENCH_NO_FLEET=1 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
+BENCH_NO_FLEET=1 BENCH_NO_FLOWS=1 BENCH_BATCH=${BENCH_BATCH_PG:-500} "$BUILD/bench/bench" "$AU_TEST_PG" "$AU_TEST_PG" - "${BENCH_N_LONG:-200000}"
 echo
 echo "== soak: ${BENCH_SOAK_ROUNDS:-4} x 50,000 computations through one worker (Redis)"
 ROUNDS=${BENCH_SOAK_ROUNDS:-4} AU_PORT_BASE=$((AU_PORT_BASE + 60)) BUILD=$BUILD bench/soak.sh

@@ -123,7 +123,7 @@ int au_tasks_add_builtins(struct au_registry *reg)
 	    au_registry_add(reg, "au.echo", task_echo, NULL) < 0 ||
 	    au_registry_add(reg, "au.sleep", task_sleep, NULL) < 0 ||
 	    au_registry_add(reg, "au.fail", task_fail, NULL) < 0 ||
-	    au_ch_tasks_add(reg) < 0)
+	    au_ch_tasks_add(reg) < 0 || au_flow_tasks_add(reg) < 0)
 		return -1;
 	return 0;
 }

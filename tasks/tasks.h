@@ -15,6 +15,8 @@
 int au_tasks_add_builtins(struct au_registry *reg);
 /* Adds ch.query, ch.exec, ch.insert. */
 int au_ch_tasks_add(struct au_registry *reg);
+/* Adds au.map (tasks/flow_tasks.c). */
+int au_flow_tasks_add(struct au_registry *reg);
 
 /*
  * The halves of those tasks that need no server (docs/clickhouse.md).

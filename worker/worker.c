@@ -38,6 +38,8 @@
 
 #include "clickhouse.h"
 #include "core.h"
+#include "flow.h"
+#include "flow_gc.h"
 #include "io_thread.h"
 #include "metrics.h"
 #include "middleware.h"
@@ -104,6 +106,9 @@ struct attempt {
 	struct event *defer_ev;       /* ATTEMPT_DEFERRED: when it may begin again */
 	uint64_t defer_due_us;        /* au_mono_us() it may begin at */
 	unsigned qi;                  /* the queue it came from: w->ql.names[qi] */
+	struct au_prep prep;          /* what its flow's records said (flow.h) */
+	struct au_computation *kids;  /* the children its result asked for */
+	size_t nkids;
 	struct au_lease lease;
 	struct au_computation c;
 	au_task_fn fn;                /* found when leased, called by begin() */
@@ -139,6 +144,7 @@ struct lease_req {
 	struct au_err err;
 	struct au_lease *out;         /* [batch] */
 	unsigned *qi;                 /* [batch]: the queue each came from */
+	struct au_prep *prep;         /* [batch]: a flow's, read with the lease */
 };
 
 /* One attempt being written back. The thread reads none of the attempt. */
@@ -155,6 +161,8 @@ struct writeback {
 	const char *error;            /* reason of a bury, last error of a retry */
 	const unsigned char *history; /* the attempt's, kept by the queue with a retry */
 	size_t history_len;
+	const struct au_computation *kids;   /* its children, added before its ack */
+	size_t nkids;
 	unsigned char *body;          /* the lease's, freed by the thread that allocated it */
 	char *why;                    /* by the thread: "result not stored: ..." */
 	int stored;                   /* its record is in the store (before, or by this call) */
@@ -199,6 +207,10 @@ struct rescue_req {
 	struct au_worker *w;
 	int busy;
 	int sweep;                    /* the store is swept too */
+	int gc;                       /* and finished flows past their ttl collected */
+	int gc_rc;
+	struct au_flow_gc_stats gc_st;
+	struct au_err gc_err;
 	size_t requeued, buried, swept;
 	int queue_rc, store_rc;
 	struct au_err queue_err, store_err;
@@ -230,6 +242,9 @@ struct au_worker {
 	char *queues_text;             /* "a,b" or "a:5,b:1", as logged and registered */
 	char *store_url;
 	char *queue_url;
+	char *ch_url;                  /* for the flow collector's own client */
+	struct au_clickhouse *gc_ch;   /* the I/O thread's: blocking requests */
+	uint64_t last_gc_ms;
 	struct task_timeout {          /* timeout:TASK=DURATION of au_worker_use_spec */
 		char *task;
 		uint32_t ms;
@@ -563,6 +578,10 @@ static void attempt_free(struct attempt *a)
 		event_free(a->defer_ev);
 	au_lease_release(&a->lease);
 	au_computation_release(&a->c);
+	au_prep_release(&a->prep);
+	while (a->nkids)
+		au_computation_release(&a->kids[--a->nkids]);
+	free(a->kids);
 	free(a->result);
 	free(a->error);
 	au_buf_release(&a->history);
@@ -762,6 +781,22 @@ static void attempt_complete(struct au_task_ctx *ctx, const unsigned char *resul
 						      AU_MAX_RESULT - 4096));
 		return;
 	}
+	if (len && memmem(result, len, "$spawn", 6)) {   /* children for its flow */
+		unsigned char *kept = NULL;
+		size_t kept_len = 0;
+		struct au_err err;
+
+		if (au_flow_spawn(&a->c, result, len, &a->kids, &a->nkids, &kept, &kept_len, &err) < 0) {
+			decide(a, VERDICT_FAILED, au_asprintf("cannot add its children: %s", err.str));
+			return;
+		}
+		if (kept) {
+			a->result = kept;
+			a->result_len = kept_len;
+			decide(a, VERDICT_COMPLETED, NULL);
+			return;
+		}
+	}
 	if (!(a->result = malloc(len ? len : 1))) {
 		decide(a, VERDICT_RETRYABLE, au_strdup("out of memory"));
 		return;
@@ -834,13 +869,14 @@ static int find_task(const struct au_worker *w, const char *name, au_task_fn *fn
 }
 
 /* A lease came back: its attempt is held until a slot is free. */
-static void take(struct au_worker *w, struct au_lease *l, unsigned qi)
+static void take(struct au_worker *w, struct au_lease *l, unsigned qi, struct au_prep *prep)
 {
 	struct attempt *a = attempt_new(w);
 
 	if (!a) {
 		au_log(AU_LOG_ERROR, "out of memory starting computation '%s'", l->ref.id);
 		au_lease_release(l);   /* the lease runs out and another worker takes it */
+		au_prep_release(prep);
 		return;
 	}
 	a->w = w;
@@ -850,6 +886,8 @@ static void take(struct au_worker *w, struct au_lease *l, unsigned qi)
 	a->lease = *l;
 	a->qi = qi;
 	memset(l, 0, sizeof(*l));
+	a->prep = *prep;
+	memset(prep, 0, sizeof(*prep));
 	a->run.c = &a->c;
 	a->run.worker = au_worker_name();
 	a->run.status = AU_RUNNING;
@@ -913,6 +951,20 @@ static int unpack(struct au_worker *w, struct attempt *a)
 		decide(a, VERDICT_REJECTED,
 		       au_strdup("malformed computation: id does not match the queue's"));
 		return -1;
+	}
+	if (a->prep.verdict) {
+		enum verdict v = a->prep.verdict == AU_PREP_CANCEL ? VERDICT_CANCELLED
+				 : a->prep.verdict == AU_PREP_AWAY ? VERDICT_OUTAGE : VERDICT_FAILED;
+
+		decide(a, v, a->prep.error);   /* unrun */
+		a->prep.error = NULL;
+		return -1;
+	}
+	if (a->prep.args) {   /* its references, replaced by what they produced */
+		free(a->c.args);
+		a->c.args = a->prep.args;
+		a->c.args_len = a->prep.args_len;
+		a->prep.args = NULL;
 	}
 	if (find_task(w, a->c.task, &a->fn, &a->fn_arg) < 0) {
 		decide(a, VERDICT_REJECTED, au_asprintf("unknown task '%s'", a->c.task));
@@ -1148,6 +1200,17 @@ static void lease_io(struct au_io_req *r)
 			l->qi[l->n + i] = (unsigned)order[k];
 		l->n += got;
 	}
+	/* a flow's computation: its dependencies' records, read here, off the loop */
+	for (i = 0; i < l->n; i++) {
+		struct au_err err;
+
+		memset(&l->prep[i], 0, sizeof(l->prep[i]));
+		if (au_flow_needs_prep(l->out[i].body, l->out[i].body_len) &&
+		    au_flow_prepare(w->store, l->out[i].body, l->out[i].body_len, &l->prep[i], &err) < 0) {
+			l->prep[i].verdict = AU_PREP_AWAY;
+			l->prep[i].error = au_strdup(err.str);
+		}
+	}
 }
 
 /*
@@ -1266,6 +1329,49 @@ static void tell_queue(struct flush_req *f, const char *name, unsigned qi, enum 
 	}
 }
 
+/*
+ * The children that completed parents asked for go to the queue before
+ * the parents' acks, and what waits for each parent waits for its
+ * children too (adopt): a crash in between re-runs the parent, which adds
+ * the same ids again, which the queue leaves alone. A queue that is away
+ * keeps the parent for later; one that refuses buries it with the reason.
+ * 0 when there were none or all went.
+ */
+static int add_children(struct flush_req *f)
+{
+	struct au_worker *w = f->w;
+	int rc = 0;
+
+	for (size_t i = 0; i < f->n; i++) {
+		struct writeback *b = &f->wb[i];
+		char (*ids)[AU_ID_SIZE];
+
+		if (!b->nkids || b->d != DISPOSE_ACK)
+			continue;
+		rc = -1;
+		if (!(ids = malloc(b->nkids * sizeof(*ids)))) {
+			b->kept = f->queue_down = 1;
+			au_seterr(&f->queue_err, AU_ENOMEM, "out of memory");
+			continue;
+		}
+		for (size_t k = 0; k < b->nkids; k++)
+			memcpy(ids[k], b->kids[k].id, AU_ID_SIZE);
+		if (au_queue_push(w->q, b->kids, b->nkids) < 0 ||
+		    au_queue_adopt(w->q, b->ref.id, (const char (*)[AU_ID_SIZE])ids, b->nkids) < 0) {
+			if (outage_code(w->q->err.code)) {
+				b->kept = f->queue_down = 1;
+				f->queue_err = w->q->err;
+			} else {
+				b->why = au_asprintf("cannot add its children: %s", w->q->err.str);
+				b->error = b->why ? b->why : "cannot add its children";
+				b->d = DISPOSE_BURY;
+			}
+		}
+		free(ids);
+	}
+	return rc;
+}
+
 static void flush_io(struct au_io_req *r)
 {
 	struct flush_req *f = (struct flush_req *)r;
@@ -1273,7 +1379,7 @@ static void flush_io(struct au_io_req *r)
 	size_t from = 0, i, d, qi;
 
 	f->store_failed = f->queue_failed = f->store_down = f->queue_down = 0;
-	if (ack_stored(f) == 0)
+	if (add_children(f) == 0 && ack_stored(f) == 0)
 		from = f->nack;
 	if (f->nrec > from && au_store_put(w->store, f->recs + from, f->nrec - from, NULL) < 0) {
 		f->store_failed = !outage_code(w->store->err.code);
@@ -1336,6 +1442,12 @@ static void rescue_io(struct au_io_req *r)
 	s->store_rc = 0;
 	if (s->sweep && (s->store_rc = au_store_sweep(w->store, SWEEP_MAX, &s->swept)) < 0)
 		s->store_err = w->store->err;
+	s->gc_rc = 0;
+	if (s->gc) {
+		if (!w->gc_ch && w->ch_url)
+			w->gc_ch = au_ch_new(w->ch_url, &s->gc_err);
+		s->gc_rc = au_flow_gc(w->q, w->store, w->gc_ch, w->id, &s->gc_st, &s->gc_err);
+	}
 }
 
 /* ---- back on the loop ---- */
@@ -1357,7 +1469,7 @@ static void lease_done(struct au_worker *w)
 	if (!l->n && w->outage[PART_TASKS].trying == 2)
 		w->outage[PART_TASKS].trying = 1;   /* nothing to try with yet */
 	for (i = 0; i < l->n; i++)
-		take(w, &l->out[i], l->qi[i]);
+		take(w, &l->out[i], l->qi[i], &l->prep[i]);
 	if (w->stopping)   /* leased while stopping: back unharmed */
 		release_held(w);
 	start_run(-1, 0, w);
@@ -1429,6 +1541,8 @@ static void flush(struct au_worker *w)
 		b->error = a->error;
 		b->history = a->history.data;
 		b->history_len = a->history.len;
+		b->kids = b->d == DISPOSE_ACK && b->completed ? a->kids : NULL;
+		b->nkids = b->kids ? a->nkids : 0;
 		b->why = NULL;
 		b->done = b->kept = 0;
 		b->stored = a->stored;
@@ -1553,6 +1667,11 @@ static void rescue_done(struct au_worker *w)
 		       s->requeued + s->buried, w->ql.n > 1 ? "s" : "", w->queues_text, s->buried);
 	if (s->store_rc < 0)
 		report(w, &s->store_err);
+	if (s->gc && s->gc_rc < 0)
+		au_log(AU_LOG_WARN, "flows past their ttl wait: %s", s->gc_err.str);
+	else if (s->gc && s->gc_st.expired)
+		au_log(AU_LOG_INFO, "%zu flows past their ttl removed, with %zu tables",
+		       s->gc_st.expired, s->gc_st.tables);
 	if (s->requeued) {
 		w->wake_pending = 1;
 		pump(w);
@@ -1778,8 +1897,18 @@ static void extend_run(evutil_socket_t fd, short what, void *arg)
 	au_io_submit(w->io, &e->io);
 }
 
+/* How often flows are collected: AU_FLOW_GC_MS, a test hook, or the default. */
+static uint64_t gc_every_ms(void)
+{
+	const char *v = getenv("AU_FLOW_GC_MS");
+	unsigned long long ms = v ? strtoull(v, NULL, 10) : 0;
+
+	return ms ? ms : AU_FLOW_GC_EVERY_MS;
+}
+
 /* Housekeeping: expired leases of crashed workers go back to the queue;
- * expired records leave stores that have no native expiry. */
+ * expired records leave stores that have no native expiry; finished flows
+ * past their ttl lose their tables. */
 static void rescue_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct au_worker *w = arg;
@@ -1793,6 +1922,9 @@ static void rescue_run(evutil_socket_t fd, short what, void *arg)
 	s->sweep = now - w->last_sweep_ms >= SWEEP_EVERY_MS;
 	if (s->sweep)
 		w->last_sweep_ms = now;
+	s->gc = now - w->last_gc_ms >= gc_every_ms();
+	if (s->gc)
+		w->last_gc_ms = now;
 	s->busy = 1;
 	au_io_submit(w->io, &s->io);
 }
@@ -1953,6 +2085,7 @@ static int requests_init(struct au_worker *w)
 	w->lease.w = w;
 	w->lease.out = calloc(w->opts.batch, sizeof(*w->lease.out));
 	w->lease.qi = calloc(w->opts.batch, sizeof(*w->lease.qi));
+	w->lease.prep = calloc(w->opts.batch, sizeof(*w->lease.prep));
 	f->io.run = flush_io;
 	f->w = w;
 	f->cap = cap;
@@ -1973,7 +2106,7 @@ static int requests_init(struct au_worker *w)
 	w->rescue.w = w;
 	w->beat.io.run = beat_io;
 	w->beat.w = w;
-	return w->lease.out && w->lease.qi && f->wb && f->recs && f->refs && f->delays &&
+	return w->lease.out && w->lease.qi && w->lease.prep && f->wb && f->recs && f->refs && f->delays &&
 			       f->texts && f->stories && f->applied &&
 			       f->idx && e->refs && e->applied ? 0 : -1;
 }
@@ -1987,6 +2120,7 @@ static void requests_release(struct au_worker *w)
 			au_lease_release(&w->lease.out[i]);
 	free(w->lease.out);
 	free(w->lease.qi);
+	free(w->lease.prep);
 	for (i = 0; i < w->flush.n; i++) {
 		free(w->flush.wb[i].why);
 		free(w->flush.wb[i].body);
@@ -2060,6 +2194,7 @@ struct au_worker *au_worker_new(const struct au_config *cfg, const struct au_wor
 	/* unique per process and start, as Sidekiq's "host:pid:nonce" */
 	snprintf(w->id, sizeof(w->id), "%s:%08x", au_worker_name(), (unsigned)au_random64());
 	w->store_url = au_strdup(conf.store_url);
+	w->ch_url = conf.clickhouse_url ? au_strdup(conf.clickhouse_url) : NULL;
 	w->queue_url = au_strdup(conf.queue_url);
 	w->ack_store = 1;
 	w->q = au_queue_open(conf.queue_url);
@@ -2300,6 +2435,9 @@ void au_worker_free(struct au_worker *w)
 	au_queue_list_release(&w->ql);
 	free(w->queues_text);
 	free(w->store_url);
+	free(w->ch_url);
+	if (w->gc_ch)
+		au_ch_free(w->gc_ch);
 	free(w->queue_url);
 	while (w->ntimeouts--)
 		free(w->timeouts[w->ntimeouts].task);

@@ -12,9 +12,12 @@
 --   purge older max   -> how many of the oldest dead buried at least older
 --                        ms ago were deleted (up to max)
 --   pause 1|0         -> 1; resuming wakes idle workers
---   empty max         -> how many waiting (ready, scheduled) were deleted
---   drop force        -> 1 dropped, or {ready, scheduled, leased, dead}
---                        when it holds some and force is 0
+--   empty max         -> how many waiting (ready, scheduled, or for their
+--                        dependencies) were deleted
+--   drop force        -> 1 dropped, or {ready, scheduled, leased, dead,
+--                        waiting} when it holds some and force is 0
+-- What empty and drop delete has settled: its dependents in other queues
+-- wait for one less (settled).
 --   housekeep max age -> how many dead letters went: the oldest beyond
 --                        max (0: no bound) or buried more than age ms ago
 --                        (0: no bound), up to 1000; also samples processed
@@ -96,7 +99,15 @@ elseif mode == 'empty' then
       for _, id in ipairs(s) do ids[#ids + 1] = id end
     end
   end
+  if #ids < max and redis.call('EXISTS', kwaiting) == 1 then
+    for _, id in ipairs(redis.call('HKEYS', kwaiting)) do
+      if #ids >= max then break end
+      unneed(id)
+      ids[#ids + 1] = id
+    end
+  end
   forget(ids)
+  settled(ids)
   return #ids
 elseif mode == 'drop' then
   local ready, leased = 0, redis.call('ZCOUNT', kleased, '-inf', '(+inf')
@@ -104,11 +115,31 @@ elseif mode == 'drop' then
   for _, p in ipairs(prios) do ready = ready + redis.call('LLEN', kready .. p) end
   for _, b in ipairs(batches) do leased = leased + redis.call('SCARD', kbatch .. b) end
   local sched, dead = redis.call('ZCARD', ksched), redis.call('ZCARD', kdead)
-  if ARGV[3] ~= '1' and ready + sched + leased + dead > 0 then
-    return {ready, sched, leased, dead}
+  local waiting = redis.call('HLEN', kwaiting)
+  if ARGV[3] ~= '1' and ready + sched + leased + dead + waiting > 0 then
+    return {ready, sched, leased, dead, waiting}
+  end
+  -- what it held settles: dependents of its computations in other queues
+  -- wait for one less (its own waiting ones go first, with their waits)
+  for _, id in ipairs(redis.call('HKEYS', kwaiting)) do unneed(id) end
+  if redis.call('EXISTS', kparents) == 1 then
+    local ids = redis.call('ZRANGE', ksched, 0, -1)
+    for _, p in ipairs(prios) do
+      for _, e in ipairs(redis.call('LRANGE', kready .. p, 0, -1)) do
+        ids[#ids + 1] = string.match(e, '^(%S+)') or e
+      end
+    end
+    for _, b in ipairs(batches) do
+      for _, id in ipairs(redis.call('SMEMBERS', kbatch .. b)) do ids[#ids + 1] = id end
+    end
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', kleased, '-inf', '(+inf')) do
+      ids[#ids + 1] = id
+    end
+    settled(ids)
   end
   local keys = {kprios, ksched, kleased, kdead, kseq, krescue, kbody, katt, ktok, kerr, korder,
-                kbatches, kwake, kpaused, kstats, kstory}
+                kbatches, kwake, kpaused, kstats, kstory, kwaiting, kparents}
+  for _, d in ipairs(redis.call('SMEMBERS', kparents)) do keys[#keys + 1] = krdeps .. d end
   for _, p in ipairs(prios) do keys[#keys + 1] = kready .. p end
   for _, b in ipairs(batches) do keys[#keys + 1] = kbatch .. b end
   redis.call('DEL', unpack(keys))

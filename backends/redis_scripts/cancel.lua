@@ -1,4 +1,6 @@
--- cancel.lua - removes a waiting computation.
+-- cancel.lua - removes a computation that waits: to run (ready, sched) or
+-- for its dependencies (waiting). It has settled: its dependents wait for
+-- one less (settled).
 --
 -- KEYS, ARGV[1]: the queue's keys and wake cap (prelude.lua)
 -- ARGV[2]  id
@@ -12,6 +14,16 @@ local body = redis.call('HGET', kbody, id)
 local function seen(v, a)
   return {v, body or '', a or 0, redis.call('HGET', kstory, id) or ''}
 end
+local function forget()
+  for _, k in ipairs({kbody, katt, kerr, korder, kstory}) do redis.call('HDEL', k, id) end
+end
+if redis.call('HEXISTS', kwaiting, id) == 1 then
+  local r = seen(1, 0)
+  unneed(id)
+  forget()
+  settled({id})
+  return r
+end
 local removed = redis.call('ZREM', ksched, id) == 1
 if not removed then
   local token = lease_of(id)
@@ -21,7 +33,8 @@ if not removed then
 end
 if removed then
   local r = seen(1, count(redis.call('HGET', katt, id)))
-  for _, k in ipairs({kbody, katt, kerr, korder, kstory}) do redis.call('HDEL', k, id) end
+  forget()
+  settled({id})
   return r
 end
 return {0, '', 0, ''}

@@ -14,6 +14,8 @@ elseif redis.call('ZSCORE', ksched, id) then
   st = 2
 elseif redis.call('ZSCORE', kdead, id) then
   st = 4
+elseif redis.call('HEXISTS', kwaiting, id) == 1 then
+  st = 5
 elseif body then
   st = 1
 end

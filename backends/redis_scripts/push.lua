@@ -55,6 +55,7 @@ if #look > 0 then
   local tok = redis.call('HMGET', ktok, unpack(look))
   local sc = redis.call('ZMSCORE', ksched, unpack(look))
   local dd = redis.call('ZMSCORE', kdead, unpack(look))
+  local wt = redis.call('HMGET', kwaiting, unpack(look))
   local att, inb = redis.call('HMGET', katt, unpack(look)), {}
   for _, b in ipairs(redis.call('ZRANGE', kbatches, 0, -1)) do
     for j, m in ipairs(redis.call('SMISMEMBER', kbatch .. b, unpack(look))) do
@@ -62,7 +63,7 @@ if #look > 0 then
     end
   end
   for j, id in ipairs(look) do
-    busy[id] = tok[j] or sc[j] or dd[j] or inb[j] or
+    busy[id] = tok[j] or sc[j] or dd[j] or wt[j] or inb[j] or
                redis.call('LPOS', kready .. p, entry(id, count(att[j])), 'RANK', -1)
   end
 end

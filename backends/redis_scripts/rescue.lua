@@ -5,7 +5,8 @@
 -- ARGV[2]  max
 -- ARGV[3]  throttle ms (a full sweep lifts it)
 --
--- Wakes one idle worker per computation requeued (up to the cap).
+-- Wakes one idle worker per computation requeued (up to the cap). The
+-- buried have settled: their dependents wait for one less (settled).
 -- Returns {requeued, buried}.
 
 if not redis.call('SET', krescue, '1', 'NX', 'PX', ARGV[3]) then return {0, 0} end
@@ -32,13 +33,14 @@ end
 if #ids == max then redis.call('DEL', krescue) end
 if #ids == 0 then return {0, 0} end
 local bodies = redis.call('HMGET', kbody, unpack(ids))
-local att, why, dead, groups = {}, {}, {}, {}
+local att, why, dead, groups, fin = {}, {}, {}, {}, {}
 for i, id in ipairs(ids) do
   local a, p, m = attempts(toks[i]) or 1, meta(bodies[i])
   att[#att + 1], att[#att + 2] = id, a
   if a >= m then
     why[#why + 1], why[#why + 2] = id, 'lease expired after ' .. a .. ' attempts'
     dead[#dead + 1], dead[#dead + 2] = now, id
+    fin[#fin + 1] = id
   else
     why[#why + 1], why[#why + 2] = id, 'lease expired on attempt ' .. a
     add(groups, p, entry(id, a))
@@ -52,4 +54,5 @@ if #dead > 0 then
 end
 local requeued = enqueue(groups)
 wake(requeued)
+settled(fin)
 return {requeued, #dead / 2}

@@ -18,8 +18,10 @@
 -- Wakes one idle worker per computation made ready (up to the cap).
 -- Acks and burials add to processed and failed in stats (one HINCRBY).
 -- An ack deletes the story with the rest; bury and release keep it.
+-- Acked and buried ids have settled: their dependents (flows) wait for one
+-- less (settled; one EXISTS when the queue has none).
 
-local mode, flags, i, ready, counted = ARGV[2], {}, 4, 0, 0
+local mode, flags, i, ready, counted, fin = ARGV[2], {}, 4, 0, 0, {}
 local extra = (mode == 'retry' and 3) or (mode == 'bury' and 1) or 0
 while i <= #ARGV do
   local token, n = ARGV[i], tonumber(ARGV[i + 1])
@@ -64,7 +66,10 @@ while i <= #ARGV do
     redis.call('HDEL', ktok, unpack(single))
     redis.call('ZREM', kleased, unpack(single))
   end
-  if mode == 'ack' or mode == 'bury' then counted = counted + #done end
+  if mode == 'ack' or mode == 'bury' then
+    counted = counted + #done
+    for _, id in ipairs(done) do fin[#fin + 1] = id end
+  end
   if #done == 0 then
   elseif mode == 'ack' then
     redis.call('HDEL', kbody, unpack(done))
@@ -126,6 +131,7 @@ while i <= #ARGV do
   i = last + 1 + extra * n
 end
 wake(ready)
+settled(fin)
 -- the totals of stats: one HINCRBY per call, not per computation
 if counted > 0 then
   redis.call('HINCRBY', kstats, mode == 'ack' and 'processed' or 'failed', counted)

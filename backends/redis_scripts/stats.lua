@@ -4,7 +4,7 @@
 -- no other ARGV
 --
 -- Returns {ready, scheduled, leased, dead, paused (0 or 1), processed,
--- failed, acks per minute}. The rate compares processed with the sample
+-- failed, acks per minute, waiting (for dependencies)}. The rate compares processed with the sample
 -- housekeeping took 30 to 70 s ago (admin.lua), or with a younger one as
 -- if it were 30 s old; 0 without one.
 
@@ -24,4 +24,5 @@ if pn and pat then
   if done >= pn then rate = math.floor((done - pn) * 60000 / math.max(span, 30000)) end
 end
 return {ready, redis.call('ZCARD', ksched), leased, redis.call('ZCARD', kdead),
-        redis.call('EXISTS', kpaused), done, tonumber(s[2] or '') or 0, rate}
+        redis.call('EXISTS', kpaused), done, tonumber(s[2] or '') or 0, rate,
+        redis.call('HLEN', kwaiting)}
