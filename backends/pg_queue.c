@@ -352,10 +352,9 @@ static const struct au_pg_stmt stmts[] = {
 		" SELECT 1 FROM u UNION ALL SELECT 0 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
 		" WHERE NOT $2::bool" },
 	[S_EMPTY] = { "au_empty",
-		"WITH d AS (DELETE FROM au_jobs WHERE ctid = ANY(ARRAY((SELECT ctid FROM au_jobs"
-		" WHERE queue = $1 AND state = 0 LIMIT $2::int8 FOR UPDATE SKIP LOCKED) UNION ALL"
-		" (SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 3 LIMIT $2::int8"
-		" FOR UPDATE SKIP LOCKED) LIMIT $2::int8)) AND state IN (0, 3)"
+		"WITH d AS (DELETE FROM au_jobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
+		" WHERE queue = $1 AND state IN (0, 3) LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
+		" AND state IN (0, 3)"
 		" RETURNING id)"
 		" SELECT count(*) FROM d" SETTLE("d") },
 	/* the counts before; the queue is deleted when they are 0 or $2 */
