@@ -1431,9 +1431,14 @@ static int pgq_drop(struct au_queue *q, const char *queue, int force)
 		v[i] = (unsigned long long)au_pg_get_u64(PQgetvalue(r, 0, i));
 	PQclear(r);
 	if (!force && v[0] + v[1] + v[2] + v[3] + v[4])
+	if (!force && v[4])
 		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %llu ready,"
 				 " %llu scheduled, %llu running, %llu dead, %llu waiting", queue, v[0],
 				 v[1], v[2], v[3], v[4]);
+	if (!force && v[0] + v[1] + v[2] + v[3])
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %llu ready,"
+				 " %llu scheduled, %llu running, %llu dead", queue, v[0], v[1], v[2],
+				 v[3]);
 	return 0;
 }
 
