@@ -63,10 +63,41 @@
 	" SELECT pg_notify('" AU_PG_QUEUE_CHANNEL "', queue) FROM j WHERE run_at <= now()" \
 	" GROUP BY queue"
 
+/*
+ * A push with dependencies: $7 and $8 pair each waiter with a dependency.
+ * A dependency counts when the backend holds it, which the push makes
+ * sure of by locking its row (FOR SHARE): a settle of it that comes
+ * after waits for the push to commit, then sees the push's au_deps rows
+ * (au_settle takes a snapshot of its own); one that came before leaves
+ * no row to lock. An element of the batch that is new counts as held.
+ * Known ids are left alone, deps included.
+ */
+#define PUSH_DEPS \
+	"WITH q AS (INSERT INTO au_queues (name) SELECT DISTINCT unnest($2::text[])" \
+	" ON CONFLICT DO NOTHING)," \
+	" t AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::int4[]," \
+	" $6::bytea[]) AS t(id, queue, priority, run_at_ms, max_attempts, body))," \
+	" p AS (SELECT DISTINCT waiter, dep FROM unnest($7::uuid[], $8::uuid[]) AS p(waiter, dep)" \
+	" WHERE waiter <> dep)," \
+	" k AS (SELECT id FROM au_jobs WHERE id = ANY($8::uuid[]) AND state <> 2 FOR SHARE)," \
+	" h AS (SELECT waiter, dep FROM p WHERE dep IN (SELECT id FROM k)" \
+	" OR (dep IN (SELECT id FROM t) AND NOT EXISTS (SELECT FROM au_jobs o WHERE o.id = p.dep)))," \
+	" c AS (SELECT waiter, count(*) AS n FROM h GROUP BY waiter)," \
+	" j AS (INSERT INTO au_jobs (id, queue, priority, run_at, max_attempts, body, state, ndeps)" \
+	" SELECT t.id, queue, priority," \
+	" greatest(now(), 'epoch'::timestamptz + run_at_ms * interval '1 ms'), max_attempts, body," \
+	" CASE WHEN coalesce(c.n, 0) > 0 THEN 3 ELSE 0 END, coalesce(c.n, 0)" \
+	" FROM t LEFT JOIN c ON c.waiter = t.id" \
+	" ON CONFLICT (id) DO NOTHING RETURNING id, queue, run_at, state)," \
+	" d AS (INSERT INTO au_deps (dep, waiter) SELECT dep, waiter FROM h" \
+	" WHERE waiter IN (SELECT id FROM j) ON CONFLICT DO NOTHING)" \
+	" SELECT pg_notify('" AU_PG_QUEUE_CHANNEL "', queue) FROM j WHERE state = 0 AND run_at <= now()" \
+	" GROUP BY queue"
+
 /* The delete of an ack, fenced; returns the ordinals of the refs applied. */
 #define ACK \
 	"DELETE FROM au_jobs j USING unnest($2::uuid[], $3::text[])" \
-	" WITH ORDINALITY AS r(id, token, i) WHERE " FENCE " RETURNING r.i"
+	" WITH ORDINALITY AS r(id, token, i) WHERE " FENCE " RETURNING r.i, j.id"
 
 /* The totals of stats: one update of the queue's row per statement (HOT:
  * no indexed column changes), only when a row applied. The subqueries are
@@ -92,7 +123,15 @@
 #define ACK_STORE(insert) \
 	"WITH a AS (" ACK ")" COUNT_INTO("processed", "a") ", w AS (" insert ")" \
 	" SELECT i FROM a UNION ALL SELECT 0::int8 FROM (SELECT count(" \
-	AU_PG_RECORD_NOTIFY("id") ") FROM w) n"
+	AU_PG_RECORD_NOTIFY("id") ") FROM w) n" SETTLE("a")
+
+/* The dependents of the computations a settling statement removed or
+ * buried (cte: its rows, with their ids in column id), settled by
+ * au_settle (schema v10) in the same statement; a branch of the final
+ * UNION ALL that returns no row. */
+#define SETTLE(cte) \
+	" UNION ALL SELECT 0::int8 FROM (SELECT au_settle(array_agg(id)) AS s FROM " cte ") x" \
+	" WHERE s < 0"
 
 #define CANCEL_CHANNEL "au_cancel"
 
@@ -101,7 +140,8 @@ enum stmt {
 	S_EXTEND, S_RESCUE, S_CANCEL, S_PEEK, S_STATS, S_QUEUES, S_NEXT_DUE, S_CANCEL_RUNNING,
 	S_DEAD_LIST, S_DEAD_ONE, S_REVIVE, S_PURGE, S_PAUSE, S_EMPTY, S_DROP, S_LOCATE,
 	S_HOUSEKEEP, S_RATE, S_RATE_SWEEP,
-	S_BEAT, S_WORKERS, S_WORKER_STOP, S_WORKER_GONE
+	S_BEAT, S_WORKERS, S_WORKER_STOP, S_WORKER_GONE,
+	S_PUSH_DEPS, S_ADOPT, S_KV_PUT, S_KV_PUT_NX, S_KV_GET, S_KV_DEL, S_KV_KEYS
 };
 
 /*
@@ -140,6 +180,45 @@ static const struct au_pg_stmt stmts[] = {
 	 * S_PUSH_KEEP, which leaves known ids alone */
 	[S_PUSH] = { "au_push", PUSH("") },
 	[S_PUSH_KEEP] = { "au_push_keep", PUSH(" ON CONFLICT (id) DO NOTHING") },
+	[S_PUSH_DEPS] = { "au_push_deps", PUSH_DEPS },
+	/* fan-out: the waiters of $1 wait for each of $2 held now, locked as
+	 * push locks them; a pair already there is not counted again */
+	[S_ADOPT] = { "au_adopt",
+		"WITH w AS (SELECT waiter FROM au_deps WHERE dep = $1::uuid),"
+		" k AS (SELECT id FROM au_jobs WHERE id = ANY($2::uuid[]) AND state <> 2 FOR SHARE),"
+		" i AS (INSERT INTO au_deps (dep, waiter) SELECT k.id, w.waiter FROM k, w"
+		" WHERE k.id <> w.waiter ON CONFLICT DO NOTHING RETURNING waiter),"
+		" c AS (SELECT waiter, count(*) AS n FROM i GROUP BY waiter)"
+		" UPDATE au_jobs j SET ndeps = j.ndeps + c.n FROM c WHERE j.id = c.waiter AND j.state = 3" },
+	/* the kv space (v10): $1 ns, $2 key, $3 value, $4 ttl in ms (0: none) */
+	[S_KV_PUT] = { "au_kv_put",
+		"INSERT INTO au_kv AS v (ns, key, val, expires_at) VALUES ($1::text, $2::text, $3::bytea,"
+		" CASE WHEN $4::int8 > 0 THEN now() + $4::int8 * interval '1 ms' END)"
+		" ON CONFLICT (ns, key) DO UPDATE SET val = excluded.val, expires_at = excluded.expires_at"
+		" RETURNING 1" },
+	/* only over an absent or expired key: one racer inserts, the others
+	 * find its row and update nothing */
+	[S_KV_PUT_NX] = { "au_kv_put_nx",
+		"INSERT INTO au_kv AS v (ns, key, val, expires_at) VALUES ($1::text, $2::text, $3::bytea,"
+		" CASE WHEN $4::int8 > 0 THEN now() + $4::int8 * interval '1 ms' END)"
+		" ON CONFLICT (ns, key) DO UPDATE SET val = excluded.val, expires_at = excluded.expires_at"
+		" WHERE v.expires_at <= now() RETURNING 1" },
+	[S_KV_GET] = { "au_kv_get",
+		"SELECT val FROM au_kv WHERE ns = $1::text AND key = $2::text"
+		" AND (expires_at IS NULL OR expires_at > now())" },
+	/* $3 NULL: whatever the value; an expired row goes too, as absent */
+	[S_KV_DEL] = { "au_kv_del",
+		"WITH d AS (DELETE FROM au_kv WHERE ns = $1::text AND key = $2::text"
+		" AND ($3::bytea IS NULL OR val = $3::bytea OR expires_at <= now()) RETURNING val, expires_at)"
+		" SELECT 1 FROM d WHERE (expires_at IS NULL OR expires_at > now())"
+		" AND ($3::bytea IS NULL OR val = $3::bytea)" },
+	/* $2 prefix, $3 at most (0: all); the expired rows of ns are deleted */
+	[S_KV_KEYS] = { "au_kv_keys",
+		"WITH gone AS (DELETE FROM au_kv WHERE ns = $1::text AND expires_at <= now())"
+		" SELECT key FROM au_kv WHERE ns = $1::text AND key >= $2::text"
+		" AND left(key, length($2::text)) = $2::text"
+		" AND (expires_at IS NULL OR expires_at > now())"
+		" ORDER BY key LIMIT nullif($3::int8, 0)" },
 	/*
 	 * The rows are picked (and locked) first, then updated by their
 	 * physical address: an array cannot be joined wrongly (a CTE join
@@ -167,7 +246,8 @@ static const struct au_pg_stmt stmts[] = {
 		" SELECT id, token, attempts, CASE WHEN state = 1 THEN body END,"
 		" CASE WHEN state = 2 THEN error END, CASE WHEN state = 1 AND attempts > 1 THEN story END"
 		" FROM l ORDER BY priority DESC, run_at, seq" },
-	[S_ACK] = { "au_ack", "WITH a AS (" ACK ")" COUNT_INTO("processed", "a") " SELECT i FROM a" },
+	[S_ACK] = { "au_ack",
+		"WITH a AS (" ACK ")" COUNT_INTO("processed", "a") " SELECT i FROM a" SETTLE("a") },
 	/* new record ids (nearly always), else again as S_ACK_STORE_KEEP */
 	[S_ACK_STORE] = { "au_ack_store",
 		ACK_STORE(AU_PG_RECORD_INSERT(AU_PG_RECORD_ROWS("$4", "$5", "$6"))) },
@@ -190,7 +270,8 @@ static const struct au_pg_stmt stmts[] = {
 		"WITH b AS (UPDATE au_jobs j SET state = 2, token = NULL, lease_until = NULL,"
 		" error = coalesce(r.reason, j.error), dead_at = now()"
 		" FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS r(id, token, reason, i)"
-		" WHERE " FENCE " RETURNING r.i)" COUNT_INTO("failed", "b") " SELECT i FROM b" },
+		" WHERE " FENCE " RETURNING r.i, j.id)" COUNT_INTO("failed", "b") " SELECT i FROM b"
+		SETTLE("b") },
 	[S_EXTEND] = { "au_extend",
 		"UPDATE au_jobs j SET lease_until = now() + $4::int8 * interval '1 ms'"
 		" FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS r(id, token, i)"
@@ -211,21 +292,24 @@ static const struct au_pg_stmt stmts[] = {
 		" || ARRAY(SELECT ctid FROM au_jobs"
 		" WHERE queue = $1 AND state = 1 AND lease_until IS NULL"
 		" LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
-		" AND state = 1 RETURNING state), f AS (SELECT FROM u WHERE state = 2)"
+		" AND state = 1 RETURNING state, id), f AS (SELECT id FROM u WHERE state = 2)"
 		COUNT_INTO("failed", "f")
 		" SELECT state::int4 FROM u UNION ALL SELECT -1 FROM pg_notify('" AU_PG_QUEUE_CHANNEL "', $1)"
-		" WHERE EXISTS (SELECT FROM u WHERE state = 0)" },
+		" WHERE EXISTS (SELECT FROM u WHERE state = 0)"
+		" UNION ALL SELECT -1 FROM (SELECT au_settle(array_agg(id)) AS s FROM f) x WHERE s < 0" },
 	/* the deleted row, or the state of one that was not waiting (and
 	 * what a leased one holds): state, body, attempts, story */
 	[S_CANCEL] = { "au_cancel",
-		"WITH d AS (DELETE FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state = 0"
-		" RETURNING state, body, attempts, story)"
-		" SELECT state::int4, body, greatest(attempts, 0), story FROM d UNION ALL"
+		"WITH d AS (DELETE FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state IN (0, 3)"
+		" RETURNING id, body, attempts, story)"
+		" SELECT 0, body, greatest(attempts, 0), story FROM d UNION ALL"
 		" SELECT state::int4, CASE WHEN state = 1 THEN body END, greatest(attempts, 0),"
 		" CASE WHEN state = 1 THEN story END"
-		" FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state <> 0" },
+		" FROM au_jobs WHERE id = $2::uuid AND queue = $1 AND state NOT IN (0, 3)"
+		" UNION ALL SELECT -1, NULL, 0, NULL FROM (SELECT au_settle(array_agg(id)) AS s FROM d) x"
+		" WHERE s < 0" },
 	[S_PEEK] = { "au_peek",
-		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4"
+		"SELECT CASE WHEN state = 1 THEN 3 WHEN state = 2 THEN 4 WHEN state = 3 THEN 5"
 		" WHEN run_at > now() THEN 2 ELSE 1 END, greatest(attempts, 0), greatest(max_attempts, 0),"
 		" coalesce(error, ''), story"
 		" FROM au_jobs WHERE id = $2::uuid AND queue = $1" },
@@ -240,7 +324,8 @@ static const struct au_pg_stmt stmts[] = {
 		" coalesce((SELECT failed FROM au_queues WHERE name = $1), 0),"
 		" coalesce((SELECT CASE WHEN processed >= prev_n THEN ((processed - prev_n) * 60"
 		" / greatest(extract(epoch FROM now() - prev_at), 30))::int8 END"
-		" FROM au_queues WHERE name = $1), 0)"
+		" FROM au_queues WHERE name = $1), 0),"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 3)"
 		" FROM au_jobs WHERE queue = $1 AND state = 0" },
 	[S_QUEUES] = { "au_queues", "SELECT name FROM au_queues ORDER BY name" },
 	[S_DEAD_LIST] = { "au_dead_list",
@@ -268,23 +353,27 @@ static const struct au_pg_stmt stmts[] = {
 		" WHERE NOT $2::bool" },
 	[S_EMPTY] = { "au_empty",
 		"WITH d AS (DELETE FROM au_jobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM au_jobs"
-		" WHERE queue = $1 AND state = 0 LIMIT $2::int8 FOR UPDATE SKIP LOCKED)) AND state = 0"
-		" RETURNING 1)"
-		" SELECT count(*) FROM d" },
+		" WHERE queue = $1 AND state IN (0, 3) LIMIT $2::int8 FOR UPDATE SKIP LOCKED))"
+		" AND state IN (0, 3)"
+		" RETURNING id)"
+		" SELECT count(*) FROM d" SETTLE("d") },
 	/* the counts before; the queue is deleted when they are 0 or $2 */
 	[S_DROP] = { "au_drop",
 		"WITH n AS (SELECT"
 		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at <= now()) r,"
 		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 0 AND run_at > now()) s,"
 		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 1) l,"
-		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2) d),"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 2) d,"
+		" (SELECT count(*) FROM au_jobs WHERE queue = $1 AND state = 3) w),"
 		" j AS (DELETE FROM au_jobs WHERE $2::bool AND ctid = ANY(ARRAY("
 		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 0 UNION ALL"
 		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 1 UNION ALL"
-		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 2))),"
+		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 2 UNION ALL"
+		" SELECT ctid FROM au_jobs WHERE queue = $1 AND state = 3)) RETURNING id, state),"
 		" q AS (DELETE FROM au_queues WHERE name = $1"
-		" AND ($2::bool OR (SELECT r + s + l + d FROM n) = 0))"
-		" SELECT r, s, l, d FROM n" },
+		" AND ($2::bool OR (SELECT r + s + l + d + w FROM n) = 0))"
+		" SELECT r, s, l, d, w FROM n UNION ALL SELECT 0, 0, 0, 0, 0 FROM"
+		" (SELECT au_settle(array_agg(id) FILTER (WHERE state <> 2)) AS s FROM j) x WHERE s < 0" },
 	[S_LOCATE] = { "au_locate", "SELECT queue FROM au_jobs WHERE id = $1::uuid" },
 	/* the dead set's bounds ($2 count, $3 age in ms; 0: none), and the
 	 * sample of processed for the rate of stats */
@@ -537,9 +626,9 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 {
 	struct pgq *p = q->ctx;
 	struct au_buf *b = &p->params;
-	size_t at[6], i;
-	const char *vals[6];
-	int lens[6], rc = 0;
+	size_t at[8], i, k, ndeps = 0;
+	const char *vals[8];
+	int lens[8], rc = 0, np, form;
 	PGresult *r;
 
 	if (!n)
@@ -586,9 +675,49 @@ static int pgq_push(struct au_queue *q, const struct au_computation *cs, size_t 
 	}
 	if (rc)
 		return oom(q);
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < n && !ndeps; i++)
+		ndeps += cs[i].ndeps;
+	if ((form = ndeps != 0)) {
+		/* the pairs (waiter, dependency); an id that cannot exist is
+		 * no dependency held */
+		ndeps = 0;
+		for (i = 0; i < n; i++)
+			for (k = 0; k < cs[i].ndeps; k++)
+				ndeps += au_id_valid(cs[i].deps[k]);
+		at[6] = b->len;
+		rc |= au_pg_array(b, AU_PG_UUID, ndeps);
+		for (i = 0; i < n; i++)
+			for (k = 0; k < cs[i].ndeps; k++) {
+				unsigned char uuid[16];
+
+				if (!au_id_valid(cs[i].deps[k]))
+					continue;
+				au_pg_uuid(uuid, cs[i].id);
+				rc |= au_pg_array_add(b, uuid, 16);
+			}
+		at[7] = b->len;
+		rc |= au_pg_array(b, AU_PG_UUID, ndeps);
+		for (i = 0; i < n; i++)
+			for (k = 0; k < cs[i].ndeps; k++) {
+				unsigned char uuid[16];
+
+				if (au_pg_uuid(uuid, cs[i].deps[k]) < 0)
+					continue;
+				rc |= au_pg_array_add(b, uuid, 16);
+			}
+		if (rc)
+			return oom(q);
+	}
+	np = form ? 8 : 6;
+	for (i = 0; i < (size_t)np; i++) {
 		vals[i] = (const char *)b->data + at[i];
-		lens[i] = (int)((i < 5 ? at[i + 1] : b->len) - at[i]);
+		lens[i] = (int)((i + 1 < (size_t)np ? at[i + 1] : b->len) - at[i]);
+	}
+	if (form) {
+		/* one form only: it leaves known ids alone */
+		r = run(q, S_PUSH_DEPS, 8, vals, lens);
+		PQclear(r);
+		return r ? 0 : -1;
 	}
 	r = run(q, S_PUSH, 6, vals, lens);
 	if (!r && au_pg_unique_violation(&p->pg) && (r = run(q, S_PUSH_KEEP, 6, vals, lens)))
@@ -1124,6 +1253,7 @@ static int pgq_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 	st->processed = au_pg_get_u64(PQgetvalue(r, 0, 5));
 	st->failed = au_pg_get_u64(PQgetvalue(r, 0, 6));
 	st->per_minute = au_pg_get_u64(PQgetvalue(r, 0, 7));
+	st->waiting = au_pg_get_u64(PQgetvalue(r, 0, 8));
 	PQclear(r);
 	return 0;
 }
@@ -1291,15 +1421,20 @@ static int pgq_drop(struct au_queue *q, const char *queue, int force)
 	char flag = force ? 1 : 0;
 	const char *vals[] = { queue, &flag };
 	int lens[] = { (int)strlen(queue), 1 };
-	unsigned long long v[4] = { 0, 0, 0, 0 };
+	unsigned long long v[5] = { 0, 0, 0, 0, 0 };
 	PGresult *r;
 	int i;
 
 	if (!(r = run(q, S_DROP, 2, vals, lens)))
 		return -1;
-	for (i = 0; i < 4 && PQntuples(r); i++)
+	for (i = 0; i < 5 && PQntuples(r); i++)
 		v[i] = (unsigned long long)au_pg_get_u64(PQgetvalue(r, 0, i));
 	PQclear(r);
+	if (!force && v[0] + v[1] + v[2] + v[3] + v[4])
+	if (!force && v[4])
+		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %llu ready,"
+				 " %llu scheduled, %llu running, %llu dead, %llu waiting", queue, v[0],
+				 v[1], v[2], v[3], v[4]);
 	if (!force && v[0] + v[1] + v[2] + v[3])
 		return au_seterr(&q->err, AU_ESTATE, "queue '%s' holds computations: %llu ready,"
 				 " %llu scheduled, %llu running, %llu dead", queue, v[0], v[1], v[2],
@@ -2007,6 +2142,133 @@ static int pgq_rate_take(struct au_queue *q, const char *key, const struct au_ra
 	return 0;
 }
 
+/* ---- flows: adopt, the kv space (schema v10) ---- */
+
+static int pgq_adopt(struct au_queue *q, const char *id, const char (*deps)[AU_ID_SIZE], size_t n)
+{
+	struct au_buf *b = &((struct pgq *)q->ctx)->params;
+	unsigned char uuid[16];
+	const char *vals[2];
+	int lens[2], rc = 0;
+	size_t at, i, k = 0;
+	PGresult *r;
+
+	if (au_pg_uuid(uuid, id) < 0)
+		return au_queue_bad_id(q, id);
+	for (i = 0; i < n; i++)
+		k += au_id_valid(deps[i]);
+	au_buf_reset(b);
+	rc |= au_buf_append(b, uuid, 16);
+	at = b->len;
+	rc |= au_pg_array(b, AU_PG_UUID, k);
+	for (i = 0; i < n; i++) {
+		unsigned char d[16];
+
+		if (au_pg_uuid(d, deps[i]) == 0)
+			rc |= au_pg_array_add(b, d, 16);
+	}
+	if (rc)
+		return oom(q);
+	vals[0] = (const char *)b->data;
+	lens[0] = 16;
+	vals[1] = (const char *)b->data + at;
+	lens[1] = (int)(b->len - at);
+	if (!(r = run(q, S_ADOPT, 2, vals, lens)))
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_kv_put(struct au_queue *q, const char *ns, const char *key,
+		      const unsigned char *val, size_t len, uint64_t ttl_ms, int nx, int *done)
+{
+	unsigned char ttl[8];
+	const char *vals[] = { ns, key, val ? (const char *)val : "", (const char *)ttl };
+	int lens[] = { (int)strlen(ns), (int)strlen(key), (int)len, 8 };
+	PGresult *r;
+
+	au_pg_put_u64(ttl, ttl_ms > INT64_MAX / 2 ? INT64_MAX / 2 : ttl_ms);
+	if (!(r = run(q, nx ? S_KV_PUT_NX : S_KV_PUT, 4, vals, lens)))
+		return -1;
+	*done = PQntuples(r) > 0;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_kv_get(struct au_queue *q, const char *ns, const char *key, unsigned char **val,
+		      size_t *len)
+{
+	const char *vals[] = { ns, key };
+	int lens[] = { (int)strlen(ns), (int)strlen(key) };
+	PGresult *r;
+	size_t n;
+
+	*val = NULL;
+	*len = 0;
+	if (!(r = run(q, S_KV_GET, 2, vals, lens)))
+		return -1;
+	if (!PQntuples(r)) {
+		PQclear(r);
+		return au_seterr(&q->err, AU_ENOTFOUND, "no key '%s' in '%s' of '%s'", key, ns,
+				 q->url.text);
+	}
+	n = (size_t)PQgetlength(r, 0, 0);
+	if (!(*val = malloc(n ? n : 1))) {
+		PQclear(r);
+		return oom(q);
+	}
+	memcpy(*val, PQgetvalue(r, 0, 0), n);
+	*len = n;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_kv_del(struct au_queue *q, const char *ns, const char *key,
+		      const unsigned char *expect, size_t expect_len, int *done)
+{
+	const char *vals[] = { ns, key, expect ? (expect_len ? (const char *)expect : "") : NULL };
+	int lens[] = { (int)strlen(ns), (int)strlen(key), (int)expect_len };
+	PGresult *r;
+
+	if (!(r = run(q, S_KV_DEL, 3, vals, lens)))
+		return -1;
+	*done = PQntuples(r) > 0;
+	PQclear(r);
+	return 0;
+}
+
+static int pgq_kv_keys(struct au_queue *q, const char *ns, const char *prefix, size_t max,
+		       char ***keys, size_t *n)
+{
+	unsigned char lim[8];
+	const char *vals[] = { ns, prefix, (const char *)lim };
+	int lens[] = { (int)strlen(ns), (int)strlen(prefix), 8 };
+	PGresult *r;
+	size_t rows, i;
+	char **v;
+
+	*keys = NULL;
+	*n = 0;
+	au_pg_put_u64(lim, max > INT64_MAX ? INT64_MAX : max);
+	if (!(r = run(q, S_KV_KEYS, 3, vals, lens)))
+		return -1;
+	rows = (size_t)PQntuples(r);
+	v = calloc(rows ? rows : 1, sizeof(*v));
+	for (i = 0; v && i < rows; i++)
+		if (!(v[i] = au_strndup(PQgetvalue(r, (int)i, 0), (size_t)PQgetlength(r, (int)i, 0)))) {
+			while (i--)
+				free(v[i]);
+			free(v);
+			v = NULL;
+		}
+	PQclear(r);
+	if (!v)
+		return oom(q);
+	*keys = v;
+	*n = rows;
+	return 0;
+}
+
 /* libpq takes both spellings of the scheme; so does au. */
 const struct au_queue_ops au_pg_queue_ops = {
 	.scheme = "postgres",
@@ -2045,4 +2307,9 @@ const struct au_queue_ops au_pg_queue_ops = {
 	.workers = pgq_workers,
 	.worker_stop = pgq_worker_stop,
 	.worker_gone = pgq_worker_gone,
+	.adopt = pgq_adopt,
+	.kv_put = pgq_kv_put,
+	.kv_get = pgq_kv_get,
+	.kv_del = pgq_kv_del,
+	.kv_keys = pgq_kv_keys,
 };

@@ -16,7 +16,7 @@
 typedef struct pg_conn PGconn;
 
 /* The schema version this build reads and writes. */
-#define AU_PG_SCHEMA_VERSION 9
+#define AU_PG_SCHEMA_VERSION 10
 
 /* Channels: a push, retry, release or rescue that makes computations of a
  * queue ready sends the queue's name on AU_PG_QUEUE_CHANNEL; a result write

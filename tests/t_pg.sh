@@ -17,11 +17,11 @@ t_match "dry run prints the SQL" "$out" "CREATE TABLE"
 t_eq "dry run changes nothing" "$(psql -tAq "$url" -c "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'au_%'")" 0
 "$au" migrate >/dev/null 2>&1
 t_eq "migrate exits 0" "$?" 0
-t_eq "schema at the latest version" "$(version)" 9
-t_match "migrating again has nothing to do" "$("$au" migrate --dry-run 2>&1)" "(up to date|nothing|v9)"
+t_eq "schema at the latest version" "$(version)" 10
+t_match "migrating again has nothing to do" "$("$au" migrate --dry-run 2>&1)" "(up to date|nothing|v10)"
 out=$("$au" migrate 2>&1); rc=$?
 t_eq "a second migrate says the schema is already there" "$rc $out" \
-	"0 postgres schema of '$url' is already at v9: nothing to do"
+	"0 postgres schema of '$url' is already at v10: nothing to do"
 
 "$au" worker --quiet --retry-base 50ms 2>/dev/null &
 wpid=$!
@@ -36,7 +36,7 @@ t_eq "worker stops with 0" "$?" 0
 
 psql -q "$url" -c "UPDATE au_schema_version SET version = 99 WHERE version = (SELECT max(version) FROM au_schema_version)"
 out=$("$au" enqueue au.echo 2>&1); rc=$?
-t_match "a newer schema is refused" "$out" "database schema is at v99, this au expects v9: upgrade au"
+t_match "a newer schema is refused" "$out" "database schema is at v99, this au expects v10: upgrade au"
 t_ok "refused with a failure exit" [ "$rc" -ne 0 ]
 psql -q "$AU_TEST_PG" -c "DROP DATABASE $db WITH (FORCE)" >/dev/null 2>&1
 t_done

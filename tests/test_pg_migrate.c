@@ -169,7 +169,8 @@ static void test_fresh(void)
 	     strstr(printed, "migrated to v6: worker registry") &&
 	     strstr(printed, "migrated to v7: the stories of computations") &&
 	     strstr(printed, "migrated to v8: rate limits") &&
-	     strstr(printed, "migrated to v9: the metrics of workers"),
+	     strstr(printed, "migrated to v9: the metrics of workers") &&
+	     strstr(printed, "migrated to v10: flows: dependencies, the kv space"),
 	     "fresh: every step reported");
 	free(printed);
 	c = connect_to(url);
@@ -186,6 +187,9 @@ static void test_fresh(void)
 	EQ(sql_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'au_workers'"
 		   " AND column_name = 'metrics' AND data_type = 'bytea' AND is_nullable = 'YES'"), 1,
 	   "fresh: au_workers keeps the workers' metrics (v9)");
+	T_OK(has_table(c, "au_deps") && has_table(c, "au_kv"), "fresh: au_deps and au_kv exist (v10)");
+	EQ(sql_int(c, "SELECT count(*) FROM pg_proc WHERE proname = 'au_settle'"), 1,
+	   "fresh: au_settle exists (v10)");
 	EQ(sql_int(c, "SELECT count(*) - count(DISTINCT version) FROM au_schema_version"), 0,
 	   "fresh: one version row per step");
 	PQfinish(c);
@@ -296,7 +300,7 @@ static void test_dry_run(void)
 	out = open_memstream(&printed, &len);
 	T_OK(au_pg_migrate(url, 1, out, &err) == 0, "dry run (%s)", err.str);
 	fclose(out);
-	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v9") &&
+	T_OK(printed && strstr(printed, "-- database schema is at v1, this au expects v10") &&
 	     strstr(printed, "CREATE TABLE au_results") && strstr(printed, "CREATE TABLE au_queues") &&
 	     strstr(printed, "fillfactor = 50") && strstr(printed, "VALUES (8);\nCOMMIT;") &&
 	     strstr(printed, "CREATE TABLE au_workers") &&
@@ -304,8 +308,9 @@ static void test_dry_run(void)
 	     strstr(printed, "ADD COLUMN story bytea") &&
 	     strstr(printed, "CREATE UNLOGGED TABLE au_rate") &&
 	     strstr(printed, "ADD COLUMN metrics bytea") &&
+	     strstr(printed, "CREATE TABLE au_deps") && strstr(printed, "VALUES (10);\nCOMMIT;") &&
 	     !strstr(printed, "CREATE TABLE au_jobs"),
-	     "dry run: prints the SQL of v2 to v9 only, v5 among them");
+	     "dry run: prints the SQL of v2 to v10 only, v5 among them");
 	free(printed);
 	EQ(db_version(url), 1, "dry run: the version is unchanged");
 	c = connect_to(url);
@@ -335,7 +340,7 @@ static void test_upgrade(void)
 	free(cmd);
 	free(lit);
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "upgrade: an older schema is not used");
-	T_EQ_STR(msg, "database schema is at v1, this au expects v9: run 'au migrate'",
+	T_EQ_STR(msg, "database schema is at v1, this au expects v10: run 'au migrate'",
 		 "upgrade: the message");
 	EQ(db_version(url), 1, "upgrade: opening changed nothing");
 
@@ -369,7 +374,7 @@ static void test_upgrade(void)
 	au_pg_migrate_to(url, 2, 0, NULL, &err);
 	EQ(db_version(url), 2, "upgrade: a database at v2");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
-	     "upgrade: au migrate brings v2 to v9");
+	     "upgrade: au migrate brings v2 to v10");
 	T_OK(au_pg_migrate_to(url, 1, 0, NULL, &err) < 0 && err.code == AU_ESTATE,
 	     "upgrade: no way back (%s)", err.str);
 	drop_db(url);
@@ -425,21 +430,96 @@ static void test_v5(void)
 	drop_db(url);
 }
 
+/* v9 to v10: rows pushed at v9 keep their state (no dependencies), and
+ * the new parts work on the migrated database. */
+static void test_v10(void)
+{
+	char *url = fresh_db(), *lit, *cmd;
+	struct au_computation c, w;
+	struct au_queued info;
+	struct au_queue_stats st;
+	struct au_queue *q;
+	struct au_lease l[2];
+	struct au_ref ref;
+	struct au_err err;
+	unsigned char *val = NULL;
+	size_t n = 0, len = 0;
+	int applied = 0, done = 0;
+	PGconn *pc;
+
+	T_OK(au_pg_migrate_to(url, 9, 0, NULL, &err) == 0, "v10: a database at v9 (%s)", err.str);
+	pc = connect_to(url);
+	lit = job_literal(&c, "old");
+	cmd = au_asprintf("INSERT INTO au_queues (name) VALUES ('old');"
+			  "INSERT INTO au_jobs (id, queue, max_attempts, body) VALUES ('%s', 'old', 2, %s)",
+			  c.id, lit);
+	free(sql(pc, cmd));
+	free(cmd);
+	free(lit);
+	T_OK(au_pg_migrate(url, 0, NULL, &err) == 0 && db_version(url) == AU_PG_SCHEMA_VERSION,
+	     "v10: migrated (%s)", err.str);
+	EQ(sql_int(pc, "SELECT count(*) FROM au_jobs WHERE state = 0 AND ndeps = 0"), 1,
+	   "v10: the row of v9 is kept, waiting for nothing");
+	q = au_queue_open(url);
+	T_OK(q && !q->err.code, "v10: open (%s)", q ? q->err.str : "oom");
+	if (q && !q->err.code) {
+		char deps[1][AU_ID_SIZE];
+
+		/* a computation pushed now waits for the one of v9 */
+		au_computation_init(&w);
+		au_id_new(w.id);
+		w.task = au_strdup("noop");
+		w.queue = au_strdup("old");
+		memcpy(deps[0], c.id, AU_ID_SIZE);
+		w.deps = deps;
+		w.ndeps = 1;
+		T_OK(au_queue_push(q, &w, 1) == 0, "v10: push with a dependency (%s)", q->err.str);
+		T_OK(au_queue_peek(q, "old", w.id, &info) == 0 && info.state == AU_QUEUED_WAITING,
+		     "v10: it waits");
+		au_queued_release(&info);
+		T_OK(au_queue_lease(q, "old", 2, 30000, 0, l, &n) == 0 && n == 1 &&
+		     !strcmp(l[0].ref.id, c.id), "v10: only the old one is leased");
+		if (n == 1) {
+			ref = l[0].ref;
+			au_lease_release(&l[0]);
+			T_OK(au_queue_ack(q, "old", &ref, 1, &applied) == 0 && applied, "v10: acked");
+		}
+		T_OK(au_queue_peek(q, "old", w.id, &info) == 0 && info.state == AU_QUEUED_READY,
+		     "v10: the ack made it ready");
+		au_queued_release(&info);
+		memset(&st, 0, sizeof(st));
+		T_OK(au_queue_stats(q, "old", &st) == 0 && st.ready == 1 && st.waiting == 0,
+		     "v10: stats");
+		T_OK(au_queue_kv_put(q, "mig", "k", (const unsigned char *)"v", 1, 0, 1, &done) == 0 &&
+		     done, "v10: kv_put (%s)", q->err.str);
+		T_OK(au_queue_kv_get(q, "mig", "k", &val, &len) == 0 && len == 1 && val[0] == 'v',
+		     "v10: kv_get");
+		free(val);
+		w.deps = NULL;
+		w.ndeps = 0;
+		au_computation_release(&w);
+	}
+	au_queue_close(q);
+	au_computation_release(&c);
+	PQfinish(pc);
+	drop_db(url);
+}
+
 static void test_ahead(void)
 {
 	char *url = fresh_db(), msg[AU_ERRSTR_SIZE];
-	const char *want = "database schema is at v10, this au expects v9: upgrade au";
+	const char *want = "database schema is at v11, this au expects v10: upgrade au";
 	struct au_err err;
 	PGconn *c;
 
 	au_pg_migrate(url, 0, NULL, &err);
 	c = connect_to(url);
-	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (10)"));
+	free(sql(c, "INSERT INTO au_schema_version (version) VALUES (11)"));
 	EQ(open_error(url, msg, sizeof(msg)), AU_ESTATE, "ahead: the queue and the store refuse");
 	T_EQ_STR(msg, want, "ahead: the message");
 	T_OK(au_pg_schema_check(c, &err) < 0 && !strcmp(err.str, want), "ahead: schema check");
 	T_OK(au_pg_migrate(url, 0, NULL, &err) < 0 && !strcmp(err.str, want), "ahead: migrate refuses");
-	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 10, "ahead: left alone");
+	EQ(sql_int(c, "SELECT max(version) FROM au_schema_version"), 11, "ahead: left alone");
 	PQfinish(c);
 	drop_db(url);
 }
@@ -1002,6 +1082,7 @@ int main(void)
 	test_report();
 	test_upgrade();
 	test_v5();
+	test_v10();
 	test_ahead();
 	test_concurrent();
 	test_errors();
