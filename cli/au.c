@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -918,9 +919,42 @@ static int cmd_migrate(struct cli *c, int argc)
 		struct au_clickhouse *ch = au_ch_new(conf.clickhouse_url, &err);
 		int rc;
 
+		struct au_queue *q = NULL;
+		char holder[300], host[256] = "";
+		int done = 1;
+
 		if (!ch)
 			return au_cli_fail(&err);
-		rc = au_ch_migrate(ch, 0, c->dry_run, stdout, &err);
+		/* the migration lock, in the queue's kv space (ClickHouse has none) */
+		if (!c->dry_run) {
+			gethostname(host, sizeof(host) - 1);
+			snprintf(holder, sizeof(holder), "%s:%d:%lld", host, (int)getpid(),
+				 (long long)time(NULL));
+			if (!(q = au_queue_open(conf.queue_url)) || q->err.code) {
+				err = q ? q->err : (struct au_err){ AU_ENOMEM, "out of memory" };
+				au_queue_close(q);
+				au_ch_free(ch);
+				return au_cli_fail(&err);
+			}
+			if (au_queue_kv_put(q, "lock", "ch_migrate", (const unsigned char *)holder,
+					    strlen(holder), 3600000, 1, &done) < 0) {
+				err = q->err;
+				done = -1;
+			} else if (!done) {
+				unsigned char *v = NULL;
+				size_t n = 0;
+
+				au_queue_kv_get(q, "lock", "ch_migrate", &v, &n);
+				au_seterr(&err, AU_ESTATE, "clickhouse migration is held by %.*s",
+					  (int)n, v ? (char *)v : "?");
+				free(v);
+			}
+		}
+		rc = done == 1 ? au_ch_migrate(ch, 0, c->dry_run, stdout, &err) : -1;
+		if (q && done == 1)
+			au_queue_kv_del(q, "lock", "ch_migrate", (const unsigned char *)holder,
+					strlen(holder), &done);
+		au_queue_close(q);
 		au_ch_free(ch);
 		return rc < 0 ? au_cli_fail(&err) : 0;
 	}

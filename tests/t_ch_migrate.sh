@@ -8,7 +8,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 au=$AU_BIN
-export AU_CLICKHOUSE=$AU_TEST_CH
+export AU_CLICKHOUSE=$AU_TEST_CH AU_QUEUE=memory://
 ch() { curl -sS "$AU_TEST_CH" --data-binary "$1"; }
 reset() { for t in au_operation_log au_operation_log__shadow au_operation_log__old_v4 au_schema_version; do ch "DROP TABLE IF EXISTS $t"; done; }
 tables() { ch "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() ORDER BY name"; ch "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() ORDER BY table, name"; }
