@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -22,6 +23,8 @@
 #include "lineage.h"
 #include "middleware.h"
 #include "pg_schema.h"
+#include "ch_migrate.h"
+#include "clickhouse.h"
 #include "queue.h"
 #include "stats.h"
 #include "workers.h"
@@ -126,9 +129,10 @@ static const struct command {
 		"supervises N worker processes (SIGHUP reloads --config).\n"
 		"\n"
 		"example: au worker --queues reports,default --concurrency 32 --processes 4\n" },
-	[C_MIGRATE] = { "migrate", "migrate [--dry-run]",
+	[C_MIGRATE] = { "migrate", "migrate [--clickhouse [URL]] [--dry-run]",
 		"Creates or upgrades the PostgreSQL schema of the queue and the store,\n"
-		"whichever are on PostgreSQL; --dry-run prints what it would do.\n"
+		"whichever are on PostgreSQL; --dry-run prints what it would do. With\n"
+		"--clickhouse, au's ClickHouse tables instead (docs/clickhouse.md).\n"
 		"\n"
 		"example: AU_QUEUE=postgres://au@db/au au migrate --dry-run\n" },
 	[C_VERSION] = { "version", "version", "Prints au's version and its wire format's.\n" },
@@ -252,7 +256,7 @@ struct cli {
 	const char *args, *args_file;
 	struct au_buf queues;         /* the worker's --queue and --queues, joined */
 	struct au_buf plugins;        /* the worker's --plugin paths, joined by commas */
-	int json, wait, processes, dry_run;
+	int json, wait, processes, dry_run, migrate_ch;
 	int timeout_ms, wait_timeout_ms;   /* of wait, of enqueue --wait; 0: no limit */
 	unsigned char seen[O_END - O_QUEUE_URL];
 	struct au_fleet_opts fleet;   /* the worker's own options (cli/fleet.h) */
@@ -912,6 +916,49 @@ static int cmd_migrate(struct cli *c, int argc)
 	if (argc)
 		return usage("migrate takes no arguments");
 	au_config_from_env(&conf);
+	if (c->migrate_ch) {
+		struct au_clickhouse *ch = au_ch_new(conf.clickhouse_url, &err);
+		int rc;
+
+		struct au_queue *q = NULL;
+		char holder[300], host[256] = "";
+		int done = 1;
+
+		if (!ch)
+			return au_cli_fail(&err);
+		/* the migration lock, in the queue's kv space (ClickHouse has none) */
+		if (!c->dry_run) {
+			gethostname(host, sizeof(host) - 1);
+			snprintf(holder, sizeof(holder), "%s:%d:%lld", host, (int)getpid(),
+				 (long long)time(NULL));
+			if (!(q = au_queue_open(conf.queue_url)) || q->err.code) {
+				err = q ? q->err : (struct au_err){ AU_ENOMEM, "out of memory" };
+				au_queue_close(q);
+				au_ch_free(ch);
+				return au_cli_fail(&err);
+			}
+			if (au_queue_kv_put(q, "lock", "ch_migrate", (const unsigned char *)holder,
+					    strlen(holder), 3600000, 1, &done) < 0) {
+				err = q->err;
+				done = -1;
+			} else if (!done) {
+				unsigned char *v = NULL;
+				size_t n = 0;
+
+				au_queue_kv_get(q, "lock", "ch_migrate", &v, &n);
+				au_seterr(&err, AU_ESTATE, "clickhouse migration is held by %.*s",
+					  (int)n, v ? (char *)v : "?");
+				free(v);
+			}
+		}
+		rc = done == 1 ? au_ch_migrate(ch, 0, c->dry_run, stdout, &err) : -1;
+		if (q && done == 1)
+			au_queue_kv_del(q, "lock", "ch_migrate", (const unsigned char *)holder,
+					strlen(holder), &done);
+		au_queue_close(q);
+		au_ch_free(ch);
+		return rc < 0 ? au_cli_fail(&err) : 0;
+	}
 	if (au_pg_migrate_all(conf.queue_url, conf.store_url, c->dry_run, stdout, &err) < 0)
 		return au_cli_fail(&err);
 	return 0;
@@ -1009,6 +1056,20 @@ int main(int argc, char **argv)
 	if ((k = command_of(cmd)) < 0)
 		return usage("unknown command '%s'", cmd);
 	c.cmd = (enum cmd)k;
+	/* `au migrate --clickhouse [URL]`: the ClickHouse schema (the flag's
+	 * URL is optional here, so it is taken before getopt sees it) */
+	if (c.cmd == C_MIGRATE)
+		for (i = first + 1; i < argc; i++)
+			if (!strcmp(argv[i], "--clickhouse")) {
+				int n = i + 1 < argc && argv[i + 1][0] != '-' ? 2 : 1;
+
+				c.migrate_ch = 1;
+				if (n == 2)
+					c.cfg.clickhouse_url = argv[i + 1];
+				memmove(argv + i, argv + i + n, (size_t)(argc - i - n + 1) * sizeof(*argv));
+				argc -= n;
+				break;
+			}
 	/* the command's options may come anywhere after it */
 	argv += first;
 	argc -= first;
