@@ -937,19 +937,55 @@ static int cmd_migrate(struct cli *c, int argc)
 				au_ch_free(ch);
 				return au_cli_fail(&err);
 			}
-			if (au_queue_kv_put(q, "lock", "ch_migrate", (const unsigned char *)holder,
-					    strlen(holder), 3600000, 1, &done) < 0) {
-				err = q->err;
-				done = -1;
-			} else if (!done) {
+			for (int tries = 0; tries < 2; tries++) {
 				unsigned char *v = NULL;
 				size_t n = 0;
+				char held[300] = "", *pid, *since;
+				long long at = 0;
 
-				au_queue_kv_get(q, "lock", "ch_migrate", &v, &n);
-				au_seterr(&err, AU_ESTATE, "clickhouse migration is held by %.*s",
-					  (int)n, v ? (char *)v : "?");
+				if (au_queue_kv_put(q, "lock", "ch_migrate", (const unsigned char *)holder,
+						    strlen(holder), 3600000, 1, &done) < 0) {
+					err = q->err;
+					done = -1;
+					break;
+				}
+				if (done)
+					break;
+				if (au_queue_kv_get(q, "lock", "ch_migrate", &v, &n) < 0)
+					continue;   /* let go meanwhile: try again */
+				snprintf(held, sizeof(held), "%.*s", (int)(n < 299 ? n : 299), (char *)v);
 				free(v);
+				/* host:pid:since; a migrator of this host that is gone left it */
+				since = strrchr(held, ':');
+				pid = since ? memrchr(held, ':', (size_t)(since - held)) : NULL;
+				if (since)
+					at = strtoll(since + 1, NULL, 10);
+				if (pid && tries == 0 && (size_t)(pid - held) == strlen(host) &&
+				    !strncmp(held, host, strlen(host)) && kill(atoi(pid + 1), 0) < 0 &&
+				    errno == ESRCH) {
+					int gone = 0;
+
+					au_queue_kv_del(q, "lock", "ch_migrate", (const unsigned char *)held,
+							strlen(held), &gone);
+					fprintf(stderr, "au: taking over the clickhouse migration lock of %.*s,"
+						" which is gone\n", (int)(since - held), held);
+					continue;
+				}
+				{
+					char when[32] = "?";
+					time_t t = (time_t)at;
+					struct tm tm;
+
+					if (at && gmtime_r(&t, &tm))
+						strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+					au_seterr(&err, AU_ESTATE, "clickhouse migration is held by %.*s since %s:"
+						  " try again when it is done", since ? (int)(since - held)
+						  : (int)strlen(held), held, when);
+				}
+				break;
 			}
+			if (!done && !err.code)
+				au_seterr(&err, AU_ESTATE, "the clickhouse migration lock is taken: try again");
 		}
 		rc = done == 1 ? au_ch_migrate(ch, 0, c->dry_run, stdout, &err) : -1;
 		if (q && done == 1)

@@ -45,4 +45,34 @@ ch "INSERT INTO au_schema_version (version, step, name, strategy, state, sql) VA
 out=$("$au" migrate --clickhouse 2>&1)
 t_eq "a newer schema refused" "$?:$out" "1:au: your ClickHouse schema is at v6, newer than this au (v4): upgrade au"
 reset
+
+# the lock lives in the queue's kv space: on Redis, shared by every migrator
+export AU_QUEUE=$AU_TEST_REDIS
+rcli() { redis-cli -p "$AU_TEST_REDIS_PORT" "$@" >/dev/null; }
+rcli SET au:kv:lock:ch_migrate "db7:4242:1767225600" PX 60000
+rcli ZADD au:kv:lock 0 ch_migrate
+out=$("$au" migrate --clickhouse 2>&1)
+t_eq "held by another migrator: exit 1, naming it" "$?:$out" \
+	"1:au: clickhouse migration is held by db7:4242 since 2026-01-01T00:00:00Z: try again when it is done"
+t_eq "and nothing was applied" "$(ch "EXISTS TABLE au_operation_log")" 0
+# one of this host whose process is gone is taken over
+sleep 0.1 & dead=$!; wait $dead
+rcli SET au:kv:lock:ch_migrate "$(hostname):$dead:1767225600" PX 60000
+out=$("$au" migrate --clickhouse 2>&1)
+t_eq "a lock left by a dead migrator of this host: taken over, applied" "$?" 0
+t_match "saying so" "$out" "taking over the clickhouse migration lock of $(hostname):$dead, which is gone"
+t_eq "the lock let go after" "$(redis-cli -p "$AU_TEST_REDIS_PORT" EXISTS au:kv:lock:ch_migrate)" 0
+# two at once: one applies, the other waits for nothing and says who holds it, or finds it done
+reset
+"$au" migrate --clickhouse >"$AU_TEST_TMP/m1.out" 2>&1 & m1=$!
+"$au" migrate --clickhouse >"$AU_TEST_TMP/m2.out" 2>&1 & m2=$!
+wait $m1; r1=$?; wait $m2; r2=$?
+both="$r1:$(cat "$AU_TEST_TMP/m1.out") | $r2:$(cat "$AU_TEST_TMP/m2.out")"
+t_match "two migrators at once: one applied (v4)" "$both" "migrated|applied|v4 step 4"
+case $both in *"held by"*|*"nothing to do"*) t_ok "the other held off or found nothing to do" true ;; *) t_ok "the other held off or found nothing to do: $both" false ;; esac
+t_eq "two migrators at once: the final columns" "$(cols)" "$final"
+t_eq "one version row set: each step done once" \
+	"$(ch "SELECT count() FROM au_schema_version WHERE state = 'done'")" \
+	"$(ch "SELECT count() FROM (SELECT DISTINCT version, step FROM au_schema_version)")"
+reset
 t_done
