@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ch_migrate.h"
 #include "clickhouse.h"
 #include "fleet.h"
 #include "queue.h"
@@ -142,6 +143,31 @@ static int nap(const sigset_t *stop, uint32_t ms)
 	return sigtimedwait(stop, NULL, &ts) > 0;
 }
 
+/* au's own ClickHouse tables (ch_migrate.h): a schema newer than this au
+ * stops the worker; an older one is said, with the command, and the
+ * worker runs (what ch.op logs waits in its buffer). */
+static int schema_check(const char *url, struct au_err *err)
+{
+	struct au_err e = { 0, "" };
+	struct au_clickhouse *ch = au_ch_new(url, &e);
+	int v = 0, newest = 0, rc = 0;
+
+	if (!ch || au_ch_schema_state(ch, &v, &newest, &e) < 0) {
+		au_ch_free(ch);
+		return 0;   /* the ping said it answers: a failed look is no reason to stop */
+	}
+	if (au_ch_schema_check(ch, &e) < 0 && e.code == AU_ESTATE) {
+		if (newest > AU_CH_SCHEMA_VERSION) {
+			*err = e;
+			rc = -1;
+		} else {
+			au_log(AU_LOG_WARN, "%s", e.str);
+		}
+	}
+	au_ch_free(ch);
+	return rc;
+}
+
 int au_startup_check(const struct au_config *cfg, const char *queue, unsigned skip, int wait,
 		     char *ch_version, size_t len, struct au_err *err)
 {
@@ -184,6 +210,8 @@ int au_startup_check(const struct au_config *cfg, const char *queue, unsigned sk
 		delay = delay * 2 > 10000 ? 10000 : delay * 2;
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0 && !(skip & AU_PART_CLICKHOUSE))
+		rc = schema_check(cfg->clickhouse_url, err);
 	return rc;
 }
 

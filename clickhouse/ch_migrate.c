@@ -290,6 +290,11 @@ int au_ch_schema_version(struct au_clickhouse *ch, int *version, struct au_err *
 	return state(ch, version, &newest, NULL, err);
 }
 
+int au_ch_schema_state(struct au_clickhouse *ch, int *version, int *newest, struct au_err *err)
+{
+	return state(ch, version, newest, NULL, err);
+}
+
 int au_ch_schema_check(struct au_clickhouse *ch, struct au_err *err)
 {
 	int version, newest;

@@ -32,5 +32,8 @@ int au_ch_schema_version(struct au_clickhouse *ch, int *version, struct au_err *
  * --clickhouse'" or "your ClickHouse schema is at v6, newer than this au
  * (v4): upgrade au". */
 int au_ch_schema_check(struct au_clickhouse *ch, struct au_err *err);
+/* *version as au_ch_schema_version, *newest the highest version with any
+ * step done (above *version when one is half applied, or newer than au). */
+int au_ch_schema_state(struct au_clickhouse *ch, int *version, int *newest, struct au_err *err);
 
 #endif

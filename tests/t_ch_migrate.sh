@@ -44,6 +44,14 @@ done
 ch "INSERT INTO au_schema_version (version, step, name, strategy, state, sql) VALUES (6, 1, 'x', 'alter', 'done', '')"
 out=$("$au" migrate --clickhouse 2>&1)
 t_eq "a newer schema refused" "$?:$out" "1:au: your ClickHouse schema is at v6, newer than this au (v4): upgrade au"
+out=$("$au" worker --queue chm --store memory:// --idle-exit 1s 2>&1)
+rc=$?
+t_ok "a worker refuses a newer schema (exit $rc)" test "$rc" -ne 0
+t_match "saying why" "$out" "your ClickHouse schema is at v6, newer than this au \(v4\): upgrade au"
+reset
+out=$("$au" worker --queue chm --store memory:// --idle-exit 1s 2>&1)
+t_eq "a worker on a ClickHouse au never migrated runs (exit 0)" "$?" 0
+t_match "and names the command" "$out" "your ClickHouse schema is at v0, this au expects v4: run 'au migrate --clickhouse'"
 reset
 
 # the lock lives in the queue's kv space: on Redis, shared by every migrator
