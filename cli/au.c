@@ -52,6 +52,7 @@ static const char usage_text[] =
 	"  schedule add|list|show|pause|resume|rm   cron schedules the fleet fires\n"
 	"  migrate                 creates or upgrades the PostgreSQL schema\n"
 	"  lineage TABLE           the ch.op operations that made TABLE (--forward, --json)\n"
+	"  flow run|show|list|cancel  flows: computations that wait for one another\n"
 	"  version                 prints the version (also --version, -V)\n"
 	"  help [COMMAND]          this text, or a command's options and an example\n"
 	"\n"
@@ -1022,7 +1023,7 @@ static int cmd_worker(struct cli *c, int argc)
 static int cmd_help(struct cli *c, int argc, char **argv)
 {
 	static const char *const theirs[] = { "dlq", "queue", "queues", "workers", "stats",
-					      "lineage", "schedule" };
+					      "lineage", "schedule", "flow" };
 	int au_cli_schedule(struct au_config *cfg, int argc, char **argv);
 	char *args[] = { NULL, (char *)"--help", NULL };
 	size_t i;
@@ -1046,6 +1047,7 @@ static int cmd_help(struct cli *c, int argc, char **argv)
 			       : !strcmp(argv[0], "queues") ? au_cli_queues(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "stats") ? au_cli_stats(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "lineage") ? au_cli_lineage(&c->cfg, 2, args)
+			       : !strcmp(argv[0], "flow") ? au_cli_flow(&c->cfg, 2, args)
 			       : !strcmp(argv[0], "schedule") ? au_cli_schedule(&c->cfg, 2, args)
 			       : au_cli_workers(&c->cfg, 2, args);
 		}
@@ -1087,6 +1089,8 @@ int main(int argc, char **argv)
 		return au_cli_stats(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "lineage"))   /* cli/lineage.c */
 		return au_cli_lineage(&c.cfg, argc - first, argv + first);
+	if (!strcmp(cmd, "flow"))   /* cli/flow.c */
+		return au_cli_flow(&c.cfg, argc - first, argv + first);
 	if (!strcmp(cmd, "worker") && first + 1 < argc && !strcmp(argv[first + 1], "stop"))
 		return au_cli_worker_stop(&c.cfg, argc - first, argv + first);
 	if ((k = command_of(cmd)) < 0)

@@ -12,5 +12,7 @@
 #include "core.h"
 
 int au_cli_lineage(const struct au_config *cfg, int argc, char **argv);
+/* `au flow run|show|list|cancel` (cli/flow.c, docs/flows.md). */
+int au_cli_flow(const struct au_config *cfg, int argc, char **argv);
 
 #endif
