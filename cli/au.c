@@ -144,7 +144,7 @@ static const struct command {
 enum {
 	O_QUEUE_URL = 256, O_STORE_URL, O_CH, O_CONFIG, O_HELP, O_VERSION, O_ARGS, O_ARGS_FILE,
 	O_QUEUE, O_QUEUES, O_PRIORITY, O_DELAY, O_TTL, O_TIMEOUT, O_ON_TIMEOUT, O_MAX_ATTEMPTS,
-	O_HEADER, O_KEY, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
+	O_HEADER, O_KEY, O_DEPENDS_ON, O_ON_DEP_FAIL, O_WAIT, O_WAIT_TIMEOUT, O_JSON, O_CONC, O_BATCH, O_PROCS, O_LEASE,
 	O_GRACE, O_RETRY_BASE, O_MAX_JOBS, O_MAX_JOBS_OLD, O_IDLE_EXIT, O_QUIET, O_LOG_LEVEL,
 	O_WAIT_SERVERS, O_RESTART_DELAY, O_SKIP_CHECK, O_DRY_RUN, O_MIDDLEWARE, O_LOG_FORMAT,
 	O_PLUGIN, O_METRICS_ADDR, O_END
@@ -201,6 +201,10 @@ static const struct opt {
 	  "a header for middleware and tracing, repeatable up to 32 (default: none)" },
 	{ "key", O_KEY, ON(C_ENQUEUE), K_TEXT, 0, 0, "KEY",
 	  "idempotency key: one computation per key and queue (default: none)" },
+	{ "depends-on", O_DEPENDS_ON, ON(C_ENQUEUE), K_TEXT, 0, 0, "ID,...",
+	  "run once each of these computations has finished (default: none)" },
+	{ "on-dep-fail", O_ON_DEP_FAIL, ON(C_ENQUEUE), K_TEXT, 0, 0, "fail|cancel|ignore|continue",
+	  "what a dependency that did not complete does to it (default: fail)" },
 	{ "wait", O_WAIT, ON(C_ENQUEUE), K_FLAG, 0, 0, NULL,
 	  "wait for the outcome and print it, as 'au wait' does" },
 	{ "wait-timeout", O_WAIT_TIMEOUT, ON(C_ENQUEUE), K_DURATION, 1, 0x7fffffff, "DURATION",
@@ -254,6 +258,8 @@ struct cli {
 	struct au_enqueue_opts eo;
 	struct au_worker_opts wo;
 	struct au_header headers[AU_MAX_HEADERS];
+	const char *deps[256];        /* --depends-on */
+	size_t ndeps;
 	const char *args, *args_file;
 	struct au_buf queues;         /* the worker's --queue and --queues, joined */
 	struct au_buf plugins;        /* the worker's --plugin paths, joined by commas */
@@ -428,6 +434,25 @@ static int apply(struct cli *c, int id, const char *arg)
 		break;
 	case O_METRICS_ADDR: c->wo.metrics_addr = arg; break;
 	case O_KEY: c->eo.key = arg; break;
+	case O_DEPENDS_ON: {
+		char *p;
+
+		for (p = strtok((char *)arg, ","); p; p = strtok(NULL, ",")) {   /* argv is ours */
+			if (c->ndeps == AU_ARRAY_SIZE(c->deps))
+				return usage("--depends-on: at most %zu ids", AU_ARRAY_SIZE(c->deps));
+			if (!au_id_valid(p))
+				return usage("invalid id '%s' for --depends-on (32 lowercase hex digits)", p);
+			c->deps[c->ndeps++] = p;
+		}
+		c->eo.depends_on = c->deps;
+		c->eo.ndepends_on = c->ndeps;
+		break;
+	}
+	case O_ON_DEP_FAIL:
+		if (au_dep_policy_parse(arg, &c->eo.dep_policy) < 0)
+			return usage("invalid value '%s' for --on-dep-fail (expected fail, cancel, ignore"
+				     " or continue)", arg);
+		break;
 	case O_ON_TIMEOUT:
 		if (strcmp(arg, "retry") != 0 && strcmp(arg, "fail") != 0)
 			return usage("invalid value '%s' for --on-timeout (expected retry or fail)", arg);

@@ -248,6 +248,11 @@ struct au_enqueue_opts {
 	 * leaves a known id alone. Once the record has expired the key is
 	 * free again. au_enqueue only (au_enqueue_batch refuses it). */
 	const char *key;
+	/* Computations it waits for (docs/flows.md): it runs once each has
+	 * left its queue, as dep_policy says (enum au_dep_policy). */
+	const char *const *depends_on;
+	size_t ndepends_on;
+	int dep_policy;
 };
 #define AU_MAX_KEY 1024
 

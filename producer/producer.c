@@ -245,6 +245,27 @@ static int prepare(struct au_computation *c, const char *task, const struct au_e
 				goto oom;
 		}
 	}
+	if (o->ndepends_on) {
+		if (o->ndepends_on > AU_MAX_DEPS) {
+			au_computation_release(c);
+			return au_seterr(err, AU_EINVAL, "too many dependencies: %zu (limit %d)",
+					 o->ndepends_on, AU_MAX_DEPS);
+		}
+		if (!(c->deps = calloc(o->ndepends_on, sizeof(*c->deps))))
+			goto oom;
+		for (i = 0; i < o->ndepends_on; i++) {
+			if (!au_id_valid(o->depends_on[i])) {
+				char shown[AU_ID_SHOWN_SIZE];
+
+				au_id_shown(shown, o->depends_on[i]);
+				au_computation_release(c);
+				return au_seterr(err, AU_EINVAL, "invalid dependency id '%s'", shown);
+			}
+			memcpy(c->deps[i], o->depends_on[i], AU_ID_SIZE);
+		}
+		c->ndeps = o->ndepends_on;
+	}
+	c->dep_policy = o->dep_policy;
 	if (!c->task || !c->queue)
 		goto oom;
 	return 0;

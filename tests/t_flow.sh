@@ -94,6 +94,16 @@ for qurl in $AU_TEST_REDIS $AU_TEST_PG; do
 	t_eq "$b: fan-out: the join got the 100 results in order" \
 		"$("$au" result "$(node_id "$f" join)" | jq -c '.all == [range(100)]')" true
 	t_match "$b: show lists the children under p" "$("$au" flow show "$f")" "\\(child\\)  completed"
+	# au enqueue --depends-on: one computation waiting for two existing ones
+	a=$("$au" enqueue au.echo --queue "$Q" --args 1)
+	c=$("$au" enqueue au.echo --queue "$Q" --args 2)
+	d=$("$au" enqueue au.echo --queue "$Q" --depends-on "$a,$c" --args "[{\"\$ref\":\"$a\"},{\"\$ref\":\"$c\"}]")
+	t_eq "$b: --depends-on: it waits" "$("$au" status "$d")" waiting
+	drain "$Q"
+	t_eq "$b: --depends-on: then runs with both results" "$("$au" result "$d")" "[1,2]"
+	out=$("$au" enqueue au.echo --queue "$Q" --depends-on nope 2>&1)
+	t_eq "$b: --depends-on a bad id: exit 2" "$?" 2
+	t_match "$b: naming it" "$out" "invalid id 'nope' for --depends-on"
 done
 
 # 10,000 nodes (a root, 9,998 waiting for it, a join waiting for them all):
