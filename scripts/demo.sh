@@ -2,7 +2,8 @@
 # demo.sh - `make demo`: au end to end on real servers. Starts Redis and
 # ClickHouse, runs 2 workers, enqueues a few hundred ClickHouse computations
 # (create a table, insert rows, aggregate), shows progress and statuses,
-# prints some results, and stops everything.
+# prints some results, runs a small flow of ch.op operations and shows its
+# tree and the lineage of its table, and stops everything.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
@@ -17,6 +18,9 @@ export AU_QUEUE=$AU_TEST_REDIS AU_STORE="file://$AU_TEST_TMP/results" AU_CLICKHO
 echo "AU_QUEUE=$AU_QUEUE"
 echo "AU_STORE=$AU_STORE"
 echo "AU_CLICKHOUSE=$AU_CLICKHOUSE"
+
+say "au's own ClickHouse tables (the operation log)"
+"$au" migrate --clickhouse || exit 1
 
 say "starting 2 workers"
 "$au" worker --concurrency 16 2>"$AU_TEST_TMP/worker1.log" &
@@ -76,6 +80,28 @@ say "a computation that fails: unknown table"
 id=$("$au" enqueue ch.query --args '{"sql":"SELECT count() FROM no_such_table"}')
 "$au" wait "$id" --timeout 10000ms
 "$au" status "$id"
+
+say "a flow: big sales -> (total per shop, sales per shop) -> a report (ch.op)"
+cat >"$AU_TEST_TMP/flow.json" <<'EOF'
+{"name": "shop-report", "ttl": "1h", "nodes": [
+  {"name": "big", "task": "ch.op",
+   "args": {"op": "filter", "input": {"table": "demo_sales", "where": [["amount", ">=", 500]]}}},
+  {"name": "total", "task": "ch.op",
+   "args": {"op": "sum", "input": {"$table": "big"}, "column": "amount", "group_by": ["shop"]}},
+  {"name": "sales", "task": "ch.op",
+   "args": {"op": "count", "input": {"$table": "big"}, "group_by": ["shop"]}},
+  {"name": "report", "task": "ch.op",
+   "args": {"op": "join", "left": {"$table": "total"}, "right": {"$table": "sales"}, "on": "shop",
+            "out": {"name": "demo_report", "scope": "persistent"}}}]}
+EOF
+sed 's/^/  /' "$AU_TEST_TMP/flow.json"
+flow=$("$au" flow run "$AU_TEST_TMP/flow.json" --wait 60s) || echo "the flow did not complete"
+"$au" flow show "$flow"
+echo "the report's first rows (shop, total of big sales, their count):"
+curl -sS "$AU_CLICKHOUSE" --data-binary "SELECT shop, round(value, 2), value_right FROM p_demo_report ORDER BY shop LIMIT 5" | sed 's/^/  /'
+sleep 0.5   # the operation log is written within 200 ms
+echo "its lineage:"
+"$au" lineage p_demo_report | sed 's/^/  /'
 
 say "workers' last log lines"
 tail -n 3 "$AU_TEST_TMP/worker1.log" "$AU_TEST_TMP/worker2.log"
