@@ -124,6 +124,9 @@ static void show_one(struct au_queue *q, const struct au_schedule *s, int json, 
 	free(args);
 }
 
+/* A usage error once the queue is open: it is closed first. */
+#define usage_closing(q, ...) (au_queue_close(q), au_cli_usage(schedule_usage, __VA_ARGS__))
+
 static int add(struct au_queue *q, int argc, char **argv)
 {
 	struct au_schedule s;
@@ -136,7 +139,7 @@ static int add(struct au_queue *q, int argc, char **argv)
 
 	memset(&s, 0, sizeof(s));
 	if (argc < 2)
-		return au_cli_usage(schedule_usage, "schedule add takes a NAME");
+		return usage_closing(q, "schedule add takes a NAME");
 	s.name = argv[1];
 	s.tz = (char *)"UTC";
 	for (i = 2; i < argc; i++) {
@@ -148,7 +151,7 @@ static int add(struct au_queue *q, int argc, char **argv)
 			else if (!args)
 				args = argv[i];
 			else
-				return au_cli_usage(schedule_usage, "unexpected argument '%s'", o);
+				return usage_closing(q, "unexpected argument '%s'", o);
 			continue;
 		}
 		if (!strcmp(o, "--paused")) {
@@ -156,7 +159,7 @@ static int add(struct au_queue *q, int argc, char **argv)
 			continue;
 		}
 		if (!v)
-			return au_cli_usage(schedule_usage, "option '%s' takes a value", o);
+			return usage_closing(q, "option '%s' takes a value", o);
 		i++;
 		if (!strcmp(o, "--cron"))
 			s.cron = (char *)v;
@@ -174,31 +177,31 @@ static int add(struct au_queue *q, int argc, char **argv)
 			s.window_ms = ms;
 		else if (!strcmp(o, "--missed")) {
 			if (au_sched_missed_parse(v, &s.missed) < 0)
-				return au_cli_usage(schedule_usage, "invalid value '%s' for --missed"
+				return usage_closing(q, "invalid value '%s' for --missed"
 						    " (expected skip, latest or all)", v);
 		} else if (!strcmp(o, "--overlap")) {
 			if (au_sched_overlap_parse(v, &s.overlap) < 0)
-				return au_cli_usage(schedule_usage, "invalid value '%s' for --overlap"
+				return usage_closing(q, "invalid value '%s' for --overlap"
 						    " (expected skip or allow)", v);
 		} else if (err.code)
-			return au_cli_usage(schedule_usage, "%s", err.str);
+			return usage_closing(q, "%s", err.str);
 		else
-			return au_cli_usage(schedule_usage, "unknown option '%s'", o);
+			return usage_closing(q, "unknown option '%s'", o);
 	}
 	if (!s.cron)
-		return au_cli_usage(schedule_usage, "schedule add needs --cron EXPR");
+		return usage_closing(q, "schedule add needs --cron EXPR");
 	if (!task)
-		return au_cli_usage(schedule_usage, "schedule add needs a TASK");
+		return usage_closing(q, "schedule add needs a TASK");
 	s.task = task;
 	if (args && au_json_to_msgpack(args, &mp, &mplen, &err) < 0)
-		return au_cli_usage(schedule_usage, "invalid ARGS_JSON: %s", err.str);
+		return usage_closing(q, "invalid ARGS_JSON: %s", err.str);
 	s.args = mp;
 	s.args_len = mplen;
 	if (!s.queue)
 		s.queue = (char *)AU_DEFAULT_QUEUE;
 	if (au_schedule_check(&s, &err) < 0) {
 		free(mp);
-		return au_cli_usage(schedule_usage, "%s", err.str);
+		return usage_closing(q, "%s", err.str);
 	}
 	rc = au_schedule_put(q, &s, &outcome, &err);
 	free(mp);
