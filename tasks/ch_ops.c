@@ -1427,21 +1427,6 @@ static void oplog_add(struct op *o, struct event_base *base)
 
 /* ---- running it ---- */
 
-static int fail_kind(const struct au_clickhouse *ch, const struct au_ch_response *r,
-		     int fail_on_timeout)
-{
-	if (r->ch_code == 159 && fail_on_timeout)
-		return AU_FAIL_FOR_GOOD;
-	switch (au_ch_fault(ch, r)) {
-	case AU_CH_OUTAGE:
-		return AU_FAIL_OUTAGE;
-	case AU_CH_RETRY:
-		return AU_FAIL_RETRY;
-	default:
-		return AU_FAIL_FOR_GOOD;
-	}
-}
-
 static void on_step(struct au_ch_response *r, void *arg);
 
 static void ignore_answer(struct au_ch_response *r, void *arg)
@@ -1570,7 +1555,7 @@ static void on_step(struct au_ch_response *r, void *arg)
 			op_done(o, AU_FAIL_FOR_GOOD, TASK ": %s: 'left' and 'right' have different "
 				"numbers of rows", o->def->name);
 		else
-			op_done(o, fail_kind(o->ch, r, o->fail_on_timeout), TASK ": %s", r->err.str);
+			op_done(o, au_ch_fail_kind(o->ch, r, o->fail_on_timeout), TASK ": %s", r->err.str);
 		return;
 	}
 	switch (o->step) {

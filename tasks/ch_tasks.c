@@ -399,8 +399,8 @@ struct pending {
  * computation no attempt (au_ch_fault). The server's own timeout (159,
  * from max_execution_time, which is the computation's timeout) follows
  * the computation's on_timeout, as the worker's timer does. */
-static int fail_kind(const struct au_clickhouse *ch, const struct au_ch_response *r,
-		     int fail_on_timeout)
+int au_ch_fail_kind(const struct au_clickhouse *ch, const struct au_ch_response *r,
+		    int fail_on_timeout)
 {
 	if (r->ch_code == 159 && fail_on_timeout)
 		return AU_FAIL_FOR_GOOD;
@@ -428,7 +428,7 @@ static void finish(struct au_task_ctx *ctx, struct au_clickhouse *ch, const char
 
 	au_task_ch_read(ctx, read[0], read[1]);
 	if (rc < 0)
-		au_task_fail(ctx, r->err.code == AU_ECLICKHOUSE ? fail_kind(ch, r, fail_on_timeout)
+		au_task_fail(ctx, r->err.code == AU_ECLICKHOUSE ? au_ch_fail_kind(ch, r, fail_on_timeout)
 								: AU_FAIL_FOR_GOOD, "%s", r->err.str);
 	else
 		au_task_complete(ctx, out.data, out.len);
@@ -440,7 +440,7 @@ static void on_answer(struct au_ch_response *resp, void *arg)
 	struct pending *p = arg;
 
 	if (resp->err.code)
-		au_task_fail(p->ctx, fail_kind(p->ch, resp, p->fail_on_timeout), "%s: %s", p->task,
+		au_task_fail(p->ctx, au_ch_fail_kind(p->ch, resp, p->fail_on_timeout), "%s: %s", p->task,
 			     resp->err.str);
 	else
 		finish(p->ctx, p->ch, p->task, resp, p->rows, p->fail_on_timeout);

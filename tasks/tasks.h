@@ -15,6 +15,14 @@
 int au_tasks_add_builtins(struct au_registry *reg);
 /* Adds ch.query, ch.exec, ch.insert and ch.op. */
 int au_ch_tasks_add(struct au_registry *reg);
+/* How a task's ClickHouse request that failed fails the attempt
+ * (AU_FAIL_*): a timeout follows the computation's on_timeout, an outage
+ * is an outage, the rest as au_ch_fault says (tasks/ch_tasks.c). */
+struct au_clickhouse;
+struct au_ch_response;
+int au_ch_fail_kind(const struct au_clickhouse *ch, const struct au_ch_response *r,
+		    int fail_on_timeout);
+
 /* Adds au.map (tasks/flow_tasks.c). */
 int au_flow_tasks_add(struct au_registry *reg);
 /* Adds ch.op (tasks/ch_ops.c). */
