@@ -1258,9 +1258,10 @@ static int pgq_stats(struct au_queue *q, const char *queue, struct au_queue_stat
 	return 0;
 }
 
-static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
+/* The first column of r's rows, as a malloc'ed array of malloc'ed
+ * strings; r is cleared. */
+static int first_column(struct au_queue *q, PGresult *r, char ***out, size_t *n)
 {
-	PGresult *r = run(q, S_QUEUES, 0, NULL, NULL);
 	size_t rows, i;
 	char **v;
 
@@ -1278,9 +1279,14 @@ static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
 	PQclear(r);
 	if (!v)
 		return oom(q);
-	*names = v;
+	*out = v;
 	*n = rows;
 	return 0;
+}
+
+static int pgq_queues(struct au_queue *q, char ***names, size_t *n)
+{
+	return first_column(q, run(q, S_QUEUES, 0, NULL, NULL), names, n);
 }
 
 /* ---- administration ---- */
@@ -2243,30 +2249,11 @@ static int pgq_kv_keys(struct au_queue *q, const char *ns, const char *prefix, s
 	unsigned char lim[8];
 	const char *vals[] = { ns, prefix, (const char *)lim };
 	int lens[] = { (int)strlen(ns), (int)strlen(prefix), 8 };
-	PGresult *r;
-	size_t rows, i;
-	char **v;
 
 	*keys = NULL;
 	*n = 0;
 	au_pg_put_u64(lim, max > INT64_MAX ? INT64_MAX : max);
-	if (!(r = run(q, S_KV_KEYS, 3, vals, lens)))
-		return -1;
-	rows = (size_t)PQntuples(r);
-	v = calloc(rows ? rows : 1, sizeof(*v));
-	for (i = 0; v && i < rows; i++)
-		if (!(v[i] = au_strndup(PQgetvalue(r, (int)i, 0), (size_t)PQgetlength(r, (int)i, 0)))) {
-			while (i--)
-				free(v[i]);
-			free(v);
-			v = NULL;
-		}
-	PQclear(r);
-	if (!v)
-		return oom(q);
-	*keys = v;
-	*n = rows;
-	return 0;
+	return first_column(q, run(q, S_KV_KEYS, 3, vals, lens), keys, n);
 }
 
 /* libpq takes both spellings of the scheme; so does au. */
